@@ -1,0 +1,15 @@
+//! Durations written as humans write them in config: `"250ms"`, `"5s"`, `"1m 30s"`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Deserialize a duration from a string such as `"1s"` or `"500ms"`.
+pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration `{text}`: {e} (write it like \"500ms\", \"5s\" or \"1m\")"
+        ))
+    })
+}

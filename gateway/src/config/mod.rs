@@ -1,0 +1,184 @@
+//! Configuration: the TOML schema, its parsing with precise diagnostics, and semantic
+//! validation into the typed [`Config`] the rest of the gateway builds from.
+//!
+//! Loading is all-or-nothing: either every check passes and a whole [`Config`] comes
+//! back, or every problem found comes back together in one [`ConfigError`].
+
+mod duration;
+mod error;
+mod schema;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::uri::Authority;
+use http::{HeaderName, HeaderValue, Method};
+
+pub use error::{ConfigError, Diagnostic};
+pub use schema::{Balancer, ConfigFile, EscapedSlashes, Timeouts};
+
+/// A validated configuration: every name resolved, every address parsed.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was loaded from (`<embedded>` for built-in configs).
+    pub source: PathBuf,
+    /// Client-facing listener settings.
+    pub server: Server,
+    /// Admin listener settings.
+    pub admin: Admin,
+    /// The plugins directory.
+    pub plugins_dir: PathBuf,
+    /// Upstream clusters; routes refer to them by index.
+    pub upstreams: Vec<Upstream>,
+    /// Routes in match order.
+    pub routes: Vec<Route>,
+}
+
+/// `[server]`, typed.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Client listener address.
+    pub listen: SocketAddr,
+    /// Worker threads; `None` means one per CPU.
+    pub workers: Option<usize>,
+    /// Grace period for in-flight requests at shutdown.
+    pub shutdown_grace: Duration,
+    /// Whether to emit access-log events.
+    pub access_log: bool,
+    /// Treatment of `%2F`/`%5C` in paths.
+    pub escaped_slashes: EscapedSlashes,
+    /// The pseudonym this gateway adds to `Via` (e.g. `weir` in `1.1 weir`).
+    pub via: String,
+}
+
+/// `[admin]`, typed.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Admin listener address.
+    pub listen: SocketAddr,
+}
+
+/// One upstream cluster.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Its unique name.
+    pub name: String,
+    /// Its endpoints, in the order written.
+    pub endpoints: Vec<Endpoint>,
+    /// Endpoint selection policy.
+    pub balancer: Balancer,
+    /// Connect and response-header timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// One endpoint of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `host:port` as an HTTP authority.
+    pub authority: Authority,
+}
+
+/// One route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Its unique name.
+    pub name: String,
+    /// Host condition.
+    pub host: Option<HostPattern>,
+    /// Path condition.
+    pub path: Option<PathPattern>,
+    /// Method condition (empty: any method).
+    pub methods: Vec<Method>,
+    /// Header conditions: each must be present with exactly this value.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// What `Host` the upstream sees.
+    pub host_rewrite: HostRewrite,
+    /// The plugin chain.
+    pub plugins: Vec<PluginUse>,
+}
+
+/// A host condition, lower-case and without port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// The host equals this.
+    Exact(String),
+    /// The host ends with this suffix, which starts with `.` (from `*.example.com`).
+    Suffix(String),
+}
+
+/// A path condition on the normalised path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathPattern {
+    /// The path equals this.
+    Exact(String),
+    /// The path starts with this at a segment boundary.
+    Prefix(String),
+}
+
+/// The `Host` header sent upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostRewrite {
+    /// The client's `Host` (or `:authority`), unchanged.
+    Preserve,
+    /// This literal value.
+    Literal(HeaderValue),
+    /// The chosen endpoint's `host:port`.
+    Endpoint,
+}
+
+/// A plugin named on a route, with its configuration.
+#[derive(Debug, Clone)]
+pub struct PluginUse {
+    /// The plugin name (`NAME.wasm`).
+    pub name: String,
+    /// Its configuration table.
+    pub config: toml::Table,
+}
+
+impl Config {
+    /// Reads, parses and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            source: std::sync::Arc::new(e),
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates config `text`; `file` names it in diagnostics.
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let source = error::Source { file, text };
+        let raw = parse_file(&source)?;
+        validate::validate(&source, raw)
+    }
+}
+
+/// TOML and schema errors: the parser stops at the first one, so this is one diagnostic.
+fn parse_file(source: &error::Source<'_>) -> Result<ConfigFile, ConfigError> {
+    let de = toml::Deserializer::parse(source.text).map_err(|e| toml_error(source, &e, ""))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        // `Spanned` fields show up in the path as a private marker segment; drop it.
+        let key = e
+            .path()
+            .to_string()
+            .replace(".$__serde_spanned_private_value", "");
+        toml_error(source, e.inner(), &key)
+    })
+}
+
+fn toml_error(source: &error::Source<'_>, err: &toml::de::Error, key: &str) -> ConfigError {
+    let span = err.span().unwrap_or(0..0);
+    let key = if key == "." { "" } else { key };
+    let mut diag = source.diagnostic(&span, key, err.message().trim().to_owned());
+    // A syntax error with no span still belongs in the file; point at its start.
+    if diag.line == 0 && !source.text.is_empty() {
+        diag.line = 1;
+        diag.column = 1;
+    }
+    diag.help = error::suggest_from_serde_message(err.message());
+    ConfigError::Invalid(vec![diag])
+}

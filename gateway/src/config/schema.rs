@@ -1,0 +1,210 @@
+//! The TOML schema: what an operator may write in `weir.toml`.
+//!
+//! Every table denies unknown keys so a typo is an error, never silence. Fields that
+//! validation refers back to are [`Spanned`] so its errors can point at file, line and
+//! column.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::duration;
+
+/// A whole configuration file as written (before semantic validation).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The client-facing listener.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The admin listener (health, metrics, admin API).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Where plugins come from.
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+    /// Upstream clusters, by name.
+    #[serde(default, rename = "upstream")]
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Routes, matched in the order they are written: the first match wins.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`: the client-facing listener and process-wide settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to accept clients on (HTTP/1.1 and h2c on the same port).
+    pub listen: Spanned<String>,
+    /// Worker threads, each with its own event loop and listener socket
+    /// (`SO_REUSEPORT`). Default: one per CPU.
+    pub workers: Option<usize>,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+    /// Emit one structured access-log event per request (target `weir::access`).
+    pub access_log: bool,
+    /// What to do with `%2F` / `%5C` (escaped `/` and `\`) in a request path:
+    /// keep them as they are (the default), reject the request with 400, or decode them
+    /// before normalising.
+    pub escaped_slashes: EscapedSlashes,
+    /// The pseudonym this gateway adds to `Via` (`1.1 weir` by default).
+    pub via: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: Spanned::new(0..0, "127.0.0.1:8080".to_owned()),
+            workers: None,
+            shutdown_grace: Duration::from_secs(30),
+            access_log: true,
+            escaped_slashes: EscapedSlashes::Keep,
+            via: "weir".to_owned(),
+        }
+    }
+}
+
+/// The treatment of escaped slashes in request paths; see [`ServerConfig::escaped_slashes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// Leave `%2F` and `%5C` untouched (Envoy's default).
+    Keep,
+    /// Answer 400 to any path containing them.
+    Reject,
+    /// Decode them to `/` and `\` before normalising, so they cannot hide `..` segments.
+    Decode,
+}
+
+/// `[admin]`: the admin listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin listener; loopback by default.
+    pub listen: Spanned<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: Spanned::new(0..0, "127.0.0.1:9901".to_owned()),
+        }
+    }
+}
+
+/// `[plugins]`: where plugin `.wasm` files live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// The directory watched for `NAME.wasm` files.
+    pub dir: String,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            dir: "./plugins".to_owned(),
+        }
+    }
+}
+
+/// `[[upstream]]`: a named cluster of endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The name routes refer to.
+    pub name: Spanned<String>,
+    /// `host:port` or `ip:port` of every endpoint.
+    pub endpoints: Spanned<Vec<Spanned<String>>>,
+    /// How a request picks an endpoint.
+    #[serde(default)]
+    pub balancer: Balancer,
+    /// Connect and request timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+/// Endpoint selection policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balancer {
+    /// Each endpoint in turn.
+    #[default]
+    RoundRobin,
+}
+
+/// Upstream timeouts.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Time allowed to establish a TCP connection to an endpoint (504 past it).
+    #[serde(with = "duration")]
+    pub connect: Duration,
+    /// Time from sending the request until the upstream's response headers arrive
+    /// (504 past it). Bodies then stream without a total deadline.
+    #[serde(with = "duration")]
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            request: Duration::from_secs(15),
+        }
+    }
+}
+
+/// `[[route]]`: which requests go where, through which plugins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name, used in logs and metrics.
+    pub name: Spanned<String>,
+    /// Conditions a request must meet; all given conditions must hold.
+    #[serde(default, rename = "match")]
+    pub matcher: MatchConfig,
+    /// The upstream cluster requests on this route go to.
+    pub upstream: Spanned<String>,
+    /// The plugin chain (request phases in this order, response phases in reverse).
+    #[serde(default)]
+    pub plugins: Vec<PluginRef>,
+    /// Replace the `Host` header sent upstream with this value.
+    pub host_rewrite: Option<Spanned<String>>,
+    /// Replace the `Host` header sent upstream with the chosen endpoint's `host:port`.
+    #[serde(default)]
+    pub auto_host_rewrite: bool,
+}
+
+/// A route's match conditions. An empty match matches every request.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Exact host (`api.example.com`) or wildcard suffix (`*.example.com`), without port.
+    pub host: Option<Spanned<String>>,
+    /// The normalised path equals this.
+    pub path: Option<Spanned<String>>,
+    /// The normalised path starts with this, at a segment boundary or ending in `/`.
+    pub path_prefix: Option<Spanned<String>>,
+    /// The method is one of these.
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    /// Each named header is present with exactly this value.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<String>>,
+}
+
+/// One entry of a route's plugin chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginRef {
+    /// The plugin's name: `NAME.wasm` in the plugins directory.
+    pub name: Spanned<String>,
+    /// The plugin's own configuration, handed to it as is.
+    #[serde(default)]
+    pub config: Option<toml::Table>,
+}

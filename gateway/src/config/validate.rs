@@ -1,0 +1,434 @@
+//! Semantic validation: turns a parsed [`ConfigFile`] into a typed [`Config`], collecting
+//! every problem instead of stopping at the first.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::str::FromStr;
+
+use http::uri::Authority;
+use http::{HeaderName, HeaderValue, Method};
+use toml::Spanned;
+
+use super::error::{Diagnostic, Source, nearest};
+use super::schema::{ConfigFile, MatchConfig, RouteConfig, UpstreamConfig};
+use super::{
+    Admin, Config, ConfigError, Endpoint, HostPattern, HostRewrite, PathPattern, PluginUse, Route,
+    Server, Upstream,
+};
+
+struct Checker<'a> {
+    source: &'a Source<'a>,
+    problems: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, span: &Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+        self.problems
+            .push(self.source.diagnostic(span, key, message));
+    }
+
+    fn error_with_help(
+        &mut self,
+        span: &Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) {
+        let mut diag = self.source.diagnostic(span, key, message);
+        diag.help = help;
+        self.problems.push(diag);
+    }
+
+    fn socket_addr(&mut self, value: &Spanned<String>, key: &str) -> Option<SocketAddr> {
+        match value.get_ref().parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error(
+                    &value.span(),
+                    key,
+                    format!(
+                        "`{}` is not an IP address with a port (e.g. \"127.0.0.1:8080\")",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn name(&mut self, value: &Spanned<String>, key: &str) {
+        let name = value.get_ref();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            self.error(
+                &value.span(),
+                key,
+                format!(
+                    "name `{name}` must be non-empty and use only letters, digits, `-`, `_` and `.`"
+                ),
+            );
+        }
+    }
+}
+
+pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, ConfigError> {
+    let mut c = Checker {
+        source,
+        problems: Vec::new(),
+    };
+
+    let listen = c.socket_addr(&raw.server.listen, "server.listen");
+    let admin_listen = c.socket_addr(&raw.admin.listen, "admin.listen");
+    if let (Some(a), Some(b)) = (listen, admin_listen)
+        && a == b
+        && a.port() != 0
+    {
+        c.error(
+            &raw.admin.listen.span(),
+            "admin.listen",
+            format!("the admin listener cannot share the client listener's address {a}"),
+        );
+    }
+    if raw.server.workers == Some(0) {
+        c.error(&(0..0), "server.workers", "workers must be at least 1");
+    }
+    let pseudonym_ok = !raw.server.via.is_empty()
+        && raw
+            .server
+            .via
+            .chars()
+            .all(|ch| ch.is_ascii_graphic() && ch != ',');
+    let via = match pseudonym_ok {
+        true => Some(raw.server.via.clone()),
+        _ => {
+            c.error(
+                &(0..0),
+                "server.via",
+                format!("`{}` is not a valid Via pseudonym", raw.server.via),
+            );
+            None
+        }
+    };
+
+    let upstreams = check_upstreams(&mut c, &raw.upstreams);
+    let names: HashMap<&str, usize> = raw
+        .upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.name.get_ref().as_str(), i))
+        .collect();
+    let routes = check_routes(&mut c, &raw.routes, &names);
+
+    if !c.problems.is_empty() {
+        c.problems.sort_by_key(|d| (d.line, d.column));
+        return Err(ConfigError::Invalid(c.problems));
+    }
+    // Every `None` above pushed a problem, so these are all present here.
+    let (Some(listen), Some(admin_listen), Some(via)) = (listen, admin_listen, via) else {
+        unreachable!("a missing value always comes with a problem")
+    };
+    Ok(Config {
+        source: source.file.to_owned(),
+        server: Server {
+            listen,
+            workers: raw.server.workers,
+            shutdown_grace: raw.server.shutdown_grace,
+            access_log: raw.server.access_log,
+            escaped_slashes: raw.server.escaped_slashes,
+            via,
+        },
+        admin: Admin {
+            listen: admin_listen,
+        },
+        plugins_dir: raw.plugins.dir.into(),
+        upstreams,
+        routes,
+    })
+}
+
+fn check_upstreams(c: &mut Checker<'_>, raw: &[UpstreamConfig]) -> Vec<Upstream> {
+    let mut seen: HashMap<&str, ()> = HashMap::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, u) in raw.iter().enumerate() {
+        let key = format!("upstream[{i}]");
+        c.name(&u.name, &format!("{key}.name"));
+        if seen.insert(u.name.get_ref(), ()).is_some() {
+            c.error(
+                &u.name.span(),
+                format!("{key}.name"),
+                format!("duplicate upstream name `{}`", u.name.get_ref()),
+            );
+        }
+        if u.endpoints.get_ref().is_empty() {
+            c.error(
+                &u.endpoints.span(),
+                format!("{key}.endpoints"),
+                format!("upstream `{}` has no endpoints", u.name.get_ref()),
+            );
+        }
+        let mut endpoints = Vec::new();
+        for (j, e) in u.endpoints.get_ref().iter().enumerate() {
+            match parse_endpoint(e.get_ref()) {
+                Ok(authority) => endpoints.push(Endpoint { authority }),
+                Err(why) => c.error(&e.span(), format!("{key}.endpoints[{j}]"), why),
+            }
+        }
+        for (what, value) in [
+            ("connect", u.timeouts.connect),
+            ("request", u.timeouts.request),
+        ] {
+            if value.is_zero() {
+                c.error(
+                    &u.name.span(),
+                    format!("{key}.timeouts.{what}"),
+                    "a timeout must be longer than zero",
+                );
+            }
+        }
+        out.push(Upstream {
+            name: u.name.get_ref().clone(),
+            endpoints,
+            balancer: u.balancer,
+            timeouts: u.timeouts,
+        });
+    }
+    out
+}
+
+/// `ip:port`, `[v6]:port` or `hostname:port`.
+fn parse_endpoint(text: &str) -> Result<Authority, String> {
+    let bad = || format!("`{text}` is not an endpoint address: write `host:port` or `ip:port`");
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        if addr.port() == 0 {
+            return Err(format!("endpoint `{text}` needs a non-zero port"));
+        }
+        return Authority::from_str(&addr.to_string()).map_err(|_| bad());
+    }
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => {}
+        _ => return Err(format!("endpoint `{text}` has an invalid port `{port}`")),
+    }
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+        });
+    if !host_ok {
+        return Err(bad());
+    }
+    Authority::from_str(text).map_err(|_| bad())
+}
+
+fn check_routes(
+    c: &mut Checker<'_>,
+    raw: &[RouteConfig],
+    upstreams: &HashMap<&str, usize>,
+) -> Vec<Route> {
+    let mut seen: HashMap<&str, ()> = HashMap::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, r) in raw.iter().enumerate() {
+        let key = format!("route[{i}]");
+        c.name(&r.name, &format!("{key}.name"));
+        if seen.insert(r.name.get_ref(), ()).is_some() {
+            c.error(
+                &r.name.span(),
+                format!("{key}.name"),
+                format!("duplicate route name `{}`", r.name.get_ref()),
+            );
+        }
+        let upstream = match upstreams.get(r.upstream.get_ref().as_str()) {
+            Some(&index) => index,
+            None => {
+                let help = nearest(r.upstream.get_ref(), upstreams.keys().copied())
+                    .map(|n| format!("did you mean `{n}`?"));
+                c.error_with_help(
+                    &r.upstream.span(),
+                    format!("{key}.upstream"),
+                    format!(
+                        "route `{}` names upstream `{}`, which is not defined",
+                        r.name.get_ref(),
+                        r.upstream.get_ref()
+                    ),
+                    help,
+                );
+                usize::MAX
+            }
+        };
+        let host_rewrite = match (&r.host_rewrite, r.auto_host_rewrite) {
+            (Some(h), true) => {
+                c.error(
+                    &h.span(),
+                    format!("{key}.host_rewrite"),
+                    "set either `host_rewrite` or `auto_host_rewrite`, not both",
+                );
+                HostRewrite::Preserve
+            }
+            (Some(h), false) => match HeaderValue::from_str(h.get_ref()) {
+                Ok(v) if Authority::from_str(h.get_ref()).is_ok() => HostRewrite::Literal(v),
+                _ => {
+                    c.error(
+                        &h.span(),
+                        format!("{key}.host_rewrite"),
+                        format!("`{}` is not a valid host", h.get_ref()),
+                    );
+                    HostRewrite::Preserve
+                }
+            },
+            (None, true) => HostRewrite::Endpoint,
+            (None, false) => HostRewrite::Preserve,
+        };
+        let plugins = r
+            .plugins
+            .iter()
+            .map(|p| PluginUse {
+                name: p.name.get_ref().clone(),
+                config: p.config.clone().unwrap_or_default(),
+            })
+            .collect();
+        for (j, p) in r.plugins.iter().enumerate() {
+            c.error(
+                &p.name.span(),
+                format!("{key}.plugins[{j}]"),
+                format!(
+                    "route `{}` names plugin `{}`, but this build has no plugin host yet: \
+                     remove the plugin from the route",
+                    r.name.get_ref(),
+                    p.name.get_ref()
+                ),
+            );
+        }
+        let (host, path, methods, headers) = check_match(c, &key, &r.matcher);
+        out.push(Route {
+            name: r.name.get_ref().clone(),
+            host,
+            path,
+            methods,
+            headers,
+            upstream,
+            host_rewrite,
+            plugins,
+        });
+    }
+    out
+}
+
+type Matchers = (
+    Option<HostPattern>,
+    Option<PathPattern>,
+    Vec<Method>,
+    Vec<(HeaderName, HeaderValue)>,
+);
+
+fn check_match(c: &mut Checker<'_>, route_key: &str, m: &MatchConfig) -> Matchers {
+    let key = format!("{route_key}.match");
+    let host = m.host.as_ref().and_then(|h| {
+        let text = h.get_ref().to_ascii_lowercase();
+        let (pattern, bare) = match text.strip_prefix("*.") {
+            Some(rest) => (HostPattern::Suffix(format!(".{rest}")), rest.to_owned()),
+            None => (HostPattern::Exact(text.clone()), text.clone()),
+        };
+        let valid = !bare.is_empty()
+            && !bare.contains(':')
+            && bare
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.');
+        if valid {
+            Some(pattern)
+        } else {
+            c.error(
+                &h.span(),
+                format!("{key}.host"),
+                format!(
+                    "`{}` is not a host pattern: write `api.example.com` or `*.example.com`, without a port",
+                    h.get_ref()
+                ),
+            );
+            None
+        }
+    });
+
+    let path = match (&m.path, &m.path_prefix) {
+        (Some(p), Some(_)) => {
+            c.error(
+                &p.span(),
+                format!("{key}.path"),
+                "set either `path` or `path_prefix`, not both",
+            );
+            None
+        }
+        (Some(p), None) => check_path(c, &format!("{key}.path"), p).map(PathPattern::Exact),
+        (None, Some(p)) => check_path(c, &format!("{key}.path_prefix"), p).map(PathPattern::Prefix),
+        (None, None) => None,
+    };
+
+    let mut methods = Vec::new();
+    for (i, m) in m.methods.iter().enumerate() {
+        let text = m.get_ref();
+        let upper = text.to_ascii_uppercase();
+        match Method::from_bytes(text.as_bytes()) {
+            Ok(method) if *text == upper => methods.push(method),
+            _ => {
+                let help = Method::from_bytes(upper.as_bytes())
+                    .is_ok()
+                    .then(|| format!("methods are case-sensitive: did you mean `{upper}`?"));
+                c.error_with_help(
+                    &m.span(),
+                    format!("{key}.methods[{i}]"),
+                    format!("`{text}` is not an HTTP method"),
+                    help,
+                );
+            }
+        }
+    }
+
+    let mut headers = Vec::new();
+    for (name, value) in &m.headers {
+        let hkey = format!("{key}.headers.{name}");
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value.get_ref()),
+        ) {
+            (Ok(n), Ok(v)) => headers.push((n, v)),
+            (Err(_), _) => c.error(
+                &value.span(),
+                hkey,
+                format!("`{name}` is not a header name"),
+            ),
+            (_, Err(_)) => c.error(
+                &value.span(),
+                hkey,
+                format!("`{}` is not a valid header value", value.get_ref()),
+            ),
+        }
+    }
+    (host, path, methods, headers)
+}
+
+fn check_path(c: &mut Checker<'_>, key: &str, p: &Spanned<String>) -> Option<String> {
+    let text = p.get_ref();
+    match crate::path::normalize(text, crate::path::SlashPolicy::Keep) {
+        Ok(normal) if normal == text.as_str() => Some(text.clone()),
+        Ok(normal) => {
+            c.error_with_help(
+                &p.span(),
+                key,
+                format!("`{text}` is not a normalised path, so no request could match it"),
+                Some(format!("did you mean `{normal}`?")),
+            );
+            None
+        }
+        Err(e) => {
+            c.error(&p.span(), key, format!("`{text}`: {e}"));
+            None
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The gateway's request errors and the one place they become client responses.
+//!
+//! Clients get a status and a short JSON reason, never internals (addresses, error
+//! chains); the full story goes to the log with the route and upstream.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{Either, Full};
+
+use crate::path::PathError;
+use crate::upstream::UpstreamFailure;
+
+/// The body of every response the gateway writes: an upstream's streamed body or a
+/// local one.
+pub type ResponseBody = Either<hyper::body::Incoming, Full<Bytes>>;
+
+/// Why a request could not be proxied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The request path could not be normalised.
+    #[error("bad request path: {0}")]
+    BadPath(#[from] PathError),
+    /// No route matches.
+    #[error("no route matches the request")]
+    NoRoute,
+    /// The upstream exchange failed.
+    #[error("upstream `{upstream}` endpoint {endpoint}: {failure}")]
+    Upstream {
+        /// The cluster.
+        upstream: std::sync::Arc<str>,
+        /// The endpoint tried.
+        endpoint: http::uri::Authority,
+        /// What went wrong.
+        #[source]
+        failure: UpstreamFailure,
+    },
+    /// No response head within the cluster's request timeout.
+    #[error("upstream `{upstream}` endpoint {endpoint} sent no response within {timeout:?}")]
+    UpstreamTimeout {
+        /// The cluster.
+        upstream: std::sync::Arc<str>,
+        /// The endpoint tried.
+        endpoint: http::uri::Authority,
+        /// The timeout that elapsed.
+        timeout: Duration,
+    },
+}
+
+impl ProxyError {
+    /// The status the client gets, and the short reason in its body.
+    pub fn status_and_reason(&self) -> (StatusCode, &'static str) {
+        match self {
+            ProxyError::BadPath(_) => (StatusCode::BAD_REQUEST, "bad request path"),
+            ProxyError::NoRoute => (StatusCode::NOT_FOUND, "no route matches the request"),
+            ProxyError::Upstream { failure, .. } => match failure {
+                UpstreamFailure::ConnectTimeout(_) => {
+                    (StatusCode::GATEWAY_TIMEOUT, "upstream connect timeout")
+                }
+                UpstreamFailure::Connect(_) => {
+                    (StatusCode::BAD_GATEWAY, "upstream connection failed")
+                }
+                UpstreamFailure::Exchange(_) => (
+                    StatusCode::BAD_GATEWAY,
+                    "upstream connection reset or invalid response",
+                ),
+            },
+            ProxyError::UpstreamTimeout { .. } => {
+                (StatusCode::GATEWAY_TIMEOUT, "upstream response timeout")
+            }
+        }
+    }
+
+    /// The response the client gets for this error.
+    pub fn to_response(&self) -> Response<ResponseBody> {
+        let (status, reason) = self.status_and_reason();
+        local_response(status, reason)
+    }
+}
+
+/// A small JSON response written by the gateway itself: `{"error": "<reason>"}`.
+pub fn local_response(status: StatusCode, reason: &str) -> Response<ResponseBody> {
+    let body = format!("{{\"error\":\"{}\"}}\n", reason.replace('"', "'"));
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,22 @@
+//! Weir, a programmable HTTP gateway: a reverse proxy with a fixed request pipeline whose
+//! filter points call sandboxed WebAssembly plugins.
+//!
+//! This crate is the gateway as a library; the `weir` binary only parses its command line
+//! and calls into it. Tests start gateways in-process with [`Gateway::start`].
+#![forbid(unsafe_code)]
+
+mod admin;
+pub mod config;
+pub mod error;
+pub mod path;
+pub mod pipeline;
+pub mod quickstart;
+pub mod router;
+pub mod run;
+mod server;
+pub mod snapshot;
+pub mod telemetry;
+pub mod upstream;
+
+pub use config::Config;
+pub use server::{Gateway, StartError};

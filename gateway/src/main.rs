@@ -1,0 +1,93 @@
+//! The `weir` command line. All logic lives in the `weir_gateway` library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use weir_gateway::telemetry::{self, LogFormat};
+use weir_gateway::{Config, Gateway, quickstart, run};
+
+/// Weir: a programmable HTTP gateway with WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about, propagate_version = true)]
+struct Cli {
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve traffic. Without --config, starts the quickstart: 127.0.0.1:8080 in front of
+    /// a built-in demo upstream.
+    Run {
+        /// The config file (TOML).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file and print a summary of its listeners, upstreams and routes.
+    Check {
+        /// The config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command.unwrap_or(Command::Run { config: None }) {
+        Command::Run { config: Some(path) } => match Config::load(&path) {
+            Ok(config) => serve(config),
+            Err(e) => fail(&e),
+        },
+        Command::Run { config: None } => quickstart(),
+        Command::Check { config } => match Config::load(&config) {
+            Ok(config) => {
+                print!("{}", run::summary(&config));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    match Gateway::start(config)
+        .map_err(run::RunError::from)
+        .and_then(run::serve_until_signal)
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn quickstart() -> ExitCode {
+    let demo = match quickstart::start_demo_upstream() {
+        Ok(addr) => addr,
+        Err(e) => return fail(&e),
+    };
+    let config = match quickstart::config(demo) {
+        Ok(config) => config,
+        Err(e) => return fail(&e),
+    };
+    let gateway = match Gateway::start(config) {
+        Ok(gateway) => gateway,
+        Err(e) => return fail(&e),
+    };
+    println!(
+        "{}",
+        quickstart::banner(gateway.local_addr(), gateway.admin_addr(), demo)
+    );
+    match run::serve_until_signal(gateway) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,124 @@
+//! Proxy header hygiene: hop-by-hop headers removed in both directions, `X-Forwarded-*`
+//! and `Via` added, and the `Host` the upstream sees.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 5] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TRAILER,
+];
+
+/// Removes hop-by-hop headers: the fixed list, every header `Connection` names, every
+/// `Proxy-*` header, and `TE` unless it is exactly `trailers` (which gRPC needs).
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers listed in Connection go first, while Connection is still there.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if let Some(te) = headers.get(header::TE)
+        && te.as_bytes() != b"trailers"
+    {
+        headers.remove(header::TE);
+    }
+    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
+        let proxy: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in proxy {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Appends the client's address to `X-Forwarded-For`, and sets `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` to what this gateway saw (it is the edge, so it overwrites them).
+pub(super) fn add_forwarded(
+    headers: &mut HeaderMap,
+    client_ip: std::net::IpAddr,
+    scheme: &'static str,
+    host: Option<&HeaderValue>,
+) {
+    static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+    let ip = client_ip.to_string();
+    let xff = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(value) = HeaderValue::try_from(xff) {
+        headers.insert(&XFF, value);
+    }
+    headers.insert(&XFP, HeaderValue::from_static(scheme));
+    match host {
+        Some(h) => {
+            headers.insert(&XFH, h.clone());
+        }
+        None => {
+            headers.remove(&XFH);
+        }
+    }
+}
+
+/// Appends this gateway's entry to `Via`.
+pub(super) fn append_via(headers: &mut HeaderMap, via: &HeaderValue) {
+    headers.append(header::VIA, via.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_what_connection_names() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn keeps_te_trailers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        remove_hop_by_hop(&mut h);
+        assert!(h.contains_key(header::TE));
+    }
+
+    #[test]
+    fn appends_to_x_forwarded_for() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        add_forwarded(&mut h, [127, 0, 0, 1].into(), "http", None);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+    }
+}

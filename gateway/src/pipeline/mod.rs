@@ -1,0 +1,183 @@
+//! The fixed request pipeline:
+//!
+//! ```text
+//! normalise path → route → pick endpoint → upstream (timeouts) → response headers → log
+//! ```
+//!
+//! (Plugin phases slot in after routing and around the upstream exchange.) Each step is
+//! plain sequential async code; a step that cannot continue returns a [`ProxyError`],
+//! which becomes the client's response in exactly one place, [`ProxyError::to_response`].
+
+mod forwarding;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri, Version, header};
+use http_body_util::Either;
+use hyper::body::Incoming;
+
+use crate::config::HostRewrite;
+use crate::error::{ProxyError, ResponseBody};
+use crate::router::{self, RequestFacts};
+use crate::snapshot::Snapshot;
+
+pub use forwarding::remove_hop_by_hop;
+
+/// What the server knows about the connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct Connection {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// Which worker serves it (selects the worker's upstream pools).
+    pub worker: usize,
+}
+
+/// Runs one request through the pipeline and returns the response to write.
+pub async fn handle(
+    snapshot: &Snapshot,
+    conn: &Connection,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let outcome = proxy(snapshot, conn, req).await;
+    let (response, route, upstream, error) = match outcome {
+        Ok(done) => (done.response, Some(done.route), Some(done.upstream), None),
+        Err((err, route)) => (err.to_response(), route, None, Some(err)),
+    };
+    if snapshot.access_log {
+        let elapsed = started.elapsed();
+        tracing::info!(
+            target: "weir::access",
+            client = %conn.client.ip(),
+            method = %method,
+            route = route.as_deref().unwrap_or("-"),
+            upstream = upstream.as_deref().unwrap_or("-"),
+            status = response.status().as_u16(),
+            duration_ms = elapsed.as_secs_f64() * 1e3,
+            error = error.as_ref().map(tracing::field::display),
+        );
+    } else if let Some(err) = &error {
+        tracing::debug!(route = route.as_deref().unwrap_or("-"), error = %err, "request failed");
+    }
+    response
+}
+
+struct Proxied {
+    response: Response<ResponseBody>,
+    route: std::sync::Arc<str>,
+    upstream: std::sync::Arc<str>,
+}
+
+type Failed = (ProxyError, Option<std::sync::Arc<str>>);
+
+async fn proxy(
+    snapshot: &Snapshot,
+    conn: &Connection,
+    req: Request<Incoming>,
+) -> Result<Proxied, Failed> {
+    let (mut parts, body) = req.into_parts();
+
+    // Normalise the path, then route on the result.
+    let path = crate::path::normalize(parts.uri.path(), snapshot.slashes)
+        .map_err(|e| (ProxyError::from(e), None))?;
+    let host = router::request_host(&parts.uri, &parts.headers);
+    let facts = RequestFacts {
+        host,
+        path: &path,
+        method: &parts.method,
+        headers: &parts.headers,
+    };
+    let route = snapshot
+        .routes
+        .find(&facts)
+        .ok_or((ProxyError::NoRoute, None))?;
+    let route_name = route.name.clone();
+    let failed = |e: ProxyError| (e, Some(route_name.clone()));
+
+    // Pick the endpoint and build the upstream request.
+    let cluster = &snapshot.clusters[route.upstream];
+    let endpoint = cluster.pick();
+    let path_and_query = match (&path, parts.uri.query()) {
+        (std::borrow::Cow::Borrowed(_), _) => parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        (std::borrow::Cow::Owned(p), None) => PathAndQuery::try_from(p.as_str())
+            .map_err(|_| failed(ProxyError::BadPath(crate::path::PathError::BadEscape)))?,
+        (std::borrow::Cow::Owned(p), Some(q)) => PathAndQuery::try_from(format!("{p}?{q}"))
+            .map_err(|_| failed(ProxyError::BadPath(crate::path::PathError::BadEscape)))?,
+    };
+    let original_host = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
+    };
+    let via = match parts.version {
+        Version::HTTP_2 => &snapshot.via.http2,
+        Version::HTTP_10 => &snapshot.via.http10,
+        _ => &snapshot.via.http11,
+    };
+
+    let headers = &mut parts.headers;
+    forwarding::remove_hop_by_hop(headers);
+    forwarding::add_forwarded(
+        headers,
+        conn.client.ip(),
+        conn.scheme,
+        original_host.as_ref(),
+    );
+    forwarding::append_via(headers, via);
+    let upstream_host = match &route.host_rewrite {
+        HostRewrite::Preserve => original_host,
+        HostRewrite::Literal(value) => Some(value.clone()),
+        HostRewrite::Endpoint => HeaderValue::from_str(endpoint.as_str()).ok(),
+    };
+    match upstream_host {
+        Some(h) => headers.insert(header::HOST, h),
+        None => headers.remove(header::HOST),
+    };
+
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(endpoint.clone());
+    uri.path_and_query = Some(path_and_query);
+    parts.uri = Uri::from_parts(uri).map_err(|_| failed(ProxyError::NoRoute))?;
+    parts.version = Version::HTTP_11;
+    let upstream_req = Request::from_parts(parts, body);
+
+    // The exchange, bounded by the cluster's response timeout.
+    let timeout = cluster.timeouts.request;
+    let sent = tokio::time::timeout(timeout, cluster.client(conn.worker).send(upstream_req)).await;
+    let response = match sent {
+        Err(_) => {
+            return Err(failed(ProxyError::UpstreamTimeout {
+                upstream: cluster.name.clone(),
+                endpoint: endpoint.clone(),
+                timeout,
+            }));
+        }
+        Ok(Err(failure)) => {
+            return Err(failed(ProxyError::Upstream {
+                upstream: cluster.name.clone(),
+                endpoint: endpoint.clone(),
+                failure,
+            }));
+        }
+        Ok(Ok(response)) => response,
+    };
+
+    // Response headers: the same hygiene on the way back.
+    let (mut parts, body) = response.into_parts();
+    forwarding::remove_hop_by_hop(&mut parts.headers);
+    forwarding::append_via(&mut parts.headers, &snapshot.via.http11);
+    Ok(Proxied {
+        response: Response::from_parts(parts, Either::Left(body)),
+        route: route_name,
+        upstream: cluster.name.clone(),
+    })
+}

@@ -1,0 +1,109 @@
+//! Running a gateway as a process: start it, wait for SIGINT/SIGTERM, shut down
+//! gracefully, exit. Also the `check` summary.
+
+use std::fmt::Write as _;
+
+use crate::config::Config;
+use crate::server::{Gateway, StartError};
+
+/// Why a gateway process stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// It could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The signal-handling runtime could not be set up.
+    #[error("cannot set up signal handling: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+/// Serves `gateway` until SIGINT or SIGTERM, then shuts down gracefully: stop accepting,
+/// let in-flight requests finish within the grace period, return. A second signal ends
+/// the wait at once.
+pub fn serve_until_signal(gateway: Gateway) -> Result<(), RunError> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Signals)?;
+    let mut term = runtime
+        .block_on(async { signal(SignalKind::terminate()) })
+        .map_err(RunError::Signals)?;
+    let mut int = runtime
+        .block_on(async { signal(SignalKind::interrupt()) })
+        .map_err(RunError::Signals)?;
+    runtime.block_on(async {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down gracefully"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down gracefully"),
+        }
+    });
+    gateway.shutdown();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        gateway.wait();
+        let _ = done_tx.send(());
+    });
+    runtime.block_on(async {
+        tokio::select! {
+            _ = done_rx => tracing::info!("shutdown complete"),
+            _ = term.recv() => tracing::warn!("second signal: exiting without waiting"),
+            _ = int.recv() => tracing::warn!("second signal: exiting without waiting"),
+        }
+    });
+    Ok(())
+}
+
+/// The `weir check` summary of a valid config: listeners, upstreams, routes.
+pub fn summary(config: &Config) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: configuration is valid", config.source.display());
+    let _ = writeln!(out, "listeners:");
+    let _ = writeln!(out, "  server  {}", config.server.listen);
+    let _ = writeln!(out, "  admin   {}", config.admin.listen);
+    let _ = writeln!(out, "upstreams ({}):", config.upstreams.len());
+    for u in &config.upstreams {
+        let endpoints: Vec<String> = u
+            .endpoints
+            .iter()
+            .map(|e| e.authority.to_string())
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {}  {:?}  [{}]  connect {:?}, request {:?}",
+            u.name,
+            u.balancer,
+            endpoints.join(", "),
+            u.timeouts.connect,
+            u.timeouts.request
+        );
+    }
+    let _ = writeln!(out, "routes ({}, first match wins):", config.routes.len());
+    for r in &config.routes {
+        let mut conditions = Vec::new();
+        if let Some(h) = &r.host {
+            conditions.push(format!("host {h:?}"));
+        }
+        if let Some(p) = &r.path {
+            conditions.push(format!("path {p:?}"));
+        }
+        if !r.methods.is_empty() {
+            conditions.push(format!("methods {:?}", r.methods));
+        }
+        for (name, value) in &r.headers {
+            conditions.push(format!("header {name}={value:?}"));
+        }
+        if conditions.is_empty() {
+            conditions.push("any request".to_owned());
+        }
+        let _ = writeln!(
+            out,
+            "  {}  {}  -> {}",
+            r.name,
+            conditions.join(", "),
+            config.upstreams[r.upstream].name
+        );
+    }
+    out
+}

@@ -1,0 +1,160 @@
+//! The client-facing server: binds listeners, runs one worker thread per listener, and
+//! shuts down gracefully.
+
+mod listener;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::snapshot::{SharedSnapshot, Snapshot};
+
+pub(crate) use listener::bind_reuseport;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A worker thread could not be started.
+    #[error("cannot start worker thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// A running gateway. Dropping it does not stop it: call [`Gateway::shutdown`] and then
+/// [`Gateway::wait`].
+#[derive(Debug)]
+pub struct Gateway {
+    addr: SocketAddr,
+    admin_addr: SocketAddr,
+    snapshot: SharedSnapshot,
+    shutdown: CancellationToken,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Binds the listeners and starts the workers and the admin listener.
+    pub fn start(config: Config) -> Result<Gateway, StartError> {
+        let workers = config.server.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        let listen = config.server.listen;
+        let listeners = bind_reuseport(listen, workers).map_err(|source| StartError::Bind {
+            addr: listen,
+            source,
+        })?;
+        let addr = listeners[0]
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let admin_listen = config.admin.listen;
+        let admin_listener = bind_reuseport(admin_listen, 1)
+            .map_err(|source| StartError::Bind {
+                addr: admin_listen,
+                source,
+            })?
+            .remove(0);
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: admin_listen,
+                source,
+            })?;
+
+        let grace = config.server.shutdown_grace;
+        let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
+            Arc::new(config),
+            workers,
+        )));
+        let shutdown = CancellationToken::new();
+        let mut threads = Vec::with_capacity(workers + 1);
+        for (id, listener) in listeners.into_iter().enumerate() {
+            let worker = worker::Worker {
+                id,
+                listener,
+                snapshot: snapshot.clone(),
+                shutdown: shutdown.clone(),
+                grace,
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("weir-worker-{id}"))
+                .spawn(move || {
+                    if let Err(e) = worker.run() {
+                        tracing::error!(worker = id, error = %e, "worker failed");
+                    }
+                })
+                .map_err(StartError::Thread)?;
+            threads.push(handle);
+        }
+        let admin = crate::admin::Admin {
+            listener: admin_listener,
+            snapshot: snapshot.clone(),
+            shutdown: shutdown.clone(),
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name("weir-admin".to_owned())
+                .spawn(move || {
+                    if let Err(e) = admin.run() {
+                        tracing::error!(error = %e, "admin listener failed");
+                    }
+                })
+                .map_err(StartError::Thread)?,
+        );
+        tracing::info!(%addr, %admin_addr, workers, "weir listening");
+        Ok(Gateway {
+            addr,
+            admin_addr,
+            snapshot,
+            shutdown,
+            threads,
+        })
+    }
+
+    /// The address clients connect to (the real port when the config said port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The snapshot requests currently read.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Stops accepting connections and lets in-flight requests finish within the grace
+    /// period. Returns at once; [`Gateway::wait`] waits for the end.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// A token that is cancelled when shutdown begins.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Blocks until every worker has finished (after [`Gateway::shutdown`]).
+    pub fn wait(self) {
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The immutable state a request reads: routes, clusters and the per-request settings,
+//! built whole from a validated [`Config`] and swapped atomically.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+
+use crate::config::{Config, EscapedSlashes};
+use crate::path::SlashPolicy;
+use crate::router::RouteTable;
+use crate::upstream::Cluster;
+
+/// Everything one request needs, consistent with one config version.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The config this was built from.
+    pub config: Arc<Config>,
+    /// The route table.
+    pub routes: RouteTable,
+    /// Upstream clusters, indexed as in the config.
+    pub clusters: Vec<Cluster>,
+    /// How request paths are normalised.
+    pub slashes: SlashPolicy,
+    /// `Via` values to append, by the request's HTTP version.
+    pub via: ViaValues,
+    /// Whether to emit access-log events.
+    pub access_log: bool,
+}
+
+/// The `Via` entries for HTTP/1.0, 1.1 and 2 (`1.0 weir`, `1.1 weir`, `2 weir`).
+#[derive(Debug, Clone)]
+pub struct ViaValues {
+    /// For HTTP/1.0 messages.
+    pub http10: HeaderValue,
+    /// For HTTP/1.1 messages.
+    pub http11: HeaderValue,
+    /// For HTTP/2 messages.
+    pub http2: HeaderValue,
+}
+
+impl Snapshot {
+    /// Builds the runtime state for `config`, with one upstream pool per worker.
+    pub fn build(config: Arc<Config>, workers: usize) -> Snapshot {
+        let pseudonym = &config.server.via;
+        let via_for = |version: &str| {
+            HeaderValue::try_from(format!("{version} {pseudonym}"))
+                .unwrap_or_else(|_| HeaderValue::from_static("1.1 weir"))
+        };
+        Snapshot {
+            routes: RouteTable::new(&config.routes),
+            clusters: config
+                .upstreams
+                .iter()
+                .map(|u| Cluster::new(u, workers))
+                .collect(),
+            slashes: match config.server.escaped_slashes {
+                EscapedSlashes::Keep => SlashPolicy::Keep,
+                EscapedSlashes::Reject => SlashPolicy::Reject,
+                EscapedSlashes::Decode => SlashPolicy::Decode,
+            },
+            via: ViaValues {
+                http10: via_for("1.0"),
+                http11: via_for("1.1"),
+                http2: via_for("2"),
+            },
+            access_log: config.server.access_log,
+            config,
+        }
+    }
+}
+
+/// The current snapshot, shared by all workers; readers never block writers.
+pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
