@@ -1,5 +1,6 @@
 //! The `weir` command line. All logic lives in the `weir_gateway` library.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,6 +27,12 @@ enum Command {
         /// The config file (TOML).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Listen here instead of `[server] listen` (e.g. 127.0.0.1:0 for a free port).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// Serve the admin API here instead of `[admin] listen`.
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<SocketAddr>,
     },
     /// Validate a config file and print a summary of its listeners, upstreams and routes.
     Check {
@@ -38,12 +45,30 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    match cli.command.unwrap_or(Command::Run { config: None }) {
-        Command::Run { config: Some(path) } => match Config::load(&path) {
-            Ok(config) => serve(config),
-            Err(e) => fail(&e),
-        },
-        Command::Run { config: None } => quickstart(),
+    let command = cli.command.unwrap_or(Command::Run {
+        config: None,
+        listen: None,
+        admin_listen: None,
+    });
+    match command {
+        Command::Run {
+            config,
+            listen,
+            admin_listen,
+        } => {
+            let overrides = |mut c: Config| {
+                c.server.listen = listen.unwrap_or(c.server.listen);
+                c.admin.listen = admin_listen.unwrap_or(c.admin.listen);
+                c
+            };
+            match config {
+                Some(path) => match Config::load(&path) {
+                    Ok(config) => serve(overrides(config)),
+                    Err(e) => fail(&e),
+                },
+                None => quickstart(overrides),
+            }
+        }
         Command::Check { config } => match Config::load(&config) {
             Ok(config) => {
                 print!("{}", run::summary(&config));
@@ -64,13 +89,13 @@ fn serve(config: Config) -> ExitCode {
     }
 }
 
-fn quickstart() -> ExitCode {
+fn quickstart(overrides: impl FnOnce(Config) -> Config) -> ExitCode {
     let demo = match quickstart::start_demo_upstream() {
         Ok(addr) => addr,
         Err(e) => return fail(&e),
     };
     let config = match quickstart::config(demo) {
-        Ok(config) => config,
+        Ok(config) => overrides(config),
         Err(e) => return fail(&e),
     };
     let gateway = match Gateway::start(config) {

@@ -1,1 +1,20 @@
+//! Test support for Weir's black-box tests: real upstream servers, gateways started
+//! in-process or as the real `weir` binary, and small HTTP clients. Everything binds
+//! 127.0.0.1 on port 0 and is stopped when dropped.
 
+pub mod client;
+pub mod gateway;
+pub mod upstream;
+
+pub use client::{Reply, get, h1_client, h2_client, raw_request, send};
+pub use gateway::{TestGateway, WeirProcess};
+pub use upstream::{Seen, TestUpstream};
+
+/// Path of the real `weir` binary built for these tests (usable in integration tests,
+/// where Cargo defines `CARGO_BIN_EXE_*`).
+#[macro_export]
+macro_rules! weir_bin {
+    () => {
+        ::std::path::Path::new(env!("CARGO_BIN_EXE_weir-under-test"))
+    };
+}

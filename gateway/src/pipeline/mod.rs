@@ -43,20 +43,30 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
-    let method = req.method().clone();
+    // Kept only for the access log; cloning a method and a URI is cheap (shared bytes).
+    let logged = snapshot
+        .access_log
+        .then(|| (req.method().clone(), req.uri().clone()));
     let outcome = proxy(snapshot, conn, req).await;
     let (response, route, upstream, error) = match outcome {
-        Ok(done) => (done.response, Some(done.route), Some(done.upstream), None),
+        Ok(done) => (
+            done.response,
+            Some(done.route),
+            Some((done.upstream, done.endpoint)),
+            None,
+        ),
         Err((err, route)) => (err.to_response(), route, None, Some(err)),
     };
-    if snapshot.access_log {
+    if let Some((method, uri)) = logged {
         let elapsed = started.elapsed();
         tracing::info!(
             target: "weir::access",
             client = %conn.client.ip(),
             method = %method,
+            path = uri.path(),
             route = route.as_deref().unwrap_or("-"),
-            upstream = upstream.as_deref().unwrap_or("-"),
+            upstream = upstream.as_ref().map_or("-", |u| &*u.0),
+            endpoint = upstream.as_ref().map_or("-", |u| u.1.as_str()),
             status = response.status().as_u16(),
             duration_ms = elapsed.as_secs_f64() * 1e3,
             error = error.as_ref().map(tracing::field::display),
@@ -71,6 +81,7 @@ struct Proxied {
     response: Response<ResponseBody>,
     route: std::sync::Arc<str>,
     upstream: std::sync::Arc<str>,
+    endpoint: http::uri::Authority,
 }
 
 type Failed = (ProxyError, Option<std::sync::Arc<str>>);
@@ -179,5 +190,6 @@ async fn proxy(
         response: Response::from_parts(parts, Either::Left(body)),
         route: route_name,
         upstream: cluster.name.clone(),
+        endpoint: endpoint.clone(),
     })
 }

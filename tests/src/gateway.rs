@@ -1,0 +1,196 @@
+//! Gateways under test: in-process ([`TestGateway`], fast, for most tests) and the real
+//! `weir` binary as a child process ([`WeirProcess`], for signals, exit codes and memory).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use weir_gateway::{Config, Gateway};
+
+/// A gateway running in this process; shut down on drop.
+#[derive(Debug)]
+pub struct TestGateway {
+    gateway: Option<Gateway>,
+    /// The client listener.
+    pub addr: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+}
+
+impl TestGateway {
+    /// Starts a gateway from config text. `[server]` and `[admin]` listen on free
+    /// loopback ports unless the text sets them.
+    pub fn start(toml: &str) -> TestGateway {
+        let text = with_test_listeners(toml);
+        let config = Config::parse(Path::new("test.toml"), &text)
+            .unwrap_or_else(|e| panic!("test config is invalid: {e}\n{text}"));
+        let gateway = Gateway::start(config).expect("gateway starts");
+        TestGateway {
+            addr: gateway.local_addr(),
+            admin: gateway.admin_addr(),
+            gateway: Some(gateway),
+        }
+    }
+
+    /// `http://ADDR` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for TestGateway {
+    /// Starts a graceful shutdown and lets it finish in the background: waiting here
+    /// would block the test's runtime, and with it the clients the gateway is draining.
+    fn drop(&mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            gateway.shutdown();
+            std::thread::spawn(move || gateway.wait());
+        }
+    }
+}
+
+/// Adds test defaults: port-0 listeners, a short grace period, two workers.
+pub fn with_test_listeners(toml: &str) -> String {
+    let mut text = String::new();
+    if !toml.contains("[server]") {
+        text.push_str("[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nshutdown_grace = \"5s\"\n");
+    }
+    if !toml.contains("[admin]") {
+        text.push_str("[admin]\nlisten = \"127.0.0.1:0\"\n");
+    }
+    text.push_str(toml);
+    text
+}
+
+/// The real `weir` binary running as a child process; killed on drop if still running.
+#[derive(Debug)]
+pub struct WeirProcess {
+    child: Child,
+    /// The client listener, read from the process's startup log.
+    pub addr: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    /// Stderr lines after startup, as they arrive.
+    pub log: mpsc::Receiver<String>,
+}
+
+impl WeirProcess {
+    /// Runs `BIN --log-format json ARGS...` (BIN from [`weir_bin!`](crate::weir_bin))
+    /// and waits for its "listening" line.
+    #[allow(clippy::zombie_processes)] // reaped by `Drop`, or by `wait_exit`
+    pub fn spawn(bin: &Path, args: &[&str]) -> WeirProcess {
+        let mut child = Command::new(bin)
+            .arg("--log-format")
+            .arg("json")
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn weir");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("weir did not report listening within 20 s"));
+            if line.contains("weir listening") {
+                // The child is owned by the returned value, whose Drop kills and reaps it.
+                let addr = json_field(&line, "addr").expect("addr in listening line");
+                let admin = json_field(&line, "admin_addr").expect("admin_addr");
+                return WeirProcess {
+                    child,
+                    addr: addr.parse().expect("addr"),
+                    admin: admin.parse().expect("admin addr"),
+                    log: rx,
+                };
+            }
+        }
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`"TERM"`, `"INT"`) with `kill`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit code, or `None` if it was
+    /// still running (it is then killed).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        None
+    }
+
+    /// The process's peak resident memory (`VmHWM`) in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status")
+    }
+}
+
+impl Drop for WeirProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The string value of `"name":"value"` in a JSON log line.
+fn json_field(line: &str, name: &str) -> Option<String> {
+    let key = format!("\"{name}\":\"");
+    let start = line.find(&key)? + key.len();
+    let end = line[start..].find('"')? + start;
+    Some(line[start..end].to_owned())
+}
+
+/// Writes `text` to a fresh temporary file named `weir.toml` and returns its path.
+pub fn write_config(text: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "weir-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("weir.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
