@@ -41,7 +41,7 @@ pub struct ServerConfig {
     pub listen: Spanned<String>,
     /// Worker threads, each with its own event loop and listener socket
     /// (`SO_REUSEPORT`). Default: one per CPU.
-    pub workers: Option<usize>,
+    pub workers: Option<Spanned<usize>>,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
@@ -52,7 +52,7 @@ pub struct ServerConfig {
     /// before normalising.
     pub escaped_slashes: EscapedSlashes,
     /// The pseudonym this gateway adds to `Via` (`1.1 weir` by default).
-    pub via: String,
+    pub via: Spanned<String>,
 }
 
 impl Default for ServerConfig {
@@ -63,7 +63,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             access_log: true,
             escaped_slashes: EscapedSlashes::Keep,
-            via: "weir".to_owned(),
+            via: Spanned::new(0..0, "weir".to_owned()),
         }
     }
 }

@@ -93,22 +93,24 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
             format!("the admin listener cannot share the client listener's address {a}"),
         );
     }
-    if raw.server.workers == Some(0) {
-        c.error(&(0..0), "server.workers", "workers must be at least 1");
+    let workers = raw.server.workers.as_ref().map(|w| *w.get_ref());
+    if let Some(w) = &raw.server.workers
+        && *w.get_ref() == 0
+    {
+        c.error(&w.span(), "server.workers", "workers must be at least 1");
     }
-    let pseudonym_ok = !raw.server.via.is_empty()
-        && raw
-            .server
-            .via
+    let pseudonym = raw.server.via.get_ref();
+    let pseudonym_ok = !pseudonym.is_empty()
+        && pseudonym
             .chars()
             .all(|ch| ch.is_ascii_graphic() && ch != ',');
     let via = match pseudonym_ok {
-        true => Some(raw.server.via.clone()),
+        true => Some(pseudonym.clone()),
         _ => {
             c.error(
-                &(0..0),
+                &raw.server.via.span(),
                 "server.via",
-                format!("`{}` is not a valid Via pseudonym", raw.server.via),
+                format!("`{pseudonym}` is not a valid Via pseudonym"),
             );
             None
         }
@@ -135,7 +137,7 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
         source: source.file.to_owned(),
         server: Server {
             listen,
-            workers: raw.server.workers,
+            workers,
             shutdown_grace: raw.server.shutdown_grace,
             access_log: raw.server.access_log,
             escaped_slashes: raw.server.escaped_slashes,

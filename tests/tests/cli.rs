@@ -1,0 +1,367 @@
+//! The real `weir` binary: `--version`, `--help`, `check` on valid, invalid and missing
+//! files, `run` refusing an invalid config, and the quickstart serving traffic and
+//! stopping cleanly on SIGTERM. Short commands run under a deadline and are killed past
+//! it; long-running ones are `WeirProcess`es, killed on drop.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use weir_tests::gateway::write_config;
+use weir_tests::{TestUpstream, WeirProcess, get, weir_bin};
+
+/// How long a command that should exit by itself may run before the test fails.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A finished `weir` command.
+#[derive(Debug)]
+struct Finished {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `weir ARGS...` to completion; kills it and fails the test if it is still running
+/// after [`DEADLINE`].
+fn weir(args: &[&str]) -> Finished {
+    let mut child = Command::new(weir_bin!())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn weir");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`weir {}` still running after {DEADLINE:?}", args.join(" "));
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    Finished {
+        code: status.code(),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
+
+#[test]
+fn version_prints_the_version() {
+    let out = weir(&["--version"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.stdout.trim(), "weir 0.1.0", "{out:?}");
+    assert_eq!(env!("CARGO_PKG_VERSION"), "0.1.0");
+}
+
+#[test]
+fn help_works_for_the_top_level_run_and_check() {
+    let top = weir(&["--help"]);
+    assert_eq!(top.code, Some(0), "{top:?}");
+    for word in ["Usage:", "run", "check", "--log-format", "--version"] {
+        assert!(
+            top.stdout.contains(word),
+            "top-level help lacks {word:?}:\n{top:?}"
+        );
+    }
+
+    let run = weir(&["run", "--help"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    for word in ["--config", "--listen", "--admin-listen", "quickstart"] {
+        assert!(
+            run.stdout.contains(word),
+            "`run --help` lacks {word:?}:\n{run:?}"
+        );
+    }
+
+    let check = weir(&["check", "--help"]);
+    assert_eq!(check.code, Some(0), "{check:?}");
+    for word in ["--config", "Validate"] {
+        assert!(
+            check.stdout.contains(word),
+            "`check --help` lacks {word:?}:\n{check:?}"
+        );
+    }
+}
+
+#[test]
+fn check_without_a_config_is_a_usage_error() {
+    let out = weir(&["check"]);
+    assert_eq!(out.code, Some(2), "clap's usage-error code: {out:?}");
+    assert!(out.stderr.contains("--config"), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+}
+
+#[test]
+fn check_prints_a_summary_of_a_valid_config() {
+    // `check` binds nothing, so these addresses are only printed.
+    let path = write_config(
+        r#"
+[server]
+listen = "127.0.0.1:18080"
+
+[admin]
+listen = "127.0.0.1:19901"
+
+[[upstream]]
+name = "users"
+endpoints = ["127.0.0.1:9001", "localhost:9002"]
+timeouts = { connect = "1s" }
+
+[[upstream]]
+name = "static-web"
+endpoints = ["127.0.0.1:9003"]
+
+[[route]]
+name = "users-api"
+match = { path_prefix = "/users", methods = ["GET"] }
+upstream = "users"
+
+[[route]]
+name = "everything-else"
+upstream = "static-web"
+"#,
+    );
+    let out = weir(&["check", "--config", path_str(&path)]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let summary = &out.stdout;
+    for expected in [
+        format!("{}: configuration is valid", path.display()),
+        "listeners:".to_owned(),
+        "server  127.0.0.1:18080".to_owned(),
+        "admin   127.0.0.1:19901".to_owned(),
+        "upstreams (2):".to_owned(),
+        "users  RoundRobin  [127.0.0.1:9001, localhost:9002]".to_owned(),
+        "static-web".to_owned(),
+        "routes (2, first match wins):".to_owned(),
+        "users-api".to_owned(),
+        "-> users".to_owned(),
+        "everything-else  any request  -> static-web".to_owned(),
+    ] {
+        assert!(
+            summary.contains(&expected),
+            "summary lacks {expected:?}:\n{summary}"
+        );
+    }
+    // Routes are listed in match order.
+    let first = summary.find("users-api").expect("users-api listed");
+    let second = summary
+        .find("everything-else")
+        .expect("everything-else listed");
+    assert!(first < second, "{summary}");
+    assert!(!out.stderr.contains("error"), "{out:?}");
+}
+
+#[test]
+fn check_reports_every_error_with_place_key_and_suggestion() {
+    let path = write_config(
+        r#"[[upstream]]
+name = "users"
+endpoints = ["127.0.0.1:9001"]
+
+[[route]]
+name = "r"
+match = { path_prefix = "/users", methods = ["get"] }
+upstream = "user"
+"#,
+    );
+    let out = weir(&["check", "--config", path_str(&path)]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stdout.is_empty(),
+        "no summary for an invalid config: {out:?}"
+    );
+    let file = path.display();
+    for expected in [
+        "error: 2 errors in configuration".to_owned(),
+        format!(
+            "{file}:7:46: `route[0].match.methods[0]`: `get` is not an HTTP method \
+             (methods are case-sensitive: did you mean `GET`?)"
+        ),
+        format!(
+            "{file}:8:12: `route[0].upstream`: route `r` names upstream `user`, \
+             which is not defined (did you mean `users`?)"
+        ),
+    ] {
+        assert!(
+            out.stderr.contains(&expected),
+            "stderr lacks {expected:?}:\n{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn check_reports_a_typo_in_a_key() {
+    let path = write_config("[server]\nlisen = \"127.0.0.1:8080\"\n");
+    let out = weir(&["check", "--config", path_str(&path)]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let expected = format!(
+        "{}:2:1: `server.lisen`: unknown field `lisen`",
+        path.display()
+    );
+    assert!(out.stderr.contains(&expected), "{out:?}");
+    assert!(out.stderr.contains("(did you mean `listen`?)"), "{out:?}");
+}
+
+#[test]
+fn check_of_a_missing_file_says_it_cannot_read_it() {
+    let out = weir(&["check", "--config", "/nonexistent/weir.toml"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("error: cannot read config file /nonexistent/weir.toml"),
+        "{out:?}"
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
+}
+
+#[test]
+fn run_refuses_an_invalid_config_without_serving() {
+    // Were it accepted, it would listen on free loopback ports; `weir` then never exits
+    // and the deadline fails the test.
+    let path = write_config(
+        r#"[server]
+listen = "127.0.0.1:0"
+workers = 0
+
+[admin]
+listen = "127.0.0.1:0"
+"#,
+    );
+    let out = weir(&["run", "--config", path_str(&path)]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let expected = format!(
+        "{}:3:11: `server.workers`: workers must be at least 1",
+        path.display()
+    );
+    assert!(out.stderr.contains(&expected), "{out:?}");
+    assert!(!out.stderr.contains("weir listening"), "{out:?}");
+}
+
+#[test]
+fn run_of_a_missing_file_fails_without_serving() {
+    let out = weir(&[
+        "run",
+        "--config",
+        "/nonexistent/weir.toml",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("cannot read config file"), "{out:?}");
+}
+
+#[tokio::test]
+async fn quickstart_serves_the_demo_upstream_and_stops_on_sigterm() {
+    let mut weir = WeirProcess::spawn(
+        weir_bin!(),
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    assert!(weir.addr.ip().is_loopback() && weir.addr.port() != 0);
+    assert_ne!(weir.addr, weir.admin);
+
+    let reply = get(&format!("http://{}/hello?x=1", weir.addr)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let body = reply.text();
+    assert!(body.contains("\"upstream\": \"weir demo\""), "{body}");
+    assert!(body.contains("\"path\": \"/hello?x=1\""), "{body}");
+    // The demo upstream echoes the headers it received: the gateway added these.
+    assert!(
+        body.contains("\"x-forwarded-for\": \"127.0.0.1\""),
+        "{body}"
+    );
+    assert!(body.contains("\"via\": \"1.1 weir\""), "{body}");
+
+    let health = get(&format!("http://{}/healthz", weir.admin)).await;
+    assert_eq!(health.status, StatusCode::OK, "{}", health.text());
+
+    weir.signal("TERM");
+    assert_eq!(
+        weir.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "weir should exit 0 after SIGTERM"
+    );
+}
+
+#[tokio::test]
+async fn run_with_a_config_proxies_and_stops_on_sigint() {
+    let upstream = TestUpstream::start("users");
+    let path = write_config(&format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+workers = 1
+shutdown_grace = "5s"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[upstream]]
+name = "users"
+endpoints = ["{}"]
+
+[[route]]
+name = "users-api"
+match = {{ path_prefix = "/users" }}
+upstream = "users"
+"#,
+        upstream.addr
+    ));
+    let mut weir = WeirProcess::spawn(weir_bin!(), &["run", "--config", path_str(&path)]);
+
+    let reply = get(&format!("http://{}/users/7", weir.addr)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.header("x-upstream").as_deref(), Some("users"));
+    let seen = upstream.last();
+    assert_eq!(seen.target, "/users/7");
+    assert_eq!(
+        seen.headers
+            .get("x-forwarded-for")
+            .map(|v| v.to_str().expect("ascii")),
+        Some("127.0.0.1")
+    );
+
+    let unrouted = get(&format!("http://{}/other", weir.addr)).await;
+    assert_eq!(
+        unrouted.status,
+        StatusCode::NOT_FOUND,
+        "{}",
+        unrouted.text()
+    );
+
+    weir.signal("INT");
+    assert_eq!(
+        weir.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "weir should exit 0 after SIGINT"
+    );
+}
