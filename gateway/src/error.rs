@@ -3,18 +3,16 @@
 //! Clients get a status and a short JSON reason, never internals (addresses, error
 //! chains); the full story goes to the log with the route and upstream.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 
 use crate::path::PathError;
-use crate::upstream::UpstreamFailure;
+use crate::upstream::{UpstreamFailure, UpstreamResponseBody};
 
 /// The body of every response the gateway writes: an upstream's streamed body or a
 /// local one.
-pub type ResponseBody = Either<hyper::body::Incoming, Full<Bytes>>;
+pub type ResponseBody = Either<UpstreamResponseBody, Full<Bytes>>;
 
 /// Why a request could not be proxied.
 #[derive(Debug, thiserror::Error)]
@@ -36,16 +34,6 @@ pub enum ProxyError {
         #[source]
         failure: UpstreamFailure,
     },
-    /// No response head within the cluster's request timeout.
-    #[error("upstream `{upstream}` endpoint {endpoint} sent no response within {timeout:?}")]
-    UpstreamTimeout {
-        /// The cluster.
-        upstream: std::sync::Arc<str>,
-        /// The endpoint tried.
-        endpoint: http::uri::Authority,
-        /// The timeout that elapsed.
-        timeout: Duration,
-    },
 }
 
 impl ProxyError {
@@ -58,17 +46,17 @@ impl ProxyError {
                 UpstreamFailure::ConnectTimeout(_) => {
                     (StatusCode::GATEWAY_TIMEOUT, "upstream connect timeout")
                 }
-                UpstreamFailure::Connect(_) => {
+                UpstreamFailure::Connect(_) | UpstreamFailure::ClosedBeforeSend => {
                     (StatusCode::BAD_GATEWAY, "upstream connection failed")
                 }
                 UpstreamFailure::Exchange(_) => (
                     StatusCode::BAD_GATEWAY,
                     "upstream connection reset or invalid response",
                 ),
+                UpstreamFailure::Timeout(_) => {
+                    (StatusCode::GATEWAY_TIMEOUT, "upstream response timeout")
+                }
             },
-            ProxyError::UpstreamTimeout { .. } => {
-                (StatusCode::GATEWAY_TIMEOUT, "upstream response timeout")
-            }
         }
     }
 

@@ -15,6 +15,11 @@ const HOP_BY_HOP: [HeaderName; 5] = [
 /// Removes hop-by-hop headers: the fixed list, every header `Connection` names, every
 /// `Proxy-*` header, and `TE` unless it is exactly `trailers` (which gRPC needs).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names (cheap comparisons for standard
+    // headers) avoids a hashed lookup per hop-by-hop name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     // Headers listed in Connection go first, while Connection is still there.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -46,11 +51,15 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == header::TE || name.as_str().starts_with("proxy-")
+}
+
 /// Appends the client's address to `X-Forwarded-For`, and sets `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` to what this gateway saw (it is the edge, so it overwrites them).
 pub(super) fn add_forwarded(
     headers: &mut HeaderMap,
-    client_ip: std::net::IpAddr,
+    client_ip: &HeaderValue,
     scheme: &'static str,
     host: Option<&HeaderValue>,
 ) {
@@ -58,14 +67,17 @@ pub(super) fn add_forwarded(
     static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-    let ip = client_ip.to_string();
-    let xff = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
-        _ => ip,
+    let xff = match headers.get(&XFF).map(HeaderValue::as_bytes) {
+        Some(prior) if !prior.trim_ascii().is_empty() => {
+            let mut joined = Vec::with_capacity(prior.len() + 2 + client_ip.len());
+            joined.extend_from_slice(prior);
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(client_ip.as_bytes());
+            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client_ip.clone())
+        }
+        _ => client_ip.clone(),
     };
-    if let Ok(value) = HeaderValue::try_from(xff) {
-        headers.insert(&XFF, value);
-    }
+    headers.insert(&XFF, xff);
     headers.insert(&XFP, HeaderValue::from_static(scheme));
     match host {
         Some(h) => {
@@ -117,7 +129,7 @@ mod tests {
     fn appends_to_x_forwarded_for() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        add_forwarded(&mut h, [127, 0, 0, 1].into(), "http", None);
+        add_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"), "http", None);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
     }

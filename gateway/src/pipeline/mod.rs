@@ -13,7 +13,7 @@ mod forwarding;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri, Version, header};
 use http_body_util::Either;
 use hyper::body::Incoming;
@@ -26,10 +26,13 @@ use crate::snapshot::Snapshot;
 pub use forwarding::remove_hop_by_hop;
 
 /// What the server knows about the connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Connection {
     /// The client's address.
     pub client: SocketAddr,
+    /// The client's IP as a header value, made once per connection for
+    /// `X-Forwarded-For`.
+    pub client_ip: HeaderValue,
     /// `http` or `https`.
     pub scheme: &'static str,
     /// Which worker serves it (selects the worker's upstream pools).
@@ -42,11 +45,10 @@ pub async fn handle(
     conn: &Connection,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
-    let started = Instant::now();
     // Kept only for the access log; cloning a method and a URI is cheap (shared bytes).
     let logged = snapshot
         .access_log
-        .then(|| (req.method().clone(), req.uri().clone()));
+        .then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
     let outcome = proxy(snapshot, conn, req).await;
     let (response, route, upstream, error) = match outcome {
         Ok(done) => (
@@ -57,7 +59,7 @@ pub async fn handle(
         ),
         Err((err, route)) => (err.to_response(), route, None, Some(err)),
     };
-    if let Some((method, uri)) = logged {
+    if let Some((started, method, uri)) = logged {
         let elapsed = started.elapsed();
         tracing::info!(
             target: "weir::access",
@@ -112,7 +114,7 @@ async fn proxy(
 
     // Pick the endpoint and build the upstream request.
     let cluster = &snapshot.clusters[route.upstream];
-    let endpoint = cluster.pick();
+    let (endpoint_index, endpoint) = cluster.pick();
     let path_and_query = match (&path, parts.uri.query()) {
         (std::borrow::Cow::Borrowed(_), _) => parts
             .uri
@@ -138,7 +140,7 @@ async fn proxy(
     forwarding::remove_hop_by_hop(headers);
     forwarding::add_forwarded(
         headers,
-        conn.client.ip(),
+        &conn.client_ip,
         conn.scheme,
         original_host.as_ref(),
     );
@@ -153,34 +155,28 @@ async fn proxy(
         None => headers.remove(header::HOST),
     };
 
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(endpoint.clone());
-    uri.path_and_query = Some(path_and_query);
-    parts.uri = Uri::from_parts(uri).map_err(|_| failed(ProxyError::NoRoute))?;
+    // HTTP/1.1 upstreams take the origin form: path and query only.
+    parts.uri = Uri::from(path_and_query);
     parts.version = Version::HTTP_11;
     let upstream_req = Request::from_parts(parts, body);
 
-    // The exchange, bounded by the cluster's response timeout.
-    let timeout = cluster.timeouts.request;
-    let sent = tokio::time::timeout(timeout, cluster.client(conn.worker).send(upstream_req)).await;
-    let response = match sent {
-        Err(_) => {
-            return Err(failed(ProxyError::UpstreamTimeout {
-                upstream: cluster.name.clone(),
-                endpoint: endpoint.clone(),
-                timeout,
-            }));
-        }
-        Ok(Err(failure)) => {
-            return Err(failed(ProxyError::Upstream {
+    // The exchange, bounded by the cluster's timeouts.
+    let response = cluster
+        .client(conn.worker)
+        .send(
+            endpoint_index,
+            endpoint,
+            upstream_req,
+            cluster.timeouts.request,
+        )
+        .await
+        .map_err(|failure| {
+            failed(ProxyError::Upstream {
                 upstream: cluster.name.clone(),
                 endpoint: endpoint.clone(),
                 failure,
-            }));
-        }
-        Ok(Ok(response)) => response,
-    };
+            })
+        })?;
 
     // Response headers: the same hygiene on the way back.
     let (mut parts, body) = response.into_parts();

@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -60,12 +61,16 @@ impl Worker {
             let _ = stream.set_nodelay(true);
             let conn = Connection {
                 client,
+                client_ip: HeaderValue::try_from(client.ip().to_string())
+                    .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
                 scheme: "http",
                 worker: self.id,
             };
             let snapshot = self.snapshot.clone();
+            let conn = Arc::new(conn);
             let service = service_fn(move |req| {
                 let snapshot = snapshot.load_full();
+                let conn = conn.clone();
                 async move { Ok::<_, Infallible>(pipeline::handle(&snapshot, &conn, req).await) }
             });
             let served = builder

@@ -1,75 +1,241 @@
-//! The pooled HTTP/1.1 client to upstream endpoints, and the classification of its
-//! failures into what a client should be told (502 or 504).
+//! Sending a request to one endpoint over a pooled HTTP/1.1 connection, and the response
+//! body that keeps driving that connection while it streams.
+//!
+//! The request's own task polls the connection (hyper's `Connection` future) alongside
+//! the response future, and the response body keeps polling it until the body ends; the
+//! connection then goes back to the pool. This costs no task spawn and no cross-task
+//! wake-up per request, which is most of what a generic pooled client spends.
 
-use std::error::Error as _;
+use std::future::{Future, poll_fn};
 use std::io;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http::uri::Authority;
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
-use crate::config::Timeouts;
+use super::pool::{IdlePool, PooledConn};
 
 /// The body type sent upstream: the client's body, streamed through untouched.
 pub type UpstreamBody = Incoming;
-
-/// A keep-alive connection pool to the endpoints of one cluster.
-#[derive(Debug, Clone)]
-pub struct UpstreamClient {
-    inner: Client<HttpConnector, UpstreamBody>,
-}
 
 /// Why an upstream exchange failed, as far as the client's answer is concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamFailure {
     /// The TCP connection could not be established (refused, unreachable, reset).
     #[error("connect failed: {0}")]
-    Connect(#[source] hyper_util::client::legacy::Error),
+    Connect(#[source] io::Error),
     /// The TCP connection was not established within the connect timeout.
-    #[error("connect timed out")]
-    ConnectTimeout(#[source] hyper_util::client::legacy::Error),
+    #[error("connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
     /// The connection failed after it was established (reset, closed, bad response).
-    #[error("request failed: {0}")]
-    Exchange(#[source] hyper_util::client::legacy::Error),
+    #[error("exchange failed: {0}")]
+    Exchange(#[source] hyper::Error),
+    /// A new connection closed before the request could be written.
+    #[error("the endpoint closed the connection before the request was sent")]
+    ClosedBeforeSend,
+    /// No response head within the request timeout.
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Connections to the endpoints of one cluster, for one worker.
+#[derive(Debug)]
+pub struct UpstreamClient {
+    pools: Vec<Arc<IdlePool>>,
+    connect_timeout: Duration,
 }
 
 impl UpstreamClient {
-    /// A client with the cluster's connect timeout and a keep-alive pool.
-    pub fn new(timeouts: &Timeouts) -> UpstreamClient {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeouts.connect));
-        connector.enforce_http(true);
-        let inner = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
-        UpstreamClient { inner }
+    /// A client for `endpoints` endpoints.
+    pub fn new(endpoints: usize, connect_timeout: Duration) -> UpstreamClient {
+        UpstreamClient {
+            pools: (0..endpoints).map(|_| Arc::default()).collect(),
+            connect_timeout,
+        }
     }
 
-    /// Sends `req` (whose URI must be absolute) and waits for the response head.
+    /// Idle pooled connections to endpoint `index`.
+    pub fn idle_connections(&self, index: usize) -> usize {
+        self.pools[index].len()
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) to endpoint `index` at `authority` and
+    /// waits up to `timeout` for the response head. A pooled connection that turns out
+    /// to be closed is replaced before the request is written; a request is never sent
+    /// twice.
     pub async fn send(
         &self,
-        req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, UpstreamFailure> {
-        self.inner.request(req).await.map_err(classify)
+        index: usize,
+        authority: &Authority,
+        mut req: Request<UpstreamBody>,
+        timeout: Duration,
+    ) -> Result<Response<UpstreamResponseBody>, UpstreamFailure> {
+        let pool = &self.pools[index];
+        loop {
+            let (mut conn, fresh) = match pool.take() {
+                Some(conn) => (conn, false),
+                None => (self.connect(authority).await?, true),
+            };
+            if !fresh && !ready(&mut conn).await {
+                continue; // closed while idle: try the next one
+            }
+            match exchange(conn, req, timeout).await {
+                Ok((response, conn)) => {
+                    let (parts, body) = response.into_parts();
+                    let body = UpstreamResponseBody {
+                        body,
+                        conn,
+                        pool: Some(pool.clone()),
+                    };
+                    return Ok(Response::from_parts(parts, body));
+                }
+                Err(Exchange::NotSent(back)) if !fresh => req = *back,
+                Err(Exchange::NotSent(_)) => return Err(UpstreamFailure::ClosedBeforeSend),
+                Err(Exchange::Failed(failure)) => return Err(failure),
+            }
+        }
+    }
+
+    async fn connect(&self, authority: &Authority) -> Result<Box<PooledConn>, UpstreamFailure> {
+        let stream =
+            tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority.as_str()))
+                .await
+                .map_err(|_| UpstreamFailure::ConnectTimeout(self.connect_timeout))?
+                .map_err(UpstreamFailure::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(UpstreamFailure::Exchange)?;
+        Ok(Box::new(PooledConn {
+            sender,
+            conn,
+            idle_since: Instant::now(),
+        }))
     }
 }
 
-fn classify(err: hyper_util::client::legacy::Error) -> UpstreamFailure {
-    if !err.is_connect() {
-        return UpstreamFailure::Exchange(err);
-    }
-    let mut source = err.source();
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<io::Error>()
-            && io.kind() == io::ErrorKind::TimedOut
-        {
-            return UpstreamFailure::ConnectTimeout(err);
+/// Whether an idle connection can take a request now. Polling the connection first lets
+/// it notice a close or finish the previous exchange.
+async fn ready(conn: &mut Box<PooledConn>) -> bool {
+    poll_fn(|cx| {
+        if Pin::new(&mut conn.conn).poll(cx).is_ready() {
+            return Poll::Ready(false);
         }
-        source = e.source();
+        match conn.sender.poll_ready(cx) {
+            Poll::Ready(result) => Poll::Ready(result.is_ok()),
+            // Still busy with an earlier exchange: not reusable now.
+            Poll::Pending => Poll::Ready(false),
+        }
+    })
+    .await
+}
+
+enum Exchange {
+    /// The connection was gone before the request was written; here it is back.
+    NotSent(Box<Request<UpstreamBody>>),
+    Failed(UpstreamFailure),
+}
+
+/// Writes the request and waits for the response head, driving the connection meanwhile.
+/// Returns the connection too unless it ended.
+async fn exchange(
+    mut conn: Box<PooledConn>,
+    req: Request<UpstreamBody>,
+    timeout: Duration,
+) -> Result<(Response<Incoming>, Option<Box<PooledConn>>), Exchange> {
+    let mut conn_ended = false;
+    let outcome = {
+        let mut response = pin!(conn.sender.try_send_request(req));
+        let driven = poll_fn(|cx| {
+            if !conn_ended && Pin::new(&mut conn.conn).poll(cx).is_ready() {
+                conn_ended = true;
+            }
+            response.as_mut().poll(cx)
+        });
+        tokio::time::timeout(timeout, driven).await
+    };
+    match outcome {
+        Err(_) => Err(Exchange::Failed(UpstreamFailure::Timeout(timeout))),
+        Ok(Ok(response)) => Ok((response, (!conn_ended).then_some(conn))),
+        Ok(Err(mut e)) => match e.take_message() {
+            Some(req) => Err(Exchange::NotSent(Box::new(req))),
+            None => Err(Exchange::Failed(UpstreamFailure::Exchange(e.into_error()))),
+        },
     }
-    UpstreamFailure::Connect(err)
+}
+
+/// A response body streamed from upstream. While it streams it keeps driving the
+/// connection it arrives on; when it ends, the connection returns to the pool.
+pub struct UpstreamResponseBody {
+    body: Incoming,
+    conn: Option<Box<PooledConn>>,
+    pool: Option<Arc<IdlePool>>,
+}
+
+impl std::fmt::Debug for UpstreamResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamResponseBody")
+            .field("pooled", &self.conn.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamResponseBody {
+    fn release(&mut self) {
+        if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.take()) {
+            pool.put(conn);
+        }
+    }
+}
+
+impl Body for UpstreamResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if let Some(conn) = &mut this.conn
+            && Pin::new(&mut conn.conn).poll(cx).is_ready()
+        {
+            this.conn = None;
+        }
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        match &frame {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Err(_))) => this.conn = None,
+            _ => {}
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for UpstreamResponseBody {
+    fn drop(&mut self) {
+        // A body read to its end frees the connection for reuse; a body abandoned midway
+        // leaves the connection in an unknown state, so it is closed.
+        if self.body.is_end_stream() {
+            self.release();
+        }
+    }
 }

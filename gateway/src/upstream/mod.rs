@@ -1,17 +1,18 @@
-//! Upstream clusters: their endpoints, endpoint selection, and the pooled HTTP clients
+//! Upstream clusters: their endpoints, endpoint selection, and the pooled connections
 //! that carry requests to them.
 //!
-//! Each worker thread has its own client (and so its own keep-alive pool) per cluster, so
-//! a connection is only ever driven by the event loop that opened it.
+//! Each worker thread has its own connections (and so its own keep-alive pool) per
+//! endpoint, so a connection is only ever driven by the event loop that opened it.
 
 mod client;
+mod pool;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::uri::Authority;
 
-pub use client::{UpstreamBody, UpstreamClient, UpstreamFailure};
+pub use client::{UpstreamBody, UpstreamClient, UpstreamFailure, UpstreamResponseBody};
 
 use crate::config::{self, Timeouts};
 
@@ -28,27 +29,28 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Builds a cluster with one pooled client per worker.
+    /// Builds a cluster with one set of pooled connections per worker.
     pub fn new(config: &config::Upstream, workers: usize) -> Cluster {
+        let endpoints: Vec<Authority> = config
+            .endpoints
+            .iter()
+            .map(|e| e.authority.clone())
+            .collect();
         Cluster {
             name: Arc::from(config.name.as_str()),
             timeouts: config.timeouts,
-            endpoints: config
-                .endpoints
-                .iter()
-                .map(|e| e.authority.clone())
-                .collect(),
-            next: AtomicUsize::new(0),
             clients: (0..workers.max(1))
-                .map(|_| UpstreamClient::new(&config.timeouts))
+                .map(|_| UpstreamClient::new(endpoints.len(), config.timeouts.connect))
                 .collect(),
+            endpoints,
+            next: AtomicUsize::new(0),
         }
     }
 
-    /// The next endpoint, round robin.
-    pub fn pick(&self) -> &Authority {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        &self.endpoints[n % self.endpoints.len()]
+    /// The next endpoint, round robin: its index and address.
+    pub fn pick(&self) -> (usize, &Authority) {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+        (index, &self.endpoints[index])
     }
 
     /// The endpoints, in config order.
@@ -56,7 +58,7 @@ impl Cluster {
         &self.endpoints
     }
 
-    /// The pooled client that worker `worker` uses for this cluster.
+    /// The connections that worker `worker` uses for this cluster.
     pub fn client(&self, worker: usize) -> &UpstreamClient {
         &self.clients[worker % self.clients.len()]
     }
