@@ -44,6 +44,7 @@ pub struct TestUpstream {
     /// Its name, returned in `x-upstream`.
     pub name: String,
     seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     stop: CancellationToken,
 }
 
@@ -58,7 +59,9 @@ impl TestUpstream {
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stop = CancellationToken::new();
+        let accept_count = connections.clone();
         let (name_c, seen_c, stop_c) = (name.to_owned(), seen.clone(), stop.clone());
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -71,7 +74,10 @@ impl TestUpstream {
                     let stream = tokio::select! {
                         () = stop_c.cancelled() => return,
                         accepted = listener.accept() => match accepted {
-                            Ok((stream, _)) => stream,
+                            Ok((stream, _)) => {
+                                accept_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                stream
+                            }
                             Err(_) => continue,
                         },
                     };
@@ -94,8 +100,14 @@ impl TestUpstream {
             addr,
             name: name.to_owned(),
             seen,
+            connections,
             stop,
         }
+    }
+
+    /// How many TCP connections it has accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every request head received so far.
