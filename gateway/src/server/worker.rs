@@ -39,7 +39,10 @@ impl Worker {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30));
+            .header_read_timeout(Duration::from_secs(30))
+            // One flat write per response instead of writev of head and body: fewer
+            // kernel cycles per small response (measured with bench/run.sh).
+            .writev(false);
         builder.http2().timer(TokioTimer::new());
         let builder = Arc::new(builder);
         let graceful = GracefulShutdown::new();

@@ -113,6 +113,7 @@ impl UpstreamClient {
                 .map_err(UpstreamFailure::Connect)?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::Builder::new()
+            .writev(false) // see the server's builder: one flat write per request
             .handshake(TokioIo::new(stream))
             .await
             .map_err(UpstreamFailure::Exchange)?;
