@@ -417,11 +417,9 @@ fn cases() -> Vec<Case> {
         },
         Case {
             what: "zero timeout",
-            // Durations carry no position of their own: the diagnostic points at the
-            // upstream's name, and the key names the timeout.
             text: "[[upstream]]\nname = \"u\"\nendpoints = [\"127.0.0.1:1\"]\ntimeouts = { connect = \"0s\" }\n".into(),
-            line: 2,
-            column: 8,
+            line: 4,
+            column: 24,
             key: "upstream[0].timeouts.connect",
             message: &["a timeout must be longer than zero"],
             help: None,

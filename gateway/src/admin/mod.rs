@@ -14,11 +14,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio_util::sync::CancellationToken;
 
-use crate::snapshot::SharedSnapshot;
-
 pub(crate) struct Admin {
     pub(crate) listener: std::net::TcpListener,
-    pub(crate) snapshot: SharedSnapshot,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -48,11 +45,7 @@ impl Admin {
                     }
                 },
             };
-            let snapshot = self.snapshot.clone();
-            let service = service_fn(move |req| {
-                let ready = !snapshot.load().config.routes.is_empty();
-                async move { Ok::<_, Infallible>(respond(&req, ready)) }
-            });
+            let service = service_fn(|req| async move { Ok::<_, Infallible>(respond(&req)) });
             let conn = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .into_owned();
@@ -61,14 +54,12 @@ impl Admin {
     }
 }
 
-fn respond(req: &Request<Incoming>, ready: bool) -> Response<Full<Bytes>> {
+/// `/readyz` is answered once the admin listener runs, which is after the config was
+/// loaded and the workers started; plugin loading joins the condition with the plugin host.
+fn respond(req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let (status, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => (StatusCode::OK, "{\"status\":\"ok\"}\n"),
-        (&Method::GET, "/readyz") if ready => (StatusCode::OK, "{\"status\":\"ready\"}\n"),
-        (&Method::GET, "/readyz") => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{\"status\":\"no routes configured\"}\n",
-        ),
+        (&Method::GET, "/readyz") => (StatusCode::OK, "{\"status\":\"ready\"}\n"),
         _ => (StatusCode::NOT_FOUND, "{\"error\":\"not found\"}\n"),
     };
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));

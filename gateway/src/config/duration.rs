@@ -13,3 +13,21 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D
         ))
     })
 }
+
+/// Like [`deserialize`], but refuses zero (for timeouts, where zero would fail everything).
+pub(crate) mod positive {
+    use std::time::Duration;
+
+    use serde::Deserializer;
+
+    /// Deserialize a duration longer than zero.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let value = super::deserialize(d)?;
+        if value.is_zero() {
+            return Err(serde::de::Error::custom(
+                "a timeout must be longer than zero",
+            ));
+        }
+        Ok(value)
+    }
+}

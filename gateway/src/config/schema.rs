@@ -142,11 +142,11 @@ pub enum Balancer {
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     /// Time allowed to establish a TCP connection to an endpoint (504 past it).
-    #[serde(with = "duration")]
+    #[serde(with = "duration::positive")]
     pub connect: Duration,
     /// Time from sending the request until the upstream's response headers arrive
     /// (504 past it). Bodies then stream without a total deadline.
-    #[serde(with = "duration")]
+    #[serde(with = "duration::positive")]
     pub request: Duration,
 }
 

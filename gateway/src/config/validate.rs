@@ -179,18 +179,6 @@ fn check_upstreams(c: &mut Checker<'_>, raw: &[UpstreamConfig]) -> Vec<Upstream>
                 Err(why) => c.error(&e.span(), format!("{key}.endpoints[{j}]"), why),
             }
         }
-        for (what, value) in [
-            ("connect", u.timeouts.connect),
-            ("request", u.timeouts.request),
-        ] {
-            if value.is_zero() {
-                c.error(
-                    &u.name.span(),
-                    format!("{key}.timeouts.{what}"),
-                    "a timeout must be longer than zero",
-                );
-            }
-        }
         out.push(Upstream {
             name: u.name.get_ref().clone(),
             endpoints,

@@ -102,7 +102,6 @@ impl Gateway {
         }
         let admin = crate::admin::Admin {
             listener: admin_listener,
-            snapshot: snapshot.clone(),
             shutdown: shutdown.clone(),
         };
         threads.push(
