@@ -122,6 +122,21 @@ impl WeirProcess {
         }
     }
 
+    /// Writes `toml` to a temporary file and runs `BIN run --config FILE`.
+    pub fn with_config(bin: &Path, toml: &str) -> WeirProcess {
+        let config = write_config(toml);
+        let path = config.to_str().expect("temp paths are UTF-8");
+        WeirProcess::spawn(bin, &["run", "--config", path])
+    }
+
+    /// Waits (off the async runtime) up to `limit` for the exit code, as
+    /// [`WeirProcess::wait_exit`].
+    pub async fn exit_code(mut self, limit: Duration) -> Option<i32> {
+        tokio::task::spawn_blocking(move || self.wait_exit(limit))
+            .await
+            .expect("wait task")
+    }
+
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -4,20 +4,18 @@
 
 use std::time::{Duration, Instant};
 
-use weir_tests::gateway::write_config;
 use weir_tests::{TestUpstream, WeirProcess, get};
 
 fn start(up: &TestUpstream, access_log: bool) -> WeirProcess {
-    let config = write_config(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\naccess_log = {access_log}\n\
+    WeirProcess::with_config(
+        weir_tests::weir_bin!(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\naccess_log = {access_log}\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n\
          [[upstream]]\nname = \"users\"\nendpoints = [\"{}\"]\n\
          [[route]]\nname = \"users-api\"\nupstream = \"users\"\nmatch = {{ path_prefix = \"/users\" }}\n",
-        up.addr
-    ));
-    WeirProcess::spawn(
-        weir_tests::weir_bin!(),
-        &["run", "--config", config.to_str().unwrap()],
+            up.addr
+        ),
     )
 }
 

@@ -3,27 +3,25 @@
 
 use std::time::{Duration, Instant};
 
-use weir_tests::gateway::write_config;
 use weir_tests::{TestUpstream, WeirProcess, get};
 
 fn start(up: &TestUpstream, grace: &str) -> WeirProcess {
-    let config = write_config(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nshutdown_grace = \"{grace}\"\n\
+    WeirProcess::with_config(
+        weir_tests::weir_bin!(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nshutdown_grace = \"{grace}\"\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n\
          [[upstream]]\nname = \"up\"\nendpoints = [\"{}\"]\n\
          [[route]]\nname = \"all\"\nupstream = \"up\"\n",
-        up.addr
-    ));
-    WeirProcess::spawn(
-        weir_tests::weir_bin!(),
-        &["run", "--config", config.to_str().unwrap()],
+            up.addr
+        ),
     )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let up = TestUpstream::start("up");
-    let mut weir = start(&up, "10s");
+    let weir = start(&up, "10s");
     let addr = weir.addr;
     // An idle keep-alive connection must not hold shutdown up.
     assert_eq!(get(&format!("http://{addr}/warm")).await.status, 200);
@@ -47,9 +45,7 @@ async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let reply = in_flight.await.unwrap();
     assert_eq!(reply.status, 200, "the in-flight request completed");
     assert_eq!(reply.text(), "/slow/1500");
-    let code = tokio::task::spawn_blocking(move || weir.wait_exit(Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let code = weir.exit_code(Duration::from_secs(10)).await;
     assert_eq!(code, Some(0));
     assert!(
         signalled.elapsed() < Duration::from_secs(5),
@@ -60,7 +56,7 @@ async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grace_period_bounds_the_wait_and_sigint_works_too() {
     let up = TestUpstream::start("up");
-    let mut weir = start(&up, "500ms");
+    let weir = start(&up, "500ms");
     let addr = weir.addr;
     let stuck = tokio::spawn(async move {
         let client = weir_tests::h1_client();
@@ -72,9 +68,7 @@ async fn grace_period_bounds_the_wait_and_sigint_works_too() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let signalled = Instant::now();
     weir.signal("INT");
-    let code = tokio::task::spawn_blocking(move || weir.wait_exit(Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let code = weir.exit_code(Duration::from_secs(10)).await;
     assert_eq!(code, Some(0));
     assert!(
         signalled.elapsed() < Duration::from_secs(5),

@@ -7,7 +7,6 @@ use http::Request;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use weir_tests::client::{ClientBody, empty};
-use weir_tests::gateway::write_config;
 use weir_tests::{TestUpstream, WeirProcess, h1_client, send};
 
 const GIB: u64 = 1024 * 1024 * 1024;
@@ -24,16 +23,15 @@ fn generated_body(total: u64) -> ClientBody {
 }
 
 fn start(up: &TestUpstream) -> WeirProcess {
-    let config = write_config(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\naccess_log = false\n\
+    WeirProcess::with_config(
+        weir_tests::weir_bin!(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\naccess_log = false\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n\
          [[upstream]]\nname = \"up\"\nendpoints = [\"{}\"]\ntimeouts = {{ request = \"60s\" }}\n\
          [[route]]\nname = \"all\"\nupstream = \"up\"\n",
-        up.addr
-    ));
-    WeirProcess::spawn(
-        weir_tests::weir_bin!(),
-        &["run", "--config", config.to_str().unwrap()],
+            up.addr
+        ),
     )
 }
 
