@@ -23,6 +23,9 @@ pub enum ProxyError {
     /// No route matches.
     #[error("no route matches the request")]
     NoRoute,
+    /// A plugin failed and its policy denied the request (the response is already made).
+    #[error("{0}")]
+    Plugin(crate::plugin::PluginFailure),
     /// The upstream exchange failed.
     #[error("upstream `{upstream}` endpoint {endpoint}: {failure}")]
     Upstream {
@@ -42,6 +45,7 @@ impl ProxyError {
         match self {
             ProxyError::BadPath(_) => (StatusCode::BAD_REQUEST, "bad request path"),
             ProxyError::NoRoute => (StatusCode::NOT_FOUND, "no route matches the request"),
+            ProxyError::Plugin(_) => (StatusCode::INTERNAL_SERVER_ERROR, "plugin failure"),
             ProxyError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::ConnectTimeout(_) => {
                     (StatusCode::GATEWAY_TIMEOUT, "upstream connect timeout")

@@ -8,6 +8,7 @@ use http::HeaderValue;
 
 use crate::config::{Config, EscapedSlashes};
 use crate::path::SlashPolicy;
+use crate::plugin::ChainEntry;
 use crate::router::RouteTable;
 use crate::upstream::Cluster;
 
@@ -20,6 +21,8 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// Upstream clusters, indexed as in the config.
     pub clusters: Vec<Cluster>,
+    /// Each route's plugin chain, indexed as the routes.
+    pub chains: Vec<Arc<[ChainEntry]>>,
     /// How request paths are normalised.
     pub slashes: SlashPolicy,
     /// `Via` values to append, by the request's HTTP version.
@@ -41,7 +44,7 @@ pub struct ViaValues {
 
 impl Snapshot {
     /// Builds the runtime state for `config`, with one upstream pool per worker.
-    pub fn build(config: Arc<Config>, workers: usize) -> Snapshot {
+    pub fn build(config: Arc<Config>, workers: usize, chains: Vec<Arc<[ChainEntry]>>) -> Snapshot {
         let pseudonym = &config.server.via;
         let via_for = |version: &str| {
             HeaderValue::try_from(format!("{version} {pseudonym}"))
@@ -49,6 +52,15 @@ impl Snapshot {
         };
         Snapshot {
             routes: RouteTable::new(&config.routes),
+            chains: if chains.len() == config.routes.len() {
+                chains
+            } else {
+                config
+                    .routes
+                    .iter()
+                    .map(|_| Arc::from(Vec::new()))
+                    .collect()
+            },
             clusters: config
                 .upstreams
                 .iter()

@@ -1,9 +1,141 @@
-//! The Weir plugin SDK.
+//! Write plugins for the [Weir](https://github.com/weir-gateway/weir) HTTP gateway in
+//! Rust.
 //!
-//! This crate is where plugin authors will implement Weir plugins against the
-//! `weir:plugin` WIT world (see `wit/`). The plugin ABI and host land in a later
-//! milestone; until then the crate only reserves the name and the place in the workspace.
+//! A plugin is a type that implements [`Plugin`]: it gets typed configuration from the
+//! route that names it, lists the pipeline phases it implements, and in each phase reads
+//! and edits the request or response — or answers the client itself. It is compiled to a
+//! WebAssembly component and dropped into the gateway's plugins directory as `NAME.wasm`.
+//!
+//! ```
+//! use serde::Deserialize;
+//! use weir_plugin_sdk::{Action, LocalResponse, Phase, Plugin, Request, Response, host};
+//!
+//! /// Answers 403 unless the request carries the configured header; tags responses.
+//! pub struct RequireHeader {
+//!     header: String,
+//! }
+//!
+//! #[derive(Deserialize)]
+//! pub struct Config {
+//!     header: String,
+//! }
+//!
+//! impl Plugin for RequireHeader {
+//!     type Config = Config;
+//!     const PHASES: &'static [Phase] = &[Phase::RequestHeaders, Phase::ResponseHeaders];
+//!
+//!     fn new(config: Config) -> Result<Self, String> {
+//!         if config.header.is_empty() {
+//!             return Err("`header` must not be empty".into());
+//!         }
+//!         Ok(RequireHeader { header: config.header })
+//!     }
+//!
+//!     fn on_request_headers(&self, request: &mut Request) -> Action {
+//!         if !request.headers.contains(&self.header) {
+//!             host::log(host::Level::Info, "request without the header refused");
+//!             return Action::Respond(LocalResponse::json(
+//!                 403,
+//!                 &serde_json::json!({ "error": "missing header" }),
+//!             ));
+//!         }
+//!         request.headers.remove(&self.header); // the upstream need not see it
+//!         Action::Continue
+//!     }
+//!
+//!     fn on_response_headers(&self, _request: &Request, response: &mut Response) -> Action {
+//!         response.headers.set("x-checked-by", "require-header");
+//!         Action::Continue
+//!     }
+//! }
+//!
+//! // In the plugin crate (a `cdylib`), export it:
+//! // weir_plugin_sdk::export_plugin!(RequireHeader);
+//!
+//! // Phases are plain methods, so plugin logic unit-tests natively:
+//! let plugin = RequireHeader::new(Config { header: "x-token".into() }).unwrap();
+//! let mut request = Request::new("GET", "/").with_header("X-Token", "t");
+//! assert_eq!(plugin.on_request_headers(&mut request), Action::Continue);
+//! assert_eq!(request.edits().removed, ["x-token"]);
+//! ```
+//!
+//! # Building
+//!
+//! The plugin crate has `crate-type = ["cdylib"]` and depends on `weir-plugin-sdk`,
+//! `serde` and (for JSON bodies) `serde_json`. Build it with
+//! `cargo build --release --target wasm32-wasip2` (add the target once with
+//! `rustup target add wasm32-wasip2`); the `.wasm` under
+//! `target/wasm32-wasip2/release/` is the plugin. Small, fast plugins come from a
+//! release profile with `opt-level = "s"`, `lto = true`, `codegen-units = 1`,
+//! `strip = true` and `panic = "abort"`. `weir plugin inspect FILE.wasm` shows what the
+//! gateway sees in it. `examples/hello-plugin/` in the Weir repository is a complete
+//! out-of-tree plugin.
+//!
+//! # Configuration
+//!
+//! A route names the plugin and gives it a TOML table:
+//!
+//! ```toml
+//! [[route]]
+//! name = "api"
+//! upstream = "api"
+//! plugins = [{ name = "require-header", config = { header = "x-token" } }]
+//! ```
+//!
+//! The gateway hands the table to the plugin as JSON; [`Plugin::new`] receives it
+//! deserialised into [`Plugin::Config`]. An error from `new` refuses the config at load
+//! time with that message, so a typo never reaches traffic.
+//!
+//! # The host
+//!
+//! [`host`] has the gateway's services as plain functions: [`host::log`], the shared
+//! key-value store [`host::kv`] (atomic increments with TTLs: the basis of rate limits),
+//! [`host::metrics`] (Prometheus series labelled with the plugin), and outbound HTTP
+//! [`host::http::call`] to the hosts listed in the plugin's `allowed_hosts`.
+//!
+//! # Testing
+//!
+//! Built for the host target (`cargo test`), the host functions talk to an in-memory fake
+//! instead of the gateway: see [`testing`]. Call the phase methods directly with
+//! [`Request::new`] and [`Response::new`], and assert on the edits, the action, and the
+//! fake's logs, key-value store and metrics.
 #![deny(missing_docs)]
 
-/// The version of the `weir:plugin` WIT package this SDK targets.
+#[doc(hidden)]
+pub mod bindings;
+pub mod host;
+mod message;
+mod plugin;
+#[cfg(not(target_family = "wasm"))]
+pub mod testing;
+
+#[doc(hidden)]
+pub use bindings as __bindings;
+pub use message::{Action, Headers, LocalResponse, Request, RequestEdits, Response};
+pub use plugin::{Phase, Plugin, build};
+
+/// Internals used by [`export_plugin!`]; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::plugin::{Adapter, Slot};
+}
+
+/// The version of the `weir:plugin` WIT package this SDK builds plugins for.
 pub const WIT_VERSION: &str = "0.1.0";
+
+/// Exports a [`Plugin`] type as the component's implementation of `weir:plugin`. Use it
+/// once, at the top level of the plugin crate.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        impl $crate::__private::Slot for $plugin {
+            fn slot() -> &'static ::std::sync::OnceLock<::std::result::Result<Self, ::std::string::String>> {
+                static SLOT: ::std::sync::OnceLock<::std::result::Result<$plugin, ::std::string::String>> =
+                    ::std::sync::OnceLock::new();
+                &SLOT
+            }
+        }
+        type __WeirPluginAdapter = $crate::__private::Adapter<$plugin>;
+        $crate::__bindings::__export_weir_plugin!(__WeirPluginAdapter with_types_in $crate::__bindings);
+    };
+}

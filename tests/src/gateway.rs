@@ -36,6 +36,11 @@ impl TestGateway {
         }
     }
 
+    /// The snapshot requests currently read (routes, clusters, plugin chains).
+    pub fn snapshot(&self) -> std::sync::Arc<weir_gateway::snapshot::Snapshot> {
+        self.gateway.as_ref().expect("running").snapshot()
+    }
+
     /// `http://ADDR` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)

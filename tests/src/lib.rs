@@ -18,3 +18,11 @@ macro_rules! weir_bin {
         ::std::path::Path::new(env!("CARGO_BIN_EXE_weir-under-test"))
     };
 }
+
+/// Path of a test guest `.wasm` built by `build.rs` (e.g. `guest!("probe")`).
+#[macro_export]
+macro_rules! guest_wasm {
+    ("probe") => {
+        ::std::path::Path::new(env!("GUEST_PROBE"))
+    };
+}

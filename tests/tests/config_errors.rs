@@ -385,16 +385,12 @@ fn cases() -> Vec<Case> {
             help: None,
         },
         Case {
-            what: "route names a plugin",
-            text: route("upstream = \"users\"\nplugins = [{ name = \"auth\" }]\n"),
+            what: "plugin name that cannot be a file name",
+            text: route("upstream = \"users\"\nplugins = [{ name = \"Auth\" }]\n"),
             line: 8,
             column: 21,
-            key: "route[0].plugins[0]",
-            message: &[
-                "route `r` names plugin `auth`",
-                "no plugin host yet",
-                "remove the plugin",
-            ],
+            key: "route[0].plugins[0].name",
+            message: &["plugin name `Auth` must use only a-z, 0-9, `-` and `_`"],
             help: None,
         },
         Case {
@@ -515,7 +511,7 @@ upstream = "user"
 [[route]]
 name = "users-api"
 upstream = "users"
-plugins = [{ name = "auth" }]
+plugins = [{ name = "Auth" }]
 
 [[upstream]]
 name = "users"
@@ -540,7 +536,7 @@ workers = 0
         (3, 55, "route[0].match.methods[0]"),
         (4, 12, "route[0].upstream"),
         (7, 8, "route[1].name"),
-        (9, 21, "route[1].plugins[0]"),
+        (9, 21, "route[1].plugins[0].name"),
         (13, 32, "upstream[0].endpoints[1]"),
         (16, 8, "upstream[1].name"),
         (17, 13, "upstream[1].endpoints"),

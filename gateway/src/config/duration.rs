@@ -31,3 +31,17 @@ pub(crate) mod positive {
         Ok(value)
     }
 }
+
+/// An optional [`positive`] duration.
+pub(crate) mod optional_positive {
+    use std::time::Duration;
+
+    use serde::Deserializer;
+
+    /// Deserialize a present duration longer than zero.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        super::positive::deserialize(d).map(Some)
+    }
+}

@@ -17,7 +17,7 @@ use http::uri::Authority;
 use http::{HeaderName, HeaderValue, Method};
 
 pub use error::{ConfigError, Diagnostic};
-pub use schema::{Balancer, ConfigFile, EscapedSlashes, Timeouts};
+pub use schema::{Balancer, ConfigFile, EscapedSlashes, Isolation, OnError, Timeouts};
 
 /// A validated configuration: every name resolved, every address parsed.
 #[derive(Debug, Clone)]
@@ -28,8 +28,8 @@ pub struct Config {
     pub server: Server,
     /// Admin listener settings.
     pub admin: Admin,
-    /// The plugins directory.
-    pub plugins_dir: PathBuf,
+    /// Where plugins come from, and their default limits.
+    pub plugins: Plugins,
     /// Upstream clusters; routes refer to them by index.
     pub upstreams: Vec<Upstream>,
     /// Routes in match order.
@@ -130,13 +130,58 @@ pub enum HostRewrite {
     Endpoint,
 }
 
+/// `[plugins]`, typed.
+#[derive(Debug, Clone)]
+pub struct Plugins {
+    /// The directory of `NAME.wasm` files.
+    pub dir: PathBuf,
+    /// Where compiled plugins are cached (`None`: no disk cache).
+    pub cache_dir: Option<PathBuf>,
+    /// Limits and policies of plugins that do not override them.
+    pub defaults: PluginSettings,
+}
+
+/// The limits and policies one plugin runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginSettings {
+    /// Linear memory an instance may use, in bytes.
+    pub memory_limit: u64,
+    /// CPU time per phase call.
+    pub timeout: Duration,
+    /// Failure policy.
+    pub on_error: OnError,
+    /// Instance sharing.
+    pub isolation: Isolation,
+    /// Largest body a body phase buffers, in bytes.
+    pub max_body_bytes: u64,
+    /// Outbound calls per request.
+    pub max_outbound_calls: u32,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        PluginSettings {
+            memory_limit: 16 * 1024 * 1024,
+            timeout: Duration::from_millis(50),
+            on_error: OnError::Deny,
+            isolation: Isolation::Request,
+            max_body_bytes: 1024 * 1024,
+            max_outbound_calls: 4,
+        }
+    }
+}
+
 /// A plugin named on a route, with its configuration.
 #[derive(Debug, Clone)]
 pub struct PluginUse {
     /// The plugin name (`NAME.wasm`).
     pub name: String,
-    /// Its configuration table.
-    pub config: toml::Table,
+    /// Its configuration, as the JSON text the plugin receives.
+    pub config_json: String,
+    /// Hosts it may call with `http-call` (`host` or `host:port`, lower-case).
+    pub allowed_hosts: Vec<String>,
+    /// Its limits and policies.
+    pub settings: PluginSettings,
 }
 
 impl Config {

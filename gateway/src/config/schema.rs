@@ -96,20 +96,67 @@ impl Default for AdminConfig {
     }
 }
 
-/// `[plugins]`: where plugin `.wasm` files live.
+/// `[plugins]`: where plugin `.wasm` files live, and the default limits and policies
+/// of every plugin (a route's plugin entry can override each).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginsConfig {
     /// The directory watched for `NAME.wasm` files.
     pub dir: String,
+    /// Where compiled plugins are cached, so a restart skips compilation. Default: the
+    /// OS cache directory (`$XDG_CACHE_HOME/weir` or `~/.cache/weir`).
+    pub cache_dir: Option<String>,
+    // Defaults for every plugin; a route's plugin entry can override each.
+    /// Linear memory an instance may use (e.g. `"16MiB"`).
+    pub memory_limit: Option<bytesize::ByteSize>,
+    /// CPU time one phase call may take (e.g. `"20ms"`), enforced by epoch interruption.
+    #[serde(default, with = "duration::optional_positive")]
+    pub timeout: Option<Duration>,
+    /// `deny` (the client gets a 5xx) or `allow` (the plugin is skipped) when the plugin
+    /// fails: trap, timeout, memory exhaustion, panic.
+    pub on_error: Option<OnError>,
+    /// `request` (a fresh instance per request) or `worker` (instances reused).
+    pub isolation: Option<Isolation>,
+    /// Largest body a body phase buffers (413 past it).
+    pub max_body_bytes: Option<bytesize::ByteSize>,
+    /// Outbound HTTP calls one request may make through `http-call`.
+    pub max_outbound_calls: Option<u32>,
 }
 
 impl Default for PluginsConfig {
     fn default() -> Self {
         Self {
             dir: "./plugins".to_owned(),
+            cache_dir: None,
+            memory_limit: None,
+            timeout: None,
+            on_error: None,
+            isolation: None,
+            max_body_bytes: None,
+            max_outbound_calls: None,
         }
     }
+}
+
+/// What happens to a request when a plugin fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// The client gets 500 (503 for a timeout); nothing of the plugin leaks.
+    Deny,
+    /// The plugin is skipped for this request.
+    Allow,
+}
+
+/// How plugin instances are shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// A fresh instance per request, dropped after it.
+    Request,
+    /// Instances reused across requests of a worker, recycled after a bounded number of
+    /// requests and after any failure.
+    Worker,
 }
 
 /// `[[upstream]]`: a named cluster of endpoints.
@@ -204,7 +251,25 @@ pub struct MatchConfig {
 pub struct PluginRef {
     /// The plugin's name: `NAME.wasm` in the plugins directory.
     pub name: Spanned<String>,
-    /// The plugin's own configuration, handed to it as is.
+    /// The plugin's own configuration, handed to it as JSON.
     #[serde(default)]
     pub config: Option<toml::Table>,
+    /// Hosts (`host` or `host:port`) the plugin may reach with `http-call`.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    // Overrides of the `[plugins]` defaults.
+    /// Linear memory an instance may use (e.g. `"16MiB"`).
+    pub memory_limit: Option<bytesize::ByteSize>,
+    /// CPU time one phase call may take (e.g. `"20ms"`), enforced by epoch interruption.
+    #[serde(default, with = "duration::optional_positive")]
+    pub timeout: Option<Duration>,
+    /// `deny` (the client gets a 5xx) or `allow` (the plugin is skipped) when the plugin
+    /// fails: trap, timeout, memory exhaustion, panic.
+    pub on_error: Option<OnError>,
+    /// `request` (a fresh instance per request) or `worker` (instances reused).
+    pub isolation: Option<Isolation>,
+    /// Largest body a body phase buffers (413 past it).
+    pub max_body_bytes: Option<bytesize::ByteSize>,
+    /// Outbound HTTP calls one request may make through `http-call`.
+    pub max_outbound_calls: Option<u32>,
 }

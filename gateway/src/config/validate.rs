@@ -11,10 +11,10 @@ use http::{HeaderName, HeaderValue, Method};
 use toml::Spanned;
 
 use super::error::{Diagnostic, Source, nearest};
-use super::schema::{ConfigFile, MatchConfig, RouteConfig, UpstreamConfig};
+use super::schema::{ConfigFile, MatchConfig, PluginRef, RouteConfig, UpstreamConfig};
 use super::{
-    Admin, Config, ConfigError, Endpoint, HostPattern, HostRewrite, PathPattern, PluginUse, Route,
-    Server, Upstream,
+    Admin, Config, ConfigError, Endpoint, HostPattern, HostRewrite, Isolation, OnError,
+    PathPattern, PluginSettings, PluginUse, Plugins, Route, Server, Upstream,
 };
 
 struct Checker<'a> {
@@ -116,6 +116,16 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
         }
     };
 
+    let p = &raw.plugins;
+    let defaults = settings(
+        &PluginSettings::default(),
+        p.memory_limit,
+        p.timeout,
+        p.on_error,
+        p.isolation,
+        p.max_body_bytes,
+        p.max_outbound_calls,
+    );
     let upstreams = check_upstreams(&mut c, &raw.upstreams);
     let names: HashMap<&str, usize> = raw
         .upstreams
@@ -123,7 +133,7 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
         .enumerate()
         .map(|(i, u)| (u.name.get_ref().as_str(), i))
         .collect();
-    let routes = check_routes(&mut c, &raw.routes, &names);
+    let routes = check_routes(&mut c, &raw.routes, &names, &defaults);
 
     if !c.problems.is_empty() {
         c.problems.sort_by_key(|d| (d.line, d.column));
@@ -146,7 +156,14 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
         admin: Admin {
             listen: admin_listen,
         },
-        plugins_dir: raw.plugins.dir.into(),
+        plugins: Plugins {
+            dir: raw.plugins.dir.into(),
+            cache_dir: match raw.plugins.cache_dir {
+                Some(dir) => Some(dir.into()),
+                None => dirs::cache_dir().map(|d| d.join("weir")),
+            },
+            defaults,
+        },
         upstreams,
         routes,
     })
@@ -222,6 +239,7 @@ fn check_routes(
     c: &mut Checker<'_>,
     raw: &[RouteConfig],
     upstreams: &HashMap<&str, usize>,
+    defaults: &PluginSettings,
 ) -> Vec<Route> {
     let mut seen: HashMap<&str, ()> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
@@ -279,23 +297,9 @@ fn check_routes(
         let plugins = r
             .plugins
             .iter()
-            .map(|p| PluginUse {
-                name: p.name.get_ref().clone(),
-                config: p.config.clone().unwrap_or_default(),
-            })
+            .enumerate()
+            .filter_map(|(j, p)| check_plugin(c, &format!("{key}.plugins[{j}]"), p, defaults))
             .collect();
-        for (j, p) in r.plugins.iter().enumerate() {
-            c.error(
-                &p.name.span(),
-                format!("{key}.plugins[{j}]"),
-                format!(
-                    "route `{}` names plugin `{}`, but this build has no plugin host yet: \
-                     remove the plugin from the route",
-                    r.name.get_ref(),
-                    p.name.get_ref()
-                ),
-            );
-        }
         let (host, path, methods, headers) = check_match(c, &key, &r.matcher);
         out.push(Route {
             name: r.name.get_ref().clone(),
@@ -421,4 +425,81 @@ fn check_path(c: &mut Checker<'_>, key: &str, p: &Spanned<String>) -> Option<Str
             None
         }
     }
+}
+
+fn settings(
+    base: &PluginSettings,
+    memory_limit: Option<bytesize::ByteSize>,
+    timeout: Option<std::time::Duration>,
+    on_error: Option<OnError>,
+    isolation: Option<Isolation>,
+    max_body_bytes: Option<bytesize::ByteSize>,
+    max_outbound_calls: Option<u32>,
+) -> PluginSettings {
+    PluginSettings {
+        memory_limit: memory_limit.map_or(base.memory_limit, |b| b.as_u64()),
+        timeout: timeout.unwrap_or(base.timeout),
+        on_error: on_error.unwrap_or(base.on_error),
+        isolation: isolation.unwrap_or(base.isolation),
+        max_body_bytes: max_body_bytes.map_or(base.max_body_bytes, |b| b.as_u64()),
+        max_outbound_calls: max_outbound_calls.unwrap_or(base.max_outbound_calls),
+    }
+}
+
+fn check_plugin(
+    c: &mut Checker<'_>,
+    key: &str,
+    p: &PluginRef,
+    defaults: &PluginSettings,
+) -> Option<PluginUse> {
+    let name = p.name.get_ref();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '_')
+    {
+        c.error(
+            &p.name.span(),
+            format!("{key}.name"),
+            format!("plugin name `{name}` must use only a-z, 0-9, `-` and `_` (it names the file NAME.wasm)"),
+        );
+        return None;
+    }
+    let settings = settings(
+        defaults,
+        p.memory_limit,
+        p.timeout,
+        p.on_error,
+        p.isolation,
+        p.max_body_bytes,
+        p.max_outbound_calls,
+    );
+    if settings.memory_limit < 1024 * 1024 {
+        c.error(
+            &p.name.span(),
+            format!("{key}.memory_limit"),
+            "memory_limit must be at least 1MiB",
+        );
+    }
+    let config_json = match serde_json::to_string(&p.config.clone().unwrap_or_default()) {
+        Ok(json) => json,
+        Err(e) => {
+            c.error(
+                &p.name.span(),
+                format!("{key}.config"),
+                format!("cannot pass this config to the plugin: {e}"),
+            );
+            return None;
+        }
+    };
+    Some(PluginUse {
+        name: name.clone(),
+        config_json,
+        allowed_hosts: p
+            .allowed_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+        settings,
+    })
 }

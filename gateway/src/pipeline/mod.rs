@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 
 use crate::config::HostRewrite;
 use crate::error::{ProxyError, ResponseBody};
+use crate::plugin::{ChainRun, LocalReply, RequestFlow, RequestParts, ResponseFlow};
 use crate::router::{self, RequestFacts};
 use crate::snapshot::Snapshot;
 
@@ -54,8 +55,8 @@ pub async fn handle(
         Ok(done) => (
             done.response,
             Some(done.route),
-            Some((done.upstream, done.endpoint)),
-            None,
+            done.upstream,
+            done.plugin_failure.map(ProxyError::Plugin),
         ),
         Err((err, route)) => (err.to_response(), route, None, Some(err)),
     };
@@ -82,8 +83,10 @@ pub async fn handle(
 struct Proxied {
     response: Response<ResponseBody>,
     route: std::sync::Arc<str>,
-    upstream: std::sync::Arc<str>,
-    endpoint: http::uri::Authority,
+    /// The cluster and endpoint, unless a plugin answered.
+    upstream: Option<(std::sync::Arc<str>, http::uri::Authority)>,
+    /// A plugin failure that shaped the response (on_error = deny).
+    plugin_failure: Option<crate::plugin::PluginFailure>,
 }
 
 type Failed = (ProxyError, Option<std::sync::Arc<str>>);
@@ -112,10 +115,7 @@ async fn proxy(
     let route_name = route.name.clone();
     let failed = |e: ProxyError| (e, Some(route_name.clone()));
 
-    // Pick the endpoint and build the upstream request.
-    let cluster = &snapshot.clusters[route.upstream];
-    let (endpoint_index, endpoint) = cluster.pick();
-    let path_and_query = match (&path, parts.uri.query()) {
+    let mut path_and_query = match (&path, parts.uri.query()) {
         (std::borrow::Cow::Borrowed(_), _) => parts
             .uri
             .path_and_query()
@@ -145,14 +145,53 @@ async fn proxy(
         original_host.as_ref(),
     );
     forwarding::append_via(headers, via);
+
+    // The request phases of the route's plugins.
+    let chain = &snapshot.chains[route.index];
+    let mut run = None;
+    if !chain.is_empty() {
+        let mut pass = ChainRun::new(chain.clone());
+        let authority = original_host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let client = conn.client_ip.to_str().unwrap_or_default().to_owned();
+        let flow = pass
+            .request_headers(RequestParts {
+                method: &parts.method,
+                headers: &mut parts.headers,
+                path_and_query: &mut path_and_query,
+                scheme: conn.scheme,
+                authority: &authority,
+                client: &client,
+                route: &route_name,
+            })
+            .await;
+        if let RequestFlow::Respond(reply, failure) = flow {
+            let response = answer_locally(&mut pass, reply, &snapshot.via.http11).await;
+            return Ok(Proxied {
+                response,
+                route: route_name,
+                upstream: None,
+                plugin_failure: failure,
+            });
+        }
+        forwarding::remove_hop_by_hop(&mut parts.headers);
+        run = Some(pass);
+    }
+
+    // Pick the endpoint and finish the upstream request.
+    let cluster = &snapshot.clusters[route.upstream];
+    let (endpoint_index, endpoint) = cluster.pick();
     let upstream_host = match &route.host_rewrite {
         HostRewrite::Preserve => original_host,
         HostRewrite::Literal(value) => Some(value.clone()),
         HostRewrite::Endpoint => HeaderValue::from_str(endpoint.as_str()).ok(),
     };
     match upstream_host {
-        Some(h) => headers.insert(header::HOST, h),
-        None => headers.remove(header::HOST),
+        Some(h) => parts.headers.insert(header::HOST, h),
+        None => parts.headers.remove(header::HOST),
     };
 
     // HTTP/1.1 upstreams take the origin form: path and query only.
@@ -178,14 +217,53 @@ async fn proxy(
             })
         })?;
 
-    // Response headers: the same hygiene on the way back.
+    // Response headers: the same hygiene on the way back, then the response phases.
     let (mut parts, body) = response.into_parts();
     forwarding::remove_hop_by_hop(&mut parts.headers);
     forwarding::append_via(&mut parts.headers, &snapshot.via.http11);
+    let mut plugin_failure = None;
+    let mut response = Response::from_parts(parts, Either::Left(body));
+    if let Some(pass) = &mut run {
+        let (mut parts, body) = response.into_parts();
+        response = match pass
+            .response_headers(&mut parts.status, &mut parts.headers)
+            .await
+        {
+            ResponseFlow::Continue => Response::from_parts(parts, body),
+            ResponseFlow::Replace(reply, failure) => {
+                plugin_failure = failure;
+                local_reply(reply, &snapshot.via.http11)
+            }
+        };
+    }
     Ok(Proxied {
-        response: Response::from_parts(parts, Either::Left(body)),
+        response,
         route: route_name,
-        upstream: cluster.name.clone(),
-        endpoint: endpoint.clone(),
+        upstream: Some((cluster.name.clone(), endpoint.clone())),
+        plugin_failure,
     })
+}
+
+/// A plugin's local response, after the response phases of the plugins before it.
+async fn answer_locally(
+    pass: &mut ChainRun,
+    reply: LocalReply,
+    via: &HeaderValue,
+) -> Response<ResponseBody> {
+    let mut reply = reply;
+    match pass
+        .response_headers(&mut reply.status, &mut reply.headers)
+        .await
+    {
+        ResponseFlow::Continue => local_reply(reply, via),
+        ResponseFlow::Replace(replacement, _) => local_reply(replacement, via),
+    }
+}
+
+fn local_reply(reply: LocalReply, via: &HeaderValue) -> Response<ResponseBody> {
+    let mut response = Response::new(Either::Right(http_body_util::Full::new(reply.body)));
+    *response.status_mut() = reply.status;
+    *response.headers_mut() = reply.headers;
+    forwarding::append_via(response.headers_mut(), via);
+    response
 }

@@ -27,6 +27,8 @@ pub struct RequestFacts<'a> {
 pub struct Route {
     /// The route's name, shared with logs and metrics.
     pub name: Arc<str>,
+    /// Its position in the config (indexes per-route state such as plugin chains).
+    pub index: usize,
     /// Index of the upstream cluster in the snapshot.
     pub upstream: usize,
     /// What `Host` the upstream sees.
@@ -86,8 +88,10 @@ impl RouteTable {
     pub fn new(routes: &[config::Route]) -> RouteTable {
         let routes = routes
             .iter()
-            .map(|r| Route {
+            .enumerate()
+            .map(|(index, r)| Route {
                 name: Arc::from(r.name.as_str()),
+                index,
                 upstream: r.upstream,
                 host_rewrite: r.host_rewrite.clone(),
                 host: r.host.clone(),

@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::plugin::{ChainEntry, PluginError, PluginHost};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
 pub(crate) use listener::bind_reuseport;
@@ -31,6 +32,37 @@ pub enum StartError {
     /// A worker thread could not be started.
     #[error("cannot start worker thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// Plugins named by routes could not be loaded or configured.
+    #[error("{}", plugin_errors(.0))]
+    Plugins(Vec<PluginError>),
+}
+
+fn plugin_errors(errors: &[PluginError]) -> String {
+    let mut text = format!(
+        "{} plugin error{}",
+        errors.len(),
+        if errors.len() == 1 { "" } else { "s" }
+    );
+    for e in errors {
+        text.push_str("\n  ");
+        text.push_str(&e.to_string());
+    }
+    text
+}
+
+/// The plugin host (if any route uses plugins) and one plugin chain per route.
+pub type LoadedPlugins = (Option<Arc<PluginHost>>, Vec<Arc<[ChainEntry]>>);
+
+/// Loads the plugins `config`'s routes name (creating the plugin host only if any do)
+/// and returns one chain per route.
+pub fn load_plugins(config: &Config) -> Result<LoadedPlugins, StartError> {
+    if config.routes.iter().all(|r| r.plugins.is_empty()) {
+        return Ok((None, Vec::new()));
+    }
+    let host = PluginHost::new(config.plugins.cache_dir.clone())
+        .map_err(|e| StartError::Plugins(vec![e]))?;
+    let chains = crate::plugin::block_on(host.load_config(config)).map_err(StartError::Plugins)?;
+    Ok((Some(Arc::new(host)), chains))
 }
 
 /// A running gateway. Dropping it does not stop it: call [`Gateway::shutdown`] and then
@@ -42,11 +74,13 @@ pub struct Gateway {
     snapshot: SharedSnapshot,
     shutdown: CancellationToken,
     threads: Vec<JoinHandle<()>>,
+    plugins: Option<Arc<PluginHost>>,
 }
 
 impl Gateway {
     /// Binds the listeners and starts the workers and the admin listener.
     pub fn start(config: Config) -> Result<Gateway, StartError> {
+        let (plugins, chains) = load_plugins(&config)?;
         let workers = config.server.workers.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
@@ -79,6 +113,7 @@ impl Gateway {
         let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
             Arc::new(config),
             workers,
+            chains,
         )));
         let shutdown = CancellationToken::new();
         let mut threads = Vec::with_capacity(workers + 1);
@@ -121,6 +156,7 @@ impl Gateway {
             snapshot,
             shutdown,
             threads,
+            plugins,
         })
     }
 
@@ -132,6 +168,11 @@ impl Gateway {
     /// The admin listener's address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The plugin host, if any route uses plugins.
+    pub fn plugin_host(&self) -> Option<&Arc<PluginHost>> {
+        self.plugins.as_ref()
     }
 
     /// The snapshot requests currently read.

@@ -1,0 +1,297 @@
+//! Running a route's plugin chain for one request: request phases in chain order,
+//! response phases in reverse (the onion), each plugin's instance created on first use
+//! and kept for the request's later phases, edits applied to the real message, failures
+//! turned into a 5xx or a skipped plugin by the plugin's `on_error` policy.
+//!
+//! On a local response (a plugin answered, or a failure denied the request), the
+//! response phases of the plugins *before* that plugin still run, in reverse order; the
+//! plugin that answered and those after it are not called again.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+
+use super::bindings::types;
+use super::{ChainEntry, FailureKind, Instance, PluginFailure};
+use crate::config::OnError;
+
+/// A response written by a plugin (or by the gateway for a failed plugin).
+#[derive(Debug)]
+pub struct LocalReply {
+    /// Status code.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+/// What the request phases decided.
+#[derive(Debug)]
+pub enum RequestFlow {
+    /// Forward the (edited) request.
+    Continue,
+    /// Answer with this instead; the failure, if a plugin failed.
+    Respond(LocalReply, Option<PluginFailure>),
+}
+
+/// What the response phases decided.
+#[derive(Debug)]
+pub enum ResponseFlow {
+    /// Send the (edited) response.
+    Continue,
+    /// Replace it with this; the failure, if a plugin failed.
+    Replace(LocalReply, Option<PluginFailure>),
+}
+
+/// The state of one request's pass through a chain.
+#[derive(Debug)]
+pub struct ChainRun {
+    chain: Arc<[ChainEntry]>,
+    instances: Vec<Option<Instance>>,
+    /// Entries whose request side was passed (their response phases run).
+    reached: usize,
+    head: Option<types::RequestHead>,
+}
+
+/// The request as the request phases see and change it.
+#[derive(Debug)]
+pub struct RequestParts<'a> {
+    /// Method.
+    pub method: &'a http::Method,
+    /// Headers (edited in place).
+    pub headers: &'a mut HeaderMap,
+    /// Path and query (replaced when a plugin rewrites it).
+    pub path_and_query: &'a mut PathAndQuery,
+    /// `http` or `https`.
+    pub scheme: &'a str,
+    /// The host the request is for.
+    pub authority: &'a str,
+    /// Client IP.
+    pub client: &'a str,
+    /// Route name.
+    pub route: &'a str,
+}
+
+impl ChainRun {
+    /// Starts a pass through `chain`.
+    pub fn new(chain: Arc<[ChainEntry]>) -> ChainRun {
+        let instances = (0..chain.len()).map(|_| None).collect();
+        ChainRun {
+            chain,
+            instances,
+            reached: 0,
+            head: None,
+        }
+    }
+
+    async fn instance(&mut self, index: usize) -> Result<&mut Instance, PluginFailure> {
+        if self.instances[index].is_none() {
+            self.instances[index] = Some(self.chain[index].instantiate().await?);
+        }
+        Ok(self.instances[index]
+            .as_mut()
+            .expect("the instance was just created"))
+    }
+
+    /// Runs every request-headers phase in chain order.
+    pub async fn request_headers(&mut self, req: RequestParts<'_>) -> RequestFlow {
+        let mut head = types::RequestHead {
+            method: req.method.as_str().to_owned(),
+            scheme: req.scheme.to_owned(),
+            authority: req.authority.to_owned(),
+            path: req.path_and_query.as_str().to_owned(),
+            headers: to_wit(req.headers),
+            client_address: req.client.to_owned(),
+            route: req.route.to_owned(),
+        };
+        for index in 0..self.chain.len() {
+            self.reached = index;
+            let entry = self.chain[index].clone();
+            if !entry.plugin.phases.request_headers {
+                continue;
+            }
+            entry.plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
+            let called = match self.instance(index).await {
+                Ok(instance) => instance.on_request_headers(&head).await,
+                Err(failure) => Err(failure),
+            };
+            match called {
+                Ok(types::RequestAction::Continue(edits)) => {
+                    apply_header_edits(req.headers, edits.headers, &entry.plugin.name);
+                    if let Some(path) = edits.path {
+                        match PathAndQuery::try_from(path.as_str()) {
+                            Ok(pq) if path.starts_with('/') => *req.path_and_query = pq,
+                            _ => {
+                                tracing::warn!(plugin = %entry.plugin.name, %path, "plugin set an invalid path; ignored")
+                            }
+                        }
+                    }
+                    head.headers = to_wit(req.headers);
+                    head.path = req.path_and_query.as_str().to_owned();
+                }
+                Ok(types::RequestAction::Respond(local)) => {
+                    self.head = Some(head);
+                    return RequestFlow::Respond(local_reply(local, &entry.plugin.name), None);
+                }
+                Err(failure) => {
+                    self.instances[index] = None; // never entered again
+                    if let Some(reply) = self.failed(&entry, failure.kind, &failure) {
+                        self.head = Some(head);
+                        return RequestFlow::Respond(reply, Some(failure));
+                    }
+                }
+            }
+        }
+        self.reached = self.chain.len();
+        self.head = Some(head);
+        RequestFlow::Continue
+    }
+
+    /// Runs the response-headers phases of the plugins that were passed, in reverse.
+    pub async fn response_headers(
+        &mut self,
+        status: &mut StatusCode,
+        headers: &mut HeaderMap,
+    ) -> ResponseFlow {
+        let Some(head) = self.head.take() else {
+            return ResponseFlow::Continue;
+        };
+        let mut response = types::ResponseHead {
+            status: status.as_u16(),
+            headers: to_wit(headers),
+        };
+        for index in (0..self.reached).rev() {
+            let entry = self.chain[index].clone();
+            if !entry.plugin.phases.response_headers {
+                continue;
+            }
+            entry.plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
+            let called = match self.instance(index).await {
+                Ok(instance) => instance.on_response_headers(&head, &response).await,
+                Err(failure) => Err(failure),
+            };
+            match called {
+                Ok(types::ResponseAction::Continue(edits)) => {
+                    apply_header_edits(headers, edits.headers, &entry.plugin.name);
+                    if let Some(code) = edits.status.and_then(|s| StatusCode::from_u16(s).ok()) {
+                        *status = code;
+                    }
+                    response.status = status.as_u16();
+                    response.headers = to_wit(headers);
+                }
+                Ok(types::ResponseAction::Respond(local)) => {
+                    return ResponseFlow::Replace(local_reply(local, &entry.plugin.name), None);
+                }
+                Err(failure) => {
+                    self.instances[index] = None;
+                    if let Some(reply) = self.failed(&entry, failure.kind, &failure) {
+                        return ResponseFlow::Replace(reply, Some(failure));
+                    }
+                }
+            }
+        }
+        ResponseFlow::Continue
+    }
+
+    /// Logs and counts a failure; the reply to send when the policy denies.
+    fn failed(
+        &self,
+        entry: &ChainEntry,
+        kind: FailureKind,
+        failure: &PluginFailure,
+    ) -> Option<LocalReply> {
+        entry.plugin.stats.failed(kind);
+        let version = &entry.plugin.version[..12];
+        match entry.settings.on_error {
+            OnError::Allow => {
+                tracing::warn!(plugin = %entry.plugin.name, version, kind = %kind, error = %failure.message, "plugin failed; skipped (on_error = allow)");
+                None
+            }
+            OnError::Deny => {
+                tracing::error!(plugin = %entry.plugin.name, version, kind = %kind, error = %failure.message, "plugin failed; request denied (on_error = deny)");
+                let (status, reason) = match kind {
+                    FailureKind::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "plugin timeout"),
+                    _ => (StatusCode::INTERNAL_SERVER_ERROR, "plugin failure"),
+                };
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                Some(LocalReply {
+                    status,
+                    headers,
+                    body: Bytes::from(format!("{{\"error\":\"{reason}\"}}\n")),
+                })
+            }
+        }
+    }
+}
+
+fn to_wit(headers: &HeaderMap) -> Vec<types::Header> {
+    headers
+        .iter()
+        .map(|(name, value)| types::Header {
+            name: name.as_str().to_owned(),
+            value: value.as_bytes().to_vec(),
+        })
+        .collect()
+}
+
+fn header(plugin: &str, name: &str, value: &[u8]) -> Option<(HeaderName, HeaderValue)> {
+    match (
+        HeaderName::from_bytes(name.as_bytes()),
+        HeaderValue::from_bytes(value),
+    ) {
+        (Ok(n), Ok(v)) => Some((n, v)),
+        _ => {
+            tracing::warn!(plugin, name, "plugin set an invalid header; ignored");
+            None
+        }
+    }
+}
+
+fn apply_header_edits(headers: &mut HeaderMap, edits: types::HeaderEdits, plugin: &str) {
+    for name in &edits.remove {
+        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+            headers.remove(name);
+        }
+    }
+    for types::Header { name, value } in &edits.set {
+        if let Some((n, v)) = header(plugin, name, value) {
+            headers.insert(n, v);
+        }
+    }
+    for types::Header { name, value } in &edits.append {
+        if let Some((n, v)) = header(plugin, name, value) {
+            headers.append(n, v);
+        }
+    }
+}
+
+fn local_reply(local: types::LocalResponse, plugin: &str) -> LocalReply {
+    let status = StatusCode::from_u16(local.status).unwrap_or_else(|_| {
+        tracing::warn!(
+            plugin,
+            status = local.status,
+            "plugin answered with an invalid status; sending 500"
+        );
+        StatusCode::INTERNAL_SERVER_ERROR
+    });
+    let mut headers = HeaderMap::new();
+    for types::Header { name, value } in &local.headers {
+        if let Some((n, v)) = header(plugin, name, value) {
+            headers.append(n, v);
+        }
+    }
+    LocalReply {
+        status,
+        headers,
+        body: Bytes::from(local.body),
+    }
+}

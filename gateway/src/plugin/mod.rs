@@ -1,0 +1,476 @@
+//! The wasmtime plugin host: one engine, compiled components cached by content hash,
+//! instances with per-plugin limits, the host side of the `weir:plugin` imports, and
+//! the chain runner the pipeline calls at its filter points.
+//!
+//! Loading (compile, version check, `phases`, and `init` with each route's config)
+//! happens off the request path; a request only instantiates (request isolation) and
+//! calls. A plugin failure never takes the gateway down: it becomes a [`PluginFailure`]
+//! that the failure policy turns into a 5xx or a skipped plugin.
+
+mod bindings;
+mod chain;
+mod compile;
+mod engine;
+mod instance;
+mod state;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use wasmtime::Engine;
+use wasmtime::component::{HasSelf, Linker};
+
+pub use chain::{ChainRun, LocalReply, RequestFlow, RequestParts, ResponseFlow};
+pub use compile::WIT_VERSION;
+pub use instance::{Instance, PluginFailure};
+pub use state::PluginMetrics;
+
+use crate::config::{Config, PluginSettings, PluginUse};
+use crate::kv::KvStore;
+use bindings::{Plugin, PluginPre, types};
+use state::{HostState, OutboundClient, PluginContext};
+
+/// The kinds of plugin failure, as counted in `weir_plugin_failures_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The guest trapped (including a Rust panic, which aborts).
+    Trap,
+    /// A call ran past its CPU deadline.
+    Timeout,
+    /// The guest hit its memory limit.
+    Memory,
+    /// Anything else: instantiation failed, a malformed result.
+    Error,
+}
+
+impl FailureKind {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Trap => "trap",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Memory => "memory",
+            FailureKind::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a plugin could not be loaded or configured.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The plugin engine could not be created.
+    #[error("cannot create the plugin engine: {0}")]
+    Engine(String),
+    /// The file could not be read.
+    #[error("plugin `{name}`: cannot read {}: {reason}", path.display())]
+    Read {
+        /// Plugin name.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// It is not a valid component.
+    #[error("plugin `{name}`: not a loadable WebAssembly component: {reason}")]
+    Compile {
+        /// Plugin name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// It targets another `weir:plugin` version, or none.
+    #[error(
+        "plugin `{name}` was built for weir:plugin {found}, but this gateway supports weir:plugin {WIT_VERSION} (0.1.x)"
+    )]
+    Version {
+        /// Plugin name.
+        name: String,
+        /// What it was built for.
+        found: String,
+    },
+    /// It does not fit the host's imports or exports.
+    #[error("plugin `{name}`: {reason}")]
+    Link {
+        /// Plugin name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// Its configuration on a route was refused by the plugin.
+    #[error("route `{route}`: plugin `{name}` refused its config: {reason}")]
+    Config {
+        /// Route name.
+        route: String,
+        /// Plugin name.
+        name: String,
+        /// The plugin's message.
+        reason: String,
+    },
+}
+
+/// The phases a plugin implements.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// `on-request-headers`.
+    pub request_headers: bool,
+    /// `on-request-body`.
+    pub request_body: bool,
+    /// `on-response-headers`.
+    pub response_headers: bool,
+    /// `on-response-body`.
+    pub response_body: bool,
+    /// `on-log`.
+    pub log: bool,
+}
+
+impl Phases {
+    fn from_wit(list: &[types::Phase]) -> Phases {
+        let mut phases = Phases::default();
+        for phase in list {
+            match phase {
+                types::Phase::RequestHeaders => phases.request_headers = true,
+                types::Phase::RequestBody => phases.request_body = true,
+                types::Phase::ResponseHeaders => phases.response_headers = true,
+                types::Phase::ResponseBody => phases.response_body = true,
+                types::Phase::Log => phases.log = true,
+            }
+        }
+        phases
+    }
+
+    /// The phase names, for display.
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            (self.request_headers, "request-headers"),
+            (self.request_body, "request-body"),
+            (self.response_headers, "response-headers"),
+            (self.response_body, "response-body"),
+            (self.log, "log"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
+    }
+}
+
+/// Calls and failures of one loaded plugin.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    /// Phase calls made.
+    pub calls: AtomicU64,
+    failures: [AtomicU64; 4],
+}
+
+impl PluginStats {
+    pub(crate) fn failed(&self, kind: FailureKind) {
+        self.failures[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failures of `kind` so far.
+    pub fn failures(&self, kind: FailureKind) -> u64 {
+        self.failures[kind as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// A compiled, version-checked plugin, ready to instantiate.
+pub struct LoadedPlugin {
+    /// Its name (`NAME.wasm`).
+    pub name: String,
+    /// The SHA-256 of the file: the plugin's version.
+    pub version: String,
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// The `weir:plugin` version it was built for.
+    pub wit_version: String,
+    /// The phases it implements.
+    pub phases: Phases,
+    /// Whether the compiled artifact came from the disk cache.
+    pub from_cache: bool,
+    /// Call and failure counts.
+    pub stats: PluginStats,
+    pre: PluginPre<HostState>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("phases", &self.phases)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One entry of a route's plugin chain: a loaded plugin with that route's config and
+/// limits.
+#[derive(Debug, Clone)]
+pub struct ChainEntry {
+    /// The plugin.
+    pub plugin: Arc<LoadedPlugin>,
+    /// Its limits and failure policy on this route.
+    pub settings: PluginSettings,
+    ctx: Arc<PluginContext>,
+}
+
+impl ChainEntry {
+    /// A fresh instance for one request.
+    pub async fn instantiate(&self) -> Result<Instance, PluginFailure> {
+        Instance::new(
+            &self.plugin,
+            self.ctx.clone(),
+            self.settings.memory_limit,
+            self.settings.timeout,
+        )
+        .await
+    }
+
+    /// What the plugin reported through the metrics import.
+    pub fn metrics(&self) -> &PluginMetrics {
+        &self.ctx.metrics
+    }
+}
+
+/// The engine, the linker with the host imports, and the services plugins share.
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+    kv: Arc<KvStore>,
+    http: OutboundClient,
+    metrics: std::sync::Mutex<HashMap<String, Arc<PluginMetrics>>>,
+}
+
+impl std::fmt::Debug for PluginHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginHost")
+            .field("cache_dir", &self.cache_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginHost {
+    /// Creates the engine (with its epoch ticker) and links the host imports.
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<PluginHost, PluginError> {
+        let engine = engine::new_engine().map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        Plugin::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        Ok(PluginHost {
+            engine,
+            linker,
+            cache_dir,
+            kv: Arc::default(),
+            http: state::outbound_client(),
+            metrics: std::sync::Mutex::default(),
+        })
+    }
+
+    /// The shared key-value store.
+    pub fn kv(&self) -> &Arc<KvStore> {
+        &self.kv
+    }
+
+    /// Reads, compiles (or loads from the cache), version-checks and links `path` as
+    /// plugin `name`, then asks it for its phases.
+    pub async fn load(&self, name: &str, path: &Path) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let bytes = std::fs::read(path).map_err(|e| PluginError::Read {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let compiled = compile::compile(&self.engine, name, &bytes, self.cache_dir.as_deref())?;
+        let wit_version = compile::plugin_wit_version(&self.engine, &compiled.component)
+            .ok_or_else(|| PluginError::Version {
+                name: name.to_owned(),
+                found: "no version (it does not export weir:plugin/handler)".to_owned(),
+            })?;
+        if !compile::compatible(&wit_version) {
+            return Err(PluginError::Version {
+                name: name.to_owned(),
+                found: wit_version,
+            });
+        }
+        let link = |e: wasmtime::Error| PluginError::Link {
+            name: name.to_owned(),
+            reason: format!("{e:#}"),
+        };
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&compiled.component)
+            .map_err(link)?;
+        let pre = PluginPre::new(instance_pre).map_err(link)?;
+        let mut plugin = LoadedPlugin {
+            name: name.to_owned(),
+            version: compiled.sha256,
+            path: path.to_owned(),
+            wit_version,
+            phases: Phases::default(),
+            from_cache: compiled.from_cache,
+            stats: PluginStats::default(),
+            pre,
+        };
+        let probe = self.context(&plugin, "{}", &[], 0);
+        let mut instance = Instance::new(
+            &plugin,
+            probe,
+            PluginSettings::default().memory_limit,
+            PluginSettings::default().timeout,
+        )
+        .await
+        .map_err(|e| PluginError::Link {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let phases = instance.phases().await.map_err(|e| PluginError::Link {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        })?;
+        plugin.phases = Phases::from_wit(&phases);
+        if plugin.phases.request_body || plugin.phases.response_body || plugin.phases.log {
+            return Err(PluginError::Link {
+                name: name.to_owned(),
+                reason: format!(
+                    "it implements the phases {:?}; this gateway build runs request-headers and response-headers only (body and log phases are not wired yet)",
+                    plugin.phases.names()
+                ),
+            });
+        }
+        Ok(Arc::new(plugin))
+    }
+
+    fn context(
+        &self,
+        plugin: &LoadedPlugin,
+        config_json: &str,
+        allowed_hosts: &[String],
+        max_outbound_calls: u32,
+    ) -> Arc<PluginContext> {
+        let metrics = self
+            .metrics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(plugin.name.clone())
+            .or_default()
+            .clone();
+        Arc::new(PluginContext {
+            name: plugin.name.clone(),
+            version: plugin.version.clone(),
+            config_json: config_json.to_owned(),
+            kv_prefix: format!("{}\u{0}", plugin.name),
+            allowed_hosts: allowed_hosts.to_vec(),
+            max_outbound_calls,
+            kv: self.kv.clone(),
+            metrics,
+            http: self.http.clone(),
+            log_window: std::sync::Mutex::new((std::time::Instant::now(), 0)),
+            logs_dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Binds a loaded plugin to a route's use of it, after the plugin accepted the
+    /// config (`init`).
+    pub async fn configure(
+        &self,
+        route: &str,
+        plugin: Arc<LoadedPlugin>,
+        usage: &PluginUse,
+    ) -> Result<ChainEntry, PluginError> {
+        let ctx = self.context(
+            &plugin,
+            &usage.config_json,
+            &usage.allowed_hosts,
+            usage.settings.max_outbound_calls,
+        );
+        let entry = ChainEntry {
+            plugin,
+            settings: usage.settings,
+            ctx,
+        };
+        let refused = |reason: String| PluginError::Config {
+            route: route.to_owned(),
+            name: usage.name.clone(),
+            reason,
+        };
+        let mut instance = entry
+            .instantiate()
+            .await
+            .map_err(|e| refused(e.to_string()))?;
+        instance
+            .init()
+            .await
+            .map_err(|e| refused(e.to_string()))?
+            .map_err(refused)?;
+        Ok(entry)
+    }
+
+    /// Loads every plugin the config's routes name and configures each use, reporting
+    /// every problem together. Returns one chain per route, in route order.
+    pub async fn load_config(
+        &self,
+        config: &Config,
+    ) -> Result<Vec<Arc<[ChainEntry]>>, Vec<PluginError>> {
+        let mut loaded: HashMap<&str, Result<Arc<LoadedPlugin>, ()>> = HashMap::new();
+        let mut errors = Vec::new();
+        let mut chains = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            let mut chain = Vec::with_capacity(route.plugins.len());
+            for usage in &route.plugins {
+                let plugin = match loaded.get(usage.name.as_str()) {
+                    Some(result) => result.clone(),
+                    None => {
+                        let path = config.plugins.dir.join(format!("{}.wasm", usage.name));
+                        let result = self
+                            .load(&usage.name, &path)
+                            .await
+                            .map_err(|e| errors.push(e));
+                        loaded.insert(&usage.name, result.clone());
+                        result
+                    }
+                };
+                let Ok(plugin) = plugin else { continue };
+                match self.configure(&route.name, plugin, usage).await {
+                    Ok(entry) => chain.push(entry),
+                    Err(e) => errors.push(e),
+                }
+            }
+            chains.push(Arc::from(chain));
+        }
+        if errors.is_empty() {
+            Ok(chains)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Runs `future` to completion on a private single-threaded runtime on another thread,
+/// so it works whether or not the caller is inside a tokio runtime (startup, `weir
+/// check`, tests).
+pub fn block_on<F: std::future::Future + Send>(future: F) -> F::Output
+where
+    F::Output: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a current-thread runtime can always be built")
+                    .block_on(future)
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}

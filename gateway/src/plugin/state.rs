@@ -1,0 +1,333 @@
+//! What a plugin instance's store holds, and the host functions the `weir:plugin` world
+//! imports: logging, config, the key-value store, metrics, outbound HTTP.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{host, http_client, kv, metrics, types};
+use crate::kv::KvStore;
+
+/// Longest an outbound call may take, whatever the plugin asks for.
+const MAX_OUTBOUND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Log lines a plugin may write per second; more are dropped.
+const LOG_LINES_PER_SECOND: u32 = 100;
+/// Largest outbound response body a plugin receives.
+const MAX_OUTBOUND_BODY: usize = 4 * 1024 * 1024;
+
+/// The client plugins' outbound calls go through.
+pub(crate) type OutboundClient = Client<HttpConnector, Full<Bytes>>;
+
+pub(crate) fn outbound_client() -> OutboundClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// Counters and histograms a plugin reports, by name (exported with the plugin label).
+#[derive(Debug, Default)]
+pub struct PluginMetrics {
+    counters: Mutex<HashMap<String, u64>>,
+    histograms: Mutex<HashMap<String, (u64, f64)>>,
+}
+
+impl PluginMetrics {
+    /// Counter totals.
+    pub fn counters(&self) -> HashMap<String, u64> {
+        self.counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Histogram (count, sum) by name.
+    pub fn histograms(&self) -> HashMap<String, (u64, f64)> {
+        self.histograms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// What every instance of one plugin-on-a-route shares.
+#[derive(Debug)]
+pub(crate) struct PluginContext {
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) config_json: String,
+    pub(crate) kv_prefix: String,
+    pub(crate) allowed_hosts: Vec<String>,
+    pub(crate) max_outbound_calls: u32,
+    pub(crate) kv: Arc<KvStore>,
+    pub(crate) metrics: Arc<PluginMetrics>,
+    pub(crate) http: OutboundClient,
+    pub(crate) log_window: Mutex<(Instant, u32)>,
+    pub(crate) logs_dropped: AtomicU64,
+}
+
+/// The data of one instance's store.
+pub(crate) struct HostState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: MemoryLimit,
+    pub(crate) ctx: Arc<PluginContext>,
+    pub(crate) outbound_calls: u32,
+    /// When the current phase call started, and how much of it was spent waiting in
+    /// host calls (which does not count against the CPU deadline).
+    pub(crate) call_started: Instant,
+    pub(crate) waited: Duration,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Caps linear memory and remembers whether the cap was hit, so the failure is reported
+/// as memory exhaustion rather than a generic trap.
+pub(crate) struct MemoryLimit {
+    pub(crate) max_bytes: usize,
+    pub(crate) exhausted: bool,
+}
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.exhausted = true;
+            wasmtime::bail!("plugin memory limit of {} bytes reached", self.max_bytes);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: host::Level, message: String) -> wasmtime::Result<()> {
+        // A chatty plugin cannot flood the log: past LOG_LINES_PER_SECOND lines in a
+        // second, its lines are dropped until the next second (and counted).
+        {
+            let mut window = self
+                .ctx
+                .log_window
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            if now.duration_since(window.0) >= Duration::from_secs(1) {
+                *window = (now, 0);
+            }
+            window.1 += 1;
+            if window.1 > LOG_LINES_PER_SECOND {
+                self.ctx.logs_dropped.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
+        let (plugin, version) = (&self.ctx.name, &self.ctx.version[..12]);
+        match level {
+            host::Level::Trace => {
+                tracing::trace!(target: "weir::plugin", plugin, version, "{message}")
+            }
+            host::Level::Debug => {
+                tracing::debug!(target: "weir::plugin", plugin, version, "{message}")
+            }
+            host::Level::Info => {
+                tracing::info!(target: "weir::plugin", plugin, version, "{message}")
+            }
+            host::Level::Warn => {
+                tracing::warn!(target: "weir::plugin", plugin, version, "{message}")
+            }
+            host::Level::Error => {
+                tracing::error!(target: "weir::plugin", plugin, version, "{message}")
+            }
+        }
+        Ok(())
+    }
+
+    fn config(&mut self) -> wasmtime::Result<String> {
+        Ok(self.ctx.config_json.clone())
+    }
+}
+
+fn ttl(ms: Option<u64>) -> Option<Duration> {
+    ms.map(Duration::from_millis)
+}
+
+impl HostState {
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.ctx.kv_prefix)
+    }
+}
+
+impl kv::Host for HostState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.ctx.kv.get(&self.key(&key)))
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> wasmtime::Result<()> {
+        self.ctx.kv.set(&self.key(&key), value, ttl(ttl_ms));
+        Ok(())
+    }
+
+    fn increment(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> wasmtime::Result<i64> {
+        Ok(self.ctx.kv.increment(&self.key(&key), delta, ttl(ttl_ms)))
+    }
+
+    fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<bool> {
+        Ok(self
+            .ctx
+            .kv
+            .compare_and_swap(&self.key(&key), expected.as_deref(), new, ttl(ttl_ms)))
+    }
+
+    fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        self.ctx.kv.delete(&self.key(&key));
+        Ok(())
+    }
+}
+
+impl metrics::Host for HostState {
+    fn counter_add(&mut self, name: String, value: u64) -> wasmtime::Result<()> {
+        let mut counters = self
+            .ctx
+            .metrics
+            .counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if counters.len() < 100 || counters.contains_key(&name) {
+            *counters.entry(name).or_default() += value;
+        }
+        Ok(())
+    }
+
+    fn histogram_observe(&mut self, name: String, value: f64) -> wasmtime::Result<()> {
+        let mut histograms = self
+            .ctx
+            .metrics
+            .histograms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if histograms.len() < 100 || histograms.contains_key(&name) {
+            let entry = histograms.entry(name).or_default();
+            entry.0 += 1;
+            entry.1 += value;
+        }
+        Ok(())
+    }
+}
+
+impl http_client::Host for HostState {
+    async fn call(
+        &mut self,
+        request: http_client::OutboundRequest,
+    ) -> wasmtime::Result<Result<http_client::OutboundResponse, http_client::HttpError>> {
+        use http_client::HttpError;
+        let uri: http::Uri = match request.url.parse() {
+            Ok(uri) => uri,
+            Err(e) => return Ok(Err(HttpError::InvalidRequest(format!("bad url: {e}")))),
+        };
+        if uri.scheme_str() != Some("http") {
+            return Ok(Err(HttpError::InvalidRequest(
+                "only http:// URLs are supported".to_owned(),
+            )));
+        }
+        let Some(authority) = uri.authority() else {
+            return Ok(Err(HttpError::InvalidRequest(
+                "the url has no host".to_owned(),
+            )));
+        };
+        let host = authority.host().to_ascii_lowercase();
+        let host_port = authority.as_str().to_ascii_lowercase();
+        if !self
+            .ctx
+            .allowed_hosts
+            .iter()
+            .any(|allowed| *allowed == host || *allowed == host_port)
+        {
+            return Ok(Err(HttpError::NotAllowed(host_port)));
+        }
+        if self.outbound_calls >= self.ctx.max_outbound_calls {
+            return Ok(Err(HttpError::LimitExceeded));
+        }
+        self.outbound_calls += 1;
+
+        let mut builder = http::Request::builder()
+            .method(request.method.as_str())
+            .uri(uri);
+        for types::Header { name, value } in &request.headers {
+            builder = builder.header(name.as_str(), value.as_slice());
+        }
+        let req = match builder.body(Full::new(Bytes::from(request.body))) {
+            Ok(req) => req,
+            Err(e) => return Ok(Err(HttpError::InvalidRequest(e.to_string()))),
+        };
+        let limit = Duration::from_millis(u64::from(request.timeout_ms)).min(MAX_OUTBOUND_TIMEOUT);
+        let started = Instant::now();
+        let exchange = async {
+            let response = self
+                .ctx
+                .http
+                .request(req)
+                .await
+                .map_err(|e| HttpError::Failed(e.to_string()))?;
+            let (parts, body) = response.into_parts();
+            let body = http_body_util::Limited::new(body, MAX_OUTBOUND_BODY)
+                .collect()
+                .await
+                .map_err(|e| HttpError::Failed(e.to_string()))?
+                .to_bytes();
+            Ok(http_client::OutboundResponse {
+                status: parts.status.as_u16(),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(name, value)| types::Header {
+                        name: name.as_str().to_owned(),
+                        value: value.as_bytes().to_vec(),
+                    })
+                    .collect(),
+                body: body.to_vec(),
+            })
+        };
+        let result = match tokio::time::timeout(limit, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(HttpError::Timeout),
+        };
+        self.waited += started.elapsed();
+        Ok(result)
+    }
+}

@@ -1,0 +1,195 @@
+//! The [`Plugin`] trait and the glue between it and the generated bindings.
+
+use std::sync::OnceLock;
+
+use serde::de::DeserializeOwned;
+
+use crate::bindings::exports::weir::plugin::handler::Guest;
+use crate::bindings::weir::plugin::types as wit;
+use crate::message::{Action, Request, Response};
+
+/// A phase of the request pipeline; a plugin lists the ones it implements in
+/// [`Plugin::PHASES`], and the gateway calls only those.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// [`Plugin::on_request_headers`].
+    RequestHeaders,
+    /// [`Plugin::on_request_body`].
+    RequestBody,
+    /// [`Plugin::on_response_headers`].
+    ResponseHeaders,
+    /// [`Plugin::on_response_body`].
+    ResponseBody,
+    /// [`Plugin::on_log`].
+    Log,
+}
+
+/// A gateway plugin. Implement the phases you need (each defaults to continuing
+/// unchanged), list them in [`Plugin::PHASES`], and export the type with
+/// [`export_plugin!`](crate::export_plugin).
+///
+/// One value of the type is built per plugin instance, from the route's configuration,
+/// the first time the instance needs it; with `isolation = "request"` (the default) that
+/// is once per request, with `isolation = "worker"` once per reused instance. Keep
+/// [`Plugin::new`] cheap, or choose worker isolation for plugins with costly setup.
+pub trait Plugin: Sized + 'static {
+    /// The plugin's configuration: the route's `config = { ... }` table, deserialised
+    /// with serde (from JSON the gateway makes of the TOML).
+    type Config: DeserializeOwned;
+
+    /// The phases this plugin implements.
+    const PHASES: &'static [Phase];
+
+    /// Builds the plugin from its configuration. An error here makes the gateway refuse
+    /// the route's config at load time, with this message.
+    fn new(config: Self::Config) -> Result<Self, String>;
+
+    /// After routing, before the upstream: read and edit the request, or answer it.
+    fn on_request_headers(&self, _request: &mut Request) -> Action {
+        Action::Continue
+    }
+
+    /// With the whole request body (up to the plugin's `max_body_bytes`); edit it in
+    /// place.
+    fn on_request_body(&self, _request: &Request, _body: &mut Vec<u8>) -> Action {
+        Action::Continue
+    }
+
+    /// With the response head, in reverse chain order: edit it, or replace the response.
+    fn on_response_headers(&self, _request: &Request, _response: &mut Response) -> Action {
+        Action::Continue
+    }
+
+    /// With the whole response body (up to the plugin's `max_body_bytes`).
+    fn on_response_body(
+        &self,
+        _request: &Request,
+        _response: &Response,
+        _body: &mut Vec<u8>,
+    ) -> Action {
+        Action::Continue
+    }
+
+    /// After the response was written. It cannot change or delay the response.
+    fn on_log(&self, _request: &Request, _response: &Response) {}
+}
+
+/// Parses the configuration and builds the plugin.
+pub fn build<P: Plugin>() -> Result<P, String> {
+    let json = crate::host::config_json();
+    let config: P::Config =
+        serde_json::from_str(&json).map_err(|e| format!("invalid configuration: {e}"))?;
+    P::new(config)
+}
+
+/// The glue the export macro instantiates for a plugin type `P`.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Adapter<P>(std::marker::PhantomData<P>);
+
+/// Holds the instance's plugin value; a Wasm instance is single-threaded, and a fresh
+/// instance starts with this empty.
+#[doc(hidden)]
+pub trait Slot: Plugin {
+    fn slot() -> &'static OnceLock<Result<Self, String>>;
+}
+
+fn instance<P: Slot>() -> Result<&'static P, &'static str> {
+    P::slot()
+        .get_or_init(build::<P>)
+        .as_ref()
+        .map_err(String::as_str)
+}
+
+fn failed(message: &str) -> wit::LocalResponse {
+    crate::host::log(crate::host::Level::Error, message);
+    wit::LocalResponse {
+        status: 500,
+        headers: Vec::new(),
+        body: Vec::new(),
+    }
+}
+
+impl<P: Slot> Guest for Adapter<P> {
+    fn init() -> Result<(), String> {
+        instance::<P>().map(|_| ()).map_err(str::to_owned)
+    }
+
+    fn phases() -> Vec<wit::Phase> {
+        P::PHASES
+            .iter()
+            .map(|p| match p {
+                Phase::RequestHeaders => wit::Phase::RequestHeaders,
+                Phase::RequestBody => wit::Phase::RequestBody,
+                Phase::ResponseHeaders => wit::Phase::ResponseHeaders,
+                Phase::ResponseBody => wit::Phase::ResponseBody,
+                Phase::Log => wit::Phase::Log,
+            })
+            .collect()
+    }
+
+    fn on_request_headers(head: wit::RequestHead) -> wit::RequestAction {
+        let plugin = match instance::<P>() {
+            Ok(p) => p,
+            Err(e) => return wit::RequestAction::Respond(failed(e)),
+        };
+        let mut request = Request::from_wit(head);
+        match plugin.on_request_headers(&mut request) {
+            Action::Continue => wit::RequestAction::Continue(request.into_wit_edits()),
+            Action::Respond(r) => wit::RequestAction::Respond(r.into_wit()),
+        }
+    }
+
+    fn on_request_body(head: wit::RequestHead, mut body: Vec<u8>) -> wit::BodyAction {
+        let plugin = match instance::<P>() {
+            Ok(p) => p,
+            Err(e) => return wit::BodyAction::Respond(failed(e)),
+        };
+        let request = Request::from_wit(head);
+        let original = body.clone();
+        match plugin.on_request_body(&request, &mut body) {
+            Action::Continue => wit::BodyAction::Continue((body != original).then_some(body)),
+            Action::Respond(r) => wit::BodyAction::Respond(r.into_wit()),
+        }
+    }
+
+    fn on_response_headers(
+        head: wit::RequestHead,
+        response: wit::ResponseHead,
+    ) -> wit::ResponseAction {
+        let plugin = match instance::<P>() {
+            Ok(p) => p,
+            Err(e) => return wit::ResponseAction::Respond(failed(e)),
+        };
+        let request = Request::from_wit(head);
+        let mut response = Response::from_wit(response);
+        match plugin.on_response_headers(&request, &mut response) {
+            Action::Continue => wit::ResponseAction::Continue(response.into_wit_edits()),
+            Action::Respond(r) => wit::ResponseAction::Respond(r.into_wit()),
+        }
+    }
+
+    fn on_response_body(
+        head: wit::RequestHead,
+        response: wit::ResponseHead,
+        mut body: Vec<u8>,
+    ) -> wit::BodyAction {
+        let plugin = match instance::<P>() {
+            Ok(p) => p,
+            Err(e) => return wit::BodyAction::Respond(failed(e)),
+        };
+        let request = Request::from_wit(head);
+        let response = Response::from_wit(response);
+        let original = body.clone();
+        match plugin.on_response_body(&request, &response, &mut body) {
+            Action::Continue => wit::BodyAction::Continue((body != original).then_some(body)),
+            Action::Respond(r) => wit::BodyAction::Respond(r.into_wit()),
+        }
+    }
+
+    fn on_log(head: wit::RequestHead, response: wit::ResponseHead) {
+        if let Ok(plugin) = instance::<P>() {
+            plugin.on_log(&Request::from_wit(head), &Response::from_wit(response));
+        }
+    }
+}

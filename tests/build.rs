@@ -1,0 +1,56 @@
+//! Builds the test guests (`tests/guests/`, a workspace of its own) for `wasm32-wasip2`
+//! once, so that plain `cargo test` has real `.wasm` plugins, and exposes their paths as
+//! `GUEST_<NAME>` environment variables at compile time. Cargo's own freshness checks
+//! keep rebuilds to what changed.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const GUESTS: &[&str] = &["probe"];
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let root = manifest_dir
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_owned();
+    let guests = manifest_dir.join("guests");
+    for watched in [guests.clone(), root.join("plugin-sdk"), root.join("wit")] {
+        println!("cargo:rerun-if-changed={}", watched.display());
+    }
+    // A separate target directory: the outer cargo holds the lock on the main one.
+    let target_dir = root.join("target").join("guests");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo)
+        .current_dir(&guests)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(&target_dir)
+        // Do not inherit the outer build's flags (they are for the host target).
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .status()
+        .expect("cannot run cargo to build the test guests");
+    assert!(
+        status.success(),
+        "building the test guests failed (is the wasm32-wasip2 target installed? `cargo xtask test` adds it)"
+    );
+    for guest in GUESTS {
+        let wasm = target_dir
+            .join("wasm32-wasip2")
+            .join("release")
+            .join(format!("{guest}.wasm"));
+        assert!(wasm.is_file(), "{} was not built", wasm.display());
+        println!(
+            "cargo:rustc-env=GUEST_{}={}",
+            guest.to_ascii_uppercase().replace('-', "_"),
+            wasm.display()
+        );
+    }
+}

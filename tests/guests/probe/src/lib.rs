@@ -1,0 +1,131 @@
+//! A test plugin whose behaviour each route chooses with `config.mode`:
+//!
+//! - `tag` (default): appends `config.tag` to `x-chain` on the request and to
+//!   `x-chain-response` on the response, so tests can see the order plugins ran in;
+//! - `deny`: answers 403 with a JSON body and an `x-denied-by` header;
+//! - `edit`: sets `x-added`, removes `x-remove-me` on the request; sets `x-resp-added`
+//!   and removes `x-upstream` on the response; rewrites the path when `config.path` is set;
+//! - `trap`: traps (unreachable) in the request phase;
+//! - `panic`: panics in the request phase;
+//! - `loop`: spins forever in the request phase;
+//! - `oom`: allocates without bound in the request phase;
+//! - `count`: increments the shared KV counter `hits` and reports it in `x-count`;
+//! - `state`: remembers a value in instance memory and reports what it found before,
+//!   so tests can prove instances are not shared between requests;
+//! - `bad-config`: `new` refuses the config.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Deserialize;
+use weir_plugin_sdk::host::{self, kv};
+use weir_plugin_sdk::{Action, LocalResponse, Phase, Plugin, Request, Response};
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct Config {
+    mode: String,
+    tag: String,
+    path: Option<String>,
+}
+
+pub struct Probe {
+    config: Config,
+}
+
+static REMEMBERED: AtomicU64 = AtomicU64::new(0);
+
+impl Plugin for Probe {
+    type Config = Config;
+    const PHASES: &'static [Phase] = &[Phase::RequestHeaders, Phase::ResponseHeaders];
+
+    fn new(config: Config) -> Result<Self, String> {
+        if config.mode == "bad-config" {
+            return Err("mode `bad-config` is refused on purpose".into());
+        }
+        Ok(Probe { config })
+    }
+
+    fn on_request_headers(&self, request: &mut Request) -> Action {
+        match self.config.mode.as_str() {
+            "deny" => {
+                return Action::Respond(
+                    LocalResponse::json(
+                        403,
+                        &serde_json::json!({ "error": "denied", "tag": self.config.tag }),
+                    )
+                    .header("x-denied-by", &self.config.tag),
+                );
+            }
+            "edit" => {
+                request.headers.set("x-added", "yes");
+                request.headers.remove("x-remove-me");
+                if let Some(path) = &self.config.path {
+                    request.set_path(path.clone());
+                }
+            }
+            "trap" => core::arch::wasm32::unreachable(),
+            "panic" => panic!("the probe panics on purpose"),
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "oom" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "count" => {
+                let n = kv::increment("hits", 1, None);
+                request.headers.set("x-count", n.to_string());
+            }
+            "state" => {
+                let before = REMEMBERED.swap(7, Ordering::Relaxed);
+                request.headers.set("x-state-before", before.to_string());
+            }
+            _ => {
+                let chain = request.headers.get_str("x-chain").unwrap_or("").to_owned();
+                let chain = if chain.is_empty() {
+                    self.config.tag.clone()
+                } else {
+                    format!("{chain},{}", self.config.tag)
+                };
+                request.headers.set("x-chain", chain);
+                host::log(
+                    host::Level::Debug,
+                    &format!("probe {} saw {}", self.config.tag, request.path()),
+                );
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_response_headers(&self, _request: &Request, response: &mut Response) -> Action {
+        match self.config.mode.as_str() {
+            "edit" => {
+                response.headers.set("x-resp-added", "yes");
+                response.headers.remove("x-upstream");
+            }
+            "deny" | "trap" | "panic" | "loop" | "oom" | "count" | "state" => {}
+            _ => {
+                let chain = response
+                    .headers
+                    .get_str("x-chain-response")
+                    .unwrap_or("")
+                    .to_owned();
+                let chain = if chain.is_empty() {
+                    self.config.tag.clone()
+                } else {
+                    format!("{chain},{}", self.config.tag)
+                };
+                response.headers.set("x-chain-response", chain);
+            }
+        }
+        Action::Continue
+    }
+}
+
+weir_plugin_sdk::export_plugin!(Probe);

@@ -1,0 +1,327 @@
+//! Plugins end to end: a real `.wasm` (tests/guests/probe, built by build.rs) loaded by
+//! a real gateway, driven over real sockets, in front of a real upstream.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use weir_gateway::Config;
+use weir_gateway::plugin::FailureKind;
+use weir_tests::gateway::with_test_listeners;
+use weir_tests::{TestGateway, TestUpstream, get, guest_wasm};
+
+/// A fresh directory holding `probe.wasm`, and a compile cache directory beside it.
+fn plugin_dir() -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "weir-plugins-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(dir.join("plugins")).unwrap();
+    std::fs::copy(guest_wasm!("probe"), dir.join("plugins/probe.wasm")).unwrap();
+    dir
+}
+
+fn config(dir: &Path, up: &TestUpstream, routes: &str) -> String {
+    format!(
+        "[plugins]\ndir = \"{}/plugins\"\ncache_dir = \"{}/cache\"\n\
+         [[upstream]]\nname = \"up\"\nendpoints = [\"{}\"]\n{routes}",
+        dir.display(),
+        dir.display(),
+        up.addr
+    )
+}
+
+fn gateway(up: &TestUpstream, routes: &str) -> TestGateway {
+    TestGateway::start(&config(&plugin_dir(), up, routes))
+}
+
+fn route(name: &str, prefix: &str, plugins: &str) -> String {
+    format!(
+        "[[route]]\nname = \"{name}\"\nupstream = \"up\"\nmatch = {{ path_prefix = \"{prefix}\" }}\nplugins = [{plugins}]\n"
+    )
+}
+
+#[tokio::test]
+async fn allowed_requests_pass_through_the_plugin() {
+    let up = TestUpstream::start("up");
+    let gw = gateway(
+        &up,
+        &route("r", "/", "{ name = \"probe\", config = { tag = \"a\" } }"),
+    );
+    let reply = get(&gw.url("/hello")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "/hello");
+    assert_eq!(up.last().headers["x-chain"], "a");
+    assert_eq!(reply.header("x-chain-response").as_deref(), Some("a"));
+}
+
+#[tokio::test]
+async fn a_plugin_can_deny_with_a_local_response() {
+    let up = TestUpstream::start("up");
+    let gw = gateway(
+        &up,
+        &route(
+            "r",
+            "/",
+            "{ name = \"probe\", config = { mode = \"deny\", tag = \"gate\" } }",
+        ),
+    );
+    let reply = get(&gw.url("/secret")).await;
+    assert_eq!(reply.status, 403);
+    assert_eq!(reply.header("x-denied-by").as_deref(), Some("gate"));
+    assert_eq!(
+        reply.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(reply.text(), r#"{"error":"denied","tag":"gate"}"#);
+    assert!(up.seen().is_empty(), "the upstream must not be called");
+}
+
+#[tokio::test]
+async fn plugins_edit_headers_both_ways_and_the_path() {
+    let up = TestUpstream::start("up");
+    let gw = gateway(
+        &up,
+        &route(
+            "r",
+            "/",
+            "{ name = \"probe\", config = { mode = \"edit\", path = \"/rewritten?x=1\" } }",
+        ),
+    );
+    let client = weir_tests::h1_client();
+    let req = http::Request::get(gw.url("/original"))
+        .header("x-remove-me", "1")
+        .header("x-keep", "2")
+        .body(weir_tests::client::empty())
+        .unwrap();
+    let reply = weir_tests::send(&client, req).await;
+    assert_eq!(reply.status, 200);
+    let seen = up.last();
+    assert_eq!(seen.target, "/rewritten?x=1");
+    assert_eq!(seen.headers["x-added"], "yes");
+    assert_eq!(seen.headers["x-keep"], "2");
+    assert!(!seen.headers.contains_key("x-remove-me"));
+    assert_eq!(reply.header("x-resp-added").as_deref(), Some("yes"));
+    assert!(
+        reply.header("x-upstream").is_none(),
+        "the response phase removed it"
+    );
+}
+
+#[tokio::test]
+async fn request_phases_run_in_order_and_response_phases_in_reverse() {
+    let up = TestUpstream::start("up");
+    let chain = "{ name = \"probe\", config = { tag = \"a\" } }, { name = \"probe\", config = { tag = \"b\" } }, { name = \"probe\", config = { tag = \"c\" } }";
+    let gw = gateway(&up, &route("r", "/", chain));
+    let reply = get(&gw.url("/")).await;
+    assert_eq!(up.last().headers["x-chain"], "a,b,c");
+    assert_eq!(reply.header("x-chain-response").as_deref(), Some("c,b,a"));
+}
+
+#[tokio::test]
+async fn a_local_response_runs_the_response_phases_of_earlier_plugins_only() {
+    let up = TestUpstream::start("up");
+    let chain = "{ name = \"probe\", config = { tag = \"a\" } }, { name = \"probe\", config = { mode = \"deny\", tag = \"d\" } }, { name = \"probe\", config = { tag = \"c\" } }";
+    let gw = gateway(&up, &route("r", "/", chain));
+    let reply = get(&gw.url("/")).await;
+    assert_eq!(reply.status, 403);
+    assert_eq!(reply.header("x-chain-response").as_deref(), Some("a"));
+    assert!(up.seen().is_empty());
+}
+
+/// Routes for each failing mode, plus a healthy one, all denying on error.
+fn failure_routes(extra: &str) -> String {
+    [
+        route("trap", "/trap", &format!("{{ name = \"probe\", config = {{ mode = \"trap\" }}{extra} }}")),
+        route("panic", "/panic", &format!("{{ name = \"probe\", config = {{ mode = \"panic\" }}{extra} }}")),
+        route("loop", "/loop", &format!("{{ name = \"probe\", config = {{ mode = \"loop\" }}, timeout = \"20ms\"{extra} }}")),
+        route("oom", "/oom", &format!("{{ name = \"probe\", config = {{ mode = \"oom\" }}, memory_limit = \"8MiB\"{extra} }}")),
+        route("fine", "/", "{ name = \"probe\", config = { tag = \"ok\" } }"),
+    ]
+    .concat()
+}
+
+fn failures(gw: &TestGateway, route: usize, kind: FailureKind) -> u64 {
+    gw.snapshot().chains[route][0].plugin.stats.failures(kind)
+}
+
+#[tokio::test]
+async fn failing_plugins_are_contained_and_counted() {
+    let up = TestUpstream::start("up");
+    let gw = gateway(&up, &failure_routes(""));
+    for (path, status, body) in [
+        ("/trap", 500, "plugin failure"),
+        ("/panic", 500, "plugin failure"),
+        ("/loop", 503, "plugin timeout"),
+        ("/oom", 500, "plugin failure"),
+    ] {
+        let started = Instant::now();
+        let reply = get(&gw.url(path)).await;
+        assert_eq!(reply.status, status, "{path}: {}", reply.text());
+        assert!(reply.text().contains(body), "{path}: {}", reply.text());
+        assert!(!reply.text().contains("unreachable"), "no internals leak");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{path} took {:?}",
+            started.elapsed()
+        );
+        // The gateway and the other routes are unaffected.
+        let fine = get(&gw.url("/fine")).await;
+        assert_eq!(fine.status, 200, "after {path}");
+        assert_eq!(up.last().headers["x-chain"], "ok");
+    }
+    assert!(
+        up.seen().iter().all(|s| s.target == "/fine"),
+        "failed requests never reached the upstream"
+    );
+    // The same plugin is loaded once; each route counts in its shared stats.
+    assert!(
+        failures(&gw, 0, FailureKind::Trap) >= 2,
+        "trap and panic are traps"
+    );
+    assert_eq!(failures(&gw, 2, FailureKind::Timeout), 1);
+    assert_eq!(failures(&gw, 3, FailureKind::Memory), 1);
+}
+
+#[tokio::test]
+async fn on_error_allow_skips_the_failing_plugin() {
+    let up = TestUpstream::start("up");
+    let gw = gateway(&up, &failure_routes(", on_error = \"allow\""));
+    for path in ["/trap", "/panic", "/loop", "/oom"] {
+        let reply = get(&gw.url(path)).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        assert_eq!(reply.text(), path, "forwarded without the plugin");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_value_store_is_shared_and_atomic() {
+    let up = TestUpstream::start("up");
+    let gw = gateway(
+        &up,
+        &route(
+            "r",
+            "/",
+            "{ name = \"probe\", config = { mode = \"count\" } }",
+        ),
+    );
+    for expected in 1..=3 {
+        get(&gw.url("/")).await;
+        assert_eq!(up.last().headers["x-count"], expected.to_string().as_str());
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let url = gw.url("/");
+        tasks.push(tokio::spawn(async move { get(&url).await.status }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    let mut counts: Vec<u64> = up
+        .seen()
+        .iter()
+        .map(|s| s.headers["x-count"].to_str().unwrap().parse().unwrap())
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(
+        counts,
+        (1..=43).collect::<Vec<u64>>(),
+        "every increment seen exactly once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_gets_a_fresh_instance() {
+    let up = TestUpstream::start("up");
+    let gw = gateway(
+        &up,
+        &route(
+            "r",
+            "/",
+            "{ name = \"probe\", config = { mode = \"state\" } }",
+        ),
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let url = gw.url("/");
+        tasks.push(tokio::spawn(async move { get(&url).await.status }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    assert!(
+        up.seen().iter().all(|s| s.headers["x-state-before"] == "0"),
+        "a request saw state left by another"
+    );
+}
+
+fn start_error(text: &str) -> String {
+    let config =
+        Config::parse(Path::new("test.toml"), &with_test_listeners(text)).expect("valid config");
+    match weir_gateway::Gateway::start(config) {
+        Ok(_) => panic!("the gateway started"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_config_the_plugin_refuses_stops_startup_with_the_plugins_message() {
+    let up = TestUpstream::start("up");
+    let dir = plugin_dir();
+    let message = start_error(&config(
+        &dir,
+        &up,
+        &route(
+            "guarded",
+            "/",
+            "{ name = \"probe\", config = { mode = \"bad-config\" } }",
+        ),
+    ));
+    assert!(message.contains("route `guarded`"), "{message}");
+    assert!(message.contains("plugin `probe`"), "{message}");
+    assert!(message.contains("refused on purpose"), "{message}");
+}
+
+#[test]
+fn missing_and_invalid_plugin_files_are_reported_together() {
+    let up = TestUpstream::start("up");
+    let dir = plugin_dir();
+    std::fs::write(dir.join("plugins/garbage.wasm"), b"not wasm at all").unwrap();
+    let routes = [
+        route("a", "/a", "{ name = \"absent\" }"),
+        route("b", "/b", "{ name = \"garbage\" }"),
+    ]
+    .concat();
+    let message = start_error(&config(&dir, &up, &routes));
+    assert!(message.starts_with("2 plugin errors"), "{message}");
+    assert!(
+        message.contains("plugin `absent`: cannot read"),
+        "{message}"
+    );
+    assert!(message.contains("absent.wasm"), "{message}");
+    assert!(
+        message.contains("plugin `garbage`: not a loadable WebAssembly component"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_restart_loads_the_compiled_plugin_from_the_cache() {
+    let up = TestUpstream::start("up");
+    let dir = plugin_dir();
+    let text = config(&dir, &up, &route("r", "/", "{ name = \"probe\" }"));
+    let first = TestGateway::start(&text);
+    assert!(!first.snapshot().chains[0][0].plugin.from_cache);
+    drop(first);
+    let second = TestGateway::start(&text);
+    let plugin = &second.snapshot().chains[0][0].plugin;
+    assert!(plugin.from_cache, "the second start compiled again");
+    assert_eq!(
+        plugin.version.len(),
+        64,
+        "the version is the file's SHA-256"
+    );
+    assert_eq!(plugin.wit_version, "0.1.0");
+}
