@@ -325,3 +325,33 @@ fn a_restart_loads_the_compiled_plugin_from_the_cache() {
     );
     assert_eq!(plugin.wit_version, "0.1.0");
 }
+
+#[tokio::test]
+async fn worker_isolation_reuses_instances() {
+    let up = TestUpstream::start("up");
+    let gw = TestGateway::start(&config(
+        &plugin_dir(),
+        &up,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n{}",
+            route(
+                "r",
+                "/",
+                "{ name = \"probe\", config = { mode = \"state\" }, isolation = \"worker\" }"
+            )
+        ),
+    ));
+    for _ in 0..5 {
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+    }
+    let before: Vec<String> = up
+        .seen()
+        .iter()
+        .map(|s| s.headers["x-state-before"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        before,
+        ["0", "7", "7", "7", "7"],
+        "the instance was not reused"
+    );
+}

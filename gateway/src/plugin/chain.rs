@@ -19,6 +19,18 @@ use super::bindings::types;
 use super::{ChainEntry, FailureKind, Instance, PluginFailure};
 use crate::config::OnError;
 
+impl Drop for ChainRun {
+    /// Instances that served this request without failing go back to their entry
+    /// (reused under worker isolation, dropped under request isolation).
+    fn drop(&mut self) {
+        for (entry, instance) in self.chain.iter().zip(self.instances.drain(..)) {
+            if let Some(instance) = instance {
+                entry.release(instance);
+            }
+        }
+    }
+}
+
 /// A response written by a plugin (or by the gateway for a failed plugin).
 #[derive(Debug)]
 pub struct LocalReply {

@@ -31,6 +31,8 @@ pub struct Instance {
     bindings: Plugin,
     timeout: Duration,
     ctx: Arc<PluginContext>,
+    /// Requests served (worker isolation recycles an instance after a bound).
+    pub(crate) uses: u32,
 }
 
 impl std::fmt::Debug for Instance {
@@ -92,7 +94,14 @@ impl Instance {
             bindings,
             timeout,
             ctx,
+            uses: 0,
         })
+    }
+
+    /// Prepares a reused instance for a new request.
+    pub(crate) fn reset_for_request(&mut self) {
+        self.store.data_mut().outbound_calls = 0;
+        self.uses += 1;
     }
 
     fn begin(&mut self) {

@@ -27,7 +27,7 @@ pub use compile::WIT_VERSION;
 pub use instance::{Instance, PluginFailure};
 pub use state::PluginMetrics;
 
-use crate::config::{Config, PluginSettings, PluginUse};
+use crate::config::{Config, Isolation, PluginSettings, PluginUse};
 use crate::kv::KvStore;
 use bindings::{Plugin, PluginPre, types};
 use state::{HostState, OutboundClient, PluginContext};
@@ -210,6 +210,11 @@ impl std::fmt::Debug for LoadedPlugin {
     }
 }
 
+/// With `isolation = "worker"`, an instance serves at most this many requests.
+const MAX_REUSE: u32 = 10_000;
+/// With `isolation = "worker"`, at most this many idle instances are kept per entry.
+const MAX_IDLE_INSTANCES: usize = 64;
+
 /// One entry of a route's plugin chain: a loaded plugin with that route's config and
 /// limits.
 #[derive(Debug, Clone)]
@@ -219,11 +224,24 @@ pub struct ChainEntry {
     /// Its limits and failure policy on this route.
     pub settings: PluginSettings,
     ctx: Arc<PluginContext>,
+    idle: Arc<std::sync::Mutex<Vec<Instance>>>,
 }
 
 impl ChainEntry {
-    /// A fresh instance for one request.
+    /// An instance for one request: fresh with request isolation; with worker
+    /// isolation, a reused one when an idle one exists.
     pub async fn instantiate(&self) -> Result<Instance, PluginFailure> {
+        if self.settings.isolation == Isolation::Worker {
+            let reused = self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop();
+            if let Some(mut instance) = reused {
+                instance.reset_for_request();
+                return Ok(instance);
+            }
+        }
         Instance::new(
             &self.plugin,
             self.ctx.clone(),
@@ -231,6 +249,21 @@ impl ChainEntry {
             self.settings.timeout,
         )
         .await
+    }
+
+    /// Hands back an instance after a request it served without failing. Request
+    /// isolation drops it; worker isolation keeps it for reuse up to a bound.
+    pub(crate) fn release(&self, instance: Instance) {
+        if self.settings.isolation != Isolation::Worker || instance.uses >= MAX_REUSE {
+            return;
+        }
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() < MAX_IDLE_INSTANCES {
+            idle.push(instance);
+        }
     }
 
     /// What the plugin reported through the metrics import.
@@ -396,6 +429,7 @@ impl PluginHost {
             plugin,
             settings: usage.settings,
             ctx,
+            idle: Arc::default(),
         };
         let refused = |reason: String| PluginError::Config {
             route: route.to_owned(),
