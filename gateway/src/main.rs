@@ -34,11 +34,27 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         admin_listen: Option<SocketAddr>,
     },
-    /// Validate a config file and print a summary of its listeners, upstreams and routes.
+    /// Validate a config file and every plugin it names, and print a summary of its
+    /// listeners, upstreams, routes and plugins.
     Check {
         /// The config file (TOML).
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Plugin tools.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Show what the gateway sees in a plugin: weir:plugin version, phases, imports,
+    /// size and hash. Exits 1 if this gateway cannot load it.
+    Inspect {
+        /// The plugin file.
+        file: PathBuf,
     },
 }
 
@@ -75,12 +91,18 @@ fn main() -> ExitCode {
             }
         }
         Command::Check { config } => match Config::load(&config) {
-            Ok(config) => {
-                print!("{}", run::summary(&config));
-                ExitCode::SUCCESS
-            }
+            Ok(config) => match weir_gateway::load_plugins(&config) {
+                Ok((_, chains)) => {
+                    print!("{}", run::summary(&config, &chains));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            },
             Err(e) => fail(&e),
         },
+        Command::Plugin {
+            command: PluginCommand::Inspect { file },
+        } => inspect(&file),
     }
 }
 
@@ -113,6 +135,24 @@ fn quickstart(overrides: impl FnOnce(Config) -> Config) -> ExitCode {
     );
     match run::serve_until_signal(gateway) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn inspect(file: &std::path::Path) -> ExitCode {
+    let host = match weir_gateway::plugin::PluginHost::new(None) {
+        Ok(host) => host,
+        Err(e) => return fail(&e),
+    };
+    match weir_gateway::plugin::block_on(host.inspect(file)) {
+        Ok(found) => {
+            print!("{}", found.report(file));
+            if found.load_error.is_none() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Err(e) => fail(&e),
     }
 }

@@ -56,7 +56,7 @@ pub fn serve_until_signal(gateway: Gateway) -> Result<(), RunError> {
 }
 
 /// The `weir check` summary of a valid config: listeners, upstreams, routes.
-pub fn summary(config: &Config) -> String {
+pub fn summary(config: &Config, chains: &[std::sync::Arc<[crate::plugin::ChainEntry]>]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}: configuration is valid", config.source.display());
     let _ = writeln!(out, "listeners:");
@@ -80,7 +80,7 @@ pub fn summary(config: &Config) -> String {
         );
     }
     let _ = writeln!(out, "routes ({}, first match wins):", config.routes.len());
-    for r in &config.routes {
+    for (i, r) in config.routes.iter().enumerate() {
         let mut conditions = Vec::new();
         if let Some(h) = &r.host {
             conditions.push(format!("host {h:?}"));
@@ -104,6 +104,19 @@ pub fn summary(config: &Config) -> String {
             conditions.join(", "),
             config.upstreams[r.upstream].name
         );
+        for entry in chains.get(i).into_iter().flat_map(|c| c.iter()) {
+            let p = &entry.plugin;
+            let _ = writeln!(
+                out,
+                "      plugin {} (sha256 {}, weir:plugin {}, phases {}, isolation {:?}, on_error {:?})",
+                p.name,
+                &p.version[..12],
+                p.wit_version,
+                p.phases.names().join("+"),
+                entry.settings.isolation,
+                entry.settings.on_error,
+            );
+        }
     }
     out
 }

@@ -25,4 +25,7 @@ macro_rules! guest_wasm {
     ("probe") => {
         ::std::path::Path::new(env!("GUEST_PROBE"))
     };
+    ("future") => {
+        ::std::path::Path::new(env!("GUEST_FUTURE"))
+    };
 }

@@ -355,3 +355,97 @@ async fn worker_isolation_reuses_instances() {
         "the instance was not reused"
     );
 }
+
+#[test]
+fn a_plugin_for_another_wit_version_is_refused_naming_both() {
+    let up = TestUpstream::start("up");
+    let dir = plugin_dir();
+    std::fs::copy(guest_wasm!("future"), dir.join("plugins/future.wasm")).unwrap();
+    let message = start_error(&config(
+        &dir,
+        &up,
+        &route("r", "/", "{ name = \"future\" }"),
+    ));
+    assert!(
+        message.contains("plugin `future` was built for weir:plugin 0.2.0, but this gateway supports weir:plugin 0.1.0"),
+        "{message}"
+    );
+}
+
+#[test]
+fn plugin_inspect_shows_version_phases_imports_and_hash() {
+    let bin = weir_tests::weir_bin!();
+    let out = std::process::Command::new(bin)
+        .args(["plugin", "inspect"])
+        .arg(guest_wasm!("probe"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("weir:plugin 0.1.0 (compatible"), "{text}");
+    assert!(
+        text.contains("phases      request-headers, response-headers"),
+        "{text}"
+    );
+    assert!(text.contains("weir:plugin/kv@0.1.0"), "{text}");
+    assert!(text.contains("weir:plugin/handler@0.1.0"), "{text}");
+    let bytes = std::fs::read(guest_wasm!("probe")).unwrap();
+    assert!(
+        text.contains(&format!("size        {} bytes", bytes.len())),
+        "{text}"
+    );
+
+    let out = std::process::Command::new(bin)
+        .args(["plugin", "inspect"])
+        .arg(guest_wasm!("future"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "an incompatible plugin must exit non-zero"
+    );
+    assert!(text.contains("weir:plugin 0.2.0 (NOT compatible"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_call_reaches_allowed_hosts_only() {
+    let up = TestUpstream::start("up");
+    let target = TestUpstream::start("target");
+    let url = format!("http://{}/data", target.addr);
+    let routes = [
+        route(
+            "allowed",
+            "/allowed",
+            &format!("{{ name = \"probe\", config = {{ mode = \"fetch\", url = \"{url}\" }}, allowed_hosts = [\"{}\"] }}", target.addr),
+        ),
+        route("refused", "/refused", &format!("{{ name = \"probe\", config = {{ mode = \"fetch\", url = \"{url}\" }} }}")),
+    ]
+    .concat();
+    let gw = gateway(&up, &routes);
+    assert_eq!(get(&gw.url("/allowed")).await.status, 200);
+    let seen = up.last();
+    assert_eq!(seen.headers["x-fetch-status"], "200", "{:?}", seen.headers);
+    assert_eq!(seen.headers["x-fetch-body"], "/data");
+    assert_eq!(target.seen().len(), 1);
+
+    assert_eq!(get(&gw.url("/refused")).await.status, 200);
+    let seen = up.last();
+    assert!(
+        seen.headers["x-fetch-error"]
+            .to_str()
+            .unwrap()
+            .contains("is not in allowed_hosts"),
+        "{:?}",
+        seen.headers
+    );
+    assert_eq!(
+        target.seen().len(),
+        1,
+        "the refused call never left the gateway"
+    );
+}

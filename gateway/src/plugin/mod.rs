@@ -11,6 +11,7 @@ mod bindings;
 mod chain;
 mod compile;
 mod engine;
+mod inspect;
 mod instance;
 mod state;
 
@@ -24,6 +25,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 pub use chain::{ChainRun, LocalReply, RequestFlow, RequestParts, ResponseFlow};
 pub use compile::WIT_VERSION;
+pub use inspect::Inspection;
 pub use instance::{Instance, PluginFailure};
 pub use state::PluginMetrics;
 

@@ -12,6 +12,8 @@
 //! - `count`: increments the shared KV counter `hits` and reports it in `x-count`;
 //! - `state`: remembers a value in instance memory and reports what it found before,
 //!   so tests can prove instances are not shared between requests;
+//! - `fetch`: calls `config.url` with `http-call` and reports the outcome in
+//!   `x-fetch-status` / `x-fetch-body` or `x-fetch-error`;
 //! - `bad-config`: `new` refuses the config.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +28,7 @@ pub struct Config {
     mode: String,
     tag: String,
     path: Option<String>,
+    url: String,
 }
 
 pub struct Probe {
@@ -82,6 +85,17 @@ impl Plugin for Probe {
                 let n = kv::increment("hits", 1, None);
                 request.headers.set("x-count", n.to_string());
             }
+            "fetch" => {
+                match host::http::call(&host::http::OutboundRequest::get(&self.config.url)) {
+                    Ok(response) => {
+                        request
+                            .headers
+                            .set("x-fetch-status", response.status.to_string());
+                        request.headers.set("x-fetch-body", response.body);
+                    }
+                    Err(e) => request.headers.set("x-fetch-error", e.to_string()),
+                }
+            }
             "state" => {
                 let before = REMEMBERED.swap(7, Ordering::Relaxed);
                 request.headers.set("x-state-before", before.to_string());
@@ -109,7 +123,7 @@ impl Plugin for Probe {
                 response.headers.set("x-resp-added", "yes");
                 response.headers.remove("x-upstream");
             }
-            "deny" | "trap" | "panic" | "loop" | "oom" | "count" | "state" => {}
+            "deny" | "trap" | "panic" | "loop" | "oom" | "count" | "state" | "fetch" => {}
             _ => {
                 let chain = response
                     .headers
