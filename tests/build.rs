@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const GUESTS: &[&str] = &["probe", "future"];
+const GUESTS: &[&str] = &["probe", "future", "bodies"];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));

@@ -3,16 +3,12 @@
 //! Clients get a status and a short JSON reason, never internals (addresses, error
 //! chains); the full story goes to the log with the route and upstream.
 
-use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::{Either, Full};
 
 use crate::path::PathError;
-use crate::upstream::{UpstreamFailure, UpstreamResponseBody};
+use crate::upstream::UpstreamFailure;
 
-/// The body of every response the gateway writes: an upstream's streamed body or a
-/// local one.
-pub type ResponseBody = Either<UpstreamResponseBody, Full<Bytes>>;
+pub use crate::body::ResponseBody;
 
 /// Why a request could not be proxied.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +70,7 @@ impl ProxyError {
 /// A small JSON response written by the gateway itself: `{"error": "<reason>"}`.
 pub fn local_response(status: StatusCode, reason: &str) -> Response<ResponseBody> {
     let body = format!("{{\"error\":\"{}\"}}\n", reason.replace('"', "'"));
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    let mut response = Response::new(ResponseBody::full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -6,6 +6,7 @@
 #![deny(unsafe_code)] // one audited exception: loading cached compiled plugins
 
 mod admin;
+pub mod body;
 pub mod config;
 pub mod error;
 pub mod kv;

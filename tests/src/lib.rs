@@ -28,4 +28,7 @@ macro_rules! guest_wasm {
     ("future") => {
         ::std::path::Path::new(env!("GUEST_FUTURE"))
     };
+    ("bodies") => {
+        ::std::path::Path::new(env!("GUEST_BODIES"))
+    };
 }

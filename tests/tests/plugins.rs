@@ -449,3 +449,78 @@ async fn http_call_reaches_allowed_hosts_only() {
         "the refused call never left the gateway"
     );
 }
+
+fn bodies_gateway(up: &TestUpstream, sink: &TestUpstream) -> TestGateway {
+    let dir = plugin_dir();
+    std::fs::copy(guest_wasm!("bodies"), dir.join("plugins/bodies.wasm")).unwrap();
+    TestGateway::start(&config(
+        &dir,
+        up,
+        &route(
+            "r",
+            "/",
+            &format!(
+                "{{ name = \"bodies\", config = {{ log_url = \"http://{}/log\" }}, allowed_hosts = [\"{}\"], max_body_bytes = \"1KiB\" }}",
+                sink.addr, sink.addr
+            ),
+        ),
+    ))
+}
+
+async fn post(url: &str, body: &str) -> weir_tests::Reply {
+    let req = http::Request::post(url)
+        .header("content-type", "application/json")
+        .body(weir_tests::client::full(body.to_owned()))
+        .unwrap();
+    weir_tests::send(&weir_tests::h1_client(), req).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_phases_rewrite_bodies_and_the_log_phase_runs_after_the_response() {
+    let up = TestUpstream::start("up");
+    let sink = TestUpstream::start("sink");
+    let gw = bodies_gateway(&up, &sink);
+    let reply = post(&gw.url("/echo"), r#"{"a":1}"#).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = up.last();
+    assert_eq!(
+        seen.headers["content-length"],
+        r#"{"a":1,"seen_by":"bodies"}"#.len().to_string().as_str()
+    );
+    assert_eq!(
+        reply.text(),
+        r#"/ECHO {"A":1,"SEEN_BY":"BODIES"}"#,
+        "request rewritten, response upper-cased"
+    );
+    assert_eq!(
+        reply.header("content-length").as_deref(),
+        Some(reply.body.len().to_string().as_str())
+    );
+    // The log phase reports to the sink once the response is written.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sink.seen().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sink.last().target, "/log?status=200&path=/echo");
+}
+
+#[tokio::test]
+async fn a_body_phase_can_refuse_and_bodies_past_the_limit_get_413() {
+    let up = TestUpstream::start("up");
+    let sink = TestUpstream::start("sink");
+    let gw = bodies_gateway(&up, &sink);
+    let reply = post(&gw.url("/echo"), "not json").await;
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.text().contains("a JSON object is required"),
+        "{}",
+        reply.text()
+    );
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2048));
+    let reply = post(&gw.url("/echo"), &big).await;
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    assert!(
+        up.seen().is_empty(),
+        "refused bodies never reach the upstream"
+    );
+}

@@ -14,13 +14,13 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Request, Response, Uri, Version, header};
-use http_body_util::Either;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
 
 use crate::config::HostRewrite;
 use crate::error::{ProxyError, ResponseBody};
-use crate::plugin::{ChainRun, LocalReply, RequestFlow, RequestParts, ResponseFlow};
+use crate::plugin::{BodyFlow, ChainRun, LocalReply, RequestFlow, RequestParts, ResponseFlow};
 use crate::router::{self, RequestFacts};
 use crate::snapshot::Snapshot;
 
@@ -51,15 +51,25 @@ pub async fn handle(
         .access_log
         .then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
     let outcome = proxy(snapshot, conn, req).await;
-    let (response, route, upstream, error) = match outcome {
+    let (mut response, route, upstream, error, log) = match outcome {
         Ok(done) => (
             done.response,
             Some(done.route),
             done.upstream,
             done.plugin_failure.map(ProxyError::Plugin),
+            done.log,
         ),
-        Err((err, route)) => (err.to_response(), route, None, Some(err)),
+        Err((err, route)) => (err.to_response(), route, None, Some(err), None),
     };
+    if let Some(pass) = log {
+        // The log phase runs once the response is written, off the response's path.
+        let written = response.body_mut().on_written();
+        let (status, headers) = (response.status(), response.headers().clone());
+        tokio::spawn(async move {
+            let _ = written.await;
+            pass.log(status, headers).await;
+        });
+    }
     if let Some((started, method, uri)) = logged {
         let elapsed = started.elapsed();
         tracing::info!(
@@ -87,6 +97,8 @@ struct Proxied {
     upstream: Option<(std::sync::Arc<str>, http::uri::Authority)>,
     /// A plugin failure that shaped the response (on_error = deny).
     plugin_failure: Option<crate::plugin::PluginFailure>,
+    /// The chain pass, kept for its log phase (run after the response is written).
+    log: Option<ChainRun>,
 }
 
 type Failed = (ProxyError, Option<std::sync::Arc<str>>);
@@ -149,6 +161,7 @@ async fn proxy(
     // The request phases of the route's plugins.
     let chain = &snapshot.chains[route.index];
     let mut run = None;
+    let upstream_body;
     if !chain.is_empty() {
         let mut pass = ChainRun::new(chain.clone());
         let authority = original_host
@@ -175,10 +188,62 @@ async fn proxy(
                 route: route_name,
                 upstream: None,
                 plugin_failure: failure,
+                log: pass.wants_log().then_some(pass),
             });
         }
         forwarding::remove_hop_by_hop(&mut parts.headers);
+
+        // The request-body phases see the whole body, buffered up to their limit.
+        if let Some(limit) = pass.request_body_limit() {
+            let bytes = match buffer_body(body, limit, &parts.headers).await {
+                Ok(bytes) => bytes,
+                Err(status) => {
+                    let reply = LocalReply {
+                        status,
+                        headers: json_headers(),
+                        body: bytes::Bytes::from(format!(
+                            "{{\"error\":\"{}\"}}\n",
+                            status
+                                .canonical_reason()
+                                .unwrap_or("bad request")
+                                .to_ascii_lowercase()
+                        )),
+                    };
+                    let response = answer_locally(&mut pass, reply, &snapshot.via.http11).await;
+                    return Ok(Proxied {
+                        response,
+                        route: route_name,
+                        upstream: None,
+                        plugin_failure: None,
+                        log: pass.wants_log().then_some(pass),
+                    });
+                }
+            };
+            match pass.request_body(bytes).await {
+                BodyFlow::Continue(bytes) => {
+                    parts.headers.remove(header::TRANSFER_ENCODING);
+                    parts
+                        .headers
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                    upstream_body = Either::Right(http_body_util::Full::new(bytes));
+                }
+                BodyFlow::Respond(reply, failure) => {
+                    let response = answer_locally(&mut pass, reply, &snapshot.via.http11).await;
+                    return Ok(Proxied {
+                        response,
+                        route: route_name,
+                        upstream: None,
+                        plugin_failure: failure,
+                        log: pass.wants_log().then_some(pass),
+                    });
+                }
+            }
+        } else {
+            upstream_body = Either::Left(body);
+        }
         run = Some(pass);
+    } else {
+        upstream_body = Either::Left(body);
     }
 
     // Pick the endpoint and finish the upstream request.
@@ -197,7 +262,7 @@ async fn proxy(
     // HTTP/1.1 upstreams take the origin form: path and query only.
     parts.uri = Uri::from(path_and_query);
     parts.version = Version::HTTP_11;
-    let upstream_req = Request::from_parts(parts, body);
+    let upstream_req = Request::from_parts(parts, upstream_body);
 
     // The exchange, bounded by the cluster's timeouts.
     let response = cluster
@@ -222,14 +287,21 @@ async fn proxy(
     forwarding::remove_hop_by_hop(&mut parts.headers);
     forwarding::append_via(&mut parts.headers, &snapshot.via.http11);
     let mut plugin_failure = None;
-    let mut response = Response::from_parts(parts, Either::Left(body));
+    let mut response = Response::from_parts(parts, ResponseBody::upstream(body));
     if let Some(pass) = &mut run {
         let (mut parts, body) = response.into_parts();
         response = match pass
             .response_headers(&mut parts.status, &mut parts.headers)
             .await
         {
-            ResponseFlow::Continue => Response::from_parts(parts, body),
+            ResponseFlow::Continue => match pass.response_body_limit() {
+                None => Response::from_parts(parts, body),
+                Some(limit) => {
+                    let (reply, failure) = response_body_phase(pass, parts, body, limit).await;
+                    plugin_failure = failure;
+                    reply
+                }
+            },
             ResponseFlow::Replace(reply, failure) => {
                 plugin_failure = failure;
                 local_reply(reply, &snapshot.via.http11)
@@ -241,7 +313,86 @@ async fn proxy(
         route: route_name,
         upstream: Some((cluster.name.clone(), endpoint.clone())),
         plugin_failure,
+        log: run.filter(ChainRun::wants_log),
     })
+}
+
+/// Buffers the upstream's body for the response-body phases (502 past the limit).
+async fn response_body_phase(
+    pass: &mut ChainRun,
+    mut parts: http::response::Parts,
+    body: ResponseBody,
+    limit: u64,
+) -> (Response<ResponseBody>, Option<crate::plugin::PluginFailure>) {
+    let collected = match body.into_upstream() {
+        Ok(upstream) => {
+            http_body_util::Limited::new(upstream, usize::try_from(limit).unwrap_or(usize::MAX))
+                .collect()
+                .await
+                .map(http_body_util::Collected::to_bytes)
+                .ok()
+        }
+        Err(_) => None,
+    };
+    let Some(bytes) = collected else {
+        return (
+            crate::error::local_response(
+                StatusCode::BAD_GATEWAY,
+                "upstream response body too large for a plugin, or broken",
+            ),
+            None,
+        );
+    };
+    match pass
+        .response_body(parts.status, &parts.headers, bytes)
+        .await
+    {
+        BodyFlow::Continue(bytes) => {
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            (Response::from_parts(parts, ResponseBody::full(bytes)), None)
+        }
+        BodyFlow::Respond(reply, failure) => {
+            let mut response = Response::new(ResponseBody::full(reply.body));
+            *response.status_mut() = reply.status;
+            *response.headers_mut() = reply.headers;
+            (response, failure)
+        }
+    }
+}
+
+/// Reads a request body whole, refusing (413) one larger than `limit`.
+async fn buffer_body(
+    body: Incoming,
+    limit: u64,
+    headers: &http::HeaderMap,
+) -> Result<bytes::Bytes, StatusCode> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    match http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(StatusCode::PAYLOAD_TOO_LARGE),
+        Err(_) => Err(StatusCode::BAD_REQUEST),
+    }
+}
+
+fn json_headers() -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers
 }
 
 /// A plugin's local response, after the response phases of the plugins before it.
@@ -261,7 +412,7 @@ async fn answer_locally(
 }
 
 fn local_reply(reply: LocalReply, via: &HeaderValue) -> Response<ResponseBody> {
-    let mut response = Response::new(Either::Right(http_body_util::Full::new(reply.body)));
+    let mut response = Response::new(ResponseBody::full(reply.body));
     *response.status_mut() = reply.status;
     *response.headers_mut() = reply.headers;
     forwarding::append_via(response.headers_mut(), via);

@@ -60,6 +60,15 @@ pub enum ResponseFlow {
     Replace(LocalReply, Option<PluginFailure>),
 }
 
+/// What the body phases decided.
+#[derive(Debug)]
+pub enum BodyFlow {
+    /// Go on with this body.
+    Continue(Bytes),
+    /// Answer with this instead; the failure, if a plugin failed.
+    Respond(LocalReply, Option<PluginFailure>),
+}
+
 /// The state of one request's pass through a chain.
 #[derive(Debug)]
 pub struct ChainRun {
@@ -173,6 +182,17 @@ impl ChainRun {
         let Some(head) = self.head.take() else {
             return ResponseFlow::Continue;
         };
+        let flow = self.response_headers_with(&head, status, headers).await;
+        self.head = Some(head);
+        flow
+    }
+
+    async fn response_headers_with(
+        &mut self,
+        head: &types::RequestHead,
+        status: &mut StatusCode,
+        headers: &mut HeaderMap,
+    ) -> ResponseFlow {
         let mut response = types::ResponseHead {
             status: status.as_u16(),
             headers: to_wit(headers),
@@ -184,7 +204,7 @@ impl ChainRun {
             }
             entry.plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
             let called = match self.instance(index).await {
-                Ok(instance) => instance.on_response_headers(&head, &response).await,
+                Ok(instance) => instance.on_response_headers(head, &response).await,
                 Err(failure) => Err(failure),
             };
             match called {
@@ -208,6 +228,145 @@ impl ChainRun {
             }
         }
         ResponseFlow::Continue
+    }
+
+    fn passed(&self) -> std::ops::Range<usize> {
+        0..self.reached
+    }
+
+    /// The body limit when a passed plugin implements the request-body phase: the
+    /// smallest `max_body_bytes` among them.
+    pub fn request_body_limit(&self) -> Option<u64> {
+        self.passed()
+            .filter(|&i| self.chain[i].plugin.phases.request_body)
+            .map(|i| self.chain[i].settings.max_body_bytes)
+            .min()
+    }
+
+    /// The body limit when a passed plugin implements the response-body phase.
+    pub fn response_body_limit(&self) -> Option<u64> {
+        self.passed()
+            .filter(|&i| self.chain[i].plugin.phases.response_body)
+            .map(|i| self.chain[i].settings.max_body_bytes)
+            .min()
+    }
+
+    /// Whether a passed plugin implements the log phase.
+    pub fn wants_log(&self) -> bool {
+        self.passed().any(|i| self.chain[i].plugin.phases.log)
+    }
+
+    /// Runs the request-body phases in chain order over the whole request body.
+    pub async fn request_body(&mut self, body: Bytes) -> BodyFlow {
+        let Some(head) = self.head.take() else {
+            return BodyFlow::Continue(body);
+        };
+        let mut body = body;
+        let mut flow = None;
+        for index in self.passed() {
+            let entry = self.chain[index].clone();
+            if !entry.plugin.phases.request_body {
+                continue;
+            }
+            entry.plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
+            let called = match self.instance(index).await {
+                Ok(instance) => instance.on_request_body(&head, &body).await,
+                Err(failure) => Err(failure),
+            };
+            if let Some(stop) = self.body_outcome(index, &entry, called, &mut body) {
+                flow = Some(stop);
+                break;
+            }
+        }
+        self.head = Some(head);
+        flow.unwrap_or(BodyFlow::Continue(body))
+    }
+
+    /// Runs the response-body phases, in reverse chain order, over the whole response
+    /// body.
+    pub async fn response_body(
+        &mut self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> BodyFlow {
+        let Some(head) = self.head.take() else {
+            return BodyFlow::Continue(body);
+        };
+        let response = types::ResponseHead {
+            status: status.as_u16(),
+            headers: to_wit(headers),
+        };
+        let mut body = body;
+        let mut flow = None;
+        for index in self.passed().rev() {
+            let entry = self.chain[index].clone();
+            if !entry.plugin.phases.response_body {
+                continue;
+            }
+            entry.plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
+            let called = match self.instance(index).await {
+                Ok(instance) => instance.on_response_body(&head, &response, &body).await,
+                Err(failure) => Err(failure),
+            };
+            if let Some(stop) = self.body_outcome(index, &entry, called, &mut body) {
+                flow = Some(stop);
+                break;
+            }
+        }
+        self.head = Some(head);
+        flow.unwrap_or(BodyFlow::Continue(body))
+    }
+
+    fn body_outcome(
+        &mut self,
+        index: usize,
+        entry: &ChainEntry,
+        called: Result<types::BodyAction, PluginFailure>,
+        body: &mut Bytes,
+    ) -> Option<BodyFlow> {
+        match called {
+            Ok(types::BodyAction::Continue(Some(new))) => {
+                *body = Bytes::from(new);
+                None
+            }
+            Ok(types::BodyAction::Continue(None)) => None,
+            Ok(types::BodyAction::Respond(local)) => Some(BodyFlow::Respond(
+                local_reply(local, &entry.plugin.name),
+                None,
+            )),
+            Err(failure) => {
+                self.instances[index] = None;
+                self.failed(entry, failure.kind, &failure)
+                    .map(|reply| BodyFlow::Respond(reply, Some(failure)))
+            }
+        }
+    }
+
+    /// Runs the log phases in chain order, after the response was written. Failures are
+    /// logged and counted; nothing can change the response any more.
+    pub async fn log(mut self, status: StatusCode, headers: HeaderMap) {
+        let Some(head) = self.head.take() else { return };
+        let response = types::ResponseHead {
+            status: status.as_u16(),
+            headers: to_wit(&headers),
+        };
+        for index in self.passed() {
+            let entry = self.chain[index].clone();
+            if !entry.plugin.phases.log {
+                continue;
+            }
+            entry.plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
+            let called = match self.instance(index).await {
+                Ok(instance) => instance.on_log(&head, &response).await,
+                Err(failure) => Err(failure),
+            };
+            if let Err(failure) = called {
+                self.instances[index] = None;
+                entry.plugin.stats.failed(failure.kind);
+                tracing::warn!(plugin = %entry.plugin.name, kind = %failure.kind, error = %failure.message, "plugin failed in the log phase");
+            }
+        }
     }
 
     /// Logs and counts a failure; the reply to send when the policy denies.

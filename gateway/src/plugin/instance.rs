@@ -171,6 +171,54 @@ impl Instance {
     }
 }
 
+impl Instance {
+    /// Calls `on-request-body`.
+    pub async fn on_request_body(
+        &mut self,
+        request: &types::RequestHead,
+        body: &[u8],
+    ) -> Result<types::BodyAction, PluginFailure> {
+        self.begin();
+        let result = self
+            .bindings
+            .weir_plugin_handler()
+            .call_on_request_body(&mut self.store, request, body)
+            .await;
+        result.map_err(|e| self.failure("on-request-body", &e))
+    }
+
+    /// Calls `on-response-body`.
+    pub async fn on_response_body(
+        &mut self,
+        request: &types::RequestHead,
+        response: &types::ResponseHead,
+        body: &[u8],
+    ) -> Result<types::BodyAction, PluginFailure> {
+        self.begin();
+        let result = self
+            .bindings
+            .weir_plugin_handler()
+            .call_on_response_body(&mut self.store, request, response, body)
+            .await;
+        result.map_err(|e| self.failure("on-response-body", &e))
+    }
+
+    /// Calls `on-log`.
+    pub async fn on_log(
+        &mut self,
+        request: &types::RequestHead,
+        response: &types::ResponseHead,
+    ) -> Result<(), PluginFailure> {
+        self.begin();
+        let result = self
+            .bindings
+            .weir_plugin_handler()
+            .call_on_log(&mut self.store, request, response)
+            .await;
+        result.map_err(|e| self.failure("on-log", &e))
+    }
+}
+
 /// What kind of failure an error from a call is.
 fn classify(error: &wasmtime::Error, state: &HostState) -> FailureKind {
     if state.limits.exhausted {

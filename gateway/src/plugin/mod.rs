@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
-pub use chain::{ChainRun, LocalReply, RequestFlow, RequestParts, ResponseFlow};
+pub use chain::{BodyFlow, ChainRun, LocalReply, RequestFlow, RequestParts, ResponseFlow};
 pub use compile::WIT_VERSION;
 pub use inspect::Inspection;
 pub use instance::{Instance, PluginFailure};
@@ -372,15 +372,6 @@ impl PluginHost {
             reason: e.to_string(),
         })?;
         plugin.phases = Phases::from_wit(&phases);
-        if plugin.phases.request_body || plugin.phases.response_body || plugin.phases.log {
-            return Err(PluginError::Link {
-                name: name.to_owned(),
-                reason: format!(
-                    "it implements the phases {:?}; this gateway build runs request-headers and response-headers only (body and log phases are not wired yet)",
-                    plugin.phases.names()
-                ),
-            });
-        }
         Ok(Arc::new(plugin))
     }
 

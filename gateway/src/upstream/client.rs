@@ -24,8 +24,9 @@ use tokio::net::TcpStream;
 
 use super::pool::{IdlePool, PooledConn};
 
-/// The body type sent upstream: the client's body, streamed through untouched.
-pub type UpstreamBody = Incoming;
+/// The body type sent upstream: the client's body streamed through untouched, or a
+/// body a plugin's request-body phase produced.
+pub type UpstreamBody = http_body_util::Either<Incoming, http_body_util::Full<Bytes>>;
 
 /// Why an upstream exchange failed, as far as the client's answer is concerned.
 #[derive(Debug, thiserror::Error)]
