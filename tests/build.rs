@@ -8,49 +8,63 @@ use std::process::Command;
 
 const GUESTS: &[&str] = &["probe", "future", "bodies"];
 
+/// Workspaces to build: (directory under the repository root, target subdirectory,
+/// the `.wasm` files it produces).
+const WORKSPACES: &[(&str, &str, &[&str])] = &[
+    ("tests/guests", "guests", GUESTS),
+    ("examples/hello-plugin", "example-guests", &["hello_plugin"]),
+];
+
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let root = manifest_dir
         .parent()
         .expect("tests/ is inside the workspace")
         .to_owned();
-    let guests = manifest_dir.join("guests");
-    for watched in [guests.clone(), root.join("plugin-sdk"), root.join("wit")] {
-        println!("cargo:rerun-if-changed={}", watched.display());
+    for watched in [
+        "tests/guests",
+        "examples/hello-plugin/src",
+        "examples/hello-plugin/Cargo.toml",
+        "plugin-sdk",
+        "wit",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
-    // A separate target directory: the outer cargo holds the lock on the main one.
-    let target_dir = root.join("target").join("guests");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
-        .current_dir(&guests)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--target-dir",
-        ])
-        .arg(&target_dir)
-        // Do not inherit the outer build's flags (they are for the host target).
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_RUSTFLAGS")
-        .status()
-        .expect("cannot run cargo to build the test guests");
-    assert!(
-        status.success(),
-        "building the test guests failed (is the wasm32-wasip2 target installed? `cargo xtask test` adds it)"
-    );
-    for guest in GUESTS {
-        let wasm = target_dir
-            .join("wasm32-wasip2")
-            .join("release")
-            .join(format!("{guest}.wasm"));
-        assert!(wasm.is_file(), "{} was not built", wasm.display());
-        println!(
-            "cargo:rustc-env=GUEST_{}={}",
-            guest.to_ascii_uppercase().replace('-', "_"),
-            wasm.display()
+    for (dir, target, outputs) in WORKSPACES {
+        // A separate target directory: the outer cargo holds the lock on the main one.
+        let target_dir = root.join("target").join(target);
+        let status = Command::new(&cargo)
+            .current_dir(root.join(dir))
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--target-dir",
+            ])
+            .arg(&target_dir)
+            // Do not inherit the outer build's flags (they are for the host target).
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_BUILD_RUSTFLAGS")
+            .status()
+            .expect("cannot run cargo to build the test guests");
+        assert!(
+            status.success(),
+            "building {dir} for wasm32-wasip2 failed (is the target installed? `cargo xtask test` adds it)"
         );
+        for output in *outputs {
+            let wasm = target_dir
+                .join("wasm32-wasip2")
+                .join("release")
+                .join(format!("{output}.wasm"));
+            assert!(wasm.is_file(), "{} was not built", wasm.display());
+            println!(
+                "cargo:rustc-env=GUEST_{}={}",
+                output.to_ascii_uppercase().replace('-', "_"),
+                wasm.display()
+            );
+        }
     }
 }

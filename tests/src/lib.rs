@@ -31,4 +31,7 @@ macro_rules! guest_wasm {
     ("bodies") => {
         ::std::path::Path::new(env!("GUEST_BODIES"))
     };
+    ("hello_plugin") => {
+        ::std::path::Path::new(env!("GUEST_HELLO_PLUGIN"))
+    };
 }

@@ -524,3 +524,30 @@ async fn a_body_phase_can_refuse_and_bodies_past_the_limit_get_413() {
         "refused bodies never reach the upstream"
     );
 }
+
+#[tokio::test]
+async fn the_out_of_tree_example_plugin_works() {
+    let up = TestUpstream::start("up");
+    let dir = plugin_dir();
+    std::fs::copy(guest_wasm!("hello_plugin"), dir.join("plugins/hello.wasm")).unwrap();
+    let gw = TestGateway::start(&config(
+        &dir,
+        &up,
+        &route(
+            "app",
+            "/",
+            "{ name = \"hello\", config = { greeting = \"Hello from Weir\" } }",
+        ),
+    ));
+    let reply = get(&gw.url("/hello?name=Ada")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), r#"{"message":"Hello from Weir, Ada!"}"#);
+    assert!(up.seen().is_empty());
+    let reply = get(&gw.url("/other")).await;
+    assert_eq!(reply.text(), "/other");
+    assert!(reply.header("x-hello").is_some());
+    assert_eq!(
+        gw.snapshot().chains[0][0].metrics().counters()["greetings"],
+        1
+    );
+}
