@@ -143,7 +143,9 @@ impl ChainRun {
             };
             match called {
                 Ok(types::RequestAction::Continue(edits)) => {
+                    edit_wit_headers(&mut head.headers, &edits.headers);
                     apply_header_edits(req.headers, edits.headers, &entry.plugin.name);
+                    let edits_path_changed = edits.path.is_some();
                     if let Some(path) = edits.path {
                         match PathAndQuery::try_from(path.as_str()) {
                             Ok(pq) if path.starts_with('/') => *req.path_and_query = pq,
@@ -152,8 +154,9 @@ impl ChainRun {
                             }
                         }
                     }
-                    head.headers = to_wit(req.headers);
-                    head.path = req.path_and_query.as_str().to_owned();
+                    if edits_path_changed {
+                        head.path = req.path_and_query.as_str().to_owned();
+                    }
                 }
                 Ok(types::RequestAction::Respond(local)) => {
                     self.head = Some(head);
@@ -412,6 +415,31 @@ fn to_wit(headers: &HeaderMap) -> Vec<types::Header> {
             value: value.as_bytes().to_vec(),
         })
         .collect()
+}
+
+/// Applies edits to the copy of the headers plugins are shown, the same way
+/// [`apply_header_edits`] does to the real ones (so it need not be rebuilt).
+fn edit_wit_headers(headers: &mut Vec<types::Header>, edits: &types::HeaderEdits) {
+    if edits.remove.is_empty() && edits.set.is_empty() && edits.append.is_empty() {
+        return;
+    }
+    let valid = |h: &types::Header| {
+        HeaderName::from_bytes(h.name.as_bytes()).is_ok()
+            && HeaderValue::from_bytes(&h.value).is_ok()
+    };
+    headers.retain(|h| {
+        !edits.remove.iter().any(|r| r.eq_ignore_ascii_case(&h.name))
+            && !edits
+                .set
+                .iter()
+                .any(|s| valid(s) && s.name.eq_ignore_ascii_case(&h.name))
+    });
+    for h in edits.set.iter().chain(&edits.append).filter(|h| valid(h)) {
+        headers.push(types::Header {
+            name: h.name.to_ascii_lowercase(),
+            value: h.value.clone(),
+        });
+    }
 }
 
 fn header(plugin: &str, name: &str, value: &[u8]) -> Option<(HeaderName, HeaderValue)> {

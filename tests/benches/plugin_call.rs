@@ -1,0 +1,99 @@
+//! What a plugin costs per request, without the network: a header-only plugin's
+//! request-headers call with a fresh instance (isolation = "request") and with a reused
+//! one (isolation = "worker"), and a three-plugin chain through the same runner the
+//! pipeline uses.
+//!
+//! Run: `cargo bench -p weir-tests --bench plugin_call`
+
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::HeaderMap;
+use http::uri::PathAndQuery;
+use weir_gateway::config::{Isolation, PluginSettings, PluginUse};
+use weir_gateway::plugin::{ChainEntry, ChainRun, PluginHost, RequestFlow, RequestParts};
+
+fn entries(host: &PluginHost, isolation: Isolation, count: usize) -> Arc<[ChainEntry]> {
+    let wasm = Path::new(env!("GUEST_PROBE"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let plugin = host.load("probe", wasm).await.unwrap();
+        let mut chain = Vec::new();
+        for i in 0..count {
+            let usage = PluginUse {
+                name: "probe".into(),
+                config_json: format!(r#"{{"mode":"state","tag":"t{i}"}}"#),
+                allowed_hosts: Vec::new(),
+                settings: PluginSettings {
+                    isolation,
+                    ..PluginSettings::default()
+                },
+            };
+            chain.push(
+                host.configure("bench", plugin.clone(), &usage)
+                    .await
+                    .unwrap(),
+            );
+        }
+        Arc::from(chain)
+    })
+}
+
+async fn run_chain(chain: &Arc<[ChainEntry]>, headers: &HeaderMap) {
+    let mut headers = headers.clone();
+    let mut path = PathAndQuery::from_static("/api/users/7?expand=1");
+    let mut pass = ChainRun::new(chain.clone());
+    let flow = pass
+        .request_headers(RequestParts {
+            method: &http::Method::GET,
+            headers: &mut headers,
+            path_and_query: &mut path,
+            scheme: "http",
+            authority: "api.example.com",
+            client: "203.0.113.7",
+            route: "bench",
+        })
+        .await;
+    assert!(matches!(flow, RequestFlow::Continue));
+}
+
+fn bench(c: &mut Criterion) {
+    let host = PluginHost::new(None).unwrap();
+    let mut headers = HeaderMap::new();
+    for (name, value) in [
+        ("host", "api.example.com"),
+        ("user-agent", "bench/1.0"),
+        ("accept", "*/*"),
+        ("x-forwarded-for", "203.0.113.7"),
+        ("authorization", "Bearer abc.def.ghi"),
+    ] {
+        headers.insert(name, value.parse().unwrap());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let request = entries(&host, Isolation::Request, 1);
+    c.bench_function(
+        "one plugin, isolation=request (instantiate + call + drop)",
+        |b| {
+            b.iter(|| rt.block_on(run_chain(&request, &headers)));
+        },
+    );
+    let worker = entries(&host, Isolation::Worker, 1);
+    c.bench_function("one plugin, isolation=worker (reused instance)", |b| {
+        b.iter(|| rt.block_on(run_chain(&worker, &headers)));
+    });
+    let chain = entries(&host, Isolation::Request, 3);
+    c.bench_function("three plugins, isolation=request", |b| {
+        b.iter(|| rt.block_on(run_chain(&chain, &headers)));
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
