@@ -551,3 +551,43 @@ async fn the_out_of_tree_example_plugin_works() {
         1
     );
 }
+
+#[tokio::test]
+async fn guest_output_goes_to_the_log_rate_limited() {
+    let up = TestUpstream::start("up");
+    let dir = plugin_dir();
+    let weir = weir_tests::WeirProcess::with_config(
+        weir_tests::weir_bin!(),
+        &with_test_listeners(&config(
+            &dir,
+            &up,
+            &route(
+                "r",
+                "/",
+                "{ name = \"probe\", config = { mode = \"print\" } }",
+            ),
+        )),
+    );
+    assert_eq!(get(&format!("http://{}/", weir.addr)).await.status, 200);
+    let deadline = Instant::now() + Duration::from_millis(800);
+    let mut lines = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match weir.log.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
+    }
+    let printed: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("\"plugin\":\"probe\"") && l.contains("\"stream\":\"stdout\""))
+        .collect();
+    assert!(
+        printed.iter().any(|l| l.contains("probe line 0")),
+        "{lines:#?}"
+    );
+    assert!(
+        printed.len() <= 100,
+        "{} lines got through the rate limit",
+        printed.len()
+    );
+}

@@ -380,7 +380,7 @@ impl ChainRun {
         failure: &PluginFailure,
     ) -> Option<LocalReply> {
         entry.plugin.stats.failed(kind);
-        let version = &entry.plugin.version[..12];
+        let version = &entry.plugin.version[..entry.plugin.version.len().min(12)];
         match entry.settings.on_error {
             OnError::Allow => {
                 tracing::warn!(plugin = %entry.plugin.name, version, kind = %kind, error = %failure.message, "plugin failed; skipped (on_error = allow)");

@@ -9,6 +9,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::{Plugin, types};
 use super::engine::deadline_ticks;
+use super::output::{GuestOutput, Stream};
 use super::state::{HostState, MemoryLimit, PluginContext};
 use super::{FailureKind, LoadedPlugin};
 
@@ -52,7 +53,16 @@ impl Instance {
         timeout: Duration,
     ) -> Result<Instance, PluginFailure> {
         let state = HostState {
-            wasi: wasmtime_wasi::WasiCtx::builder().build(),
+            wasi: wasmtime_wasi::WasiCtx::builder()
+                .stdout(GuestOutput {
+                    ctx: ctx.clone(),
+                    stream: Stream::Stdout,
+                })
+                .stderr(GuestOutput {
+                    ctx: ctx.clone(),
+                    stream: Stream::Stderr,
+                })
+                .build(),
             table: wasmtime::component::ResourceTable::new(),
             limits: MemoryLimit {
                 max_bytes: usize::try_from(memory_limit).unwrap_or(usize::MAX),

@@ -13,6 +13,7 @@ mod compile;
 mod engine;
 mod inspect;
 mod instance;
+mod output;
 mod state;
 
 use std::collections::HashMap;

@@ -76,6 +76,33 @@ pub(crate) struct PluginContext {
     pub(crate) logs_dropped: AtomicU64,
 }
 
+impl PluginContext {
+    /// Whether one more log line fits this second's budget. A chatty plugin cannot
+    /// flood the log: past LOG_LINES_PER_SECOND lines in a second, its lines are dropped
+    /// until the next second (and counted).
+    pub(crate) fn may_log(&self) -> bool {
+        let mut window = self
+            .log_window
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if now.duration_since(window.0) >= Duration::from_secs(1) {
+            *window = (now, 0);
+        }
+        window.1 += 1;
+        if window.1 > LOG_LINES_PER_SECOND {
+            self.logs_dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// The first 12 hex digits of the version, for log lines.
+    pub(crate) fn short_version(&self) -> &str {
+        &self.version[..self.version.len().min(12)]
+    }
+}
+
 /// The data of one instance's store.
 pub(crate) struct HostState {
     pub(crate) wasi: WasiCtx,
@@ -133,25 +160,10 @@ impl types::Host for HostState {}
 
 impl host::Host for HostState {
     fn log(&mut self, level: host::Level, message: String) -> wasmtime::Result<()> {
-        // A chatty plugin cannot flood the log: past LOG_LINES_PER_SECOND lines in a
-        // second, its lines are dropped until the next second (and counted).
-        {
-            let mut window = self
-                .ctx
-                .log_window
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let now = Instant::now();
-            if now.duration_since(window.0) >= Duration::from_secs(1) {
-                *window = (now, 0);
-            }
-            window.1 += 1;
-            if window.1 > LOG_LINES_PER_SECOND {
-                self.ctx.logs_dropped.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
-            }
+        if !self.ctx.may_log() {
+            return Ok(());
         }
-        let (plugin, version) = (&self.ctx.name, &self.ctx.version[..12]);
+        let (plugin, version) = (&self.ctx.name, self.ctx.short_version());
         match level {
             host::Level::Trace => {
                 tracing::trace!(target: "weir::plugin", plugin, version, "{message}")

@@ -14,6 +14,7 @@
 //!   so tests can prove instances are not shared between requests;
 //! - `fetch`: calls `config.url` with `http-call` and reports the outcome in
 //!   `x-fetch-status` / `x-fetch-body` or `x-fetch-error`;
+//! - `print`: writes 200 lines to stdout and one to stderr;
 //! - `bad-config`: `new` refuses the config.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,6 +97,12 @@ impl Plugin for Probe {
                     Err(e) => request.headers.set("x-fetch-error", e.to_string()),
                 }
             }
+            "print" => {
+                for i in 0..200 {
+                    println!("probe line {i}");
+                }
+                eprintln!("probe complains");
+            }
             "state" => {
                 let before = REMEMBERED.swap(7, Ordering::Relaxed);
                 request.headers.set("x-state-before", before.to_string());
@@ -123,7 +130,7 @@ impl Plugin for Probe {
                 response.headers.set("x-resp-added", "yes");
                 response.headers.remove("x-upstream");
             }
-            "deny" | "trap" | "panic" | "loop" | "oom" | "count" | "state" | "fetch" => {}
+            "deny" | "trap" | "panic" | "loop" | "oom" | "count" | "state" | "fetch" | "print" => {}
             _ => {
                 let chain = response
                     .headers
