@@ -85,6 +85,9 @@ fn bench(c: &mut Criterion) {
             b.iter(|| rt.block_on(run_chain(&request, &headers)));
         },
     );
+    c.bench_function("instantiate + drop only (no call)", |b| {
+        b.iter(|| rt.block_on(async { drop(request[0].instantiate().await.unwrap()) }));
+    });
     let worker = entries(&host, Isolation::Worker, 1);
     c.bench_function("one plugin, isolation=worker (reused instance)", |b| {
         b.iter(|| rt.block_on(run_chain(&worker, &headers)));
