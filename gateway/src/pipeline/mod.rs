@@ -182,14 +182,9 @@ async fn proxy(
             })
             .await;
         if let RequestFlow::Respond(reply, failure) = flow {
-            let response = answer_locally(&mut pass, reply, &snapshot.via.http11).await;
-            return Ok(Proxied {
-                response,
-                route: route_name,
-                upstream: None,
-                plugin_failure: failure,
-                log: pass.wants_log().then_some(pass),
-            });
+            return Ok(
+                answer_locally(pass, reply, failure, route_name, &snapshot.via.http11).await,
+            );
         }
         forwarding::remove_hop_by_hop(&mut parts.headers);
 
@@ -209,14 +204,9 @@ async fn proxy(
                                 .to_ascii_lowercase()
                         )),
                     };
-                    let response = answer_locally(&mut pass, reply, &snapshot.via.http11).await;
-                    return Ok(Proxied {
-                        response,
-                        route: route_name,
-                        upstream: None,
-                        plugin_failure: None,
-                        log: pass.wants_log().then_some(pass),
-                    });
+                    return Ok(
+                        answer_locally(pass, reply, None, route_name, &snapshot.via.http11).await,
+                    );
                 }
             };
             match pass.request_body(bytes).await {
@@ -228,14 +218,14 @@ async fn proxy(
                     upstream_body = Either::Right(http_body_util::Full::new(bytes));
                 }
                 BodyFlow::Respond(reply, failure) => {
-                    let response = answer_locally(&mut pass, reply, &snapshot.via.http11).await;
-                    return Ok(Proxied {
-                        response,
-                        route: route_name,
-                        upstream: None,
-                        plugin_failure: failure,
-                        log: pass.wants_log().then_some(pass),
-                    });
+                    return Ok(answer_locally(
+                        pass,
+                        reply,
+                        failure,
+                        route_name,
+                        &snapshot.via.http11,
+                    )
+                    .await);
                 }
             }
         } else {
@@ -395,19 +385,29 @@ fn json_headers() -> http::HeaderMap {
     headers
 }
 
-/// A plugin's local response, after the response phases of the plugins before it.
+/// A plugin's local response (or a refusal made for the plugins), after the response
+/// phases of the plugins before it; the pass is kept for its log phase.
 async fn answer_locally(
-    pass: &mut ChainRun,
+    mut pass: ChainRun,
     reply: LocalReply,
+    failure: Option<crate::plugin::PluginFailure>,
+    route: std::sync::Arc<str>,
     via: &HeaderValue,
-) -> Response<ResponseBody> {
+) -> Proxied {
     let mut reply = reply;
-    match pass
+    let response = match pass
         .response_headers(&mut reply.status, &mut reply.headers)
         .await
     {
         ResponseFlow::Continue => local_reply(reply, via),
         ResponseFlow::Replace(replacement, _) => local_reply(replacement, via),
+    };
+    Proxied {
+        response,
+        route,
+        upstream: None,
+        plugin_failure: failure,
+        log: pass.wants_log().then_some(pass),
     }
 }
 
