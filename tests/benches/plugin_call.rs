@@ -92,6 +92,23 @@ fn bench(c: &mut Criterion) {
     c.bench_function("one plugin, isolation=worker (reused instance)", |b| {
         b.iter(|| rt.block_on(run_chain(&worker, &headers)));
     });
+    // How the cost of a call grows with the headers copied across the boundary (the
+    // input to choosing header lists or header resources in the ABI).
+    for count in [0usize, 20] {
+        let mut many = HeaderMap::new();
+        for i in 0..count {
+            many.insert(
+                http::HeaderName::try_from(format!("x-header-{i}")).unwrap(),
+                "a-typical-header-value-of-some-length".parse().unwrap(),
+            );
+        }
+        c.bench_function(
+            &format!("one plugin, isolation=worker, {count} headers"),
+            |b| {
+                b.iter(|| rt.block_on(run_chain(&worker, &many)));
+            },
+        );
+    }
     let chain = entries(&host, Isolation::Request, 3);
     c.bench_function("three plugins, isolation=request", |b| {
         b.iter(|| rt.block_on(run_chain(&chain, &headers)));
