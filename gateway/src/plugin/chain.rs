@@ -130,9 +130,11 @@ impl ChainRun {
             client_address: req.client.to_owned(),
             route: req.route.to_owned(),
         };
+        // One handle on the chain for the loop, not a clone of each entry.
+        let chain = self.chain.clone();
         for index in 0..self.chain.len() {
             self.reached = index;
-            let entry = self.chain[index].clone();
+            let entry = &chain[index];
             if !entry.plugin.phases.request_headers {
                 continue;
             }
@@ -164,7 +166,7 @@ impl ChainRun {
                 }
                 Err(failure) => {
                     self.instances[index] = None; // never entered again
-                    if let Some(reply) = self.failed(&entry, failure.kind, &failure) {
+                    if let Some(reply) = self.failed(entry, failure.kind, &failure) {
                         self.head = Some(head);
                         return RequestFlow::Respond(reply, Some(failure));
                     }
@@ -200,8 +202,10 @@ impl ChainRun {
             status: status.as_u16(),
             headers: to_wit(headers),
         };
+        // One handle on the chain for the loop, not a clone of each entry.
+        let chain = self.chain.clone();
         for index in (0..self.reached).rev() {
-            let entry = self.chain[index].clone();
+            let entry = &chain[index];
             if !entry.plugin.phases.response_headers {
                 continue;
             }
@@ -224,7 +228,7 @@ impl ChainRun {
                 }
                 Err(failure) => {
                     self.instances[index] = None;
-                    if let Some(reply) = self.failed(&entry, failure.kind, &failure) {
+                    if let Some(reply) = self.failed(entry, failure.kind, &failure) {
                         return ResponseFlow::Replace(reply, Some(failure));
                     }
                 }
@@ -266,8 +270,10 @@ impl ChainRun {
         };
         let mut body = body;
         let mut flow = None;
+        // One handle on the chain for the loop, not a clone of each entry.
+        let chain = self.chain.clone();
         for index in self.passed() {
-            let entry = self.chain[index].clone();
+            let entry = &chain[index];
             if !entry.plugin.phases.request_body {
                 continue;
             }
@@ -276,7 +282,7 @@ impl ChainRun {
                 Ok(instance) => instance.on_request_body(&head, &body).await,
                 Err(failure) => Err(failure),
             };
-            if let Some(stop) = self.body_outcome(index, &entry, called, &mut body) {
+            if let Some(stop) = self.body_outcome(index, entry, called, &mut body) {
                 flow = Some(stop);
                 break;
             }
@@ -302,8 +308,10 @@ impl ChainRun {
         };
         let mut body = body;
         let mut flow = None;
+        // One handle on the chain for the loop, not a clone of each entry.
+        let chain = self.chain.clone();
         for index in self.passed().rev() {
-            let entry = self.chain[index].clone();
+            let entry = &chain[index];
             if !entry.plugin.phases.response_body {
                 continue;
             }
@@ -312,7 +320,7 @@ impl ChainRun {
                 Ok(instance) => instance.on_response_body(&head, &response, &body).await,
                 Err(failure) => Err(failure),
             };
-            if let Some(stop) = self.body_outcome(index, &entry, called, &mut body) {
+            if let Some(stop) = self.body_outcome(index, entry, called, &mut body) {
                 flow = Some(stop);
                 break;
             }
@@ -354,8 +362,10 @@ impl ChainRun {
             status: status.as_u16(),
             headers: to_wit(&headers),
         };
+        // One handle on the chain for the loop, not a clone of each entry.
+        let chain = self.chain.clone();
         for index in self.passed() {
-            let entry = self.chain[index].clone();
+            let entry = &chain[index];
             if !entry.plugin.phases.log {
                 continue;
             }

@@ -312,11 +312,6 @@ impl PluginHost {
         })
     }
 
-    /// The shared key-value store.
-    pub fn kv(&self) -> &Arc<KvStore> {
-        &self.kv
-    }
-
     /// Reads, compiles (or loads from the cache), version-checks and links `path` as
     /// plugin `name`, then asks it for its phases.
     pub async fn load(&self, name: &str, path: &Path) -> Result<Arc<LoadedPlugin>, PluginError> {

@@ -107,11 +107,6 @@ impl RouteTable {
     pub fn find(&self, req: &RequestFacts<'_>) -> Option<&Route> {
         self.routes.iter().find(|r| r.matches(req))
     }
-
-    /// The routes, in match order.
-    pub fn routes(&self) -> &[Route] {
-        &self.routes
-    }
 }
 
 /// The host a request is for: the URI's authority (HTTP/2 `:authority`, or an HTTP/1

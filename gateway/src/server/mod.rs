@@ -186,11 +186,6 @@ impl Gateway {
         self.shutdown.cancel();
     }
 
-    /// A token that is cancelled when shutdown begins.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
-
     /// Blocks until every worker has finished (after [`Gateway::shutdown`]).
     pub fn wait(self) {
         for thread in self.threads {

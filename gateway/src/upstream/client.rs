@@ -64,11 +64,6 @@ impl UpstreamClient {
         }
     }
 
-    /// Idle pooled connections to endpoint `index`.
-    pub fn idle_connections(&self, index: usize) -> usize {
-        self.pools[index].len()
-    }
-
     /// Sends `req` (origin-form URI, `Host` set) to endpoint `index` at `authority` and
     /// waits up to `timeout` for the response head. A pooled connection that turns out
     /// to be closed is replaced before the request is written; a request is never sent

@@ -53,11 +53,6 @@ impl Cluster {
         (index, &self.endpoints[index])
     }
 
-    /// The endpoints, in config order.
-    pub fn endpoints(&self) -> &[Authority] {
-        &self.endpoints
-    }
-
     /// The connections that worker `worker` uses for this cluster.
     pub fn client(&self, worker: usize) -> &UpstreamClient {
         &self.clients[worker % self.clients.len()]

@@ -73,12 +73,4 @@ impl IdlePool {
         }
         idle.push_back(conn);
     }
-
-    /// Number of idle connections (for tests and the admin API).
-    pub(crate) fn len(&self) -> usize {
-        self.idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
 }
