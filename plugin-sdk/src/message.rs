@@ -1,56 +1,119 @@
 //! Requests, responses and local responses as a plugin sees them: header helpers that
-//! handle bytes and case-insensitive names, and the edits they add up to.
+//! handle bytes and case-insensitive names.
+//!
+//! Inside the gateway, [`Request`] and [`Response`] are handles on the gateway's own
+//! message: reading a header asks the gateway for that one header, and an edit changes
+//! the real message at once. Nothing is copied that the plugin does not read. In native
+//! unit tests they hold the message themselves ([`Request::new`], [`Response::new`]) and
+//! record the edits for assertions.
+
+use std::cell::OnceCell;
 
 use crate::bindings::weir::plugin::types as wit;
 
-/// An ordered list of header fields with case-insensitive lookup. Values are bytes;
-/// `get_str` gives them as text when they are UTF-8.
+/// Where a message lives: in the gateway (a borrowed handle for one phase call), or
+/// here (tests, local responses).
+#[derive(Debug)]
+enum Source<'a> {
+    Local(Local),
+    Request(&'a wit::Request),
+    Response(&'a wit::Response),
+}
+
+/// A message held by the plugin itself, with the edits made to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers {
+struct Local {
     fields: Vec<(String, Vec<u8>)>,
-    edits: Edits,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Edits {
-    remove: Vec<String>,
+    removed: Vec<String>,
     set: Vec<(String, Vec<u8>)>,
-    append: Vec<(String, Vec<u8>)>,
+    appended: Vec<(String, Vec<u8>)>,
 }
 
-impl Headers {
-    /// Headers from `(name, value)` pairs (names are lower-cased).
+impl Local {
+    /// Drops earlier set/append edits of `name`: a later set or remove overrides them.
+    fn forget(&mut self, name: &str) {
+        self.set.retain(|(n, _)| n != name);
+        self.appended.retain(|(n, _)| n != name);
+    }
+}
+
+/// The header fields of a request, response or local response: case-insensitive names,
+/// byte values (`get_str` gives them as text when they are UTF-8).
+///
+/// An edit with an invalid name (not an RFC 9110 token) or value (CR, LF, NUL or another
+/// control byte) is ignored, and the gateway logs it with the plugin's name.
+#[derive(Debug)]
+pub struct Headers<'a> {
+    source: Source<'a>,
+}
+
+impl Headers<'static> {
+    /// Headers from `(name, value)` pairs (names are lower-cased), e.g. for a
+    /// [`LocalResponse`] or a test.
     pub fn from_pairs<N: AsRef<str>, V: AsRef<[u8]>>(
         pairs: impl IntoIterator<Item = (N, V)>,
-    ) -> Headers {
+    ) -> Headers<'static> {
         Headers {
-            fields: pairs
-                .into_iter()
-                .map(|(n, v)| (n.as_ref().to_ascii_lowercase(), v.as_ref().to_vec()))
-                .collect(),
-            edits: Edits::default(),
+            source: Source::Local(Local {
+                fields: pairs
+                    .into_iter()
+                    .map(|(n, v)| (n.as_ref().to_ascii_lowercase(), v.as_ref().to_vec()))
+                    .collect(),
+                ..Local::default()
+            }),
+        }
+    }
+}
+
+impl Default for Headers<'static> {
+    fn default() -> Self {
+        Headers::from_pairs(std::iter::empty::<(&str, &[u8])>())
+    }
+}
+
+impl Clone for Headers<'static> {
+    fn clone(&self) -> Self {
+        Headers::from_pairs(self.all())
+    }
+}
+
+impl PartialEq for Headers<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.all() == other.all()
+    }
+}
+
+impl Headers<'_> {
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<Vec<u8>> {
+        match &self.source {
+            Source::Local(local) => local
+                .fields
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone()),
+            Source::Request(r) => r.header(name),
+            Source::Response(r) => r.header(name),
         }
     }
 
-    /// The first value of `name`.
-    pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.fields
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
-    }
-
     /// The first value of `name`, if it is UTF-8.
-    pub fn get_str(&self, name: &str) -> Option<&str> {
-        self.get(name).and_then(|v| std::str::from_utf8(v).ok())
+    pub fn get_str(&self, name: &str) -> Option<String> {
+        self.get(name).and_then(|v| String::from_utf8(v).ok())
     }
 
     /// Every value of `name`, in order.
-    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.fields
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+    pub fn get_all(&self, name: &str) -> Vec<Vec<u8>> {
+        match &self.source {
+            Source::Local(local) => local
+                .fields
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+                .collect(),
+            Source::Request(r) => r.header_all(name),
+            Source::Response(r) => r.header_all(name),
+        }
     }
 
     /// Whether `name` is present.
@@ -58,119 +121,224 @@ impl Headers {
         self.get(name).is_some()
     }
 
-    /// All fields, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.fields.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+    /// All fields, in order, names lower-case. Inside the gateway this copies every
+    /// header: prefer [`Headers::get`] for the ones you need.
+    pub fn all(&self) -> Vec<(String, Vec<u8>)> {
+        let fields = match &self.source {
+            Source::Local(local) => return local.fields.clone(),
+            Source::Request(r) => r.headers(),
+            Source::Response(r) => r.headers(),
+        };
+        fields.into_iter().map(|h| (h.name, h.value)).collect()
     }
 
     /// Replaces every field of `name` with one field of `value`.
     pub fn set(&mut self, name: &str, value: impl AsRef<[u8]>) {
-        let name = name.to_ascii_lowercase();
-        let value = value.as_ref().to_vec();
-        self.fields.retain(|(n, _)| *n != name);
-        self.fields.push((name.clone(), value.clone()));
-        self.edits.forget(&name);
-        self.edits.set.push((name, value));
+        let value = value.as_ref();
+        let _ = match &mut self.source {
+            Source::Local(local) => {
+                if let Some(name) = checked(name, value) {
+                    local.fields.retain(|(n, _)| *n != name);
+                    local.fields.push((name.clone(), value.to_vec()));
+                    local.forget(&name);
+                    local.set.push((name, value.to_vec()));
+                }
+                Ok(())
+            }
+            Source::Request(r) => r.set_header(name, value),
+            Source::Response(r) => r.set_header(name, value),
+        };
     }
 
     /// Adds a field, keeping any others of the same name.
     pub fn append(&mut self, name: &str, value: impl AsRef<[u8]>) {
-        let name = name.to_ascii_lowercase();
-        let value = value.as_ref().to_vec();
-        self.fields.push((name.clone(), value.clone()));
-        self.edits.append.push((name, value));
+        let value = value.as_ref();
+        let _ = match &mut self.source {
+            Source::Local(local) => {
+                if let Some(name) = checked(name, value) {
+                    local.fields.push((name.clone(), value.to_vec()));
+                    local.appended.push((name, value.to_vec()));
+                }
+                Ok(())
+            }
+            Source::Request(r) => r.append_header(name, value),
+            Source::Response(r) => r.append_header(name, value),
+        };
     }
 
     /// Removes every field of `name`.
     pub fn remove(&mut self, name: &str) {
-        let name = name.to_ascii_lowercase();
-        self.fields.retain(|(n, _)| *n != name);
-        self.edits.forget(&name);
-        self.edits.remove.push(name);
-    }
-
-    fn from_wit(fields: Vec<wit::Header>) -> Headers {
-        Headers {
-            fields: fields.into_iter().map(|h| (h.name, h.value)).collect(),
-            edits: Edits::default(),
-        }
-    }
-
-    fn into_wit_edits(self) -> wit::HeaderEdits {
-        let pairs = |list: Vec<(String, Vec<u8>)>| {
-            list.into_iter()
-                .map(|(name, value)| wit::Header { name, value })
-                .collect()
+        let _ = match &mut self.source {
+            Source::Local(local) => {
+                let name = name.to_ascii_lowercase();
+                local.fields.retain(|(n, _)| *n != name);
+                local.forget(&name);
+                local.removed.push(name);
+                Ok(())
+            }
+            Source::Request(r) => r.remove_header(name),
+            Source::Response(r) => r.remove_header(name),
         };
-        wit::HeaderEdits {
-            remove: self.edits.remove,
-            set: pairs(self.edits.set),
-            append: pairs(self.edits.append),
+    }
+
+    fn local(&self) -> Option<&Local> {
+        match &self.source {
+            Source::Local(local) => Some(local),
+            _ => None,
         }
     }
 
     fn into_wit_fields(self) -> Vec<wit::Header> {
-        self.fields
+        self.all()
             .into_iter()
             .map(|(name, value)| wit::Header { name, value })
             .collect()
     }
 }
 
-impl Edits {
-    /// Drops earlier set/append edits of `name`: a later set or remove overrides them.
-    fn forget(&mut self, name: &str) {
-        self.set.retain(|(n, _)| n != name);
-        self.append.retain(|(n, _)| n != name);
+/// The lower-cased name when `name` and `value` are valid HTTP; otherwise `None`, after
+/// logging why (as the gateway does for a plugin inside it).
+fn checked(name: &str, value: &[u8]) -> Option<String> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let name_ok = !name.is_empty() && name.bytes().all(token);
+    let value_ok = value
+        .iter()
+        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+    if name_ok && value_ok {
+        return Some(name.to_ascii_lowercase());
     }
+    crate::host::log(
+        crate::host::Level::Warn,
+        &format!("invalid header `{name}` ignored"),
+    );
+    None
 }
 
-/// The request, as a phase sees it. Changes made through it (headers, path) are sent
-/// back to the gateway when the phase returns [`Action::Continue`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    /// The method, e.g. `GET`.
-    pub method: String,
-    /// `http` or `https`.
-    pub scheme: String,
-    /// The host (and port) the request is for.
-    pub authority: String,
-    /// The client's IP address.
-    pub client_address: String,
-    /// The name of the matched route.
-    pub route: String,
+/// The request, as a phase sees it. Edits (headers, path) change the request that goes
+/// upstream; in response phases the request is read-only.
+#[derive(Debug)]
+pub struct Request<'a> {
     /// The request headers.
-    pub headers: Headers,
-    path: String,
+    pub headers: Headers<'a>,
+    method: OnceCell<String>,
+    scheme: OnceCell<String>,
+    authority: OnceCell<String>,
+    client_address: OnceCell<String>,
+    route: OnceCell<String>,
+    path: OnceCell<String>,
     new_path: Option<String>,
 }
 
-impl Request {
-    /// A request for tests: `method` and `path`, no headers, client `127.0.0.1`.
-    pub fn new(method: &str, path: &str) -> Request {
+impl Request<'static> {
+    /// A request for tests: `method` and `path`, no headers, client `127.0.0.1`, scheme
+    /// `http`, authority `localhost`, route `test`.
+    pub fn new(method: &str, path: &str) -> Request<'static> {
         Request {
-            method: method.to_owned(),
-            scheme: "http".to_owned(),
-            authority: "localhost".to_owned(),
-            client_address: "127.0.0.1".to_owned(),
-            route: "test".to_owned(),
             headers: Headers::default(),
-            path: path.to_owned(),
+            method: OnceCell::from(method.to_owned()),
+            scheme: OnceCell::from("http".to_owned()),
+            authority: OnceCell::from("localhost".to_owned()),
+            client_address: OnceCell::from("127.0.0.1".to_owned()),
+            route: OnceCell::from("test".to_owned()),
+            path: OnceCell::from(path.to_owned()),
             new_path: None,
         }
     }
 
     /// Adds a header (builder style, for tests).
-    pub fn with_header(mut self, name: &str, value: impl AsRef<[u8]>) -> Request {
-        self.headers
-            .fields
-            .push((name.to_ascii_lowercase(), value.as_ref().to_vec()));
+    pub fn with_header(mut self, name: &str, value: impl AsRef<[u8]>) -> Request<'static> {
+        if let Source::Local(local) = &mut self.headers.source {
+            local
+                .fields
+                .push((name.to_ascii_lowercase(), value.as_ref().to_vec()));
+        }
         self
+    }
+
+    /// Sets the client address (builder style, for tests).
+    pub fn with_client_address(self, address: &str) -> Request<'static> {
+        Request {
+            client_address: OnceCell::from(address.to_owned()),
+            ..self
+        }
+    }
+
+    /// Sets the authority (builder style, for tests).
+    pub fn with_authority(self, authority: &str) -> Request<'static> {
+        Request {
+            authority: OnceCell::from(authority.to_owned()),
+            ..self
+        }
+    }
+
+    /// Sets the route name (builder style, for tests).
+    pub fn with_route(self, route: &str) -> Request<'static> {
+        Request {
+            route: OnceCell::from(route.to_owned()),
+            ..self
+        }
+    }
+}
+
+impl<'a> Request<'a> {
+    pub(crate) fn from_host(handle: &'a wit::Request) -> Request<'a> {
+        Request {
+            headers: Headers {
+                source: Source::Request(handle),
+            },
+            method: OnceCell::new(),
+            scheme: OnceCell::new(),
+            authority: OnceCell::new(),
+            client_address: OnceCell::new(),
+            route: OnceCell::new(),
+            path: OnceCell::new(),
+            new_path: None,
+        }
+    }
+
+    /// Asks the gateway for a field once; later reads are free.
+    fn cached<'s>(
+        &'s self,
+        cell: &'s OnceCell<String>,
+        fetch: fn(&wit::Request) -> String,
+    ) -> &'s str {
+        cell.get_or_init(|| match &self.headers.source {
+            Source::Request(handle) => fetch(handle),
+            _ => String::new(),
+        })
+    }
+
+    /// The method, e.g. `GET`.
+    pub fn method(&self) -> &str {
+        self.cached(&self.method, wit::Request::method)
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &str {
+        self.cached(&self.scheme, wit::Request::scheme)
+    }
+
+    /// The host (and port) the request is for.
+    pub fn authority(&self) -> &str {
+        self.cached(&self.authority, wit::Request::authority)
+    }
+
+    /// The client's IP address.
+    pub fn client_address(&self) -> &str {
+        self.cached(&self.client_address, wit::Request::client_address)
+    }
+
+    /// The name of the matched route.
+    pub fn route(&self) -> &str {
+        self.cached(&self.route, wit::Request::route)
     }
 
     /// The path with query, e.g. `/users/7?expand=1`.
     pub fn path(&self) -> &str {
-        self.new_path.as_deref().unwrap_or(&self.path)
+        match &self.new_path {
+            Some(path) => path,
+            None => self.cached(&self.path, wit::Request::path),
+        }
     }
 
     /// The path without the query.
@@ -193,44 +361,43 @@ impl Request {
             .map(|(_, v)| v)
     }
 
-    /// Sends the request upstream with this path (and query) instead; it must start
-    /// with `/`.
+    /// Sends the request upstream with this path (and query) instead. It must start
+    /// with `/` and be a valid request target; otherwise it is ignored and logged.
     pub fn set_path(&mut self, path: impl Into<String>) {
-        self.new_path = Some(path.into());
+        let path = path.into();
+        let accepted = match &self.headers.source {
+            Source::Request(handle) => handle.set_path(&path).is_ok(),
+            _ => {
+                let ok = path.starts_with('/')
+                    && path.bytes().all(|b| b.is_ascii_graphic() && b != b'#');
+                if !ok {
+                    crate::host::log(
+                        crate::host::Level::Warn,
+                        &format!("invalid path `{path}` ignored"),
+                    );
+                }
+                ok
+            }
+        };
+        if accepted {
+            self.new_path = Some(path);
+        }
     }
 
-    /// The changes made so far, as the gateway receives them (for tests).
+    /// The changes made so far to a request built with [`Request::new`] (for tests;
+    /// empty inside the gateway, where edits apply at once).
     pub fn edits(&self) -> RequestEdits {
+        let local = self.headers.local().cloned().unwrap_or_default();
         RequestEdits {
-            removed: self.headers.edits.remove.clone(),
-            set: self.headers.edits.set.clone(),
-            appended: self.headers.edits.append.clone(),
+            removed: local.removed,
+            set: local.set,
+            appended: local.appended,
             path: self.new_path.clone(),
-        }
-    }
-
-    pub(crate) fn from_wit(head: wit::RequestHead) -> Request {
-        Request {
-            method: head.method,
-            scheme: head.scheme,
-            authority: head.authority,
-            client_address: head.client_address,
-            route: head.route,
-            headers: Headers::from_wit(head.headers),
-            path: head.path,
-            new_path: None,
-        }
-    }
-
-    pub(crate) fn into_wit_edits(self) -> wit::RequestEdits {
-        wit::RequestEdits {
-            headers: self.headers.into_wit_edits(),
-            path: self.new_path,
         }
     }
 }
 
-/// The edits a phase made to a request, for assertions in tests.
+/// The edits a phase made to a test request, for assertions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestEdits {
     /// Header names removed.
@@ -243,59 +410,73 @@ pub struct RequestEdits {
     pub path: Option<String>,
 }
 
-/// The response, as a response phase sees it. Header and status changes are sent back
-/// when the phase returns [`Action::Continue`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
+/// The response, as a response phase sees it. Header and status edits change what the
+/// client gets; in the response-body and log phases it is read-only.
+#[derive(Debug)]
+pub struct Response<'a> {
     /// The response headers.
-    pub headers: Headers,
-    status: u16,
-    new_status: Option<u16>,
+    pub headers: Headers<'a>,
+    status: OnceCell<u16>,
 }
 
-impl Response {
+impl Response<'static> {
     /// A response for tests.
-    pub fn new(status: u16) -> Response {
+    pub fn new(status: u16) -> Response<'static> {
         Response {
             headers: Headers::default(),
-            status,
-            new_status: None,
+            status: OnceCell::from(status),
+        }
+    }
+
+    /// Adds a header (builder style, for tests).
+    pub fn with_header(mut self, name: &str, value: impl AsRef<[u8]>) -> Response<'static> {
+        if let Source::Local(local) = &mut self.headers.source {
+            local
+                .fields
+                .push((name.to_ascii_lowercase(), value.as_ref().to_vec()));
+        }
+        self
+    }
+}
+
+impl<'a> Response<'a> {
+    pub(crate) fn from_host(handle: &'a wit::Response) -> Response<'a> {
+        Response {
+            headers: Headers {
+                source: Source::Response(handle),
+            },
+            status: OnceCell::new(),
         }
     }
 
     /// The status code.
     pub fn status(&self) -> u16 {
-        self.new_status.unwrap_or(self.status)
+        *self.status.get_or_init(|| match &self.headers.source {
+            Source::Response(handle) => handle.status(),
+            _ => 0,
+        })
     }
 
-    /// Changes the status code sent to the client.
+    /// Changes the status code sent to the client (100..=999; others are ignored and
+    /// logged).
     pub fn set_status(&mut self, status: u16) {
-        self.new_status = Some(status);
-    }
-
-    pub(crate) fn from_wit(head: wit::ResponseHead) -> Response {
-        Response {
-            headers: Headers::from_wit(head.headers),
-            status: head.status,
-            new_status: None,
-        }
-    }
-
-    pub(crate) fn into_wit_edits(self) -> wit::ResponseEdits {
-        wit::ResponseEdits {
-            headers: self.headers.into_wit_edits(),
-            status: self.new_status,
+        let accepted = match &self.headers.source {
+            Source::Response(handle) => handle.set_status(status).is_ok(),
+            _ => (100..=999).contains(&status),
+        };
+        if accepted {
+            self.status = OnceCell::from(status);
         }
     }
 }
 
 /// A response the plugin writes itself, instead of the upstream's.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LocalResponse {
     /// Status code.
     pub status: u16,
     /// Headers.
-    pub headers: Headers,
+    pub headers: Headers<'static>,
     /// Body bytes.
     pub body: Vec<u8>,
 }
@@ -319,9 +500,7 @@ impl LocalResponse {
 
     /// Adds a header.
     pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> LocalResponse {
-        self.headers
-            .fields
-            .push((name.to_ascii_lowercase(), value.as_ref().to_vec()));
+        self.headers.append(name, value);
         self
     }
 
@@ -341,7 +520,7 @@ impl LocalResponse {
 }
 
 /// What a phase decides.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Go on (with whatever edits the phase made).
     Continue,
@@ -355,18 +534,31 @@ mod tests {
 
     #[test]
     fn edits_follow_the_last_operation_per_name() {
-        let mut h = Headers::from_pairs([("X-A", "1"), ("x-b", "2")]);
-        h.append("x-a", "2");
-        h.set("x-a", "3");
-        h.remove("x-b");
-        h.append("x-c", "4");
-        assert_eq!(h.get_str("X-A"), Some("3"));
-        assert!(!h.contains("x-b"));
-        let edits = h.into_wit_edits();
-        assert_eq!(edits.remove, ["x-b"]);
-        assert_eq!(edits.set.len(), 1);
-        assert_eq!(edits.append.len(), 1);
-        assert_eq!(edits.append[0].name, "x-c");
+        let mut r = Request::new("GET", "/")
+            .with_header("X-A", "1")
+            .with_header("x-b", "2");
+        r.headers.append("x-a", "2");
+        r.headers.set("x-a", "3");
+        r.headers.remove("x-b");
+        r.headers.append("x-c", "4");
+        assert_eq!(r.headers.get_str("X-A").as_deref(), Some("3"));
+        assert!(!r.headers.contains("x-b"));
+        let edits = r.edits();
+        assert_eq!(edits.removed, ["x-b"]);
+        assert_eq!(edits.set, [("x-a".to_owned(), b"3".to_vec())]);
+        assert_eq!(edits.appended, [("x-c".to_owned(), b"4".to_vec())]);
+    }
+
+    #[test]
+    fn invalid_edits_are_ignored_and_logged() {
+        crate::testing::reset();
+        let mut r = Request::new("GET", "/");
+        r.headers.set("bad name", "v");
+        r.headers.set("x-ok", "line\r\nbreak");
+        r.set_path("no-slash");
+        assert!(r.headers.all().is_empty());
+        assert_eq!(r.path(), "/");
+        crate::testing::with(|fake| assert_eq!(fake.logs.len(), 3));
     }
 
     #[test]

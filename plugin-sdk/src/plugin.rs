@@ -45,33 +45,33 @@ pub trait Plugin: Sized + 'static {
     fn new(config: Self::Config) -> Result<Self, String>;
 
     /// After routing, before the upstream: read and edit the request, or answer it.
-    fn on_request_headers(&self, _request: &mut Request) -> Action {
+    fn on_request_headers(&self, _request: &mut Request<'_>) -> Action {
         Action::Continue
     }
 
     /// With the whole request body (up to the plugin's `max_body_bytes`); edit it in
-    /// place.
-    fn on_request_body(&self, _request: &Request, _body: &mut Vec<u8>) -> Action {
+    /// place. The request's headers and path can still be edited.
+    fn on_request_body(&self, _request: &mut Request<'_>, _body: &mut Vec<u8>) -> Action {
         Action::Continue
     }
 
     /// With the response head, in reverse chain order: edit it, or replace the response.
-    fn on_response_headers(&self, _request: &Request, _response: &mut Response) -> Action {
+    fn on_response_headers(&self, _request: &Request<'_>, _response: &mut Response<'_>) -> Action {
         Action::Continue
     }
 
     /// With the whole response body (up to the plugin's `max_body_bytes`).
     fn on_response_body(
         &self,
-        _request: &Request,
-        _response: &Response,
+        _request: &Request<'_>,
+        _response: &Response<'_>,
         _body: &mut Vec<u8>,
     ) -> Action {
         Action::Continue
     }
 
     /// After the response was written. It cannot change or delay the response.
-    fn on_log(&self, _request: &Request, _response: &Response) {}
+    fn on_log(&self, _request: &Request<'_>, _response: &Response<'_>) {}
 }
 
 /// Parses the configuration and builds the plugin.
@@ -128,68 +128,67 @@ impl<P: Slot> Guest for Adapter<P> {
             .collect()
     }
 
-    fn on_request_headers(head: wit::RequestHead) -> wit::RequestAction {
+    fn on_request_headers(request: &wit::Request) -> wit::Action {
         let plugin = match instance::<P>() {
             Ok(p) => p,
-            Err(e) => return wit::RequestAction::Respond(failed(e)),
+            Err(e) => return wit::Action::Respond(failed(e)),
         };
-        let mut request = Request::from_wit(head);
-        match plugin.on_request_headers(&mut request) {
-            Action::Continue => wit::RequestAction::Continue(request.into_wit_edits()),
-            Action::Respond(r) => wit::RequestAction::Respond(r.into_wit()),
-        }
+        action(plugin.on_request_headers(&mut Request::from_host(request)))
     }
 
-    fn on_request_body(head: wit::RequestHead, mut body: Vec<u8>) -> wit::BodyAction {
+    fn on_request_body(request: &wit::Request, mut body: Vec<u8>) -> wit::BodyAction {
         let plugin = match instance::<P>() {
             Ok(p) => p,
             Err(e) => return wit::BodyAction::Respond(failed(e)),
         };
-        let request = Request::from_wit(head);
         let original = body.clone();
-        match plugin.on_request_body(&request, &mut body) {
+        match plugin.on_request_body(&mut Request::from_host(request), &mut body) {
             Action::Continue => wit::BodyAction::Continue((body != original).then_some(body)),
             Action::Respond(r) => wit::BodyAction::Respond(r.into_wit()),
         }
     }
 
-    fn on_response_headers(
-        head: wit::RequestHead,
-        response: wit::ResponseHead,
-    ) -> wit::ResponseAction {
+    fn on_response_headers(request: &wit::Request, response: &wit::Response) -> wit::Action {
         let plugin = match instance::<P>() {
             Ok(p) => p,
-            Err(e) => return wit::ResponseAction::Respond(failed(e)),
+            Err(e) => return wit::Action::Respond(failed(e)),
         };
-        let request = Request::from_wit(head);
-        let mut response = Response::from_wit(response);
-        match plugin.on_response_headers(&request, &mut response) {
-            Action::Continue => wit::ResponseAction::Continue(response.into_wit_edits()),
-            Action::Respond(r) => wit::ResponseAction::Respond(r.into_wit()),
-        }
+        action(plugin.on_response_headers(
+            &Request::from_host(request),
+            &mut Response::from_host(response),
+        ))
     }
 
     fn on_response_body(
-        head: wit::RequestHead,
-        response: wit::ResponseHead,
+        request: &wit::Request,
+        response: &wit::Response,
         mut body: Vec<u8>,
     ) -> wit::BodyAction {
         let plugin = match instance::<P>() {
             Ok(p) => p,
             Err(e) => return wit::BodyAction::Respond(failed(e)),
         };
-        let request = Request::from_wit(head);
-        let response = Response::from_wit(response);
         let original = body.clone();
-        match plugin.on_response_body(&request, &response, &mut body) {
+        match plugin.on_response_body(
+            &Request::from_host(request),
+            &Response::from_host(response),
+            &mut body,
+        ) {
             Action::Continue => wit::BodyAction::Continue((body != original).then_some(body)),
             Action::Respond(r) => wit::BodyAction::Respond(r.into_wit()),
         }
     }
 
-    fn on_log(head: wit::RequestHead, response: wit::ResponseHead) {
+    fn on_log(request: &wit::Request, response: &wit::Response) {
         if let Ok(plugin) = instance::<P>() {
-            plugin.on_log(&Request::from_wit(head), &Response::from_wit(response));
+            plugin.on_log(&Request::from_host(request), &Response::from_host(response));
         }
+    }
+}
+
+fn action(action: Action) -> wit::Action {
+    match action {
+        Action::Continue => wit::Action::Continue,
+        Action::Respond(r) => wit::Action::Respond(r.into_wit()),
     }
 }

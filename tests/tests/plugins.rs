@@ -108,6 +108,16 @@ async fn plugins_edit_headers_both_ways_and_the_path() {
         reply.header("x-upstream").is_none(),
         "the response phase removed it"
     );
+    assert!(
+        !seen.headers.contains_key("x-bad-value"),
+        "invalid edits are refused"
+    );
+    // Response phases see the request as the request phases left it.
+    assert_eq!(
+        reply.header("x-seen-path").as_deref(),
+        Some("/rewritten?x=1")
+    );
+    assert_eq!(reply.header("x-seen-added").as_deref(), Some("yes"));
 }
 
 #[tokio::test]
@@ -483,6 +493,10 @@ async fn body_phases_rewrite_bodies_and_the_log_phase_runs_after_the_response() 
     let reply = post(&gw.url("/echo"), r#"{"a":1}"#).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let seen = up.last();
+    assert_eq!(
+        seen.headers["x-body-bytes"], "7",
+        "the request-body phase can still edit the request head"
+    );
     assert_eq!(
         seen.headers["content-length"],
         r#"{"a":1,"seen_by":"bodies"}"#.len().to_string().as_str()

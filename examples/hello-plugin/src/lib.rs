@@ -41,7 +41,7 @@ impl Plugin for Hello {
         metrics::counter_add("greetings", 1);
         host::log(
             Level::Debug,
-            &format!("greeting {}", request.client_address),
+            &format!("greeting {}", request.client_address()),
         );
         let name = request.query_param("name").unwrap_or("world");
         Action::Respond(LocalResponse::json(

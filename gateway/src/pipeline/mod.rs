@@ -176,9 +176,9 @@ async fn proxy(
                 headers: &mut parts.headers,
                 path_and_query: &mut path_and_query,
                 scheme: conn.scheme,
-                authority: &authority,
-                client: &client,
-                route: &route_name,
+                authority,
+                client,
+                route: route_name.clone(),
             })
             .await;
         if let RequestFlow::Respond(reply, failure) = flow {
@@ -209,8 +209,12 @@ async fn proxy(
                     );
                 }
             };
-            match pass.request_body(bytes).await {
+            match pass
+                .request_body(&mut parts.headers, &mut path_and_query, bytes)
+                .await
+            {
                 BodyFlow::Continue(bytes) => {
+                    forwarding::remove_hop_by_hop(&mut parts.headers);
                     parts.headers.remove(header::TRANSFER_ENCODING);
                     parts
                         .headers
@@ -334,7 +338,7 @@ async fn response_body_phase(
         );
     };
     match pass
-        .response_body(parts.status, &parts.headers, bytes)
+        .response_body(parts.status, &mut parts.headers, bytes)
         .await
     {
         BodyFlow::Continue(bytes) => {

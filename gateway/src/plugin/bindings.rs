@@ -13,5 +13,5 @@ mod generated {
     });
 }
 
+pub(crate) use generated::Plugin;
 pub(crate) use generated::weir::plugin::{host, http_client, kv, metrics, types};
-pub(crate) use generated::{Plugin, PluginPre};

@@ -16,6 +16,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 
 use super::bindings::types;
+use super::message::{RequestInfo, RequestView, ResponseView};
 use super::{ChainEntry, FailureKind, Instance, PluginFailure};
 use crate::config::OnError;
 
@@ -76,7 +77,11 @@ pub struct ChainRun {
     instances: Vec<Option<Instance>>,
     /// Entries whose request side was passed (their response phases run).
     reached: usize,
-    head: Option<types::RequestHead>,
+    /// The request as the request phases left it, kept read-only for the response and
+    /// log phases (only when a passed plugin has one).
+    request: Option<RequestView>,
+    /// What the request phases were told about the request.
+    info: Option<Arc<RequestInfo>>,
 }
 
 /// The request as the request phases see and change it.
@@ -89,13 +94,13 @@ pub struct RequestParts<'a> {
     /// Path and query (replaced when a plugin rewrites it).
     pub path_and_query: &'a mut PathAndQuery,
     /// `http` or `https`.
-    pub scheme: &'a str,
+    pub scheme: &'static str,
     /// The host the request is for.
-    pub authority: &'a str,
+    pub authority: String,
     /// Client IP.
-    pub client: &'a str,
+    pub client: String,
     /// Route name.
-    pub route: &'a str,
+    pub route: Arc<str>,
 }
 
 impl ChainRun {
@@ -106,7 +111,8 @@ impl ChainRun {
             chain,
             instances,
             reached: 0,
-            head: None,
+            request: None,
+            info: None,
         }
     }
 
@@ -119,111 +125,128 @@ impl ChainRun {
             .expect("the instance was just created"))
     }
 
-    /// Runs every request-headers phase in chain order.
+    /// Runs every request-headers phase in chain order. The headers and path are lent
+    /// to each plugin in turn and edited in place.
     pub async fn request_headers(&mut self, req: RequestParts<'_>) -> RequestFlow {
-        let mut head = types::RequestHead {
-            method: req.method.as_str().to_owned(),
-            scheme: req.scheme.to_owned(),
-            authority: req.authority.to_owned(),
-            path: req.path_and_query.as_str().to_owned(),
-            headers: to_wit(req.headers),
-            client_address: req.client.to_owned(),
-            route: req.route.to_owned(),
-        };
+        let info = Arc::new(RequestInfo {
+            method: req.method.clone(),
+            scheme: req.scheme,
+            authority: req.authority,
+            client: req.client,
+            route: req.route,
+        });
+        let mut view = Some(RequestView {
+            info,
+            path: req.path_and_query.clone(),
+            headers: std::mem::take(req.headers),
+            writable: true,
+        });
+        let flow = self.request_headers_with(&mut view).await;
+        let view = view.expect("the request is always taken back after a call");
+        *req.headers = view.headers;
+        *req.path_and_query = view.path;
+        self.info = Some(view.info);
+        self.keep_request(req.headers, req.path_and_query);
+        flow
+    }
+
+    async fn request_headers_with(&mut self, view: &mut Option<RequestView>) -> RequestFlow {
         // One handle on the chain for the loop, not a clone of each entry.
         let chain = self.chain.clone();
-        for index in 0..self.chain.len() {
+        for (index, entry) in chain.iter().enumerate() {
             self.reached = index;
-            let entry = &chain[index];
             if !entry.plugin.phases.request_headers {
                 continue;
             }
             entry.plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
             let called = match self.instance(index).await {
-                Ok(instance) => instance.on_request_headers(&head).await,
+                Ok(instance) => instance.on_request_headers(view).await,
                 Err(failure) => Err(failure),
             };
             match called {
-                Ok(types::RequestAction::Continue(edits)) => {
-                    edit_wit_headers(&mut head.headers, &edits.headers);
-                    apply_header_edits(req.headers, edits.headers, &entry.plugin.name);
-                    let edits_path_changed = edits.path.is_some();
-                    if let Some(path) = edits.path {
-                        match PathAndQuery::try_from(path.as_str()) {
-                            Ok(pq) if path.starts_with('/') => *req.path_and_query = pq,
-                            _ => {
-                                tracing::warn!(plugin = %entry.plugin.name, %path, "plugin set an invalid path; ignored")
-                            }
-                        }
-                    }
-                    if edits_path_changed {
-                        head.path = req.path_and_query.as_str().to_owned();
-                    }
-                }
-                Ok(types::RequestAction::Respond(local)) => {
-                    self.head = Some(head);
+                Ok(types::Action::Continue) => {}
+                Ok(types::Action::Respond(local)) => {
                     return RequestFlow::Respond(local_reply(local, &entry.plugin.name), None);
                 }
                 Err(failure) => {
                     self.instances[index] = None; // never entered again
                     if let Some(reply) = self.failed(entry, failure.kind, &failure) {
-                        self.head = Some(head);
                         return RequestFlow::Respond(reply, Some(failure));
                     }
                 }
             }
         }
         self.reached = self.chain.len();
-        self.head = Some(head);
         RequestFlow::Continue
     }
 
-    /// Runs the response-headers phases of the plugins that were passed, in reverse.
+    /// Keeps a read-only copy of the request for the response and log phases, when a
+    /// passed plugin has one of them.
+    fn keep_request(&mut self, headers: &HeaderMap, path: &PathAndQuery) {
+        let Some(info) = self.info.clone() else {
+            return;
+        };
+        let later = self.passed().any(|i| {
+            let phases = &self.chain[i].plugin.phases;
+            phases.response_headers || phases.response_body || phases.log
+        });
+        self.request = later.then(|| RequestView {
+            info,
+            path: path.clone(),
+            headers: headers.clone(),
+            writable: false,
+        });
+    }
+
+    /// Runs the response-headers phases of the plugins that were passed, in reverse,
+    /// with the response lent to each in turn and edited in place.
     pub async fn response_headers(
         &mut self,
         status: &mut StatusCode,
         headers: &mut HeaderMap,
     ) -> ResponseFlow {
-        let Some(head) = self.head.take() else {
+        if !self
+            .passed()
+            .any(|i| self.chain[i].plugin.phases.response_headers)
+        {
             return ResponseFlow::Continue;
-        };
-        let flow = self.response_headers_with(&head, status, headers).await;
-        self.head = Some(head);
+        }
+        let mut request = self.request.take();
+        let mut response = Some(ResponseView {
+            status: *status,
+            headers: std::mem::take(headers),
+            writable: true,
+        });
+        let flow = self
+            .response_headers_with(&mut request, &mut response)
+            .await;
+        let response = response.expect("the response is always taken back after a call");
+        *status = response.status;
+        *headers = response.headers;
+        self.request = request;
         flow
     }
 
     async fn response_headers_with(
         &mut self,
-        head: &types::RequestHead,
-        status: &mut StatusCode,
-        headers: &mut HeaderMap,
+        request: &mut Option<RequestView>,
+        response: &mut Option<ResponseView>,
     ) -> ResponseFlow {
-        let mut response = types::ResponseHead {
-            status: status.as_u16(),
-            headers: to_wit(headers),
-        };
         // One handle on the chain for the loop, not a clone of each entry.
         let chain = self.chain.clone();
-        for index in (0..self.reached).rev() {
+        for index in self.passed().rev() {
             let entry = &chain[index];
             if !entry.plugin.phases.response_headers {
                 continue;
             }
             entry.plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
             let called = match self.instance(index).await {
-                Ok(instance) => instance.on_response_headers(head, &response).await,
+                Ok(instance) => instance.on_response_headers(request, response).await,
                 Err(failure) => Err(failure),
             };
             match called {
-                Ok(types::ResponseAction::Continue(edits)) => {
-                    apply_header_edits(headers, edits.headers, &entry.plugin.name);
-                    if let Some(code) = edits.status.and_then(|s| StatusCode::from_u16(s).ok()) {
-                        *status = code;
-                    }
-                    response.status = status.as_u16();
-                    response.headers = to_wit(headers);
-                }
-                Ok(types::ResponseAction::Respond(local)) => {
+                Ok(types::Action::Continue) => {}
+                Ok(types::Action::Respond(local)) => {
                     return ResponseFlow::Replace(local_reply(local, &entry.plugin.name), None);
                 }
                 Err(failure) => {
@@ -263,11 +286,23 @@ impl ChainRun {
         self.passed().any(|i| self.chain[i].plugin.phases.log)
     }
 
-    /// Runs the request-body phases in chain order over the whole request body.
-    pub async fn request_body(&mut self, body: Bytes) -> BodyFlow {
-        let Some(head) = self.head.take() else {
+    /// Runs the request-body phases in chain order over the whole request body. The
+    /// request's headers and path can still be edited.
+    pub async fn request_body(
+        &mut self,
+        headers: &mut HeaderMap,
+        path: &mut PathAndQuery,
+        body: Bytes,
+    ) -> BodyFlow {
+        let Some(info) = self.info.clone() else {
             return BodyFlow::Continue(body);
         };
+        let mut request = Some(RequestView {
+            info,
+            path: path.clone(),
+            headers: std::mem::take(headers),
+            writable: true,
+        });
         let mut body = body;
         let mut flow = None;
         // One handle on the chain for the loop, not a clone of each entry.
@@ -279,7 +314,7 @@ impl ChainRun {
             }
             entry.plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
             let called = match self.instance(index).await {
-                Ok(instance) => instance.on_request_body(&head, &body).await,
+                Ok(instance) => instance.on_request_body(&mut request, &body).await,
                 Err(failure) => Err(failure),
             };
             if let Some(stop) = self.body_outcome(index, entry, called, &mut body) {
@@ -287,25 +322,27 @@ impl ChainRun {
                 break;
             }
         }
-        self.head = Some(head);
+        let request = request.expect("the request is always taken back after a call");
+        *headers = request.headers;
+        *path = request.path;
+        self.keep_request(headers, path);
         flow.unwrap_or(BodyFlow::Continue(body))
     }
 
     /// Runs the response-body phases, in reverse chain order, over the whole response
-    /// body.
+    /// body. The response head is read-only here.
     pub async fn response_body(
         &mut self,
         status: StatusCode,
-        headers: &HeaderMap,
+        headers: &mut HeaderMap,
         body: Bytes,
     ) -> BodyFlow {
-        let Some(head) = self.head.take() else {
-            return BodyFlow::Continue(body);
-        };
-        let response = types::ResponseHead {
-            status: status.as_u16(),
-            headers: to_wit(headers),
-        };
+        let mut request = self.request.take();
+        let mut response = Some(ResponseView {
+            status,
+            headers: std::mem::take(headers),
+            writable: false,
+        });
         let mut body = body;
         let mut flow = None;
         // One handle on the chain for the loop, not a clone of each entry.
@@ -317,7 +354,11 @@ impl ChainRun {
             }
             entry.plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
             let called = match self.instance(index).await {
-                Ok(instance) => instance.on_response_body(&head, &response, &body).await,
+                Ok(instance) => {
+                    instance
+                        .on_response_body(&mut request, &mut response, &body)
+                        .await
+                }
                 Err(failure) => Err(failure),
             };
             if let Some(stop) = self.body_outcome(index, entry, called, &mut body) {
@@ -325,7 +366,10 @@ impl ChainRun {
                 break;
             }
         }
-        self.head = Some(head);
+        *headers = response
+            .expect("the response is always taken back after a call")
+            .headers;
+        self.request = request;
         flow.unwrap_or(BodyFlow::Continue(body))
     }
 
@@ -357,11 +401,12 @@ impl ChainRun {
     /// Runs the log phases in chain order, after the response was written. Failures are
     /// logged and counted; nothing can change the response any more.
     pub async fn log(mut self, status: StatusCode, headers: HeaderMap) {
-        let Some(head) = self.head.take() else { return };
-        let response = types::ResponseHead {
-            status: status.as_u16(),
-            headers: to_wit(&headers),
-        };
+        let mut request = self.request.take();
+        let mut response = Some(ResponseView {
+            status,
+            headers,
+            writable: false,
+        });
         // One handle on the chain for the loop, not a clone of each entry.
         let chain = self.chain.clone();
         for index in self.passed() {
@@ -371,7 +416,7 @@ impl ChainRun {
             }
             entry.plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
             let called = match self.instance(index).await {
-                Ok(instance) => instance.on_log(&head, &response).await,
+                Ok(instance) => instance.on_log(&mut request, &mut response).await,
                 Err(failure) => Err(failure),
             };
             if let Err(failure) = called {
@@ -417,41 +462,6 @@ impl ChainRun {
     }
 }
 
-fn to_wit(headers: &HeaderMap) -> Vec<types::Header> {
-    headers
-        .iter()
-        .map(|(name, value)| types::Header {
-            name: name.as_str().to_owned(),
-            value: value.as_bytes().to_vec(),
-        })
-        .collect()
-}
-
-/// Applies edits to the copy of the headers plugins are shown, the same way
-/// [`apply_header_edits`] does to the real ones (so it need not be rebuilt).
-fn edit_wit_headers(headers: &mut Vec<types::Header>, edits: &types::HeaderEdits) {
-    if edits.remove.is_empty() && edits.set.is_empty() && edits.append.is_empty() {
-        return;
-    }
-    let valid = |h: &types::Header| {
-        HeaderName::from_bytes(h.name.as_bytes()).is_ok()
-            && HeaderValue::from_bytes(&h.value).is_ok()
-    };
-    headers.retain(|h| {
-        !edits.remove.iter().any(|r| r.eq_ignore_ascii_case(&h.name))
-            && !edits
-                .set
-                .iter()
-                .any(|s| valid(s) && s.name.eq_ignore_ascii_case(&h.name))
-    });
-    for h in edits.set.iter().chain(&edits.append).filter(|h| valid(h)) {
-        headers.push(types::Header {
-            name: h.name.to_ascii_lowercase(),
-            value: h.value.clone(),
-        });
-    }
-}
-
 fn header(plugin: &str, name: &str, value: &[u8]) -> Option<(HeaderName, HeaderValue)> {
     match (
         HeaderName::from_bytes(name.as_bytes()),
@@ -461,24 +471,6 @@ fn header(plugin: &str, name: &str, value: &[u8]) -> Option<(HeaderName, HeaderV
         _ => {
             tracing::warn!(plugin, name, "plugin set an invalid header; ignored");
             None
-        }
-    }
-}
-
-fn apply_header_edits(headers: &mut HeaderMap, edits: types::HeaderEdits, plugin: &str) {
-    for name in &edits.remove {
-        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
-            headers.remove(name);
-        }
-    }
-    for types::Header { name, value } in &edits.set {
-        if let Some((n, v)) = header(plugin, name, value) {
-            headers.insert(n, v);
-        }
-    }
-    for types::Header { name, value } in &edits.append {
-        if let Some((n, v)) = header(plugin, name, value) {
-            headers.append(n, v);
         }
     }
 }

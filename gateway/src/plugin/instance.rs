@@ -7,9 +7,14 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::bindings::{Plugin, types};
+use wasmtime::component::{
+    ComponentExportIndex, ComponentNamedList, Lift, Lower, Resource, TypedFunc,
+};
+
+use super::bindings::types;
 use super::engine::deadline_ticks;
-use super::output::{GuestOutput, Stream};
+use super::exports::{Exports, LogFn, RequestHeadersFn, ResponseHeadersFn};
+use super::message::{RequestView, ResponseView, request_handle, response_handle};
 use super::state::{HostState, MemoryLimit, PluginContext};
 use super::{FailureKind, LoadedPlugin};
 
@@ -29,7 +34,13 @@ pub struct PluginFailure {
 /// several). It cannot be entered again after a failure.
 pub struct Instance {
     store: Store<HostState>,
-    bindings: Plugin,
+    instance: wasmtime::component::Instance,
+    exports: Exports,
+    /// The header and log phases, type-checked on first use and kept (an instance
+    /// reused under worker isolation checks them once).
+    request_headers: Option<RequestHeadersFn>,
+    response_headers: Option<ResponseHeadersFn>,
+    log: Option<LogFn>,
     timeout: Duration,
     ctx: Arc<PluginContext>,
     /// Requests served (worker isolation recycles an instance after a bound).
@@ -53,16 +64,7 @@ impl Instance {
         timeout: Duration,
     ) -> Result<Instance, PluginFailure> {
         let state = HostState {
-            wasi: wasmtime_wasi::WasiCtx::builder()
-                .stdout(GuestOutput {
-                    ctx: ctx.clone(),
-                    stream: Stream::Stdout,
-                })
-                .stderr(GuestOutput {
-                    ctx: ctx.clone(),
-                    stream: Stream::Stderr,
-                })
-                .build(),
+            wasi: None,
             table: wasmtime::component::ResourceTable::new(),
             limits: MemoryLimit {
                 max_bytes: usize::try_from(memory_limit).unwrap_or(usize::MAX),
@@ -72,6 +74,8 @@ impl Instance {
             outbound_calls: 0,
             call_started: Instant::now(),
             waited: Duration::ZERO,
+            request: None,
+            response: None,
         };
         let mut store = Store::new(plugin.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -88,8 +92,8 @@ impl Instance {
             Ok(UpdateDeadline::Continue(deadline_ticks(left).max(1)))
         });
         store.set_epoch_deadline(deadline_ticks(timeout));
-        let bindings = match plugin.pre.instantiate_async(&mut store).await {
-            Ok(bindings) => bindings,
+        let instance = match plugin.pre.instantiate_async(&mut store).await {
+            Ok(instance) => instance,
             Err(e) => {
                 let kind = classify(&e, store.data());
                 return Err(PluginFailure {
@@ -101,7 +105,11 @@ impl Instance {
         };
         Ok(Instance {
             store,
-            bindings,
+            instance,
+            exports: plugin.exports,
+            request_headers: None,
+            response_headers: None,
+            log: None,
             timeout,
             ctx,
             uses: 0,
@@ -129,102 +137,186 @@ impl Instance {
         }
     }
 
+    /// Type-checks the export at `index` as a function of these types.
+    fn func<P, R>(&mut self, index: ComponentExportIndex) -> wasmtime::Result<TypedFunc<P, R>>
+    where
+        P: ComponentNamedList + Lower,
+        R: ComponentNamedList + Lift,
+    {
+        self.instance
+            .get_typed_func::<P, R>(&mut self.store, &index)
+    }
+
     /// Calls `init`: the plugin checks its configuration.
     pub async fn init(&mut self) -> Result<Result<(), String>, PluginFailure> {
         self.begin();
-        let result = self
-            .bindings
-            .weir_plugin_handler()
-            .call_init(&mut self.store)
-            .await;
+        let result = match self.func::<(), (Result<(), String>,)>(self.exports.init) {
+            Ok(f) => f.call_async(&mut self.store, ()).await.map(|(r,)| r),
+            Err(e) => Err(e),
+        };
         result.map_err(|e| self.failure("init", &e))
     }
 
     /// Calls `phases`.
     pub async fn phases(&mut self) -> Result<Vec<types::Phase>, PluginFailure> {
         self.begin();
-        let result = self
-            .bindings
-            .weir_plugin_handler()
-            .call_phases(&mut self.store)
-            .await;
+        let result = match self.func::<(), (Vec<types::Phase>,)>(self.exports.phases) {
+            Ok(f) => f.call_async(&mut self.store, ()).await.map(|(r,)| r),
+            Err(e) => Err(e),
+        };
         result.map_err(|e| self.failure("phases", &e))
     }
 
-    /// Calls `on-request-headers`.
-    pub async fn on_request_headers(
+    /// Type-checks every phase function, so a plugin whose exports do not match the
+    /// ABI is refused at load rather than failing its first request.
+    pub(crate) fn check_exports(&mut self) -> Result<(), PluginFailure> {
+        let e = self.exports;
+        let checked = (|| {
+            let _: RequestHeadersFn = self.func(e.on_request_headers)?;
+            let _: ResponseHeadersFn = self.func(e.on_response_headers)?;
+            let _: LogFn = self.func(e.on_log)?;
+            self.func::<(Resource<types::Request>, &[u8]), (types::BodyAction,)>(
+                e.on_request_body,
+            )?;
+            self.func::<(
+                Resource<types::Request>,
+                Resource<types::Response>,
+                &[u8],
+            ), (types::BodyAction,)>(e.on_response_body)?;
+            wasmtime::Result::Ok(())
+        })();
+        checked.map_err(|error| self.failure("exports", &error))
+    }
+
+    /// Lends the messages to the store for a call.
+    fn lend(&mut self, request: &mut Option<RequestView>, response: &mut Option<ResponseView>) {
+        let data = self.store.data_mut();
+        data.request = request.take();
+        data.response = response.take();
+    }
+
+    /// Takes the messages back after a call (whether it succeeded or not).
+    fn reclaim(&mut self, request: &mut Option<RequestView>, response: &mut Option<ResponseView>) {
+        let data = self.store.data_mut();
+        *request = data.request.take();
+        *response = data.response.take();
+    }
+
+    /// Calls `on-request-headers` with the request lent to the store.
+    pub(crate) async fn on_request_headers(
         &mut self,
-        request: &types::RequestHead,
-    ) -> Result<types::RequestAction, PluginFailure> {
+        request: &mut Option<RequestView>,
+    ) -> Result<types::Action, PluginFailure> {
         self.begin();
-        let result = self
-            .bindings
-            .weir_plugin_handler()
-            .call_on_request_headers(&mut self.store, request)
-            .await;
+        self.lend(request, &mut None);
+        let func = match self.request_headers {
+            Some(f) => Ok(f),
+            None => self.func(self.exports.on_request_headers),
+        };
+        let result = match func {
+            Ok(f) => {
+                self.request_headers = Some(f);
+                f.call_async(&mut self.store, (request_handle(),))
+                    .await
+                    .map(|(r,)| r)
+            }
+            Err(e) => Err(e),
+        };
+        self.reclaim(request, &mut None);
         result.map_err(|e| self.failure("on-request-headers", &e))
     }
 
-    /// Calls `on-response-headers`.
-    pub async fn on_response_headers(
+    /// Calls `on-request-body` with the request lent to the store.
+    pub(crate) async fn on_request_body(
         &mut self,
-        request: &types::RequestHead,
-        response: &types::ResponseHead,
-    ) -> Result<types::ResponseAction, PluginFailure> {
-        self.begin();
-        let result = self
-            .bindings
-            .weir_plugin_handler()
-            .call_on_response_headers(&mut self.store, request, response)
-            .await;
-        result.map_err(|e| self.failure("on-response-headers", &e))
-    }
-}
-
-impl Instance {
-    /// Calls `on-request-body`.
-    pub async fn on_request_body(
-        &mut self,
-        request: &types::RequestHead,
+        request: &mut Option<RequestView>,
         body: &[u8],
     ) -> Result<types::BodyAction, PluginFailure> {
         self.begin();
-        let result = self
-            .bindings
-            .weir_plugin_handler()
-            .call_on_request_body(&mut self.store, request, body)
-            .await;
+        self.lend(request, &mut None);
+        let result = match self.func::<(Resource<types::Request>, &[u8]), (types::BodyAction,)>(
+            self.exports.on_request_body,
+        ) {
+            Ok(f) => f
+                .call_async(&mut self.store, (request_handle(), body))
+                .await
+                .map(|(r,)| r),
+            Err(e) => Err(e),
+        };
+        self.reclaim(request, &mut None);
         result.map_err(|e| self.failure("on-request-body", &e))
     }
 
-    /// Calls `on-response-body`.
-    pub async fn on_response_body(
+    /// Calls `on-response-headers` with both messages lent to the store.
+    pub(crate) async fn on_response_headers(
         &mut self,
-        request: &types::RequestHead,
-        response: &types::ResponseHead,
+        request: &mut Option<RequestView>,
+        response: &mut Option<ResponseView>,
+    ) -> Result<types::Action, PluginFailure> {
+        self.begin();
+        self.lend(request, response);
+        let func = match self.response_headers {
+            Some(f) => Ok(f),
+            None => self.func(self.exports.on_response_headers),
+        };
+        let result = match func {
+            Ok(f) => {
+                self.response_headers = Some(f);
+                f.call_async(&mut self.store, (request_handle(), response_handle()))
+                    .await
+                    .map(|(r,)| r)
+            }
+            Err(e) => Err(e),
+        };
+        self.reclaim(request, response);
+        result.map_err(|e| self.failure("on-response-headers", &e))
+    }
+
+    /// Calls `on-response-body` with both messages lent to the store.
+    pub(crate) async fn on_response_body(
+        &mut self,
+        request: &mut Option<RequestView>,
+        response: &mut Option<ResponseView>,
         body: &[u8],
     ) -> Result<types::BodyAction, PluginFailure> {
         self.begin();
-        let result = self
-            .bindings
-            .weir_plugin_handler()
-            .call_on_response_body(&mut self.store, request, response, body)
-            .await;
+        self.lend(request, response);
+        let result = match self.func::<
+            (Resource<types::Request>, Resource<types::Response>, &[u8]),
+            (types::BodyAction,),
+        >(self.exports.on_response_body)
+        {
+            Ok(f) => f
+                .call_async(&mut self.store, (request_handle(), response_handle(), body))
+                .await
+                .map(|(r,)| r),
+            Err(e) => Err(e),
+        };
+        self.reclaim(request, response);
         result.map_err(|e| self.failure("on-response-body", &e))
     }
 
-    /// Calls `on-log`.
-    pub async fn on_log(
+    /// Calls `on-log` with both messages lent to the store (read-only).
+    pub(crate) async fn on_log(
         &mut self,
-        request: &types::RequestHead,
-        response: &types::ResponseHead,
+        request: &mut Option<RequestView>,
+        response: &mut Option<ResponseView>,
     ) -> Result<(), PluginFailure> {
         self.begin();
-        let result = self
-            .bindings
-            .weir_plugin_handler()
-            .call_on_log(&mut self.store, request, response)
-            .await;
+        self.lend(request, response);
+        let func = match self.log {
+            Some(f) => Ok(f),
+            None => self.func(self.exports.on_log),
+        };
+        let result = match func {
+            Ok(f) => {
+                self.log = Some(f);
+                f.call_async(&mut self.store, (request_handle(), response_handle()))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        self.reclaim(request, response);
         result.map_err(|e| self.failure("on-log", &e))
     }
 }

@@ -11,8 +11,10 @@ mod bindings;
 mod chain;
 mod compile;
 mod engine;
+mod exports;
 mod inspect;
 mod instance;
+mod message;
 mod output;
 mod state;
 
@@ -32,7 +34,8 @@ pub use state::PluginMetrics;
 
 use crate::config::{Config, Isolation, PluginSettings, PluginUse};
 use crate::kv::KvStore;
-use bindings::{Plugin, PluginPre, types};
+use bindings::{Plugin, types};
+use exports::Exports;
 use state::{HostState, OutboundClient, PluginContext};
 
 /// The kinds of plugin failure, as counted in `weir_plugin_failures_total{kind}`.
@@ -200,7 +203,8 @@ pub struct LoadedPlugin {
     pub from_cache: bool,
     /// Call and failure counts.
     pub stats: PluginStats,
-    pre: PluginPre<HostState>,
+    pre: wasmtime::component::InstancePre<HostState>,
+    exports: Exports,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -340,7 +344,10 @@ impl PluginHost {
             .linker
             .instantiate_pre(&compiled.component)
             .map_err(link)?;
-        let pre = PluginPre::new(instance_pre).map_err(link)?;
+        let exports = Exports::new(&compiled.component).map_err(|reason| PluginError::Link {
+            name: name.to_owned(),
+            reason,
+        })?;
         let mut plugin = LoadedPlugin {
             name: name.to_owned(),
             version: compiled.sha256,
@@ -349,7 +356,8 @@ impl PluginHost {
             phases: Phases::default(),
             from_cache: compiled.from_cache,
             stats: PluginStats::default(),
-            pre,
+            pre: instance_pre,
+            exports,
         };
         let probe = self.context(&plugin, "{}", &[], 0);
         let mut instance = Instance::new(
@@ -363,10 +371,12 @@ impl PluginHost {
             name: name.to_owned(),
             reason: e.to_string(),
         })?;
-        let phases = instance.phases().await.map_err(|e| PluginError::Link {
+        let link_failure = |e: PluginFailure| PluginError::Link {
             name: name.to_owned(),
             reason: e.to_string(),
-        })?;
+        };
+        instance.check_exports().map_err(link_failure)?;
+        let phases = instance.phases().await.map_err(link_failure)?;
         plugin.phases = Phases::from_wit(&phases);
         Ok(Arc::new(plugin))
     }

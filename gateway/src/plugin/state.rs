@@ -16,6 +16,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{host, http_client, kv, metrics, types};
+use super::output::{GuestOutput, Stream};
 use crate::kv::KvStore;
 
 /// Longest an outbound call may take, whatever the plugin asks for.
@@ -105,7 +106,9 @@ impl PluginContext {
 
 /// The data of one instance's store.
 pub(crate) struct HostState {
-    pub(crate) wasi: WasiCtx,
+    /// Built on the guest's first WASI call: most phase calls make none, and a context
+    /// costs several RNG seedings and allocations.
+    pub(crate) wasi: Option<WasiCtx>,
     pub(crate) table: ResourceTable,
     pub(crate) limits: MemoryLimit,
     pub(crate) ctx: Arc<PluginContext>,
@@ -114,15 +117,35 @@ pub(crate) struct HostState {
     /// host calls (which does not count against the CPU deadline).
     pub(crate) call_started: Instant,
     pub(crate) waited: Duration,
+    /// The messages lent for the current phase call.
+    pub(crate) request: Option<super::message::RequestView>,
+    pub(crate) response: Option<super::message::ResponseView>,
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let plugin = &self.ctx;
+        let wasi = self.wasi.get_or_insert_with(|| guest_wasi(plugin));
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: wasi,
             table: &mut self.table,
         }
     }
+}
+
+/// The guest's WASI context: no preopens, no environment, no network; stdout and stderr
+/// go to the gateway log.
+fn guest_wasi(plugin: &Arc<PluginContext>) -> WasiCtx {
+    WasiCtx::builder()
+        .stdout(GuestOutput {
+            ctx: plugin.clone(),
+            stream: Stream::Stdout,
+        })
+        .stderr(GuestOutput {
+            ctx: plugin.clone(),
+            stream: Stream::Stderr,
+        })
+        .build()
 }
 
 /// Caps linear memory and remembers whether the cap was hit, so the failure is reported

@@ -1,7 +1,7 @@
 //! A test plugin for the body and log phases:
 //!
 //! - request body: a JSON object gets `"seen_by": "bodies"` added (anything else is
-//!   answered with 400);
+//!   answered with 400), and the request gets `x-body-bytes` with the original length;
 //! - response body: upper-cased;
 //! - log: reports the final status to `config.log_url` with `http-call`.
 
@@ -28,7 +28,8 @@ impl Plugin for Bodies {
         })
     }
 
-    fn on_request_body(&self, _request: &Request, body: &mut Vec<u8>) -> Action {
+    fn on_request_body(&self, request: &mut Request, body: &mut Vec<u8>) -> Action {
+        request.headers.set("x-body-bytes", body.len().to_string());
         let Ok(serde_json::Value::Object(mut object)) = serde_json::from_slice(body) else {
             return Action::Respond(LocalResponse::json(
                 400,

@@ -3,8 +3,10 @@
 //! - `tag` (default): appends `config.tag` to `x-chain` on the request and to
 //!   `x-chain-response` on the response, so tests can see the order plugins ran in;
 //! - `deny`: answers 403 with a JSON body and an `x-denied-by` header;
-//! - `edit`: sets `x-added`, removes `x-remove-me` on the request; sets `x-resp-added`
-//!   and removes `x-upstream` on the response; rewrites the path when `config.path` is set;
+//! - `edit`: sets `x-added`, removes `x-remove-me` on the request (and tries two invalid
+//!   edits); sets `x-resp-added`, removes `x-upstream`, and reports the request's path
+//!   and `x-added` as `x-seen-path` / `x-seen-added` on the response; rewrites the path
+//!   when `config.path` is set;
 //! - `trap`: traps (unreachable) in the request phase;
 //! - `panic`: panics in the request phase;
 //! - `loop`: spins forever in the request phase;
@@ -63,6 +65,9 @@ impl Plugin for Probe {
             "edit" => {
                 request.headers.set("x-added", "yes");
                 request.headers.remove("x-remove-me");
+                // Invalid edits are refused and logged; the request goes on.
+                request.headers.set("bad name", "v");
+                request.headers.append("x-bad-value", "a\r\nb");
                 if let Some(path) = &self.config.path {
                     request.set_path(path.clone());
                 }
@@ -108,7 +113,7 @@ impl Plugin for Probe {
                 request.headers.set("x-state-before", before.to_string());
             }
             _ => {
-                let chain = request.headers.get_str("x-chain").unwrap_or("").to_owned();
+                let chain = request.headers.get_str("x-chain").unwrap_or_default();
                 let chain = if chain.is_empty() {
                     self.config.tag.clone()
                 } else {
@@ -124,19 +129,22 @@ impl Plugin for Probe {
         Action::Continue
     }
 
-    fn on_response_headers(&self, _request: &Request, response: &mut Response) -> Action {
+    fn on_response_headers(&self, request: &Request, response: &mut Response) -> Action {
         match self.config.mode.as_str() {
             "edit" => {
                 response.headers.set("x-resp-added", "yes");
                 response.headers.remove("x-upstream");
+                // The request as the request phases left it, read-only here.
+                response.headers.set("x-seen-path", request.path());
+                let added = request.headers.get("x-added").unwrap_or_default();
+                response.headers.set("x-seen-added", added);
             }
             "deny" | "trap" | "panic" | "loop" | "oom" | "count" | "state" | "fetch" | "print" => {}
             _ => {
                 let chain = response
                     .headers
                     .get_str("x-chain-response")
-                    .unwrap_or("")
-                    .to_owned();
+                    .unwrap_or_default();
                 let chain = if chain.is_empty() {
                     self.config.tag.clone()
                 } else {
