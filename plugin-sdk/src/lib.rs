@@ -86,6 +86,19 @@
 //! deserialised into [`Plugin::Config`]. An error from `new` refuses the config at load
 //! time with that message, so a typo never reaches traffic.
 //!
+//! # Requests and responses
+//!
+//! Inside the gateway, a phase's [`Request`] and [`Response`] are handles on the
+//! gateway's own message, not copies: [`Headers::get`] asks for one header, and
+//! [`Headers::set`], [`Headers::remove`], [`Request::set_path`] and
+//! [`Response::set_status`] change the real message at once. A plugin pays for the
+//! headers it reads, not for every header of the request, so read what you need
+//! ([`Headers::all`] copies them all). Method, path and the other request fields are
+//! fetched once per phase and then cached. An invalid edit (a header name that is not an
+//! HTTP token, a value with CR or LF, a path not starting with `/`) is ignored and
+//! logged with the plugin's name. In response phases the request is read-only; in the
+//! response-body and log phases the response is too.
+//!
 //! # The host
 //!
 //! [`host`] has the gateway's services as plain functions: [`host::log`], the shared

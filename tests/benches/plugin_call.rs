@@ -102,8 +102,10 @@ fn bench(c: &mut Criterion) {
             BatchSize::SmallInput,
         );
     });
-    // How the cost of a call grows with the headers copied across the boundary (the
-    // input to choosing header lists or header resources in the ABI).
+    // How the cost of a call grows with the number of request headers. With the ABI's
+    // header resources nothing is copied for headers the plugin does not read (with
+    // whole header lists it was ~0.22 us per header); what remains is the copy of the
+    // request kept for the plugin's response phase.
     for count in [0usize, 20] {
         let mut many = HeaderMap::new();
         for i in 0..count {
