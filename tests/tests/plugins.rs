@@ -605,3 +605,64 @@ async fn guest_output_goes_to_the_log_rate_limited() {
         printed.len()
     );
 }
+
+#[tokio::test]
+async fn plugin_series_are_exported_on_the_metrics_endpoint() {
+    let up = TestUpstream::start("up");
+    let dir = plugin_dir();
+    std::fs::copy(guest_wasm!("hello_plugin"), dir.join("plugins/hello.wasm")).unwrap();
+    let routes = route(
+        "trap",
+        "/trap",
+        "{ name = \"probe\", config = { mode = \"trap\" } }",
+    ) + &route(
+        "app",
+        "/",
+        "{ name = \"hello\", config = { greeting = \"Hi\" } }",
+    );
+    let weir = weir_tests::WeirProcess::with_config(
+        weir_tests::weir_bin!(),
+        &with_test_listeners(&config(&dir, &up, &routes)),
+    );
+    let base = format!("http://{}", weir.addr);
+    assert_eq!(get(&format!("{base}/hello")).await.status, 200);
+    assert_eq!(get(&format!("{base}/hello")).await.status, 200);
+    assert_eq!(get(&format!("{base}/trap")).await.status, 500);
+    let reply = get(&format!("http://{}/metrics", weir.admin)).await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain")),
+        "{:?}",
+        reply.header("content-type")
+    );
+    let text = reply.text();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no `{series}` in:\n{text}"))
+    };
+    assert_eq!(value("weir_plugin_greetings_total{plugin=\"hello\"}"), 2.0);
+    assert_eq!(
+        value("weir_plugin_failures_total{kind=\"trap\",plugin=\"probe\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("weir_plugin_failures_total{kind=\"timeout\",plugin=\"probe\"}"),
+        0.0
+    );
+    // Two requests, each with the request-headers phase; the local answers also ran
+    // hello's response phase.
+    assert_eq!(
+        value(
+            "weir_plugin_call_duration_seconds_count{phase=\"request_headers\",plugin=\"hello\"}"
+        ),
+        2.0
+    );
+    assert!(
+        value("weir_plugin_call_duration_seconds_sum{phase=\"request_headers\",plugin=\"hello\"}")
+            > 0.0
+    );
+    assert!(text.contains("# TYPE weir_plugin_call_duration_seconds histogram"));
+}

@@ -1,6 +1,6 @@
-//! The admin listener: `GET /healthz` (the process is alive) and `GET /readyz` (config is
-//! loaded and the gateway serves). Metrics and the admin API join it with the
-//! observability milestone.
+//! The admin listener: `GET /healthz` (the process is alive), `GET /readyz` (config is
+//! loaded and the gateway serves) and `GET /metrics` (Prometheus text). The admin API
+//! joins it with the observability milestone.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -57,6 +57,15 @@ impl Admin {
 /// `/readyz` is answered once the admin listener runs, which is after the config was
 /// loaded and the workers started; plugin loading joins the condition with the plugin host.
 fn respond(req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if (req.method(), req.uri().path()) == (&Method::GET, "/metrics") {
+        let mut response =
+            Response::new(Full::new(Bytes::from(crate::telemetry::metrics::render())));
+        if let Ok(value) = header::HeaderValue::from_str(&crate::telemetry::metrics::content_type())
+        {
+            response.headers_mut().insert(header::CONTENT_TYPE, value);
+        }
+        return response;
+    }
     let (status, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => (StatusCode::OK, "{\"status\":\"ok\"}\n"),
         (&Method::GET, "/readyz") => (StatusCode::OK, "{\"status\":\"ready\"}\n"),

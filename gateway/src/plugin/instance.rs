@@ -129,6 +129,13 @@ impl Instance {
         self.store.set_epoch_deadline(deadline_ticks(self.timeout));
     }
 
+    /// Records the call that just ended in `weir_plugin_call_duration_seconds` (phase by
+    /// its index in `PHASE_NAMES`).
+    fn observe(&self, phase: usize) {
+        let took = self.store.data().call_started.elapsed();
+        self.ctx.series.durations[phase].observe(took.as_secs_f64());
+    }
+
     fn failure(&self, phase: &str, error: &wasmtime::Error) -> PluginFailure {
         PluginFailure {
             plugin: self.ctx.name.clone(),
@@ -223,6 +230,7 @@ impl Instance {
             Err(e) => Err(e),
         };
         self.reclaim(request, &mut None);
+        self.observe(0);
         result.map_err(|e| self.failure("on-request-headers", &e))
     }
 
@@ -244,6 +252,7 @@ impl Instance {
             Err(e) => Err(e),
         };
         self.reclaim(request, &mut None);
+        self.observe(1);
         result.map_err(|e| self.failure("on-request-body", &e))
     }
 
@@ -269,6 +278,7 @@ impl Instance {
             Err(e) => Err(e),
         };
         self.reclaim(request, response);
+        self.observe(2);
         result.map_err(|e| self.failure("on-response-headers", &e))
     }
 
@@ -293,6 +303,7 @@ impl Instance {
             Err(e) => Err(e),
         };
         self.reclaim(request, response);
+        self.observe(3);
         result.map_err(|e| self.failure("on-response-body", &e))
     }
 
@@ -317,6 +328,7 @@ impl Instance {
             Err(e) => Err(e),
         };
         self.reclaim(request, response);
+        self.observe(4);
         result.map_err(|e| self.failure("on-log", &e))
     }
 }

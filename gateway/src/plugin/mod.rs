@@ -34,6 +34,7 @@ pub use state::PluginMetrics;
 
 use crate::config::{Config, Isolation, PluginSettings, PluginUse};
 use crate::kv::KvStore;
+use crate::telemetry::metrics::PluginSeries;
 use bindings::{Plugin, types};
 use exports::Exports;
 use state::{HostState, OutboundClient, PluginContext};
@@ -168,17 +169,28 @@ impl Phases {
     }
 }
 
-/// Calls and failures of one loaded plugin.
-#[derive(Debug, Default)]
+/// Calls and failures of one loaded plugin (also exported as the plugin's Prometheus
+/// series).
+#[derive(Debug)]
 pub struct PluginStats {
     /// Phase calls made.
     pub calls: AtomicU64,
     failures: [AtomicU64; 4],
+    series: PluginSeries,
 }
 
 impl PluginStats {
+    fn new(plugin: &str) -> PluginStats {
+        PluginStats {
+            calls: AtomicU64::new(0),
+            failures: Default::default(),
+            series: PluginSeries::new(plugin),
+        }
+    }
+
     pub(crate) fn failed(&self, kind: FailureKind) {
         self.failures[kind as usize].fetch_add(1, Ordering::Relaxed);
+        self.series.failures[kind as usize].inc();
     }
 
     /// Failures of `kind` so far.
@@ -355,7 +367,7 @@ impl PluginHost {
             wit_version,
             phases: Phases::default(),
             from_cache: compiled.from_cache,
-            stats: PluginStats::default(),
+            stats: PluginStats::new(name),
             pre: instance_pre,
             exports,
         };
@@ -393,7 +405,7 @@ impl PluginHost {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry(plugin.name.clone())
-            .or_default()
+            .or_insert_with(|| Arc::new(PluginMetrics::new(&plugin.name)))
             .clone();
         Arc::new(PluginContext {
             name: plugin.name.clone(),
@@ -407,6 +419,7 @@ impl PluginHost {
             http: self.http.clone(),
             log_window: std::sync::Mutex::new((std::time::Instant::now(), 0)),
             logs_dropped: AtomicU64::new(0),
+            series: plugin.stats.series.clone(),
         })
     }
 

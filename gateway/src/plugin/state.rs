@@ -18,6 +18,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::{host, http_client, kv, metrics, types};
 use super::output::{GuestOutput, Stream};
 use crate::kv::KvStore;
+use crate::telemetry;
+use crate::telemetry::metrics::{MAX_PLUGIN_SERIES, PluginSeries};
+use prometheus::{Histogram, IntCounter};
 
 /// Longest an outbound call may take, whatever the plugin asks for.
 const MAX_OUTBOUND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,20 +39,37 @@ pub(crate) fn outbound_client() -> OutboundClient {
     Client::builder(TokioExecutor::new()).build(connector)
 }
 
-/// Counters and histograms a plugin reports, by name (exported with the plugin label).
-#[derive(Debug, Default)]
+/// Counters and histograms a plugin reports, by name: kept here for the admin API and
+/// tests, and exported to Prometheus as `weir_plugin_NAME_total{plugin}` and
+/// `weir_plugin_NAME{plugin}`.
+#[derive(Debug)]
 pub struct PluginMetrics {
-    counters: Mutex<HashMap<String, u64>>,
-    histograms: Mutex<HashMap<String, (u64, f64)>>,
+    plugin: String,
+    counters: Mutex<HashMap<String, (u64, Option<IntCounter>)>>,
+    histograms: Mutex<HashMap<String, Observed>>,
 }
 
+/// A plugin histogram: observations, their sum, and its Prometheus series (none when the
+/// name could not be exported).
+type Observed = (u64, f64, Option<Histogram>);
+
 impl PluginMetrics {
+    pub(crate) fn new(plugin: &str) -> PluginMetrics {
+        PluginMetrics {
+            plugin: plugin.to_owned(),
+            counters: Mutex::default(),
+            histograms: Mutex::default(),
+        }
+    }
+
     /// Counter totals.
     pub fn counters(&self) -> HashMap<String, u64> {
         self.counters
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .iter()
+            .map(|(name, (value, _))| (name.clone(), *value))
+            .collect()
     }
 
     /// Histogram (count, sum) by name.
@@ -57,7 +77,9 @@ impl PluginMetrics {
         self.histograms
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .iter()
+            .map(|(name, (count, sum, _))| (name.clone(), (*count, *sum)))
+            .collect()
     }
 }
 
@@ -75,6 +97,7 @@ pub(crate) struct PluginContext {
     pub(crate) http: OutboundClient,
     pub(crate) log_window: Mutex<(Instant, u32)>,
     pub(crate) logs_dropped: AtomicU64,
+    pub(crate) series: PluginSeries,
 }
 
 impl PluginContext {
@@ -93,6 +116,7 @@ impl PluginContext {
         window.1 += 1;
         if window.1 > LOG_LINES_PER_SECOND {
             self.logs_dropped.fetch_add(1, Ordering::Relaxed);
+            self.series.logs_dropped.inc();
             return false;
         }
         true
@@ -257,29 +281,45 @@ impl kv::Host for HostState {
 
 impl metrics::Host for HostState {
     fn counter_add(&mut self, name: String, value: u64) -> wasmtime::Result<()> {
-        let mut counters = self
-            .ctx
-            .metrics
+        let metrics = &self.ctx.metrics;
+        let mut counters = metrics
             .counters
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if counters.len() < 100 || counters.contains_key(&name) {
-            *counters.entry(name).or_default() += value;
+        if counters.len() < MAX_PLUGIN_SERIES || counters.contains_key(&name) {
+            let entry = counters.entry(name).or_insert_with_key(|name| {
+                (0, telemetry::metrics::plugin_counter(&metrics.plugin, name))
+            });
+            entry.0 = entry.0.saturating_add(value);
+            if let Some(counter) = &entry.1 {
+                counter.inc_by(value);
+            }
         }
         Ok(())
     }
 
     fn histogram_observe(&mut self, name: String, value: f64) -> wasmtime::Result<()> {
-        let mut histograms = self
-            .ctx
-            .metrics
+        if !value.is_finite() {
+            return Ok(());
+        }
+        let metrics = &self.ctx.metrics;
+        let mut histograms = metrics
             .histograms
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if histograms.len() < 100 || histograms.contains_key(&name) {
-            let entry = histograms.entry(name).or_default();
+        if histograms.len() < MAX_PLUGIN_SERIES || histograms.contains_key(&name) {
+            let entry = histograms.entry(name).or_insert_with_key(|name| {
+                (
+                    0,
+                    0.0,
+                    telemetry::metrics::plugin_histogram(&metrics.plugin, name),
+                )
+            });
             entry.0 += 1;
             entry.1 += value;
+            if let Some(histogram) = &entry.2 {
+                histogram.observe(value);
+            }
         }
         Ok(())
     }

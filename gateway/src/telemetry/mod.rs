@@ -2,6 +2,8 @@
 //! events use the target `weir::access`, so `RUST_LOG=info,weir::access=off` silences
 //! them alone.
 
+pub mod metrics;
+
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
