@@ -267,6 +267,62 @@ async fn each_request_gets_a_fresh_instance() {
     );
 }
 
+#[tokio::test]
+async fn init_runs_once_per_route_config_not_per_request() {
+    let up = TestUpstream::start("up");
+    let gw = gateway(
+        &up,
+        &(route(
+            "once",
+            "/once",
+            "{ name = \"probe\", config = { mode = \"init-count\" } }",
+        ) + &route(
+            "worker",
+            "/worker",
+            "{ name = \"probe\", config = { mode = \"init-count\", tag = \"w\" }, isolation = \"worker\" }",
+        )),
+    );
+    let chains = &gw.snapshot().chains;
+    assert!(chains[0][0].preinitialised() && chains[1][0].preinitialised());
+    for path in ["/once", "/once", "/once", "/worker", "/worker"] {
+        assert_eq!(get(&gw.url(path)).await.status, 200);
+    }
+    // Each route's `init` ran once, when the snapshot was taken; fresh instances
+    // start from it (request isolation) and so do new worker instances.
+    let seen: Vec<String> = up
+        .seen()
+        .iter()
+        .map(|s| s.headers["x-inits"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(seen, ["2", "2", "2", "2", "2"]);
+}
+
+#[tokio::test]
+async fn a_plugin_whose_init_uses_wasi_is_initialised_per_instance() {
+    let up = TestUpstream::start("up");
+    let gw = gateway(
+        &up,
+        &route(
+            "r",
+            "/",
+            "{ name = \"probe\", config = { mode = \"init-print\" } }",
+        ),
+    );
+    assert!(!gw.snapshot().chains[0][0].preinitialised());
+    for _ in 0..3 {
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+    }
+    let seen: Vec<i64> = up
+        .seen()
+        .iter()
+        .map(|s| s.headers["x-inits"].to_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        seen.windows(2).all(|w| w[1] == w[0] + 1),
+        "every fresh instance runs init: {seen:?}"
+    );
+}
+
 fn start_error(text: &str) -> String {
     let config =
         Config::parse(Path::new("test.toml"), &with_test_listeners(text)).expect("valid config");

@@ -16,7 +16,7 @@ use super::engine::deadline_ticks;
 use super::exports::{Exports, LogFn, RequestHeadersFn, ResponseHeadersFn};
 use super::message::{RequestView, ResponseView, request_handle, response_handle};
 use super::state::{HostState, MemoryLimit, PluginContext};
-use super::{FailureKind, LoadedPlugin};
+use super::{FailureKind, Image};
 
 /// A plugin failure during one call.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +58,7 @@ impl std::fmt::Debug for Instance {
 impl Instance {
     /// Instantiates `plugin` for the route entry `ctx`, with its memory cap and deadline.
     pub(crate) async fn new(
-        plugin: &LoadedPlugin,
+        image: &Image,
         ctx: Arc<PluginContext>,
         memory_limit: u64,
         timeout: Duration,
@@ -77,7 +77,7 @@ impl Instance {
             request: None,
             response: None,
         };
-        let mut store = Store::new(plugin.pre.engine(), state);
+        let mut store = Store::new(image.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
         let budget = timeout;
         // The deadline measures the guest's own time: time spent waiting in host calls
@@ -92,7 +92,7 @@ impl Instance {
             Ok(UpdateDeadline::Continue(deadline_ticks(left).max(1)))
         });
         store.set_epoch_deadline(deadline_ticks(timeout));
-        let instance = match plugin.pre.instantiate_async(&mut store).await {
+        let instance = match image.pre.instantiate_async(&mut store).await {
             Ok(instance) => instance,
             Err(e) => {
                 let kind = classify(&e, store.data());
@@ -106,7 +106,7 @@ impl Instance {
         Ok(Instance {
             store,
             instance,
-            exports: plugin.exports,
+            exports: image.exports,
             request_headers: None,
             response_headers: None,
             log: None,
@@ -114,6 +114,16 @@ impl Instance {
             ctx,
             uses: 0,
         })
+    }
+
+    /// The store and the component instance, for taking a snapshot of its state.
+    pub(crate) fn parts(&mut self) -> (&mut Store<HostState>, wasmtime::component::Instance) {
+        (&mut self.store, self.instance)
+    }
+
+    /// Whether the guest has made a WASI call (its WASI context exists).
+    pub(crate) fn used_wasi(&self) -> bool {
+        self.store.data().wasi.is_some()
     }
 
     /// Prepares a reused instance for a new request.

@@ -16,6 +16,7 @@ mod inspect;
 mod instance;
 mod message;
 mod output;
+mod preinit;
 mod state;
 
 use std::collections::HashMap;
@@ -215,8 +216,26 @@ pub struct LoadedPlugin {
     pub from_cache: bool,
     /// Call and failure counts.
     pub stats: PluginStats,
+    /// The plugin as loaded (no route's `init` has run in it).
+    image: Arc<Image>,
+    /// The file's bytes, for pre-initialised images.
+    bytes: Arc<[u8]>,
+}
+
+/// A component ready to instantiate: linked, with its handler's functions located.
+pub(crate) struct Image {
     pre: wasmtime::component::InstancePre<HostState>,
     exports: Exports,
+    /// Whether a route's `init` already ran in this image (a snapshot).
+    preinitialised: bool,
+}
+
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Image")
+            .field("preinitialised", &self.preinitialised)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -243,6 +262,9 @@ pub struct ChainEntry {
     /// Its limits and failure policy on this route.
     pub settings: PluginSettings,
     ctx: Arc<PluginContext>,
+    /// What instances start from: a snapshot taken after this route's `init` when one
+    /// could be taken, else the plugin as loaded.
+    image: Arc<Image>,
     idle: Arc<std::sync::Mutex<Vec<Instance>>>,
 }
 
@@ -262,7 +284,7 @@ impl ChainEntry {
             }
         }
         Instance::new(
-            &self.plugin,
+            &self.image,
             self.ctx.clone(),
             self.settings.memory_limit,
             self.settings.timeout,
@@ -283,6 +305,11 @@ impl ChainEntry {
         if idle.len() < MAX_IDLE_INSTANCES {
             idle.push(instance);
         }
+    }
+
+    /// Whether instances start from a snapshot taken after this route's `init`.
+    pub fn preinitialised(&self) -> bool {
+        self.image.preinitialised
     }
 
     /// What the plugin reported through the metrics import.
@@ -348,18 +375,7 @@ impl PluginHost {
                 found: wit_version,
             });
         }
-        let link = |e: wasmtime::Error| PluginError::Link {
-            name: name.to_owned(),
-            reason: format!("{e:#}"),
-        };
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&compiled.component)
-            .map_err(link)?;
-        let exports = Exports::new(&compiled.component).map_err(|reason| PluginError::Link {
-            name: name.to_owned(),
-            reason,
-        })?;
+        let image = self.link(name, &compiled.component, false)?;
         let mut plugin = LoadedPlugin {
             name: name.to_owned(),
             version: compiled.sha256,
@@ -368,12 +384,12 @@ impl PluginHost {
             phases: Phases::default(),
             from_cache: compiled.from_cache,
             stats: PluginStats::new(name),
-            pre: instance_pre,
-            exports,
+            image: Arc::new(image),
+            bytes: Arc::from(bytes),
         };
         let probe = self.context(&plugin, "{}", &[], 0);
         let mut instance = Instance::new(
-            &plugin,
+            &plugin.image,
             probe,
             PluginSettings::default().memory_limit,
             PluginSettings::default().timeout,
@@ -391,6 +407,36 @@ impl PluginHost {
         let phases = instance.phases().await.map_err(link_failure)?;
         plugin.phases = Phases::from_wit(&phases);
         Ok(Arc::new(plugin))
+    }
+
+    /// Compiles (or loads from the cache) and links `bytes` as an image of plugin `name`.
+    fn image(&self, name: &str, bytes: &[u8], preinitialised: bool) -> Result<Image, PluginError> {
+        let compiled = compile::compile(&self.engine, name, bytes, self.cache_dir.as_deref())?;
+        self.link(name, &compiled.component, preinitialised)
+    }
+
+    fn link(
+        &self,
+        name: &str,
+        component: &wasmtime::component::Component,
+        preinitialised: bool,
+    ) -> Result<Image, PluginError> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| PluginError::Link {
+                name: name.to_owned(),
+                reason: format!("{e:#}"),
+            })?;
+        let exports = Exports::new(component).map_err(|reason| PluginError::Link {
+            name: name.to_owned(),
+            reason,
+        })?;
+        Ok(Image {
+            pre,
+            exports,
+            preinitialised,
+        })
     }
 
     fn context(
@@ -437,17 +483,30 @@ impl PluginHost {
             &usage.allowed_hosts,
             usage.settings.max_outbound_calls,
         );
-        let entry = ChainEntry {
-            plugin,
-            settings: usage.settings,
-            ctx,
-            idle: Arc::default(),
-        };
         let refused = |reason: String| PluginError::Config {
             route: route.to_owned(),
             name: usage.name.clone(),
             reason,
         };
+        let image = match preinit::preinit(self, &plugin, ctx.clone(), &usage.settings).await {
+            preinit::Preinit::Ready(image) => Some(Arc::new(image)),
+            preinit::Preinit::Refused(reason) => return Err(refused(reason)),
+            preinit::Preinit::Unavailable(why) => {
+                tracing::debug!(plugin = %plugin.name, route, "not pre-initialised: {why}");
+                None
+            }
+        };
+        let preinitialised = image.is_some();
+        let entry = ChainEntry {
+            image: image.unwrap_or_else(|| plugin.image.clone()),
+            plugin,
+            settings: usage.settings,
+            ctx,
+            idle: Arc::default(),
+        };
+        if preinitialised {
+            return Ok(entry);
+        }
         let mut instance = entry
             .instantiate()
             .await

@@ -17,7 +17,11 @@
 //! - `fetch`: calls `config.url` with `http-call` and reports the outcome in
 //!   `x-fetch-status` / `x-fetch-body` or `x-fetch-error`;
 //! - `print`: writes 200 lines to stdout and one to stderr;
-//! - `bad-config`: `new` refuses the config.
+//! - `bad-config`: `new` refuses the config;
+//! - `init-count`: `new` increments the shared KV counter `inits`, and requests report it
+//!   in `x-inits` (so tests see how often the plugin was built);
+//! - `init-print`: as `init-count`, and `new` also prints (WASI), which rules out a
+//!   pre-initialised snapshot.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -47,6 +51,12 @@ impl Plugin for Probe {
     fn new(config: Config) -> Result<Self, String> {
         if config.mode == "bad-config" {
             return Err("mode `bad-config` is refused on purpose".into());
+        }
+        if config.mode.starts_with("init-") {
+            kv::increment("inits", 1, None);
+        }
+        if config.mode == "init-print" {
+            println!("probe initialised");
         }
         Ok(Probe { config })
     }
@@ -108,6 +118,10 @@ impl Plugin for Probe {
                 }
                 eprintln!("probe complains");
             }
+            "init-count" | "init-print" => {
+                let inits = kv::get("inits").unwrap_or_default();
+                request.headers.set("x-inits", inits);
+            }
             "state" => {
                 let before = REMEMBERED.swap(7, Ordering::Relaxed);
                 request.headers.set("x-state-before", before.to_string());
@@ -139,7 +153,8 @@ impl Plugin for Probe {
                 let added = request.headers.get("x-added").unwrap_or_default();
                 response.headers.set("x-seen-added", added);
             }
-            "deny" | "trap" | "panic" | "loop" | "oom" | "count" | "state" | "fetch" | "print" => {}
+            "deny" | "trap" | "panic" | "loop" | "oom" | "count" | "state" | "fetch" | "print"
+            | "init-count" | "init-print" => {}
             _ => {
                 let chain = response
                     .headers
