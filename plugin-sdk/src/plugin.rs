@@ -28,10 +28,18 @@ pub enum Phase {
 /// unchanged), list them in [`Plugin::PHASES`], and export the type with
 /// [`export_plugin!`](crate::export_plugin).
 ///
-/// One value of the type is built per plugin instance, from the route's configuration,
-/// the first time the instance needs it; with `isolation = "request"` (the default) that
-/// is once per request, with `isolation = "worker"` once per reused instance. Keep
-/// [`Plugin::new`] cheap, or choose worker isolation for plugins with costly setup.
+/// The value is built by [`Plugin::new`] from the route's configuration once, when the
+/// gateway loads the route: it runs `new` in an instance and snapshots that instance's
+/// memory, and every later instance (a fresh one per request with `isolation =
+/// "request"`, the default) starts from the snapshot with the value already built. So
+/// parse keys, compile regexes and build tables in `new`: that cost is paid once per
+/// route, not per request.
+///
+/// Two rules follow. `new` must not print, read the clock or the environment (any WASI
+/// call): the snapshot cannot keep what those hold, so such a plugin is instead built
+/// anew in every fresh instance (correct, but slow). And whatever `new` leaves in memory
+/// is the starting state of every instance, hash-map seeds included: do not generate
+/// per-instance secrets there.
 pub trait Plugin: Sized + 'static {
     /// The plugin's configuration: the route's `config = { ... }` table, deserialised
     /// with serde (from JSON the gateway makes of the TOML).

@@ -326,6 +326,9 @@ pub struct PluginHost {
     kv: Arc<KvStore>,
     http: OutboundClient,
     metrics: std::sync::Mutex<HashMap<String, Arc<PluginMetrics>>>,
+    /// Pre-initialised images by (plugin version, config): routes that configure a
+    /// plugin the same way share one snapshot.
+    snapshots: std::sync::Mutex<HashMap<(String, String), Arc<Image>>>,
 }
 
 impl std::fmt::Debug for PluginHost {
@@ -352,6 +355,7 @@ impl PluginHost {
             kv: Arc::default(),
             http: state::outbound_client(),
             metrics: std::sync::Mutex::default(),
+            snapshots: std::sync::Mutex::default(),
         })
     }
 
@@ -488,13 +492,30 @@ impl PluginHost {
             name: usage.name.clone(),
             reason,
         };
-        let image = match preinit::preinit(self, &plugin, ctx.clone(), &usage.settings).await {
-            preinit::Preinit::Ready(image) => Some(Arc::new(image)),
-            preinit::Preinit::Refused(reason) => return Err(refused(reason)),
-            preinit::Preinit::Unavailable(why) => {
-                tracing::debug!(plugin = %plugin.name, route, "not pre-initialised: {why}");
-                None
-            }
+        let key = (plugin.version.clone(), usage.config_json.clone());
+        let known = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        let image = match known {
+            Some(image) => Some(image),
+            None => match preinit::preinit(self, &plugin, ctx.clone(), &usage.settings).await {
+                preinit::Preinit::Ready(image) => {
+                    let image = Arc::new(image);
+                    self.snapshots
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(key, image.clone());
+                    Some(image)
+                }
+                preinit::Preinit::Refused(reason) => return Err(refused(reason)),
+                preinit::Preinit::Unavailable(why) => {
+                    tracing::debug!(plugin = %plugin.name, route, "not pre-initialised: {why}");
+                    None
+                }
+            },
         };
         let preinitialised = image.is_some();
         let entry = ChainEntry {
