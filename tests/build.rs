@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const GUESTS: &[&str] = &["probe", "future", "bodies"];
+const GUESTS: &[&str] = &["probe", "future", "bodies", "minor"];
 
 /// Workspaces to build: (directory under the repository root, target subdirectory,
 /// the `.wasm` files it produces).

@@ -25,6 +25,9 @@ macro_rules! guest_wasm {
     ("probe") => {
         ::std::path::Path::new(env!("GUEST_PROBE"))
     };
+    ("minor") => {
+        ::std::path::Path::new(env!("GUEST_MINOR"))
+    };
     ("future") => {
         ::std::path::Path::new(env!("GUEST_FUTURE"))
     };

@@ -443,6 +443,30 @@ fn a_plugin_for_another_wit_version_is_refused_naming_both() {
     );
 }
 
+#[tokio::test]
+async fn a_plugin_for_a_newer_patch_version_loads() {
+    // The guest's WIT must be the gateway's with only the version changed.
+    let ours =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../wit/plugin.wit")).unwrap();
+    let theirs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/guests/minor/wit/plugin.wit"
+    ))
+    .unwrap();
+    assert_eq!(
+        theirs,
+        ours.replace("package weir:plugin@0.1.0;", "package weir:plugin@0.1.1;"),
+        "tests/guests/minor/wit/plugin.wit drifted from wit/plugin.wit"
+    );
+    let up = TestUpstream::start("up");
+    let dir = plugin_dir();
+    std::fs::copy(guest_wasm!("minor"), dir.join("plugins/minor.wasm")).unwrap();
+    let gw = TestGateway::start(&config(&dir, &up, &route("r", "/", "{ name = \"minor\" }")));
+    assert_eq!(gw.snapshot().chains[0][0].plugin.wit_version, "0.1.1");
+    assert_eq!(get(&gw.url("/")).await.status, 200);
+    assert_eq!(up.last().headers["x-minor"], "0.1.1");
+}
+
 #[test]
 fn plugin_inspect_shows_version_phases_imports_and_hash() {
     let bin = weir_tests::weir_bin!();

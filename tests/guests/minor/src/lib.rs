@@ -1,0 +1,41 @@
+//! Exports `weir:plugin/handler@0.1.1` (the WIT in `wit/` is the gateway's, one patch
+//! version on): a 0.1.0 gateway loads it. Its request phase tags the request with
+//! `x-minor: 0.1.1`.
+
+wit_bindgen::generate!({ path: "wit", world: "plugin" });
+
+use exports::weir::plugin::handler::Guest;
+use weir::plugin::types::{Action, BodyAction, Phase, Request, Response};
+
+struct Minor;
+
+impl Guest for Minor {
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+
+    fn phases() -> Vec<Phase> {
+        vec![Phase::RequestHeaders]
+    }
+
+    fn on_request_headers(request: &Request) -> Action {
+        let _ = request.set_header("x-minor", b"0.1.1");
+        Action::Continue
+    }
+
+    fn on_request_body(_: &Request, _: Vec<u8>) -> BodyAction {
+        BodyAction::Continue(None)
+    }
+
+    fn on_response_headers(_: &Request, _: &Response) -> Action {
+        Action::Continue
+    }
+
+    fn on_response_body(_: &Request, _: &Response, _: Vec<u8>) -> BodyAction {
+        BodyAction::Continue(None)
+    }
+
+    fn on_log(_: &Request, _: &Response) {}
+}
+
+export!(Minor);
