@@ -15,17 +15,32 @@ use weir_gateway::config::{Isolation, PluginSettings, PluginUse};
 use weir_gateway::plugin::{ChainEntry, ChainRun, PluginHost, RequestFlow, RequestParts};
 
 fn entries(host: &PluginHost, isolation: Isolation, count: usize) -> Arc<[ChainEntry]> {
-    let wasm = Path::new(env!("GUEST_PROBE"));
+    entries_of(
+        host,
+        "probe",
+        Path::new(env!("GUEST_PROBE")),
+        isolation,
+        count,
+    )
+}
+
+fn entries_of(
+    host: &PluginHost,
+    name: &str,
+    wasm: &Path,
+    isolation: Isolation,
+    count: usize,
+) -> Arc<[ChainEntry]> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let plugin = host.load("probe", wasm).await.unwrap();
+        let plugin = host.load(name, wasm).await.unwrap();
         let mut chain = Vec::new();
         for i in 0..count {
             let usage = PluginUse {
-                name: "probe".into(),
+                name: name.into(),
                 config_json: format!(r#"{{"mode":"state","tag":"t{i}"}}"#),
                 allowed_hosts: Vec::new(),
                 settings: PluginSettings {
@@ -93,6 +108,18 @@ fn bench(c: &mut Criterion) {
     );
     c.bench_function("instantiate + drop only (no call)", |b| {
         b.iter(|| rt.block_on(async { drop(request[0].instantiate().await.unwrap()) }));
+    });
+    // The same for a minimal guest (raw bindings, no SDK, no serde): how much of the
+    // cost is the guest's size and structure rather than the host's.
+    let minimal = entries_of(
+        &host,
+        "minor",
+        Path::new(env!("GUEST_MINOR")),
+        Isolation::Request,
+        1,
+    );
+    c.bench_function("instantiate + drop only, minimal guest", |b| {
+        b.iter(|| rt.block_on(async { drop(minimal[0].instantiate().await.unwrap()) }));
     });
     let worker = entries(&host, Isolation::Worker, 1);
     c.bench_function("one plugin, isolation=worker (reused instance)", |b| {
