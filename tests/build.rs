@@ -1,6 +1,7 @@
-//! Builds the test guests (`tests/guests/`, a workspace of its own) for `wasm32-wasip2`
-//! once, so that plain `cargo test` has real `.wasm` plugins, and exposes their paths as
-//! `GUEST_<NAME>` environment variables at compile time. Cargo's own freshness checks
+//! Builds the test guests (`tests/guests/`, a workspace of its own), the first-party
+//! plugins (`plugins/`) and the example plugin for `wasm32-wasip2` once, so that plain
+//! `cargo test` has real `.wasm` plugins, and exposes their paths as `GUEST_<NAME>`
+//! environment variables at compile time. Cargo's own freshness checks
 //! keep rebuilds to what changed.
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ const GUESTS: &[&str] = &["probe", "future", "bodies", "minor"];
 const WORKSPACES: &[(&str, &str, &[&str])] = &[
     ("tests/guests", "guests", GUESTS),
     ("examples/hello-plugin", "example-guests", &["hello_plugin"]),
+    ("plugins", "plugins", &["request_id"]),
 ];
 
 fn main() {
@@ -26,6 +28,9 @@ fn main() {
         "examples/hello-plugin/src",
         "examples/hello-plugin/Cargo.toml",
         "plugin-sdk",
+        "plugins/Cargo.toml",
+        "plugins/request-id/src",
+        "plugins/request-id/Cargo.toml",
         "wit",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());

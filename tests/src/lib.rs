@@ -34,6 +34,9 @@ macro_rules! guest_wasm {
     ("bodies") => {
         ::std::path::Path::new(env!("GUEST_BODIES"))
     };
+    ("request_id") => {
+        ::std::path::Path::new(env!("GUEST_REQUEST_ID"))
+    };
     ("hello_plugin") => {
         ::std::path::Path::new(env!("GUEST_HELLO_PLUGIN"))
     };

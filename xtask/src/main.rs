@@ -1,7 +1,8 @@
 //! Project automation, run as `cargo xtask <command>`.
 //!
 //! - `cargo xtask test [ARGS...]`: makes sure the machine has what the suite needs (the
-//!   `wasm32-wasip2` Rust target), then runs `cargo test --workspace [ARGS...]`. This is
+//!   `wasm32-wasip2` Rust target), then runs `cargo test --workspace [ARGS...]` and the
+//!   native unit tests of the first-party plugins (`plugins/`, a workspace of its own). This is
 //!   the README's test command and what `.ci/run` runs.
 //! - `cargo xtask setup`: only the preparation step.
 
@@ -45,9 +46,15 @@ fn setup() -> Result<(), String> {
 
 fn test(extra: Vec<String>) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    run(Command::new(cargo)
+    run(Command::new(&cargo)
         .args(["test", "--workspace"])
-        .args(extra))
+        .args(&extra))?;
+    run(Command::new(&cargo).args([
+        "test",
+        "--workspace",
+        "--manifest-path",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/Cargo.toml"),
+    ]))
 }
 
 fn run(command: &mut Command) -> Result<(), String> {
