@@ -107,9 +107,13 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> ExitCode {
+    let signals = match run::Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => return fail(&e),
+    };
     match Gateway::start(config)
         .map_err(run::RunError::from)
-        .and_then(run::serve_until_signal)
+        .and_then(|gateway| signals.serve_until_signal(gateway))
     {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
@@ -125,6 +129,10 @@ fn quickstart(overrides: impl FnOnce(Config) -> Config) -> ExitCode {
         Ok(config) => overrides(config),
         Err(e) => return fail(&e),
     };
+    let signals = match run::Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => return fail(&e),
+    };
     let gateway = match Gateway::start(config) {
         Ok(gateway) => gateway,
         Err(e) => return fail(&e),
@@ -133,7 +141,7 @@ fn quickstart(overrides: impl FnOnce(Config) -> Config) -> ExitCode {
         "{}",
         quickstart::banner(gateway.local_addr(), gateway.admin_addr(), demo)
     );
-    match run::serve_until_signal(gateway) {
+    match signals.serve_until_signal(gateway) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }

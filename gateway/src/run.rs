@@ -17,42 +17,64 @@ pub enum RunError {
     Signals(#[source] std::io::Error),
 }
 
-/// Serves `gateway` until SIGINT or SIGTERM, then shuts down gracefully: stop accepting,
-/// let in-flight requests finish within the grace period, return. A second signal ends
-/// the wait at once.
-pub fn serve_until_signal(gateway: Gateway) -> Result<(), RunError> {
-    use tokio::signal::unix::{SignalKind, signal};
+/// SIGINT and SIGTERM, caught. Install them before starting the gateway: once it logs
+/// that it listens, a supervisor may signal it at any moment, and a signal that arrives
+/// before the handlers would kill the process instead of shutting it down gracefully.
+#[derive(Debug)]
+pub struct Signals {
+    runtime: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(RunError::Signals)?;
-    let mut term = runtime
-        .block_on(async { signal(SignalKind::terminate()) })
-        .map_err(RunError::Signals)?;
-    let mut int = runtime
-        .block_on(async { signal(SignalKind::interrupt()) })
-        .map_err(RunError::Signals)?;
-    runtime.block_on(async {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down gracefully"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down gracefully"),
-        }
-    });
-    gateway.shutdown();
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        gateway.wait();
-        let _ = done_tx.send(());
-    });
-    runtime.block_on(async {
-        tokio::select! {
-            _ = done_rx => tracing::info!("shutdown complete"),
-            _ = term.recv() => tracing::warn!("second signal: exiting without waiting"),
-            _ = int.recv() => tracing::warn!("second signal: exiting without waiting"),
-        }
-    });
-    Ok(())
+impl Signals {
+    /// Installs the handlers.
+    pub fn install() -> Result<Signals, RunError> {
+        use tokio::signal::unix::{SignalKind, signal};
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(RunError::Signals)?;
+        let term = runtime
+            .block_on(async { signal(SignalKind::terminate()) })
+            .map_err(RunError::Signals)?;
+        let int = runtime
+            .block_on(async { signal(SignalKind::interrupt()) })
+            .map_err(RunError::Signals)?;
+        Ok(Signals { runtime, term, int })
+    }
+
+    /// Serves `gateway` until SIGINT or SIGTERM, then shuts down gracefully: stop
+    /// accepting, let in-flight requests finish within the grace period, return. A second
+    /// signal ends the wait at once.
+    pub fn serve_until_signal(self, gateway: Gateway) -> Result<(), RunError> {
+        let Signals {
+            runtime,
+            mut term,
+            mut int,
+        } = self;
+        runtime.block_on(async {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down gracefully"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down gracefully"),
+            }
+        });
+        gateway.shutdown();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            gateway.wait();
+            let _ = done_tx.send(());
+        });
+        runtime.block_on(async {
+            tokio::select! {
+                _ = done_rx => tracing::info!("shutdown complete"),
+                _ = term.recv() => tracing::warn!("second signal: exiting without waiting"),
+                _ = int.recv() => tracing::warn!("second signal: exiting without waiting"),
+            }
+        });
+        Ok(())
+    }
 }
 
 /// The `weir check` summary of a valid config: listeners, upstreams, routes.
