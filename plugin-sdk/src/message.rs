@@ -63,6 +63,15 @@ impl Headers<'static> {
             }),
         }
     }
+
+    /// Adds a field as if it had been received: not recorded as an edit (test builders).
+    fn push_received(&mut self, name: &str, value: &[u8]) {
+        if let Source::Local(local) = &mut self.source {
+            local
+                .fields
+                .push((name.to_ascii_lowercase(), value.to_vec()));
+        }
+    }
 }
 
 impl Default for Headers<'static> {
@@ -247,11 +256,7 @@ impl Request<'static> {
 
     /// Adds a header (builder style, for tests).
     pub fn with_header(mut self, name: &str, value: impl AsRef<[u8]>) -> Request<'static> {
-        if let Source::Local(local) = &mut self.headers.source {
-            local
-                .fields
-                .push((name.to_ascii_lowercase(), value.as_ref().to_vec()));
-        }
+        self.headers.push_received(name, value.as_ref());
         self
     }
 
@@ -430,11 +435,7 @@ impl Response<'static> {
 
     /// Adds a header (builder style, for tests).
     pub fn with_header(mut self, name: &str, value: impl AsRef<[u8]>) -> Response<'static> {
-        if let Source::Local(local) = &mut self.headers.source {
-            local
-                .fields
-                .push((name.to_ascii_lowercase(), value.as_ref().to_vec()));
-        }
+        self.headers.push_received(name, value.as_ref());
         self
     }
 }

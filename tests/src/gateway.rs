@@ -200,8 +200,8 @@ fn json_field(line: &str, name: &str) -> Option<String> {
     Some(line[start..end].to_owned())
 }
 
-/// Writes `text` to a fresh temporary file named `weir.toml` and returns its path.
-pub fn write_config(text: &str) -> PathBuf {
+/// A new empty directory under the system temp dir, unique to this process and call.
+pub fn fresh_dir() -> PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -210,7 +210,23 @@ pub fn write_config(text: &str) -> PathBuf {
         N.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("weir.toml");
+    dir
+}
+
+/// A fresh directory with a `plugins/` folder holding each `(wasm, NAME)` as
+/// `NAME.wasm` (a compile cache can go in `cache/` beside it).
+pub fn plugin_dir(plugins: &[(&Path, &str)]) -> PathBuf {
+    let dir = fresh_dir();
+    std::fs::create_dir_all(dir.join("plugins")).expect("plugins dir");
+    for (wasm, name) in plugins {
+        std::fs::copy(wasm, dir.join("plugins").join(format!("{name}.wasm"))).expect("copy plugin");
+    }
+    dir
+}
+
+/// Writes `text` to a fresh temporary file named `weir.toml` and returns its path.
+pub fn write_config(text: &str) -> PathBuf {
+    let path = fresh_dir().join("weir.toml");
     std::fs::write(&path, text).expect("write config");
     path
 }

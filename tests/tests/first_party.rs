@@ -7,20 +7,7 @@ use weir_tests::{TestGateway, TestUpstream, guest_wasm};
 
 /// A fresh plugins directory holding the first-party plugins under their contract names.
 fn plugin_dir() -> PathBuf {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "weir-first-party-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(dir.join("plugins")).unwrap();
-    std::fs::copy(
-        guest_wasm!("request_id"),
-        dir.join("plugins/request-id.wasm"),
-    )
-    .unwrap();
-    dir
+    weir_tests::gateway::plugin_dir(&[(guest_wasm!("request_id"), "request-id")])
 }
 
 /// A config with one route `/` to `up` using `plugins`.

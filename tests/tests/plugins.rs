@@ -9,18 +9,9 @@ use weir_gateway::plugin::FailureKind;
 use weir_tests::gateway::with_test_listeners;
 use weir_tests::{TestGateway, TestUpstream, get, guest_wasm};
 
-/// A fresh directory holding `probe.wasm`, and a compile cache directory beside it.
+/// A fresh directory holding `plugins/probe.wasm` (and room for a compile cache).
 fn plugin_dir() -> PathBuf {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "weir-plugins-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(dir.join("plugins")).unwrap();
-    std::fs::copy(guest_wasm!("probe"), dir.join("plugins/probe.wasm")).unwrap();
-    dir
+    weir_tests::gateway::plugin_dir(&[(guest_wasm!("probe"), "probe")])
 }
 
 fn config(dir: &Path, up: &TestUpstream, routes: &str) -> String {

@@ -47,8 +47,20 @@ impl Exports {
 
 /// `on-request-headers`.
 pub(crate) type RequestHeadersFn = TypedFunc<(Resource<types::Request>,), (types::Action,)>;
+/// `on-request-body`.
+pub(crate) type RequestBodyFn<'a> =
+    TypedFunc<(Resource<types::Request>, &'a [u8]), (types::BodyAction,)>;
 /// `on-response-headers`.
 pub(crate) type ResponseHeadersFn =
     TypedFunc<(Resource<types::Request>, Resource<types::Response>), (types::Action,)>;
+/// `on-response-body`.
+pub(crate) type ResponseBodyFn<'a> = TypedFunc<
+    (
+        Resource<types::Request>,
+        Resource<types::Response>,
+        &'a [u8],
+    ),
+    (types::BodyAction,),
+>;
 /// `on-log`.
 pub(crate) type LogFn = TypedFunc<(Resource<types::Request>, Resource<types::Response>), ()>;

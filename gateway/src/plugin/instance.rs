@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use wasmtime::component::{
-    ComponentExportIndex, ComponentNamedList, Lift, Lower, Resource, TypedFunc,
-};
+use wasmtime::component::{ComponentExportIndex, ComponentNamedList, Lift, Lower, TypedFunc};
 
 use super::bindings::types;
 use super::engine::deadline_ticks;
-use super::exports::{Exports, LogFn, RequestHeadersFn, ResponseHeadersFn};
+use super::exports::{
+    Exports, LogFn, RequestBodyFn, RequestHeadersFn, ResponseBodyFn, ResponseHeadersFn,
+};
 use super::message::{RequestView, ResponseView, request_handle, response_handle};
 use super::state::{HostState, MemoryLimit, PluginContext};
 use super::{FailureKind, Image};
@@ -139,13 +139,6 @@ impl Instance {
         self.store.set_epoch_deadline(deadline_ticks(self.timeout));
     }
 
-    /// Records the call that just ended in `weir_plugin_call_duration_seconds` (phase by
-    /// its index in `PHASE_NAMES`).
-    fn observe(&self, phase: usize) {
-        let took = self.store.data().call_started.elapsed();
-        self.ctx.series.durations[phase].observe(took.as_secs_f64());
-    }
-
     fn failure(&self, phase: &str, error: &wasmtime::Error) -> PluginFailure {
         PluginFailure {
             plugin: self.ctx.name.clone(),
@@ -164,24 +157,72 @@ impl Instance {
             .get_typed_func::<P, R>(&mut self.store, &index)
     }
 
-    /// Calls `init`: the plugin checks its configuration.
-    pub async fn init(&mut self) -> Result<Result<(), String>, PluginFailure> {
+    /// [`Instance::func`], kept in `slot` so a reused instance checks it once.
+    fn cached<P, R>(
+        &mut self,
+        slot: fn(&mut Instance) -> &mut Option<TypedFunc<P, R>>,
+        index: ComponentExportIndex,
+    ) -> wasmtime::Result<TypedFunc<P, R>>
+    where
+        P: ComponentNamedList + Lower,
+        R: ComponentNamedList + Lift,
+    {
+        if let Some(func) = *slot(self) {
+            return Ok(func);
+        }
+        let func = self.func(index)?;
+        *slot(self) = Some(func);
+        Ok(func)
+    }
+
+    /// One call into the guest: under a fresh CPU deadline, with the messages lent to
+    /// the store for its duration, timed into `weir_plugin_call_duration_seconds` when
+    /// it is a phase (`series`, an index into `PHASE_NAMES`), failures classified.
+    async fn call<P, R>(
+        &mut self,
+        name: &'static str,
+        series: Option<usize>,
+        func: wasmtime::Result<TypedFunc<P, R>>,
+        params: P,
+        request: &mut Option<RequestView>,
+        response: &mut Option<ResponseView>,
+    ) -> Result<R, PluginFailure>
+    where
+        P: ComponentNamedList + Lower + Send + Sync,
+        R: ComponentNamedList + Lift + Send + Sync + 'static,
+    {
         self.begin();
-        let result = match self.func::<(), (Result<(), String>,)>(self.exports.init) {
-            Ok(f) => f.call_async(&mut self.store, ()).await.map(|(r,)| r),
+        let data = self.store.data_mut();
+        data.request = request.take();
+        data.response = response.take();
+        let result = match func {
+            Ok(func) => func.call_async(&mut self.store, params).await,
             Err(e) => Err(e),
         };
-        result.map_err(|e| self.failure("init", &e))
+        let data = self.store.data_mut();
+        *request = data.request.take();
+        *response = data.response.take();
+        if let Some(series) = series {
+            let took = data.call_started.elapsed();
+            self.ctx.series.durations[series].observe(took.as_secs_f64());
+        }
+        result.map_err(|e| self.failure(name, &e))
+    }
+
+    /// Calls `init`: the plugin checks its configuration.
+    pub async fn init(&mut self) -> Result<Result<(), String>, PluginFailure> {
+        let func = self.func(self.exports.init);
+        self.call("init", None, func, (), &mut None, &mut None)
+            .await
+            .map(|(r,)| r)
     }
 
     /// Calls `phases`.
     pub async fn phases(&mut self) -> Result<Vec<types::Phase>, PluginFailure> {
-        self.begin();
-        let result = match self.func::<(), (Vec<types::Phase>,)>(self.exports.phases) {
-            Ok(f) => f.call_async(&mut self.store, ()).await.map(|(r,)| r),
-            Err(e) => Err(e),
-        };
-        result.map_err(|e| self.failure("phases", &e))
+        let func = self.func(self.exports.phases);
+        self.call("phases", None, func, (), &mut None, &mut None)
+            .await
+            .map(|(r,)| r)
     }
 
     /// Type-checks every phase function, so a plugin whose exports do not match the
@@ -190,33 +231,13 @@ impl Instance {
         let e = self.exports;
         let checked = (|| {
             let _: RequestHeadersFn = self.func(e.on_request_headers)?;
+            let _: RequestBodyFn<'_> = self.func(e.on_request_body)?;
             let _: ResponseHeadersFn = self.func(e.on_response_headers)?;
+            let _: ResponseBodyFn<'_> = self.func(e.on_response_body)?;
             let _: LogFn = self.func(e.on_log)?;
-            self.func::<(Resource<types::Request>, &[u8]), (types::BodyAction,)>(
-                e.on_request_body,
-            )?;
-            self.func::<(
-                Resource<types::Request>,
-                Resource<types::Response>,
-                &[u8],
-            ), (types::BodyAction,)>(e.on_response_body)?;
             wasmtime::Result::Ok(())
         })();
         checked.map_err(|error| self.failure("exports", &error))
-    }
-
-    /// Lends the messages to the store for a call.
-    fn lend(&mut self, request: &mut Option<RequestView>, response: &mut Option<ResponseView>) {
-        let data = self.store.data_mut();
-        data.request = request.take();
-        data.response = response.take();
-    }
-
-    /// Takes the messages back after a call (whether it succeeded or not).
-    fn reclaim(&mut self, request: &mut Option<RequestView>, response: &mut Option<ResponseView>) {
-        let data = self.store.data_mut();
-        *request = data.request.take();
-        *response = data.response.take();
     }
 
     /// Calls `on-request-headers` with the request lent to the store.
@@ -224,24 +245,18 @@ impl Instance {
         &mut self,
         request: &mut Option<RequestView>,
     ) -> Result<types::Action, PluginFailure> {
-        self.begin();
-        self.lend(request, &mut None);
-        let func = match self.request_headers {
-            Some(f) => Ok(f),
-            None => self.func(self.exports.on_request_headers),
-        };
-        let result = match func {
-            Ok(f) => {
-                self.request_headers = Some(f);
-                f.call_async(&mut self.store, (request_handle(),))
-                    .await
-                    .map(|(r,)| r)
-            }
-            Err(e) => Err(e),
-        };
-        self.reclaim(request, &mut None);
-        self.observe(0);
-        result.map_err(|e| self.failure("on-request-headers", &e))
+        let func = self.cached(|i| &mut i.request_headers, self.exports.on_request_headers);
+        let params = (request_handle(),);
+        self.call(
+            "on-request-headers",
+            Some(series::REQUEST_HEADERS),
+            func,
+            params,
+            request,
+            &mut None,
+        )
+        .await
+        .map(|(r,)| r)
     }
 
     /// Calls `on-request-body` with the request lent to the store.
@@ -250,20 +265,18 @@ impl Instance {
         request: &mut Option<RequestView>,
         body: &[u8],
     ) -> Result<types::BodyAction, PluginFailure> {
-        self.begin();
-        self.lend(request, &mut None);
-        let result = match self.func::<(Resource<types::Request>, &[u8]), (types::BodyAction,)>(
-            self.exports.on_request_body,
-        ) {
-            Ok(f) => f
-                .call_async(&mut self.store, (request_handle(), body))
-                .await
-                .map(|(r,)| r),
-            Err(e) => Err(e),
-        };
-        self.reclaim(request, &mut None);
-        self.observe(1);
-        result.map_err(|e| self.failure("on-request-body", &e))
+        let func: wasmtime::Result<RequestBodyFn<'_>> = self.func(self.exports.on_request_body);
+        let params = (request_handle(), body);
+        self.call(
+            "on-request-body",
+            Some(series::REQUEST_BODY),
+            func,
+            params,
+            request,
+            &mut None,
+        )
+        .await
+        .map(|(r,)| r)
     }
 
     /// Calls `on-response-headers` with both messages lent to the store.
@@ -272,24 +285,21 @@ impl Instance {
         request: &mut Option<RequestView>,
         response: &mut Option<ResponseView>,
     ) -> Result<types::Action, PluginFailure> {
-        self.begin();
-        self.lend(request, response);
-        let func = match self.response_headers {
-            Some(f) => Ok(f),
-            None => self.func(self.exports.on_response_headers),
-        };
-        let result = match func {
-            Ok(f) => {
-                self.response_headers = Some(f);
-                f.call_async(&mut self.store, (request_handle(), response_handle()))
-                    .await
-                    .map(|(r,)| r)
-            }
-            Err(e) => Err(e),
-        };
-        self.reclaim(request, response);
-        self.observe(2);
-        result.map_err(|e| self.failure("on-response-headers", &e))
+        let func = self.cached(
+            |i| &mut i.response_headers,
+            self.exports.on_response_headers,
+        );
+        let params = (request_handle(), response_handle());
+        self.call(
+            "on-response-headers",
+            Some(series::RESPONSE_HEADERS),
+            func,
+            params,
+            request,
+            response,
+        )
+        .await
+        .map(|(r,)| r)
     }
 
     /// Calls `on-response-body` with both messages lent to the store.
@@ -299,22 +309,18 @@ impl Instance {
         response: &mut Option<ResponseView>,
         body: &[u8],
     ) -> Result<types::BodyAction, PluginFailure> {
-        self.begin();
-        self.lend(request, response);
-        let result = match self.func::<
-            (Resource<types::Request>, Resource<types::Response>, &[u8]),
-            (types::BodyAction,),
-        >(self.exports.on_response_body)
-        {
-            Ok(f) => f
-                .call_async(&mut self.store, (request_handle(), response_handle(), body))
-                .await
-                .map(|(r,)| r),
-            Err(e) => Err(e),
-        };
-        self.reclaim(request, response);
-        self.observe(3);
-        result.map_err(|e| self.failure("on-response-body", &e))
+        let func: wasmtime::Result<ResponseBodyFn<'_>> = self.func(self.exports.on_response_body);
+        let params = (request_handle(), response_handle(), body);
+        self.call(
+            "on-response-body",
+            Some(series::RESPONSE_BODY),
+            func,
+            params,
+            request,
+            response,
+        )
+        .await
+        .map(|(r,)| r)
     }
 
     /// Calls `on-log` with both messages lent to the store (read-only).
@@ -323,24 +329,21 @@ impl Instance {
         request: &mut Option<RequestView>,
         response: &mut Option<ResponseView>,
     ) -> Result<(), PluginFailure> {
-        self.begin();
-        self.lend(request, response);
-        let func = match self.log {
-            Some(f) => Ok(f),
-            None => self.func(self.exports.on_log),
-        };
-        let result = match func {
-            Ok(f) => {
-                self.log = Some(f);
-                f.call_async(&mut self.store, (request_handle(), response_handle()))
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        self.reclaim(request, response);
-        self.observe(4);
-        result.map_err(|e| self.failure("on-log", &e))
+        let func = self.cached(|i| &mut i.log, self.exports.on_log);
+        let params = (request_handle(), response_handle());
+        self.call("on-log", Some(series::LOG), func, params, request, response)
+            .await
     }
+}
+
+/// The phases' indices into `PHASE_NAMES`, the `phase` label of
+/// `weir_plugin_call_duration_seconds`.
+mod series {
+    pub(super) const REQUEST_HEADERS: usize = 0;
+    pub(super) const REQUEST_BODY: usize = 1;
+    pub(super) const RESPONSE_HEADERS: usize = 2;
+    pub(super) const RESPONSE_BODY: usize = 3;
+    pub(super) const LOG: usize = 4;
 }
 
 /// What kind of failure an error from a call is.
