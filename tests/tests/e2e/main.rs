@@ -1,0 +1,16 @@
+//! The end-to-end suite, built as one test binary: each module drives a real gateway
+//! over real sockets. One binary instead of one per file keeps the link step (wasmtime,
+//! Cranelift and hyper linked into every test executable) and the target directory
+//! small.
+
+mod access_log;
+mod cli;
+mod config_errors;
+mod failures;
+mod first_party;
+mod forwarding;
+mod plugins;
+mod pooling;
+mod routing;
+mod shutdown;
+mod streaming;
