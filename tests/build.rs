@@ -14,7 +14,19 @@ const GUESTS: &[&str] = &["probe", "future", "bodies", "minor"];
 const WORKSPACES: &[(&str, &str, &[&str])] = &[
     ("tests/guests", "guests", GUESTS),
     ("examples/hello-plugin", "example-guests", &["hello_plugin"]),
-    ("plugins", "plugins", &["request_id"]),
+    (
+        "plugins",
+        "plugins",
+        &[
+            "api_key",
+            "cors",
+            "headers",
+            "ip_filter",
+            "jwt_auth",
+            "rate_limit",
+            "request_id",
+        ],
+    ),
 ];
 
 fn main() {
@@ -29,8 +41,13 @@ fn main() {
         "examples/hello-plugin/Cargo.toml",
         "plugin-sdk",
         "plugins/Cargo.toml",
-        "plugins/request-id/src",
-        "plugins/request-id/Cargo.toml",
+        "plugins/api-key",
+        "plugins/cors",
+        "plugins/headers",
+        "plugins/ip-filter",
+        "plugins/jwt-auth",
+        "plugins/rate-limit",
+        "plugins/request-id",
         "wit",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());

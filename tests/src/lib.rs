@@ -3,6 +3,7 @@
 //! 127.0.0.1 on port 0 and is stopped when dropped.
 
 pub mod client;
+pub mod first_party;
 pub mod gateway;
 pub mod upstream;
 
@@ -36,6 +37,24 @@ macro_rules! guest_wasm {
     };
     ("request_id") => {
         ::std::path::Path::new(env!("GUEST_REQUEST_ID"))
+    };
+    ("api_key") => {
+        ::std::path::Path::new(env!("GUEST_API_KEY"))
+    };
+    ("cors") => {
+        ::std::path::Path::new(env!("GUEST_CORS"))
+    };
+    ("headers") => {
+        ::std::path::Path::new(env!("GUEST_HEADERS"))
+    };
+    ("ip_filter") => {
+        ::std::path::Path::new(env!("GUEST_IP_FILTER"))
+    };
+    ("jwt_auth") => {
+        ::std::path::Path::new(env!("GUEST_JWT_AUTH"))
+    };
+    ("rate_limit") => {
+        ::std::path::Path::new(env!("GUEST_RATE_LIMIT"))
     };
     ("hello_plugin") => {
         ::std::path::Path::new(env!("GUEST_HELLO_PLUGIN"))

@@ -1,39 +1,8 @@
 //! The first-party plugins (`plugins/`) end to end: the real `.wasm` each crate builds,
 //! loaded by a real gateway in front of a real upstream.
 
-use std::path::PathBuf;
-
-use weir_tests::{TestGateway, TestUpstream, guest_wasm};
-
-/// A fresh plugins directory holding the first-party plugins under their contract names.
-fn plugin_dir() -> PathBuf {
-    weir_tests::gateway::plugin_dir(&[(guest_wasm!("request_id"), "request-id")])
-}
-
-/// A config with one route `/` to `up` using `plugins`.
-fn config(up: &TestUpstream, plugins: &str) -> String {
-    let dir = plugin_dir();
-    format!(
-        "[plugins]\ndir = \"{}/plugins\"\ncache_dir = \"{}/cache\"\n\
-         [[upstream]]\nname = \"up\"\nendpoints = [\"{}\"]\n\
-         [[route]]\nname = \"r\"\nupstream = \"up\"\nmatch = {{ path_prefix = \"/\" }}\nplugins = [{plugins}]\n",
-        dir.display(),
-        dir.display(),
-        up.addr
-    )
-}
-
-async fn get_with(url: &str, headers: &[(&str, &str)]) -> weir_tests::Reply {
-    let mut req = http::Request::get(url);
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    weir_tests::send(
-        &weir_tests::h1_client(),
-        req.body(weir_tests::client::empty()).unwrap(),
-    )
-    .await
-}
+use weir_tests::first_party::{config, get_with, refusal};
+use weir_tests::{TestGateway, TestUpstream};
 
 fn is_uuid_v7(id: &str) -> bool {
     let parts: Vec<&str> = id.split('-').collect();
@@ -104,16 +73,7 @@ fn request_id_bad_config_is_refused_naming_plugin_and_key() {
         ("{ header = \"bad header\" }", "`header`"),
         ("{ heder = \"x-id\" }", "unknown field `heder`"),
     ] {
-        let text = weir_tests::gateway::with_test_listeners(&config(
-            &up,
-            &format!("{{ name = \"request-id\", config = {plugin_config} }}"),
-        ));
-        let config = weir_gateway::Config::parse(std::path::Path::new("test.toml"), &text)
-            .expect("the config itself is valid");
-        let message = match weir_gateway::Gateway::start(config) {
-            Ok(_) => panic!("the gateway started"),
-            Err(e) => e.to_string(),
-        };
+        let message = refusal(&up, "request-id", plugin_config);
         assert!(
             message.contains("plugin `request-id` refused its config")
                 && message.contains(expected),

@@ -1,0 +1,1 @@
+//! The `ip-filter` plugin end to end: its real `.wasm` in a real gateway in front of a real upstream.

@@ -1,0 +1,1 @@
+//! The `rate-limit` plugin end to end: its real `.wasm` in a real gateway in front of a real upstream.
