@@ -125,7 +125,14 @@ fn quickstart(overrides: impl FnOnce(Config) -> Config) -> ExitCode {
         Ok(addr) => addr,
         Err(e) => return fail(&e),
     };
-    let config = match quickstart::config(demo) {
+    let plugins = match quickstart::install_plugins() {
+        Ok(dir) => dir,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot write the quickstart's plugins; serving without /private");
+            None
+        }
+    };
+    let config = match quickstart::config(demo, plugins.as_deref()) {
         Ok(config) => overrides(config),
         Err(e) => return fail(&e),
     };
@@ -139,7 +146,12 @@ fn quickstart(overrides: impl FnOnce(Config) -> Config) -> ExitCode {
     };
     println!(
         "{}",
-        quickstart::banner(gateway.local_addr(), gateway.admin_addr(), demo)
+        quickstart::banner(
+            gateway.local_addr(),
+            gateway.admin_addr(),
+            demo,
+            plugins.is_some()
+        )
     );
     match signals.serve_until_signal(gateway) {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use http::{Request, Response, header};
@@ -16,11 +16,65 @@ use hyper_util::server::conn::auto;
 use crate::config::{Config, ConfigError};
 
 const CONFIG: &str = include_str!("quickstart.toml");
+const PRIVATE_ROUTE: &str = include_str!("quickstart-private.toml");
 
-/// The quickstart config with the demo upstream at `demo`.
-pub fn config(demo: SocketAddr) -> Result<Config, ConfigError> {
-    let text = CONFIG.replace("{DEMO_UPSTREAM}", &demo.to_string());
+/// The first-party plugins the quickstart's `/private` route uses, built for
+/// `wasm32-wasip2` by the build script (empty when it could not build them).
+const PLUGINS: &[(&str, &[u8])] = &[
+    (
+        "request-id",
+        include_bytes!(concat!(env!("OUT_DIR"), "/request-id.wasm")),
+    ),
+    (
+        "api-key",
+        include_bytes!(concat!(env!("OUT_DIR"), "/api-key.wasm")),
+    ),
+];
+
+/// The API key the quickstart's `/private` route accepts.
+pub const DEMO_API_KEY: &str = "weir-demo-key";
+
+/// The quickstart config with the demo upstream at `demo` and, when `plugins` names
+/// the directory [`install_plugins`] filled, the `/private` route.
+pub fn config(demo: SocketAddr, plugins: Option<&Path>) -> Result<Config, ConfigError> {
+    let private = match plugins {
+        Some(dir) => PRIVATE_ROUTE.replace("{PLUGINS_DIR}", &toml_escape(&dir.to_string_lossy())),
+        None => String::new(),
+    };
+    let text = CONFIG
+        .replace("{DEMO_UPSTREAM}", &demo.to_string())
+        .replace("{PRIVATE_ROUTE}", &private);
     Config::parse(Path::new("<quickstart>"), &text)
+}
+
+/// Writes the embedded plugins to `weir/quickstart-plugins` under the OS cache
+/// directory (or the temp directory) and returns it; `None` when this binary was built
+/// without them.
+pub fn install_plugins() -> std::io::Result<Option<PathBuf>> {
+    if PLUGINS.iter().any(|(_, bytes)| bytes.is_empty()) {
+        return Ok(None);
+    }
+    let dir = dirs::cache_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("weir")
+        .join("quickstart-plugins");
+    std::fs::create_dir_all(&dir)?;
+    for (name, bytes) in PLUGINS {
+        let path = dir.join(format!("{name}.wasm"));
+        // Rewritten only when different, so a second quickstart racing this one never
+        // reads a half-written file of the same content.
+        if std::fs::read(&path).ok().as_deref() != Some(*bytes) {
+            let partial = dir.join(format!(".{name}.wasm.{}", std::process::id()));
+            std::fs::write(&partial, bytes)?;
+            std::fs::rename(&partial, &path)?;
+        }
+    }
+    Ok(Some(dir))
+}
+
+/// `text` as the inside of a TOML basic string.
+fn toml_escape(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// Starts the demo upstream on a free loopback port, on its own thread, for the life of
@@ -95,11 +149,18 @@ fn json_string(s: &str) -> String {
 }
 
 /// What to tell a newcomer once the quickstart is listening.
-pub fn banner(gateway: SocketAddr, admin: SocketAddr, demo: SocketAddr) -> String {
+pub fn banner(gateway: SocketAddr, admin: SocketAddr, demo: SocketAddr, plugins: bool) -> String {
+    let private = if plugins {
+        format!(
+            "\nPlugins (request-id, api-key) guard /private:\n  curl -i http://{gateway}/private/hello                              # 401, no key\n  curl -i -H 'x-api-key: {DEMO_API_KEY}' http://{gateway}/private/hello   # 200, consumer demo\n"
+        )
+    } else {
+        "\n(This build has no embedded plugins, so no /private route: the wasm32-wasip2\n target was missing when it was built. `rustup target add wasm32-wasip2` and rebuild.)\n".to_owned()
+    };
     format!(
         "\nWeir quickstart is running (no config file given).\n\
          \n  gateway        http://{gateway}\n  admin          http://{admin}\n  demo upstream  http://{demo} (served by this process)\n\
          \nTry:\n  curl -i http://{gateway}/hello\n  curl -i --http2-prior-knowledge http://{gateway}/hello\n  curl -i http://{admin}/healthz\n\
-         \nStop with Ctrl-C. Run your own config with: weir run --config weir.toml\n"
+         {private}\nStop with Ctrl-C. Run your own config with: weir run --config weir.toml\n"
     )
 }

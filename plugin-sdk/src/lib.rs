@@ -125,7 +125,7 @@ pub mod testing;
 #[doc(hidden)]
 pub use bindings as __bindings;
 pub use message::{Action, Headers, LocalResponse, Request, RequestEdits, Response};
-pub use plugin::{Phase, Plugin, build};
+pub use plugin::{Phase, Plugin, build, parse_config};
 
 /// Internals used by [`export_plugin!`]; not part of the API.
 #[doc(hidden)]

@@ -85,9 +85,26 @@ pub trait Plugin: Sized + 'static {
 /// Parses the configuration and builds the plugin.
 pub fn build<P: Plugin>() -> Result<P, String> {
     let json = crate::host::config_json();
-    let config: P::Config =
-        serde_json::from_str(&json).map_err(|e| format!("invalid configuration: {e}"))?;
-    P::new(config)
+    P::new(parse_config(&json)?)
+}
+
+/// Deserialises a plugin's JSON config; an error names the key it is about
+/// (`` `limits.burst`: invalid type... ``) rather than a position in JSON the operator
+/// never wrote (the gateway converts their TOML).
+pub fn parse_config<C: DeserializeOwned>(json: &str) -> Result<C, String> {
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let mut message = e.into_inner().to_string();
+        if let Some(at) = message.rfind(" at line ") {
+            message.truncate(at);
+        }
+        if path == "." {
+            format!("invalid configuration: {message}")
+        } else {
+            format!("`{path}`: {message}")
+        }
+    })
 }
 
 /// The glue the export macro instantiates for a plugin type `P`.
@@ -198,5 +215,36 @@ fn action(action: Action) -> wit::Action {
     match action {
         Action::Continue => wit::Action::Continue,
         Action::Respond(r) => wit::Action::Respond(r.into_wit()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_config;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code, reason = "only deserialised")]
+    struct Config {
+        limit: u32,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code, reason = "only deserialised")]
+    struct Inner {
+        names: Vec<String>,
+    }
+
+    #[test]
+    fn config_errors_name_the_key_not_a_json_position() {
+        let e = parse_config::<Config>(r#"{"limit": -1}"#).unwrap_err();
+        assert!(e.starts_with("`limit`: invalid value: integer `-1`"), "{e}");
+        assert!(!e.contains("line"), "{e}");
+        let e = parse_config::<Config>(r#"{"limit": 1, "inner": {"names": [1]}}"#).unwrap_err();
+        assert!(e.starts_with("`inner.names[0]`: invalid type"), "{e}");
+        let e = parse_config::<Config>(r#"{"limit": 1, "limt": 2}"#).unwrap_err();
+        assert!(e.starts_with("`limt`: unknown field `limt`"), "{e}");
+        assert_eq!(parse_config::<Config>(r#"{"limit": 3}"#).unwrap().limit, 3);
     }
 }

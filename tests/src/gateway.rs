@@ -88,11 +88,18 @@ impl WeirProcess {
     /// and waits for its "listening" line.
     #[allow(clippy::zombie_processes)] // reaped by `Drop`, or by `wait_exit`
     pub fn spawn(bin: &Path, args: &[&str]) -> WeirProcess {
+        WeirProcess::spawn_with_env(bin, args, &[])
+    }
+
+    /// [`WeirProcess::spawn`] with these environment variables set for the child.
+    #[allow(clippy::zombie_processes)] // reaped by `Drop`, or by `wait_exit`
+    pub fn spawn_with_env(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> WeirProcess {
         let mut child = Command::new(bin)
             .arg("--log-format")
             .arg("json")
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -5,18 +5,27 @@
 //!   native unit tests of the first-party plugins (`plugins/`, a workspace of its own). This is
 //!   the README's test command and what `.ci/run` runs.
 //! - `cargo xtask setup`: only the preparation step.
+//! - `cargo xtask plugins [DIR]`: builds the first-party plugins for `wasm32-wasip2` and
+//!   installs them in DIR (default `target/weir-plugins`) under their plugin names
+//!   (`api-key.wasm`), ready for a config's `[plugins] dir`.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 const WASM_TARGET: &str = "wasm32-wasip2";
+/// The repository root.
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let result = match args.next().as_deref() {
         Some("test") => setup().and_then(|()| test(args.collect())),
         Some("setup") => setup(),
+        Some("plugins") => setup().and_then(|()| plugins(args.next())),
         _ => {
-            eprintln!("usage: cargo xtask test [cargo test args...] | cargo xtask setup");
+            eprintln!(
+                "usage: cargo xtask test [cargo test args...] | cargo xtask plugins [DIR] | cargo xtask setup"
+            );
             return ExitCode::from(2);
         }
     };
@@ -53,8 +62,51 @@ fn test(extra: Vec<String>) -> Result<(), String> {
         "test",
         "--workspace",
         "--manifest-path",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/Cargo.toml"),
+        &Path::new(ROOT)
+            .join("plugins")
+            .join("Cargo.toml")
+            .to_string_lossy(),
     ]))
+}
+
+/// Builds `plugins/` (into `target/plugins`, where the tests' build script builds it
+/// too) and copies each `CRATE.wasm` to `DIR/NAME.wasm` (`api_key` → `api-key`).
+fn plugins(dir: Option<String>) -> Result<(), String> {
+    let root = Path::new(ROOT)
+        .canonicalize()
+        .map_err(|e| format!("cannot find the repository root: {e}"))?;
+    let root = root.as_path();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let target_dir = root.join("target").join("plugins");
+    run(Command::new(&cargo)
+        .current_dir(root.join("plugins"))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            WASM_TARGET,
+            "--target-dir",
+        ])
+        .arg(&target_dir))?;
+    let built = target_dir.join(WASM_TARGET).join("release");
+    let dest = dir.map_or_else(|| root.join("target").join("weir-plugins"), PathBuf::from);
+    std::fs::create_dir_all(&dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+    let entries =
+        std::fs::read_dir(&built).map_err(|e| format!("cannot read {}: {e}", built.display()))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|ext| ext != "wasm") {
+            continue;
+        }
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let installed = dest.join(format!("{}.wasm", stem.replace('_', "-")));
+        std::fs::copy(&path, &installed)
+            .map_err(|e| format!("cannot copy to {}: {e}", installed.display()))?;
+        println!("{}", installed.display());
+    }
+    Ok(())
 }
 
 fn run(command: &mut Command) -> Result<(), String> {

@@ -446,6 +446,39 @@ fn settings(
     }
 }
 
+/// Resolves a plugin config's `NAME_env` keys: each names an environment variable of
+/// the gateway, which the plugin cannot read (its sandbox has no environment). The
+/// plugin gets `{ name = "VAR", value = "..." }` in its place. Returns the keys whose
+/// variable is unset or not UTF-8, with what is wrong (never the value).
+fn resolve_env_keys(config: &mut toml::Table) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    for (key, value) in config.iter_mut() {
+        if !key.ends_with("_env") {
+            continue;
+        }
+        let toml::Value::String(var) = value else {
+            continue;
+        };
+        match std::env::var(var.as_str()) {
+            Ok(contents) => {
+                let mut resolved = toml::Table::new();
+                resolved.insert("name".to_owned(), toml::Value::String(var.clone()));
+                resolved.insert("value".to_owned(), toml::Value::String(contents));
+                *value = toml::Value::Table(resolved);
+            }
+            Err(std::env::VarError::NotPresent) => problems.push((
+                key.clone(),
+                format!("environment variable `{var}` is not set"),
+            )),
+            Err(std::env::VarError::NotUnicode(_)) => problems.push((
+                key.clone(),
+                format!("environment variable `{var}` is not valid UTF-8"),
+            )),
+        }
+    }
+    problems
+}
+
 fn check_plugin(
     c: &mut Checker<'_>,
     key: &str,
@@ -481,7 +514,11 @@ fn check_plugin(
             "memory_limit must be at least 1MiB",
         );
     }
-    let config_json = match serde_json::to_string(&p.config.clone().unwrap_or_default()) {
+    let mut plugin_config = p.config.clone().unwrap_or_default();
+    for (env_key, problem) in resolve_env_keys(&mut plugin_config) {
+        c.error(&p.name.span(), format!("{key}.config.{env_key}"), problem);
+    }
+    let config_json = match serde_json::to_string(&plugin_config) {
         Ok(json) => json,
         Err(e) => {
             c.error(

@@ -1,23 +1,338 @@
-//! `headers`: work in progress (issue 4); continues every request.
+//! `headers`: header and path transforms.
+//!
+//! On the way upstream: `request.remove`, then `request.set` (replacing), then
+//! `request.add` (appending); the path goes through `strip_prefix`, then `rewrite` (a
+//! regex and its replacement), then `add_prefix`, keeping the query string. On the way
+//! back, `response.remove`, `response.set`, `response.add`. The regex is compiled once,
+//! when the plugin is configured.
+//!
+//! ```toml
+//! plugins = [{ name = "headers", config = { strip_prefix = "/api", request = { set = { x-forwarded-prefix = "/api" } } } }]
+//! ```
 
+use std::collections::BTreeMap;
+
+use regex::Regex;
 use serde::Deserialize;
-use weir_plugin_sdk::{Phase, Plugin};
+use weir_plugin_sdk::{Action, Headers, Phase, Plugin, Request, Response};
+
+/// Header edits for one direction.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeaderEdits {
+    /// Headers set, replacing any values they had.
+    set: BTreeMap<String, String>,
+    /// Headers appended, keeping any values they had.
+    add: BTreeMap<String, String>,
+    /// Headers removed.
+    remove: Vec<String>,
+}
+
+/// A regex path rewrite.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rewrite {
+    /// The regex, matched against the path without its query string.
+    pattern: String,
+    /// What the match becomes; `$1`, `${name}` refer to capture groups.
+    replacement: String,
+}
 
 /// The plugin's configuration.
-#[derive(Debug, Deserialize)]
-pub struct Config {}
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Edits of the request's headers.
+    request: HeaderEdits,
+    /// Edits of the response's headers.
+    response: HeaderEdits,
+    /// A path prefix removed (at a segment boundary).
+    strip_prefix: Option<String>,
+    /// A path prefix added.
+    add_prefix: Option<String>,
+    /// A regex rewrite of the path.
+    rewrite: Option<Rewrite>,
+}
 
-/// The plugin.
-#[derive(Debug)]
-pub struct Headers;
+/// Validated edits, names lower-cased.
+#[derive(Debug, Default)]
+struct Edits {
+    set: Vec<(String, String)>,
+    add: Vec<(String, String)>,
+    remove: Vec<String>,
+}
 
-impl Plugin for Headers {
-    type Config = Config;
-    const PHASES: &'static [Phase] = &[Phase::RequestHeaders];
+impl Edits {
+    fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
 
-    fn new(_config: Config) -> Result<Self, String> {
-        Ok(Headers)
+    fn apply(&self, headers: &mut Headers<'_>) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.set(name, value);
+        }
+        for (name, value) in &self.add {
+            headers.append(name, value);
+        }
     }
 }
 
-weir_plugin_sdk::export_plugin!(Headers);
+/// The plugin.
+#[derive(Debug)]
+pub struct HeadersPlugin {
+    request: Edits,
+    response: Edits,
+    strip_prefix: Option<String>,
+    add_prefix: Option<String>,
+    rewrite: Option<(Regex, String)>,
+}
+
+/// Whether `name` is an RFC 9110 token (a header name).
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Whether `value` can be a header value (no control characters but tab).
+fn is_header_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+fn check_edits(key: &str, edits: HeaderEdits) -> Result<Edits, String> {
+    let pairs = |op: &str, map: BTreeMap<String, String>| {
+        map.into_iter()
+            .map(|(name, value)| {
+                if !is_token(&name) {
+                    return Err(format!("`{key}.{op}`: {name:?} is not a valid header name"));
+                }
+                if !is_header_value(&value) {
+                    return Err(format!(
+                        "`{key}.{op}.{name}`: the value has control characters"
+                    ));
+                }
+                Ok((name.to_ascii_lowercase(), value))
+            })
+            .collect::<Result<Vec<_>, String>>()
+    };
+    let set = pairs("set", edits.set)?;
+    let add = pairs("add", edits.add)?;
+    let remove = edits
+        .remove
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            if is_token(&name) {
+                Ok(name.to_ascii_lowercase())
+            } else {
+                Err(format!(
+                    "`{key}.remove[{i}]`: {name:?} is not a valid header name"
+                ))
+            }
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(Edits { set, add, remove })
+}
+
+/// A prefix as `/a/b`: leading slash, no trailing one, valid path characters.
+fn check_prefix(key: &str, prefix: Option<String>) -> Result<Option<String>, String> {
+    let Some(prefix) = prefix else {
+        return Ok(None);
+    };
+    let trimmed = prefix.trim_end_matches('/');
+    if !prefix.starts_with('/')
+        || trimmed.is_empty()
+        || !trimmed
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"?#".contains(&b))
+    {
+        return Err(format!(
+            "`{key}`: {prefix:?} must be a path like \"/api\" (leading `/`, no query)"
+        ));
+    }
+    Ok(Some(trimmed.to_owned()))
+}
+
+impl HeadersPlugin {
+    /// The path (without query) after strip, rewrite and add; `None` when unchanged.
+    pub fn new_path(&self, path: &str) -> Option<String> {
+        let mut current = path.to_owned();
+        if let Some(prefix) = &self.strip_prefix
+            && let Some(rest) = current.strip_prefix(prefix.as_str())
+        {
+            if rest.is_empty() {
+                current = "/".to_owned();
+            } else if rest.starts_with('/') {
+                current = rest.to_owned();
+            }
+        }
+        if let Some((regex, replacement)) = &self.rewrite {
+            current = regex.replace(&current, replacement.as_str()).into_owned();
+        }
+        if let Some(prefix) = &self.add_prefix {
+            current = if current == "/" {
+                prefix.clone()
+            } else {
+                format!("{prefix}{current}")
+            };
+        }
+        (current != path).then_some(current)
+    }
+}
+
+impl Plugin for HeadersPlugin {
+    type Config = Config;
+    const PHASES: &'static [Phase] = &[Phase::RequestHeaders, Phase::ResponseHeaders];
+
+    fn new(config: Config) -> Result<Self, String> {
+        let rewrite = match config.rewrite {
+            None => None,
+            Some(rewrite) => {
+                let regex =
+                    Regex::new(&rewrite.pattern).map_err(|e| format!("`rewrite.pattern`: {e}"))?;
+                Some((regex, rewrite.replacement))
+            }
+        };
+        let plugin = HeadersPlugin {
+            request: check_edits("request", config.request)?,
+            response: check_edits("response", config.response)?,
+            strip_prefix: check_prefix("strip_prefix", config.strip_prefix)?,
+            add_prefix: check_prefix("add_prefix", config.add_prefix)?,
+            rewrite,
+        };
+        if plugin.request.is_empty()
+            && plugin.response.is_empty()
+            && plugin.strip_prefix.is_none()
+            && plugin.add_prefix.is_none()
+            && plugin.rewrite.is_none()
+        {
+            return Err("nothing to do: configure `request`, `response`, `strip_prefix`, `add_prefix` or `rewrite`".into());
+        }
+        Ok(plugin)
+    }
+
+    fn on_request_headers(&self, request: &mut Request<'_>) -> Action {
+        self.request.apply(&mut request.headers);
+        if self.strip_prefix.is_some() || self.add_prefix.is_some() || self.rewrite.is_some() {
+            let path = request.path_only();
+            if let Some(new) = self.new_path(path) {
+                let full = match request.query() {
+                    Some(query) => format!("{new}?{query}"),
+                    None => new,
+                };
+                request.set_path(full);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_response_headers(&self, _request: &Request<'_>, response: &mut Response<'_>) -> Action {
+        self.response.apply(&mut response.headers);
+        Action::Continue
+    }
+}
+
+weir_plugin_sdk::export_plugin!(HeadersPlugin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugin(json: &str) -> Result<HeadersPlugin, String> {
+        HeadersPlugin::new(weir_plugin_sdk::parse_config(json)?)
+    }
+
+    #[test]
+    fn request_headers_are_removed_set_and_added_in_that_order() {
+        let p = plugin(
+            r#"{"request": {"remove": ["X-Drop"], "set": {"X-Env": "prod", "x-drop": "again"},
+                "add": {"x-tag": "gw"}}}"#,
+        )
+        .unwrap();
+        let mut request = Request::new("GET", "/")
+            .with_header("x-drop", "1")
+            .with_header("x-env", "dev")
+            .with_header("x-tag", "client");
+        p.on_request_headers(&mut request);
+        assert_eq!(request.headers.get_str("x-env").as_deref(), Some("prod"));
+        assert_eq!(request.headers.get_str("x-drop").as_deref(), Some("again"));
+        assert_eq!(
+            request.headers.get_all("x-tag"),
+            vec![b"client".to_vec(), b"gw".to_vec()]
+        );
+    }
+
+    #[test]
+    fn response_headers_are_edited() {
+        let p =
+            plugin(r#"{"response": {"remove": ["server"], "set": {"x-frame-options": "DENY"}}}"#)
+                .unwrap();
+        let request = Request::new("GET", "/");
+        let mut response = Response::new(200).with_header("server", "secret/1.0");
+        p.on_response_headers(&request, &mut response);
+        assert!(!response.headers.contains("server"));
+        assert_eq!(
+            response.headers.get_str("x-frame-options").as_deref(),
+            Some("DENY")
+        );
+    }
+
+    #[test]
+    fn prefixes_are_stripped_at_segment_boundaries_and_added() {
+        let p = plugin(r#"{"strip_prefix": "/api/", "add_prefix": "/v1"}"#).unwrap();
+        assert_eq!(p.new_path("/api/users").as_deref(), Some("/v1/users"));
+        assert_eq!(p.new_path("/api").as_deref(), Some("/v1"));
+        assert_eq!(p.new_path("/apix/users").as_deref(), Some("/v1/apix/users"));
+        let strip = plugin(r#"{"strip_prefix": "/api"}"#).unwrap();
+        assert_eq!(strip.new_path("/other"), None);
+    }
+
+    #[test]
+    fn the_regex_rewrite_uses_capture_groups_and_keeps_the_query() {
+        let p = plugin(
+            r#"{"rewrite": {"pattern": "^/users/(?P<id>[0-9]+)/profile$", "replacement": "/profiles/${id}"}}"#,
+        )
+        .unwrap();
+        let mut request = Request::new("GET", "/users/42/profile?full=1");
+        p.on_request_headers(&mut request);
+        assert_eq!(request.edits().path.as_deref(), Some("/profiles/42?full=1"));
+        let mut other = Request::new("GET", "/users/abc/profile");
+        p.on_request_headers(&mut other);
+        assert_eq!(other.edits().path, None);
+    }
+
+    #[test]
+    fn bad_config_names_the_key() {
+        for (json, key) in [
+            (
+                r#"{"rewrite": {"pattern": "(", "replacement": "/"}}"#,
+                "`rewrite.pattern`",
+            ),
+            (
+                r#"{"request": {"set": {"bad name": "x"}}}"#,
+                "`request.set`",
+            ),
+            (
+                r#"{"response": {"add": {"x-a": "line\nbreak"}}}"#,
+                "`response.add.x-a`",
+            ),
+            (
+                r#"{"request": {"remove": ["ok", "not ok"]}}"#,
+                "`request.remove[1]`",
+            ),
+            (r#"{"strip_prefix": "api"}"#, "`strip_prefix`"),
+            (r#"{"add_prefix": "/"}"#, "`add_prefix`"),
+            (r#"{"request": {"sett": {}}}"#, "`request.sett`"),
+            ("{}", "nothing to do"),
+        ] {
+            let message = plugin(json).unwrap_err();
+            assert!(message.contains(key), "{json}: {message}");
+        }
+    }
+}

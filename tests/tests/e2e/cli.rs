@@ -305,6 +305,27 @@ async fn quickstart_serves_the_demo_upstream_and_stops_on_sigterm() {
     let health = get(&format!("http://{}/healthz", weir.admin)).await;
     assert_eq!(health.status, StatusCode::OK, "{}", health.text());
 
+    // The embedded plugins guard /private: request-id, then api-key.
+    let private = format!("http://{}/private/hello", weir.addr);
+    let refused = weir_tests::first_party::get_with(&private, &[]).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        refused.text()
+    );
+    assert!(refused.header("x-request-id").is_some(), "{refused:?}");
+    let admitted = weir_tests::first_party::get_with(
+        &private,
+        &[("x-api-key", weir_gateway::quickstart::DEMO_API_KEY)],
+    )
+    .await;
+    assert_eq!(admitted.status, StatusCode::OK, "{}", admitted.text());
+    let body = admitted.text();
+    assert!(body.contains("\"x-consumer\": \"demo\""), "{body}");
+    assert!(body.contains("\"x-request-id\""), "{body}");
+    assert!(!body.contains("x-api-key"), "{body}");
+
     weir.signal("TERM");
     assert_eq!(
         weir.wait_exit(Duration::from_secs(10)),

@@ -660,7 +660,7 @@ fn an_empty_file_is_valid_with_defaults() {
 #[test]
 fn the_quickstart_config_is_valid() {
     let demo = "127.0.0.1:4321".parse().unwrap();
-    let config = quickstart::config(demo).unwrap_or_else(|e| panic!("{e}"));
+    let config = quickstart::config(demo, None).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.upstreams.len(), 1);
     assert_eq!(config.upstreams[0].endpoints[0].authority, "127.0.0.1:4321");
     assert_eq!(config.routes.len(), 1);
@@ -668,6 +668,15 @@ fn the_quickstart_config_is_valid() {
         config.routes[0].path,
         Some(PathPattern::Prefix("/".to_owned()))
     );
+    let dir = Path::new("/tmp/a \"quoted\" dir");
+    let with_plugins = quickstart::config(demo, Some(dir)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(with_plugins.routes.len(), 2);
+    assert_eq!(
+        with_plugins.routes[0].path,
+        Some(PathPattern::Prefix("/private".to_owned())),
+        "/private is matched before the catch-all"
+    );
+    assert_eq!(with_plugins.plugins.dir, dir);
 }
 
 /// A `Diagnostic` prints as `file:line:column: `key`: message (help)`, and without the

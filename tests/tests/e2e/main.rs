@@ -6,6 +6,7 @@
 mod access_log;
 mod cli;
 mod config_errors;
+mod examples;
 mod failures;
 mod first_party;
 mod forwarding;

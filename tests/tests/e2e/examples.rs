@@ -1,0 +1,98 @@
+//! The runnable configs under `examples/` that use the first-party plugins, run as
+//! written except for their addresses: listeners on port 0, the upstream a test one,
+//! the plugins directory the tests' build.
+
+use std::path::Path;
+
+use weir_tests::first_party::{get_with, plugin_dir, request};
+use weir_tests::{TestGateway, TestUpstream};
+
+/// Starts `examples/NAME/weir.toml` in front of `up`.
+fn start_example(name: &str, up: &TestUpstream) -> TestGateway {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
+        .join("weir.toml");
+    let text = std::fs::read_to_string(&path).expect("the example exists");
+    let dir = plugin_dir();
+    let text = text
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9901", "127.0.0.1:0")
+        .replace("127.0.0.1:9000", &up.addr.to_string())
+        .replace(
+            "dir = \"target/weir-plugins\"",
+            &format!(
+                "dir = \"{}/plugins\"\ncache_dir = \"{}/cache\"",
+                dir.display(),
+                dir.display()
+            ),
+        );
+    assert!(
+        text.contains(&up.addr.to_string()),
+        "{name}: upstream not replaced"
+    );
+    TestGateway::start(&text)
+}
+
+#[tokio::test]
+async fn the_api_example_authenticates_limits_and_rewrites() {
+    let up = TestUpstream::start("app");
+    let gw = start_example("api", &up);
+
+    let refused = get_with(&gw.url("/api/orders"), &[]).await;
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    assert!(refused.header("x-request-id").is_some(), "{refused:?}");
+    assert!(up.seen().is_empty());
+
+    let alice = get_with(
+        &gw.url("/api/orders?page=2"),
+        &[("x-api-key", "alice-key-change-me")],
+    )
+    .await;
+    assert_eq!(alice.status, 200, "{}", alice.text());
+    let seen = up.last();
+    assert_eq!(seen.target, "/orders?page=2");
+    assert_eq!(seen.headers["x-consumer"], "alice");
+    assert_eq!(seen.headers["x-forwarded-prefix"], "/api");
+    assert!(seen.headers.contains_key("x-request-id"));
+    assert!(!seen.headers.contains_key("x-api-key"));
+    assert_eq!(
+        alice.header("x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+    assert_eq!(alice.header("ratelimit-limit").as_deref(), Some("10"));
+
+    // Bob has his own budget of 10 per minute.
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let reply = get_with(
+            &gw.url("/api/orders"),
+            &[("x-api-key", "bob-key-change-me")],
+        )
+        .await;
+        statuses.push(reply.status.as_u16());
+    }
+    assert_eq!(statuses[..10], [200; 10], "{statuses:?}");
+    assert_eq!(statuses[10..], [429, 429], "{statuses:?}");
+}
+
+#[tokio::test]
+async fn the_cors_example_answers_preflights() {
+    let up = TestUpstream::start("app");
+    let gw = start_example("cors", &up);
+    let reply = request(
+        "OPTIONS",
+        &gw.url("/api/items"),
+        &[
+            ("origin", "http://localhost:3000"),
+            ("access-control-request-method", "PUT"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 204);
+    assert_eq!(
+        reply.header("access-control-allow-origin").as_deref(),
+        Some("http://localhost:3000")
+    );
+    assert!(up.seen().is_empty());
+}
