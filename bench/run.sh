@@ -20,6 +20,7 @@
 #   PEERS="direct nginx weir"  ROUNDS=1 (max 5)  DURATION=10  WARMUP=2  CONNS=64
 #   LG_THREADS=1  LG_CPU=0  UP_CPU=0  PROXY_CPU=1  WORKERS=1  REQ_PATH=/
 #   WEIR_BIN=<path>  WEIR_CONFIG_EXTRA=<toml>  BENCH_OUT=<dir>  READY_TIMEOUT=30
+#   REQ_HEADER="name: value" (one header wrk sends on every request, e.g. an API key)
 set -euo pipefail
 
 HOST=127.0.0.1 # hard-wired: nothing here ever binds or targets anything but loopback
@@ -50,6 +51,7 @@ PROXY_CPU=$(clamp "${PROXY_CPU:-1}" 1 0 4095)
 WORKERS=$(clamp "${WORKERS:-1}" 1 1 256)
 READY_TIMEOUT=$(clamp "${READY_TIMEOUT:-30}" 30 1 300)
 REQ_PATH=${REQ_PATH:-/}
+REQ_HEADER=${REQ_HEADER:-}
 WEIR_CONFIG_EXTRA=${WEIR_CONFIG_EXTRA:-}
 ((CONNS < LG_THREADS)) && CONNS=$LG_THREADS # wrk needs >= 1 connection per thread
 
@@ -58,6 +60,9 @@ declare -A PORT=([direct]=$UP_PORT [nginx]=18081 [weir]=18090)
 declare -A LABEL=([direct]="direct (no proxy)" [nginx]=nginx [weir]=weir)
 
 [[ $REQ_PATH =~ ^/[^[:space:]]*$ ]] || die "REQ_PATH must start with / and contain no spaces (got '$REQ_PATH')"
+[[ -z $REQ_HEADER || $REQ_HEADER =~ ^[A-Za-z0-9-]+:\ ?[[:print:]]+$ ]] || die "REQ_HEADER must look like 'name: value' (got '$REQ_HEADER')"
+WRK_HEADER_ARGS=()
+[[ -n $REQ_HEADER ]] && WRK_HEADER_ARGS=(-H "$REQ_HEADER")
 for t in $PEERS; do
   [[ -n ${PORT[$t]:-} ]] || die "unknown target '$t' in PEERS (known: direct nginx weir)"
 done
@@ -318,7 +323,7 @@ children_ticks() { # sets LG_TICKS = CPU ticks of all reaped children of this sh
 run_wrk() { # port secs outfile -> runs wrk pinned to LG_CPU in its own process group
   local port=$1 secs=$2 out=$3 pid rc=0
   setsid timeout -k 5 $((secs + 30)) taskset -c "$LG_CPU" \
-    wrk -t"$LG_THREADS" -c"$CONNS" -d"${secs}s" --latency "http://$HOST:$port$REQ_PATH" >"$out" 2>&1 </dev/null &
+    wrk -t"$LG_THREADS" -c"$CONNS" -d"${secs}s" --latency "${WRK_HEADER_ARGS[@]}" "http://$HOST:$port$REQ_PATH" >"$out" 2>&1 </dev/null &
   pid=$!
   STARTED+=("$pid")
   wait "$pid" || rc=$?

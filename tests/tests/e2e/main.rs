@@ -10,6 +10,7 @@ mod examples;
 mod failures;
 mod first_party;
 mod forwarding;
+mod jwt_tokens;
 mod plugin_api_key;
 mod plugin_cors;
 mod plugin_headers;
