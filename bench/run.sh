@@ -188,7 +188,7 @@ wait_ready() { # name port logs... -> returns when GET $REQ_PATH answers 200 "ok
   local logs="$*"
   for ((i = 0; i < READY_TIMEOUT * 10; i++)); do
     alive "${PIDOF[$name]}" || die "$name exited during start-up; see $logs"
-    code=$(curl -s -o "$body" -w '%{http_code}' --max-time 1 "http://$HOST:$port$REQ_PATH" 2>/dev/null || true)
+    code=$(curl -s "${WRK_HEADER_ARGS[@]}" -o "$body" -w '%{http_code}' --max-time 1 "http://$HOST:$port$REQ_PATH" 2>/dev/null || true)
     if [[ $code == 200 ]]; then
       [[ $(cat "$body") == ok ]] && return 0
       die "$name answered 200 on http://$HOST:$port$REQ_PATH but the body is '$(head -c 80 "$body")', not 'ok'; see $logs"

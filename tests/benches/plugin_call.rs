@@ -8,6 +8,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+/// The allocator the `weir` binary uses, so allocation costs are the gateway's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::HeaderMap;
 use http::uri::PathAndQuery;
