@@ -124,7 +124,10 @@ pub mod testing;
 
 #[doc(hidden)]
 pub use bindings as __bindings;
-pub use message::{Action, Headers, LocalResponse, Request, RequestEdits, Response};
+pub use message::{
+    Action, Headers, LocalResponse, Request, RequestEdits, Response, is_header_name,
+    is_header_value,
+};
 pub use plugin::{Phase, Plugin, build, parse_config};
 
 /// Internals used by [`export_plugin!`]; not part of the API.

@@ -205,15 +205,29 @@ impl Headers<'_> {
     }
 }
 
+/// Whether `name` can be an HTTP header name (an RFC 9110 token: letters, digits and
+/// ``!#$%&'*+-.^_`|~``). Use it to check header names in a plugin's config at load,
+/// rather than finding out per request that an edit was refused.
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Whether `value` can be an HTTP header value: no control characters except tab (so
+/// no CR, LF or NUL).
+pub fn is_header_value(value: impl AsRef<[u8]>) -> bool {
+    value
+        .as_ref()
+        .iter()
+        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
 /// The lower-cased name when `name` and `value` are valid HTTP; otherwise `None`, after
 /// logging why (as the gateway does for a plugin inside it).
 fn checked(name: &str, value: &[u8]) -> Option<String> {
-    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    let name_ok = !name.is_empty() && name.bytes().all(token);
-    let value_ok = value
-        .iter()
-        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f));
-    if name_ok && value_ok {
+    if is_header_name(name) && is_header_value(value) {
         return Some(name.to_ascii_lowercase());
     }
     crate::host::log(
@@ -548,6 +562,14 @@ mod tests {
         assert_eq!(edits.removed, ["x-b"]);
         assert_eq!(edits.set, [("x-a".to_owned(), b"3".to_vec())]);
         assert_eq!(edits.appended, [("x-c".to_owned(), b"4".to_vec())]);
+    }
+
+    #[test]
+    fn header_name_and_value_checks() {
+        assert!(is_header_name("x-request-id") && is_header_name("X_Odd!~"));
+        assert!(!is_header_name("") && !is_header_name("bad name") && !is_header_name("a:b"));
+        assert!(is_header_value("text\twith tab") && is_header_value(b"\x80bytes"));
+        assert!(!is_header_value("line\nbreak") && !is_header_value(b"nul\0"));
     }
 
     #[test]

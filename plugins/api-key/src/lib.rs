@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use weir_plugin_sdk::{Action, LocalResponse, Phase, Plugin, Request};
+use weir_plugin_sdk::{Action, LocalResponse, Phase, Plugin, Request, is_header_name};
 
 /// The header naming the authenticated consumer on the upstream request.
 pub const CONSUMER_HEADER: &str = "x-consumer";
@@ -68,14 +68,6 @@ pub struct ApiKey {
     query: Option<String>,
     /// (SHA-256 of the key, consumer name).
     keys: Vec<([u8; 32], String)>,
-}
-
-/// Whether `name` is an RFC 9110 token (a header name).
-fn is_token(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn digest(key: &[u8]) -> [u8; 32] {
@@ -141,7 +133,7 @@ impl Plugin for ApiKey {
     const PHASES: &'static [Phase] = &[Phase::RequestHeaders];
 
     fn new(config: Config) -> Result<Self, String> {
-        if !is_token(&config.header) {
+        if !is_header_name(&config.header) {
             return Err(format!(
                 "`header`: {:?} is not a valid HTTP header name",
                 config.header

@@ -12,7 +12,7 @@
 //! ```
 
 use serde::Deserialize;
-use weir_plugin_sdk::{Action, LocalResponse, Phase, Plugin, Request, Response};
+use weir_plugin_sdk::{Action, LocalResponse, Phase, Plugin, Request, Response, is_header_name};
 
 /// The plugin's configuration.
 #[derive(Debug, Deserialize)]
@@ -59,14 +59,6 @@ pub struct Cors {
     expose_headers: Option<String>,
     max_age: Option<String>,
     allow_credentials: bool,
-}
-
-/// Whether `name` is an RFC 9110 token (a method or header name).
-fn is_token(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Checks an origin as browsers send it: `scheme://host[:port]`, nothing after.
@@ -177,20 +169,20 @@ impl Plugin for Cors {
             None
         } else {
             Some(joined("allow_headers", &config.allow_headers, |h| {
-                h == "*" || is_token(h)
+                h == "*" || is_header_name(h)
             })?)
         };
         let expose_headers = if config.expose_headers.is_empty() {
             None
         } else {
             Some(joined("expose_headers", &config.expose_headers, |h| {
-                h == "*" || is_token(h)
+                h == "*" || is_header_name(h)
             })?)
         };
         Ok(Cors {
             origins,
             any_origin,
-            allow_methods: joined("allow_methods", &config.allow_methods, is_token)?,
+            allow_methods: joined("allow_methods", &config.allow_methods, is_header_name)?,
             allow_headers,
             expose_headers,
             max_age: config.max_age.map(|age| age.to_string()),

@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 
 use regex::Regex;
 use serde::Deserialize;
-use weir_plugin_sdk::{Action, Headers, Phase, Plugin, Request, Response};
+use weir_plugin_sdk::{
+    Action, Headers, Phase, Plugin, Request, Response, is_header_name, is_header_value,
+};
 
 /// Header edits for one direction.
 #[derive(Debug, Default, Deserialize)]
@@ -90,26 +92,11 @@ pub struct HeadersPlugin {
     rewrite: Option<(Regex, String)>,
 }
 
-/// Whether `name` is an RFC 9110 token (a header name).
-fn is_token(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-/// Whether `value` can be a header value (no control characters but tab).
-fn is_header_value(value: &str) -> bool {
-    value
-        .bytes()
-        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-}
-
 fn check_edits(key: &str, edits: HeaderEdits) -> Result<Edits, String> {
     let pairs = |op: &str, map: BTreeMap<String, String>| {
         map.into_iter()
             .map(|(name, value)| {
-                if !is_token(&name) {
+                if !is_header_name(&name) {
                     return Err(format!("`{key}.{op}`: {name:?} is not a valid header name"));
                 }
                 if !is_header_value(&value) {
@@ -128,7 +115,7 @@ fn check_edits(key: &str, edits: HeaderEdits) -> Result<Edits, String> {
         .into_iter()
         .enumerate()
         .map(|(i, name)| {
-            if is_token(&name) {
+            if is_header_name(&name) {
                 Ok(name.to_ascii_lowercase())
             } else {
                 Err(format!(

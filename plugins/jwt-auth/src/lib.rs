@@ -44,7 +44,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use weir_plugin_sdk::host::{self, Level, kv};
-use weir_plugin_sdk::{Action, Headers, LocalResponse, Phase, Plugin, Request};
+use weir_plugin_sdk::{
+    Action, Headers, LocalResponse, Phase, Plugin, Request, is_header_name, is_header_value,
+};
 
 use crate::alg::{Alg, AlgSet};
 use crate::keys::{HmacKeys, KeySet, Strictness, Verdict};
@@ -212,21 +214,6 @@ impl fmt::Debug for TokenCache {
     }
 }
 
-/// Whether `name` is a valid HTTP header name (an RFC 9110 token).
-fn is_token(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-/// Whether `value` may go in a header as it is (no CR, LF, NUL or other controls).
-fn is_header_value(value: &str) -> bool {
-    value
-        .bytes()
-        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-}
-
 /// A claim as header text: strings as they are, numbers and booleans as JSON writes
 /// them, a list of those joined with `,`. Objects, null, and values that cannot be a
 /// header value give `None`.
@@ -383,7 +370,7 @@ impl Plugin for JwtAuth {
     fn new(config: Config) -> Result<Self, String> {
         let fingerprint =
             Sha256::digest(serde_json::to_vec(&config).expect("a config serialises")).into();
-        if !is_token(&config.header) {
+        if !is_header_name(&config.header) {
             return Err(format!(
                 "`header`: {:?} is not a valid HTTP header name",
                 config.header
@@ -392,7 +379,7 @@ impl Plugin for JwtAuth {
         let header = config.header.to_ascii_lowercase();
         let scheme = match config.scheme.as_str() {
             "" => None,
-            s if is_token(s) => Some(s.to_owned()),
+            s if is_header_name(s) => Some(s.to_owned()),
             s => return Err(format!("`scheme`: {s:?} is not a valid auth scheme")),
         };
         let mut challenge = scheme.clone().unwrap_or_else(|| "Bearer".to_owned());
@@ -461,7 +448,7 @@ impl Plugin for JwtAuth {
             if claim.is_empty() {
                 return Err("`claims_to_headers`: a claim name is empty".to_owned());
             }
-            if !is_token(target) {
+            if !is_header_name(target) {
                 return Err(format!(
                     "`claims_to_headers`: {target:?} (for claim {claim:?}) is not a valid HTTP header name"
                 ));

@@ -24,7 +24,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use weir_plugin_sdk::host::{kv, metrics};
-use weir_plugin_sdk::{Action, Headers, LocalResponse, Phase, Plugin, Request, Response};
+use weir_plugin_sdk::{
+    Action, Headers, LocalResponse, Phase, Plugin, Request, Response, is_header_name,
+};
 
 /// The header the `api-key` plugin sets to the authenticated consumer's name.
 const CONSUMER_HEADER: &str = "x-consumer";
@@ -120,14 +122,6 @@ pub struct RateLimit {
     pending: Mutex<Option<Quota>>,
 }
 
-/// Whether `name` is a valid HTTP header name (an RFC 9110 token).
-fn is_token(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
 /// Parses `window` into whole milliseconds.
 pub fn parse_window(text: &str) -> Result<u64, String> {
     let window = humantime::parse_duration(text).map_err(|e| {
@@ -157,7 +151,7 @@ fn parse_key(text: &str) -> Result<(KeyBy, String), String> {
         "route" => Ok((KeyBy::Route, text.to_owned())),
         "consumer" => Ok((KeyBy::Header(CONSUMER_HEADER.to_owned()), text.to_owned())),
         _ => match text.strip_prefix("header:") {
-            Some(name) if is_token(name) => {
+            Some(name) if is_header_name(name) => {
                 let name = name.to_ascii_lowercase();
                 let form = format!("header:{name}");
                 Ok((KeyBy::Header(name), form))

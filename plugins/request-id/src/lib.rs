@@ -11,7 +11,7 @@
 //! ```
 
 use serde::Deserialize;
-use weir_plugin_sdk::{Action, Phase, Plugin, Request, Response};
+use weir_plugin_sdk::{Action, Phase, Plugin, Request, Response, is_header_name};
 
 /// The longest incoming id that is kept.
 const MAX_ID_LEN: usize = 200;
@@ -38,14 +38,6 @@ pub struct RequestId {
     header: String,
 }
 
-/// Whether `name` is a valid HTTP header name (an RFC 9110 token).
-fn is_token(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
 /// Whether an incoming id is kept as it is.
 pub fn is_valid_id(id: &[u8]) -> bool {
     (1..=MAX_ID_LEN).contains(&id.len())
@@ -64,7 +56,7 @@ impl Plugin for RequestId {
     const PHASES: &'static [Phase] = &[Phase::RequestHeaders, Phase::ResponseHeaders];
 
     fn new(config: Config) -> Result<Self, String> {
-        if !is_token(&config.header) {
+        if !is_header_name(&config.header) {
             return Err(format!(
                 "`header`: {:?} is not a valid HTTP header name",
                 config.header
