@@ -58,3 +58,33 @@ fn bad_config_is_refused_naming_plugin_and_key() {
         );
     }
 }
+
+#[tokio::test]
+async fn ipv6_clients_are_matched_against_ipv6_blocks() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: this machine has no IPv6 loopback");
+        return;
+    }
+    let up = TestUpstream::start("up");
+    let on_ipv6 = |filter: &str| {
+        let text = config(
+            &up,
+            &format!("{{ name = \"ip-filter\", config = {filter} }}"),
+        );
+        TestGateway::start(&format!(
+            "[server]\nlisten = \"[::1]:0\"\nworkers = 1\nshutdown_grace = \"5s\"\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n{text}"
+        ))
+    };
+    let allowed = on_ipv6("{ allow = [\"::1/128\"] }");
+    assert!(allowed.url("/").starts_with("http://[::1]:"));
+    assert_eq!(get_with(&allowed.url("/"), &[]).await.status, 200);
+    let v4_only = on_ipv6("{ allow = [\"127.0.0.0/8\"] }");
+    assert_eq!(
+        get_with(&v4_only.url("/"), &[]).await.status,
+        403,
+        "::1 is not 127.0.0.1"
+    );
+    let denied = on_ipv6("{ deny = [\"::/0\"] }");
+    assert_eq!(get_with(&denied.url("/"), &[]).await.status, 403);
+}
