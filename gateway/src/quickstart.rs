@@ -38,7 +38,10 @@ pub const DEMO_API_KEY: &str = "weir-demo-key";
 /// the directory [`install_plugins`] filled, the `/private` route.
 pub fn config(demo: SocketAddr, plugins: Option<&Path>) -> Result<Config, ConfigError> {
     let private = match plugins {
-        Some(dir) => PRIVATE_ROUTE.replace("{PLUGINS_DIR}", &toml_escape(&dir.to_string_lossy())),
+        Some(dir) => PRIVATE_ROUTE.replace(
+            "{PLUGINS_DIR}",
+            &toml::Value::from(dir.to_string_lossy().into_owned()).to_string(),
+        ),
         None => String::new(),
     };
     let text = CONFIG
@@ -70,11 +73,6 @@ pub fn install_plugins() -> std::io::Result<Option<PathBuf>> {
         }
     }
     Ok(Some(dir))
-}
-
-/// `text` as the inside of a TOML basic string.
-fn toml_escape(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// Starts the demo upstream on a free loopback port, on its own thread, for the life of

@@ -10,72 +10,23 @@
 #[path = "../tests/e2e/jwt_tokens.rs"]
 mod jwt_tokens;
 
-use std::path::Path;
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// The allocator the `weir` binary uses, so allocation costs are the gateway's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use http::uri::PathAndQuery;
 use http::{HeaderMap, StatusCode};
-use weir_gateway::config::{Isolation, PluginSettings, PluginUse};
-use weir_gateway::plugin::{ChainEntry, ChainRun, PluginHost, RequestFlow, RequestParts};
-
-/// A plugin (its `.wasm`, contract name and JSON config) in a chain.
-struct Use<'a> {
-    wasm: &'a str,
-    name: &'a str,
-    config: String,
-}
-
-fn chain(host: &PluginHost, plugins: &[Use<'_>], isolation: Isolation) -> Arc<[ChainEntry]> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut chain = Vec::new();
-        for p in plugins {
-            let loaded = host.load(p.name, Path::new(p.wasm)).await.unwrap();
-            let usage = PluginUse {
-                name: p.name.into(),
-                config_json: p.config.clone(),
-                allowed_hosts: Vec::new(),
-                settings: PluginSettings {
-                    isolation,
-                    ..PluginSettings::default()
-                },
-            };
-            chain.push(host.configure("bench", loaded, &usage).await.unwrap());
-        }
-        Arc::from(chain)
-    })
-}
+use support::{Use, chain, request_phase};
+use weir_gateway::config::Isolation;
+use weir_gateway::plugin::{ChainEntry, ChainRun, PluginHost};
 
 /// One request through the chain's request-headers and response-headers phases; the
 /// header maps are handed back so that freeing them is not measured.
 async fn run(chain: &Arc<[ChainEntry]>, mut headers: HeaderMap) -> (HeaderMap, HeaderMap) {
-    let mut path = PathAndQuery::from_static("/api/users/7?expand=1");
     let mut pass = ChainRun::new(chain.clone());
-    let flow = pass
-        .request_headers(RequestParts {
-            method: &http::Method::GET,
-            headers: &mut headers,
-            path_and_query: &mut path,
-            scheme: "http",
-            authority: "api.example.com".to_owned(),
-            client: "203.0.113.7".to_owned(),
-            route: Arc::from("bench"),
-        })
-        .await;
-    assert!(
-        matches!(flow, RequestFlow::Continue),
-        "the bench request must pass"
-    );
+    request_phase(&mut pass, &mut headers).await;
     let mut status = StatusCode::OK;
     let mut response = HeaderMap::new();
     response.insert("content-type", "application/json".parse().unwrap());

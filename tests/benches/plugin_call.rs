@@ -5,80 +5,33 @@
 //!
 //! Run: `cargo bench -p weir-tests --bench plugin_call`
 
-use std::path::Path;
-use std::sync::Arc;
+mod support;
 
-/// The allocator the `weir` binary uses, so allocation costs are the gateway's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::HeaderMap;
-use http::uri::PathAndQuery;
-use weir_gateway::config::{Isolation, PluginSettings, PluginUse};
-use weir_gateway::plugin::{ChainEntry, ChainRun, PluginHost, RequestFlow, RequestParts};
+use support::{Use, chain, request_phase};
+use weir_gateway::config::Isolation;
+use weir_gateway::plugin::{ChainEntry, ChainRun, PluginHost};
 
+/// `count` probe plugins, each with its own config.
 fn entries(host: &PluginHost, isolation: Isolation, count: usize) -> Arc<[ChainEntry]> {
-    entries_of(
-        host,
-        "probe",
-        Path::new(env!("GUEST_PROBE")),
-        isolation,
-        count,
-    )
-}
-
-fn entries_of(
-    host: &PluginHost,
-    name: &str,
-    wasm: &Path,
-    isolation: Isolation,
-    count: usize,
-) -> Arc<[ChainEntry]> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let plugin = host.load(name, wasm).await.unwrap();
-        let mut chain = Vec::new();
-        for i in 0..count {
-            let usage = PluginUse {
-                name: name.into(),
-                config_json: format!(r#"{{"mode":"state","tag":"t{i}"}}"#),
-                allowed_hosts: Vec::new(),
-                settings: PluginSettings {
-                    isolation,
-                    ..PluginSettings::default()
-                },
-            };
-            chain.push(
-                host.configure("bench", plugin.clone(), &usage)
-                    .await
-                    .unwrap(),
-            );
-        }
-        Arc::from(chain)
-    })
+    let plugins: Vec<Use<'_>> = (0..count)
+        .map(|i| Use {
+            wasm: env!("GUEST_PROBE"),
+            name: "probe",
+            config: format!(r#"{{"mode":"state","tag":"t{i}"}}"#),
+        })
+        .collect();
+    chain(host, &plugins, isolation)
 }
 
 /// One request's request-headers pass; the headers are handed back so that freeing
 /// them is not measured.
 async fn run_chain(chain: &Arc<[ChainEntry]>, mut headers: HeaderMap) -> HeaderMap {
-    let mut path = PathAndQuery::from_static("/api/users/7?expand=1");
     let mut pass = ChainRun::new(chain.clone());
-    let flow = pass
-        .request_headers(RequestParts {
-            method: &http::Method::GET,
-            headers: &mut headers,
-            path_and_query: &mut path,
-            scheme: "http",
-            authority: "api.example.com".to_owned(),
-            client: "203.0.113.7".to_owned(),
-            route: Arc::from("bench"),
-        })
-        .await;
-    assert!(matches!(flow, RequestFlow::Continue));
+    request_phase(&mut pass, &mut headers).await;
     headers
 }
 
@@ -115,12 +68,14 @@ fn bench(c: &mut Criterion) {
     });
     // The same for a minimal guest (raw bindings, no SDK, no serde): how much of the
     // cost is the guest's size and structure rather than the host's.
-    let minimal = entries_of(
+    let minimal = chain(
         &host,
-        "minor",
-        Path::new(env!("GUEST_MINOR")),
+        &[Use {
+            wasm: env!("GUEST_MINOR"),
+            name: "minor",
+            config: r#"{"mode":"state","tag":"t0"}"#.to_owned(),
+        }],
         Isolation::Request,
-        1,
     );
     c.bench_function("instantiate + drop only, minimal guest", |b| {
         b.iter(|| rt.block_on(async { drop(minimal[0].instantiate().await.unwrap()) }));

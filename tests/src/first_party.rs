@@ -22,11 +22,7 @@ pub fn plugin_dir() -> PathBuf {
 /// A config with one route `r` (prefix `/`) to upstream `up` through `plugins` (the
 /// inside of the route's `plugins = [...]` array).
 pub fn config(up: &TestUpstream, plugins: &str) -> String {
-    config_in(&plugin_dir(), up, plugins)
-}
-
-/// [`config`] with the plugins directory `dir` (from [`plugin_dir`]).
-pub fn config_in(dir: &Path, up: &TestUpstream, plugins: &str) -> String {
+    let dir = plugin_dir();
     format!(
         "[plugins]\ndir = \"{}/plugins\"\ncache_dir = \"{}/cache\"\n\
          [[upstream]]\nname = \"up\"\nendpoints = [\"{}\"]\n\

@@ -183,10 +183,11 @@ impl Plugin for ApiKey {
     }
 
     fn on_request_headers(&self, request: &mut Request<'_>) -> Action {
-        let from_header = request.headers.get_all(&self.header);
-        let presented: Option<Vec<u8>> = match from_header.as_slice() {
-            [one] => Some(one.clone()),
-            [] => self
+        let mut from_header = request.headers.get_all(&self.header);
+        let in_header = !from_header.is_empty();
+        let presented: Option<Vec<u8>> = match from_header.len() {
+            1 => from_header.pop(),
+            0 => self
                 .query
                 .as_deref()
                 .and_then(|q| request.query_param(q))
@@ -200,7 +201,7 @@ impl Plugin for ApiKey {
             return unauthorized("invalid API key");
         };
         request.headers.set(CONSUMER_HEADER, consumer);
-        if !from_header.is_empty() {
+        if in_header {
             request.headers.remove(&self.header);
         }
         if let Some(param) = &self.query

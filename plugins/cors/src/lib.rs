@@ -128,7 +128,7 @@ impl Cors {
             .header("access-control-allow-methods", &self.allow_methods);
         let asked = request.headers.get("access-control-request-headers");
         match (&self.allow_headers, asked) {
-            (Some(list), _) if !list.is_empty() => {
+            (Some(list), _) => {
                 response = response.header("access-control-allow-headers", list);
             }
             (None, Some(asked)) => {
@@ -225,9 +225,7 @@ impl Plugin for Cors {
             }
             None => {
                 for name in CORS_RESPONSE_HEADERS {
-                    if response.headers.contains(name) {
-                        response.headers.remove(name);
-                    }
+                    response.headers.remove(name);
                 }
             }
         }
