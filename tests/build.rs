@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const GUESTS: &[&str] = &["probe", "future", "bodies", "minor"];
+const GUESTS: &[&str] = &["probe", "future", "bodies", "minor", "swap_a", "swap_b"];
 
 /// Workspaces to build: (directory under the repository root, target subdirectory,
 /// the `.wasm` files it produces).

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use weir_gateway::config::Overrides;
 use weir_gateway::telemetry::{self, LogFormat};
 use weir_gateway::{Config, Gateway, quickstart, run};
 
@@ -77,10 +78,11 @@ fn main() -> ExitCode {
             listen,
             admin_listen,
         } => {
-            let overrides = |mut c: Config| {
-                c.server.listen = listen.unwrap_or(c.server.listen);
-                c.admin.listen = admin_listen.unwrap_or(c.admin.listen);
-                c
+            let overrides = |c: Config| {
+                c.with_overrides(Overrides {
+                    listen,
+                    admin_listen,
+                })
             };
             match config {
                 Some(path) => match Config::load(&path) {

@@ -25,6 +25,7 @@ pub struct Signals {
     runtime: tokio::runtime::Runtime,
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -42,22 +43,37 @@ impl Signals {
         let int = runtime
             .block_on(async { signal(SignalKind::interrupt()) })
             .map_err(RunError::Signals)?;
-        Ok(Signals { runtime, term, int })
+        let hup = runtime
+            .block_on(async { signal(SignalKind::hangup()) })
+            .map_err(RunError::Signals)?;
+        Ok(Signals {
+            runtime,
+            term,
+            int,
+            hup,
+        })
     }
 
     /// Serves `gateway` until SIGINT or SIGTERM, then shuts down gracefully: stop
     /// accepting, let in-flight requests finish within the grace period, return. A second
-    /// signal ends the wait at once.
+    /// signal ends the wait at once. SIGHUP reloads the config and plugins.
     pub fn serve_until_signal(self, gateway: Gateway) -> Result<(), RunError> {
         let Signals {
             runtime,
             mut term,
             mut int,
+            mut hup,
         } = self;
         runtime.block_on(async {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: shutting down gracefully"),
-                _ = int.recv() => tracing::info!("SIGINT: shutting down gracefully"),
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break tracing::info!("SIGTERM: shutting down gracefully"),
+                    _ = int.recv() => break tracing::info!("SIGINT: shutting down gracefully"),
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading");
+                        gateway.control().request_reload("SIGHUP");
+                    }
+                }
             }
         });
         gateway.shutdown();

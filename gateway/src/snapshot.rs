@@ -20,7 +20,7 @@ pub struct Snapshot {
     /// The route table.
     pub routes: RouteTable,
     /// Upstream clusters, indexed as in the config.
-    pub clusters: Vec<Cluster>,
+    pub clusters: Vec<Arc<Cluster>>,
     /// Each route's plugin chain, indexed as the routes.
     pub chains: Vec<Arc<[ChainEntry]>>,
     /// How request paths are normalised.
@@ -45,6 +45,20 @@ pub struct ViaValues {
 impl Snapshot {
     /// Builds the runtime state for `config`, with one upstream pool per worker.
     pub fn build(config: Arc<Config>, workers: usize, chains: Vec<Arc<[ChainEntry]>>) -> Snapshot {
+        Snapshot::build_after(config, workers, chains, None)
+    }
+
+    /// [`Snapshot::build`] for a reload: clusters whose config did not change are taken
+    /// over from `previous`, with their pooled connections.
+    pub fn build_after(
+        config: Arc<Config>,
+        workers: usize,
+        chains: Vec<Arc<[ChainEntry]>>,
+        previous: Option<&Snapshot>,
+    ) -> Snapshot {
+        let kept = |u: &crate::config::Upstream| {
+            previous?.clusters.iter().find(|c| c.source == *u).cloned()
+        };
         let pseudonym = &config.server.via;
         let via_for = |version: &str| {
             HeaderValue::try_from(format!("{version} {pseudonym}"))
@@ -64,7 +78,7 @@ impl Snapshot {
             clusters: config
                 .upstreams
                 .iter()
-                .map(|u| Cluster::new(u, workers))
+                .map(|u| kept(u).unwrap_or_else(|| Arc::new(Cluster::new(u, workers))))
                 .collect(),
             slashes: match config.server.escaped_slashes {
                 EscapedSlashes::Keep => SlashPolicy::Keep,

@@ -36,6 +36,23 @@ impl TestGateway {
         }
     }
 
+    /// Starts a gateway from the config file at `path` (watched for changes, as in
+    /// production). Write it with [`with_test_listeners`] for free ports.
+    pub fn from_file(path: &Path) -> TestGateway {
+        let config = Config::load(path).unwrap_or_else(|e| panic!("test config is invalid: {e}"));
+        let gateway = Gateway::start(config).expect("gateway starts");
+        TestGateway {
+            addr: gateway.local_addr(),
+            admin: gateway.admin_addr(),
+            gateway: Some(gateway),
+        }
+    }
+
+    /// `http://ADMIN` + `path`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
     /// The snapshot requests currently read (routes, clusters, plugin chains).
     pub fn snapshot(&self) -> std::sync::Arc<weir_gateway::snapshot::Snapshot> {
         self.gateway.as_ref().expect("running").snapshot()

@@ -35,6 +35,12 @@ macro_rules! guest_wasm {
     ("bodies") => {
         ::std::path::Path::new(env!("GUEST_BODIES"))
     };
+    ("swap_a") => {
+        ::std::path::Path::new(env!("GUEST_SWAP_A"))
+    };
+    ("swap_b") => {
+        ::std::path::Path::new(env!("GUEST_SWAP_B"))
+    };
     ("request_id") => {
         ::std::path::Path::new(env!("GUEST_REQUEST_ID"))
     };

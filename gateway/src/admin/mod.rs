@@ -1,22 +1,33 @@
-//! The admin listener: `GET /healthz` (the process is alive), `GET /readyz` (config is
-//! loaded and the gateway serves) and `GET /metrics` (Prometheus text). The admin API
-//! joins it with the observability milestone.
+//! The admin listener: health (`/healthz`, `/readyz`), Prometheus metrics (`/metrics`)
+//! and the admin API (`/admin/routes`, `/admin/upstreams`, `/admin/plugins`,
+//! `POST /admin/reload`), all JSON but the metrics.
+//!
+//! With `[admin] token_env` set, every path but the two health probes requires
+//! `Authorization: Bearer TOKEN` (probes disclose nothing and must work without
+//! secrets). A listener on a non-loopback address refuses to start without a token.
+
+mod views;
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
+
+use crate::reload::Control;
 
 pub(crate) struct Admin {
     pub(crate) listener: std::net::TcpListener,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) control: Arc<Control>,
 }
 
 impl Admin {
@@ -45,7 +56,11 @@ impl Admin {
                     }
                 },
             };
-            let service = service_fn(|req| async move { Ok::<_, Infallible>(respond(&req)) });
+            let control = self.control.clone();
+            let service = service_fn(move |req| {
+                let control = control.clone();
+                async move { Ok::<_, Infallible>(respond(&control, &req).await) }
+            });
             let conn = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .into_owned();
@@ -54,28 +69,112 @@ impl Admin {
     }
 }
 
-/// `/readyz` is answered once the admin listener runs, which is after the config was
-/// loaded and the workers started; plugin loading joins the condition with the plugin host.
-fn respond(req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    if (req.method(), req.uri().path()) == (&Method::GET, "/metrics") {
-        let mut response =
-            Response::new(Full::new(Bytes::from(crate::telemetry::metrics::render())));
-        if let Ok(value) = header::HeaderValue::from_str(&crate::telemetry::metrics::content_type())
-        {
-            response.headers_mut().insert(header::CONTENT_TYPE, value);
+type Reply = Response<Full<Bytes>>;
+
+async fn respond(control: &Control, req: &Request<Incoming>) -> Reply {
+    let path = req.uri().path();
+    let method = req.method();
+    match path {
+        "/healthz" if method == Method::GET => {
+            return json(StatusCode::OK, &serde_json::json!({"status": "ok"}));
         }
-        return response;
+        "/readyz" if method == Method::GET => {
+            // Ready once started: the config and every plugin it names loaded before
+            // the listeners opened. Not ready while draining for shutdown.
+            return if control.draining() {
+                json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"status": "draining"}),
+                )
+            } else {
+                json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
+            };
+        }
+        _ => {}
     }
-    let (status, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/healthz") => (StatusCode::OK, "{\"status\":\"ok\"}\n"),
-        (&Method::GET, "/readyz") => (StatusCode::OK, "{\"status\":\"ready\"}\n"),
-        _ => (StatusCode::NOT_FOUND, "{\"error\":\"not found\"}\n"),
+    let snapshot = control.snapshot();
+    if let Some(token) = &snapshot.config.admin.token
+        && !authorized(req, token)
+    {
+        let mut reply = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        reply.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"weir-admin\""),
+        );
+        return reply;
+    }
+    let allowed = match path {
+        "/healthz" | "/readyz" | "/metrics" | "/admin/routes" | "/admin/upstreams"
+        | "/admin/plugins" => "GET",
+        "/admin/reload" => "POST",
+        _ => return error(StatusCode::NOT_FOUND, "not found"),
     };
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    if method.as_str() != allowed {
+        let mut reply = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        reply
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allowed));
+        return reply;
+    }
+    match path {
+        "/metrics" => metrics(),
+        "/admin/routes" => json(StatusCode::OK, &views::routes(&snapshot)),
+        "/admin/upstreams" => json(StatusCode::OK, &views::upstreams(&snapshot)),
+        "/admin/plugins" => json(
+            StatusCode::OK,
+            &views::plugins(&control.status(), &snapshot),
+        ),
+        _ => match control.reload("POST /admin/reload").await {
+            Some(report) => {
+                let status = if report.ok() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                };
+                json(status, &serde_json::json!(report))
+            }
+            None => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+        },
+    }
+}
+
+/// Whether the request carries the bearer `token`. Digests are compared, so the time
+/// taken says nothing about how much of a guess was right.
+fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+    let Some(presented) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+    else {
+        return false;
+    };
+    Sha256::digest(presented.as_bytes()) == Sha256::digest(token.as_bytes())
+}
+
+fn metrics() -> Reply {
+    let mut response = Response::new(Full::new(Bytes::from(crate::telemetry::metrics::render())));
+    if let Ok(value) = HeaderValue::from_str(&crate::telemetry::metrics::content_type()) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+fn error(status: StatusCode, message: &str) -> Reply {
+    json(status, &serde_json::json!({"error": message}))
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Reply {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
+        HeaderValue::from_static("application/json"),
     );
     response
 }

@@ -30,6 +30,11 @@ pub struct Config {
     pub admin: Admin,
     /// Where plugins come from, and their default limits.
     pub plugins: Plugins,
+    /// Live reloading.
+    pub reload: Reload,
+    /// Command-line settings applied over the file's (kept so a reloaded file gets
+    /// them too).
+    pub overrides: Overrides,
     /// Upstream clusters; routes refer to them by index.
     pub upstreams: Vec<Upstream>,
     /// Routes in match order.
@@ -58,10 +63,46 @@ pub struct Server {
 pub struct Admin {
     /// Admin listener address.
     pub listen: SocketAddr,
+    /// The bearer token the admin API requires, read from `token_env`.
+    pub token: Option<String>,
+    /// The variable the token came from, for messages.
+    pub token_env: Option<String>,
+}
+
+impl Admin {
+    /// Why this admin listener may not run: it is reachable from other machines and no
+    /// token protects it.
+    pub fn exposure_problem(&self) -> Option<String> {
+        (!self.listen.ip().is_loopback() && self.token.is_none()).then(|| {
+            format!(
+                "the admin listener {} is not a loopback address: set `[admin] token_env` to an \
+                 environment variable holding a bearer token, or listen on 127.0.0.1",
+                self.listen
+            )
+        })
+    }
+}
+
+/// `[reload]`, typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reload {
+    /// Watch the config file and plugins directory.
+    pub watch: bool,
+    /// Quiet time before acting on a change.
+    pub debounce: Duration,
+}
+
+/// Command-line settings that win over the config file's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--admin-listen`.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// One upstream cluster.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     /// Its unique name.
     pub name: String,
@@ -172,7 +213,7 @@ impl Default for PluginSettings {
 }
 
 /// A plugin named on a route, with its configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginUse {
     /// The plugin name (`NAME.wasm`).
     pub name: String,
@@ -192,6 +233,14 @@ impl Config {
             source: std::sync::Arc::new(e),
         })?;
         Config::parse(path, &text)
+    }
+
+    /// This config with `overrides` applied (and remembered for reloads).
+    pub fn with_overrides(mut self, overrides: Overrides) -> Config {
+        self.server.listen = overrides.listen.unwrap_or(self.server.listen);
+        self.admin.listen = overrides.admin_listen.unwrap_or(self.admin.listen);
+        self.overrides = overrides;
+        self
     }
 
     /// Parses and validates config `text`; `file` names it in diagnostics.

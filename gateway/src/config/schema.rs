@@ -25,6 +25,9 @@ pub struct ConfigFile {
     /// Where plugins come from.
     #[serde(default)]
     pub plugins: PluginsConfig,
+    /// How changes to the config file and the plugins directory are picked up.
+    #[serde(default)]
+    pub reload: ReloadConfig,
     /// Upstream clusters, by name.
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
@@ -86,12 +89,39 @@ pub enum EscapedSlashes {
 pub struct AdminConfig {
     /// Address of the admin listener; loopback by default.
     pub listen: Spanned<String>,
+    /// An environment variable holding a bearer token the admin API requires
+    /// (`Authorization: Bearer TOKEN`) on every path but `/healthz` and `/readyz`.
+    /// Required when `listen` is not a loopback address.
+    pub token_env: Option<Spanned<String>>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: Spanned::new(0..0, "127.0.0.1:9901".to_owned()),
+            token_env: None,
+        }
+    }
+}
+
+/// `[reload]`: live reloading of the config file and the plugins directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Watch the config file and `[plugins] dir` and reload on change. Off: only SIGHUP
+    /// and `POST /admin/reload` reload.
+    pub watch: bool,
+    /// How long a file must be quiet before a change is acted on, so a copy written in
+    /// several steps is read once, whole.
+    #[serde(with = "duration::positive")]
+    pub debounce: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            debounce: Duration::from_millis(100),
         }
     }
 }
@@ -185,7 +215,7 @@ pub enum Balancer {
 }
 
 /// Upstream timeouts.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     /// Time allowed to establish a TCP connection to an endpoint (504 past it).

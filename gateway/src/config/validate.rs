@@ -13,8 +13,8 @@ use toml::Spanned;
 use super::error::{Diagnostic, Source, nearest};
 use super::schema::{ConfigFile, MatchConfig, PluginRef, RouteConfig, UpstreamConfig};
 use super::{
-    Admin, Config, ConfigError, Endpoint, HostPattern, HostRewrite, Isolation, OnError,
-    PathPattern, PluginSettings, PluginUse, Plugins, Route, Server, Upstream,
+    Admin, Config, ConfigError, Endpoint, HostPattern, HostRewrite, Isolation, OnError, Overrides,
+    PathPattern, PluginSettings, PluginUse, Plugins, Reload, Route, Server, Upstream,
 };
 
 struct Checker<'a> {
@@ -93,6 +93,33 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
             format!("the admin listener cannot share the client listener's address {a}"),
         );
     }
+    let token = raw.admin.token_env.as_ref().and_then(|var| {
+        let problem = match std::env::var(var.get_ref()) {
+            Ok(token) if !token.trim().is_empty() => return Some(token.trim().to_owned()),
+            Ok(_) => format!("environment variable `{}` is empty", var.get_ref()),
+            Err(std::env::VarError::NotPresent) => {
+                format!("environment variable `{}` is not set", var.get_ref())
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                format!(
+                    "environment variable `{}` is not valid UTF-8",
+                    var.get_ref()
+                )
+            }
+        };
+        c.error(&var.span(), "admin.token_env", problem);
+        None
+    });
+    let admin = admin_listen.map(|listen| Admin {
+        listen,
+        token,
+        token_env: raw.admin.token_env.as_ref().map(|v| v.get_ref().clone()),
+    });
+    if let Some(problem) = admin.as_ref().and_then(Admin::exposure_problem)
+        && raw.admin.token_env.is_none()
+    {
+        c.error(&raw.admin.listen.span(), "admin.listen", problem);
+    }
     let workers = raw.server.workers.as_ref().map(|w| *w.get_ref());
     if let Some(w) = &raw.server.workers
         && *w.get_ref() == 0
@@ -140,7 +167,7 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
         return Err(ConfigError::Invalid(c.problems));
     }
     // Every `None` above pushed a problem, so these are all present here.
-    let (Some(listen), Some(admin_listen), Some(via)) = (listen, admin_listen, via) else {
+    let (Some(listen), Some(admin), Some(via)) = (listen, admin, via) else {
         unreachable!("a missing value always comes with a problem")
     };
     Ok(Config {
@@ -153,9 +180,7 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
             escaped_slashes: raw.server.escaped_slashes,
             via,
         },
-        admin: Admin {
-            listen: admin_listen,
-        },
+        admin,
         plugins: Plugins {
             dir: raw.plugins.dir.into(),
             cache_dir: match raw.plugins.cache_dir {
@@ -164,6 +189,11 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
             },
             defaults,
         },
+        reload: Reload {
+            watch: raw.reload.watch,
+            debounce: raw.reload.debounce,
+        },
+        overrides: Overrides::default(),
         upstreams,
         routes,
     })

@@ -29,7 +29,7 @@ pub(crate) fn compile(
     bytes: &[u8],
     cache_dir: Option<&Path>,
 ) -> Result<Compiled, PluginError> {
-    let sha256 = hex(&Sha256::digest(bytes));
+    let sha256 = sha256_hex(bytes);
     let cached =
         cache_dir.map(|dir| dir.join(format!("{sha256}-{:016x}.cwasm", engine_hash(engine))));
     if let Some(path) = &cached
@@ -64,8 +64,12 @@ fn engine_hash(engine: &Engine) -> u64 {
     hasher.finish()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The SHA-256 of `bytes` in lower-case hex: a plugin's version.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Loads a compiled artifact from the cache directory.

@@ -214,8 +214,8 @@ pub struct LoadedPlugin {
     pub phases: Phases,
     /// Whether the compiled artifact came from the disk cache.
     pub from_cache: bool,
-    /// Call and failure counts.
-    pub stats: PluginStats,
+    /// Call and failure counts, shared by every version of the plugin.
+    pub stats: Arc<PluginStats>,
     /// The plugin as loaded (no route's `init` has run in it).
     image: Arc<Image>,
     /// The file's bytes, for pre-initialised images.
@@ -261,6 +261,9 @@ pub struct ChainEntry {
     pub plugin: Arc<LoadedPlugin>,
     /// Its limits and failure policy on this route.
     pub settings: PluginSettings,
+    /// The route's use of the plugin as configured (a reload keeps an entry whose use
+    /// and plugin version did not change, with its idle instances).
+    pub usage: PluginUse,
     ctx: Arc<PluginContext>,
     /// What instances start from: a snapshot taken after this route's `init` when one
     /// could be taken, else the plugin as loaded.
@@ -327,8 +330,56 @@ pub struct PluginHost {
     http: OutboundClient,
     metrics: std::sync::Mutex<HashMap<String, Arc<PluginMetrics>>>,
     /// Pre-initialised images by (plugin version, config): routes that configure a
-    /// plugin the same way share one snapshot.
-    snapshots: std::sync::Mutex<HashMap<(String, String), Arc<Image>>>,
+    /// plugin the same way share one snapshot, and a reload that flips back to a known
+    /// version and config reuses it.
+    snapshots: std::sync::Mutex<Recent<(String, String), Image>>,
+    /// Loaded plugins by (name, version): a reload of a file whose bytes are known swaps
+    /// without compiling.
+    loaded: std::sync::Mutex<Recent<(String, String), LoadedPlugin>>,
+    /// Call and failure counts by plugin name, kept across versions.
+    stats: std::sync::Mutex<HashMap<String, Arc<PluginStats>>>,
+}
+
+/// Values kept for reuse: all those still in use elsewhere, plus at most
+/// [`Recent::SPARE`] unused ones, the most recently inserted.
+struct Recent<K, V> {
+    entries: HashMap<K, (u64, Arc<V>)>,
+    inserted: u64,
+}
+
+impl<K, V> Default for Recent<K, V> {
+    fn default() -> Self {
+        Recent {
+            entries: HashMap::new(),
+            inserted: 0,
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> Recent<K, V> {
+    /// Unused values kept beyond those in use.
+    const SPARE: usize = 8;
+
+    fn get(&self, key: &K) -> Option<Arc<V>> {
+        self.entries.get(key).map(|(_, v)| v.clone())
+    }
+
+    fn insert(&mut self, key: K, value: Arc<V>) {
+        self.inserted += 1;
+        self.entries.insert(key, (self.inserted, value));
+        let mut unused: Vec<u64> = self
+            .entries
+            .values()
+            .filter(|(_, v)| Arc::strong_count(v) == 1)
+            .map(|(seq, _)| *seq)
+            .collect();
+        if unused.len() > Self::SPARE {
+            unused.sort_unstable();
+            let cutoff = unused[unused.len() - Self::SPARE];
+            self.entries
+                .retain(|_, (seq, v)| Arc::strong_count(v) > 1 || *seq >= cutoff);
+        }
+    }
 }
 
 impl std::fmt::Debug for PluginHost {
@@ -356,7 +407,19 @@ impl PluginHost {
             http: state::outbound_client(),
             metrics: std::sync::Mutex::default(),
             snapshots: std::sync::Mutex::default(),
+            loaded: std::sync::Mutex::default(),
+            stats: std::sync::Mutex::default(),
         })
+    }
+
+    /// The counts of plugin `name`, created on first use.
+    fn stats(&self, name: &str) -> Arc<PluginStats> {
+        self.stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(PluginStats::new(name)))
+            .clone()
     }
 
     /// Reads, compiles (or loads from the cache), version-checks and links `path` as
@@ -367,6 +430,42 @@ impl PluginHost {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
+        self.load_bytes(name, path, bytes).await
+    }
+
+    /// [`PluginHost::load`] of bytes already read from `path`. Bytes loaded before (by
+    /// their SHA-256) come back from memory without compiling.
+    pub async fn load_bytes(
+        &self,
+        name: &str,
+        path: &Path,
+        bytes: Vec<u8>,
+    ) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let key = (name.to_owned(), version_of(&bytes));
+        let known = self
+            .loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key);
+        if let Some(plugin) = known
+            && plugin.path == path
+        {
+            return Ok(plugin);
+        }
+        let plugin = Arc::new(self.load_new(name, path, bytes).await?);
+        self.loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, plugin.clone());
+        Ok(plugin)
+    }
+
+    async fn load_new(
+        &self,
+        name: &str,
+        path: &Path,
+        bytes: Vec<u8>,
+    ) -> Result<LoadedPlugin, PluginError> {
         let compiled = compile::compile(&self.engine, name, &bytes, self.cache_dir.as_deref())?;
         let wit_version = compile::plugin_wit_version(&self.engine, &compiled.component)
             .ok_or_else(|| PluginError::Version {
@@ -387,7 +486,7 @@ impl PluginHost {
             wit_version,
             phases: Phases::default(),
             from_cache: compiled.from_cache,
-            stats: PluginStats::new(name),
+            stats: self.stats(name),
             image: Arc::new(image),
             bytes: Arc::from(bytes),
         };
@@ -410,7 +509,7 @@ impl PluginHost {
         instance.check_exports().map_err(link_failure)?;
         let phases = instance.phases().await.map_err(link_failure)?;
         plugin.phases = Phases::from_wit(&phases);
-        Ok(Arc::new(plugin))
+        Ok(plugin)
     }
 
     /// Compiles (or loads from the cache) and links `bytes` as an image of plugin `name`.
@@ -497,8 +596,7 @@ impl PluginHost {
             .snapshots
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
-            .cloned();
+            .get(&key);
         let image = match known {
             Some(image) => Some(image),
             None => match preinit::preinit(self, &plugin, ctx.clone(), &usage.settings).await {
@@ -522,6 +620,7 @@ impl PluginHost {
             image: image.unwrap_or_else(|| plugin.image.clone()),
             plugin,
             settings: usage.settings,
+            usage: usage.clone(),
             ctx,
             idle: Arc::default(),
         };
@@ -578,6 +677,11 @@ impl PluginHost {
             Err(errors)
         }
     }
+}
+
+/// A plugin version: the SHA-256 of its file, in hex.
+pub fn version_of(bytes: &[u8]) -> String {
+    compile::sha256_hex(bytes)
 }
 
 /// Runs `future` to completion on a private single-threaded runtime on another thread,

@@ -8,11 +8,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::plugin::{ChainEntry, PluginError, PluginHost};
+use crate::reload::{Control, Reloader};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
 pub(crate) use listener::bind_reuseport;
@@ -35,6 +35,9 @@ pub enum StartError {
     /// Plugins named by routes could not be loaded or configured.
     #[error("{}", plugin_errors(.0))]
     Plugins(Vec<PluginError>),
+    /// The admin listener would be reachable from other machines without a token.
+    #[error("{0}")]
+    AdminExposed(String),
 }
 
 fn plugin_errors(errors: &[PluginError]) -> String {
@@ -71,19 +74,23 @@ pub fn load_plugins(config: &Config) -> Result<LoadedPlugins, StartError> {
 pub struct Gateway {
     addr: SocketAddr,
     admin_addr: SocketAddr,
-    snapshot: SharedSnapshot,
+    control: Arc<Control>,
     shutdown: CancellationToken,
     threads: Vec<JoinHandle<()>>,
-    plugins: Option<Arc<PluginHost>>,
 }
 
 impl Gateway {
-    /// Binds the listeners and starts the workers and the admin listener.
+    /// Loads the plugins, binds the listeners and starts the workers, the admin
+    /// listener and live reloading.
     pub fn start(config: Config) -> Result<Gateway, StartError> {
-        let (plugins, chains) = load_plugins(&config)?;
+        if let Some(problem) = config.admin.exposure_problem() {
+            return Err(StartError::AdminExposed(problem));
+        }
         let workers = config.server.workers.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
+        let (reloader, first) = Reloader::start(config, workers).map_err(StartError::Plugins)?;
+        let config = first.config.clone();
         let listen = config.server.listen;
         let listeners = bind_reuseport(listen, workers).map_err(|source| StartError::Bind {
             addr: listen,
@@ -110,11 +117,8 @@ impl Gateway {
             })?;
 
         let grace = config.server.shutdown_grace;
-        let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
-            Arc::new(config),
-            workers,
-            chains,
-        )));
+        let (control, queue) = reloader.control(first);
+        let snapshot: SharedSnapshot = control.shared_snapshot();
         let shutdown = CancellationToken::new();
         let mut threads = Vec::with_capacity(workers + 1);
         for (id, listener) in listeners.into_iter().enumerate() {
@@ -135,9 +139,15 @@ impl Gateway {
                 .map_err(StartError::Thread)?;
             threads.push(handle);
         }
+        threads.push(
+            reloader
+                .spawn(control.clone(), queue, shutdown.clone())
+                .map_err(StartError::Thread)?,
+        );
         let admin = crate::admin::Admin {
             listener: admin_listener,
             shutdown: shutdown.clone(),
+            control: control.clone(),
         };
         threads.push(
             std::thread::Builder::new()
@@ -153,10 +163,9 @@ impl Gateway {
         Ok(Gateway {
             addr,
             admin_addr,
-            snapshot,
+            control,
             shutdown,
             threads,
-            plugins,
         })
     }
 
@@ -170,19 +179,20 @@ impl Gateway {
         self.admin_addr
     }
 
-    /// The plugin host, if any route uses plugins.
-    pub fn plugin_host(&self) -> Option<&Arc<PluginHost>> {
-        self.plugins.as_ref()
-    }
-
     /// The snapshot requests currently read.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.load_full()
+        self.control.snapshot()
+    }
+
+    /// The live-reload handle: status, and reloads on demand.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
     }
 
     /// Stops accepting connections and lets in-flight requests finish within the grace
     /// period. Returns at once; [`Gateway::wait`] waits for the end.
     pub fn shutdown(&self) {
+        self.control.drain();
         self.shutdown.cancel();
     }
 

@@ -208,6 +208,51 @@ fn plugin_family(
     Some(family)
 }
 
+/// Reload outcomes: `weir_plugin_reloads_total{result}` counts attempts to load a new
+/// or changed plugin file, `weir_config_reloads_total{result}` attempts to apply a
+/// changed config file; `result` is `success` or `error`.
+struct Reloads {
+    plugin: [IntCounter; 2],
+    config: [IntCounter; 2],
+}
+
+static RELOADS: LazyLock<Reloads> = LazyLock::new(|| {
+    let family = |name: &str, help: &str| {
+        let vec = IntCounterVec::new(Opts::new(name, help), &["result"])
+            .expect("static metric options are valid");
+        METRICS
+            .registry
+            .register(Box::new(vec.clone()))
+            .expect("each static series is registered once");
+        ["success", "error"].map(|result| vec.with_label_values(&[result]))
+    };
+    Reloads {
+        plugin: family(
+            "weir_plugin_reloads_total",
+            "Loads of a new or changed plugin file, by result (success, error).",
+        ),
+        config: family(
+            "weir_config_reloads_total",
+            "Applications of a changed config file, by result (success, error).",
+        ),
+    }
+});
+
+/// Registers the reload series, so they show (at zero) before the first reload.
+pub fn init_reloads() {
+    LazyLock::force(&RELOADS);
+}
+
+/// Counts one plugin file load.
+pub fn plugin_reloaded(ok: bool) {
+    RELOADS.plugin[usize::from(!ok)].inc();
+}
+
+/// Counts one config file application.
+pub fn config_reloaded(ok: bool) {
+    RELOADS.config[usize::from(!ok)].inc();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

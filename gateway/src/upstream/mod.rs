@@ -23,6 +23,9 @@ pub struct Cluster {
     pub name: Arc<str>,
     /// Its timeouts.
     pub timeouts: Timeouts,
+    /// The config it was built from (a reload keeps a cluster, and its pooled
+    /// connections, when this did not change).
+    pub source: config::Upstream,
     endpoints: Vec<Authority>,
     next: AtomicUsize,
     clients: Vec<UpstreamClient>,
@@ -39,6 +42,7 @@ impl Cluster {
         Cluster {
             name: Arc::from(config.name.as_str()),
             timeouts: config.timeouts,
+            source: config.clone(),
             clients: (0..workers.max(1))
                 .map(|_| UpstreamClient::new(endpoints.len(), config.timeouts.connect))
                 .collect(),

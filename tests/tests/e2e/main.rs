@@ -4,6 +4,7 @@
 //! small.
 
 mod access_log;
+mod admin;
 mod cli;
 mod config_errors;
 mod examples;
@@ -19,6 +20,7 @@ mod plugin_jwt_auth;
 mod plugin_rate_limit;
 mod plugins;
 mod pooling;
+mod reload;
 mod routing;
 mod shutdown;
 mod streaming;

@@ -1,0 +1,171 @@
+//! The admin API's JSON documents, built from the live snapshot and the reload status.
+
+use serde_json::{Value, json};
+
+use crate::config::{HostPattern, HostRewrite, PathPattern};
+use crate::plugin::FailureKind;
+use crate::reload::Status;
+use crate::reload::records::rfc3339;
+use crate::snapshot::Snapshot;
+
+/// `GET /admin/routes`: every route in match order, its conditions, upstream and
+/// plugin chain.
+pub(super) fn routes(snapshot: &Snapshot) -> Value {
+    let config = &snapshot.config;
+    let routes: Vec<Value> = config
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut conditions = serde_json::Map::new();
+            match &r.host {
+                Some(HostPattern::Exact(h)) => {
+                    conditions.insert("host".into(), json!(h));
+                }
+                Some(HostPattern::Suffix(s)) => {
+                    conditions.insert("host".into(), json!(format!("*{s}")));
+                }
+                None => {}
+            }
+            match &r.path {
+                Some(PathPattern::Exact(p)) => {
+                    conditions.insert("path".into(), json!(p));
+                }
+                Some(PathPattern::Prefix(p)) => {
+                    conditions.insert("path_prefix".into(), json!(p));
+                }
+                None => {}
+            }
+            if !r.methods.is_empty() {
+                let methods: Vec<&str> = r.methods.iter().map(http::Method::as_str).collect();
+                conditions.insert("methods".into(), json!(methods));
+            }
+            if !r.headers.is_empty() {
+                let headers: serde_json::Map<String, Value> = r
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), json!(String::from_utf8_lossy(v.as_bytes()))))
+                    .collect();
+                conditions.insert("headers".into(), Value::Object(headers));
+            }
+            let plugins: Vec<Value> = snapshot
+                .chains
+                .get(i)
+                .into_iter()
+                .flat_map(|c| c.iter())
+                .map(|e| {
+                    json!({
+                        "name": e.plugin.name,
+                        "version": e.plugin.version,
+                        "isolation": format!("{:?}", e.settings.isolation).to_lowercase(),
+                        "on_error": format!("{:?}", e.settings.on_error).to_lowercase(),
+                        "preinitialised": e.preinitialised(),
+                    })
+                })
+                .collect();
+            json!({
+                "name": r.name,
+                "match": Value::Object(conditions),
+                "upstream": config.upstreams[r.upstream].name,
+                "host_rewrite": match &r.host_rewrite {
+                    HostRewrite::Preserve => "preserve".to_owned(),
+                    HostRewrite::Endpoint => "endpoint".to_owned(),
+                    HostRewrite::Literal(v) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                },
+                "plugins": plugins,
+            })
+        })
+        .collect();
+    json!({ "routes": routes })
+}
+
+/// `GET /admin/upstreams`: every cluster, its settings and endpoints with their health.
+pub(super) fn upstreams(snapshot: &Snapshot) -> Value {
+    let upstreams: Vec<Value> = snapshot
+        .config
+        .upstreams
+        .iter()
+        .map(|u| {
+            let endpoints: Vec<Value> = u
+                .endpoints
+                .iter()
+                .map(|e| {
+                    // No health checks run yet: every endpoint is in rotation.
+                    json!({ "address": e.authority.as_str(), "healthy": true, "health_checked": false })
+                })
+                .collect();
+            json!({
+                "name": u.name,
+                "balancer": format!("{:?}", u.balancer),
+                "timeouts": {
+                    "connect": humantime::format_duration(u.timeouts.connect).to_string(),
+                    "request": humantime::format_duration(u.timeouts.request).to_string(),
+                },
+                "endpoints": endpoints,
+            })
+        })
+        .collect();
+    json!({ "upstreams": upstreams })
+}
+
+/// `GET /admin/plugins`: each plugin the config names (version serving, phases, file,
+/// load time, last error, calls and failures), the config file's status and the last
+/// reload's report.
+pub(super) fn plugins(status: &Status, snapshot: &Snapshot) -> Value {
+    let plugins: Vec<Value> = status
+        .plugins
+        .iter()
+        .map(|(name, record)| {
+            let routes: Vec<&str> = snapshot
+                .config
+                .routes
+                .iter()
+                .filter(|r| r.plugins.iter().any(|u| u.name == *name))
+                .map(|r| r.name.as_str())
+                .collect();
+            let mut doc = json!({
+                "name": name,
+                "file": if record.file_present { "present" } else { "missing" },
+                "routes": routes,
+                "loaded_at": record.loaded_at.map(rfc3339),
+                "last_error": record.last_error,
+            });
+            if let Some(p) = &record.current {
+                let failures: serde_json::Map<String, Value> = [
+                    FailureKind::Trap,
+                    FailureKind::Timeout,
+                    FailureKind::Memory,
+                    FailureKind::Error,
+                ]
+                .into_iter()
+                .map(|k| (k.as_str().to_owned(), json!(p.stats.failures(k))))
+                .collect();
+                let extra = json!({
+                    "version": p.version,
+                    "wit_version": p.wit_version,
+                    "phases": p.phases.names(),
+                    "path": p.path.display().to_string(),
+                    "from_compile_cache": p.from_cache,
+                    "calls": p.stats.calls.load(std::sync::atomic::Ordering::Relaxed),
+                    "failures": failures,
+                });
+                if let (Value::Object(doc), Value::Object(extra)) = (&mut doc, extra) {
+                    doc.extend(extra);
+                }
+            }
+            doc
+        })
+        .collect();
+    json!({
+        "plugins": plugins,
+        "config": {
+            "source": status.config_source.display().to_string(),
+            "loaded_at": rfc3339(status.config_loaded_at),
+            "last_error": status.config_error,
+        },
+        "last_reload": status.last_reload.as_ref().map(|(at, report)| json!({
+            "at": rfc3339(*at),
+            "report": report,
+        })),
+    })
+}

@@ -1,0 +1,5 @@
+//! Version `b` of the hot-swap test plugin.
+
+const VERSION: &str = "b";
+
+include!("../../swap.rs");

@@ -1,0 +1,530 @@
+//! Live reload: plugin files and the config file changed under a running gateway,
+//! through the file watcher, `POST /admin/reload` and SIGHUP. The plugin is the
+//! `swap` test guest built twice (`swap-a`, `swap-b`): every response says which
+//! version ran its request phase and which its response phase (`x-swap: a/a`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use http::Request;
+use http_body_util::BodyExt;
+use weir_tests::client::{self, Reply};
+use weir_tests::gateway::{TestGateway, WeirProcess, fresh_dir, with_test_listeners};
+use weir_tests::{TestUpstream, guest_wasm, weir_bin};
+
+/// A directory with `plugins/swap.wasm` (version a) and `weir.toml` routing `/` to
+/// `up` through it with `plugin_config`; returns (plugins dir, config file).
+fn setup(up: &TestUpstream, plugin_config: &str, extra: &str) -> (PathBuf, PathBuf) {
+    let plugins = swap_plugins();
+    let config = plugins.with_file_name("weir.toml");
+    std::fs::write(&config, swap_config(up, &plugins, plugin_config, extra)).expect("config");
+    (plugins, config)
+}
+
+/// A fresh `plugins/` directory holding version a as `swap.wasm`.
+fn swap_plugins() -> PathBuf {
+    let plugins = fresh_dir().join("plugins");
+    std::fs::create_dir_all(&plugins).expect("plugins dir");
+    std::fs::copy(guest_wasm!("swap_a"), plugins.join("swap.wasm")).expect("copy plugin");
+    plugins
+}
+
+fn swap_config(up: &TestUpstream, plugins: &Path, plugin_config: &str, extra: &str) -> String {
+    with_test_listeners(&format!(
+        r#"
+[plugins]
+dir = "{plugins}"
+cache_dir = "{cache}"
+[reload]
+debounce = "50ms"
+[[upstream]]
+name = "up"
+endpoints = ["{up}"]
+{extra}
+[[route]]
+name = "swapped"
+match = {{ path_prefix = "/" }}
+upstream = "up"
+plugins = [{{ name = "swap", config = {plugin_config} }}]
+"#,
+        plugins = plugins.display(),
+        cache = plugins.with_file_name("cache").display(),
+        up = up.addr,
+    ))
+}
+
+/// Replaces `dest` with `src`: in place (truncate and write, as `cp` does) or by
+/// writing a temporary file and renaming it over (as deploy tools do).
+fn replace(src: &Path, dest: &Path, atomically: bool) {
+    if atomically {
+        let tmp = dest.with_extension("wasm.tmp");
+        std::fs::copy(src, &tmp).expect("write temp plugin");
+        std::fs::rename(&tmp, dest).expect("rename plugin");
+    } else {
+        std::fs::copy(src, dest).expect("copy plugin");
+    }
+}
+
+/// Polls `url` until `done` holds for a response; the time it took, or a panic
+/// naming `what` after `limit`.
+async fn until(url: &str, what: &str, limit: Duration, done: impl Fn(&Reply) -> bool) -> Duration {
+    let started = Instant::now();
+    loop {
+        let reply = client::get(url).await;
+        if done(&reply) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{what}: not seen within {limit:?}; last reply {} {:?} {}",
+            reply.status,
+            reply.headers,
+            reply.text()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn swap_header(reply: &Reply) -> String {
+    reply.header("x-swap").unwrap_or_default()
+}
+
+/// What a load client saw.
+#[derive(Debug, Default)]
+struct Tally {
+    ok: usize,
+    failed: Vec<String>,
+    versions: std::collections::BTreeMap<String, usize>,
+}
+
+/// `clients` keep-alive clients sending `GET url` until `stop` (at most `max` each).
+async fn load(url: String, clients: usize, max: usize, stop: Arc<AtomicBool>) -> Tally {
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (url, stop) = (url.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = client::h1_client();
+            let mut tally = Tally::default();
+            for _ in 0..max {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let req = Request::get(&url).body(client::empty()).expect("request");
+                let sent = tokio::time::timeout(Duration::from_secs(10), async {
+                    let response = http.request(req).await.map_err(|e| e.to_string())?;
+                    let (parts, body) = response.into_parts();
+                    body.collect().await.map_err(|e| e.to_string())?;
+                    Ok::<_, String>(parts)
+                })
+                .await;
+                match sent {
+                    Ok(Ok(parts)) if parts.status == 200 => {
+                        tally.ok += 1;
+                        let version = parts
+                            .headers
+                            .get("x-swap")
+                            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                            .unwrap_or_default();
+                        *tally.versions.entry(version).or_default() += 1;
+                    }
+                    Ok(Ok(parts)) => tally.failed.push(format!("status {}", parts.status)),
+                    Ok(Err(e)) => tally.failed.push(e),
+                    Err(_) => tally.failed.push("no response within 10 s".to_owned()),
+                }
+            }
+            tally
+        }));
+    }
+    let mut total = Tally::default();
+    for task in tasks {
+        let tally = task.await.expect("load task");
+        total.ok += tally.ok;
+        total.failed.extend(tally.failed);
+        for (version, n) in tally.versions {
+            *total.versions.entry(version).or_default() += n;
+        }
+    }
+    total
+}
+
+async fn admin_json(gw: &TestGateway, path: &str) -> serde_json::Value {
+    let reply = client::get(&gw.admin_url(path)).await;
+    assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+    serde_json::from_slice(&reply.body).expect("admin JSON")
+}
+
+async fn metric(gw: &TestGateway, series: &str) -> f64 {
+    let text = client::get(&gw.admin_url("/metrics")).await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).map(str::trim))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plugin_swapped_20_times_under_load_loses_no_request() {
+    let up = TestUpstream::start("up");
+    let (plugins, config) = setup(&up, "{}", "");
+    let gw = TestGateway::from_file(&config);
+    let url = gw.url("/swap");
+    assert_eq!(swap_header(&client::get(&url).await), "a/a");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(load(url.clone(), 4, 20_000, stop.clone()));
+    let target = plugins.join("swap.wasm");
+    let mut latencies = Vec::new();
+    for i in 0..20 {
+        let (src, want) = if i % 2 == 0 {
+            (guest_wasm!("swap_b"), "b/b")
+        } else {
+            (guest_wasm!("swap_a"), "a/a")
+        };
+        replace(src, &target, i % 4 >= 2);
+        latencies.push(
+            until(&url, "the new version", Duration::from_secs(10), |r| {
+                swap_header(r) == want
+            })
+            .await,
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let tally = load.await.expect("load");
+
+    latencies.sort();
+    eprintln!(
+        "swap latency (file written -> new version serving): median {:?}, max {:?}; {} requests, {:?}",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1],
+        tally.ok,
+        tally.versions
+    );
+    assert!(
+        tally.failed.is_empty(),
+        "failed requests: {:?}",
+        tally.failed
+    );
+    assert!(
+        tally.ok >= 1000,
+        "too little load to mean anything: {}",
+        tally.ok
+    );
+    for version in tally.versions.keys() {
+        assert!(
+            version == "a/a" || version == "b/b",
+            "a response mixed versions or lost its header: {version:?} ({:?})",
+            tally.versions
+        );
+    }
+    assert!(
+        tally.versions.len() == 2,
+        "both versions served: {:?}",
+        tally.versions
+    );
+    assert!(metric(&gw, "weir_plugin_reloads_total{result=\"success\"}").await >= 20.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broken_plugin_file_leaves_the_previous_version_serving() {
+    let up = TestUpstream::start("up");
+    let (plugins, config) = setup(&up, "{}", "");
+    let gw = TestGateway::from_file(&config);
+    let url = gw.url("/");
+    let errors_before = metric(&gw, "weir_plugin_reloads_total{result=\"error\"}").await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(load(url.clone(), 2, 5_000, stop.clone()));
+    std::fs::write(
+        plugins.join("swap.wasm"),
+        b"\0asm\x0d\0\x01\0 this is not a component",
+    )
+    .expect("write broken plugin");
+    let started = Instant::now();
+    let plugin = loop {
+        let doc = admin_json(&gw, "/admin/plugins").await;
+        let plugin = doc["plugins"][0].clone();
+        if !plugin["last_error"].is_null() {
+            break plugin;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no error shown: {doc:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let tally = load.await.expect("load");
+    assert!(
+        tally.failed.is_empty(),
+        "failed requests: {:?}",
+        tally.failed
+    );
+    assert_eq!(tally.versions.keys().collect::<Vec<_>>(), ["a/a"]);
+
+    let message = plugin["last_error"]["message"].as_str().expect("message");
+    assert!(message.contains("swap"), "{message}");
+    assert_eq!(
+        plugin["version"],
+        weir_gateway::plugin::version_of(&std::fs::read(guest_wasm!("swap_a")).unwrap()),
+        "the old version still serves: {plugin:#}"
+    );
+    assert!(
+        metric(&gw, "weir_plugin_reloads_total{result=\"error\"}").await > errors_before,
+        "the refusal is counted"
+    );
+
+    // A good file afterwards loads and clears the error.
+    std::fs::copy(guest_wasm!("swap_b"), plugins.join("swap.wasm")).expect("copy");
+    until(&url, "version b", Duration::from_secs(10), |r| {
+        swap_header(r) == "b/b"
+    })
+    .await;
+    let doc = admin_json(&gw, "/admin/plugins").await;
+    assert!(doc["plugins"][0]["last_error"].is_null(), "{doc:#}");
+}
+
+#[tokio::test]
+async fn new_version_refusing_the_route_config_is_not_swapped_in() {
+    let up = TestUpstream::start("up");
+    let (plugins, config) = setup(&up, "{ refuse = \"b\" }", "");
+    let gw = TestGateway::from_file(&config);
+    std::fs::copy(guest_wasm!("swap_b"), plugins.join("swap.wasm")).expect("copy");
+    let report = reload(&gw).await;
+    assert_eq!(report.0, 422, "{}", report.1);
+    assert_eq!(report.1["plugins"][0]["result"], "error", "{}", report.1);
+    let error = report.1["plugins"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("version b refuses this config on purpose") && error.contains("swapped"),
+        "{error}"
+    );
+    assert_eq!(swap_header(&client::get(&gw.url("/")).await), "a/a");
+    let doc = admin_json(&gw, "/admin/plugins").await;
+    assert!(
+        doc["plugins"][0]["last_error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("refuses"),
+        "{doc:#}"
+    );
+}
+
+#[tokio::test]
+async fn removed_plugin_file_keeps_its_last_version_serving() {
+    let up = TestUpstream::start("up");
+    let (plugins, config) = setup(&up, "{}", "");
+    let gw = TestGateway::from_file(&config);
+    std::fs::remove_file(plugins.join("swap.wasm")).expect("remove");
+    let started = Instant::now();
+    loop {
+        let doc = admin_json(&gw, "/admin/plugins").await;
+        if doc["plugins"][0]["file"] == "missing" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{doc:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(swap_header(&client::get(&gw.url("/")).await), "a/a");
+    std::fs::copy(guest_wasm!("swap_b"), plugins.join("swap.wasm")).expect("copy");
+    until(&gw.url("/"), "version b", Duration::from_secs(10), |r| {
+        swap_header(r) == "b/b"
+    })
+    .await;
+}
+
+/// `POST /admin/reload`: (status, report).
+async fn reload(gw: &TestGateway) -> (u16, serde_json::Value) {
+    let req = Request::post(gw.admin_url("/admin/reload"))
+        .body(client::empty())
+        .expect("request");
+    let reply = client::send(&client::h1_client(), req).await;
+    let doc = serde_json::from_slice(&reply.body).expect("report JSON");
+    (reply.status.as_u16(), doc)
+}
+
+fn two_routes(up: &TestUpstream, plugins: &Path) -> String {
+    swap_config(
+        up,
+        plugins,
+        "{}",
+        "[[route]]\nname = \"added\"\nmatch = { path_prefix = \"/added\" }\nupstream = \"up\"\n\
+         plugins = [{ name = \"swap\", config = { refuse = \"nobody\" } }]\n",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn config_edits_apply_live_and_a_broken_config_is_refused() {
+    let up = TestUpstream::start("up");
+    let (plugins, config) = setup(&up, "{}", "");
+    let gw = TestGateway::from_file(&config);
+    let added = gw.url("/added/x");
+    assert_eq!(
+        client::get(&added).await.header("x-swap").as_deref(),
+        Some("a/a")
+    );
+    let before = gw.snapshot().config.routes.len();
+
+    // Add a route in front of the catch-all.
+    std::fs::write(&config, two_routes(&up, &plugins)).expect("write config");
+    let took = until(&added, "the added route", Duration::from_secs(10), |_| {
+        gw.snapshot().config.routes.len() == before + 1
+    })
+    .await;
+    eprintln!("config edit -> new route serving: {took:?}");
+    let reply = client::get(&added).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(gw.snapshot().config.routes[0].name, "added");
+
+    // A broken config is refused; the last good one keeps serving.
+    let errors_before = metric(&gw, "weir_config_reloads_total{result=\"error\"}").await;
+    std::fs::write(
+        &config,
+        "[[route]]\nname = \"broken\"\nupstream = \"nowhere\"\n",
+    )
+    .expect("write broken config");
+    let started = Instant::now();
+    let doc = loop {
+        let doc = admin_json(&gw, "/admin/plugins").await;
+        if !doc["config"]["last_error"].is_null() {
+            break doc;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{doc:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let message = doc["config"]["last_error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("nowhere"), "{message}");
+    assert_eq!(gw.snapshot().config.routes[0].name, "added");
+    assert_eq!(client::get(&added).await.status, 200);
+    assert!(metric(&gw, "weir_config_reloads_total{result=\"error\"}").await > errors_before);
+
+    // A config naming a plugin that does not exist is refused whole.
+    std::fs::write(
+        &config,
+        two_routes(&up, &plugins).replace(
+            "name = \"swap\", config = { refuse",
+            "name = \"nope\", config = { refuse",
+        ),
+    )
+    .expect("write config");
+    let (status, report) = reload(&gw).await;
+    assert_eq!(status, 422, "{report:#}");
+    assert_eq!(report["config"], "refused", "{report:#}");
+    assert!(
+        report["config_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nope"),
+        "{report:#}"
+    );
+    assert_eq!(
+        client::get(&added).await.header("x-swap").as_deref(),
+        Some("a/a")
+    );
+}
+
+#[tokio::test]
+async fn settings_that_need_a_restart_are_reported_and_kept() {
+    let up = TestUpstream::start("up");
+    let plugins = swap_plugins();
+    let dir = plugins.parent().expect("fresh dir").to_owned();
+    let config = dir.join("weir.toml");
+    let text = swap_config(&up, &plugins, "{}", "").replace("debounce = \"50ms\"", "watch = false");
+    std::fs::write(&config, &text).expect("config");
+    let gw = TestGateway::from_file(&config);
+    let edited = text.replace(
+        "listen = \"127.0.0.1:0\"\nworkers = 2",
+        "listen = \"127.0.0.1:1\"\nworkers = 2",
+    );
+    assert_ne!(edited, text);
+    std::fs::write(&config, edited).expect("config");
+    let (status, report) = reload(&gw).await;
+    assert_eq!(status, 200, "{report:#}");
+    assert_eq!(report["config"], "applied", "{report:#}");
+    let restart = report["restart_required"].to_string();
+    assert!(restart.contains("server.listen"), "{report:#}");
+    assert_eq!(
+        client::get(&gw.url("/")).await.status,
+        200,
+        "still on the old address"
+    );
+    // With watching off, nothing happens until asked.
+    std::fs::write(
+        &config,
+        two_routes(&up, &plugins).replace("debounce = \"50ms\"", "watch = false"),
+    )
+    .expect("config");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gw.snapshot().config.routes.len(), 1);
+    let (status, report) = reload(&gw).await;
+    assert_eq!(status, 200, "{report:#}");
+    assert!(
+        report["swapped"].as_bool().unwrap_or_default(),
+        "{report:#}"
+    );
+    assert_eq!(gw.snapshot().config.routes.len(), 2);
+    // Nothing changed: nothing swapped.
+    let (status, report) = reload(&gw).await;
+    assert_eq!(
+        (status, report["config"].as_str()),
+        (200, Some("unchanged"))
+    );
+    assert!(!report["swapped"].as_bool().unwrap_or(true), "{report:#}");
+}
+
+#[tokio::test]
+async fn configmap_style_symlink_swap_is_picked_up() {
+    let up = TestUpstream::start("up");
+    let plugins = swap_plugins();
+    let dir = plugins.parent().expect("fresh dir").to_owned();
+    // What the kubelet does: the real files live in a timestamped directory, `..data`
+    // points at it, and `weir.toml` points into `..data`.
+    let mount = dir.join("config");
+    std::fs::create_dir_all(mount.join("..2026_01")).expect("dir");
+    std::fs::write(
+        mount.join("..2026_01/weir.toml"),
+        swap_config(&up, &plugins, "{}", ""),
+    )
+    .expect("config");
+    std::os::unix::fs::symlink("..2026_01", mount.join("..data")).expect("symlink");
+    std::os::unix::fs::symlink("..data/weir.toml", mount.join("weir.toml")).expect("symlink");
+    let gw = TestGateway::from_file(&mount.join("weir.toml"));
+    assert_eq!(gw.snapshot().config.routes.len(), 1);
+
+    std::fs::create_dir_all(mount.join("..2026_02")).expect("dir");
+    std::fs::write(mount.join("..2026_02/weir.toml"), two_routes(&up, &plugins)).expect("config");
+    std::os::unix::fs::symlink("..2026_02", mount.join("..data_tmp")).expect("symlink");
+    std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).expect("swap");
+    until(
+        &gw.url("/added"),
+        "the ConfigMap update",
+        Duration::from_secs(10),
+        |_| gw.snapshot().config.routes.len() == 2,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_real_binary() {
+    let up = TestUpstream::start("up");
+    let plugins = swap_plugins();
+    let dir = plugins.parent().expect("fresh dir").to_owned();
+    let config = dir.join("weir.toml");
+    let text = swap_config(&up, &plugins, "{}", "").replace("debounce = \"50ms\"", "watch = false");
+    std::fs::write(&config, &text).expect("config");
+    let weir = WeirProcess::spawn(weir_bin!(), &["run", "--config", config.to_str().unwrap()]);
+    let url = format!("http://{}/", weir.addr);
+    assert_eq!(swap_header(&client::get(&url).await), "a/a");
+    std::fs::copy(guest_wasm!("swap_b"), plugins.join("swap.wasm")).expect("copy");
+    weir.signal("HUP");
+    until(
+        &url,
+        "version b after SIGHUP",
+        Duration::from_secs(10),
+        |r| swap_header(r) == "b/b",
+    )
+    .await;
+}
