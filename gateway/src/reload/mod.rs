@@ -198,7 +198,7 @@ impl Reloader {
             let chains = chains(&host, &config, &versions.chosen, None)
                 .await
                 .map_err(|errors| errors.into_iter().map(|(_, e)| e).collect::<Vec<_>>())?;
-            reloader.commit_versions(&versions, &mut report);
+            reloader.commit_versions(&versions, &mut report, false);
             Ok(chains)
         })?;
         let snapshot = Snapshot::build(config, workers, chains);
@@ -374,7 +374,7 @@ impl Reloader {
             self.config_error = None;
             report.config = "applied";
         }
-        let fresh = self.commit_versions(&versions, &mut report);
+        let fresh = self.commit_versions(&versions, &mut report, true);
         let names: HashSet<&str> = plugin_names(&self.config).into_iter().collect();
         self.records.retain(|name, _| names.contains(name.as_str()));
         if !swapped_config && fresh == 0 {
@@ -577,8 +577,14 @@ impl Reloader {
         }
     }
 
-    /// Records the new versions that now serve; returns how many there are.
-    fn commit_versions(&mut self, versions: &Versions, report: &mut ReloadReport) -> usize {
+    /// Records the new versions that now serve (counting them as reloads if `reload`);
+    /// returns how many there are.
+    fn commit_versions(
+        &mut self,
+        versions: &Versions,
+        report: &mut ReloadReport,
+        reload: bool,
+    ) -> usize {
         let mut count = 0;
         for name in &versions.fresh {
             let Some(plugin) = versions.chosen.get(name) else {
@@ -591,7 +597,9 @@ impl Reloader {
             record.file_present = true;
             record.last_error = None;
             count += 1;
-            metrics::plugin_reloaded(true);
+            if reload {
+                metrics::plugin_reloaded(true);
+            }
             tracing::info!(plugin = %name, version = &plugin.version[..12], previous = was.as_deref().unwrap_or("-"), "plugin loaded");
             report.plugin(PluginChange {
                 name: name.clone(),
