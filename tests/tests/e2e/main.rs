@@ -11,6 +11,7 @@ mod failures;
 mod first_party;
 mod forwarding;
 mod jwt_tokens;
+mod observability;
 mod plugin_api_key;
 mod plugin_cors;
 mod plugin_headers;
