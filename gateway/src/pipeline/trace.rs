@@ -76,7 +76,7 @@ impl fmt::Debug for TraceId {
 
 /// What is kept of a valid incoming `traceparent`: trace id and flags, as hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Incoming {
+pub struct Inherited {
     /// The trace id.
     pub trace_id: TraceId,
     /// The trace flags, two hex digits.
@@ -85,7 +85,7 @@ pub struct Incoming {
 
 /// Reads a `traceparent` value: version `00` exactly, later versions by their first four
 /// fields (anything after the flags is theirs and ignored).
-pub fn parse(value: &[u8]) -> Result<Incoming, InvalidTraceparent> {
+pub fn parse(value: &[u8]) -> Result<Inherited, InvalidTraceparent> {
     use InvalidTraceparent as E;
     if value.len() < 3 || !is_hex(&value[..2]) || value[2] != b'-' {
         return Err(E::BadVersion);
@@ -114,7 +114,7 @@ pub fn parse(value: &[u8]) -> Result<Incoming, InvalidTraceparent> {
     }
     let mut id = [0; 32];
     id.copy_from_slice(trace_id);
-    Ok(Incoming {
+    Ok(Inherited {
         trace_id: TraceId(id),
         flags: [flags[0], flags[1]],
     })
@@ -136,7 +136,7 @@ pub struct TraceParent([u8; LEN]);
 
 impl TraceParent {
     /// Continues `incoming`'s trace with this hop's span id `span_id`.
-    pub fn child(incoming: &Incoming, span_id: u64) -> TraceParent {
+    pub fn child(incoming: &Inherited, span_id: u64) -> TraceParent {
         TraceParent::build(&incoming.trace_id.0, span_id, incoming.flags)
     }
 
