@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub via: ViaValues,
     /// Whether to emit access-log events.
     pub access_log: bool,
+    /// Whether routed requests get W3C Trace Context handling.
+    pub trace_context: bool,
 }
 
 /// The `Via` entries for HTTP/1.0, 1.1 and 2 (`1.0 weir`, `1.1 weir`, `2 weir`).
@@ -91,6 +93,7 @@ impl Snapshot {
                 http2: via_for("2"),
             },
             access_log: config.server.access_log,
+            trace_context: config.server.trace_context,
             config,
         }
     }

@@ -56,6 +56,8 @@ pub struct Server {
     pub escaped_slashes: EscapedSlashes,
     /// The pseudonym this gateway adds to `Via` (e.g. `weir` in `1.1 weir`).
     pub via: String,
+    /// Whether routed requests get W3C Trace Context (`traceparent`) handling.
+    pub trace_context: bool,
 }
 
 /// `[admin]`, typed.

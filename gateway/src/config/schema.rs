@@ -56,6 +56,10 @@ pub struct ServerConfig {
     pub escaped_slashes: EscapedSlashes,
     /// The pseudonym this gateway adds to `Via` (`1.1 weir` by default).
     pub via: Spanned<String>,
+    /// W3C Trace Context on routed requests (default on): continue a valid incoming
+    /// `traceparent` with a span id of this hop, or start a new trace, and log the trace
+    /// id. Off leaves `traceparent` and `tracestate` untouched.
+    pub trace_context: bool,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +71,7 @@ impl Default for ServerConfig {
             access_log: true,
             escaped_slashes: EscapedSlashes::Keep,
             via: Spanned::new(0..0, "weir".to_owned()),
+            trace_context: true,
         }
     }
 }

@@ -179,6 +179,7 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
             access_log: raw.server.access_log,
             escaped_slashes: raw.server.escaped_slashes,
             via,
+            trace_context: raw.server.trace_context,
         },
         admin,
         plugins: Plugins {

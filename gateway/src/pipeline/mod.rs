@@ -1,14 +1,18 @@
 //! The fixed request pipeline:
 //!
 //! ```text
-//! normalise path → route → pick endpoint → upstream (timeouts) → response headers → log
+//! normalise path → route → forwarding headers, trace context → pick endpoint
+//!   → upstream (timeouts) → response headers → metrics, log
 //! ```
 //!
-//! (Plugin phases slot in after routing and around the upstream exchange.) Each step is
-//! plain sequential async code; a step that cannot continue returns a [`ProxyError`],
-//! which becomes the client's response in exactly one place, [`ProxyError::to_response`].
+//! (Plugin phases slot in after the trace context and around the upstream exchange.) Each
+//! step is plain sequential async code; a step that cannot continue returns a
+//! [`ProxyError`], which becomes the client's response in exactly one place,
+//! [`ProxyError::to_response`]. Every answered request is counted in the route's
+//! [`RouteSeries`] and, unless turned off, logged.
 
 mod forwarding;
+pub mod trace;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -21,8 +25,9 @@ use hyper::body::Incoming;
 use crate::config::HostRewrite;
 use crate::error::{ProxyError, ResponseBody};
 use crate::plugin::{BodyFlow, ChainRun, LocalReply, RequestFlow, RequestParts, ResponseFlow};
-use crate::router::{self, RequestFacts};
+use crate::router::{self, RequestFacts, Route};
 use crate::snapshot::Snapshot;
+use crate::telemetry::metrics::RouteSeries;
 
 pub use forwarding::remove_hop_by_hop;
 
@@ -46,20 +51,21 @@ pub async fn handle(
     conn: &Connection,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
+    let arrived = Instant::now();
     // Kept only for the access log; cloning a method and a URI is cheap (shared bytes).
     let logged = snapshot
         .access_log
-        .then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
-    let outcome = proxy(snapshot, conn, req).await;
-    let (mut response, route, upstream, error, log) = match outcome {
+        .then(|| (req.method().clone(), req.uri().clone()));
+    let mut observed = Observed::default();
+    let outcome = proxy(snapshot, conn, req, &mut observed).await;
+    let (mut response, upstream, error, log) = match outcome {
         Ok(done) => (
             done.response,
-            Some(done.route),
             done.upstream,
             done.plugin_failure.map(ProxyError::Plugin),
             done.log,
         ),
-        Err((err, route)) => (err.to_response(), route, None, Some(err), None),
+        Err(err) => (err.to_response(), None, Some(err), None),
     };
     if let Some(pass) = log {
         // The log phase runs once the response is written, off the response's path.
@@ -70,29 +76,47 @@ pub async fn handle(
             pass.log(status, headers).await;
         });
     }
-    if let Some((started, method, uri)) = logged {
-        let elapsed = started.elapsed();
+    let elapsed = arrived.elapsed();
+    let route = observed.route;
+    let series = match route {
+        Some(route) => &route.series,
+        None => RouteSeries::unrouted(),
+    };
+    series.record(response.status(), elapsed);
+    let route = route.map_or("-", |r| &*r.name);
+    if let Some((method, uri)) = logged {
         tracing::info!(
             target: "weir::access",
             client = %conn.client.ip(),
             method = %method,
             path = uri.path(),
-            route = route.as_deref().unwrap_or("-"),
+            route,
             upstream = upstream.as_ref().map_or("-", |u| &*u.0),
             endpoint = upstream.as_ref().map_or("-", |u| u.1.as_str()),
             status = response.status().as_u16(),
             duration_ms = elapsed.as_secs_f64() * 1e3,
+            trace_id = observed.trace_id.as_ref().map(tracing::field::display),
             error = error.as_ref().map(tracing::field::display),
         );
     } else if let Some(err) = &error {
-        tracing::debug!(route = route.as_deref().unwrap_or("-"), error = %err, "request failed");
+        tracing::debug!(route, error = %err, "request failed");
     }
     response
 }
 
+/// What the pipeline has learned of a request so far, for its metrics and access log.
+/// Filled in as the request advances, so a request that fails still reports what was
+/// known when it failed.
+#[derive(Debug, Default)]
+struct Observed<'s> {
+    /// The matched route.
+    route: Option<&'s Route>,
+    /// The trace id the request was forwarded with (trace context on, request routed).
+    trace_id: Option<trace::TraceId>,
+}
+
 struct Proxied {
     response: Response<ResponseBody>,
-    route: std::sync::Arc<str>,
     /// The cluster and endpoint, unless a plugin answered.
     upstream: Option<(std::sync::Arc<str>, http::uri::Authority)>,
     /// A plugin failure that shaped the response (on_error = deny).
@@ -101,18 +125,16 @@ struct Proxied {
     log: Option<ChainRun>,
 }
 
-type Failed = (ProxyError, Option<std::sync::Arc<str>>);
-
-async fn proxy(
-    snapshot: &Snapshot,
+async fn proxy<'s>(
+    snapshot: &'s Snapshot,
     conn: &Connection,
     req: Request<Incoming>,
-) -> Result<Proxied, Failed> {
+    observed: &mut Observed<'s>,
+) -> Result<Proxied, ProxyError> {
     let (mut parts, body) = req.into_parts();
 
     // Normalise the path, then route on the result.
-    let path = crate::path::normalize(parts.uri.path(), snapshot.slashes)
-        .map_err(|e| (ProxyError::from(e), None))?;
+    let path = crate::path::normalize(parts.uri.path(), snapshot.slashes)?;
     let host = router::request_host(&parts.uri, &parts.headers);
     let facts = RequestFacts {
         host,
@@ -120,12 +142,9 @@ async fn proxy(
         method: &parts.method,
         headers: &parts.headers,
     };
-    let route = snapshot
-        .routes
-        .find(&facts)
-        .ok_or((ProxyError::NoRoute, None))?;
-    let route_name = route.name.clone();
-    let failed = |e: ProxyError| (e, Some(route_name.clone()));
+    let route = snapshot.routes.find(&facts).ok_or(ProxyError::NoRoute)?;
+    observed.route = Some(route);
+    let bad_path = |_| ProxyError::BadPath(crate::path::PathError::BadEscape);
 
     let mut path_and_query = match (&path, parts.uri.query()) {
         (std::borrow::Cow::Borrowed(_), _) => parts
@@ -133,10 +152,12 @@ async fn proxy(
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        (std::borrow::Cow::Owned(p), None) => PathAndQuery::try_from(p.as_str())
-            .map_err(|_| failed(ProxyError::BadPath(crate::path::PathError::BadEscape)))?,
-        (std::borrow::Cow::Owned(p), Some(q)) => PathAndQuery::try_from(format!("{p}?{q}"))
-            .map_err(|_| failed(ProxyError::BadPath(crate::path::PathError::BadEscape)))?,
+        (std::borrow::Cow::Owned(p), None) => {
+            PathAndQuery::try_from(p.as_str()).map_err(bad_path)?
+        }
+        (std::borrow::Cow::Owned(p), Some(q)) => {
+            PathAndQuery::try_from(format!("{p}?{q}")).map_err(bad_path)?
+        }
     };
     let original_host = match parts.uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
@@ -157,6 +178,10 @@ async fn proxy(
         original_host.as_ref(),
     );
     forwarding::append_via(headers, via);
+    // Before the plugins, so they see the traceparent that goes upstream.
+    if snapshot.trace_context {
+        observed.trace_id = Some(trace::propagate(headers));
+    }
 
     // The request phases of the route's plugins.
     let chain = &snapshot.chains[route.index];
@@ -178,13 +203,11 @@ async fn proxy(
                 scheme: conn.scheme,
                 authority,
                 client,
-                route: route_name.clone(),
+                route: route.name.clone(),
             })
             .await;
         if let RequestFlow::Respond(reply, failure) = flow {
-            return Ok(
-                answer_locally(pass, reply, failure, route_name, &snapshot.via.http11).await,
-            );
+            return Ok(answer_locally(pass, reply, failure, &snapshot.via.http11).await);
         }
         forwarding::remove_hop_by_hop(&mut parts.headers);
 
@@ -204,9 +227,7 @@ async fn proxy(
                                 .to_ascii_lowercase()
                         )),
                     };
-                    return Ok(
-                        answer_locally(pass, reply, None, route_name, &snapshot.via.http11).await,
-                    );
+                    return Ok(answer_locally(pass, reply, None, &snapshot.via.http11).await);
                 }
             };
             match pass
@@ -222,14 +243,7 @@ async fn proxy(
                     upstream_body = Either::Right(http_body_util::Full::new(bytes));
                 }
                 BodyFlow::Respond(reply, failure) => {
-                    return Ok(answer_locally(
-                        pass,
-                        reply,
-                        failure,
-                        route_name,
-                        &snapshot.via.http11,
-                    )
-                    .await);
+                    return Ok(answer_locally(pass, reply, failure, &snapshot.via.http11).await);
                 }
             }
         } else {
@@ -259,6 +273,7 @@ async fn proxy(
     let upstream_req = Request::from_parts(parts, upstream_body);
 
     // The exchange, bounded by the cluster's timeouts.
+    let sent = Instant::now();
     let response = cluster
         .client(conn.worker)
         .send(
@@ -268,13 +283,14 @@ async fn proxy(
             cluster.timeouts.request,
         )
         .await
-        .map_err(|failure| {
-            failed(ProxyError::Upstream {
-                upstream: cluster.name.clone(),
-                endpoint: endpoint.clone(),
-                failure,
-            })
+        .map_err(|failure| ProxyError::Upstream {
+            upstream: cluster.name.clone(),
+            endpoint: endpoint.clone(),
+            failure,
         })?;
+    cluster
+        .exchange_duration
+        .observe(sent.elapsed().as_secs_f64());
 
     // Response headers: the same hygiene on the way back, then the response phases.
     let (mut parts, body) = response.into_parts();
@@ -304,7 +320,6 @@ async fn proxy(
     }
     Ok(Proxied {
         response,
-        route: route_name,
         upstream: Some((cluster.name.clone(), endpoint.clone())),
         plugin_failure,
         log: run.filter(ChainRun::wants_log),
@@ -395,7 +410,6 @@ async fn answer_locally(
     mut pass: ChainRun,
     reply: LocalReply,
     failure: Option<crate::plugin::PluginFailure>,
-    route: std::sync::Arc<str>,
     via: &HeaderValue,
 ) -> Proxied {
     let mut reply = reply;
@@ -408,7 +422,6 @@ async fn answer_locally(
     };
     Proxied {
         response,
-        route,
         upstream: None,
         plugin_failure: failure,
         log: pass.wants_log().then_some(pass),

@@ -382,6 +382,7 @@ impl Reloader {
         }
         report.swapped = true;
         let next = Snapshot::build_after(config, self.workers, chains, Some(previous));
+        forget_removed_endpoints(previous, &next);
         (report, Some(next))
     }
 
@@ -690,6 +691,25 @@ async fn chains(
         Ok(chains)
     } else {
         Err(errors)
+    }
+}
+
+/// Drops the health series of endpoints `previous` had and `next` does not.
+fn forget_removed_endpoints(previous: &Snapshot, next: &Snapshot) {
+    let endpoints = |s: &Snapshot| -> HashSet<(String, String)> {
+        s.config
+            .upstreams
+            .iter()
+            .flat_map(|u| {
+                u.endpoints
+                    .iter()
+                    .map(|e| (u.name.clone(), e.authority.to_string()))
+            })
+            .collect()
+    };
+    let kept = endpoints(next);
+    for (upstream, endpoint) in endpoints(previous).difference(&kept) {
+        metrics::forget_endpoint(upstream, endpoint);
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use crate::config::{self, HostPattern, HostRewrite, PathPattern};
+use crate::telemetry::metrics::RouteSeries;
 
 /// The facts about a request that routing looks at.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +34,8 @@ pub struct Route {
     pub upstream: usize,
     /// What `Host` the upstream sees.
     pub host_rewrite: HostRewrite,
+    /// Its request metrics, resolved once.
+    pub series: RouteSeries,
     host: Option<HostPattern>,
     path: Option<PathPattern>,
     methods: Vec<Method>,
@@ -94,6 +97,7 @@ impl RouteTable {
                 index,
                 upstream: r.upstream,
                 host_rewrite: r.host_rewrite.clone(),
+                series: RouteSeries::new(&r.name),
                 host: r.host.clone(),
                 path: r.path.clone(),
                 methods: r.methods.clone(),

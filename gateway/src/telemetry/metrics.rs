@@ -3,16 +3,23 @@
 //! and `weir_plugin_NAME` histograms, labelled with the plugin). `/metrics` on the admin
 //! listener renders [`render`].
 //!
-//! Labels have bounded cardinality: plugin names come from the plugins directory, phases
-//! and failure kinds are fixed sets, and each plugin may define at most
-//! [`MAX_PLUGIN_SERIES`] metrics of its own.
+//! Labels have bounded cardinality: route, upstream and endpoint names come from the
+//! config (a request path never becomes a label), status codes are three digits, plugin
+//! names come from the plugins directory, phases and failure kinds are fixed sets, and
+//! each plugin may define at most [`MAX_PLUGIN_SERIES`] metrics of its own.
+//!
+//! The request path never calls `with_label_values` (it hashes the labels and takes a
+//! lock): handles are resolved when a snapshot is built ([`RouteSeries`],
+//! [`upstream_exchange_duration`]) so a request only touches atomics.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex, PoisonError};
+use std::sync::{LazyLock, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
+use http::StatusCode;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Metrics a single plugin may define through the `metrics` import; more are dropped.
@@ -23,9 +30,21 @@ const CALL_BUCKETS: &[f64] = &[
     5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25,
 ];
 
+/// Buckets for request and upstream exchange durations: 100 µs to 10 s.
+const REQUEST_BUCKETS: &[f64] = &[
+    1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The `route` label of requests no route matched (including paths refused before routing).
+pub const NO_ROUTE: &str = "-";
+
 /// The registry and the fixed series.
 struct Metrics {
     registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_duration: HistogramVec,
+    endpoint_healthy: IntGaugeVec,
     plugin_call_duration: HistogramVec,
     plugin_failures: IntCounterVec,
     plugin_logs_dropped: IntCounterVec,
@@ -41,6 +60,43 @@ enum PluginDefined {
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let registry = Registry::new();
+    let requests = IntCounterVec::new(
+        Opts::new(
+            "weir_requests_total",
+            "Requests answered, by matched route (`-` for none) and status code sent.",
+        ),
+        &["route", "status"],
+    )
+    .expect("static metric options are valid");
+    let request_duration = HistogramVec::new(
+        HistogramOpts::new(
+            "weir_request_duration_seconds",
+            "Time from a request's arrival (its head parsed) to its response head being \
+             ready to write, by matched route (`-` for none); body streaming is not included.",
+        )
+        .buckets(REQUEST_BUCKETS.to_vec()),
+        &["route"],
+    )
+    .expect("static metric options are valid");
+    let upstream_duration = HistogramVec::new(
+        HistogramOpts::new(
+            "weir_upstream_request_duration_seconds",
+            "Time of one upstream exchange that got a response, from sending the request \
+             (connecting first if no pooled connection is idle) to the upstream's response \
+             head, by upstream cluster.",
+        )
+        .buckets(REQUEST_BUCKETS.to_vec()),
+        &["upstream"],
+    )
+    .expect("static metric options are valid");
+    let endpoint_healthy = IntGaugeVec::new(
+        Opts::new(
+            "weir_upstream_endpoint_healthy",
+            "1 if the endpoint takes traffic, 0 if not (no health checks yet: always 1).",
+        ),
+        &["upstream", "endpoint"],
+    )
+    .expect("static metric options are valid");
     let plugin_call_duration = HistogramVec::new(
         HistogramOpts::new(
             "weir_plugin_call_duration_seconds",
@@ -67,7 +123,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     )
     .expect("static metric options are valid");
     for collector in [
-        Box::new(plugin_call_duration.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(request_duration.clone()),
+        Box::new(upstream_duration.clone()),
+        Box::new(endpoint_healthy.clone()),
+        Box::new(plugin_call_duration.clone()),
         Box::new(plugin_failures.clone()),
         Box::new(plugin_logs_dropped.clone()),
     ] {
@@ -77,6 +137,10 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     }
     Metrics {
         registry,
+        requests,
+        request_duration,
+        upstream_duration,
+        endpoint_healthy,
         plugin_call_duration,
         plugin_failures,
         plugin_logs_dropped,
@@ -96,6 +160,95 @@ pub fn render() -> String {
 /// The content type of [`render`]'s output.
 pub fn content_type() -> String {
     TextEncoder::new().format_type().to_owned()
+}
+
+/// The request series of one route, resolved when the route table is built so that
+/// recording a request costs a few atomic operations and no label lookup.
+///
+/// `weir_request_duration_seconds` runs from the request's arrival (the pipeline gets its
+/// parsed head) to its response head being ready to write; the body streams after.
+/// `weir_requests_total` gets one series per status code actually sent: the counters sit
+/// in a table indexed by status code, filled on first use, one block per status class
+/// (so a route costs a few hundred bytes until it sends statuses of a class).
+pub struct RouteSeries {
+    route: Box<str>,
+    duration: Histogram,
+    /// Counters for statuses 100..=599: `classes[code / 100 - 1][code % 100]`.
+    classes: [OnceLock<Box<StatusBlock>>; 5],
+}
+
+impl std::fmt::Debug for RouteSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteSeries")
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The counters of one status class (e.g. 200..=299), each created on first use.
+type StatusBlock = [OnceLock<IntCounter>; 100];
+
+impl RouteSeries {
+    /// The series of route `route`.
+    pub fn new(route: &str) -> RouteSeries {
+        RouteSeries {
+            route: route.into(),
+            duration: METRICS.request_duration.with_label_values(&[route]),
+            classes: Default::default(),
+        }
+    }
+
+    /// The series of requests no route matched (route label [`NO_ROUTE`]).
+    pub fn unrouted() -> &'static RouteSeries {
+        static UNROUTED: LazyLock<RouteSeries> = LazyLock::new(|| RouteSeries::new(NO_ROUTE));
+        &UNROUTED
+    }
+
+    /// Counts one answered request: its status and the time until its response head was
+    /// ready (see `weir_request_duration_seconds`).
+    pub fn record(&self, status: StatusCode, elapsed: Duration) {
+        self.duration.observe(elapsed.as_secs_f64());
+        let make = || {
+            METRICS
+                .requests
+                .with_label_values(&[&*self.route, status.as_str()])
+        };
+        let code = usize::from(status.as_u16());
+        match self.classes.get((code / 100).wrapping_sub(1)) {
+            Some(class) => class.get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())))
+                [code % 100]
+                .get_or_init(make)
+                .inc(),
+            // 600..=999 are valid but unheard of: resolved each time.
+            None => make().inc(),
+        }
+    }
+}
+
+/// The `weir_upstream_request_duration_seconds` histogram of cluster `upstream`, to be
+/// kept with the cluster: one exchange that got a response, from sending the request
+/// (connecting first when no pooled connection is idle) to the upstream's response head.
+/// Failed exchanges are not observed; they show as 502/504 in `weir_requests_total`.
+pub fn upstream_exchange_duration(upstream: &str) -> Histogram {
+    METRICS.upstream_duration.with_label_values(&[upstream])
+}
+
+/// Sets `weir_upstream_endpoint_healthy{upstream, endpoint}`. Clusters set every endpoint
+/// to healthy (1) when they are built; there are no health checks yet, so nothing sets 0
+/// until they come (a later issue drives the gauge from them).
+pub fn set_endpoint_healthy(upstream: &str, endpoint: &str, healthy: bool) {
+    METRICS
+        .endpoint_healthy
+        .with_label_values(&[upstream, endpoint])
+        .set(i64::from(healthy));
+}
+
+/// Drops `weir_upstream_endpoint_healthy{upstream, endpoint}`: the endpoint left the
+/// config (a reload), so it no longer has a health to report.
+pub fn forget_endpoint(upstream: &str, endpoint: &str) {
+    let _ = METRICS
+        .endpoint_healthy
+        .remove_label_values(&[upstream, endpoint]);
 }
 
 /// The fixed series of one plugin, resolved once so a call only touches atomics.
@@ -263,6 +416,42 @@ mod tests {
         assert_eq!(sanitize("9lives"), None);
         assert_eq!(sanitize("__"), None);
         assert_eq!(sanitize(&"a".repeat(101)), None);
+    }
+
+    #[test]
+    fn route_series_count_each_status_and_time_each_request() {
+        let series = RouteSeries::new("unit-test-route");
+        for status in [200, 200, 404, 503, 799] {
+            let status = StatusCode::from_u16(status).unwrap();
+            series.record(status, Duration::from_millis(2));
+        }
+        let text = render();
+        for (status, count) in [(200, 2), (404, 1), (503, 1), (799, 1)] {
+            let line = format!(
+                "weir_requests_total{{route=\"unit-test-route\",status=\"{status}\"}} {count}\n"
+            );
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        for line in [
+            "weir_request_duration_seconds_count{route=\"unit-test-route\"} 5\n",
+            "weir_request_duration_seconds_bucket{route=\"unit-test-route\",le=\"0.001\"} 0\n",
+            "weir_request_duration_seconds_bucket{route=\"unit-test-route\",le=\"0.0025\"} 5\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
+
+    #[test]
+    fn upstream_series_are_labelled_with_cluster_and_endpoint() {
+        upstream_exchange_duration("unit-test-cluster").observe(0.02);
+        set_endpoint_healthy("unit-test-cluster", "10.0.0.1:80", true);
+        let text = render();
+        for line in [
+            "weir_upstream_request_duration_seconds_count{upstream=\"unit-test-cluster\"} 1\n",
+            "weir_upstream_endpoint_healthy{endpoint=\"10.0.0.1:80\",upstream=\"unit-test-cluster\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[test]

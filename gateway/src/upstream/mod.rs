@@ -15,6 +15,7 @@ use http::uri::Authority;
 pub use client::{UpstreamBody, UpstreamClient, UpstreamFailure, UpstreamResponseBody};
 
 use crate::config::{self, Timeouts};
+use crate::telemetry::metrics;
 
 /// A cluster of interchangeable endpoints.
 #[derive(Debug)]
@@ -26,23 +27,31 @@ pub struct Cluster {
     /// The config it was built from (a reload keeps a cluster, and its pooled
     /// connections, when this did not change).
     pub source: config::Upstream,
+    /// Its `weir_upstream_request_duration_seconds` series, resolved once.
+    pub exchange_duration: prometheus::Histogram,
     endpoints: Vec<Authority>,
     next: AtomicUsize,
     clients: Vec<UpstreamClient>,
 }
 
 impl Cluster {
-    /// Builds a cluster with one set of pooled connections per worker.
+    /// Builds a cluster with one set of pooled connections per worker, and reports each
+    /// endpoint healthy in `weir_upstream_endpoint_healthy` (every endpoint takes traffic
+    /// until health checks exist).
     pub fn new(config: &config::Upstream, workers: usize) -> Cluster {
         let endpoints: Vec<Authority> = config
             .endpoints
             .iter()
             .map(|e| e.authority.clone())
             .collect();
+        for endpoint in &endpoints {
+            metrics::set_endpoint_healthy(&config.name, endpoint.as_str(), true);
+        }
         Cluster {
             name: Arc::from(config.name.as_str()),
             timeouts: config.timeouts,
             source: config.clone(),
+            exchange_duration: metrics::upstream_exchange_duration(&config.name),
             clients: (0..workers.max(1))
                 .map(|_| UpstreamClient::new(endpoints.len(), config.timeouts.connect))
                 .collect(),

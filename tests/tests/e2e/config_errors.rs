@@ -653,6 +653,7 @@ fn an_empty_file_is_valid_with_defaults() {
     assert_eq!(config.admin.listen, "127.0.0.1:9901".parse().unwrap());
     assert_eq!(config.server.workers, None);
     assert_eq!(config.server.via, "weir");
+    assert!(config.server.trace_context);
     assert!(config.upstreams.is_empty());
     assert!(config.routes.is_empty());
 }

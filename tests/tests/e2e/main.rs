@@ -12,6 +12,8 @@ mod failures;
 mod first_party;
 mod forwarding;
 mod jwt_tokens;
+mod metrics;
+mod observability;
 mod plugin_api_key;
 mod plugin_cors;
 mod plugin_headers;
