@@ -29,6 +29,9 @@ pub struct Snapshot {
     pub via: ViaValues,
     /// Whether to emit access-log events.
     pub access_log: bool,
+    /// What TLS handshakes on the client listener use (`None`: plain HTTP). Taken per
+    /// connection, so a reload's new certificates serve the next handshake.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The `Via` entries for HTTP/1.0, 1.1 and 2 (`1.0 weir`, `1.1 weir`, `2 weir`).
@@ -91,6 +94,7 @@ impl Snapshot {
                 http2: via_for("2"),
             },
             access_log: config.server.access_log,
+            tls: config.server.tls.as_ref().map(|t| t.server_config.clone()),
             config,
         }
     }

@@ -89,6 +89,20 @@ pub(super) fn add_forwarded(
     }
 }
 
+/// Sets `X-Forwarded-Client-Cert` to the verified client certificate, or removes it when
+/// there is none: a client can never send its own.
+pub(super) fn set_client_cert(headers: &mut HeaderMap, client_cert: Option<&HeaderValue>) {
+    static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+    match client_cert {
+        Some(value) => {
+            headers.insert(&XFCC, value.clone());
+        }
+        None => {
+            headers.remove(&XFCC);
+        }
+    }
+}
+
 /// Appends this gateway's entry to `Via`.
 pub(super) fn append_via(headers: &mut HeaderMap, via: &HeaderValue) {
     headers.append(header::VIA, via.clone());
@@ -123,6 +137,28 @@ mod tests {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         remove_hop_by_hop(&mut h);
         assert!(h.contains_key(header::TE));
+    }
+
+    #[test]
+    fn client_cert_header_is_the_gateways_alone() {
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-client-cert",
+            HeaderValue::from_static("Hash=forged"),
+        );
+        h.append(
+            "x-forwarded-client-cert",
+            HeaderValue::from_static("Hash=again"),
+        );
+        set_client_cert(&mut h, None);
+        assert!(!h.contains_key("x-forwarded-client-cert"));
+        h.append(
+            "x-forwarded-client-cert",
+            HeaderValue::from_static("Hash=forged"),
+        );
+        set_client_cert(&mut h, Some(&HeaderValue::from_static("Hash=real")));
+        let values: Vec<_> = h.get_all("x-forwarded-client-cert").iter().collect();
+        assert_eq!(values, [HeaderValue::from_static("Hash=real")]);
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct Connection {
     pub scheme: &'static str,
     /// Which worker serves it (selects the worker's upstream pools).
     pub worker: usize,
+    /// The verified client certificate as the `x-forwarded-client-cert` value (mTLS
+    /// only), made once per connection.
+    pub client_cert: Option<HeaderValue>,
 }
 
 /// Runs one request through the pipeline and returns the response to write.
@@ -157,6 +160,7 @@ async fn proxy(
         original_host.as_ref(),
     );
     forwarding::append_via(headers, via);
+    forwarding::set_client_cert(headers, conn.client_cert.as_ref());
 
     // The request phases of the route's plugins.
     let chain = &snapshot.chains[route.index];

@@ -24,3 +24,4 @@ mod reload;
 mod routing;
 mod shutdown;
 mod streaming;
+mod tls;
