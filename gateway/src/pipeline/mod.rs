@@ -152,7 +152,7 @@ async fn proxy(
     };
 
     let headers = &mut parts.headers;
-    forwarding::remove_hop_by_hop(headers);
+    forwarding::clean_client_request(headers);
     forwarding::add_forwarded(
         headers,
         &conn.client_ip,
@@ -160,7 +160,9 @@ async fn proxy(
         original_host.as_ref(),
     );
     forwarding::append_via(headers, via);
-    forwarding::set_client_cert(headers, conn.client_cert.as_ref());
+    if let Some(client_cert) = &conn.client_cert {
+        forwarding::set_client_cert(headers, client_cert);
+    }
 
     // The request phases of the route's plugins.
     let chain = &snapshot.chains[route.index];

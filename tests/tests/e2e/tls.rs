@@ -3,7 +3,7 @@
 //! certificates replaced under a running gateway. Every certificate is made at test
 //! time with rcgen; no key material is checked in. The client is tokio-rustls with a
 //! hyper client connection; it accepts any server certificate and the tests check the
-//! leaf the gateway presented themselves.
+//! leaf the gateway presented themselves. One test runs the real `weir` binary.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -30,7 +30,7 @@ use tokio_rustls::client::TlsStream;
 use weir_gateway::Config;
 use weir_tests::client::{self, ClientBody, Reply};
 use weir_tests::gateway::{fresh_dir, plugin_dir, with_test_listeners};
-use weir_tests::{TestGateway, TestUpstream, guest_wasm};
+use weir_tests::{TestGateway, TestUpstream, WeirProcess, guest_wasm, weir_bin};
 
 // ---------------------------------------------------------------------------------------
 // Certificates
@@ -1051,5 +1051,74 @@ async fn turning_tls_on_needs_a_restart() {
         client::get(&gw.url("/")).await.status,
         200,
         "still plain HTTP"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The real binary
+
+#[tokio::test]
+async fn the_weir_binary_checks_and_serves_a_tls_config() {
+    let up = TestUpstream::start("up");
+    let ca = Ca::new("Weir Test Server CA");
+    let dir = fresh_dir();
+    let a = ca.server("a", &["a.example"]);
+    let clients = Ca::new("Weir Test Client CA");
+    let tls = format!(
+        "{}\nclient_ca = \"{}\"",
+        certificates(&[
+            entry(&a.write(&dir, "a"), &["a.example", "*.a.example"]),
+            entry(&ca.server("d", &["d.example"]).write(&dir, "d"), &[]),
+        ]),
+        clients.write(&dir, "clients").display()
+    );
+    let path = dir.join("weir.toml");
+    std::fs::write(&path, config(&up, &tls, "")).expect("write config");
+
+    let check = std::process::Command::new(weir_bin!())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output();
+    let check = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || check),
+    )
+    .await
+    .expect("weir check finishes")
+    .expect("join")
+    .expect("run weir check");
+    let summary = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{summary}");
+    for line in [
+        "TLS 1.3 and 1.2, ALPN h2 and http/1.1".to_owned(),
+        format!(
+            "certificate {}  a.example, *.a.example",
+            dir.join("a.pem").display()
+        ),
+        format!("certificate {}  default", dir.join("d.pem").display()),
+        format!(
+            "client certificates required, from {}",
+            dir.join("clients.pem").display()
+        ),
+    ] {
+        assert!(summary.contains(&line), "`{line}` in:\n{summary}");
+    }
+
+    let weir = WeirProcess::spawn(weir_bin!(), &["run", "--config", &path.to_string_lossy()]);
+    let alice = clients.client("alice");
+    let dial = Dial {
+        identity: Some(&alice),
+        ..Dial::sni("www.a.example")
+    };
+    let mut conn = connect(weir.addr, dial).await.expect("handshake");
+    assert!(conn.leaf == a.der.as_ref());
+    let reply = conn.get("www.a.example", "/", &[]).await.expect("request");
+    assert_eq!(reply.status, 200);
+    let xfcc = up.last().headers["x-forwarded-client-cert"].clone();
+    assert!(
+        xfcc.to_str()
+            .expect("ascii")
+            .starts_with(&format!("Hash={};", sha256_hex(&alice.der))),
+        "{xfcc:?}"
     );
 }
