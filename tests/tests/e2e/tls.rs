@@ -985,22 +985,37 @@ async fn a_config_edit_to_server_tls_applies_to_new_handshakes() {
             == fallback.der.as_ref()
     );
 
-    // A new certificate for b.example, in a directory the config did not name before.
+    // A new certificate for b.example, in a directory the config did not name before;
+    // the config names it before the files are there.
     let more = path.with_file_name("more");
     std::fs::create_dir_all(&more).expect("dir");
     let b = ca.server("b", &["b.example"]);
+    let b_files = (more.join("b.pem"), more.join("b-key.pem"));
     let tls = certificates(&[
         entry(
             &(certs.join("a.pem"), certs.join("a-key.pem")),
             &["a.example"],
         ),
-        entry(&b.write(&more, "b"), &["b.example"]),
+        entry(&b_files, &["b.example"]),
         entry(
             &(certs.join("default.pem"), certs.join("default-key.pem")),
             &[],
         ),
     ]);
     std::fs::write(&path, config(&up, &tls, "")).expect("rewrite config");
+    let (status, report) = reload(&gw).await;
+    assert_eq!(status, 422, "{report}");
+    assert!(
+        report["config_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("server.tls.certificates[1].cert"),
+        "{report}"
+    );
+
+    // The files arrive: the refused config is tried again (the watcher follows the
+    // files it names) and applies.
+    b.write(&more, "b");
     eventually(
         "b.example's certificate",
         Duration::from_secs(10),
