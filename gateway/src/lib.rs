@@ -20,6 +20,7 @@ pub mod run;
 mod server;
 pub mod snapshot;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 
 pub use config::Config;

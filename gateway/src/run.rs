@@ -99,6 +99,24 @@ pub fn summary(config: &Config, chains: &[std::sync::Arc<[crate::plugin::ChainEn
     let _ = writeln!(out, "{}: configuration is valid", config.source.display());
     let _ = writeln!(out, "listeners:");
     let _ = writeln!(out, "  server  {}", config.server.listen);
+    if let Some(tls) = &config.server.tls {
+        let _ = writeln!(out, "    TLS 1.3 and 1.2, ALPN h2 and http/1.1");
+        for c in &tls.certificates {
+            let names: Vec<String> = c.names.iter().map(ToString::to_string).collect();
+            let serves = match names.is_empty() {
+                true => "default".to_owned(),
+                false => names.join(", "),
+            };
+            let _ = writeln!(out, "    certificate {}  {serves}", c.cert.display());
+        }
+        if let Some(ca) = &tls.client_ca {
+            let _ = writeln!(
+                out,
+                "    client certificates required, from {}",
+                ca.display()
+            );
+        }
+    }
     let _ = writeln!(out, "  admin   {}", config.admin.listen);
     let _ = writeln!(out, "upstreams ({}):", config.upstreams.len());
     for u in &config.upstreams {

@@ -31,6 +31,9 @@ pub struct Snapshot {
     pub access_log: bool,
     /// Whether routed requests get W3C Trace Context handling.
     pub trace_context: bool,
+    /// What TLS handshakes on the client listener use (`None`: plain HTTP). Taken per
+    /// connection, so a reload's new certificates serve the next handshake.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The `Via` entries for HTTP/1.0, 1.1 and 2 (`1.0 weir`, `1.1 weir`, `2 weir`).
@@ -94,6 +97,7 @@ impl Snapshot {
             },
             access_log: config.server.access_log,
             trace_context: config.server.trace_context,
+            tls: config.server.tls.as_ref().map(|t| t.server_config.clone()),
             config,
         }
     }

@@ -7,6 +7,7 @@
 mod duration;
 mod error;
 mod schema;
+mod tls;
 mod validate;
 
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use http::{HeaderName, HeaderValue, Method};
 
 pub use error::{ConfigError, Diagnostic};
 pub use schema::{Balancer, ConfigFile, EscapedSlashes, Isolation, OnError, Timeouts};
+pub use tls::{Tls, TlsCertificate, files_named_in as tls_files_named_in};
 
 /// A validated configuration: every name resolved, every address parsed.
 #[derive(Debug, Clone)]
@@ -58,6 +60,8 @@ pub struct Server {
     pub via: String,
     /// Whether routed requests get W3C Trace Context (`traceparent`) handling.
     pub trace_context: bool,
+    /// TLS on the client listener (`None`: plain HTTP).
+    pub tls: Option<Tls>,
 }
 
 /// `[admin]`, typed.

@@ -60,6 +60,8 @@ pub struct ServerConfig {
     /// `traceparent` with a span id of this hop, or start a new trace, and log the trace
     /// id. Off leaves `traceparent` and `tracestate` untouched.
     pub trace_context: bool,
+    /// Serve clients over TLS instead of plain HTTP.
+    pub tls: Option<Spanned<TlsConfig>>,
 }
 
 impl Default for ServerConfig {
@@ -72,8 +74,34 @@ impl Default for ServerConfig {
             escaped_slashes: EscapedSlashes::Keep,
             via: Spanned::new(0..0, "weir".to_owned()),
             trace_context: true,
+            tls: None,
         }
     }
+}
+
+/// `[server.tls]`: the client listener speaks TLS 1.2 and 1.3, with a certificate
+/// chosen by SNI, ALPN `h2` and `http/1.1`, and optionally client certificates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificates and keys. Each serves the names it lists; the one without `names`
+    /// is the default, for clients that send no SNI or a name no entry lists.
+    pub certificates: Spanned<Vec<Spanned<CertificateConfig>>>,
+    /// A PEM file of CA certificates: when set, every client must present a
+    /// certificate issued by one of them (mutual TLS).
+    pub client_ca: Option<Spanned<String>>,
+}
+
+/// One entry of `[server.tls] certificates`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: Spanned<String>,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Spanned<String>,
+    /// Server names (`a.example.com`, `*.example.com`) this certificate is chosen for.
+    pub names: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// The treatment of escaped slashes in request paths; see [`ServerConfig::escaped_slashes`].

@@ -17,13 +17,25 @@ use super::{
     PathPattern, PluginSettings, PluginUse, Plugins, Reload, Route, Server, Upstream,
 };
 
-struct Checker<'a> {
+/// Collects the problems found in one config file.
+pub(super) struct Checker<'a> {
     source: &'a Source<'a>,
     problems: Vec<Diagnostic>,
 }
 
 impl Checker<'_> {
-    fn error(&mut self, span: &Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+    /// How many problems were found so far.
+    pub(super) fn problem_count(&self) -> usize {
+        self.problems.len()
+    }
+
+    /// Records a problem with the value at `span`, whose dotted path is `key`.
+    pub(super) fn error(
+        &mut self,
+        span: &Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         self.problems
             .push(self.source.diagnostic(span, key, message));
     }
@@ -143,6 +155,12 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
         }
     };
 
+    let tls = raw
+        .server
+        .tls
+        .as_ref()
+        .map(|t| super::tls::check(&mut c, t));
+
     let p = &raw.plugins;
     let defaults = settings(
         &PluginSettings::default(),
@@ -180,6 +198,7 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
             escaped_slashes: raw.server.escaped_slashes,
             via,
             trace_context: raw.server.trace_context,
+            tls: tls.flatten(),
         },
         admin,
         plugins: Plugins {

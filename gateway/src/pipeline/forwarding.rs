@@ -1,5 +1,6 @@
 //! Proxy header hygiene: hop-by-hop headers removed in both directions, `X-Forwarded-*`
-//! and `Via` added, and the `Host` the upstream sees.
+//! and `Via` added, `X-Forwarded-Client-Cert` set by the gateway alone, and the `Host`
+//! the upstream sees.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -12,14 +13,34 @@ const HOP_BY_HOP: [HeaderName; 5] = [
     header::TRAILER,
 ];
 
+/// Only the gateway sets it, from the verified client certificate.
+static CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
 /// Removes hop-by-hop headers: the fixed list, every header `Connection` names, every
 /// `Proxy-*` header, and `TE` unless it is exactly `trailers` (which gRPC needs).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none: one pass over the names (cheap comparisons for standard
     // headers) avoids a hashed lookup per hop-by-hop name.
-    if !headers.keys().any(is_hop_by_hop) {
+    if headers.keys().any(is_hop_by_hop) {
+        strip_hop_by_hop(headers);
+    }
+}
+
+/// [`remove_hop_by_hop`] for a client's request, which also loses any
+/// `X-Forwarded-Client-Cert`: in the same pass over the names, so a request that carries
+/// neither costs no more than before.
+pub(super) fn clean_client_request(headers: &mut HeaderMap) {
+    if !headers
+        .keys()
+        .any(|k| is_hop_by_hop(k) || *k == CLIENT_CERT)
+    {
         return;
     }
+    headers.remove(&CLIENT_CERT);
+    strip_hop_by_hop(headers);
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Headers listed in Connection go first, while Connection is still there.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -89,6 +110,12 @@ pub(super) fn add_forwarded(
     }
 }
 
+/// Sets `X-Forwarded-Client-Cert` to the verified client certificate (after
+/// [`clean_client_request`] removed the client's own).
+pub(super) fn set_client_cert(headers: &mut HeaderMap, client_cert: &HeaderValue) {
+    headers.insert(&CLIENT_CERT, client_cert.clone());
+}
+
 /// Appends this gateway's entry to `Via`.
 pub(super) fn append_via(headers: &mut HeaderMap, via: &HeaderValue) {
     headers.append(header::VIA, via.clone());
@@ -123,6 +150,33 @@ mod tests {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         remove_hop_by_hop(&mut h);
         assert!(h.contains_key(header::TE));
+    }
+
+    #[test]
+    fn client_cert_header_is_the_gateways_alone() {
+        let mut h = HeaderMap::new();
+        let forged = HeaderValue::from_static("Hash=forged");
+        h.append("x-forwarded-client-cert", forged.clone());
+        h.append("x-forwarded-client-cert", forged.clone());
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        clean_client_request(&mut h);
+        assert!(!h.contains_key("x-forwarded-client-cert"));
+        assert!(h.contains_key("x-keep"));
+        h.append("x-forwarded-client-cert", forged);
+        set_client_cert(&mut h, &HeaderValue::from_static("Hash=real"));
+        let values: Vec<_> = h.get_all("x-forwarded-client-cert").iter().collect();
+        assert_eq!(values, [HeaderValue::from_static("Hash=real")]);
+    }
+
+    #[test]
+    fn a_client_request_loses_hop_by_hop_headers_too() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        let forged = HeaderValue::from_static("Hash=forged");
+        h.insert("x-forwarded-client-cert", forged);
+        clean_client_request(&mut h);
+        assert!(h.is_empty(), "{h:?}");
     }
 
     #[test]

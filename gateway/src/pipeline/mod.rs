@@ -43,6 +43,9 @@ pub struct Connection {
     pub scheme: &'static str,
     /// Which worker serves it (selects the worker's upstream pools).
     pub worker: usize,
+    /// The verified client certificate as the `x-forwarded-client-cert` value (mTLS
+    /// only), made once per connection.
+    pub client_cert: Option<HeaderValue>,
 }
 
 /// Runs one request through the pipeline and returns the response to write.
@@ -170,7 +173,7 @@ async fn proxy<'s>(
     };
 
     let headers = &mut parts.headers;
-    forwarding::remove_hop_by_hop(headers);
+    forwarding::clean_client_request(headers);
     forwarding::add_forwarded(
         headers,
         &conn.client_ip,
@@ -178,6 +181,9 @@ async fn proxy<'s>(
         original_host.as_ref(),
     );
     forwarding::append_via(headers, via);
+    if let Some(client_cert) = &conn.client_cert {
+        forwarding::set_client_cert(headers, client_cert);
+    }
     // Before the plugins, so they see the traceparent that goes upstream.
     if snapshot.trace_context {
         observed.trace_id = Some(trace::propagate(headers));

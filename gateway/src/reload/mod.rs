@@ -1,14 +1,17 @@
-//! Live changes to a running gateway. The config file and the plugins directory are
-//! re-read when a file changes (see [`watch`]), on SIGHUP and on `POST /admin/reload`;
-//! a whole new [`Snapshot`] (routes, clusters, plugin chains) is built off the request
-//! path and swapped atomically. Requests in flight finish on the snapshot they started
-//! with; new requests see the new one.
+//! Live changes to a running gateway. The config file, the plugins directory and the TLS
+//! certificate, key and CA files are re-read when a file changes (see [`watch`]), on
+//! SIGHUP and on `POST /admin/reload`; a whole new [`Snapshot`] (routes, clusters, plugin
+//! chains, the TLS server config) is built off the request path and swapped atomically.
+//! Requests in flight finish on the snapshot they started with; new requests (and new
+//! TLS handshakes) see the new one; open TLS connections keep their certificates.
 //!
 //! What fails leaves the last good state serving:
 //! - a plugin file that does not compile, targets another `weir:plugin` version, or
 //!   whose new version refuses a route's config: the plugin's previous version stays;
 //! - a config file that does not parse or validate, or names a plugin that cannot be
 //!   loaded or configured: the previous config stays (plugin updates still apply);
+//! - TLS files that do not load (a file missing or unparsable, a key that is not its
+//!   certificate's): the previous certificates keep serving;
 //! - a plugin file removed while routes still name it: the version loaded last keeps
 //!   serving them (a file deleted mid-deploy never turns into failed requests) until
 //!   the file is back or no route names it; `/admin/plugins` shows the file as missing.
@@ -20,6 +23,7 @@ pub mod records;
 mod watch;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
@@ -30,10 +34,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use records::{Failure, PluginRecord, Status};
 
-use crate::config::Config;
+use crate::config::{Config, tls_files_named_in};
 use crate::plugin::{ChainEntry, LoadedPlugin, PluginError, PluginHost};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::telemetry::metrics;
+use crate::tls::FileDigest;
 
 /// What one reload did, as `POST /admin/reload` returns it.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -46,6 +51,11 @@ pub struct ReloadReport {
     pub config_error: Option<String>,
     /// Plugin files that changed: loaded, refused or missing.
     pub plugins: Vec<PluginChange>,
+    /// What happened to the TLS certificates: `reloaded` (new handshakes use the new
+    /// files) or `refused` (the previous certificates keep serving); absent when they
+    /// did not change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<&'static str>,
     /// Settings that changed in the file but only take effect after a restart.
     pub restart_required: Vec<String>,
     /// Whether requests now see a new snapshot.
@@ -151,6 +161,11 @@ pub(crate) struct Reloader {
     config_text: Option<String>,
     /// The last config text refused, so the same broken file is not reported again.
     refused_text: Option<String>,
+    /// The TLS files that text names and their digest at the refusal: when they change,
+    /// the text is tried again (a certificate copied in after the config naming it).
+    refused_files: (Vec<PathBuf>, [u8; 32]),
+    /// The digest of the last TLS files refused, likewise.
+    refused_tls: Option<[u8; 32]>,
     config_loaded_at: SystemTime,
     config_error: Option<Failure>,
     workers: usize,
@@ -182,6 +197,8 @@ impl Reloader {
             config: Arc::new(config),
             config_text,
             refused_text: None,
+            refused_files: Default::default(),
+            refused_tls: None,
             config_loaded_at: SystemTime::now(),
             config_error: None,
             workers,
@@ -258,7 +275,7 @@ impl Reloader {
                     }
                 };
                 runtime.block_on(async move {
-                    let _watcher = watcher;
+                    let mut watcher = watcher;
                     loop {
                         let first = tokio::select! {
                             () = shutdown.cancelled() => break,
@@ -278,6 +295,9 @@ impl Reloader {
                         if let Some(next) = next {
                             control.snapshot.store(Arc::new(next));
                         }
+                        if let Some(watcher) = &mut watcher {
+                            watcher.follow(&self.config, &self.refused_files.0);
+                        }
                         let mut status = self.status();
                         status.last_reload = Some((SystemTime::now(), report.clone()));
                         *control.status.lock().unwrap_or_else(PoisonError::into_inner) = status;
@@ -295,7 +315,13 @@ impl Reloader {
     /// changed, and return the new snapshot if anything did.
     pub(crate) async fn reload(&mut self, previous: &Snapshot) -> (ReloadReport, Option<Snapshot>) {
         let mut report = ReloadReport::default();
-        let candidate = self.read_config(&mut report);
+        let mut candidate = self.read_config(&mut report);
+        // The config file as it was, re-read because the TLS files it names changed.
+        let mut certificates_only = false;
+        if candidate.is_none() {
+            candidate = self.read_certificates(&mut report);
+            certificates_only = candidate.is_some();
+        }
         let mut config = match &candidate {
             Some((config, _)) => Arc::new(config.clone()),
             None => self.config.clone(),
@@ -365,14 +391,29 @@ impl Reloader {
         };
         let swapped_config = applying_candidate;
         if let Some((applied, text)) = candidate.filter(|_| swapped_config) {
-            tracing::info!(config = %applied.source.display(), "config reloaded");
+            let old_tls = self.config.server.tls.as_ref().map(|t| t.fingerprint);
+            let new_tls = applied.server.tls.as_ref().map(|t| t.fingerprint);
+            if old_tls != new_tls {
+                tracing::info!("TLS certificates reloaded: new handshakes use them");
+                report.tls = Some("reloaded");
+            }
             metrics::config_reloaded(true);
             self.config = config.clone();
-            self.config_text = Some(text);
-            self.refused_text = None;
-            self.config_loaded_at = SystemTime::now();
-            self.config_error = None;
-            report.config = "applied";
+            self.refused_tls = None;
+            if certificates_only {
+                // A refusal of the file's newer text still stands.
+                if self.refused_text.is_none() {
+                    self.config_error = None;
+                }
+            } else {
+                tracing::info!(config = %applied.source.display(), "config reloaded");
+                self.config_text = Some(text);
+                self.refused_text = None;
+                self.refused_files = Default::default();
+                self.config_loaded_at = SystemTime::now();
+                self.config_error = None;
+                report.config = "applied";
+            }
         }
         let fresh = self.commit_versions(&versions, &mut report, true);
         let names: HashSet<&str> = plugin_names(&self.config).into_iter().collect();
@@ -406,7 +447,10 @@ impl Reloader {
         if text == *current {
             return None;
         }
-        if self.refused_text.as_deref() == Some(text.as_str()) {
+        if self.refused_text.as_deref() == Some(text.as_str())
+            && FileDigest::of_files(self.refused_files.0.iter().map(PathBuf::as_path))
+                == self.refused_files.1
+        {
             report.config = "refused";
             report.config_error = self.config_error.as_ref().map(|f| f.message.clone());
             return None;
@@ -429,12 +473,54 @@ impl Reloader {
         Some((config, text))
     }
 
+    /// The config in force, re-read because a TLS file it names changed; `None` when it
+    /// has no TLS (or no config file), the files did not change, or the new files were
+    /// refused (recorded in `report`; the previous certificates keep serving).
+    fn read_certificates(&mut self, report: &mut ReloadReport) -> Option<(Config, String)> {
+        let tls = self.config.server.tls.as_ref()?;
+        let text = self.config_text.clone()?;
+        let now = tls.current_fingerprint();
+        if now == tls.fingerprint {
+            return None;
+        }
+        if self.refused_tls == Some(now) {
+            report.tls = Some("refused");
+            report.config_error = self.config_error.as_ref().map(|f| f.message.clone());
+            return None;
+        }
+        let mut config = match Config::parse(&self.config.source, &text) {
+            Ok(config) => config.with_overrides(self.config.overrides),
+            Err(e) => {
+                let message = e.to_string();
+                tracing::error!(config = %self.config.source.display(), "new TLS certificates refused, the previous ones keep serving: {message}");
+                metrics::config_reloaded(false);
+                report.tls = Some("refused");
+                report.config_error = Some(message.clone());
+                self.config_error = Some(Failure::now(message, None));
+                self.refused_tls = Some(now);
+                return None;
+            }
+        };
+        if config.server.tls.is_none() {
+            // The file dropped `[server.tls]` (which needs a restart, reported when the
+            // file changed): it no longer says which files to serve.
+            self.refused_tls = Some(now);
+            return None;
+        }
+        // Settings that need a restart were reported when the file changed.
+        let _ = keep_running(&self.config, &mut config);
+        Some((config, text))
+    }
+
     fn config_refused(&mut self, message: String, text: Option<String>, report: &mut ReloadReport) {
         tracing::error!(config = %self.config.source.display(), "config refused, the previous one keeps serving: {message}");
         metrics::config_reloaded(false);
         report.config = "refused";
         report.config_error = Some(message.clone());
         self.config_error = Some(Failure::now(message, None));
+        let files = text.as_deref().map(tls_files_named_in).unwrap_or_default();
+        let digest = FileDigest::of_files(files.iter().map(PathBuf::as_path));
+        self.refused_files = (files, digest);
         self.refused_text = text;
     }
 
@@ -764,6 +850,11 @@ fn keep_running(running: &Config, new: &mut Config) -> Vec<String> {
             format!("{:?}", running.reload),
             format!("{:?}", new.reload),
         ),
+        (
+            "server.tls",
+            tls_state(running).to_owned(),
+            tls_state(new).to_owned(),
+        ),
     ];
     let changed = settings
         .into_iter()
@@ -777,7 +868,19 @@ fn keep_running(running: &Config, new: &mut Config) -> Vec<String> {
     new.plugins.dir.clone_from(&running.plugins.dir);
     new.plugins.cache_dir.clone_from(&running.plugins.cache_dir);
     new.reload = running.reload;
+    if running.server.tls.is_some() != new.server.tls.is_some() {
+        // Certificates change live; turning TLS on or off changes the listener.
+        new.server.tls.clone_from(&running.server.tls);
+    }
     changed
+}
+
+/// Whether the client listener speaks TLS, for restart messages.
+fn tls_state(config: &Config) -> &'static str {
+    match config.server.tls {
+        Some(_) => "on",
+        None => "off",
+    }
 }
 
 fn join(errors: &[PluginError]) -> String {

@@ -2,6 +2,7 @@
 //! shuts down gracefully.
 
 mod listener;
+mod tls;
 mod worker;
 
 use std::net::SocketAddr;
@@ -117,6 +118,7 @@ impl Gateway {
             })?;
 
         let grace = config.server.shutdown_grace;
+        let tls = config.server.tls.is_some();
         let (control, queue) = reloader.control(first);
         let snapshot: SharedSnapshot = control.shared_snapshot();
         let shutdown = CancellationToken::new();
@@ -128,6 +130,7 @@ impl Gateway {
                 snapshot: snapshot.clone(),
                 shutdown: shutdown.clone(),
                 grace,
+                tls,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("weir-worker-{id}"))
@@ -159,7 +162,7 @@ impl Gateway {
                 })
                 .map_err(StartError::Thread)?,
         );
-        tracing::info!(%addr, %admin_addr, workers, "weir listening");
+        tracing::info!(%addr, %admin_addr, workers, tls, "weir listening");
         Ok(Gateway {
             addr,
             admin_addr,

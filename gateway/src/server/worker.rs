@@ -1,5 +1,6 @@
 //! One worker: a single-threaded event loop that accepts on its own listener and serves
-//! HTTP/1.1 and h2c connections until shutdown, then drains them within the grace period.
+//! HTTP/1.1 and h2c connections (or, with `[server.tls]`, HTTP/1.1 and h2 over TLS) until
+//! shutdown, then drains them within the grace period.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,10 +10,11 @@ use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use super::tls::{self, Alpn};
 use crate::pipeline::{self, Connection};
 use crate::snapshot::SharedSnapshot;
 
@@ -22,6 +24,8 @@ pub(crate) struct Worker {
     pub(crate) snapshot: SharedSnapshot,
     pub(crate) shutdown: CancellationToken,
     pub(crate) grace: Duration,
+    /// Whether the listener speaks TLS (fixed at start; the certificates are not).
+    pub(crate) tls: bool,
 }
 
 impl Worker {
@@ -35,16 +39,7 @@ impl Worker {
 
     async fn serve(self) -> std::io::Result<()> {
         let listener = TcpListener::from_std(self.listener)?;
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            // One flat write per response instead of writev of head and body: fewer
-            // kernel cycles per small response (measured with bench/run.sh).
-            .writev(false);
-        builder.http2().timer(TokioTimer::new());
-        let builder = Arc::new(builder);
+        let builders = Arc::new(HttpBuilders::new());
         let graceful = GracefulShutdown::new();
 
         loop {
@@ -68,23 +63,19 @@ impl Worker {
                     .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
                 scheme: "http",
                 worker: self.id,
+                client_cert: None,
             };
-            let snapshot = self.snapshot.clone();
-            let conn = Arc::new(conn);
-            let service = service_fn(move |req| {
-                let snapshot = snapshot.load_full();
-                let conn = conn.clone();
-                async move { Ok::<_, Infallible>(pipeline::handle(&snapshot, &conn, req).await) }
-            });
-            let served = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            let served = graceful.watch(served);
-            tokio::spawn(async move {
-                if let Err(e) = served.await {
-                    tracing::debug!(%client, error = %e, "connection ended with an error");
-                }
-            });
+            if self.tls {
+                accept_tls(&self.snapshot, stream, conn, &builders, &graceful);
+                continue;
+            }
+            tokio::spawn(serve_connection(
+                &builders.auto,
+                TokioIo::new(stream),
+                self.snapshot.clone(),
+                conn,
+                graceful.watcher(),
+            ));
         }
 
         drop(listener);
@@ -95,5 +86,105 @@ impl Worker {
             }
         }
         Ok(())
+    }
+}
+
+/// Completes the TLS handshake with the certificates of the snapshot in force, then
+/// serves the HTTP version ALPN chose; all in the connection's own task, so a slow
+/// handshake never holds up accepting.
+fn accept_tls(
+    snapshot: &SharedSnapshot,
+    stream: TcpStream,
+    mut conn: Connection,
+    builders: &Arc<HttpBuilders>,
+    graceful: &GracefulShutdown,
+) {
+    let Some(config) = snapshot.load().tls.clone() else {
+        tracing::error!(
+            worker = conn.worker,
+            "no TLS configuration in force: connection closed"
+        );
+        return;
+    };
+    // Taken now, so a shutdown that starts during the handshake waits for it too.
+    let watcher = graceful.watcher();
+    let (builders, snapshot) = (builders.clone(), snapshot.clone());
+    tokio::spawn(async move {
+        let accepted = match tls::handshake(config, stream).await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::debug!(client = %conn.client, error = %e, "connection closed");
+                return;
+            }
+        };
+        conn.scheme = "https";
+        conn.client_cert = accepted.client_cert;
+        let builder = match accepted.alpn {
+            Alpn::H2 => &builders.http2,
+            Alpn::Http1 => &builders.http1,
+            Alpn::None => &builders.auto,
+        };
+        let io = TokioIo::new(accepted.stream);
+        serve_connection(builder, io, snapshot, conn, watcher).await;
+    });
+}
+
+/// The HTTP server settings, one per way a connection can say which version it speaks.
+struct HttpBuilders {
+    /// HTTP/1.1 or h2, told by the first bytes: plain connections, and TLS without ALPN.
+    auto: auto::Builder<TokioExecutor>,
+    /// ALPN chose `http/1.1`.
+    http1: auto::Builder<TokioExecutor>,
+    /// ALPN chose `h2`.
+    http2: auto::Builder<TokioExecutor>,
+}
+
+impl HttpBuilders {
+    fn new() -> HttpBuilders {
+        HttpBuilders {
+            auto: http_builder(),
+            http1: http_builder().http1_only(),
+            http2: http_builder().http2_only(),
+        }
+    }
+}
+
+fn http_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        // One flat write per response instead of writev of head and body: fewer
+        // kernel cycles per small response (measured with bench/run.sh).
+        .writev(false);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+/// Serves the requests of one connection through the pipeline until it closes, or
+/// closes it gracefully when `watcher` says the worker is shutting down.
+fn serve_connection<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    snapshot: SharedSnapshot,
+    conn: Connection,
+    watcher: Watcher,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let client = conn.client;
+    let conn = Arc::new(conn);
+    let service = service_fn(move |req| {
+        let snapshot = snapshot.load_full();
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(pipeline::handle(&snapshot, &conn, req).await) }
+    });
+    let served = watcher.watch(builder.serve_connection(io, service).into_owned());
+    async move {
+        if let Err(e) = served.await {
+            tracing::debug!(%client, error = %e, "connection ended with an error");
+        }
     }
 }

@@ -363,7 +363,7 @@ fn plugin_family(
 
 /// Reload outcomes: `weir_plugin_reloads_total{result}` counts attempts to load a new
 /// or changed plugin file, `weir_config_reloads_total{result}` attempts to apply a
-/// changed config file; `result` is `success` or `error`.
+/// changed config file or changed TLS files; `result` is `success` or `error`.
 struct Reloads {
     plugin: [IntCounter; 2],
     config: [IntCounter; 2],
@@ -386,7 +386,7 @@ static RELOADS: LazyLock<Reloads> = LazyLock::new(|| {
         ),
         config: family(
             "weir_config_reloads_total",
-            "Applications of a changed config file, by result (success, error).",
+            "Applications of a changed config file or TLS files, by result (success, error).",
         ),
     }
 });

@@ -21,7 +21,9 @@
 //! - `init-count`: `new` increments the shared KV counter `inits`, and requests report it
 //!   in `x-inits` (so tests see how often the plugin was built);
 //! - `init-print`: as `init-count`, and `new` also prints (WASI), which rules out a
-//!   pre-initialised snapshot.
+//!   pre-initialised snapshot;
+//! - `connection`: reports the request's scheme and `x-forwarded-client-cert` as it
+//!   sees them, in `x-seen-scheme` / `x-seen-client-cert` on the request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -122,6 +124,15 @@ impl Plugin for Probe {
                 let inits = kv::get("inits").unwrap_or_default();
                 request.headers.set("x-inits", inits);
             }
+            "connection" => {
+                let scheme = request.scheme().to_owned();
+                request.headers.set("x-seen-scheme", scheme);
+                let cert = request
+                    .headers
+                    .get("x-forwarded-client-cert")
+                    .unwrap_or_default();
+                request.headers.set("x-seen-client-cert", cert);
+            }
             "state" => {
                 let before = REMEMBERED.swap(7, Ordering::Relaxed);
                 request.headers.set("x-state-before", before.to_string());
@@ -154,7 +165,7 @@ impl Plugin for Probe {
                 response.headers.set("x-seen-added", added);
             }
             "deny" | "trap" | "panic" | "loop" | "oom" | "count" | "state" | "fetch" | "print"
-            | "init-count" | "init-print" => {}
+            | "init-count" | "init-print" | "connection" => {}
             _ => {
                 let chain = response
                     .headers
