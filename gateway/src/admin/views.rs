@@ -91,12 +91,18 @@ pub(super) fn upstreams(snapshot: &Snapshot) -> Value {
                 .iter()
                 .map(|e| {
                     // No health checks run yet: every endpoint is in rotation.
-                    json!({ "address": e.authority.as_str(), "healthy": true, "health_checked": false })
+                    json!({
+                        "address": e.authority.as_str(),
+                        "weight": e.weight,
+                        "healthy": true,
+                        "health_checked": false,
+                    })
                 })
                 .collect();
             json!({
                 "name": u.name,
-                "balancer": format!("{:?}", u.balancer),
+                "balancer": u.balancer.as_str(),
+                "hash_on": u.hash_on.as_ref().map(ToString::to_string),
                 "timeouts": {
                     "connect": humantime::format_duration(u.timeouts.connect).to_string(),
                     "request": humantime::format_duration(u.timeouts.request).to_string(),

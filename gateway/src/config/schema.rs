@@ -200,23 +200,95 @@ pub enum Isolation {
 pub struct UpstreamConfig {
     /// The name routes refer to.
     pub name: Spanned<String>,
-    /// `host:port` or `ip:port` of every endpoint.
-    pub endpoints: Spanned<Vec<Spanned<String>>>,
+    /// Every endpoint: `"host:port"`, or `{ address = "host:port", weight = 3 }`.
+    pub endpoints: Spanned<Vec<Spanned<EndpointEntry>>>,
     /// How a request picks an endpoint.
     #[serde(default)]
     pub balancer: Balancer,
+    /// What `consistent_hash` hashes: `"header:NAME"`, `"cookie:NAME"` or `"ip"`.
+    pub hash_on: Option<Spanned<String>>,
     /// Connect and request timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
+}
+
+/// One entry of `endpoints`: an address, with a weight when written as a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointEntry {
+    /// `host:port` or `ip:port`.
+    pub address: String,
+    /// Its share of the traffic relative to the others (1 when not given).
+    pub weight: Option<i64>,
+}
+
+impl<'de> Deserialize<'de> for EndpointEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(EndpointVisitor)
+    }
+}
+
+/// Reads `"host:port"` or `{ address = "host:port", weight = N }`.
+struct EndpointVisitor;
+
+impl<'de> serde::de::Visitor<'de> for EndpointVisitor {
+    type Value = EndpointEntry;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an address string or a table `{ address = \"host:port\", weight = N }`")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EndpointEntry, E> {
+        Ok(EndpointEntry {
+            address: v.to_owned(),
+            weight: None,
+        })
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<EndpointEntry, A::Error> {
+        const FIELDS: &[&str] = &["address", "weight"];
+        let (mut address, mut weight) = (None, None);
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "address" => address = Some(map.next_value::<String>()?),
+                "weight" => weight = Some(map.next_value::<i64>()?),
+                other => return Err(serde::de::Error::unknown_field(other, FIELDS)),
+            }
+        }
+        let address = address.ok_or_else(|| serde::de::Error::missing_field("address"))?;
+        Ok(EndpointEntry { address, weight })
+    }
 }
 
 /// Endpoint selection policy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Balancer {
-    /// Each endpoint in turn.
+    /// Each endpoint in turn, as often as its weight says (smooth weighted round robin).
     #[default]
     RoundRobin,
+    /// The less loaded of two endpoints drawn by weight (power of two choices over
+    /// requests in flight per unit of weight).
+    LeastRequest,
+    /// The endpoint a hash of the request (`hash_on`) lands on in a ring of virtual
+    /// nodes, so a key keeps its endpoint while that endpoint is in rotation.
+    ConsistentHash,
+    /// An endpoint drawn at random, by weight.
+    Random,
+}
+
+impl Balancer {
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balancer::RoundRobin => "round_robin",
+            Balancer::LeastRequest => "least_request",
+            Balancer::ConsistentHash => "consistent_hash",
+            Balancer::Random => "random",
+        }
+    }
 }
 
 /// Upstream timeouts.

@@ -22,6 +22,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::inflight::InFlight;
 use super::pool::{IdlePool, PooledConn};
 
 /// The body type sent upstream: the client's body streamed through untouched, or a
@@ -91,6 +92,7 @@ impl UpstreamClient {
                         body,
                         conn,
                         pool: Some(pool.clone()),
+                        in_flight: None,
                     };
                     return Ok(Response::from_parts(parts, body));
                 }
@@ -177,6 +179,8 @@ pub struct UpstreamResponseBody {
     body: Incoming,
     conn: Option<Box<PooledConn>>,
     pool: Option<Arc<IdlePool>>,
+    /// Counts the request as in flight until the body ends or is dropped.
+    in_flight: Option<InFlight>,
 }
 
 impl std::fmt::Debug for UpstreamResponseBody {
@@ -188,10 +192,16 @@ impl std::fmt::Debug for UpstreamResponseBody {
 }
 
 impl UpstreamResponseBody {
+    /// Keeps `in_flight` until the body ends or is dropped.
+    pub(crate) fn hold(&mut self, in_flight: InFlight) {
+        self.in_flight = Some(in_flight);
+    }
+
     fn release(&mut self) {
         if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.take()) {
             pool.put(conn);
         }
+        self.in_flight = None;
     }
 }
 
@@ -212,7 +222,10 @@ impl Body for UpstreamResponseBody {
         let frame = Pin::new(&mut this.body).poll_frame(cx);
         match &frame {
             Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Err(_))) => this.conn = None,
+            Poll::Ready(Some(Err(_))) => {
+                this.conn = None;
+                this.in_flight = None;
+            }
             _ => {}
         }
         frame

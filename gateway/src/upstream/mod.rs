@@ -1,20 +1,36 @@
 //! Upstream clusters: their endpoints, endpoint selection, and the pooled connections
 //! that carry requests to them.
 //!
-//! Each worker thread has its own connections (and so its own keep-alive pool) per
-//! endpoint, so a connection is only ever driven by the event loop that opened it.
+//! A [`Cluster`] is shared by every worker (it lives in the snapshot) and kept across
+//! reloads while its config is unchanged, so the state that must outlive a request —
+//! which endpoints are in rotation, requests in flight — lives in it, as atomics. Each
+//! worker has its own connections (and so its own keep-alive pool) per endpoint, so a
+//! connection is only ever driven by the event loop that opened it.
 
+mod balancer;
 mod client;
+mod endpoint;
+mod forward;
+mod hash;
+mod inflight;
 mod pool;
+mod ring;
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
+use arc_swap::ArcSwap;
+use http::HeaderMap;
 use http::uri::Authority;
 
 pub use client::{UpstreamBody, UpstreamClient, UpstreamFailure, UpstreamResponseBody};
+pub use forward::{ForwardError, Forwarded, Refusal, UpstreamHost};
 
-use crate::config::{self, Timeouts};
+use self::balancer::{Avoid, Picker};
+use self::endpoint::EndpointState;
+use self::ring::Ring;
+use crate::config::{self, Balancer, Timeouts};
 use crate::telemetry::metrics;
 
 /// A cluster of interchangeable endpoints.
@@ -29,24 +45,36 @@ pub struct Cluster {
     pub source: config::Upstream,
     /// Its `weir_upstream_request_duration_seconds` series, resolved once.
     pub exchange_duration: prometheus::Histogram,
-    endpoints: Vec<Authority>,
-    next: AtomicUsize,
+    endpoints: Box<[EndpointState]>,
+    /// How requests pick among the endpoints in rotation; rebuilt when that set changes.
+    picker: ArcSwap<Picker>,
+    /// The round-robin position, shared by every worker.
+    rr: AtomicUsize,
     clients: Vec<UpstreamClient>,
 }
 
 impl Cluster {
     /// Builds a cluster with one set of pooled connections per worker, and reports each
-    /// endpoint healthy in `weir_upstream_endpoint_healthy` (every endpoint takes traffic
-    /// until health checks exist).
+    /// endpoint healthy in `weir_upstream_endpoint_healthy`.
     pub fn new(config: &config::Upstream, workers: usize) -> Cluster {
-        let endpoints: Vec<Authority> = config
+        let endpoints: Box<[EndpointState]> = config
             .endpoints
             .iter()
-            .map(|e| e.authority.clone())
+            .map(|e| EndpointState::new(e.authority.clone(), e.weight))
             .collect();
         for endpoint in &endpoints {
-            metrics::set_endpoint_healthy(&config.name, endpoint.as_str(), true);
+            metrics::set_endpoint_healthy(&config.name, endpoint.authority.as_str(), true);
         }
+        let ring = (config.balancer == Balancer::ConsistentHash).then(|| {
+            Arc::new(Ring::new(
+                endpoints
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (i as u32, e.authority.as_str(), e.weight)),
+            ))
+        });
+        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+        let picker = Picker::new(config.balancer, &weights, vec![true; endpoints.len()], ring);
         Cluster {
             name: Arc::from(config.name.as_str()),
             timeouts: config.timeouts,
@@ -56,14 +84,28 @@ impl Cluster {
                 .map(|_| UpstreamClient::new(endpoints.len(), config.timeouts.connect))
                 .collect(),
             endpoints,
-            next: AtomicUsize::new(0),
+            picker: ArcSwap::from_pointee(picker),
+            rr: AtomicUsize::new(0),
         }
     }
 
-    /// The next endpoint, round robin: its index and address.
-    pub fn pick(&self) -> (usize, &Authority) {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
-        (index, &self.endpoints[index])
+    /// The hash of the request's `hash_on` key (`consistent_hash` only).
+    pub fn hash_key(&self, headers: &HeaderMap, client: IpAddr) -> Option<u64> {
+        let hash_on = self.source.hash_on.as_ref()?;
+        hash::request_key(hash_on, headers, client)
+    }
+
+    /// An endpoint for a request with hash `key`, preferring one not in `avoid`; `None`
+    /// only for a cluster without endpoints.
+    fn pick(&self, key: Option<u64>, avoid: Avoid) -> Option<usize> {
+        self.picker
+            .load()
+            .pick(&self.rr, key, avoid, |e| self.endpoints[e].in_flight())
+    }
+
+    /// Endpoint `index`'s address.
+    fn authority(&self, index: usize) -> &Authority {
+        &self.endpoints[index].authority
     }
 
     /// The connections that worker `worker` uses for this cluster.

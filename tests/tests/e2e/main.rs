@@ -26,3 +26,4 @@ mod reload;
 mod routing;
 mod shutdown;
 mod streaming;
+mod upstream_balancing;
