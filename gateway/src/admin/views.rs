@@ -82,31 +82,47 @@ pub(super) fn routes(snapshot: &Snapshot) -> Value {
 /// `GET /admin/upstreams`: every cluster, its settings and endpoints with their health.
 pub(super) fn upstreams(snapshot: &Snapshot) -> Value {
     let upstreams: Vec<Value> = snapshot
-        .config
-        .upstreams
+        .clusters
         .iter()
-        .map(|u| {
-            let endpoints: Vec<Value> = u
-                .endpoints
-                .iter()
+        .map(|cluster| {
+            let u = &cluster.source;
+            let checked = u.health.is_some();
+            let endpoints: Vec<Value> = cluster
+                .endpoint_status()
+                .into_iter()
                 .map(|e| {
-                    // No health checks run yet: every endpoint is in rotation.
                     json!({
-                        "address": e.authority.as_str(),
+                        "address": e.address,
                         "weight": e.weight,
-                        "healthy": true,
-                        "health_checked": false,
+                        "healthy": e.healthy,
+                        "health_checked": checked,
+                        "last_check_error": e.check_error,
+                        "in_rotation": e.in_rotation,
+                        "in_flight": e.in_flight,
                     })
                 })
                 .collect();
+            let duration = |d: std::time::Duration| humantime::format_duration(d).to_string();
             json!({
                 "name": u.name,
                 "balancer": u.balancer.as_str(),
                 "hash_on": u.hash_on.as_ref().map(ToString::to_string),
                 "timeouts": {
-                    "connect": humantime::format_duration(u.timeouts.connect).to_string(),
-                    "request": humantime::format_duration(u.timeouts.request).to_string(),
+                    "connect": duration(u.timeouts.connect),
+                    "request": duration(u.timeouts.request),
                 },
+                "health": u.health.as_ref().map(|h| json!({
+                    "path": h.path,
+                    "interval": duration(h.interval),
+                    "timeout": duration(h.timeout),
+                    "healthy": h.healthy,
+                    "unhealthy": h.unhealthy,
+                    "expected_statuses": h.expected_statuses.iter()
+                        .map(|(low, high)| if low == high { low.to_string() } else { format!("{low}-{high}") })
+                        .collect::<Vec<_>>(),
+                })),
+                "panic_threshold": u.panic_threshold,
+                "panic": cluster.panicking(),
                 "endpoints": endpoints,
             })
         })

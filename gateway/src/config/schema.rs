@@ -207,6 +207,11 @@ pub struct UpstreamConfig {
     pub balancer: Balancer,
     /// What `consistent_hash` hashes: `"header:NAME"`, `"cookie:NAME"` or `"ip"`.
     pub hash_on: Option<Spanned<String>>,
+    /// Below this percentage of endpoints in rotation, the balancer ignores health and
+    /// spreads over all of them (Envoy's panic threshold).
+    pub panic_threshold: Option<Spanned<i64>>,
+    /// Active health checks.
+    pub health: Option<Spanned<HealthConfig>>,
     /// Connect and request timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -260,6 +265,25 @@ impl<'de> serde::de::Visitor<'de> for EndpointVisitor {
         let address = address.ok_or_else(|| serde::de::Error::missing_field("address"))?;
         Ok(EndpointEntry { address, weight })
     }
+}
+
+/// `health`: active health checks, as written (checked by validation, so every problem
+/// is reported together).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// The path (and query) to `GET`.
+    pub path: Option<Spanned<String>>,
+    /// Time between checks of an endpoint.
+    pub interval: Option<Spanned<String>>,
+    /// Time a check may take.
+    pub timeout: Option<Spanned<String>>,
+    /// Passes in a row that bring an endpoint back into rotation.
+    pub healthy: Option<Spanned<i64>>,
+    /// Failures in a row that take an endpoint out of rotation.
+    pub unhealthy: Option<Spanned<i64>>,
+    /// Statuses that pass: codes (`200`) and ranges (`"200-399"`).
+    pub expected_statuses: Option<Spanned<Vec<Spanned<toml::Value>>>>,
 }
 
 /// Endpoint selection policy.

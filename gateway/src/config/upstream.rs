@@ -2,6 +2,8 @@
 //! cluster survives failure. Defaults follow Envoy's where the config is silent, and are
 //! listed on each field.
 
+use std::time::Duration;
+
 use http::HeaderName;
 use http::uri::Authority;
 
@@ -19,8 +21,56 @@ pub struct Upstream {
     /// What `consistent_hash` hashes (present exactly when the balancer is
     /// `consistent_hash`).
     pub hash_on: Option<HashOn>,
+    /// Below this percentage of endpoints in rotation, the balancer spreads over every
+    /// endpoint, healthy or not (default 50, as in Envoy; 0: only when none is left).
+    pub panic_threshold: u8,
+    /// Active health checks (none by default).
+    pub health: Option<HealthCheck>,
     /// Connect, request and idle timeouts.
     pub timeouts: Timeouts,
+}
+
+/// The default [`Upstream::panic_threshold`].
+pub(crate) const DEFAULT_PANIC_THRESHOLD: u8 = 50;
+
+/// Active health checks: `GET path` to every endpoint each `interval`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// The path and query to request (required).
+    pub path: String,
+    /// Time between checks (default 5 s).
+    pub interval: Duration,
+    /// Time one check may take, connecting included (default 1 s). A round of checks
+    /// waits for its slowest; the next round starts `interval` after the previous one
+    /// started, or at once if that one took longer.
+    pub timeout: Duration,
+    /// Passes in a row that bring an endpoint back into rotation (default 2).
+    pub healthy: u32,
+    /// Failures in a row that take an endpoint out of rotation (default 3).
+    pub unhealthy: u32,
+    /// Inclusive status ranges that pass (default 200-399).
+    pub expected_statuses: Vec<(u16, u16)>,
+}
+
+impl HealthCheck {
+    /// The defaults of everything but `path`.
+    pub(crate) fn with_path(path: String) -> HealthCheck {
+        HealthCheck {
+            path,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            healthy: 2,
+            unhealthy: 3,
+            expected_statuses: vec![(200, 399)],
+        }
+    }
+
+    /// Whether a check answered with `status` passes.
+    pub fn expects(&self, status: u16) -> bool {
+        self.expected_statuses
+            .iter()
+            .any(|&(low, high)| (low..=high).contains(&status))
+    }
 }
 
 /// One endpoint of a cluster.

@@ -4,14 +4,17 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::time::Duration;
 
 use http::HeaderName;
-use http::uri::Authority;
+use http::uri::{Authority, PathAndQuery};
 use toml::Spanned;
 
 use super::Balancer;
-use super::schema::{EndpointEntry, UpstreamConfig};
-use super::upstream::{Endpoint, HashOn, MAX_WEIGHT, Upstream};
+use super::schema::{EndpointEntry, HealthConfig, UpstreamConfig};
+use super::upstream::{
+    DEFAULT_PANIC_THRESHOLD, Endpoint, HashOn, HealthCheck, MAX_WEIGHT, Upstream,
+};
 use super::validate::Checker;
 
 /// The largest sum of endpoint weights a `consistent_hash` cluster may have: its ring
@@ -33,11 +36,23 @@ pub(super) fn check_upstreams(c: &mut Checker<'_>, raw: &[UpstreamConfig]) -> Ve
         }
         let endpoints = check_endpoints(c, &key, u);
         let hash_on = check_balancer(c, &key, u, &endpoints);
+        let panic_threshold = u
+            .panic_threshold
+            .as_ref()
+            .map_or(DEFAULT_PANIC_THRESHOLD, |p| {
+                integer(c, p, &format!("{key}.panic_threshold"), 0, 100) as u8
+            });
+        let health = u
+            .health
+            .as_ref()
+            .and_then(|h| check_health(c, &format!("{key}.health"), h));
         out.push(Upstream {
             name: u.name.get_ref().clone(),
             endpoints,
             balancer: u.balancer,
             hash_on,
+            panic_threshold,
+            health,
             timeouts: u.timeouts,
         });
     }
@@ -181,4 +196,124 @@ fn parse_endpoint(text: &str) -> Result<Authority, String> {
         return Err(bad());
     }
     Authority::from_str(text).map_err(|_| bad())
+}
+
+fn check_health(
+    c: &mut Checker<'_>,
+    key: &str,
+    raw: &Spanned<HealthConfig>,
+) -> Option<HealthCheck> {
+    let h = raw.get_ref();
+    let Some(path) = &h.path else {
+        c.error(
+            &raw.span(),
+            format!("{key}.path"),
+            "health checks need a `path` to request, e.g. \"/healthz\"",
+        );
+        return None;
+    };
+    let mut check = HealthCheck::with_path(path.get_ref().clone());
+    if !path.get_ref().starts_with('/') || PathAndQuery::from_str(path.get_ref()).is_err() {
+        c.error(
+            &path.span(),
+            format!("{key}.path"),
+            format!(
+                "`{}` is not a path: write it like \"/healthz\"",
+                path.get_ref()
+            ),
+        );
+    }
+    if let Some(d) = &h.interval {
+        check.interval = duration(c, d, &format!("{key}.interval")).unwrap_or(check.interval);
+    }
+    if let Some(d) = &h.timeout {
+        check.timeout = duration(c, d, &format!("{key}.timeout")).unwrap_or(check.timeout);
+    }
+    if let Some(n) = &h.healthy {
+        check.healthy = integer(c, n, &format!("{key}.healthy"), 1, 100) as u32;
+    }
+    if let Some(n) = &h.unhealthy {
+        check.unhealthy = integer(c, n, &format!("{key}.unhealthy"), 1, 100) as u32;
+    }
+    if let Some(list) = &h.expected_statuses {
+        if list.get_ref().is_empty() {
+            c.error(
+                &list.span(),
+                format!("{key}.expected_statuses"),
+                "no status would pass: list codes (200) or ranges (\"200-399\")",
+            );
+        }
+        check.expected_statuses = list
+            .get_ref()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| status_range(c, v, &format!("{key}.expected_statuses[{i}]")))
+            .collect();
+    }
+    Some(check)
+}
+
+/// A status code (`204`) or an inclusive range (`"200-299"`).
+fn status_range(
+    c: &mut Checker<'_>,
+    value: &Spanned<toml::Value>,
+    key: &str,
+) -> Option<(u16, u16)> {
+    let code = |n: i64| u16::try_from(n).ok().filter(|n| (100..=599).contains(n));
+    let parsed = match value.get_ref() {
+        toml::Value::Integer(n) => code(*n).map(|n| (n, n)),
+        toml::Value::String(text) => text.split_once('-').and_then(|(low, high)| {
+            let low = code(low.trim().parse().ok()?)?;
+            let high = code(high.trim().parse().ok()?)?;
+            (low <= high).then_some((low, high))
+        }),
+        _ => None,
+    };
+    if parsed.is_none() {
+        c.error(
+            &value.span(),
+            key,
+            format!(
+                "`{}` is not a status (100-599) or a range of them like \"200-299\"",
+                value.get_ref()
+            ),
+        );
+    }
+    parsed
+}
+
+/// A duration longer than zero, written like `"500ms"` or `"5s"`.
+fn duration(c: &mut Checker<'_>, value: &Spanned<String>, key: &str) -> Option<Duration> {
+    let text = value.get_ref();
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => {
+            c.error(&value.span(), key, "the duration must be longer than zero");
+            None
+        }
+        Ok(d) => Some(d),
+        Err(e) => {
+            c.error(
+                &value.span(),
+                key,
+                format!(
+                    "invalid duration `{text}`: {e} (write it like \"500ms\", \"5s\" or \"1m\")"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// An integer in `low..=high`; `low` (after an error) when it is not.
+fn integer(c: &mut Checker<'_>, value: &Spanned<i64>, key: &str, low: i64, high: i64) -> i64 {
+    let n = *value.get_ref();
+    if (low..=high).contains(&n) {
+        return n;
+    }
+    c.error(
+        &value.span(),
+        key,
+        format!("{n} is out of range: write {low} to {high}"),
+    );
+    low
 }

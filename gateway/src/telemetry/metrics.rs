@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Metrics a single plugin may define through the `metrics` import; more are dropped.
@@ -92,7 +92,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let endpoint_healthy = IntGaugeVec::new(
         Opts::new(
             "weir_upstream_endpoint_healthy",
-            "1 if the endpoint takes traffic, 0 if not (no health checks yet: always 1).",
+            "1 if the endpoint is in rotation (passes its health checks, or has none, and \
+             is not ejected by outlier detection), 0 if not.",
         ),
         &["upstream", "endpoint"],
     )
@@ -233,14 +234,18 @@ pub fn upstream_exchange_duration(upstream: &str) -> Histogram {
     METRICS.upstream_duration.with_label_values(&[upstream])
 }
 
-/// Sets `weir_upstream_endpoint_healthy{upstream, endpoint}`. Clusters set every endpoint
-/// to healthy (1) when they are built; there are no health checks yet, so nothing sets 0
-/// until they come (a later issue drives the gauge from them).
+/// Sets `weir_upstream_endpoint_healthy{upstream, endpoint}`.
 pub fn set_endpoint_healthy(upstream: &str, endpoint: &str, healthy: bool) {
+    endpoint_health(upstream, endpoint).set(i64::from(healthy));
+}
+
+/// The `weir_upstream_endpoint_healthy{upstream, endpoint}` gauge, to be kept with the
+/// endpoint: 1 while it passes its health checks (or has none) and is not ejected by
+/// outlier detection, 0 otherwise.
+pub fn endpoint_health(upstream: &str, endpoint: &str) -> IntGauge {
     METRICS
         .endpoint_healthy
         .with_label_values(&[upstream, endpoint])
-        .set(i64::from(healthy));
 }
 
 /// Drops `weir_upstream_endpoint_healthy{upstream, endpoint}`: the endpoint left the

@@ -12,20 +12,26 @@ mod client;
 mod endpoint;
 mod forward;
 mod hash;
+mod health;
 mod inflight;
 mod pool;
+mod probe;
 mod ring;
+mod rotation;
 
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use http::HeaderMap;
 use http::uri::Authority;
+use tokio_util::sync::CancellationToken;
 
 pub use client::{UpstreamBody, UpstreamClient, UpstreamFailure, UpstreamResponseBody};
 pub use forward::{ForwardError, Forwarded, Refusal, UpstreamHost};
+pub use health::HealthChecks;
+pub use rotation::EndpointStatus;
 
 use self::balancer::{Avoid, Picker};
 use self::endpoint::EndpointState;
@@ -48,23 +54,33 @@ pub struct Cluster {
     endpoints: Box<[EndpointState]>,
     /// How requests pick among the endpoints in rotation; rebuilt when that set changes.
     picker: ArcSwap<Picker>,
+    /// Serialises changes of rotation, so the last picker built reflects the latest state.
+    rotation: Mutex<()>,
+    /// Whether the balancer currently ignores health (too few endpoints in rotation).
+    panicking: AtomicBool,
+    ring: Option<Arc<Ring>>,
     /// The round-robin position, shared by every worker.
     rr: AtomicUsize,
     clients: Vec<UpstreamClient>,
+    /// Whether health checks were started for this cluster.
+    health_started: AtomicBool,
+    /// Cancelled when the cluster is dropped: its health checks stop.
+    retired: CancellationToken,
 }
 
 impl Cluster {
-    /// Builds a cluster with one set of pooled connections per worker, and reports each
-    /// endpoint healthy in `weir_upstream_endpoint_healthy`.
+    /// Builds a cluster with one set of pooled connections per worker. Every endpoint
+    /// starts in rotation (and reported healthy in `weir_upstream_endpoint_healthy`)
+    /// until its health checks say otherwise; checks start with [`HealthChecks::watch`].
     pub fn new(config: &config::Upstream, workers: usize) -> Cluster {
         let endpoints: Box<[EndpointState]> = config
             .endpoints
             .iter()
-            .map(|e| EndpointState::new(e.authority.clone(), e.weight))
+            .map(|e| {
+                let gauge = metrics::endpoint_health(&config.name, e.authority.as_str());
+                EndpointState::new(e.authority.clone(), e.weight, gauge)
+            })
             .collect();
-        for endpoint in &endpoints {
-            metrics::set_endpoint_healthy(&config.name, endpoint.authority.as_str(), true);
-        }
         let ring = (config.balancer == Balancer::ConsistentHash).then(|| {
             Arc::new(Ring::new(
                 endpoints
@@ -74,7 +90,12 @@ impl Cluster {
             ))
         });
         let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
-        let picker = Picker::new(config.balancer, &weights, vec![true; endpoints.len()], ring);
+        let picker = Picker::new(
+            config.balancer,
+            &weights,
+            vec![true; endpoints.len()],
+            ring.clone(),
+        );
         Cluster {
             name: Arc::from(config.name.as_str()),
             timeouts: config.timeouts,
@@ -85,7 +106,12 @@ impl Cluster {
                 .collect(),
             endpoints,
             picker: ArcSwap::from_pointee(picker),
+            rotation: Mutex::new(()),
+            panicking: AtomicBool::new(false),
+            ring,
             rr: AtomicUsize::new(0),
+            health_started: AtomicBool::new(false),
+            retired: CancellationToken::new(),
         }
     }
 
@@ -111,5 +137,11 @@ impl Cluster {
     /// The connections that worker `worker` uses for this cluster.
     pub fn client(&self, worker: usize) -> &UpstreamClient {
         &self.clients[worker % self.clients.len()]
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.retired.cancel();
     }
 }

@@ -27,3 +27,5 @@ mod routing;
 mod shutdown;
 mod streaming;
 mod upstream_balancing;
+mod upstream_config;
+mod upstream_health;
