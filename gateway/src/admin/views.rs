@@ -99,6 +99,8 @@ pub(super) fn upstreams(snapshot: &Snapshot) -> Value {
                         "last_check_error": e.check_error,
                         "in_rotation": e.in_rotation,
                         "in_flight": e.in_flight,
+                        "ejected_for_ms": e.ejected_for.map(|d| d.as_millis() as u64),
+                        "ejections": e.ejections,
                     })
                 })
                 .collect();
@@ -120,6 +122,12 @@ pub(super) fn upstreams(snapshot: &Snapshot) -> Value {
                     "expected_statuses": h.expected_statuses.iter()
                         .map(|(low, high)| if low == high { low.to_string() } else { format!("{low}-{high}") })
                         .collect::<Vec<_>>(),
+                })),
+                "outlier": u.outlier.as_ref().map(|o| json!({
+                    "consecutive_failures": o.consecutive_failures,
+                    "base_ejection": duration(o.base_ejection),
+                    "max_ejection": duration(o.max_ejection),
+                    "max_ejected_percent": o.max_ejected_percent,
                 })),
                 "panic_threshold": u.panic_threshold,
                 "panic": cluster.panicking(),

@@ -212,6 +212,8 @@ pub struct UpstreamConfig {
     pub panic_threshold: Option<Spanned<i64>>,
     /// Active health checks.
     pub health: Option<Spanned<HealthConfig>>,
+    /// Passive outlier detection: ejecting endpoints that keep failing requests.
+    pub outlier: Option<Spanned<OutlierConfig>>,
     /// Connect and request timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -284,6 +286,20 @@ pub struct HealthConfig {
     pub unhealthy: Option<Spanned<i64>>,
     /// Statuses that pass: codes (`200`) and ranges (`"200-399"`).
     pub expected_statuses: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+}
+
+/// `outlier`: passive outlier detection, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Failed exchanges in a row (5xx, connect failure, reset, timeout) that eject.
+    pub consecutive_failures: Option<Spanned<i64>>,
+    /// The first ejection's length; the n-th lasts n times as long.
+    pub base_ejection: Option<Spanned<String>>,
+    /// The longest an ejection lasts.
+    pub max_ejection: Option<Spanned<String>>,
+    /// The most of the cluster that may be ejected at once, in percent.
+    pub max_ejected_percent: Option<Spanned<i64>>,
 }
 
 /// Endpoint selection policy.

@@ -26,12 +26,41 @@ pub struct Upstream {
     pub panic_threshold: u8,
     /// Active health checks (none by default).
     pub health: Option<HealthCheck>,
+    /// Passive outlier detection (none by default).
+    pub outlier: Option<Outlier>,
     /// Connect, request and idle timeouts.
     pub timeouts: Timeouts,
 }
 
 /// The default [`Upstream::panic_threshold`].
 pub(crate) const DEFAULT_PANIC_THRESHOLD: u8 = 50;
+
+/// Passive outlier detection: an endpoint whose exchanges fail `consecutive_failures`
+/// times in a row leaves rotation for a while. Defaults are Envoy's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outlier {
+    /// Failed exchanges in a row that eject: a 5xx response, or a connect failure,
+    /// reset or timeout (default 5).
+    pub consecutive_failures: u32,
+    /// How long the first ejection lasts; the n-th lasts n times as long (default 30 s).
+    pub base_ejection: Duration,
+    /// The longest an ejection lasts (default 300 s).
+    pub max_ejection: Duration,
+    /// The most of the cluster ejected at once, in percent of its endpoints, rounded
+    /// down but at least one endpoint unless 0 (default 10).
+    pub max_ejected_percent: u8,
+}
+
+impl Default for Outlier {
+    fn default() -> Self {
+        Outlier {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(30),
+            max_ejection: Duration::from_secs(300),
+            max_ejected_percent: 10,
+        }
+    }
+}
 
 /// Active health checks: `GET path` to every endpoint each `interval`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,9 +11,9 @@ use http::uri::{Authority, PathAndQuery};
 use toml::Spanned;
 
 use super::Balancer;
-use super::schema::{EndpointEntry, HealthConfig, UpstreamConfig};
+use super::schema::{EndpointEntry, HealthConfig, OutlierConfig, UpstreamConfig};
 use super::upstream::{
-    DEFAULT_PANIC_THRESHOLD, Endpoint, HashOn, HealthCheck, MAX_WEIGHT, Upstream,
+    DEFAULT_PANIC_THRESHOLD, Endpoint, HashOn, HealthCheck, MAX_WEIGHT, Outlier, Upstream,
 };
 use super::validate::Checker;
 
@@ -46,6 +46,10 @@ pub(super) fn check_upstreams(c: &mut Checker<'_>, raw: &[UpstreamConfig]) -> Ve
             .health
             .as_ref()
             .and_then(|h| check_health(c, &format!("{key}.health"), h));
+        let outlier = u
+            .outlier
+            .as_ref()
+            .map(|o| check_outlier(c, &format!("{key}.outlier"), o));
         out.push(Upstream {
             name: u.name.get_ref().clone(),
             endpoints,
@@ -53,6 +57,7 @@ pub(super) fn check_upstreams(c: &mut Checker<'_>, raw: &[UpstreamConfig]) -> Ve
             hash_on,
             panic_threshold,
             health,
+            outlier,
             timeouts: u.timeouts,
         });
     }
@@ -251,6 +256,40 @@ fn check_health(
             .collect();
     }
     Some(check)
+}
+
+fn check_outlier(c: &mut Checker<'_>, key: &str, raw: &Spanned<OutlierConfig>) -> Outlier {
+    let o = raw.get_ref();
+    let mut outlier = Outlier::default();
+    if let Some(n) = &o.consecutive_failures {
+        outlier.consecutive_failures =
+            integer(c, n, &format!("{key}.consecutive_failures"), 1, 1000) as u32;
+    }
+    if let Some(d) = &o.base_ejection {
+        outlier.base_ejection =
+            duration(c, d, &format!("{key}.base_ejection")).unwrap_or(outlier.base_ejection);
+    }
+    if let Some(d) = &o.max_ejection {
+        outlier.max_ejection =
+            duration(c, d, &format!("{key}.max_ejection")).unwrap_or(outlier.max_ejection);
+    }
+    if outlier.max_ejection < outlier.base_ejection {
+        let span = o.max_ejection.as_ref().map_or(raw.span(), Spanned::span);
+        c.error(
+            &span,
+            format!("{key}.max_ejection"),
+            format!(
+                "the longest ejection ({}) is shorter than the first ({})",
+                humantime::format_duration(outlier.max_ejection),
+                humantime::format_duration(outlier.base_ejection)
+            ),
+        );
+    }
+    if let Some(n) = &o.max_ejected_percent {
+        outlier.max_ejected_percent =
+            integer(c, n, &format!("{key}.max_ejected_percent"), 0, 100) as u8;
+    }
+    outlier
 }
 
 /// A status code (`204`) or an inclusive range (`"200-299"`).

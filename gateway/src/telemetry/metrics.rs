@@ -45,6 +45,9 @@ struct Metrics {
     request_duration: HistogramVec,
     upstream_duration: HistogramVec,
     endpoint_healthy: IntGaugeVec,
+    ejections: IntCounterVec,
+    retries: IntCounterVec,
+    overflows: IntCounterVec,
     plugin_call_duration: HistogramVec,
     plugin_failures: IntCounterVec,
     plugin_logs_dropped: IntCounterVec,
@@ -98,6 +101,31 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["upstream", "endpoint"],
     )
     .expect("static metric options are valid");
+    let ejections = IntCounterVec::new(
+        Opts::new(
+            "weir_upstream_ejections_total",
+            "Times outlier detection ejected the endpoint from rotation.",
+        ),
+        &["upstream", "endpoint"],
+    )
+    .expect("static metric options are valid");
+    let retries = IntCounterVec::new(
+        Opts::new(
+            "weir_upstream_retries_total",
+            "Retries sent to the upstream cluster (not counting first tries).",
+        ),
+        &["upstream"],
+    )
+    .expect("static metric options are valid");
+    let overflows = IntCounterVec::new(
+        Opts::new(
+            "weir_upstream_overflow_total",
+            "Requests the circuit breakers refused (503) by the limit reached \
+             (connections, pending, requests), and retries the retry budget refused (retries).",
+        ),
+        &["upstream", "limit"],
+    )
+    .expect("static metric options are valid");
     let plugin_call_duration = HistogramVec::new(
         HistogramOpts::new(
             "weir_plugin_call_duration_seconds",
@@ -128,6 +156,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(request_duration.clone()),
         Box::new(upstream_duration.clone()),
         Box::new(endpoint_healthy.clone()),
+        Box::new(ejections.clone()),
+        Box::new(retries.clone()),
+        Box::new(overflows.clone()),
         Box::new(plugin_call_duration.clone()),
         Box::new(plugin_failures.clone()),
         Box::new(plugin_logs_dropped.clone()),
@@ -142,6 +173,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         request_duration,
         upstream_duration,
         endpoint_healthy,
+        ejections,
+        retries,
+        overflows,
         plugin_call_duration,
         plugin_failures,
         plugin_logs_dropped,
@@ -248,12 +282,31 @@ pub fn endpoint_health(upstream: &str, endpoint: &str) -> IntGauge {
         .with_label_values(&[upstream, endpoint])
 }
 
-/// Drops `weir_upstream_endpoint_healthy{upstream, endpoint}`: the endpoint left the
-/// config (a reload), so it no longer has a health to report.
+/// Drops the `{upstream, endpoint}` series (`weir_upstream_endpoint_healthy`,
+/// `weir_upstream_ejections_total`): the endpoint left the config (a reload), so it no
+/// longer has a health to report.
 pub fn forget_endpoint(upstream: &str, endpoint: &str) {
     let _ = METRICS
         .endpoint_healthy
         .remove_label_values(&[upstream, endpoint]);
+    let _ = METRICS.ejections.remove_label_values(&[upstream, endpoint]);
+}
+
+/// The `weir_upstream_ejections_total{upstream, endpoint}` counter, to be kept with the
+/// endpoint.
+pub fn endpoint_ejections(upstream: &str, endpoint: &str) -> IntCounter {
+    METRICS.ejections.with_label_values(&[upstream, endpoint])
+}
+
+/// The `weir_upstream_retries_total{upstream}` counter, to be kept with the cluster.
+pub fn upstream_retries(upstream: &str) -> IntCounter {
+    METRICS.retries.with_label_values(&[upstream])
+}
+
+/// The `weir_upstream_overflow_total{upstream, limit}` counter, to be kept with the
+/// cluster; `limit` is `connections`, `pending`, `requests` or `retries`.
+pub fn upstream_overflows(upstream: &str, limit: &str) -> IntCounter {
+    METRICS.overflows.with_label_values(&[upstream, limit])
 }
 
 /// The fixed series of one plugin, resolved once so a call only touches atomics.

@@ -1,11 +1,11 @@
 //! What a cluster knows about each of its endpoints, shared by every worker: atomics
 //! only on the request path, so requests read and update it without locks.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use http::uri::Authority;
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 
 /// One endpoint's address, weight and live state.
 #[derive(Debug)]
@@ -20,12 +20,27 @@ pub(crate) struct EndpointState {
     healthy: AtomicBool,
     /// Why its last health check failed, for the admin API.
     check_error: Mutex<Option<String>>,
+    /// Failed exchanges in a row (outlier detection).
+    pub(crate) failures: AtomicU32,
+    /// Times it was ejected (each ejection lasts this many base ejections).
+    pub(crate) ejections: AtomicU32,
+    /// When its ejection ends, in milliseconds on the cluster's clock; 0: not ejected.
+    pub(crate) ejected_until: AtomicU64,
+    /// When its last ejection ended (cluster clock, ms); 0: never ejected.
+    pub(crate) returned_at: AtomicU64,
     /// Its `weir_upstream_endpoint_healthy` series.
-    pub(crate) gauge: IntGauge,
+    gauge: IntGauge,
+    /// Its `weir_upstream_ejections_total` series.
+    pub(crate) ejected_total: IntCounter,
 }
 
 impl EndpointState {
-    pub(crate) fn new(authority: Authority, weight: u32, gauge: IntGauge) -> EndpointState {
+    pub(crate) fn new(
+        authority: Authority,
+        weight: u32,
+        gauge: IntGauge,
+        ejected_total: IntCounter,
+    ) -> EndpointState {
         gauge.set(1);
         EndpointState {
             authority,
@@ -33,8 +48,28 @@ impl EndpointState {
             in_flight: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
             check_error: Mutex::new(None),
+            failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            returned_at: AtomicU64::new(0),
             gauge,
+            ejected_total,
         }
+    }
+
+    /// Whether outlier detection has it out of rotation.
+    pub(crate) fn ejected(&self) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether it may be in rotation: healthy and not ejected.
+    pub(crate) fn usable(&self) -> bool {
+        self.healthy() && !self.ejected()
+    }
+
+    /// Sets `weir_upstream_endpoint_healthy` from its state.
+    pub(crate) fn report(&self) {
+        self.gauge.set(i64::from(self.usable()));
     }
 
     /// Requests in flight to it.

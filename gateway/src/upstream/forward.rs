@@ -80,15 +80,22 @@ impl Cluster {
         let in_flight =
             (self.source.balancer == Balancer::LeastRequest).then(|| InFlight::begin(self, index));
         let sent = std::time::Instant::now();
-        let mut response = self
+        let sending = self
             .client(worker)
             .send(index, endpoint, req, self.timeouts.request)
-            .await
-            .map_err(|failure| ForwardError::Failed {
-                endpoint: endpoint.clone(),
-                failure,
-            })?;
+            .await;
+        let mut response = match sending {
+            Ok(response) => response,
+            Err(failure) => {
+                self.record_outcome(index, true);
+                return Err(ForwardError::Failed {
+                    endpoint: endpoint.clone(),
+                    failure,
+                });
+            }
+        };
         self.exchange_duration.observe(sent.elapsed().as_secs_f64());
+        self.record_outcome(index, response.status().is_server_error());
         if let Some(in_flight) = in_flight {
             response.body_mut().hold(in_flight);
         }

@@ -14,14 +14,16 @@ mod forward;
 mod hash;
 mod health;
 mod inflight;
+mod outlier;
 mod pool;
 mod probe;
 mod ring;
 mod rotation;
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::HeaderMap;
@@ -58,6 +60,12 @@ pub struct Cluster {
     rotation: Mutex<()>,
     /// Whether the balancer currently ignores health (too few endpoints in rotation).
     panicking: AtomicBool,
+    /// The origin of the cluster's millisecond clock (ejection times).
+    epoch: Instant,
+    /// Endpoints ejected now.
+    ejected: AtomicUsize,
+    /// The earliest end of a current ejection (cluster clock, ms); `u64::MAX`: none.
+    next_return: AtomicU64,
     ring: Option<Arc<Ring>>,
     /// The round-robin position, shared by every worker.
     rr: AtomicUsize,
@@ -77,8 +85,13 @@ impl Cluster {
             .endpoints
             .iter()
             .map(|e| {
-                let gauge = metrics::endpoint_health(&config.name, e.authority.as_str());
-                EndpointState::new(e.authority.clone(), e.weight, gauge)
+                let address = e.authority.as_str();
+                EndpointState::new(
+                    e.authority.clone(),
+                    e.weight,
+                    metrics::endpoint_health(&config.name, address),
+                    metrics::endpoint_ejections(&config.name, address),
+                )
             })
             .collect();
         let ring = (config.balancer == Balancer::ConsistentHash).then(|| {
@@ -108,6 +121,9 @@ impl Cluster {
             picker: ArcSwap::from_pointee(picker),
             rotation: Mutex::new(()),
             panicking: AtomicBool::new(false),
+            epoch: Instant::now(),
+            ejected: AtomicUsize::new(0),
+            next_return: AtomicU64::new(u64::MAX),
             ring,
             rr: AtomicUsize::new(0),
             health_started: AtomicBool::new(false),
@@ -124,6 +140,7 @@ impl Cluster {
     /// An endpoint for a request with hash `key`, preferring one not in `avoid`; `None`
     /// only for a cluster without endpoints.
     fn pick(&self, key: Option<u64>, avoid: Avoid) -> Option<usize> {
+        self.return_due();
         self.picker
             .load()
             .pick(&self.rr, key, avoid, |e| self.endpoints[e].in_flight())

@@ -1,4 +1,5 @@
-//! Which endpoints are in rotation: those that pass their health checks (or have none).
+//! Which endpoints are in rotation: those that pass their health checks (or have none)
+//! and are not ejected by outlier detection.
 //! When that set changes the cluster builds a new [`Picker`] over it; below the panic
 //! threshold (Envoy's: by default fewer than half of the endpoints in rotation) the
 //! picker spreads over every endpoint instead, since sending to all beats overloading
@@ -25,6 +26,10 @@ pub struct EndpointStatus {
     pub in_flight: usize,
     /// Why its last health check failed.
     pub check_error: Option<String>,
+    /// How much longer outlier detection keeps it out (`None`: not ejected).
+    pub ejected_for: Option<std::time::Duration>,
+    /// Times outlier detection ejected it.
+    pub ejections: u32,
 }
 
 impl Cluster {
@@ -37,13 +42,13 @@ impl Cluster {
             return;
         }
         endpoint.set_healthy(healthy);
-        endpoint.gauge.set(i64::from(healthy));
+        endpoint.report();
         self.rebuild_picker();
     }
 
     /// Builds the picker over the endpoints in rotation now. Call with `rotation` held.
-    fn rebuild_picker(&self) {
-        let in_rotation: Vec<bool> = self.endpoints.iter().map(|e| e.healthy()).collect();
+    pub(super) fn rebuild_picker(&self) {
+        let in_rotation: Vec<bool> = self.endpoints.iter().map(|e| e.usable()).collect();
         let available = in_rotation.iter().filter(|&&r| r).count();
         let total = self.endpoints.len();
         let threshold = usize::from(self.source.panic_threshold);
@@ -82,7 +87,9 @@ impl Cluster {
 
     /// Every endpoint's state, in config order.
     pub fn endpoint_status(&self) -> Vec<EndpointStatus> {
+        self.return_due();
         let picker = self.picker.load();
+        let now = self.now_ms();
         self.endpoints
             .iter()
             .enumerate()
@@ -93,6 +100,11 @@ impl Cluster {
                 in_rotation: picker.in_rotation(i),
                 in_flight: e.in_flight(),
                 check_error: e.check_error(),
+                ejected_for: match e.ejected_until.load(Ordering::Relaxed) {
+                    0 => None,
+                    until => Some(std::time::Duration::from_millis(until.saturating_sub(now))),
+                },
+                ejections: e.ejections.load(Ordering::Relaxed),
             })
             .collect()
     }

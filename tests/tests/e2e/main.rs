@@ -29,3 +29,4 @@ mod streaming;
 mod upstream_balancing;
 mod upstream_config;
 mod upstream_health;
+mod upstream_outlier;

@@ -108,3 +108,39 @@ fn health_defaults() {
         "no checks unless asked"
     );
 }
+
+#[test]
+fn outlier_problems_and_defaults() {
+    let text = r#"[[upstream]]
+name = "a"
+endpoints = ["127.0.0.1:1"]
+outlier = { consecutive_failures = 0, base_ejection = "1m", max_ejection = "10s", max_ejected_percent = 150 }
+"#;
+    assert_reported(
+        text,
+        &[
+            (
+                4,
+                "upstream[0].outlier.consecutive_failures",
+                "0 is out of range: write 1 to 1000",
+            ),
+            (
+                4,
+                "upstream[0].outlier.max_ejection",
+                "the longest ejection (10s) is shorter than the first (1m)",
+            ),
+            (
+                4,
+                "upstream[0].outlier.max_ejected_percent",
+                "150 is out of range: write 0 to 100",
+            ),
+        ],
+    );
+    let config = parse("[[upstream]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\noutlier = {}\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let o = config.upstreams[0].outlier.expect("outlier");
+    assert_eq!(o.consecutive_failures, 5);
+    assert_eq!(o.base_ejection, Duration::from_secs(30));
+    assert_eq!(o.max_ejection, Duration::from_secs(300));
+    assert_eq!(o.max_ejected_percent, 10);
+}
