@@ -214,6 +214,8 @@ pub struct UpstreamConfig {
     pub health: Option<Spanned<HealthConfig>>,
     /// Passive outlier detection: ejecting endpoints that keep failing requests.
     pub outlier: Option<Spanned<OutlierConfig>>,
+    /// Retries of failed exchanges.
+    pub retries: Option<Spanned<RetriesConfig>>,
     /// Connect and request timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -300,6 +302,31 @@ pub struct OutlierConfig {
     pub max_ejection: Option<Spanned<String>>,
     /// The most of the cluster that may be ejected at once, in percent.
     pub max_ejected_percent: Option<Spanned<i64>>,
+}
+
+/// `retries`: when and how failed exchanges are tried again, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetriesConfig {
+    /// Tries after the first.
+    pub attempts: Option<Spanned<i64>>,
+    /// What is retried: `connect-failure`, `reset`, `5xx`, `gateway-error`,
+    /// `retriable-status-codes`.
+    pub on: Option<Vec<Spanned<String>>>,
+    /// Statuses retried (implies `retriable-status-codes`).
+    pub retriable_statuses: Option<Vec<Spanned<i64>>>,
+    /// Time one try may take to the response head.
+    pub per_try_timeout: Option<Spanned<String>>,
+    /// Retry methods that are not idempotent (POST, PATCH) too.
+    pub allow_non_idempotent: Option<bool>,
+    /// The base of the exponential backoff between tries.
+    pub backoff_base: Option<Spanned<String>>,
+    /// The longest wait between tries.
+    pub backoff_max: Option<Spanned<String>>,
+    /// Retries in flight may be this percentage of the requests in flight...
+    pub budget_percent: Option<Spanned<i64>>,
+    /// ...or this many, whichever is more.
+    pub min_retry_concurrency: Option<Spanned<i64>>,
 }
 
 /// Endpoint selection policy.

@@ -28,6 +28,8 @@ pub struct Upstream {
     pub health: Option<HealthCheck>,
     /// Passive outlier detection (none by default).
     pub outlier: Option<Outlier>,
+    /// Retries (none by default).
+    pub retries: Option<Retries>,
     /// Connect, request and idle timeouts.
     pub timeouts: Timeouts,
 }
@@ -61,6 +63,78 @@ impl Default for Outlier {
         }
     }
 }
+
+/// Retries of failed exchanges. Defaults follow Envoy's retry policy and retry budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retries {
+    /// Tries after the first (default 1, at most 10).
+    pub attempts: u32,
+    /// Which outcomes are retried (default `connect-failure` and `reset`).
+    pub on: RetryOn,
+    /// Statuses retried when `on.retriable_statuses` (none by default).
+    pub retriable_statuses: Vec<u16>,
+    /// Time one try may take to the response head (default: what is left of the
+    /// `request` timeout, which bounds all tries together).
+    pub per_try_timeout: Option<Duration>,
+    /// Retry non-idempotent methods too (default false: only GET, HEAD, OPTIONS, PUT,
+    /// DELETE and TRACE).
+    pub allow_non_idempotent: bool,
+    /// Backoff before the n-th retry: a random wait below base × (2ⁿ − 1) (default 25 ms).
+    pub backoff_base: Duration,
+    /// The longest backoff (default 10 × `backoff_base`).
+    pub backoff_max: Duration,
+    /// Retries in flight may be at most this percentage of the cluster's requests in
+    /// flight (default 20)...
+    pub budget_percent: u8,
+    /// ...or this many, whichever is more (default 3).
+    pub min_retry_concurrency: u32,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Retries {
+            attempts: 1,
+            on: RetryOn {
+                connect_failure: true,
+                reset: true,
+                ..RetryOn::default()
+            },
+            retriable_statuses: Vec::new(),
+            per_try_timeout: None,
+            allow_non_idempotent: false,
+            backoff_base: Duration::from_millis(25),
+            backoff_max: Duration::from_millis(250),
+            budget_percent: 20,
+            min_retry_concurrency: 3,
+        }
+    }
+}
+
+/// The outcomes a retry policy retries (Envoy's `retry_on` conditions).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryOn {
+    /// `connect-failure`: the connection failed or timed out; nothing was sent.
+    pub connect_failure: bool,
+    /// `reset`: the connection failed after the request was sent, or no response head
+    /// came within the try's timeout.
+    pub reset: bool,
+    /// `5xx`: any 5xx response, and everything `connect-failure` and `reset` retry.
+    pub server_error: bool,
+    /// `gateway-error`: 502, 503 or 504, and everything `connect-failure` and `reset`
+    /// retry.
+    pub gateway_error: bool,
+    /// `retriable-status-codes`: the statuses in `retriable_statuses`.
+    pub retriable_statuses: bool,
+}
+
+/// The names `on` accepts.
+pub(crate) const RETRY_ON: [&str; 5] = [
+    "connect-failure",
+    "reset",
+    "5xx",
+    "gateway-error",
+    "retriable-status-codes",
+];
 
 /// Active health checks: `GET path` to every endpoint each `interval`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,9 +11,11 @@ use http::uri::{Authority, PathAndQuery};
 use toml::Spanned;
 
 use super::Balancer;
-use super::schema::{EndpointEntry, HealthConfig, OutlierConfig, UpstreamConfig};
+use super::error::nearest;
+use super::schema::{EndpointEntry, HealthConfig, OutlierConfig, RetriesConfig, UpstreamConfig};
 use super::upstream::{
-    DEFAULT_PANIC_THRESHOLD, Endpoint, HashOn, HealthCheck, MAX_WEIGHT, Outlier, Upstream,
+    DEFAULT_PANIC_THRESHOLD, Endpoint, HashOn, HealthCheck, MAX_WEIGHT, Outlier, RETRY_ON, Retries,
+    RetryOn, Upstream,
 };
 use super::validate::Checker;
 
@@ -50,6 +52,10 @@ pub(super) fn check_upstreams(c: &mut Checker<'_>, raw: &[UpstreamConfig]) -> Ve
             .outlier
             .as_ref()
             .map(|o| check_outlier(c, &format!("{key}.outlier"), o));
+        let retries = u
+            .retries
+            .as_ref()
+            .map(|r| check_retries(c, &format!("{key}.retries"), r));
         out.push(Upstream {
             name: u.name.get_ref().clone(),
             endpoints,
@@ -58,6 +64,7 @@ pub(super) fn check_upstreams(c: &mut Checker<'_>, raw: &[UpstreamConfig]) -> Ve
             panic_threshold,
             health,
             outlier,
+            retries,
             timeouts: u.timeouts,
         });
     }
@@ -290,6 +297,89 @@ fn check_outlier(c: &mut Checker<'_>, key: &str, raw: &Spanned<OutlierConfig>) -
             integer(c, n, &format!("{key}.max_ejected_percent"), 0, 100) as u8;
     }
     outlier
+}
+
+fn check_retries(c: &mut Checker<'_>, key: &str, raw: &Spanned<RetriesConfig>) -> Retries {
+    let r = raw.get_ref();
+    let mut retries = Retries::default();
+    if let Some(n) = &r.attempts {
+        retries.attempts = integer(c, n, &format!("{key}.attempts"), 0, 10) as u32;
+    }
+    if let Some(list) = &r.on {
+        retries.on = RetryOn::default();
+        for (i, name) in list.iter().enumerate() {
+            let on = &mut retries.on;
+            let flag = match name.get_ref().as_str() {
+                "connect-failure" => &mut on.connect_failure,
+                "reset" => &mut on.reset,
+                "5xx" => &mut on.server_error,
+                "gateway-error" => &mut on.gateway_error,
+                "retriable-status-codes" => &mut on.retriable_statuses,
+                other => {
+                    let help = nearest(other, RETRY_ON).map(|n| format!("did you mean `{n}`?"));
+                    c.error_with_help(
+                        &name.span(),
+                        format!("{key}.on[{i}]"),
+                        format!(
+                            "`{other}` is not a retry condition: write one of {}",
+                            RETRY_ON.map(|n| format!("`{n}`")).join(", ")
+                        ),
+                        help,
+                    );
+                    continue;
+                }
+            };
+            *flag = true;
+        }
+    }
+    if let Some(list) = &r.retriable_statuses {
+        retries.on.retriable_statuses = true;
+        for (i, status) in list.iter().enumerate() {
+            let code = integer(
+                c,
+                status,
+                &format!("{key}.retriable_statuses[{i}]"),
+                100,
+                599,
+            );
+            retries.retriable_statuses.push(code as u16);
+        }
+    }
+    if retries.on.retriable_statuses && retries.retriable_statuses.is_empty() {
+        c.error(
+            &raw.span(),
+            format!("{key}.retriable_statuses"),
+            "`retriable-status-codes` needs `retriable_statuses`, e.g. [409]",
+        );
+    }
+    if let Some(d) = &r.per_try_timeout {
+        retries.per_try_timeout = duration(c, d, &format!("{key}.per_try_timeout"));
+    }
+    retries.allow_non_idempotent = r.allow_non_idempotent.unwrap_or(false);
+    if let Some(d) = &r.backoff_base {
+        let base = duration(c, d, &format!("{key}.backoff_base")).unwrap_or(retries.backoff_base);
+        retries.backoff_base = base;
+        retries.backoff_max = base.saturating_mul(10);
+    }
+    if let Some(d) = &r.backoff_max {
+        retries.backoff_max =
+            duration(c, d, &format!("{key}.backoff_max")).unwrap_or(retries.backoff_max);
+        if retries.backoff_max < retries.backoff_base {
+            c.error(
+                &d.span(),
+                format!("{key}.backoff_max"),
+                "the longest backoff is shorter than its base",
+            );
+        }
+    }
+    if let Some(n) = &r.budget_percent {
+        retries.budget_percent = integer(c, n, &format!("{key}.budget_percent"), 0, 100) as u8;
+    }
+    if let Some(n) = &r.min_retry_concurrency {
+        retries.min_retry_concurrency =
+            integer(c, n, &format!("{key}.min_retry_concurrency"), 0, 100_000) as u32;
+    }
+    retries
 }
 
 /// A status code (`204`) or an inclusive range (`"200-299"`).

@@ -12,10 +12,10 @@
 //!   endpoint is out of rotation walks on to the next one in rotation, so no other key
 //!   moves. A request without the key is placed at random, as Envoy does.
 
-use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::random::below;
 use super::ring::Ring;
 use crate::config::Balancer;
 
@@ -27,10 +27,6 @@ pub(crate) struct Avoid(u64);
 
 impl Avoid {
     /// Adds endpoint `index`.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "retries arrive in the next step")
-    )]
     pub(crate) fn add(&mut self, index: usize) {
         self.0 |= 1 << (index % 64);
     }
@@ -190,26 +186,6 @@ fn smooth_schedule(members: &[(u32, u32)]) -> Vec<u32> {
 
 fn gcd(a: u32, b: u32) -> u32 {
     if b == 0 { a } else { gcd(b, a % b) }
-}
-
-thread_local! {
-    static RNG: Cell<u64> = Cell::new(rand::random::<u64>() | 1);
-}
-
-/// A uniform number below `n` (`n` > 0) from a per-thread generator: balancing needs
-/// speed and spread, not unpredictability.
-fn below(n: usize) -> usize {
-    let r = RNG.with(|state| {
-        // splitmix64: a 64-bit counter through an avalanche mix.
-        let s = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
-        state.set(s);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    });
-    // Lemire's multiply-shift: r / 2^64 scaled to n, with no division.
-    ((u128::from(r) * n as u128) >> 64) as usize
 }
 
 #[cfg(test)]

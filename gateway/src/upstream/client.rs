@@ -49,6 +49,25 @@ pub enum UpstreamFailure {
     Timeout(Duration),
 }
 
+/// A failed [`UpstreamClient::send`]: what went wrong and, when the request never left
+/// (the connection could not be made), the request, untouched, to try elsewhere.
+#[derive(Debug)]
+pub struct SendFailure {
+    /// What went wrong.
+    pub failure: UpstreamFailure,
+    /// The request, when nothing of it was sent.
+    pub unsent: Option<Box<Request<UpstreamBody>>>,
+}
+
+impl SendFailure {
+    fn sent(failure: UpstreamFailure) -> SendFailure {
+        SendFailure {
+            failure,
+            unsent: None,
+        }
+    }
+}
+
 /// Connections to the endpoints of one cluster, for one worker.
 #[derive(Debug)]
 pub struct UpstreamClient {
@@ -75,12 +94,20 @@ impl UpstreamClient {
         authority: &Authority,
         mut req: Request<UpstreamBody>,
         timeout: Duration,
-    ) -> Result<Response<UpstreamResponseBody>, UpstreamFailure> {
+    ) -> Result<Response<UpstreamResponseBody>, SendFailure> {
         let pool = &self.pools[index];
         loop {
             let (mut conn, fresh) = match pool.take() {
                 Some(conn) => (conn, false),
-                None => (self.connect(authority).await?, true),
+                None => match self.connect(authority).await {
+                    Ok(conn) => (conn, true),
+                    Err(failure) => {
+                        return Err(SendFailure {
+                            failure,
+                            unsent: Some(Box::new(req)),
+                        });
+                    }
+                },
             };
             if !fresh && !ready(&mut conn).await {
                 continue; // closed while idle: try the next one
@@ -97,8 +124,13 @@ impl UpstreamClient {
                     return Ok(Response::from_parts(parts, body));
                 }
                 Err(Exchange::NotSent(back)) if !fresh => req = *back,
-                Err(Exchange::NotSent(_)) => return Err(UpstreamFailure::ClosedBeforeSend),
-                Err(Exchange::Failed(failure)) => return Err(failure),
+                Err(Exchange::NotSent(back)) => {
+                    return Err(SendFailure {
+                        failure: UpstreamFailure::ClosedBeforeSend,
+                        unsent: Some(back),
+                    });
+                }
+                Err(Exchange::Failed(failure)) => return Err(SendFailure::sent(failure)),
             }
         }
     }

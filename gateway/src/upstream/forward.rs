@@ -1,15 +1,20 @@
 //! Sending a request to a cluster: pick an endpoint, give the request the `Host` it
-//! should carry there, and send it over the worker's pooled connections.
+//! should carry there, send it over the worker's pooled connections, and try again
+//! elsewhere when the retry policy says so (see [`super::retry`]). Every try reports
+//! its outcome to outlier detection; the request counts as in flight until its
+//! response body ends.
 
 use std::sync::Arc;
 
 use http::uri::Authority;
 use http::{HeaderValue, Request, Response, header};
 
+use std::time::Instant;
+
 use super::balancer::Avoid;
 use super::inflight::InFlight;
-use super::{Cluster, UpstreamBody, UpstreamFailure, UpstreamResponseBody};
-use crate::config::Balancer;
+use super::retry::{self, Outcome, Replay};
+use super::{Cluster, SendFailure, UpstreamBody, UpstreamFailure, UpstreamResponseBody};
 
 /// The `Host` header a request carries upstream.
 #[derive(Debug, Clone)]
@@ -56,52 +61,127 @@ pub enum Refusal {
 
 impl Cluster {
     /// Sends `req` (origin-form URI) from worker `worker` to an endpoint of this cluster
-    /// and waits for the response head, within the cluster's timeouts. `key` is the
-    /// request's hash for `consistent_hash`.
+    /// and waits for the response head, within the cluster's timeouts, retrying as its
+    /// policy allows on other endpoints when it can. `key` is the request's hash for
+    /// `consistent_hash`.
     pub async fn forward(
         self: &Arc<Self>,
         worker: usize,
-        mut req: Request<UpstreamBody>,
+        req: Request<UpstreamBody>,
         host: &UpstreamHost,
         key: Option<u64>,
     ) -> Result<Forwarded, ForwardError> {
-        let index = self
-            .pick(key, Avoid::default())
-            .ok_or(ForwardError::Refused(Refusal::NoEndpoints))?;
-        let endpoint = self.authority(index);
-        let host = match host {
-            UpstreamHost::Fixed(value) => value.clone(),
-            UpstreamHost::Endpoint => HeaderValue::from_str(endpoint.as_str()).ok(),
-        };
-        match host {
-            Some(h) => req.headers_mut().insert(header::HOST, h),
-            None => req.headers_mut().remove(header::HOST),
-        };
-        let in_flight =
-            (self.source.balancer == Balancer::LeastRequest).then(|| InFlight::begin(self, index));
-        let sent = std::time::Instant::now();
-        let sending = self
-            .client(worker)
-            .send(index, endpoint, req, self.timeouts.request)
-            .await;
-        let mut response = match sending {
-            Ok(response) => response,
-            Err(failure) => {
-                self.record_outcome(index, true);
-                return Err(ForwardError::Failed {
+        let mut in_flight = InFlight::begin(self);
+        let policy = self.source.retries.as_ref();
+        let replay = policy.and_then(|p| Replay::capture(&req, p));
+        let deadline = Instant::now() + self.timeouts.request;
+        let mut next = Some(req);
+        let mut tried = Avoid::default();
+        let mut retries = 0;
+        let mut slot = None;
+        loop {
+            let Some(mut req) = next.take() else {
+                // Unreachable: every pass of the loop sets the next request or returns.
+                return Err(ForwardError::Refused(Refusal::NoEndpoints));
+            };
+            let index = self
+                .pick(key, tried)
+                .ok_or(ForwardError::Refused(Refusal::NoEndpoints))?;
+            tried.add(index);
+            let endpoint = self.authority(index);
+            set_host(&mut req, host, endpoint);
+            in_flight.count_against(index);
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout = policy
+                .and_then(|p| p.per_try_timeout)
+                .map_or(left, |t| t.min(left));
+            let sent = Instant::now();
+            let result = self
+                .client(worker)
+                .send(index, endpoint, req, timeout)
+                .await;
+            drop(slot.take()); // this retry is over: free its place in the budget
+            let outcome = match &result {
+                Ok(response) => {
+                    self.exchange_duration.observe(sent.elapsed().as_secs_f64());
+                    Outcome::Answered(response.status())
+                }
+                Err(failure) => Outcome::of(&failure.failure),
+            };
+            self.record_outcome(index, outcome_failed(outcome));
+            // A request that never left comes back, ready for another endpoint.
+            let result = result.map_err(|SendFailure { failure, unsent }| {
+                next = unsent.map(|req| *req);
+                failure
+            });
+
+            // Another try? Only if the policy wants one, the request can be sent again,
+            // the deadline leaves time for the backoff and, after it, the retry budget
+            // has room (it counts retries being sent, not retries waiting).
+            let again = policy.filter(|p| retries < p.attempts && retry::wanted(p, outcome));
+            if let Some(policy) = again {
+                let request = next.take().or_else(|| replay.as_ref().map(Replay::request));
+                let wait = retry::backoff(policy, retries + 1);
+                let in_time = deadline.saturating_duration_since(Instant::now()) > wait;
+                if let Some(request) = request.filter(|_| in_time) {
+                    if self.retry_budget_left(policy) {
+                        tokio::time::sleep(wait).await;
+                    }
+                    match self.retry_slot(policy) {
+                        Some(taken) => {
+                            retries += 1;
+                            tracing::debug!(
+                                upstream = %self.name,
+                                endpoint = %endpoint,
+                                ?outcome,
+                                retry = retries,
+                                "retrying on another endpoint"
+                            );
+                            self.retries_sent.inc();
+                            slot = Some(taken);
+                            next = Some(request);
+                            continue;
+                        }
+                        None => {
+                            self.retries_refused.inc();
+                            tracing::debug!(upstream = %self.name, "retry budget exhausted: not retrying");
+                        }
+                    }
+                }
+            }
+            return match result {
+                Ok(mut response) => {
+                    response.body_mut().hold(in_flight);
+                    Ok(Forwarded {
+                        response,
+                        endpoint: endpoint.clone(),
+                    })
+                }
+                Err(failure) => Err(ForwardError::Failed {
                     endpoint: endpoint.clone(),
                     failure,
-                });
-            }
-        };
-        self.exchange_duration.observe(sent.elapsed().as_secs_f64());
-        self.record_outcome(index, response.status().is_server_error());
-        if let Some(in_flight) = in_flight {
-            response.body_mut().hold(in_flight);
+                }),
+            };
         }
-        Ok(Forwarded {
-            response,
-            endpoint: endpoint.clone(),
-        })
     }
+}
+
+/// Whether a try that ended with `outcome` counts as failed for outlier detection.
+fn outcome_failed(outcome: Outcome) -> bool {
+    match outcome {
+        Outcome::Answered(status) => status.is_server_error(),
+        Outcome::ConnectFailure | Outcome::Reset | Outcome::Timeout => true,
+    }
+}
+
+/// Gives `req` the `Host` header it should carry to `endpoint`.
+fn set_host(req: &mut Request<UpstreamBody>, host: &UpstreamHost, endpoint: &Authority) {
+    let value = match host {
+        UpstreamHost::Fixed(value) => value.clone(),
+        UpstreamHost::Endpoint => HeaderValue::from_str(endpoint.as_str()).ok(),
+    };
+    match value {
+        Some(h) => req.headers_mut().insert(header::HOST, h),
+        None => req.headers_mut().remove(header::HOST),
+    };
 }

@@ -1,31 +1,49 @@
-//! Requests in flight: a guard that counts a request against its endpoint from the
-//! moment it is sent until its response body ends or is dropped, which is what
-//! `least_request` compares.
+//! Requests in flight: a guard that counts a request against its cluster (the retry
+//! budget and circuit breaking read that count) and, for `least_request`, against the
+//! endpoint it went to, from the moment it is admitted until its response body ends or
+//! is dropped.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::Cluster;
+use crate::config::Balancer;
 
-/// Counts one request against endpoint `endpoint` of `cluster` while it lives.
+/// Counts one request while it lives.
 #[derive(Debug)]
 pub(crate) struct InFlight {
     cluster: Arc<Cluster>,
-    endpoint: usize,
+    /// The endpoint counted (`least_request` only).
+    endpoint: Option<usize>,
 }
 
 impl InFlight {
-    /// Starts counting a request to `endpoint`.
-    pub(crate) fn begin(cluster: &Arc<Cluster>, endpoint: usize) -> InFlight {
-        cluster.endpoints[endpoint].begin_request();
+    /// Starts counting a request to `cluster`.
+    pub(crate) fn begin(cluster: &Arc<Cluster>) -> InFlight {
+        cluster.active.fetch_add(1, Ordering::Relaxed);
         InFlight {
             cluster: cluster.clone(),
-            endpoint,
+            endpoint: None,
         }
+    }
+
+    /// Counts the request against endpoint `index` instead of the one tried before.
+    pub(crate) fn count_against(&mut self, index: usize) {
+        if self.cluster.source.balancer != Balancer::LeastRequest {
+            return;
+        }
+        if let Some(before) = self.endpoint.replace(index) {
+            self.cluster.endpoints[before].end_request();
+        }
+        self.cluster.endpoints[index].begin_request();
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.cluster.endpoints[self.endpoint].end_request();
+        self.cluster.active.fetch_sub(1, Ordering::Relaxed);
+        if let Some(index) = self.endpoint {
+            self.cluster.endpoints[index].end_request();
+        }
     }
 }

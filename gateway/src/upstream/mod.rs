@@ -17,6 +17,8 @@ mod inflight;
 mod outlier;
 mod pool;
 mod probe;
+mod random;
+mod retry;
 mod ring;
 mod rotation;
 
@@ -30,7 +32,9 @@ use http::HeaderMap;
 use http::uri::Authority;
 use tokio_util::sync::CancellationToken;
 
-pub use client::{UpstreamBody, UpstreamClient, UpstreamFailure, UpstreamResponseBody};
+pub use client::{
+    SendFailure, UpstreamBody, UpstreamClient, UpstreamFailure, UpstreamResponseBody,
+};
 pub use forward::{ForwardError, Forwarded, Refusal, UpstreamHost};
 pub use health::HealthChecks;
 pub use rotation::EndpointStatus;
@@ -69,6 +73,14 @@ pub struct Cluster {
     ring: Option<Arc<Ring>>,
     /// The round-robin position, shared by every worker.
     rr: AtomicUsize,
+    /// Requests admitted whose response has not ended.
+    active: AtomicUsize,
+    /// Retries in flight (the retry budget).
+    active_retries: AtomicUsize,
+    /// `weir_upstream_retries_total{upstream}`.
+    retries_sent: prometheus::IntCounter,
+    /// `weir_upstream_overflow_total{upstream, limit="retries"}`.
+    retries_refused: prometheus::IntCounter,
     clients: Vec<UpstreamClient>,
     /// Whether health checks were started for this cluster.
     health_started: AtomicBool,
@@ -126,6 +138,10 @@ impl Cluster {
             next_return: AtomicU64::new(u64::MAX),
             ring,
             rr: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+            active_retries: AtomicUsize::new(0),
+            retries_sent: metrics::upstream_retries(&config.name),
+            retries_refused: metrics::upstream_overflows(&config.name, "retries"),
             health_started: AtomicBool::new(false),
             retired: CancellationToken::new(),
         }

@@ -30,3 +30,4 @@ mod upstream_balancing;
 mod upstream_config;
 mod upstream_health;
 mod upstream_outlier;
+mod upstream_retries;

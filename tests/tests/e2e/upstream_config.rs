@@ -144,3 +144,56 @@ outlier = { consecutive_failures = 0, base_ejection = "1m", max_ejection = "10s"
     assert_eq!(o.max_ejection, Duration::from_secs(300));
     assert_eq!(o.max_ejected_percent, 10);
 }
+
+#[test]
+fn retry_problems_and_defaults() {
+    let text = r#"[[upstream]]
+name = "a"
+endpoints = ["127.0.0.1:1"]
+retries = { attempts = 11, on = ["5xx", "conect-failure"], retriable_statuses = [99], per_try_timeout = "0ms", backoff_base = "100ms", backoff_max = "10ms", budget_percent = -1 }
+
+[[upstream]]
+name = "b"
+endpoints = ["127.0.0.1:2"]
+retries = { on = ["retriable-status-codes"] }
+"#;
+    let found = problems(text);
+    let keys: Vec<&str> = found.iter().map(|(_, k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "upstream[0].retries.attempts",
+            "upstream[0].retries.on[1]",
+            "upstream[0].retries.retriable_statuses[0]",
+            "upstream[0].retries.per_try_timeout",
+            "upstream[0].retries.backoff_max",
+            "upstream[0].retries.budget_percent",
+            "upstream[1].retries.retriable_statuses",
+        ],
+        "{found:#?}"
+    );
+    let err = parse(text).expect_err("invalid");
+    let typo = &err.diagnostics()[1];
+    assert_eq!(
+        typo.help.as_deref(),
+        Some("did you mean `connect-failure`?")
+    );
+
+    let config = parse("[[upstream]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\nretries = {}\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = config.upstreams[0].retries.clone().expect("retries");
+    assert_eq!(r.attempts, 1);
+    assert!(r.on.connect_failure && r.on.reset);
+    assert!(!r.on.server_error && !r.on.gateway_error && !r.on.retriable_statuses);
+    assert_eq!(r.per_try_timeout, None);
+    assert!(!r.allow_non_idempotent);
+    assert_eq!(r.backoff_base, Duration::from_millis(25));
+    assert_eq!(r.backoff_max, Duration::from_millis(250));
+    assert_eq!((r.budget_percent, r.min_retry_concurrency), (20, 3));
+    let plain = parse("[[upstream]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        plain.upstreams[0].retries.is_none(),
+        "no retries unless asked"
+    );
+}
