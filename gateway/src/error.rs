@@ -64,12 +64,16 @@ impl ProxyError {
                 UpstreamFailure::Timeout(_) => {
                     (StatusCode::GATEWAY_TIMEOUT, "upstream response timeout")
                 }
+                UpstreamFailure::Overloaded(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "upstream overloaded")
+                }
             },
             ProxyError::Refused { refusal, .. } => match refusal {
                 Refusal::NoEndpoints => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "no upstream endpoint available",
                 ),
+                Refusal::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "upstream overloaded"),
             },
         }
     }

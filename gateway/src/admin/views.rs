@@ -105,6 +105,7 @@ pub(super) fn upstreams(snapshot: &Snapshot) -> Value {
                 })
                 .collect();
             let duration = |d: std::time::Duration| humantime::format_duration(d).to_string();
+            let load = cluster.load();
             json!({
                 "name": u.name,
                 "balancer": u.balancer.as_str(),
@@ -112,7 +113,39 @@ pub(super) fn upstreams(snapshot: &Snapshot) -> Value {
                 "timeouts": {
                     "connect": duration(u.timeouts.connect),
                     "request": duration(u.timeouts.request),
+                    "idle": duration(u.timeouts.idle),
                 },
+                "limits": {
+                    "max_connections": u.limits.max_connections,
+                    "max_pending": u.limits.max_pending,
+                    "max_requests": u.limits.max_requests,
+                },
+                "load": {
+                    "requests": load.requests,
+                    "connections": load.connections,
+                    "pending": load.pending,
+                    "retries": load.retries,
+                },
+                "retries": u.retries.as_ref().map(|r| {
+                    let on = [
+                        (r.on.connect_failure, "connect-failure"),
+                        (r.on.reset, "reset"),
+                        (r.on.server_error, "5xx"),
+                        (r.on.gateway_error, "gateway-error"),
+                        (r.on.retriable_statuses, "retriable-status-codes"),
+                    ];
+                    json!({
+                        "attempts": r.attempts,
+                        "on": on.iter().filter(|(set, _)| *set).map(|(_, n)| *n).collect::<Vec<_>>(),
+                        "retriable_statuses": r.retriable_statuses,
+                        "per_try_timeout": r.per_try_timeout.map(duration),
+                        "allow_non_idempotent": r.allow_non_idempotent,
+                        "backoff_base": duration(r.backoff_base),
+                        "backoff_max": duration(r.backoff_max),
+                        "budget_percent": r.budget_percent,
+                        "min_retry_concurrency": r.min_retry_concurrency,
+                    })
+                }),
                 "health": u.health.as_ref().map(|h| json!({
                     "path": h.path,
                     "interval": duration(h.interval),

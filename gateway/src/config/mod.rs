@@ -19,7 +19,7 @@ use http::{HeaderName, HeaderValue, Method};
 
 pub use error::{ConfigError, Diagnostic};
 pub use schema::{Balancer, ConfigFile, EscapedSlashes, Isolation, OnError, Timeouts};
-pub use upstream::{Endpoint, HashOn, HealthCheck, Outlier, Retries, RetryOn, Upstream};
+pub use upstream::{Endpoint, HashOn, HealthCheck, Limits, Outlier, Retries, RetryOn, Upstream};
 
 /// A validated configuration: every name resolved, every address parsed.
 #[derive(Debug, Clone)]

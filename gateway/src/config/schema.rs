@@ -216,6 +216,8 @@ pub struct UpstreamConfig {
     pub outlier: Option<Spanned<OutlierConfig>>,
     /// Retries of failed exchanges.
     pub retries: Option<Spanned<RetriesConfig>>,
+    /// Circuit breaking: connections, pending requests and requests in flight.
+    pub limits: Option<Spanned<LimitsConfig>>,
     /// Connect and request timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -329,6 +331,18 @@ pub struct RetriesConfig {
     pub min_retry_concurrency: Option<Spanned<i64>>,
 }
 
+/// `limits`: the cluster's circuit breakers, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Connections open to the cluster's endpoints, all workers together.
+    pub max_connections: Option<Spanned<i64>>,
+    /// Requests waiting for a connection.
+    pub max_pending: Option<Spanned<i64>>,
+    /// Requests in flight.
+    pub max_requests: Option<Spanned<i64>>,
+}
+
 /// Endpoint selection policy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -366,9 +380,14 @@ pub struct Timeouts {
     #[serde(with = "duration::positive")]
     pub connect: Duration,
     /// Time from sending the request until the upstream's response headers arrive
-    /// (504 past it). Bodies then stream without a total deadline.
+    /// (504 past it), every retry and backoff included. Bodies then stream without a
+    /// total deadline.
     #[serde(with = "duration::positive")]
     pub request: Duration,
+    /// How long a pooled keep-alive connection may stay unused before it is closed
+    /// instead of reused.
+    #[serde(with = "duration::positive")]
+    pub idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -376,6 +395,7 @@ impl Default for Timeouts {
         Self {
             connect: Duration::from_secs(5),
             request: Duration::from_secs(15),
+            idle: Duration::from_secs(60),
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct Upstream {
     pub outlier: Option<Outlier>,
     /// Retries (none by default).
     pub retries: Option<Retries>,
+    /// Circuit breakers (Envoy's defaults: 1024 each).
+    pub limits: Limits,
     /// Connect, request and idle timeouts.
     pub timeouts: Timeouts,
 }
@@ -60,6 +62,29 @@ impl Default for Outlier {
             base_ejection: Duration::from_secs(30),
             max_ejection: Duration::from_secs(300),
             max_ejected_percent: 10,
+        }
+    }
+}
+
+/// A cluster's circuit breakers: past a limit, requests get a local 503 instead of
+/// piling onto a struggling upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open to the cluster's endpoints, every worker's together (default
+    /// 1024). A request that needs a new connection past it waits as pending.
+    pub max_connections: u32,
+    /// Requests waiting for a connection (default 1024).
+    pub max_pending: u32,
+    /// Requests in flight to the cluster, retries included (default 1024).
+    pub max_requests: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_pending: 1024,
+            max_requests: 1024,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Validation of `[[upstream]]` tables: endpoints and weights, the balancer and what it
-//! hashes. Every problem is collected with its key path (`upstream[0].endpoints[1]`).
+//! hashes, health checks, outlier detection, retries and limits. Every problem is
+//! collected with its key path (`upstream[0].health.interval`) and place.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -12,10 +13,12 @@ use toml::Spanned;
 
 use super::Balancer;
 use super::error::nearest;
-use super::schema::{EndpointEntry, HealthConfig, OutlierConfig, RetriesConfig, UpstreamConfig};
+use super::schema::{
+    EndpointEntry, HealthConfig, LimitsConfig, OutlierConfig, RetriesConfig, UpstreamConfig,
+};
 use super::upstream::{
-    DEFAULT_PANIC_THRESHOLD, Endpoint, HashOn, HealthCheck, MAX_WEIGHT, Outlier, RETRY_ON, Retries,
-    RetryOn, Upstream,
+    DEFAULT_PANIC_THRESHOLD, Endpoint, HashOn, HealthCheck, Limits, MAX_WEIGHT, Outlier, RETRY_ON,
+    Retries, RetryOn, Upstream,
 };
 use super::validate::Checker;
 
@@ -56,6 +59,9 @@ pub(super) fn check_upstreams(c: &mut Checker<'_>, raw: &[UpstreamConfig]) -> Ve
             .retries
             .as_ref()
             .map(|r| check_retries(c, &format!("{key}.retries"), r));
+        let limits = u.limits.as_ref().map_or_else(Limits::default, |l| {
+            check_limits(c, &format!("{key}.limits"), l)
+        });
         out.push(Upstream {
             name: u.name.get_ref().clone(),
             endpoints,
@@ -65,6 +71,7 @@ pub(super) fn check_upstreams(c: &mut Checker<'_>, raw: &[UpstreamConfig]) -> Ve
             health,
             outlier,
             retries,
+            limits,
             timeouts: u.timeouts,
         });
     }
@@ -380,6 +387,22 @@ fn check_retries(c: &mut Checker<'_>, key: &str, raw: &Spanned<RetriesConfig>) -
             integer(c, n, &format!("{key}.min_retry_concurrency"), 0, 100_000) as u32;
     }
     retries
+}
+
+fn check_limits(c: &mut Checker<'_>, key: &str, raw: &Spanned<LimitsConfig>) -> Limits {
+    let l = raw.get_ref();
+    let mut limits = Limits::default();
+    let max = i64::from(u32::MAX);
+    if let Some(n) = &l.max_connections {
+        limits.max_connections = integer(c, n, &format!("{key}.max_connections"), 1, max) as u32;
+    }
+    if let Some(n) = &l.max_pending {
+        limits.max_pending = integer(c, n, &format!("{key}.max_pending"), 0, max) as u32;
+    }
+    if let Some(n) = &l.max_requests {
+        limits.max_requests = integer(c, n, &format!("{key}.max_requests"), 1, max) as u32;
+    }
+    limits
 }
 
 /// A status code (`204`) or an inclusive range (`"200-299"`).

@@ -23,7 +23,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::inflight::InFlight;
+use super::limits::{Breaker, ConnectionSlot, Limit, Waited};
 use super::pool::{IdlePool, PooledConn};
+use crate::config::Timeouts;
 
 /// The body type sent upstream: the client's body streamed through untouched, or a
 /// body a plugin's request-body phase produced.
@@ -47,6 +49,9 @@ pub enum UpstreamFailure {
     /// No response head within the request timeout.
     #[error("no response within {0:?}")]
     Timeout(Duration),
+    /// A circuit breaker refused the request before it was sent.
+    #[error("overloaded: {0} reached")]
+    Overloaded(Limit),
 }
 
 /// A failed [`UpstreamClient::send`]: what went wrong and, when the request never left
@@ -73,15 +78,28 @@ impl SendFailure {
 pub struct UpstreamClient {
     pools: Vec<Arc<IdlePool>>,
     connect_timeout: Duration,
+    breaker: Arc<Breaker>,
 }
 
 impl UpstreamClient {
-    /// A client for `endpoints` endpoints.
-    pub fn new(endpoints: usize, connect_timeout: Duration) -> UpstreamClient {
+    /// A client for `endpoints` endpoints, its connections counted by `breaker`.
+    pub(crate) fn new(
+        endpoints: usize,
+        timeouts: &Timeouts,
+        breaker: Arc<Breaker>,
+    ) -> UpstreamClient {
         UpstreamClient {
-            pools: (0..endpoints).map(|_| Arc::default()).collect(),
-            connect_timeout,
+            pools: (0..endpoints)
+                .map(|_| Arc::new(IdlePool::new(timeouts.idle, breaker.clone())))
+                .collect(),
+            connect_timeout: timeouts.connect,
+            breaker,
         }
+    }
+
+    /// Its idle pools, for the breaker to find spare connections in.
+    pub(crate) fn pools(&self) -> impl Iterator<Item = &Arc<IdlePool>> {
+        self.pools.iter()
     }
 
     /// Sends `req` (origin-form URI, `Host` set) to endpoint `index` at `authority` and
@@ -97,17 +115,14 @@ impl UpstreamClient {
     ) -> Result<Response<UpstreamResponseBody>, SendFailure> {
         let pool = &self.pools[index];
         loop {
-            let (mut conn, fresh) = match pool.take() {
-                Some(conn) => (conn, false),
-                None => match self.connect(authority).await {
-                    Ok(conn) => (conn, true),
-                    Err(failure) => {
-                        return Err(SendFailure {
-                            failure,
-                            unsent: Some(Box::new(req)),
-                        });
-                    }
-                },
+            let (mut conn, fresh) = match self.connection(pool, authority).await {
+                Ok(got) => got,
+                Err(failure) => {
+                    return Err(SendFailure {
+                        failure,
+                        unsent: Some(Box::new(req)),
+                    });
+                }
             };
             if !fresh && !ready(&mut conn).await {
                 continue; // closed while idle: try the next one
@@ -135,7 +150,35 @@ impl UpstreamClient {
         }
     }
 
-    async fn connect(&self, authority: &Authority) -> Result<Box<PooledConn>, UpstreamFailure> {
+    /// An idle pooled connection, or a new one within `max_connections` (waiting as a
+    /// pending request when the cluster is at its limit); whether it is new.
+    async fn connection(
+        &self,
+        pool: &IdlePool,
+        authority: &Authority,
+    ) -> Result<(Box<PooledConn>, bool), UpstreamFailure> {
+        if let Some(conn) = pool.take() {
+            return Ok((conn, false));
+        }
+        let slot = match self.breaker.reserve_or_evict() {
+            Some(slot) => slot,
+            None => match self.breaker.wait(pool, self.connect_timeout).await {
+                Ok(Waited::Pooled(conn)) => return Ok((conn, false)),
+                Ok(Waited::Slot(slot)) => slot,
+                Err(limit) => {
+                    self.breaker.refuse(limit);
+                    return Err(UpstreamFailure::Overloaded(limit));
+                }
+            },
+        };
+        Ok((self.connect(authority, slot).await?, true))
+    }
+
+    async fn connect(
+        &self,
+        authority: &Authority,
+        slot: ConnectionSlot,
+    ) -> Result<Box<PooledConn>, UpstreamFailure> {
         let stream =
             tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority.as_str()))
                 .await
@@ -151,6 +194,7 @@ impl UpstreamClient {
             sender,
             conn,
             idle_since: Instant::now(),
+            _slot: slot,
         }))
     }
 }

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use super::balancer::Avoid;
 use super::inflight::InFlight;
+use super::limits::Limit;
 use super::retry::{self, Outcome, Replay};
 use super::{Cluster, SendFailure, UpstreamBody, UpstreamFailure, UpstreamResponseBody};
 
@@ -57,6 +58,9 @@ pub enum Refusal {
     /// The cluster has no endpoints.
     #[error("the cluster has no endpoints")]
     NoEndpoints,
+    /// A circuit breaker refused the request.
+    #[error("overloaded: {0} reached")]
+    Overloaded(Limit),
 }
 
 impl Cluster {
@@ -71,7 +75,8 @@ impl Cluster {
         host: &UpstreamHost,
         key: Option<u64>,
     ) -> Result<Forwarded, ForwardError> {
-        let mut in_flight = InFlight::begin(self);
+        let mut in_flight = InFlight::admit(self)
+            .map_err(|limit| ForwardError::Refused(Refusal::Overloaded(limit)))?;
         let policy = self.source.retries.as_ref();
         let replay = policy.and_then(|p| Replay::capture(&req, p));
         let deadline = Instant::now() + self.timeouts.request;
@@ -171,6 +176,8 @@ fn outcome_failed(outcome: Outcome) -> bool {
     match outcome {
         Outcome::Answered(status) => status.is_server_error(),
         Outcome::ConnectFailure | Outcome::Reset | Outcome::Timeout => true,
+        // The gateway's own limit, not the endpoint's fault.
+        Outcome::Overloaded => false,
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::Cluster;
+use super::limits::Limit;
 use crate::config::Balancer;
 
 /// Counts one request while it lives.
@@ -18,13 +19,19 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
-    /// Starts counting a request to `cluster`.
-    pub(crate) fn begin(cluster: &Arc<Cluster>) -> InFlight {
-        cluster.active.fetch_add(1, Ordering::Relaxed);
-        InFlight {
+    /// Starts counting a request to `cluster`, unless `max_requests` are in flight.
+    pub(crate) fn admit(cluster: &Arc<Cluster>) -> Result<InFlight, Limit> {
+        let before = cluster.active.fetch_add(1, Ordering::Relaxed);
+        if before >= cluster.breaker.limits.max_requests as usize {
+            cluster.active.fetch_sub(1, Ordering::Relaxed);
+            cluster.breaker.refuse(Limit::Requests);
+            return Err(Limit::Requests);
+        }
+        cluster.breaker.admit();
+        Ok(InFlight {
             cluster: cluster.clone(),
             endpoint: None,
-        }
+        })
     }
 
     /// Counts the request against endpoint `index` instead of the one tried before.

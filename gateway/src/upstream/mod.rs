@@ -14,6 +14,7 @@ mod forward;
 mod hash;
 mod health;
 mod inflight;
+mod limits;
 mod outlier;
 mod pool;
 mod probe;
@@ -37,10 +38,12 @@ pub use client::{
 };
 pub use forward::{ForwardError, Forwarded, Refusal, UpstreamHost};
 pub use health::HealthChecks;
+pub use limits::{Limit, Load};
 pub use rotation::EndpointStatus;
 
 use self::balancer::{Avoid, Picker};
 use self::endpoint::EndpointState;
+use self::limits::Breaker;
 use self::ring::Ring;
 use crate::config::{self, Balancer, Timeouts};
 use crate::telemetry::metrics;
@@ -75,6 +78,8 @@ pub struct Cluster {
     rr: AtomicUsize,
     /// Requests admitted whose response has not ended.
     active: AtomicUsize,
+    /// The circuit breakers.
+    breaker: Arc<Breaker>,
     /// Retries in flight (the retry budget).
     active_retries: AtomicUsize,
     /// `weir_upstream_retries_total{upstream}`.
@@ -121,14 +126,25 @@ impl Cluster {
             vec![true; endpoints.len()],
             ring.clone(),
         );
+        let name: Arc<str> = Arc::from(config.name.as_str());
+        let breaker = Arc::new(Breaker::new(name.clone(), config.limits));
+        let clients: Vec<UpstreamClient> = (0..workers.max(1))
+            .map(|_| UpstreamClient::new(endpoints.len(), &config.timeouts, breaker.clone()))
+            .collect();
+        breaker.watch_pools(
+            clients
+                .iter()
+                .flat_map(UpstreamClient::pools)
+                .map(Arc::downgrade)
+                .collect(),
+        );
         Cluster {
-            name: Arc::from(config.name.as_str()),
+            name,
             timeouts: config.timeouts,
             source: config.clone(),
             exchange_duration: metrics::upstream_exchange_duration(&config.name),
-            clients: (0..workers.max(1))
-                .map(|_| UpstreamClient::new(endpoints.len(), config.timeouts.connect))
-                .collect(),
+            clients,
+            breaker,
             endpoints,
             picker: ArcSwap::from_pointee(picker),
             rotation: Mutex::new(()),

@@ -31,6 +31,8 @@ pub(super) enum Outcome {
     Reset,
     /// No response head within the try's timeout.
     Timeout,
+    /// A circuit breaker refused the try: never retried (that would defeat it).
+    Overloaded,
 }
 
 impl Outcome {
@@ -41,6 +43,7 @@ impl Outcome {
             | UpstreamFailure::ClosedBeforeSend => Outcome::ConnectFailure,
             UpstreamFailure::Exchange(_) => Outcome::Reset,
             UpstreamFailure::Timeout(_) => Outcome::Timeout,
+            UpstreamFailure::Overloaded(_) => Outcome::Overloaded,
         }
     }
 }
@@ -52,6 +55,7 @@ pub(super) fn wanted(policy: &Retries, outcome: Outcome) -> bool {
     match outcome {
         Outcome::ConnectFailure => on.connect_failure || any_failure,
         Outcome::Reset | Outcome::Timeout => on.reset || any_failure,
+        Outcome::Overloaded => false,
         Outcome::Answered(status) => {
             let code = status.as_u16();
             (on.server_error && status.is_server_error())

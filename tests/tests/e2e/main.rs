@@ -29,5 +29,6 @@ mod streaming;
 mod upstream_balancing;
 mod upstream_config;
 mod upstream_health;
+mod upstream_limits;
 mod upstream_outlier;
 mod upstream_retries;

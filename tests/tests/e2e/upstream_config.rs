@@ -197,3 +197,72 @@ retries = { on = ["retriable-status-codes"] }
         "no retries unless asked"
     );
 }
+
+#[test]
+fn limit_and_timeout_problems_and_defaults() {
+    let text = r#"[[upstream]]
+name = "a"
+endpoints = ["127.0.0.1:1"]
+limits = { max_connections = 0, max_pending = -1, max_requests = 0 }
+"#;
+    assert_reported(
+        text,
+        &[
+            (
+                4,
+                "upstream[0].limits.max_connections",
+                "0 is out of range: write 1 to",
+            ),
+            (
+                4,
+                "upstream[0].limits.max_pending",
+                "-1 is out of range: write 0 to",
+            ),
+            (
+                4,
+                "upstream[0].limits.max_requests",
+                "0 is out of range: write 1 to",
+            ),
+        ],
+    );
+    let config = parse("[[upstream]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let u = &config.upstreams[0];
+    assert_eq!(
+        (
+            u.limits.max_connections,
+            u.limits.max_pending,
+            u.limits.max_requests
+        ),
+        (1024, 1024, 1024)
+    );
+    assert_eq!(u.timeouts.connect, Duration::from_secs(5));
+    assert_eq!(u.timeouts.request, Duration::from_secs(15));
+    assert_eq!(u.timeouts.idle, Duration::from_secs(60));
+    let err = parse(
+        "[[upstream]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\ntimeouts = { idle = \"0s\" }\n",
+    )
+    .expect_err("zero idle timeout");
+    assert_eq!(err.diagnostics()[0].key, "upstream[0].timeouts.idle");
+}
+
+/// The brief's example, verbatim: every key of it is accepted.
+#[test]
+fn the_full_example_is_valid() {
+    let text = r#"[[upstream]]
+name = "users"
+endpoints = ["127.0.0.1:9001", { address = "127.0.0.1:9002", weight = 3 }]
+balancer = "least_request"
+health = { path = "/healthz", interval = "2s", timeout = "1s", healthy = 2, unhealthy = 2 }
+outlier = { consecutive_failures = 5, base_ejection = "30s", max_ejected_percent = 50 }
+retries = { attempts = 2, on = ["connect-failure", "reset", "5xx"], per_try_timeout = "2s" }
+limits = { max_connections = 1024, max_pending = 256, max_requests = 1024 }
+timeouts = { connect = "1s", request = "15s", idle = "60s" }
+"#;
+    let config = parse(text).unwrap_or_else(|e| panic!("{e}"));
+    let u = &config.upstreams[0];
+    assert_eq!(u.endpoints[1].weight, 3);
+    assert_eq!(u.limits.max_pending, 256);
+    assert_eq!(u.retries.as_ref().map(|r| r.attempts), Some(2));
+    assert_eq!(u.outlier.map(|o| o.max_ejected_percent), Some(50));
+}
