@@ -80,15 +80,11 @@ impl Cluster {
         let policy = self.source.retries.as_ref();
         let replay = policy.and_then(|p| Replay::capture(&req, p));
         let deadline = Instant::now() + self.timeouts.request;
-        let mut next = Some(req);
+        let mut req = req;
         let mut tried = Avoid::default();
         let mut retries = 0;
         let mut slot = None;
         loop {
-            let Some(mut req) = next.take() else {
-                // Unreachable: every pass of the loop sets the next request or returns.
-                return Err(ForwardError::Refused(Refusal::NoEndpoints));
-            };
             let index = self
                 .pick(key, tried)
                 .ok_or(ForwardError::Refused(Refusal::NoEndpoints))?;
@@ -106,52 +102,42 @@ impl Cluster {
                 .send(index, endpoint, req, timeout)
                 .await;
             drop(slot.take()); // this retry is over: free its place in the budget
-            let outcome = match &result {
+            let (result, unsent) = match result {
                 Ok(response) => {
                     self.exchange_duration.observe(sent.elapsed().as_secs_f64());
-                    Outcome::Answered(response.status())
+                    (Ok(response), None)
                 }
-                Err(failure) => Outcome::of(&failure.failure),
+                Err(SendFailure { failure, unsent }) => (Err(failure), unsent),
+            };
+            let outcome = match &result {
+                Ok(response) => Outcome::Answered(response.status()),
+                Err(failure) => Outcome::of(failure),
             };
             self.record_outcome(index, outcome_failed(outcome));
-            // A request that never left comes back, ready for another endpoint.
-            let result = result.map_err(|SendFailure { failure, unsent }| {
-                next = unsent.map(|req| *req);
-                failure
-            });
 
-            // Another try? Only if the policy wants one, the request can be sent again,
-            // the deadline leaves time for the backoff and, after it, the retry budget
-            // has room (it counts retries being sent, not retries waiting).
-            let again = policy.filter(|p| retries < p.attempts && retry::wanted(p, outcome));
-            if let Some(policy) = again {
-                let request = next.take().or_else(|| replay.as_ref().map(Replay::request));
-                let wait = retry::backoff(policy, retries + 1);
-                let in_time = deadline.saturating_duration_since(Instant::now()) > wait;
-                if let Some(request) = request.filter(|_| in_time) {
-                    if self.retry_budget_left(policy) {
-                        tokio::time::sleep(wait).await;
-                    }
-                    match self.retry_slot(policy) {
-                        Some(taken) => {
-                            retries += 1;
-                            tracing::debug!(
-                                upstream = %self.name,
-                                endpoint = %endpoint,
-                                ?outcome,
-                                retry = retries,
-                                "retrying on another endpoint"
-                            );
-                            self.retries_sent.inc();
-                            slot = Some(taken);
-                            next = Some(request);
-                            continue;
-                        }
-                        None => {
-                            self.retries_refused.inc();
-                            tracing::debug!(upstream = %self.name, "retry budget exhausted: not retrying");
-                        }
-                    }
+            if let Some(policy) =
+                policy.filter(|p| retries < p.attempts && retry::wanted(p, outcome))
+            {
+                // A request that never left comes back whole; others go again from
+                // their copy, if they have one.
+                let again = unsent
+                    .map(|back| *back)
+                    .or_else(|| replay.as_ref().map(Replay::request));
+                if let Some((again, taken)) = self
+                    .prepare_retry(policy, again, retries + 1, deadline)
+                    .await
+                {
+                    retries += 1;
+                    tracing::debug!(
+                        upstream = %self.name,
+                        endpoint = %endpoint,
+                        ?outcome,
+                        retry = retries,
+                        "retrying on another endpoint"
+                    );
+                    req = again;
+                    slot = Some(taken);
+                    continue;
                 }
             }
             return match result {

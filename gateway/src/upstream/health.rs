@@ -114,7 +114,7 @@ impl Drop for HealthChecks {
 /// What a check loop remembers of one endpoint between checks.
 #[derive(Debug, Clone, Copy, Default)]
 struct Streak {
-    /// Checks so far (only the first one matters: it decides at once).
+    /// Whether it was checked before (its first check decides at once).
     checked: bool,
     passes: u32,
     failures: u32,

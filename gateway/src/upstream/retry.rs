@@ -144,13 +144,13 @@ impl Cluster {
     }
 
     /// Whether a retry would get a slot now (a retry waits out its backoff only then).
-    pub(super) fn retry_budget_left(&self, policy: &Retries) -> bool {
+    fn retry_budget_left(&self, policy: &Retries) -> bool {
         self.active_retries.load(Ordering::Relaxed) < self.retry_budget(policy)
     }
 
     /// A slot for one more retry, held while it is sent, unless retries in flight
     /// already fill the budget.
-    pub(super) fn retry_slot(&self, policy: &Retries) -> Option<RetrySlot<'_>> {
+    fn retry_slot(&self, policy: &Retries) -> Option<RetrySlot<'_>> {
         let budget = self.retry_budget(policy);
         let taken = self.active_retries.fetch_add(1, Ordering::Relaxed);
         if taken >= budget {
@@ -158,6 +158,40 @@ impl Cluster {
             return None;
         }
         Some(RetrySlot { cluster: self })
+    }
+}
+
+impl Cluster {
+    /// Gets retry number `retry` of `request` under way: `None` when there is no
+    /// request to send again, the `deadline` leaves no time for the backoff, or the
+    /// retry budget has no room after it (the budget counts retries being sent, not
+    /// retries waiting, so it is checked before the wait and taken after it).
+    pub(super) async fn prepare_retry(
+        &self,
+        policy: &Retries,
+        request: Option<Request<UpstreamBody>>,
+        retry: u32,
+        deadline: std::time::Instant,
+    ) -> Option<(Request<UpstreamBody>, RetrySlot<'_>)> {
+        let request = request?;
+        let wait = backoff(policy, retry);
+        if deadline.saturating_duration_since(std::time::Instant::now()) <= wait {
+            return None;
+        }
+        if self.retry_budget_left(policy) {
+            tokio::time::sleep(wait).await;
+        }
+        match self.retry_slot(policy) {
+            Some(slot) => {
+                self.retries_sent.inc();
+                Some((request, slot))
+            }
+            None => {
+                self.retries_refused.inc();
+                tracing::debug!(upstream = %self.name, "retry budget exhausted: not retrying");
+                None
+            }
+        }
     }
 }
 
