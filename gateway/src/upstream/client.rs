@@ -162,7 +162,9 @@ impl UpstreamClient {
         }
         let slot = match self.breaker.reserve_or_evict() {
             Some(slot) => slot,
-            None => match self.breaker.wait(pool, self.connect_timeout).await {
+            // Boxed: only requests at the connection limit wait, and the waiting state
+            // must not grow every request's future.
+            None => match Box::pin(self.breaker.wait(pool, self.connect_timeout)).await {
                 Ok(Waited::Pooled(conn)) => return Ok((conn, false)),
                 Ok(Waited::Slot(slot)) => slot,
                 Err(limit) => {

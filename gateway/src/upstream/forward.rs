@@ -16,6 +16,7 @@ use super::inflight::InFlight;
 use super::limits::Limit;
 use super::retry::{self, Outcome, Replay};
 use super::{Cluster, SendFailure, UpstreamBody, UpstreamFailure, UpstreamResponseBody};
+use crate::config::Retries;
 
 /// The `Host` header a request carries upstream.
 #[derive(Debug, Clone)]
@@ -75,11 +76,71 @@ impl Cluster {
         host: &UpstreamHost,
         key: Option<u64>,
     ) -> Result<Forwarded, ForwardError> {
-        let mut in_flight = InFlight::admit(self)
+        let in_flight = InFlight::admit(self)
             .map_err(|limit| ForwardError::Refused(Refusal::Overloaded(limit)))?;
-        let policy = self.source.retries.as_ref();
-        let replay = policy.and_then(|p| Replay::capture(&req, p));
-        let deadline = Instant::now() + self.timeouts.request;
+        match &self.source.retries {
+            None => self.try_once(worker, req, host, key, in_flight).await,
+            // Boxed: the retry loop keeps more state across its awaits, and requests to
+            // clusters without retries must not carry (and copy) it.
+            Some(policy) => {
+                let tries = self.try_until_done(worker, req, host, key, in_flight, policy);
+                Box::pin(tries).await
+            }
+        }
+    }
+
+    /// One try, for clusters without retries.
+    async fn try_once(
+        &self,
+        worker: usize,
+        mut req: Request<UpstreamBody>,
+        host: &UpstreamHost,
+        key: Option<u64>,
+        mut in_flight: InFlight,
+    ) -> Result<Forwarded, ForwardError> {
+        let index = self
+            .pick(key, Avoid::default())
+            .ok_or(ForwardError::Refused(Refusal::NoEndpoints))?;
+        let endpoint = self.authority(index);
+        set_host(&mut req, host, endpoint);
+        in_flight.count_against(index);
+        let sent = Instant::now();
+        let result = self
+            .client(worker)
+            .send(index, endpoint, req, self.timeouts.request)
+            .await;
+        match result {
+            Ok(mut response) => {
+                self.exchange_duration.observe(sent.elapsed().as_secs_f64());
+                self.record_outcome(index, response.status().is_server_error());
+                response.body_mut().hold(in_flight);
+                Ok(Forwarded {
+                    response,
+                    endpoint: endpoint.clone(),
+                })
+            }
+            Err(SendFailure { failure, .. }) => {
+                self.record_outcome(index, outcome_failed(Outcome::of(&failure)));
+                Err(ForwardError::Failed {
+                    endpoint: endpoint.clone(),
+                    failure,
+                })
+            }
+        }
+    }
+
+    /// Tries until an answer the policy accepts, or until it allows no more retries.
+    async fn try_until_done(
+        &self,
+        worker: usize,
+        req: Request<UpstreamBody>,
+        host: &UpstreamHost,
+        key: Option<u64>,
+        mut in_flight: InFlight,
+        policy: &Retries,
+    ) -> Result<Forwarded, ForwardError> {
+        let replay = Replay::capture(&req, policy);
+        let mut deadline = None;
         let mut req = req;
         let mut tried = Avoid::default();
         let mut retries = 0;
@@ -92,11 +153,11 @@ impl Cluster {
             let endpoint = self.authority(index);
             set_host(&mut req, host, endpoint);
             in_flight.count_against(index);
-            let left = deadline.saturating_duration_since(Instant::now());
-            let timeout = policy
-                .and_then(|p| p.per_try_timeout)
-                .map_or(left, |t| t.min(left));
+            // The request timeout bounds every try together, from the first one's start.
             let sent = Instant::now();
+            let deadline = *deadline.get_or_insert(sent + self.timeouts.request);
+            let left = deadline.saturating_duration_since(sent);
+            let timeout = policy.per_try_timeout.map_or(left, |t| t.min(left));
             let result = self
                 .client(worker)
                 .send(index, endpoint, req, timeout)
@@ -115,14 +176,12 @@ impl Cluster {
             };
             self.record_outcome(index, outcome_failed(outcome));
 
-            if let Some(policy) =
-                policy.filter(|p| retries < p.attempts && retry::wanted(p, outcome))
-            {
+            if retries < policy.attempts && retry::wanted(policy, outcome) {
                 // A request that never left comes back whole; others go again from
                 // their copy, if they have one.
                 let again = unsent
                     .map(|back| *back)
-                    .or_else(|| replay.as_ref().map(Replay::request));
+                    .or_else(|| replay.as_deref().map(Replay::request));
                 if let Some((again, taken)) = self
                     .prepare_retry(policy, again, retries + 1, deadline)
                     .await

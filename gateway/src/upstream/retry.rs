@@ -91,8 +91,9 @@ pub(super) struct Replay {
 
 impl Replay {
     /// A copy of `req` if `policy` may send it again: an idempotent method (or
-    /// `allow_non_idempotent`) and a body that is empty or already buffered.
-    pub(super) fn capture(req: &Request<UpstreamBody>, policy: &Retries) -> Option<Replay> {
+    /// `allow_non_idempotent`) and a body that is empty or already buffered. Boxed, so
+    /// that requests without one carry a pointer, not the head, across their awaits.
+    pub(super) fn capture(req: &Request<UpstreamBody>, policy: &Retries) -> Option<Box<Replay>> {
         if policy.attempts == 0 || !(policy.allow_non_idempotent || idempotent(req.method())) {
             return None;
         }
@@ -101,13 +102,13 @@ impl Replay {
             Either::Left(streamed) if streamed.is_end_stream() => Full::new(Bytes::new()),
             Either::Left(_) => return None,
         };
-        Some(Replay {
+        Some(Box::new(Replay {
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
             headers: req.headers().clone(),
             body,
-        })
+        }))
     }
 
     /// The request again.
