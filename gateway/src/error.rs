@@ -6,7 +6,7 @@
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::path::PathError;
-use crate::upstream::UpstreamFailure;
+use crate::upstream::{Refusal, UpstreamFailure};
 
 pub use crate::body::ResponseBody;
 
@@ -33,6 +33,14 @@ pub enum ProxyError {
         #[source]
         failure: UpstreamFailure,
     },
+    /// The cluster did not send the request to any endpoint.
+    #[error("upstream `{upstream}`: {refusal}")]
+    Refused {
+        /// The cluster.
+        upstream: std::sync::Arc<str>,
+        /// Why.
+        refusal: Refusal,
+    },
 }
 
 impl ProxyError {
@@ -56,6 +64,16 @@ impl ProxyError {
                 UpstreamFailure::Timeout(_) => {
                     (StatusCode::GATEWAY_TIMEOUT, "upstream response timeout")
                 }
+                UpstreamFailure::Overloaded(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "upstream overloaded")
+                }
+            },
+            ProxyError::Refused { refusal, .. } => match refusal {
+                Refusal::NoEndpoints => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no upstream endpoint available",
+                ),
+                Refusal::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "upstream overloaded"),
             },
         }
     }

@@ -123,7 +123,10 @@ pub fn summary(config: &Config, chains: &[std::sync::Arc<[crate::plugin::ChainEn
         let endpoints: Vec<String> = u
             .endpoints
             .iter()
-            .map(|e| e.authority.to_string())
+            .map(|e| match e.weight {
+                1 => e.authority.to_string(),
+                w => format!("{} (weight {w})", e.authority),
+            })
             .collect();
         let _ = writeln!(
             out,

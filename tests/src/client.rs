@@ -91,6 +91,11 @@ pub async fn get(url: &str) -> Reply {
     send(&h1_client(), req).await
 }
 
+/// [`get`] of an owned URL, for spawning.
+pub async fn get_owned(url: String) -> Reply {
+    get(&url).await
+}
+
 /// Writes `request` verbatim to `addr`, then reads the response until the server closes
 /// the connection (so send `Connection: close`). Panics after 10 s.
 pub async fn raw_request(addr: SocketAddr, request: &str) -> String {

@@ -62,6 +62,23 @@ impl TestGateway {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+
+    /// `GET` an admin path that answers JSON (panics unless it is 200 and JSON).
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        let reply = crate::client::get(&self.admin_url(path)).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        serde_json::from_slice(&reply.body).expect("admin JSON")
+    }
+
+    /// The value of one `/metrics` series, written as on its line
+    /// (`name{label="value",...}`); 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = crate::client::get(&self.admin_url("/metrics")).await.text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).map(str::trim))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
 }
 
 impl Drop for TestGateway {

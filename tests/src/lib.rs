@@ -5,6 +5,8 @@
 pub mod client;
 pub mod first_party;
 pub mod gateway;
+pub mod load;
+pub mod poll;
 pub mod upstream;
 
 pub use client::{Reply, get, h1_client, h2_client, raw_request, send};

@@ -4,18 +4,23 @@
 //! - `/download/N`: streams N bytes (64 KiB chunks, generated on the fly);
 //! - `/upload`: reads the request body as a stream and answers with its length;
 //! - `/hop`: answers with hop-by-hop headers that the gateway must strip;
-//! - anything else: echoes (200, `x-upstream: NAME`, body = the path and query).
+//! - `/healthz`: the health status set with [`TestUpstream::set_health`] (200 at first);
+//! - anything else: echoes (`x-upstream: NAME`, body = the path and query) with the
+//!   status set with [`TestUpstream::set_status`] (200 at first).
 //!
 //! Every request head it sees is recorded, so tests can check what the gateway sent.
+//! [`TestUpstream::stop`] closes its listener and connections (the gateway then sees
+//! refused connections) and [`TestUpstream::restart`] serves the same address again.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream;
-use http::{HeaderMap, Method, Request, Response, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Either, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
@@ -43,9 +48,27 @@ pub struct TestUpstream {
     pub addr: SocketAddr,
     /// Its name, returned in `x-upstream`.
     pub name: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    connections: Arc<std::sync::atomic::AtomicUsize>,
+    state: Arc<State>,
     stop: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the server threads share with the handle.
+#[derive(Debug)]
+struct State {
+    name: String,
+    seen: Mutex<Vec<Seen>>,
+    connections: AtomicUsize,
+    /// Requests answered, `/healthz` excluded.
+    served: AtomicUsize,
+    /// The status of ordinary answers.
+    status: AtomicU16,
+    /// The status of `/healthz`.
+    health: AtomicU16,
+    /// `/healthz` requests answered.
+    health_checks: AtomicUsize,
+    /// Milliseconds to wait before answering an ordinary request.
+    delay_ms: AtomicU64,
 }
 
 /// A generated streaming body.
@@ -56,63 +79,89 @@ impl TestUpstream {
     /// Starts an upstream named `name` on a free loopback port, on its own thread.
     pub fn start(name: &str) -> TestUpstream {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let stop = CancellationToken::new();
-        let accept_count = connections.clone();
-        let (name_c, seen_c, stop_c) = (name.to_owned(), seen.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                loop {
-                    let stream = tokio::select! {
-                        () = stop_c.cancelled() => return,
-                        accepted = listener.accept() => match accepted {
-                            Ok((stream, _)) => {
-                                accept_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                stream
-                            }
-                            Err(_) => continue,
-                        },
-                    };
-                    let (name, seen) = (name_c.clone(), seen_c.clone());
-                    let service = service_fn(move |req| respond(name.clone(), seen.clone(), req));
-                    let conn = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    let stop = stop_c.clone();
-                    tokio::spawn(async move {
-                        tokio::select! {
-                            _ = conn => {}
-                            () = stop.cancelled() => {}
-                        }
-                    });
-                }
-            });
+        let state = Arc::new(State {
+            name: name.to_owned(),
+            seen: Mutex::new(Vec::new()),
+            connections: AtomicUsize::new(0),
+            served: AtomicUsize::new(0),
+            status: AtomicU16::new(200),
+            health: AtomicU16::new(200),
+            health_checks: AtomicUsize::new(0),
+            delay_ms: AtomicU64::new(0),
         });
+        let addr = listener.local_addr().expect("addr");
+        let stop = CancellationToken::new();
+        let thread = serve(listener, state.clone(), stop.clone());
         TestUpstream {
             addr,
             name: name.to_owned(),
-            seen,
-            connections,
+            state,
             stop,
+            thread: Some(thread),
         }
+    }
+
+    /// Stops serving: the listener and every connection close (new connections are
+    /// refused) by the time this returns.
+    pub fn stop(&mut self) {
+        self.stop.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Serves again on the same address after [`TestUpstream::stop`] (retrying the bind
+    /// for up to 5 s), keeping the counts and the recorded requests.
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match std::net::TcpListener::bind(self.addr) {
+                Ok(listener) => break listener,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    panic!("cannot bind {} again: {e}", self.addr)
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        self.stop = CancellationToken::new();
+        self.thread = Some(serve(listener, self.state.clone(), self.stop.clone()));
+    }
+
+    /// Answers ordinary requests with `status` from now on.
+    pub fn set_status(&self, status: u16) {
+        self.state.status.store(status, Ordering::Relaxed);
+    }
+
+    /// Waits `delay` before answering each ordinary request from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.state.delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Answers `/healthz` with `status` from now on.
+    pub fn set_health(&self, status: u16) {
+        self.state.health.store(status, Ordering::Relaxed);
     }
 
     /// How many TCP connections it has accepted.
     pub fn connections(&self) -> usize {
-        self.connections.load(std::sync::atomic::Ordering::Relaxed)
+        self.state.connections.load(Ordering::Relaxed)
+    }
+
+    /// How many requests it has answered, `/healthz` excluded.
+    pub fn served(&self) -> usize {
+        self.state.served.load(Ordering::Relaxed)
+    }
+
+    /// How many `/healthz` requests it has answered.
+    pub fn health_checks(&self) -> usize {
+        self.state.health_checks.load(Ordering::Relaxed)
     }
 
     /// Every request head received so far.
     pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().expect("lock").clone()
+        self.state.seen.lock().expect("lock").clone()
     }
 
     /// The most recent request head.
@@ -121,22 +170,72 @@ impl TestUpstream {
     }
 }
 
+/// Serves `listener` on a new thread until `stop`; every connection closes with it.
+fn serve(
+    listener: std::net::TcpListener,
+    state: Arc<State>,
+    stop: CancellationToken,
+) -> std::thread::JoinHandle<()> {
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let stream = tokio::select! {
+                    () = stop.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => {
+                            state.connections.fetch_add(1, Ordering::Relaxed);
+                            stream
+                        }
+                        Err(_) => continue,
+                    },
+                };
+                let state = state.clone();
+                let service = service_fn(move |req| respond(state.clone(), req));
+                let conn = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = conn => {}
+                        () = stop.cancelled() => {}
+                    }
+                });
+            }
+        });
+    })
+}
+
 impl Drop for TestUpstream {
     fn drop(&mut self) {
         self.stop.cancel();
     }
 }
 
-async fn respond(
-    name: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+async fn respond(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let target = req
         .uri()
         .path_and_query()
         .map_or_else(|| req.uri().to_string(), ToString::to_string);
-    seen.lock().expect("lock").push(Seen {
+    if req.uri().path() == "/healthz" {
+        state.health_checks.fetch_add(1, Ordering::Relaxed);
+        let mut response = Response::new(Either::Left(Full::new(Bytes::from_static(b"health"))));
+        *response.status_mut() =
+            StatusCode::from_u16(state.health.load(Ordering::Relaxed)).expect("status");
+        return Ok(response);
+    }
+    let delay = state.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    state.served.fetch_add(1, Ordering::Relaxed);
+    state.seen.lock().expect("lock").push(Seen {
         method: req.method().clone(),
         target: target.clone(),
         version: req.version(),
@@ -187,9 +286,14 @@ async fn respond(
         };
         Response::new(Either::Left(Full::new(Bytes::from(text))))
     };
-    response
-        .headers_mut()
-        .insert("x-upstream", name.parse().expect("name is a header value"));
+    if response.status() == StatusCode::OK {
+        *response.status_mut() =
+            StatusCode::from_u16(state.status.load(Ordering::Relaxed)).expect("status");
+    }
+    response.headers_mut().insert(
+        "x-upstream",
+        state.name.parse().expect("name is a header value"),
+    );
     Ok(response)
 }
 

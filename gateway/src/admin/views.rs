@@ -82,25 +82,88 @@ pub(super) fn routes(snapshot: &Snapshot) -> Value {
 /// `GET /admin/upstreams`: every cluster, its settings and endpoints with their health.
 pub(super) fn upstreams(snapshot: &Snapshot) -> Value {
     let upstreams: Vec<Value> = snapshot
-        .config
-        .upstreams
+        .clusters
         .iter()
-        .map(|u| {
-            let endpoints: Vec<Value> = u
-                .endpoints
-                .iter()
+        .map(|cluster| {
+            let u = &cluster.source;
+            let checked = u.health.is_some();
+            let endpoints: Vec<Value> = cluster
+                .endpoint_status()
+                .into_iter()
                 .map(|e| {
-                    // No health checks run yet: every endpoint is in rotation.
-                    json!({ "address": e.authority.as_str(), "healthy": true, "health_checked": false })
+                    json!({
+                        "address": e.address,
+                        "weight": e.weight,
+                        "healthy": e.healthy,
+                        "health_checked": checked,
+                        "last_check_error": e.check_error,
+                        "in_rotation": e.in_rotation,
+                        "in_flight": e.in_flight,
+                        "ejected_for_ms": e.ejected_for.map(|d| d.as_millis() as u64),
+                        "ejections": e.ejections,
+                    })
                 })
                 .collect();
+            let duration = |d: std::time::Duration| humantime::format_duration(d).to_string();
+            let load = cluster.load();
             json!({
                 "name": u.name,
-                "balancer": format!("{:?}", u.balancer),
+                "balancer": u.balancer.as_str(),
+                "hash_on": u.hash_on.as_ref().map(ToString::to_string),
                 "timeouts": {
-                    "connect": humantime::format_duration(u.timeouts.connect).to_string(),
-                    "request": humantime::format_duration(u.timeouts.request).to_string(),
+                    "connect": duration(u.timeouts.connect),
+                    "request": duration(u.timeouts.request),
+                    "idle": duration(u.timeouts.idle),
                 },
+                "limits": {
+                    "max_connections": u.limits.max_connections,
+                    "max_pending": u.limits.max_pending,
+                    "max_requests": u.limits.max_requests,
+                },
+                "load": {
+                    "requests": load.requests,
+                    "connections": load.connections,
+                    "pending": load.pending,
+                    "retries": load.retries,
+                },
+                "retries": u.retries.as_ref().map(|r| {
+                    let on = [
+                        (r.on.connect_failure, "connect-failure"),
+                        (r.on.reset, "reset"),
+                        (r.on.server_error, "5xx"),
+                        (r.on.gateway_error, "gateway-error"),
+                        (r.on.retriable_statuses, "retriable-status-codes"),
+                    ];
+                    json!({
+                        "attempts": r.attempts,
+                        "on": on.iter().filter(|(set, _)| *set).map(|(_, n)| *n).collect::<Vec<_>>(),
+                        "retriable_statuses": r.retriable_statuses,
+                        "per_try_timeout": r.per_try_timeout.map(duration),
+                        "allow_non_idempotent": r.allow_non_idempotent,
+                        "backoff_base": duration(r.backoff_base),
+                        "backoff_max": duration(r.backoff_max),
+                        "budget_percent": r.budget_percent,
+                        "min_retry_concurrency": r.min_retry_concurrency,
+                    })
+                }),
+                "health": u.health.as_ref().map(|h| json!({
+                    "path": h.path,
+                    "interval": duration(h.interval),
+                    "timeout": duration(h.timeout),
+                    "healthy": h.healthy,
+                    "unhealthy": h.unhealthy,
+                    "expected_statuses": h.expected_statuses.iter()
+                        .map(|(low, high)| if low == high { low.to_string() } else { format!("{low}-{high}") })
+                        .collect::<Vec<_>>(),
+                })),
+                "outlier": u.outlier.as_ref().map(|o| json!({
+                    "consecutive_failures": o.consecutive_failures,
+                    "base_ejection": duration(o.base_ejection),
+                    "max_ejection": duration(o.max_ejection),
+                    "max_ejected_percent": o.max_ejected_percent,
+                })),
+                "panic_threshold": u.panic_threshold,
+                "panic": cluster.panicking(),
                 "endpoints": endpoints,
             })
         })

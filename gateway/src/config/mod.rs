@@ -8,18 +8,20 @@ mod duration;
 mod error;
 mod schema;
 mod tls;
+mod upstream;
 mod validate;
+mod validate_upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use http::uri::Authority;
 use http::{HeaderName, HeaderValue, Method};
 
 pub use error::{ConfigError, Diagnostic};
 pub use schema::{Balancer, ConfigFile, EscapedSlashes, Isolation, OnError, Timeouts};
 pub use tls::{Tls, TlsCertificate, files_named_in as tls_files_named_in};
+pub use upstream::{Endpoint, HashOn, HealthCheck, Limits, Outlier, Retries, RetryOn, Upstream};
 
 /// A validated configuration: every name resolved, every address parsed.
 #[derive(Debug, Clone)]
@@ -105,26 +107,6 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     /// `--admin-listen`.
     pub admin_listen: Option<SocketAddr>,
-}
-
-/// One upstream cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    /// Its unique name.
-    pub name: String,
-    /// Its endpoints, in the order written.
-    pub endpoints: Vec<Endpoint>,
-    /// Endpoint selection policy.
-    pub balancer: Balancer,
-    /// Connect and response-header timeouts.
-    pub timeouts: Timeouts,
-}
-
-/// One endpoint of a cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    /// `host:port` as an HTTP authority.
-    pub authority: Authority,
 }
 
 /// One route.

@@ -11,10 +11,10 @@ use http::{HeaderName, HeaderValue, Method};
 use toml::Spanned;
 
 use super::error::{Diagnostic, Source, nearest};
-use super::schema::{ConfigFile, MatchConfig, PluginRef, RouteConfig, UpstreamConfig};
+use super::schema::{ConfigFile, MatchConfig, PluginRef, RouteConfig};
 use super::{
-    Admin, Config, ConfigError, Endpoint, HostPattern, HostRewrite, Isolation, OnError, Overrides,
-    PathPattern, PluginSettings, PluginUse, Plugins, Reload, Route, Server, Upstream,
+    Admin, Config, ConfigError, HostPattern, HostRewrite, Isolation, OnError, Overrides,
+    PathPattern, PluginSettings, PluginUse, Plugins, Reload, Route, Server,
 };
 
 /// Collects the problems found in one config file.
@@ -40,7 +40,7 @@ impl Checker<'_> {
             .push(self.source.diagnostic(span, key, message));
     }
 
-    fn error_with_help(
+    pub(super) fn error_with_help(
         &mut self,
         span: &Range<usize>,
         key: impl Into<String>,
@@ -69,7 +69,7 @@ impl Checker<'_> {
         }
     }
 
-    fn name(&mut self, value: &Spanned<String>, key: &str) {
+    pub(super) fn name(&mut self, value: &Spanned<String>, key: &str) {
         let name = value.get_ref();
         if name.is_empty()
             || !name
@@ -171,7 +171,7 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
         p.max_body_bytes,
         p.max_outbound_calls,
     );
-    let upstreams = check_upstreams(&mut c, &raw.upstreams);
+    let upstreams = super::validate_upstream::check_upstreams(&mut c, &raw.upstreams);
     let names: HashMap<&str, usize> = raw
         .upstreams
         .iter()
@@ -217,72 +217,6 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
         upstreams,
         routes,
     })
-}
-
-fn check_upstreams(c: &mut Checker<'_>, raw: &[UpstreamConfig]) -> Vec<Upstream> {
-    let mut seen: HashMap<&str, ()> = HashMap::new();
-    let mut out = Vec::with_capacity(raw.len());
-    for (i, u) in raw.iter().enumerate() {
-        let key = format!("upstream[{i}]");
-        c.name(&u.name, &format!("{key}.name"));
-        if seen.insert(u.name.get_ref(), ()).is_some() {
-            c.error(
-                &u.name.span(),
-                format!("{key}.name"),
-                format!("duplicate upstream name `{}`", u.name.get_ref()),
-            );
-        }
-        if u.endpoints.get_ref().is_empty() {
-            c.error(
-                &u.endpoints.span(),
-                format!("{key}.endpoints"),
-                format!("upstream `{}` has no endpoints", u.name.get_ref()),
-            );
-        }
-        let mut endpoints = Vec::new();
-        for (j, e) in u.endpoints.get_ref().iter().enumerate() {
-            match parse_endpoint(e.get_ref()) {
-                Ok(authority) => endpoints.push(Endpoint { authority }),
-                Err(why) => c.error(&e.span(), format!("{key}.endpoints[{j}]"), why),
-            }
-        }
-        out.push(Upstream {
-            name: u.name.get_ref().clone(),
-            endpoints,
-            balancer: u.balancer,
-            timeouts: u.timeouts,
-        });
-    }
-    out
-}
-
-/// `ip:port`, `[v6]:port` or `hostname:port`.
-fn parse_endpoint(text: &str) -> Result<Authority, String> {
-    let bad = || format!("`{text}` is not an endpoint address: write `host:port` or `ip:port`");
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        if addr.port() == 0 {
-            return Err(format!("endpoint `{text}` needs a non-zero port"));
-        }
-        return Authority::from_str(&addr.to_string()).map_err(|_| bad());
-    }
-    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
-    match port.parse::<u16>() {
-        Ok(p) if p != 0 => {}
-        _ => return Err(format!("endpoint `{text}` has an invalid port `{port}`")),
-    }
-    let host_ok = !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
-        });
-    if !host_ok {
-        return Err(bad());
-    }
-    Authority::from_str(text).map_err(|_| bad())
 }
 
 fn check_routes(

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! normalise path → route → forwarding headers, trace context → pick endpoint
-//!   → upstream (timeouts) → response headers → metrics, log
+//!   → upstream (timeouts, retries, circuit breaking) → response headers → metrics, log
 //! ```
 //!
 //! (Plugin phases slot in after the trace context and around the upstream exchange.) Each
@@ -28,6 +28,7 @@ use crate::plugin::{BodyFlow, ChainRun, LocalReply, RequestFlow, RequestParts, R
 use crate::router::{self, RequestFacts, Route};
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::RouteSeries;
+use crate::upstream::{ForwardError, Forwarded, UpstreamHost};
 
 pub use forwarding::remove_hop_by_hop;
 
@@ -260,43 +261,32 @@ async fn proxy<'s>(
         upstream_body = Either::Left(body);
     }
 
-    // Pick the endpoint and finish the upstream request.
+    // The upstream exchange: pick an endpoint, send, wait for the response head.
     let cluster = &snapshot.clusters[route.upstream];
-    let (endpoint_index, endpoint) = cluster.pick();
-    let upstream_host = match &route.host_rewrite {
-        HostRewrite::Preserve => original_host,
-        HostRewrite::Literal(value) => Some(value.clone()),
-        HostRewrite::Endpoint => HeaderValue::from_str(endpoint.as_str()).ok(),
+    let host = match &route.host_rewrite {
+        HostRewrite::Preserve => UpstreamHost::Fixed(original_host),
+        HostRewrite::Literal(value) => UpstreamHost::Fixed(Some(value.clone())),
+        HostRewrite::Endpoint => UpstreamHost::Endpoint,
     };
-    match upstream_host {
-        Some(h) => parts.headers.insert(header::HOST, h),
-        None => parts.headers.remove(header::HOST),
-    };
-
+    let key = cluster.hash_key(&parts.headers, conn.client.ip());
     // HTTP/1.1 upstreams take the origin form: path and query only.
     parts.uri = Uri::from(path_and_query);
     parts.version = Version::HTTP_11;
     let upstream_req = Request::from_parts(parts, upstream_body);
-
-    // The exchange, bounded by the cluster's timeouts.
-    let sent = Instant::now();
-    let response = cluster
-        .client(conn.worker)
-        .send(
-            endpoint_index,
-            endpoint,
-            upstream_req,
-            cluster.timeouts.request,
-        )
+    let Forwarded { response, endpoint } = cluster
+        .forward(conn.worker, upstream_req, &host, key)
         .await
-        .map_err(|failure| ProxyError::Upstream {
-            upstream: cluster.name.clone(),
-            endpoint: endpoint.clone(),
-            failure,
+        .map_err(|e| match e {
+            ForwardError::Failed { endpoint, failure } => ProxyError::Upstream {
+                upstream: cluster.name.clone(),
+                endpoint,
+                failure,
+            },
+            ForwardError::Refused(refusal) => ProxyError::Refused {
+                upstream: cluster.name.clone(),
+                refusal,
+            },
         })?;
-    cluster
-        .exchange_duration
-        .observe(sent.elapsed().as_secs_f64());
 
     // Response headers: the same hygiene on the way back, then the response phases.
     let (mut parts, body) = response.into_parts();
@@ -326,7 +316,7 @@ async fn proxy<'s>(
     }
     Ok(Proxied {
         response,
-        upstream: Some((cluster.name.clone(), endpoint.clone())),
+        upstream: Some((cluster.name.clone(), endpoint)),
         plugin_failure,
         log: run.filter(ChainRun::wants_log),
     })

@@ -39,6 +39,7 @@ use crate::plugin::{ChainEntry, LoadedPlugin, PluginError, PluginHost};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::telemetry::metrics;
 use crate::tls::FileDigest;
+use crate::upstream::HealthChecks;
 
 /// What one reload did, as `POST /admin/reload` returns it.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -171,6 +172,8 @@ pub(crate) struct Reloader {
     workers: usize,
     host: Option<Arc<PluginHost>>,
     records: std::collections::BTreeMap<String, PluginRecord>,
+    /// The active health checks of the snapshot's clusters; they stop with the reloader.
+    health: HealthChecks,
 }
 
 /// The plugin versions a reload works with.
@@ -204,6 +207,7 @@ impl Reloader {
             workers,
             host: None,
             records: Default::default(),
+            health: HealthChecks::new(),
         };
         let config = reloader.config.clone();
         let chains = crate::plugin::block_on(async {
@@ -219,6 +223,7 @@ impl Reloader {
             Ok(chains)
         })?;
         let snapshot = Snapshot::build(config, workers, chains);
+        reloader.health.watch(&snapshot.clusters);
         Ok((reloader, snapshot))
     }
 
@@ -424,6 +429,7 @@ impl Reloader {
         report.swapped = true;
         let next = Snapshot::build_after(config, self.workers, chains, Some(previous));
         forget_removed_endpoints(previous, &next);
+        self.health.watch(&next.clusters);
         (report, Some(next))
     }
 

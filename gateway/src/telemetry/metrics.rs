@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Metrics a single plugin may define through the `metrics` import; more are dropped.
@@ -45,6 +45,9 @@ struct Metrics {
     request_duration: HistogramVec,
     upstream_duration: HistogramVec,
     endpoint_healthy: IntGaugeVec,
+    ejections: IntCounterVec,
+    retries: IntCounterVec,
+    overflows: IntCounterVec,
     plugin_call_duration: HistogramVec,
     plugin_failures: IntCounterVec,
     plugin_logs_dropped: IntCounterVec,
@@ -92,9 +95,35 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let endpoint_healthy = IntGaugeVec::new(
         Opts::new(
             "weir_upstream_endpoint_healthy",
-            "1 if the endpoint takes traffic, 0 if not (no health checks yet: always 1).",
+            "1 if the endpoint is in rotation (passes its health checks, or has none, and \
+             is not ejected by outlier detection), 0 if not.",
         ),
         &["upstream", "endpoint"],
+    )
+    .expect("static metric options are valid");
+    let ejections = IntCounterVec::new(
+        Opts::new(
+            "weir_upstream_ejections_total",
+            "Times outlier detection ejected the endpoint from rotation.",
+        ),
+        &["upstream", "endpoint"],
+    )
+    .expect("static metric options are valid");
+    let retries = IntCounterVec::new(
+        Opts::new(
+            "weir_upstream_retries_total",
+            "Retries sent to the upstream cluster (not counting first tries).",
+        ),
+        &["upstream"],
+    )
+    .expect("static metric options are valid");
+    let overflows = IntCounterVec::new(
+        Opts::new(
+            "weir_upstream_overflow_total",
+            "Requests the circuit breakers refused (503) by the limit reached \
+             (connections, pending, requests), and retries the retry budget refused (retries).",
+        ),
+        &["upstream", "limit"],
     )
     .expect("static metric options are valid");
     let plugin_call_duration = HistogramVec::new(
@@ -127,6 +156,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(request_duration.clone()),
         Box::new(upstream_duration.clone()),
         Box::new(endpoint_healthy.clone()),
+        Box::new(ejections.clone()),
+        Box::new(retries.clone()),
+        Box::new(overflows.clone()),
         Box::new(plugin_call_duration.clone()),
         Box::new(plugin_failures.clone()),
         Box::new(plugin_logs_dropped.clone()),
@@ -141,6 +173,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         request_duration,
         upstream_duration,
         endpoint_healthy,
+        ejections,
+        retries,
+        overflows,
         plugin_call_duration,
         plugin_failures,
         plugin_logs_dropped,
@@ -233,22 +268,45 @@ pub fn upstream_exchange_duration(upstream: &str) -> Histogram {
     METRICS.upstream_duration.with_label_values(&[upstream])
 }
 
-/// Sets `weir_upstream_endpoint_healthy{upstream, endpoint}`. Clusters set every endpoint
-/// to healthy (1) when they are built; there are no health checks yet, so nothing sets 0
-/// until they come (a later issue drives the gauge from them).
+/// Sets `weir_upstream_endpoint_healthy{upstream, endpoint}`.
 pub fn set_endpoint_healthy(upstream: &str, endpoint: &str, healthy: bool) {
+    endpoint_health(upstream, endpoint).set(i64::from(healthy));
+}
+
+/// The `weir_upstream_endpoint_healthy{upstream, endpoint}` gauge, to be kept with the
+/// endpoint: 1 while it passes its health checks (or has none) and is not ejected by
+/// outlier detection, 0 otherwise.
+pub fn endpoint_health(upstream: &str, endpoint: &str) -> IntGauge {
     METRICS
         .endpoint_healthy
         .with_label_values(&[upstream, endpoint])
-        .set(i64::from(healthy));
 }
 
-/// Drops `weir_upstream_endpoint_healthy{upstream, endpoint}`: the endpoint left the
-/// config (a reload), so it no longer has a health to report.
+/// Drops the `{upstream, endpoint}` series (`weir_upstream_endpoint_healthy`,
+/// `weir_upstream_ejections_total`): the endpoint left the config (a reload), so it no
+/// longer has a health to report.
 pub fn forget_endpoint(upstream: &str, endpoint: &str) {
     let _ = METRICS
         .endpoint_healthy
         .remove_label_values(&[upstream, endpoint]);
+    let _ = METRICS.ejections.remove_label_values(&[upstream, endpoint]);
+}
+
+/// The `weir_upstream_ejections_total{upstream, endpoint}` counter, to be kept with the
+/// endpoint.
+pub fn endpoint_ejections(upstream: &str, endpoint: &str) -> IntCounter {
+    METRICS.ejections.with_label_values(&[upstream, endpoint])
+}
+
+/// The `weir_upstream_retries_total{upstream}` counter, to be kept with the cluster.
+pub fn upstream_retries(upstream: &str) -> IntCounter {
+    METRICS.retries.with_label_values(&[upstream])
+}
+
+/// The `weir_upstream_overflow_total{upstream, limit}` counter, to be kept with the
+/// cluster; `limit` is `connections`, `pending`, `requests` or `retries`.
+pub fn upstream_overflows(upstream: &str, limit: &str) -> IntCounter {
+    METRICS.overflows.with_label_values(&[upstream, limit])
 }
 
 /// The fixed series of one plugin, resolved once so a call only touches atomics.

@@ -22,7 +22,10 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::inflight::InFlight;
+use super::limits::{Breaker, ConnectionSlot, Limit, Waited};
 use super::pool::{IdlePool, PooledConn};
+use crate::config::Timeouts;
 
 /// The body type sent upstream: the client's body streamed through untouched, or a
 /// body a plugin's request-body phase produced.
@@ -46,6 +49,28 @@ pub enum UpstreamFailure {
     /// No response head within the request timeout.
     #[error("no response within {0:?}")]
     Timeout(Duration),
+    /// A circuit breaker refused the request before it was sent.
+    #[error("overloaded: {0} reached")]
+    Overloaded(Limit),
+}
+
+/// A failed [`UpstreamClient::send`]: what went wrong and, when the request never left
+/// (the connection could not be made), the request, untouched, to try elsewhere.
+#[derive(Debug)]
+pub struct SendFailure {
+    /// What went wrong.
+    pub failure: UpstreamFailure,
+    /// The request, when nothing of it was sent.
+    pub unsent: Option<Box<Request<UpstreamBody>>>,
+}
+
+impl SendFailure {
+    fn sent(failure: UpstreamFailure) -> SendFailure {
+        SendFailure {
+            failure,
+            unsent: None,
+        }
+    }
 }
 
 /// Connections to the endpoints of one cluster, for one worker.
@@ -53,15 +78,28 @@ pub enum UpstreamFailure {
 pub struct UpstreamClient {
     pools: Vec<Arc<IdlePool>>,
     connect_timeout: Duration,
+    breaker: Arc<Breaker>,
 }
 
 impl UpstreamClient {
-    /// A client for `endpoints` endpoints.
-    pub fn new(endpoints: usize, connect_timeout: Duration) -> UpstreamClient {
+    /// A client for `endpoints` endpoints, its connections counted by `breaker`.
+    pub(crate) fn new(
+        endpoints: usize,
+        timeouts: &Timeouts,
+        breaker: Arc<Breaker>,
+    ) -> UpstreamClient {
         UpstreamClient {
-            pools: (0..endpoints).map(|_| Arc::default()).collect(),
-            connect_timeout,
+            pools: (0..endpoints)
+                .map(|_| Arc::new(IdlePool::new(timeouts.idle, breaker.clone())))
+                .collect(),
+            connect_timeout: timeouts.connect,
+            breaker,
         }
+    }
+
+    /// Its idle pools, for the breaker to find spare connections in.
+    pub(crate) fn pools(&self) -> impl Iterator<Item = &Arc<IdlePool>> {
+        self.pools.iter()
     }
 
     /// Sends `req` (origin-form URI, `Host` set) to endpoint `index` at `authority` and
@@ -74,12 +112,17 @@ impl UpstreamClient {
         authority: &Authority,
         mut req: Request<UpstreamBody>,
         timeout: Duration,
-    ) -> Result<Response<UpstreamResponseBody>, UpstreamFailure> {
+    ) -> Result<Response<UpstreamResponseBody>, SendFailure> {
         let pool = &self.pools[index];
         loop {
-            let (mut conn, fresh) = match pool.take() {
-                Some(conn) => (conn, false),
-                None => (self.connect(authority).await?, true),
+            let (mut conn, fresh) = match self.connection(pool, authority).await {
+                Ok(got) => got,
+                Err(failure) => {
+                    return Err(SendFailure {
+                        failure,
+                        unsent: Some(Box::new(req)),
+                    });
+                }
             };
             if !fresh && !ready(&mut conn).await {
                 continue; // closed while idle: try the next one
@@ -91,17 +134,53 @@ impl UpstreamClient {
                         body,
                         conn,
                         pool: Some(pool.clone()),
+                        in_flight: None,
                     };
                     return Ok(Response::from_parts(parts, body));
                 }
                 Err(Exchange::NotSent(back)) if !fresh => req = *back,
-                Err(Exchange::NotSent(_)) => return Err(UpstreamFailure::ClosedBeforeSend),
-                Err(Exchange::Failed(failure)) => return Err(failure),
+                Err(Exchange::NotSent(back)) => {
+                    return Err(SendFailure {
+                        failure: UpstreamFailure::ClosedBeforeSend,
+                        unsent: Some(back),
+                    });
+                }
+                Err(Exchange::Failed(failure)) => return Err(SendFailure::sent(failure)),
             }
         }
     }
 
-    async fn connect(&self, authority: &Authority) -> Result<Box<PooledConn>, UpstreamFailure> {
+    /// An idle pooled connection, or a new one within `max_connections` (waiting as a
+    /// pending request when the cluster is at its limit); whether it is new.
+    async fn connection(
+        &self,
+        pool: &IdlePool,
+        authority: &Authority,
+    ) -> Result<(Box<PooledConn>, bool), UpstreamFailure> {
+        if let Some(conn) = pool.take() {
+            return Ok((conn, false));
+        }
+        let slot = match self.breaker.reserve_or_evict() {
+            Some(slot) => slot,
+            // Boxed: only requests at the connection limit wait, and the waiting state
+            // must not grow every request's future.
+            None => match Box::pin(self.breaker.wait(pool, self.connect_timeout)).await {
+                Ok(Waited::Pooled(conn)) => return Ok((conn, false)),
+                Ok(Waited::Slot(slot)) => slot,
+                Err(limit) => {
+                    self.breaker.refuse(limit);
+                    return Err(UpstreamFailure::Overloaded(limit));
+                }
+            },
+        };
+        Ok((self.connect(authority, slot).await?, true))
+    }
+
+    async fn connect(
+        &self,
+        authority: &Authority,
+        slot: ConnectionSlot,
+    ) -> Result<Box<PooledConn>, UpstreamFailure> {
         let stream =
             tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority.as_str()))
                 .await
@@ -117,6 +196,7 @@ impl UpstreamClient {
             sender,
             conn,
             idle_since: Instant::now(),
+            _slot: slot,
         }))
     }
 }
@@ -177,6 +257,8 @@ pub struct UpstreamResponseBody {
     body: Incoming,
     conn: Option<Box<PooledConn>>,
     pool: Option<Arc<IdlePool>>,
+    /// Counts the request as in flight until the body ends or is dropped.
+    in_flight: Option<InFlight>,
 }
 
 impl std::fmt::Debug for UpstreamResponseBody {
@@ -188,10 +270,16 @@ impl std::fmt::Debug for UpstreamResponseBody {
 }
 
 impl UpstreamResponseBody {
+    /// Keeps `in_flight` until the body ends or is dropped.
+    pub(crate) fn hold(&mut self, in_flight: InFlight) {
+        self.in_flight = Some(in_flight);
+    }
+
     fn release(&mut self) {
         if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.take()) {
             pool.put(conn);
         }
+        self.in_flight = None;
     }
 }
 
@@ -212,7 +300,10 @@ impl Body for UpstreamResponseBody {
         let frame = Pin::new(&mut this.body).poll_frame(cx);
         match &frame {
             Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Err(_))) => this.conn = None,
+            Poll::Ready(Some(Err(_))) => {
+                this.conn = None;
+                this.in_flight = None;
+            }
             _ => {}
         }
         frame

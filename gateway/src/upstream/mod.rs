@@ -1,20 +1,51 @@
 //! Upstream clusters: their endpoints, endpoint selection, and the pooled connections
 //! that carry requests to them.
 //!
-//! Each worker thread has its own connections (and so its own keep-alive pool) per
-//! endpoint, so a connection is only ever driven by the event loop that opened it.
+//! A [`Cluster`] is shared by every worker (it lives in the snapshot) and kept across
+//! reloads while its config is unchanged, so the state that must outlive a request —
+//! which endpoints are in rotation, requests in flight — lives in it, as atomics. Each
+//! worker has its own connections (and so its own keep-alive pool) per endpoint, so a
+//! connection is only ever driven by the event loop that opened it.
 
+mod balancer;
 mod client;
+mod endpoint;
+mod forward;
+mod hash;
+mod health;
+mod inflight;
+mod limits;
+mod outlier;
 mod pool;
+mod probe;
+mod random;
+mod retry;
+mod ring;
+mod rotation;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use arc_swap::ArcSwap;
+use http::HeaderMap;
 use http::uri::Authority;
+use tokio_util::sync::CancellationToken;
 
-pub use client::{UpstreamBody, UpstreamClient, UpstreamFailure, UpstreamResponseBody};
+pub use client::{
+    SendFailure, UpstreamBody, UpstreamClient, UpstreamFailure, UpstreamResponseBody,
+};
+pub use forward::{ForwardError, Forwarded, Refusal, UpstreamHost};
+pub use health::HealthChecks;
+pub use limits::{Limit, Load};
+pub use rotation::EndpointStatus;
 
-use crate::config::{self, Timeouts};
+use self::balancer::{Avoid, Picker};
+use self::endpoint::EndpointState;
+use self::limits::Breaker;
+use self::ring::Ring;
+use crate::config::{self, Balancer, Timeouts};
 use crate::telemetry::metrics;
 
 /// A cluster of interchangeable endpoints.
@@ -29,45 +60,137 @@ pub struct Cluster {
     pub source: config::Upstream,
     /// Its `weir_upstream_request_duration_seconds` series, resolved once.
     pub exchange_duration: prometheus::Histogram,
-    endpoints: Vec<Authority>,
-    next: AtomicUsize,
+    endpoints: Box<[EndpointState]>,
+    /// How requests pick among the endpoints in rotation; rebuilt when that set changes.
+    picker: ArcSwap<Picker>,
+    /// Serialises changes of rotation, so the last picker built reflects the latest state.
+    rotation: Mutex<()>,
+    /// Whether the balancer currently ignores health (too few endpoints in rotation).
+    panicking: AtomicBool,
+    /// The origin of the cluster's millisecond clock (ejection times).
+    epoch: Instant,
+    /// Endpoints ejected now.
+    ejected: AtomicUsize,
+    /// The earliest end of a current ejection (cluster clock, ms); `u64::MAX`: none.
+    next_return: AtomicU64,
+    ring: Option<Arc<Ring>>,
+    /// The round-robin position, shared by every worker.
+    rr: AtomicUsize,
+    /// Requests admitted whose response has not ended.
+    active: AtomicUsize,
+    /// The circuit breakers.
+    breaker: Arc<Breaker>,
+    /// Retries in flight (the retry budget).
+    active_retries: AtomicUsize,
+    /// `weir_upstream_retries_total{upstream}`.
+    retries_sent: prometheus::IntCounter,
+    /// `weir_upstream_overflow_total{upstream, limit="retries"}`.
+    retries_refused: prometheus::IntCounter,
     clients: Vec<UpstreamClient>,
+    /// Whether health checks were started for this cluster.
+    health_started: AtomicBool,
+    /// Cancelled when the cluster is dropped: its health checks stop.
+    retired: CancellationToken,
 }
 
 impl Cluster {
-    /// Builds a cluster with one set of pooled connections per worker, and reports each
-    /// endpoint healthy in `weir_upstream_endpoint_healthy` (every endpoint takes traffic
-    /// until health checks exist).
+    /// Builds a cluster with one set of pooled connections per worker. Every endpoint
+    /// starts in rotation (and reported healthy in `weir_upstream_endpoint_healthy`)
+    /// until its health checks say otherwise; checks start with [`HealthChecks::watch`].
     pub fn new(config: &config::Upstream, workers: usize) -> Cluster {
-        let endpoints: Vec<Authority> = config
+        let endpoints: Box<[EndpointState]> = config
             .endpoints
             .iter()
-            .map(|e| e.authority.clone())
+            .map(|e| {
+                let address = e.authority.as_str();
+                EndpointState::new(
+                    e.authority.clone(),
+                    e.weight,
+                    metrics::endpoint_health(&config.name, address),
+                    metrics::endpoint_ejections(&config.name, address),
+                )
+            })
             .collect();
-        for endpoint in &endpoints {
-            metrics::set_endpoint_healthy(&config.name, endpoint.as_str(), true);
-        }
+        let ring = (config.balancer == Balancer::ConsistentHash).then(|| {
+            Arc::new(Ring::new(
+                endpoints
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (i as u32, e.authority.as_str(), e.weight)),
+            ))
+        });
+        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+        let picker = Picker::new(
+            config.balancer,
+            &weights,
+            vec![true; endpoints.len()],
+            ring.clone(),
+        );
+        let name: Arc<str> = Arc::from(config.name.as_str());
+        let breaker = Arc::new(Breaker::new(name.clone(), config.limits));
+        let clients: Vec<UpstreamClient> = (0..workers.max(1))
+            .map(|_| UpstreamClient::new(endpoints.len(), &config.timeouts, breaker.clone()))
+            .collect();
+        breaker.watch_pools(
+            clients
+                .iter()
+                .flat_map(UpstreamClient::pools)
+                .map(Arc::downgrade)
+                .collect(),
+        );
         Cluster {
-            name: Arc::from(config.name.as_str()),
+            name,
             timeouts: config.timeouts,
             source: config.clone(),
             exchange_duration: metrics::upstream_exchange_duration(&config.name),
-            clients: (0..workers.max(1))
-                .map(|_| UpstreamClient::new(endpoints.len(), config.timeouts.connect))
-                .collect(),
+            clients,
+            breaker,
             endpoints,
-            next: AtomicUsize::new(0),
+            picker: ArcSwap::from_pointee(picker),
+            rotation: Mutex::new(()),
+            panicking: AtomicBool::new(false),
+            epoch: Instant::now(),
+            ejected: AtomicUsize::new(0),
+            next_return: AtomicU64::new(u64::MAX),
+            ring,
+            rr: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+            active_retries: AtomicUsize::new(0),
+            retries_sent: metrics::upstream_retries(&config.name),
+            retries_refused: metrics::upstream_overflows(&config.name, "retries"),
+            health_started: AtomicBool::new(false),
+            retired: CancellationToken::new(),
         }
     }
 
-    /// The next endpoint, round robin: its index and address.
-    pub fn pick(&self) -> (usize, &Authority) {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
-        (index, &self.endpoints[index])
+    /// The hash of the request's `hash_on` key (`consistent_hash` only).
+    pub fn hash_key(&self, headers: &HeaderMap, client: IpAddr) -> Option<u64> {
+        let hash_on = self.source.hash_on.as_ref()?;
+        hash::request_key(hash_on, headers, client)
+    }
+
+    /// An endpoint for a request with hash `key`, preferring one not in `avoid`; `None`
+    /// only for a cluster without endpoints.
+    fn pick(&self, key: Option<u64>, avoid: Avoid) -> Option<usize> {
+        self.return_due();
+        self.picker
+            .load()
+            .pick(&self.rr, key, avoid, |e| self.endpoints[e].in_flight())
+    }
+
+    /// Endpoint `index`'s address.
+    fn authority(&self, index: usize) -> &Authority {
+        &self.endpoints[index].authority
     }
 
     /// The connections that worker `worker` uses for this cluster.
     pub fn client(&self, worker: usize) -> &UpstreamClient {
         &self.clients[worker % self.clients.len()]
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.retired.cancel();
     }
 }

@@ -4,10 +4,12 @@
 //! the connection state machine. Weir drives the state machine itself, inside the task
 //! of the request using it (see `client.rs`), so no per-connection task exists and no
 //! wake-up crosses tasks. While idle, nothing polls it; a connection the endpoint closed
-//! meanwhile is found out (and dropped) when it is next taken.
+//! meanwhile is found out (and dropped) when it is next taken, and one idle longer than
+//! the cluster's `idle` timeout is closed instead of reused when the pool is next used.
+//! Each connection holds a slot of the cluster's `max_connections`.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1;
@@ -15,9 +17,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::client::UpstreamBody;
+use super::limits::{Breaker, ConnectionSlot};
 
-/// How long a connection may sit idle before it is closed instead of reused.
-pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per endpoint and worker; more are closed when released.
 pub(crate) const MAX_IDLE: usize = 1024;
 
@@ -27,6 +28,8 @@ pub(crate) struct PooledConn {
     pub(crate) sender: http1::SendRequest<UpstreamBody>,
     pub(crate) conn: http1::Connection<TokioIo<TcpStream>, UpstreamBody>,
     pub(crate) idle_since: Instant,
+    /// Its place under `max_connections`, given back when the connection is dropped.
+    pub(crate) _slot: ConnectionSlot,
 }
 
 impl std::fmt::Debug for PooledConn {
@@ -38,17 +41,28 @@ impl std::fmt::Debug for PooledConn {
 }
 
 /// The idle connections of one endpoint for one worker: most recently used last.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct IdlePool {
     idle: Mutex<VecDeque<Box<PooledConn>>>,
+    idle_timeout: Duration,
+    /// Told when a connection comes back, for requests waiting for one.
+    breaker: Arc<Breaker>,
 }
 
 impl IdlePool {
+    pub(crate) fn new(idle_timeout: Duration, breaker: Arc<Breaker>) -> IdlePool {
+        IdlePool {
+            idle: Mutex::default(),
+            idle_timeout,
+            breaker,
+        }
+    }
+
     /// The most recently released connection that has not idled too long.
     pub(crate) fn take(&self) -> Option<Box<PooledConn>> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let conn = idle.pop_back()?;
-        if conn.idle_since.elapsed() < IDLE_TIMEOUT {
+        if conn.idle_since.elapsed() < self.idle_timeout {
             return Some(conn);
         }
         // The newest is too old, so all are: close them all.
@@ -66,11 +80,24 @@ impl IdlePool {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         while idle
             .front()
-            .is_some_and(|c| now.duration_since(c.idle_since) >= IDLE_TIMEOUT)
+            .is_some_and(|c| now.duration_since(c.idle_since) >= self.idle_timeout)
             || idle.len() >= MAX_IDLE
         {
             idle.pop_front();
         }
         idle.push_back(conn);
+        drop(idle);
+        self.breaker.freed();
+    }
+
+    /// Closes the connection idle longest, if any, to make room under
+    /// `max_connections`.
+    pub(crate) fn evict_oldest(&self) -> bool {
+        let oldest = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front();
+        oldest.is_some()
     }
 }

@@ -1,0 +1,239 @@
+//! Sending a request to a cluster: pick an endpoint, give the request the `Host` it
+//! should carry there, send it over the worker's pooled connections, and try again
+//! elsewhere when the retry policy says so (see [`super::retry`]). Every try reports
+//! its outcome to outlier detection; the request counts as in flight until its
+//! response body ends.
+
+use std::sync::Arc;
+
+use http::uri::Authority;
+use http::{HeaderValue, Request, Response, header};
+
+use std::time::Instant;
+
+use super::balancer::Avoid;
+use super::inflight::InFlight;
+use super::limits::Limit;
+use super::retry::{self, Outcome, Replay};
+use super::{Cluster, SendFailure, UpstreamBody, UpstreamFailure, UpstreamResponseBody};
+use crate::config::Retries;
+
+/// The `Host` header a request carries upstream.
+#[derive(Debug, Clone)]
+pub enum UpstreamHost {
+    /// This value (`None`: no `Host` header).
+    Fixed(Option<HeaderValue>),
+    /// The chosen endpoint's `host:port`.
+    Endpoint,
+}
+
+/// A response head from an endpoint.
+#[derive(Debug)]
+pub struct Forwarded {
+    /// The response; its body streams from the endpoint.
+    pub response: Response<UpstreamResponseBody>,
+    /// The endpoint that answered.
+    pub endpoint: Authority,
+}
+
+/// Why a request got no response from the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The exchange with an endpoint failed.
+    #[error("endpoint {endpoint}: {failure}")]
+    Failed {
+        /// The endpoint tried.
+        endpoint: Authority,
+        /// What went wrong.
+        #[source]
+        failure: UpstreamFailure,
+    },
+    /// The request was not sent.
+    #[error("{0}")]
+    Refused(Refusal),
+}
+
+/// Why the gateway did not send a request to any endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The cluster has no endpoints.
+    #[error("the cluster has no endpoints")]
+    NoEndpoints,
+    /// A circuit breaker refused the request.
+    #[error("overloaded: {0} reached")]
+    Overloaded(Limit),
+}
+
+impl Cluster {
+    /// Sends `req` (origin-form URI) from worker `worker` to an endpoint of this cluster
+    /// and waits for the response head, within the cluster's timeouts, retrying as its
+    /// policy allows on other endpoints when it can. `key` is the request's hash for
+    /// `consistent_hash`.
+    pub async fn forward(
+        self: &Arc<Self>,
+        worker: usize,
+        req: Request<UpstreamBody>,
+        host: &UpstreamHost,
+        key: Option<u64>,
+    ) -> Result<Forwarded, ForwardError> {
+        let in_flight = InFlight::admit(self)
+            .map_err(|limit| ForwardError::Refused(Refusal::Overloaded(limit)))?;
+        match &self.source.retries {
+            None => self.try_once(worker, req, host, key, in_flight).await,
+            // Boxed: the retry loop keeps more state across its awaits, and requests to
+            // clusters without retries must not carry (and copy) it.
+            Some(policy) => {
+                let tries = self.try_until_done(worker, req, host, key, in_flight, policy);
+                Box::pin(tries).await
+            }
+        }
+    }
+
+    /// One try, for clusters without retries.
+    async fn try_once(
+        &self,
+        worker: usize,
+        mut req: Request<UpstreamBody>,
+        host: &UpstreamHost,
+        key: Option<u64>,
+        mut in_flight: InFlight,
+    ) -> Result<Forwarded, ForwardError> {
+        let index = self
+            .pick(key, Avoid::default())
+            .ok_or(ForwardError::Refused(Refusal::NoEndpoints))?;
+        let endpoint = self.authority(index);
+        set_host(&mut req, host, endpoint);
+        in_flight.count_against(index);
+        let sent = Instant::now();
+        let result = self
+            .client(worker)
+            .send(index, endpoint, req, self.timeouts.request)
+            .await;
+        match result {
+            Ok(mut response) => {
+                self.exchange_duration.observe(sent.elapsed().as_secs_f64());
+                self.record_outcome(index, response.status().is_server_error());
+                response.body_mut().hold(in_flight);
+                Ok(Forwarded {
+                    response,
+                    endpoint: endpoint.clone(),
+                })
+            }
+            Err(SendFailure { failure, .. }) => {
+                self.record_outcome(index, outcome_failed(Outcome::of(&failure)));
+                Err(ForwardError::Failed {
+                    endpoint: endpoint.clone(),
+                    failure,
+                })
+            }
+        }
+    }
+
+    /// Tries until an answer the policy accepts, or until it allows no more retries.
+    async fn try_until_done(
+        &self,
+        worker: usize,
+        req: Request<UpstreamBody>,
+        host: &UpstreamHost,
+        key: Option<u64>,
+        mut in_flight: InFlight,
+        policy: &Retries,
+    ) -> Result<Forwarded, ForwardError> {
+        let replay = Replay::capture(&req, policy);
+        let mut deadline = None;
+        let mut req = req;
+        let mut tried = Avoid::default();
+        let mut retries = 0;
+        let mut slot = None;
+        loop {
+            let index = self
+                .pick(key, tried)
+                .ok_or(ForwardError::Refused(Refusal::NoEndpoints))?;
+            tried.add(index);
+            let endpoint = self.authority(index);
+            set_host(&mut req, host, endpoint);
+            in_flight.count_against(index);
+            // The request timeout bounds every try together, from the first one's start.
+            let sent = Instant::now();
+            let deadline = *deadline.get_or_insert(sent + self.timeouts.request);
+            let left = deadline.saturating_duration_since(sent);
+            let timeout = policy.per_try_timeout.map_or(left, |t| t.min(left));
+            let result = self
+                .client(worker)
+                .send(index, endpoint, req, timeout)
+                .await;
+            drop(slot.take()); // this retry is over: free its place in the budget
+            let (result, unsent) = match result {
+                Ok(response) => {
+                    self.exchange_duration.observe(sent.elapsed().as_secs_f64());
+                    (Ok(response), None)
+                }
+                Err(SendFailure { failure, unsent }) => (Err(failure), unsent),
+            };
+            let outcome = match &result {
+                Ok(response) => Outcome::Answered(response.status()),
+                Err(failure) => Outcome::of(failure),
+            };
+            self.record_outcome(index, outcome_failed(outcome));
+
+            if retries < policy.attempts && retry::wanted(policy, outcome) {
+                // A request that never left comes back whole; others go again from
+                // their copy, if they have one.
+                let again = unsent
+                    .map(|back| *back)
+                    .or_else(|| replay.as_deref().map(Replay::request));
+                if let Some((again, taken)) = self
+                    .prepare_retry(policy, again, retries + 1, deadline)
+                    .await
+                {
+                    retries += 1;
+                    tracing::debug!(
+                        upstream = %self.name,
+                        endpoint = %endpoint,
+                        ?outcome,
+                        retry = retries,
+                        "retrying on another endpoint"
+                    );
+                    req = again;
+                    slot = Some(taken);
+                    continue;
+                }
+            }
+            return match result {
+                Ok(mut response) => {
+                    response.body_mut().hold(in_flight);
+                    Ok(Forwarded {
+                        response,
+                        endpoint: endpoint.clone(),
+                    })
+                }
+                Err(failure) => Err(ForwardError::Failed {
+                    endpoint: endpoint.clone(),
+                    failure,
+                }),
+            };
+        }
+    }
+}
+
+/// Whether a try that ended with `outcome` counts as failed for outlier detection.
+fn outcome_failed(outcome: Outcome) -> bool {
+    match outcome {
+        Outcome::Answered(status) => status.is_server_error(),
+        Outcome::ConnectFailure | Outcome::Reset | Outcome::Timeout => true,
+        // The gateway's own limit, not the endpoint's fault.
+        Outcome::Overloaded => false,
+    }
+}
+
+/// Gives `req` the `Host` header it should carry to `endpoint`.
+fn set_host(req: &mut Request<UpstreamBody>, host: &UpstreamHost, endpoint: &Authority) {
+    let value = match host {
+        UpstreamHost::Fixed(value) => value.clone(),
+        UpstreamHost::Endpoint => HeaderValue::from_str(endpoint.as_str()).ok(),
+    };
+    match value {
+        Some(h) => req.headers_mut().insert(header::HOST, h),
+        None => req.headers_mut().remove(header::HOST),
+    };
+}
