@@ -7,7 +7,15 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const GUESTS: &[&str] = &["probe", "future", "bodies", "minor", "swap_a", "swap_b"];
+const GUESTS: &[&str] = &[
+    "probe",
+    "probe_local",
+    "future",
+    "bodies",
+    "minor",
+    "swap_a",
+    "swap_b",
+];
 
 /// Workspaces to build: (directory under the repository root, target subdirectory,
 /// the `.wasm` files it produces).

@@ -1,7 +1,8 @@
 //! What a plugin costs per request, without the network: a header-only plugin's
 //! request-headers call with a fresh instance (isolation = "request") and with a reused
 //! one (isolation = "worker"), and a three-plugin chain through the same runner the
-//! pipeline uses.
+//! pipeline uses. The plugin imports nothing that can wait, so it is called directly;
+//! the "on a fiber" rows call it as a plugin importing `http-call` would be.
 //!
 //! Run: `cargo bench -p weir-tests --bench plugin_call`
 
@@ -19,7 +20,7 @@ use weir_gateway::plugin::{ChainEntry, ChainRun, PluginHost};
 fn entries(host: &PluginHost, isolation: Isolation, count: usize) -> Arc<[ChainEntry]> {
     let plugins: Vec<Use<'_>> = (0..count)
         .map(|i| Use {
-            wasm: env!("GUEST_PROBE"),
+            wasm: env!("GUEST_PROBE_LOCAL"),
             name: "probe",
             config: format!(r#"{{"mode":"state","tag":"t{i}"}}"#),
         })
@@ -111,6 +112,24 @@ fn bench(c: &mut Criterion) {
             },
         );
     }
+    // The same plugin run on a fiber, as every plugin was before `sync_io`.
+    let fiber_host = PluginHost::new(None).unwrap().always_on_fiber();
+    let fiber_worker = entries(&fiber_host, Isolation::Worker, 1);
+    c.bench_function("one plugin, isolation=worker, on a fiber", |b| {
+        b.iter_batched(
+            || headers.clone(),
+            |h| rt.block_on(run_chain(&fiber_worker, h)),
+            BatchSize::SmallInput,
+        );
+    });
+    let fiber_request = entries(&fiber_host, Isolation::Request, 1);
+    c.bench_function("one plugin, isolation=request, on a fiber", |b| {
+        b.iter_batched(
+            || headers.clone(),
+            |h| rt.block_on(run_chain(&fiber_request, h)),
+            BatchSize::SmallInput,
+        );
+    });
     let chain = entries(&host, Isolation::Request, 3);
     c.bench_function("three plugins, isolation=request", |b| {
         b.iter_batched(

@@ -245,13 +245,32 @@ fn json_field(line: &str, name: &str) -> Option<String> {
 pub fn fresh_dir() -> PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "weir-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
+    static CLEANED: std::sync::Once = std::sync::Once::new();
+    CLEANED.call_once(remove_dead_runs);
+    let dir = std::env::temp_dir()
+        .join(format!("weir-test-{}", std::process::id()))
+        .join(N.fetch_add(1, Ordering::Relaxed).to_string());
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
+}
+
+/// Removes the directories of earlier test processes that have exited (tests keep
+/// theirs while they run, and compile caches make them large), so runs do not pile up.
+fn remove_dead_runs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("weir-test-")) else {
+            continue;
+        };
+        // `weir-test-PID` (and the older `weir-test-PID-N`): gone when PID is.
+        let pid = pid.split('-').next().unwrap_or(pid);
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A fresh directory with a `plugins/` folder holding each `(wasm, NAME)` as

@@ -28,6 +28,9 @@ macro_rules! guest_wasm {
     ("probe") => {
         ::std::path::Path::new(env!("GUEST_PROBE"))
     };
+    ("probe_local") => {
+        ::std::path::Path::new(env!("GUEST_PROBE_LOCAL"))
+    };
     ("minor") => {
         ::std::path::Path::new(env!("GUEST_MINOR"))
     };

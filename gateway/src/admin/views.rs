@@ -60,6 +60,7 @@ pub(super) fn routes(snapshot: &Snapshot) -> Value {
                         "isolation": format!("{:?}", e.settings.isolation).to_lowercase(),
                         "on_error": format!("{:?}", e.settings.on_error).to_lowercase(),
                         "preinitialised": e.preinitialised(),
+                        "phases": e.phases.names(),
                     })
                 })
                 .collect();

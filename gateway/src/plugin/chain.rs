@@ -155,7 +155,7 @@ impl ChainRun {
         let chain = self.chain.clone();
         for (index, entry) in chain.iter().enumerate() {
             self.reached = index;
-            if !entry.plugin.phases.request_headers {
+            if !entry.phases.request_headers {
                 continue;
             }
             entry.plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
@@ -187,7 +187,7 @@ impl ChainRun {
             return;
         };
         let later = self.passed().any(|i| {
-            let phases = &self.chain[i].plugin.phases;
+            let phases = &self.chain[i].phases;
             phases.response_headers || phases.response_body || phases.log
         });
         self.request = later.then(|| RequestView {
@@ -205,10 +205,7 @@ impl ChainRun {
         status: &mut StatusCode,
         headers: &mut HeaderMap,
     ) -> ResponseFlow {
-        if !self
-            .passed()
-            .any(|i| self.chain[i].plugin.phases.response_headers)
-        {
+        if !self.passed().any(|i| self.chain[i].phases.response_headers) {
             return ResponseFlow::Continue;
         }
         let mut request = self.request.take();
@@ -236,7 +233,7 @@ impl ChainRun {
         let chain = self.chain.clone();
         for index in self.passed().rev() {
             let entry = &chain[index];
-            if !entry.plugin.phases.response_headers {
+            if !entry.phases.response_headers {
                 continue;
             }
             entry.plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
@@ -268,7 +265,7 @@ impl ChainRun {
     /// smallest `max_body_bytes` among them.
     pub fn request_body_limit(&self) -> Option<u64> {
         self.passed()
-            .filter(|&i| self.chain[i].plugin.phases.request_body)
+            .filter(|&i| self.chain[i].phases.request_body)
             .map(|i| self.chain[i].settings.max_body_bytes)
             .min()
     }
@@ -276,14 +273,14 @@ impl ChainRun {
     /// The body limit when a passed plugin implements the response-body phase.
     pub fn response_body_limit(&self) -> Option<u64> {
         self.passed()
-            .filter(|&i| self.chain[i].plugin.phases.response_body)
+            .filter(|&i| self.chain[i].phases.response_body)
             .map(|i| self.chain[i].settings.max_body_bytes)
             .min()
     }
 
     /// Whether a passed plugin implements the log phase.
     pub fn wants_log(&self) -> bool {
-        self.passed().any(|i| self.chain[i].plugin.phases.log)
+        self.passed().any(|i| self.chain[i].phases.log)
     }
 
     /// Runs the request-body phases in chain order over the whole request body. The
@@ -309,7 +306,7 @@ impl ChainRun {
         let chain = self.chain.clone();
         for index in self.passed() {
             let entry = &chain[index];
-            if !entry.plugin.phases.request_body {
+            if !entry.phases.request_body {
                 continue;
             }
             entry.plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
@@ -349,7 +346,7 @@ impl ChainRun {
         let chain = self.chain.clone();
         for index in self.passed().rev() {
             let entry = &chain[index];
-            if !entry.plugin.phases.response_body {
+            if !entry.phases.response_body {
                 continue;
             }
             entry.plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
@@ -411,7 +408,7 @@ impl ChainRun {
         let chain = self.chain.clone();
         for index in self.passed() {
             let entry = &chain[index];
-            if !entry.plugin.phases.log {
+            if !entry.phases.log {
                 continue;
             }
             entry.plugin.stats.calls.fetch_add(1, Ordering::Relaxed);

@@ -45,6 +45,8 @@ pub struct Instance {
     ctx: Arc<PluginContext>,
     /// Requests served (worker isolation recycles an instance after a bound).
     pub(crate) uses: u32,
+    /// Whether calls run on a fiber (the plugin can wait) or directly.
+    on_fiber: bool,
 }
 
 impl std::fmt::Debug for Instance {
@@ -92,7 +94,12 @@ impl Instance {
             Ok(UpdateDeadline::Continue(deadline_ticks(left).max(1)))
         });
         store.set_epoch_deadline(deadline_ticks(timeout));
-        let instance = match image.pre.instantiate_async(&mut store).await {
+        let instantiated = if image.on_fiber {
+            image.pre.instantiate_async(&mut store).await
+        } else {
+            image.pre.instantiate(&mut store)
+        };
+        let instance = match instantiated {
             Ok(instance) => instance,
             Err(e) => {
                 let kind = classify(&e, store.data());
@@ -113,6 +120,7 @@ impl Instance {
             timeout,
             ctx,
             uses: 0,
+            on_fiber: image.on_fiber,
         })
     }
 
@@ -196,7 +204,8 @@ impl Instance {
         data.request = request.take();
         data.response = response.take();
         let result = match func {
-            Ok(func) => func.call_async(&mut self.store, params).await,
+            Ok(func) if self.on_fiber => func.call_async(&mut self.store, params).await,
+            Ok(func) => func.call(&mut self.store, params),
             Err(e) => Err(e),
         };
         let data = self.store.data_mut();

@@ -18,6 +18,7 @@ mod message;
 mod output;
 mod preinit;
 mod state;
+mod sync_io;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -155,6 +156,17 @@ impl Phases {
         phases
     }
 
+    /// The phases in both.
+    fn intersection(self, other: Phases) -> Phases {
+        Phases {
+            request_headers: self.request_headers && other.request_headers,
+            request_body: self.request_body && other.request_body,
+            response_headers: self.response_headers && other.response_headers,
+            response_body: self.response_body && other.response_body,
+            log: self.log && other.log,
+        }
+    }
+
     /// The phase names, for display.
     pub fn names(&self) -> Vec<&'static str> {
         [
@@ -228,6 +240,10 @@ pub(crate) struct Image {
     exports: Exports,
     /// Whether a route's `init` already ran in this image (a snapshot).
     preinitialised: bool,
+    /// Whether the plugin imports a function that can wait (`http-call`, or WASI beyond
+    /// clocks, randomness, stdio and streams), so that it must run on a fiber. Others
+    /// are instantiated and called synchronously, saving a stack switch per call.
+    on_fiber: bool,
 }
 
 impl std::fmt::Debug for Image {
@@ -248,6 +264,28 @@ impl std::fmt::Debug for LoadedPlugin {
     }
 }
 
+/// Whether `component` imports a function that can wait: anything but the plugin
+/// imports other than `http-client`, and WASI's clocks, randomness, command-line
+/// interfaces and `wasi:io` (whose waiting functions `sync_io` replaces).
+fn imports_waiting(engine: &Engine, component: &wasmtime::component::Component) -> bool {
+    component.component_type().imports(engine).any(|(name, _)| {
+        let interface = name.split('@').next().unwrap_or(name);
+        let at_once = matches!(
+            interface,
+            "weir:plugin/types"
+                | "weir:plugin/host"
+                | "weir:plugin/kv"
+                | "weir:plugin/metrics"
+                | "wasi:io/error"
+                | "wasi:io/poll"
+                | "wasi:io/streams"
+        ) || ["wasi:cli/", "wasi:clocks/", "wasi:random/"]
+            .iter()
+            .any(|prefix| interface.starts_with(prefix));
+        !at_once
+    })
+}
+
 /// With `isolation = "worker"`, an instance serves at most this many requests.
 const MAX_REUSE: u32 = 10_000;
 /// With `isolation = "worker"`, at most this many idle instances are kept per entry.
@@ -264,6 +302,9 @@ pub struct ChainEntry {
     /// The route's use of the plugin as configured (a reload keeps an entry whose use
     /// and plugin version did not change, with its idle instances).
     pub usage: PluginUse,
+    /// The phases called on this route: what the plugin asked for after `init` with
+    /// the route's config (a subset of the plugin's phases).
+    pub phases: Phases,
     ctx: Arc<PluginContext>,
     /// What instances start from: a snapshot taken after this route's `init` when one
     /// could be taken, else the plugin as loaded.
@@ -338,6 +379,8 @@ pub struct PluginHost {
     loaded: std::sync::Mutex<Recent<(String, String), LoadedPlugin>>,
     /// Call and failure counts by plugin name, kept across versions.
     stats: std::sync::Mutex<HashMap<String, Arc<PluginStats>>>,
+    /// Run every plugin on a fiber, as if each could wait (for benchmarks that compare).
+    always_on_fiber: bool,
 }
 
 /// Values kept for reuse: all those still in use elsewhere, plus at most
@@ -397,6 +440,7 @@ impl PluginHost {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        sync_io::add_to_linker(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         Plugin::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         Ok(PluginHost {
@@ -409,7 +453,16 @@ impl PluginHost {
             snapshots: std::sync::Mutex::default(),
             loaded: std::sync::Mutex::default(),
             stats: std::sync::Mutex::default(),
+            always_on_fiber: false,
         })
+    }
+
+    /// Runs every plugin on a fiber, as plugins that import `http-call` are, so that a
+    /// benchmark can compare the two ways of calling a plugin.
+    #[doc(hidden)]
+    pub fn always_on_fiber(mut self) -> PluginHost {
+        self.always_on_fiber = true;
+        self
     }
 
     /// The counts of plugin `name`, created on first use.
@@ -535,10 +588,12 @@ impl PluginHost {
             name: name.to_owned(),
             reason,
         })?;
+        let on_fiber = self.always_on_fiber || imports_waiting(&self.engine, component);
         Ok(Image {
             pre,
             exports,
             preinitialised,
+            on_fiber,
         })
     }
 
@@ -616,26 +671,34 @@ impl PluginHost {
             },
         };
         let preinitialised = image.is_some();
-        let entry = ChainEntry {
+        let mut entry = ChainEntry {
             image: image.unwrap_or_else(|| plugin.image.clone()),
+            phases: plugin.phases,
             plugin,
             settings: usage.settings,
             usage: usage.clone(),
             ctx,
             idle: Arc::default(),
         };
-        if preinitialised {
-            return Ok(entry);
-        }
+        // An instance as requests will get it, to run `init` in when no snapshot holds
+        // it, and to ask which phases this config needs.
         let mut instance = entry
             .instantiate()
             .await
             .map_err(|e| refused(e.to_string()))?;
-        instance
-            .init()
+        if !preinitialised {
+            instance
+                .init()
+                .await
+                .map_err(|e| refused(e.to_string()))?
+                .map_err(refused)?;
+        }
+        let phases = instance
+            .phases()
             .await
-            .map_err(|e| refused(e.to_string()))?
-            .map_err(refused)?;
+            .map_err(|e| refused(e.to_string()))?;
+        entry.phases = entry.plugin.phases.intersection(Phases::from_wit(&phases));
+        entry.release(instance);
         Ok(entry)
     }
 

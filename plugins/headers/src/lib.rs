@@ -204,6 +204,20 @@ impl Plugin for HeadersPlugin {
         Ok(plugin)
     }
 
+    /// Only the sides this route's config edits: a request-only config costs no
+    /// response call, and the reverse.
+    fn phases(&self) -> &[Phase] {
+        let request = !self.request.is_empty()
+            || self.strip_prefix.is_some()
+            || self.add_prefix.is_some()
+            || self.rewrite.is_some();
+        match (request, !self.response.is_empty()) {
+            (true, false) => &[Phase::RequestHeaders],
+            (false, true) => &[Phase::ResponseHeaders],
+            _ => Self::PHASES,
+        }
+    }
+
     fn on_request_headers(&self, request: &mut Request<'_>) -> Action {
         self.request.apply(&mut request.headers);
         if self.strip_prefix.is_some() || self.add_prefix.is_some() || self.rewrite.is_some() {
@@ -233,6 +247,20 @@ mod tests {
 
     fn plugin(json: &str) -> Result<HeadersPlugin, String> {
         HeadersPlugin::new(weir_plugin_sdk::parse_config(json)?)
+    }
+
+    #[test]
+    fn only_the_edited_sides_are_called() {
+        let request = plugin(r#"{"request": {"set": {"x-a": "1"}}}"#).unwrap();
+        assert_eq!(request.phases(), [Phase::RequestHeaders]);
+        let path = plugin(r#"{"strip_prefix": "/api"}"#).unwrap();
+        assert_eq!(path.phases(), [Phase::RequestHeaders]);
+        let response = plugin(r#"{"response": {"remove": ["server"]}}"#).unwrap();
+        assert_eq!(response.phases(), [Phase::ResponseHeaders]);
+        let both =
+            plugin(r#"{"request": {"remove": ["x-a"]}, "response": {"remove": ["server"]}}"#)
+                .unwrap();
+        assert_eq!(both.phases(), HeadersPlugin::PHASES);
     }
 
     #[test]

@@ -29,6 +29,36 @@ async fn headers_and_prefixes_are_transformed_both_ways() {
 }
 
 #[tokio::test]
+async fn a_route_calls_only_the_side_its_config_edits() {
+    let up = TestUpstream::start("up");
+    let gw = TestGateway::start(&config(
+        &up,
+        "{ name = \"headers\", config = { request = { set = { x-env = \"prod\" } } } }, \
+         { name = \"headers\", config = { response = { set = { x-frame-options = \"DENY\" } } } }",
+    ));
+    for _ in 0..3 {
+        let reply = get_with(&gw.url("/"), &[]).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(up.last().headers["x-env"], "prod");
+        assert_eq!(reply.header("x-frame-options").as_deref(), Some("DENY"));
+    }
+    let routes = gw.admin_json("/admin/routes").await;
+    let plugins = &routes["routes"][0]["plugins"];
+    assert_eq!(plugins[0]["phases"], serde_json::json!(["request-headers"]));
+    assert_eq!(
+        plugins[1]["phases"],
+        serde_json::json!(["response-headers"])
+    );
+    // One call per request and entry, not two: the phase with nothing to do is skipped.
+    let calls = gw.snapshot().chains[0][0]
+        .plugin
+        .stats
+        .calls
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(calls, 6);
+}
+
+#[tokio::test]
 async fn the_regex_rewrite_applies_with_capture_groups() {
     let up = TestUpstream::start("up");
     let gw = TestGateway::start(&config(

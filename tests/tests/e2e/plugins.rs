@@ -9,10 +9,18 @@ use weir_gateway::plugin::FailureKind;
 use weir_tests::gateway::with_test_listeners;
 use weir_tests::{TestGateway, TestUpstream, get, guest_wasm};
 
-/// A fresh directory holding `plugins/probe.wasm` (and room for a compile cache).
+/// A fresh directory holding `plugins/probe.wasm` and `plugins/probe-local.wasm` (and
+/// room for a compile cache).
 fn plugin_dir() -> PathBuf {
-    weir_tests::gateway::plugin_dir(&[(guest_wasm!("probe"), "probe")])
+    weir_tests::gateway::plugin_dir(&[
+        (guest_wasm!("probe"), "probe"),
+        (guest_wasm!("probe_local"), "probe-local"),
+    ])
 }
+
+/// The probe as a plugin called on a fiber (it imports `http-call`), and the same
+/// source called directly (`probe-local` imports nothing that can wait).
+const PROBES: [&str; 2] = ["probe", "probe-local"];
 
 fn config(dir: &Path, up: &TestUpstream, routes: &str) -> String {
     format!(
@@ -132,14 +140,16 @@ async fn a_local_response_runs_the_response_phases_of_earlier_plugins_only() {
     assert!(up.seen().is_empty());
 }
 
-/// Routes for each failing mode, plus a healthy one, all denying on error.
-fn failure_routes(extra: &str) -> String {
+/// Routes for each failing mode of `probe` (a name in [`PROBES`]), plus a healthy one,
+/// all denying on error.
+fn failure_routes(probe: &str, extra: &str) -> String {
     [
-        route("trap", "/trap", &format!("{{ name = \"probe\", config = {{ mode = \"trap\" }}{extra} }}")),
-        route("panic", "/panic", &format!("{{ name = \"probe\", config = {{ mode = \"panic\" }}{extra} }}")),
-        route("loop", "/loop", &format!("{{ name = \"probe\", config = {{ mode = \"loop\" }}, timeout = \"20ms\"{extra} }}")),
-        route("oom", "/oom", &format!("{{ name = \"probe\", config = {{ mode = \"oom\" }}, memory_limit = \"8MiB\"{extra} }}")),
-        route("fine", "/", "{ name = \"probe\", config = { tag = \"ok\" } }"),
+        route("trap", "/trap", &format!("{{ name = \"{probe}\", config = {{ mode = \"trap\" }}{extra} }}")),
+        route("panic", "/panic", &format!("{{ name = \"{probe}\", config = {{ mode = \"panic\" }}{extra} }}")),
+        route("loop", "/loop", &format!("{{ name = \"{probe}\", config = {{ mode = \"loop\" }}, timeout = \"20ms\"{extra} }}")),
+        route("oom", "/oom", &format!("{{ name = \"{probe}\", config = {{ mode = \"oom\" }}, memory_limit = \"8MiB\"{extra} }}")),
+        route("sleep", "/sleep", &format!("{{ name = \"{probe}\", config = {{ mode = \"sleep\" }}{extra} }}")),
+        route("fine", "/", &format!("{{ name = \"{probe}\", config = {{ tag = \"ok\" }} }}")),
     ]
     .concat()
 }
@@ -150,18 +160,30 @@ fn failures(gw: &TestGateway, route: usize, kind: FailureKind) -> u64 {
 
 #[tokio::test]
 async fn failing_plugins_are_contained_and_counted() {
+    for probe in PROBES {
+        failures_are_contained(probe).await;
+    }
+}
+
+async fn failures_are_contained(probe: &str) {
     let up = TestUpstream::start("up");
-    let gw = gateway(&up, &failure_routes(""));
+    let gw = gateway(&up, &failure_routes(probe, ""));
     for (path, status, body) in [
         ("/trap", 500, "plugin failure"),
         ("/panic", 500, "plugin failure"),
         ("/loop", 503, "plugin timeout"),
         ("/oom", 500, "plugin failure"),
+        // A plugin may not wait (here, sleep): it would stall every request of the worker.
+        ("/sleep", 500, "plugin failure"),
     ] {
         let started = Instant::now();
         let reply = get(&gw.url(path)).await;
-        assert_eq!(reply.status, status, "{path}: {}", reply.text());
-        assert!(reply.text().contains(body), "{path}: {}", reply.text());
+        assert_eq!(reply.status, status, "{probe} {path}: {}", reply.text());
+        assert!(
+            reply.text().contains(body),
+            "{probe} {path}: {}",
+            reply.text()
+        );
         assert!(!reply.text().contains("unreachable"), "no internals leak");
         assert!(
             started.elapsed() < Duration::from_secs(3),
@@ -184,16 +206,19 @@ async fn failing_plugins_are_contained_and_counted() {
     );
     assert_eq!(failures(&gw, 2, FailureKind::Timeout), 1);
     assert_eq!(failures(&gw, 3, FailureKind::Memory), 1);
+    assert_eq!(failures(&gw, 4, FailureKind::Error), 1, "{probe} sleeping");
 }
 
 #[tokio::test]
 async fn on_error_allow_skips_the_failing_plugin() {
     let up = TestUpstream::start("up");
-    let gw = gateway(&up, &failure_routes(", on_error = \"allow\""));
-    for path in ["/trap", "/panic", "/loop", "/oom"] {
-        let reply = get(&gw.url(path)).await;
-        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
-        assert_eq!(reply.text(), path, "forwarded without the plugin");
+    for probe in PROBES {
+        let gw = gateway(&up, &failure_routes(probe, ", on_error = \"allow\""));
+        for path in ["/trap", "/panic", "/loop", "/oom", "/sleep"] {
+            let reply = get(&gw.url(path)).await;
+            assert_eq!(reply.status, 200, "{probe} {path}: {}", reply.text());
+            assert_eq!(reply.text(), path, "forwarded without the plugin");
+        }
     }
 }
 
@@ -644,6 +669,12 @@ async fn the_out_of_tree_example_plugin_works() {
 
 #[tokio::test]
 async fn guest_output_goes_to_the_log_rate_limited() {
+    for probe in PROBES {
+        guest_output_is_logged(probe).await;
+    }
+}
+
+async fn guest_output_is_logged(probe: &str) {
     let up = TestUpstream::start("up");
     let dir = plugin_dir();
     let weir = weir_tests::WeirProcess::with_config(
@@ -654,7 +685,7 @@ async fn guest_output_goes_to_the_log_rate_limited() {
             &route(
                 "r",
                 "/",
-                "{ name = \"probe\", config = { mode = \"print\" } }",
+                &format!("{{ name = \"{probe}\", config = {{ mode = \"print\" }} }}"),
             ),
         )),
     );
@@ -669,11 +700,13 @@ async fn guest_output_goes_to_the_log_rate_limited() {
     }
     let printed: Vec<&String> = lines
         .iter()
-        .filter(|l| l.contains("\"plugin\":\"probe\"") && l.contains("\"stream\":\"stdout\""))
+        .filter(|l| {
+            l.contains(&format!("\"plugin\":\"{probe}\"")) && l.contains("\"stream\":\"stdout\"")
+        })
         .collect();
     assert!(
         printed.iter().any(|l| l.contains("probe line 0")),
-        "{lines:#?}"
+        "{probe}: {lines:#?}"
     );
     assert!(
         printed.len() <= 100,

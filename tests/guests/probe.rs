@@ -1,0 +1,164 @@
+// The probe test plugin's source, shared by `probe` and `probe-local` (see their
+// crate docs).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Deserialize;
+use weir_plugin_sdk::host::{self, kv};
+use weir_plugin_sdk::{Action, LocalResponse, Phase, Plugin, Request, Response};
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct Config {
+    mode: String,
+    tag: String,
+    path: Option<String>,
+    url: String,
+}
+
+pub struct Probe {
+    config: Config,
+}
+
+static REMEMBERED: AtomicU64 = AtomicU64::new(0);
+
+impl Plugin for Probe {
+    type Config = Config;
+    const PHASES: &'static [Phase] = &[Phase::RequestHeaders, Phase::ResponseHeaders];
+
+    fn new(config: Config) -> Result<Self, String> {
+        if config.mode == "bad-config" {
+            return Err("mode `bad-config` is refused on purpose".into());
+        }
+        if config.mode.starts_with("init-") {
+            kv::increment("inits", 1, None);
+        }
+        if config.mode == "init-print" {
+            println!("probe initialised");
+        }
+        Ok(Probe { config })
+    }
+
+    fn on_request_headers(&self, request: &mut Request) -> Action {
+        match self.config.mode.as_str() {
+            "deny" => {
+                return Action::Respond(
+                    LocalResponse::json(
+                        403,
+                        &serde_json::json!({ "error": "denied", "tag": self.config.tag }),
+                    )
+                    .header("x-denied-by", &self.config.tag),
+                );
+            }
+            "edit" => {
+                request.headers.set("x-added", "yes");
+                request.headers.remove("x-remove-me");
+                // Invalid edits are refused and logged; the request goes on.
+                request.headers.set("bad name", "v");
+                request.headers.append("x-bad-value", "a\r\nb");
+                if let Some(path) = &self.config.path {
+                    request.set_path(path.clone());
+                }
+            }
+            "trap" => core::arch::wasm32::unreachable(),
+            "panic" => panic!("the probe panics on purpose"),
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "oom" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "count" => {
+                let n = kv::increment("hits", 1, None);
+                request.headers.set("x-count", n.to_string());
+            }
+            #[cfg(feature = "fetch")]
+            "fetch" => {
+                match host::http::call(&host::http::OutboundRequest::get(&self.config.url)) {
+                    Ok(response) => {
+                        request
+                            .headers
+                            .set("x-fetch-status", response.status.to_string());
+                        request.headers.set("x-fetch-body", response.body);
+                    }
+                    Err(e) => request.headers.set("x-fetch-error", e.to_string()),
+                }
+            }
+            "sleep" => std::thread::sleep(std::time::Duration::from_millis(20)),
+            "print" => {
+                for i in 0..200 {
+                    println!("probe line {i}");
+                }
+                eprintln!("probe complains");
+            }
+            "init-count" | "init-print" => {
+                let inits = kv::get("inits").unwrap_or_default();
+                request.headers.set("x-inits", inits);
+            }
+            "connection" => {
+                let scheme = request.scheme().to_owned();
+                request.headers.set("x-seen-scheme", scheme);
+                let cert = request
+                    .headers
+                    .get("x-forwarded-client-cert")
+                    .unwrap_or_default();
+                request.headers.set("x-seen-client-cert", cert);
+            }
+            "state" => {
+                let before = REMEMBERED.swap(7, Ordering::Relaxed);
+                request.headers.set("x-state-before", before.to_string());
+            }
+            _ => {
+                let chain = request.headers.get_str("x-chain").unwrap_or_default();
+                let chain = if chain.is_empty() {
+                    self.config.tag.clone()
+                } else {
+                    format!("{chain},{}", self.config.tag)
+                };
+                request.headers.set("x-chain", chain);
+                host::log(
+                    host::Level::Debug,
+                    &format!("probe {} saw {}", self.config.tag, request.path()),
+                );
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_response_headers(&self, request: &Request, response: &mut Response) -> Action {
+        match self.config.mode.as_str() {
+            "edit" => {
+                response.headers.set("x-resp-added", "yes");
+                response.headers.remove("x-upstream");
+                // The request as the request phases left it, read-only here.
+                response.headers.set("x-seen-path", request.path());
+                let added = request.headers.get("x-added").unwrap_or_default();
+                response.headers.set("x-seen-added", added);
+            }
+            "deny" | "trap" | "panic" | "loop" | "oom" | "count" | "state" | "fetch" | "print" | "sleep"
+            | "init-count" | "init-print" | "connection" => {}
+            _ => {
+                let chain = response
+                    .headers
+                    .get_str("x-chain-response")
+                    .unwrap_or_default();
+                let chain = if chain.is_empty() {
+                    self.config.tag.clone()
+                } else {
+                    format!("{chain},{}", self.config.tag)
+                };
+                response.headers.set("x-chain-response", chain);
+            }
+        }
+        Action::Continue
+    }
+}
+
+weir_plugin_sdk::export_plugin!(Probe);
