@@ -9,6 +9,7 @@ mod error;
 mod schema;
 mod tls;
 mod upstream;
+mod upstream_tls;
 mod validate;
 mod validate_upstream;
 
@@ -19,9 +20,10 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 
 pub use error::{ConfigError, Diagnostic};
-pub use schema::{Balancer, ConfigFile, EscapedSlashes, Isolation, OnError, Timeouts};
+pub use schema::{Balancer, ConfigFile, EscapedSlashes, Isolation, OnError, Protocol, Timeouts};
 pub use tls::{Tls, TlsCertificate, files_named_in as tls_files_named_in};
 pub use upstream::{Endpoint, HashOn, HealthCheck, Limits, Outlier, Retries, RetryOn, Upstream};
+pub use upstream_tls::UpstreamTls;
 
 /// A validated configuration: every name resolved, every address parsed.
 #[derive(Debug, Clone)]
