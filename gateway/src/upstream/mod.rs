@@ -18,6 +18,7 @@ mod inflight;
 mod limits;
 mod multiplex;
 mod outlier;
+mod peer_settings;
 mod pool;
 mod probe;
 mod random;

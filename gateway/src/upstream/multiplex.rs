@@ -15,8 +15,6 @@
 //! and is replaced by a new one when needed. One without streams for the cluster's
 //! `idle` timeout is closed.
 
-use std::future::{Future, poll_fn};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -28,6 +26,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use super::client::{UpstreamBody, UpstreamFailure};
 use super::connect::{Connector, UpstreamStream};
 use super::limits::{Breaker, ConnectionSlot, Waited};
+use super::peer_settings::SettingsWatch;
+
+/// Concurrent streams assumed on a new connection to an endpoint none of whose
+/// connections has told its limit yet (RFC 9113 recommends allowing at least 100).
+const ASSUMED_STREAMS: usize = 100;
 
 /// The HTTP/2 connections of one endpoint for one worker.
 #[derive(Debug)]
@@ -37,6 +40,11 @@ pub(crate) struct MultiplexPool {
     connecting: tokio::sync::Mutex<()>,
     idle_timeout: Duration,
     breaker: Arc<Breaker>,
+    /// The endpoint's `SETTINGS_MAX_CONCURRENT_STREAMS` as last seen on any of its
+    /// connections (0: none seen yet). A new connection assumes it until the peer's
+    /// settings arrive, so a burst that fills one connection spreads over new ones
+    /// rather than queueing on the first new one.
+    peer_limit: Arc<AtomicUsize>,
 }
 
 /// One connection: a handle to send on, and its stream count.
@@ -51,9 +59,9 @@ struct MuxConn {
 struct ConnState {
     /// Streams open now (requests whose response has not ended).
     streams: AtomicUsize,
-    /// The most the peer allows at once (its `SETTINGS_MAX_CONCURRENT_STREAMS`, as of
-    /// the connection's last progress).
-    max_streams: AtomicUsize,
+    /// The most the peer allows at once (its `SETTINGS_MAX_CONCURRENT_STREAMS`, as
+    /// read off the connection; see [`super::peer_settings`]).
+    max_streams: Arc<AtomicUsize>,
     /// Set when an exchange failed on it: it takes no new streams.
     broken: AtomicBool,
     /// When it was opened: the origin of `idle_since`.
@@ -86,6 +94,7 @@ impl MultiplexPool {
             connecting: tokio::sync::Mutex::new(()),
             idle_timeout,
             breaker,
+            peer_limit: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -122,18 +131,26 @@ impl MultiplexPool {
             return Ok(taken);
         }
         let stream = connector.connect(index, authority).await?;
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(UpstreamFailure::Exchange)?;
+        // Until the peer's settings arrive, assume what its other connections said (or
+        // h2's customary 100).
+        let assumed = match self.peer_limit.load(Ordering::Relaxed) {
+            0 => ASSUMED_STREAMS,
+            known => known,
+        };
         let state = Arc::new(ConnState {
             streams: AtomicUsize::new(1),
-            max_streams: AtomicUsize::new(conn.current_max_send_streams()),
+            max_streams: Arc::new(AtomicUsize::new(assumed)),
             broken: AtomicBool::new(false),
             opened: Instant::now(),
             idle_since: AtomicU64::new(0),
         });
-        tokio::spawn(drive(conn, state.clone(), slot, authority.clone()));
+        let io = SettingsWatch::new(stream, [state.max_streams.clone(), self.peer_limit.clone()]);
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .initial_max_send_streams(assumed)
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(UpstreamFailure::Exchange)?;
+        tokio::spawn(drive(conn, slot, authority.clone()));
         self.lock().push(MuxConn {
             sender: sender.clone(),
             state: state.clone(),
@@ -179,23 +196,13 @@ impl MultiplexPool {
     }
 }
 
-/// Drives a connection until it closes, keeping `max_streams` up to date with the
-/// peer's settings; its `max_connections` slot is given back when it ends.
+/// Drives a connection until it closes; its `max_connections` slot is given back then.
 async fn drive(
-    mut conn: http2::Connection<TokioIo<UpstreamStream>, UpstreamBody, TokioExecutor>,
-    state: Arc<ConnState>,
+    conn: http2::Connection<TokioIo<SettingsWatch<UpstreamStream>>, UpstreamBody, TokioExecutor>,
     _slot: ConnectionSlot,
     endpoint: Authority,
 ) {
-    let ended = poll_fn(|cx| {
-        let progress = Pin::new(&mut conn).poll(cx);
-        state
-            .max_streams
-            .store(conn.current_max_send_streams(), Ordering::Relaxed);
-        progress
-    })
-    .await;
-    if let Err(e) = ended {
+    if let Err(e) = conn.await {
         tracing::debug!(%endpoint, error = %e, "HTTP/2 upstream connection ended");
     }
 }
