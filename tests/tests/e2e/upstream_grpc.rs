@@ -130,3 +130,40 @@ async fn trailers_cross_over_tls_with_alpn_h2_at_the_edge() {
         "hello"
     );
 }
+
+#[tokio::test]
+async fn a_header_only_plugin_keeps_the_trailers() {
+    let upstream = ProtoUpstream::h2c();
+    let dir = weir_tests::first_party::plugin_dir();
+    let gw = TestGateway::start(&format!(
+        r#"[plugins]
+dir = "{dir}/plugins"
+cache_dir = "{dir}/cache"
+
+[[upstream]]
+name = "grpc"
+endpoints = ["{}"]
+protocol = "http2"
+
+[[route]]
+name = "grpc"
+match = {{ path_prefix = "/grpc" }}
+upstream = "grpc"
+plugins = [{{ name = "headers", config = {{ request = {{ set = {{ x-env = "prod" }} }}, response = {{ set = {{ x-frame-options = "DENY" }} }} }} }}]
+"#,
+        upstream.addr,
+        dir = dir.display(),
+    ));
+    let io = TcpStream::connect(gw.addr).await.expect("connect");
+    let reply = h2_exchange(io, call(&gw.url("/grpc/stream/3"))).await;
+
+    assert_grpc_ok(&reply);
+    assert_eq!(reply.headers["x-frame-options"], "DENY");
+    assert_eq!(reply.data.len(), 3);
+    let seen = upstream.seen().pop().expect("a request");
+    assert_eq!(seen.headers["x-env"], "prod");
+    assert_eq!(
+        seen.trailers.expect("request trailers")["x-client-trailer"],
+        "hello"
+    );
+}

@@ -265,3 +265,44 @@ async fn http2_over_tls_by_alpn_carries_grpc_trailers() {
     assert_eq!(trailers["grpc-status"], "0");
     assert_eq!(trailers["x-echo-trailer"], "tls");
 }
+
+#[tokio::test]
+async fn a_replaced_ca_file_is_picked_up_without_a_restart() {
+    let dir = fresh_dir();
+    let upstream_ca = TestCa::new("Upstream CA");
+    let upstream = tls_upstream(upstream_ca.server(&["users.internal"]));
+    // At first the gateway trusts another CA: handshakes fail.
+    let ca_file = TestCa::new("Stale CA").write(&dir, "ca");
+    let config = dir.join("weir.toml");
+    std::fs::write(
+        &config,
+        weir_tests::gateway::with_test_listeners(&route_to(
+            &upstream.addr.to_string(),
+            &format!(
+                r#"{{ ca = "{}", server_name = "users.internal" }}"#,
+                path(&ca_file)
+            ),
+            "",
+        )),
+    )
+    .expect("write config");
+    let gw = TestGateway::from_file(&config);
+    assert_eq!(get(&gw.url("/")).await.status, 502);
+
+    // The right CA is renamed into place, as deploy tools do.
+    let tmp = dir.join(".ca.pem.tmp");
+    std::fs::write(&tmp, &upstream_ca.pem).expect("write CA");
+    std::fs::rename(&tmp, &ca_file).expect("rename CA");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = get(&gw.url("/")).await.status;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {status} 10 s after the CA changed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
