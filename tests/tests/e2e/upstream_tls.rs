@@ -74,6 +74,13 @@ async fn a_test_ca_verifies_the_endpoint_named_by_server_name() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(upstream.handshake_failures(), 0);
+
+    let doc = gw.admin_json("/admin/upstreams").await;
+    let cluster = &doc["upstreams"][0];
+    assert_eq!(cluster["protocol"], "http1");
+    assert_eq!(cluster["tls"]["server_name"], "users.internal");
+    assert_eq!(cluster["tls"]["ca"], path(&ca_file));
+    assert!(cluster["tls"]["client_cert"].is_null());
 }
 
 #[tokio::test]
