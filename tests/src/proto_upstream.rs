@@ -78,6 +78,8 @@ struct ProtoState {
     seen: Mutex<Vec<ProtoSeen>>,
     active: AtomicUsize,
     peak_active: AtomicUsize,
+    /// Cancelled to send GOAWAY on the connections open now.
+    goaway: Mutex<CancellationToken>,
 }
 
 type ProtoBody = BoxBody<Bytes, Infallible>;
@@ -143,6 +145,14 @@ impl ProtoUpstream {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+
+    /// Sends GOAWAY on every open connection (their streams in progress finish; new
+    /// connections are still accepted).
+    pub fn goaway(&self) {
+        let mut token = self.state.goaway.lock().expect("lock");
+        token.cancel();
+        *token = CancellationToken::new();
     }
 
     /// TCP connections accepted (TLS handshakes that failed included).
@@ -254,21 +264,13 @@ async fn serve(
             acceptor.clone(),
         );
         tokio::spawn(async move {
-            let service = {
-                let state = state.clone();
-                service_fn(move |req| respond(state.clone(), req))
-            };
             let Some(acceptor) = acceptor else {
                 state.accepted.lock().expect("lock").push(Accepted {
                     sni: None,
                     alpn: None,
                     client_cert: false,
                 });
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                tokio::select! {
-                    _ = conn => {}
-                    () = stop.cancelled() => {}
-                }
+                run_connection(&builder, TokioIo::new(stream), state, stop).await;
                 return;
             };
             let tls = match acceptor.accept(stream).await {
@@ -284,12 +286,33 @@ async fn serve(
                 alpn: session.alpn_protocol().map(<[u8]>::to_vec),
                 client_cert: session.peer_certificates().is_some(),
             });
-            let conn = builder.serve_connection(TokioIo::new(tls), service);
-            tokio::select! {
-                _ = conn => {}
-                () = stop.cancelled() => {}
-            }
+            run_connection(&builder, TokioIo::new(tls), state, stop).await;
         });
+    }
+}
+
+/// Serves one connection until it ends or `stop`; on [`ProtoUpstream::goaway`], shuts
+/// it down gracefully (HTTP/2: GOAWAY, then the streams in progress finish).
+async fn run_connection<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    state: Arc<ProtoState>,
+    stop: CancellationToken,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let goaway = state.goaway.lock().expect("lock").clone();
+    let service = service_fn(move |req| respond(state.clone(), req));
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        () = stop.cancelled() => return,
+        () = goaway.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+    tokio::select! {
+        _ = conn => {}
+        () = stop.cancelled() => {}
     }
 }
 

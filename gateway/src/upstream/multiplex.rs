@@ -26,7 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use super::client::{UpstreamBody, UpstreamFailure};
 use super::connect::{Connector, UpstreamStream};
 use super::limits::{Breaker, ConnectionSlot, Waited};
-use super::peer_settings::SettingsWatch;
+use super::peer_settings::{PeerState, SettingsWatch};
 
 /// Concurrent streams assumed on a new connection to an endpoint none of whose
 /// connections has told its limit yet (RFC 9113 recommends allowing at least 100).
@@ -59,9 +59,9 @@ struct MuxConn {
 struct ConnState {
     /// Streams open now (requests whose response has not ended).
     streams: AtomicUsize,
-    /// The most the peer allows at once (its `SETTINGS_MAX_CONCURRENT_STREAMS`, as
-    /// read off the connection; see [`super::peer_settings`]).
-    max_streams: Arc<AtomicUsize>,
+    /// What the peer said: its stream limit, whether it is going away (read off the
+    /// connection; see [`super::peer_settings`]).
+    peer: Arc<PeerState>,
     /// Set when an exchange failed on it: it takes no new streams.
     broken: AtomicBool,
     /// When it was opened: the origin of `idle_since`.
@@ -139,12 +139,12 @@ impl MultiplexPool {
         };
         let state = Arc::new(ConnState {
             streams: AtomicUsize::new(1),
-            max_streams: Arc::new(AtomicUsize::new(assumed)),
+            peer: Arc::new(PeerState::new(assumed)),
             broken: AtomicBool::new(false),
             opened: Instant::now(),
             idle_since: AtomicU64::new(0),
         });
-        let io = SettingsWatch::new(stream, [state.max_streams.clone(), self.peer_limit.clone()]);
+        let io = SettingsWatch::new(stream, state.peer.clone(), self.peer_limit.clone());
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .initial_max_send_streams(assumed)
             .handshake(TokioIo::new(io))
@@ -175,10 +175,12 @@ impl MultiplexPool {
         conns.retain(|c| {
             !c.sender.is_closed()
                 && !c.state.broken.load(Ordering::Relaxed)
+                && !c.state.peer.going_away.load(Ordering::Relaxed)
                 && !c.state.idled_out(idle_timeout)
         });
         let conn = conns.iter().find(|c| {
-            c.state.streams.load(Ordering::Relaxed) < c.state.max_streams.load(Ordering::Relaxed)
+            c.state.streams.load(Ordering::Relaxed)
+                < c.state.peer.max_streams.load(Ordering::Relaxed)
         })?;
         conn.state.streams.fetch_add(1, Ordering::Relaxed);
         Some(Checkout {

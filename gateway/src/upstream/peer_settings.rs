@@ -1,14 +1,15 @@
-//! The peer's `SETTINGS_MAX_CONCURRENT_STREAMS` on an HTTP/2 connection, read off the
-//! bytes as they arrive. hyper applies the peer's settings on a task of its own and
-//! offers no way to ask for them from outside, so the pool (which must know when a
-//! connection is full, to open another) watches the frames go by instead: a frame
-//! header is 9 bytes with the payload's length, so following frame boundaries costs a
-//! few comparisons per read, and only `SETTINGS` payloads are looked into.
+//! What an HTTP/2 peer tells about its connection, read off the bytes as they arrive:
+//! its `SETTINGS_MAX_CONCURRENT_STREAMS`, and a `GOAWAY`. hyper applies the peer's
+//! frames on a task of its own and offers no way to ask about them from outside, so the
+//! pool (which must know when a connection is full, to open another, and when it is
+//! going away, to send it nothing new) watches the frames go by instead: a frame header
+//! is 9 bytes with the payload's length, so following frame boundaries costs a few
+//! comparisons per read, and only `SETTINGS` payloads are looked into.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -17,8 +18,19 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 const SETTINGS: u8 = 0x4;
 /// The `ACK` flag of a `SETTINGS` frame.
 const ACK: u8 = 0x1;
+/// The `GOAWAY` frame type.
+const GOAWAY: u8 = 0x7;
 /// `SETTINGS_MAX_CONCURRENT_STREAMS`.
 const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+
+/// Something the peer said about the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Heard {
+    /// Its `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    MaxStreams(u32),
+    /// It sent `GOAWAY`: it takes no new streams.
+    GoAway,
+}
 
 /// Where the scan is in the peer's frames.
 #[derive(Debug, Clone, Copy)]
@@ -32,7 +44,8 @@ enum Scan {
     Settings(usize, usize),
 }
 
-/// Follows a peer's frames and reports each `SETTINGS_MAX_CONCURRENT_STREAMS` it sets.
+/// Follows a peer's frames and reports each `SETTINGS_MAX_CONCURRENT_STREAMS` it sets,
+/// and its `GOAWAY`.
 #[derive(Debug)]
 pub(crate) struct FrameScan {
     scan: Scan,
@@ -51,9 +64,8 @@ impl Default for FrameScan {
 }
 
 impl FrameScan {
-    /// Reads `bytes`, the next the peer sent; calls `found` with each value of
-    /// `SETTINGS_MAX_CONCURRENT_STREAMS` in them.
-    pub(crate) fn feed(&mut self, mut bytes: &[u8], mut found: impl FnMut(u32)) {
+    /// Reads `bytes`, the next the peer sent; calls `found` with what they say.
+    pub(crate) fn feed(&mut self, mut bytes: &[u8], mut found: impl FnMut(Heard)) {
         while !bytes.is_empty() {
             match self.scan {
                 Scan::Header(have) => {
@@ -66,6 +78,9 @@ impl FrameScan {
                     }
                     let [a, b, c, kind, flags, ..] = self.header;
                     let len = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+                    if kind == GOAWAY {
+                        found(Heard::GoAway);
+                    }
                     self.scan = if len == 0 {
                         Scan::Header(0)
                     } else if kind == SETTINGS && flags & ACK == 0 {
@@ -91,7 +106,7 @@ impl FrameScan {
                     if have == 6 {
                         let [i0, i1, v0, v1, v2, v3] = self.entry;
                         if u16::from_be_bytes([i0, i1]) == MAX_CONCURRENT_STREAMS {
-                            found(u32::from_be_bytes([v0, v1, v2, v3]));
+                            found(Heard::MaxStreams(u32::from_be_bytes([v0, v1, v2, v3])));
                         }
                     }
                     self.scan = match (left, have) {
@@ -105,22 +120,46 @@ impl FrameScan {
     }
 }
 
-/// An HTTP/2 connection's IO that records the peer's stream limit in `limits` as it
-/// reads.
+/// What the peer told about one connection, shared with the pool.
+#[derive(Debug)]
+pub(crate) struct PeerState {
+    /// The most streams it allows at once.
+    pub(crate) max_streams: AtomicUsize,
+    /// Whether it sent `GOAWAY`.
+    pub(crate) going_away: AtomicBool,
+}
+
+impl PeerState {
+    /// Before the peer said anything: `assumed` streams allowed.
+    pub(crate) fn new(assumed: usize) -> PeerState {
+        PeerState {
+            max_streams: AtomicUsize::new(assumed),
+            going_away: AtomicBool::new(false),
+        }
+    }
+}
+
+/// An HTTP/2 connection's IO that records in `peer` what the peer says as it reads,
+/// and each stream limit in `endpoint_limit` too (for the endpoint's next connection).
 #[derive(Debug)]
 pub(crate) struct SettingsWatch<S> {
     inner: S,
     scan: FrameScan,
-    /// Where each new limit goes: the connection's, and its endpoint's.
-    limits: [Arc<AtomicUsize>; 2],
+    peer: Arc<PeerState>,
+    endpoint_limit: Arc<AtomicUsize>,
 }
 
 impl<S> SettingsWatch<S> {
-    pub(crate) fn new(inner: S, limits: [Arc<AtomicUsize>; 2]) -> SettingsWatch<S> {
+    pub(crate) fn new(
+        inner: S,
+        peer: Arc<PeerState>,
+        endpoint_limit: Arc<AtomicUsize>,
+    ) -> SettingsWatch<S> {
         SettingsWatch {
             inner,
             scan: FrameScan::default(),
-            limits,
+            peer,
+            endpoint_limit,
         }
     }
 }
@@ -135,13 +174,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for SettingsWatch<S> {
         let before = buf.filled().len();
         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = read {
-            let limits = &this.limits;
-            this.scan.feed(&buf.filled()[before..], |max| {
-                let max = usize::try_from(max).unwrap_or(usize::MAX);
-                for limit in limits {
-                    limit.store(max, Ordering::Relaxed);
-                }
-            });
+            let (peer, endpoint_limit) = (&this.peer, &this.endpoint_limit);
+            this.scan
+                .feed(&buf.filled()[before..], |heard| match heard {
+                    Heard::MaxStreams(max) => {
+                        let max = usize::try_from(max).unwrap_or(usize::MAX);
+                        peer.max_streams.store(max, Ordering::Relaxed);
+                        endpoint_limit.store(max, Ordering::Relaxed);
+                    }
+                    Heard::GoAway => peer.going_away.store(true, Ordering::Relaxed),
+                });
         }
         read
     }
@@ -198,7 +240,7 @@ mod tests {
         frame(SETTINGS, 0, &payload)
     }
 
-    fn found_in(chunks: &[&[u8]]) -> Vec<u32> {
+    fn found_in(chunks: &[&[u8]]) -> Vec<Heard> {
         let mut scan = FrameScan::default();
         let mut found = Vec::new();
         for chunk in chunks {
@@ -217,13 +259,15 @@ mod tests {
         ));
         bytes.extend(frame(SETTINGS, ACK, &[]));
         bytes.extend(settings(&[(MAX_CONCURRENT_STREAMS, 7)]));
-        assert_eq!(found_in(&[&bytes]), [4, 7]);
+        bytes.extend(frame(GOAWAY, 0, &[0, 0, 0, 5, 0, 0, 0, 0]));
+        let expected = [Heard::MaxStreams(4), Heard::MaxStreams(7), Heard::GoAway];
+        assert_eq!(found_in(&[&bytes]), expected);
         for split in 1..bytes.len() {
             let (a, b) = bytes.split_at(split);
-            assert_eq!(found_in(&[a, b]), [4, 7], "split at {split}");
+            assert_eq!(found_in(&[a, b]), expected, "split at {split}");
         }
         let single: Vec<&[u8]> = bytes.chunks(1).collect();
-        assert_eq!(found_in(&single), [4, 7]);
+        assert_eq!(found_in(&single), expected);
     }
 
     #[test]

@@ -173,3 +173,29 @@ timeouts = { connect = "300ms" }"#,
     assert_eq!(statuses, [200, 200, 503, 503, 503, 503]);
     assert_eq!(upstream.connections(), 1);
 }
+
+#[tokio::test]
+async fn after_goaway_new_streams_go_to_a_new_connection() {
+    let upstream = ProtoUpstream::h2c();
+    let gw = TestGateway::start(&config(&upstream, 1, ""));
+    assert_eq!(get(&gw.url("/")).await.status, 200);
+
+    // A slow request holds the connection open while the upstream says GOAWAY.
+    let slow = tokio::spawn(get_owned(gw.url("/slow/800")));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while upstream.seen().len() < 2 {
+        assert!(Instant::now() < deadline, "the slow request never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    upstream.goaway();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // New requests are not sent to the draining connection: they open another.
+    for _ in 0..3 {
+        let reply = get(&gw.url("/")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    assert_eq!(upstream.connections(), 2);
+    // The stream in flight when GOAWAY came finishes on the old connection.
+    assert_eq!(slow.await.expect("slow request").status, 200);
+}
