@@ -57,6 +57,9 @@ impl ProxyError {
                 UpstreamFailure::Connect(_) | UpstreamFailure::ClosedBeforeSend => {
                     (StatusCode::BAD_GATEWAY, "upstream connection failed")
                 }
+                UpstreamFailure::Tls(_) => {
+                    (StatusCode::BAD_GATEWAY, "upstream TLS handshake failed")
+                }
                 UpstreamFailure::Exchange(_) => (
                     StatusCode::BAD_GATEWAY,
                     "upstream connection reset or invalid response",

@@ -110,3 +110,63 @@ pub async fn raw_request(addr: SocketAddr, request: &str) -> String {
         .await
         .expect("no complete response within 10 s")
 }
+
+/// A response read frame by frame.
+#[derive(Debug)]
+pub struct FramedReply {
+    /// Status code.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Each data frame as it arrived.
+    pub data: Vec<Bytes>,
+    /// The trailers, if any came.
+    pub trailers: Option<HeaderMap>,
+}
+
+/// A request body of `data` followed by `trailers`.
+pub fn with_trailers(data: impl Into<Bytes>, trailers: HeaderMap) -> ClientBody {
+    let frames = [
+        Ok(hyper::body::Frame::data(data.into())),
+        Ok(hyper::body::Frame::trailers(trailers)),
+    ];
+    http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed()
+}
+
+/// Sends `req` (absolute URI) as HTTP/2 on `io` — a plain connection (prior knowledge)
+/// or a TLS one that agreed on `h2` — and reads the response frame by frame. Panics
+/// after 20 s.
+pub async fn h2_exchange<I>(io: I, req: Request<ClientBody>) -> FramedReply
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let exchange = async {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(io),
+        )
+        .await
+        .expect("h2 handshake");
+        tokio::spawn(conn);
+        let response = sender.send_request(req).await.expect("request failed");
+        let (parts, mut body) = response.into_parts();
+        let mut data = Vec::new();
+        let mut trailers = None;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.expect("body failed");
+            match frame.into_data() {
+                Ok(bytes) => data.push(bytes),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        FramedReply {
+            status: parts.status,
+            headers: parts.headers,
+            data,
+            trailers,
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
+        .expect("no response within 20 s")
+}

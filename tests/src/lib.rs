@@ -2,15 +2,18 @@
 //! in-process or as the real `weir` binary, and small HTTP clients. Everything binds
 //! 127.0.0.1 on port 0 and is stopped when dropped.
 
+pub mod certs;
 pub mod client;
 pub mod first_party;
 pub mod gateway;
 pub mod load;
 pub mod poll;
+pub mod proto_upstream;
 pub mod upstream;
 
 pub use client::{Reply, get, h1_client, h2_client, raw_request, send};
 pub use gateway::{TestGateway, WeirProcess};
+pub use proto_upstream::{ProtoOptions, ProtoUpstream};
 pub use upstream::{Seen, TestUpstream};
 
 /// Path of the real `weir` binary built for these tests (usable in integration tests,

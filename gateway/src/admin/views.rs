@@ -111,6 +111,15 @@ pub(super) fn upstreams(snapshot: &Snapshot) -> Value {
                 "name": u.name,
                 "balancer": u.balancer.as_str(),
                 "hash_on": u.hash_on.as_ref().map(ToString::to_string),
+                "protocol": u.protocol.as_str(),
+                "tls": u.tls.as_ref().map(|t| json!({
+                    "ca": t.ca.as_ref().map_or_else(
+                        || "system".to_owned(),
+                        |p| p.display().to_string(),
+                    ),
+                    "server_name": t.server_name.as_ref().map(|n| n.to_str().into_owned()),
+                    "client_cert": t.cert.as_ref().map(|p| p.display().to_string()),
+                })),
                 "timeouts": {
                     "connect": duration(u.timeouts.connect),
                     "request": duration(u.timeouts.request),

@@ -9,6 +9,7 @@ mod error;
 mod schema;
 mod tls;
 mod upstream;
+mod upstream_tls;
 mod validate;
 mod validate_upstream;
 
@@ -19,9 +20,10 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 
 pub use error::{ConfigError, Diagnostic};
-pub use schema::{Balancer, ConfigFile, EscapedSlashes, Isolation, OnError, Timeouts};
+pub use schema::{Balancer, ConfigFile, EscapedSlashes, Isolation, OnError, Protocol, Timeouts};
 pub use tls::{Tls, TlsCertificate, files_named_in as tls_files_named_in};
 pub use upstream::{Endpoint, HashOn, HealthCheck, Limits, Outlier, Retries, RetryOn, Upstream};
+pub use upstream_tls::UpstreamTls;
 
 /// A validated configuration: every name resolved, every address parsed.
 #[derive(Debug, Clone)]
@@ -43,6 +45,45 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// Routes in match order.
     pub routes: Vec<Route>,
+}
+
+impl Config {
+    /// The digest of every TLS file the config loaded (the listener's and each
+    /// upstream's), as they were loaded.
+    pub fn tls_fingerprint(&self) -> [u8; 32] {
+        self.tls_digest(|fingerprint, _| fingerprint)
+    }
+
+    /// [`Config::tls_fingerprint`] of the files as they are now: it differs when a
+    /// certificate, key or CA file changed since they were loaded.
+    pub fn current_tls_fingerprint(&self) -> [u8; 32] {
+        self.tls_digest(|_, current| current())
+    }
+
+    fn tls_digest(&self, pick: impl Fn([u8; 32], &dyn Fn() -> [u8; 32]) -> [u8; 32]) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut digest = Sha256::new();
+        if let Some(tls) = &self.server.tls {
+            digest.update(pick(tls.fingerprint, &|| tls.current_fingerprint()));
+        }
+        for tls in self.upstreams.iter().filter_map(|u| u.tls.as_ref()) {
+            digest.update(pick(tls.fingerprint, &|| tls.current_fingerprint()));
+        }
+        digest.finalize().into()
+    }
+
+    /// Every TLS file the config reads: the listener's and each upstream's.
+    pub fn tls_files(&self) -> Vec<&std::path::Path> {
+        let mut files: Vec<&std::path::Path> =
+            self.server.tls.iter().flat_map(|t| t.files()).collect();
+        files.extend(
+            self.upstreams
+                .iter()
+                .filter_map(|u| u.tls.as_ref())
+                .flat_map(UpstreamTls::files),
+        );
+        files
+    }
 }
 
 /// `[server]`, typed.

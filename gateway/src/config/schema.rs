@@ -249,6 +249,50 @@ pub struct UpstreamConfig {
     /// Connect and request timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// The HTTP version spoken to the endpoints.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// TLS to the endpoints: `tls = {}` verifies them against the system's CAs.
+    pub tls: Option<Spanned<UpstreamTlsConfig>>,
+}
+
+/// The HTTP version a cluster speaks to its endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1 over a pool of keep-alive connections, one request at a time each.
+    #[default]
+    Http1,
+    /// HTTP/2: a few connections per endpoint, each carrying many concurrent streams
+    /// (h2c with prior knowledge over plain TCP, ALPN `h2` over TLS).
+    Http2,
+}
+
+impl Protocol {
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::Http2 => "http2",
+        }
+    }
+}
+
+/// `[[upstream]].tls`: how the gateway verifies the endpoints, and the client
+/// certificate it presents to them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM file of the CAs the endpoints' certificates must chain to (default: the
+    /// system's trusted CAs).
+    pub ca: Option<Spanned<String>>,
+    /// The name sent as SNI and verified in the certificate (default: the endpoint's
+    /// host when it is a DNS name; an IP address is verified against IP SANs).
+    pub server_name: Option<Spanned<String>>,
+    /// PEM file of the client certificate chain presented to endpoints (mTLS).
+    pub cert: Option<Spanned<String>>,
+    /// PEM file of the client certificate's private key.
+    pub key: Option<Spanned<String>>,
 }
 
 /// One entry of `endpoints`: an address, with a weight when written as a table.

@@ -64,22 +64,29 @@ pub fn files_named_in(text: &str) -> Vec<PathBuf> {
     let Ok(raw) = toml::from_str::<super::ConfigFile>(text) else {
         return Vec::new();
     };
-    let Some(tls) = raw.server.tls else {
-        return Vec::new();
-    };
-    let tls = tls.into_inner();
-    let mut files: Vec<PathBuf> = tls
-        .certificates
-        .into_inner()
-        .into_iter()
-        .flat_map(|c| {
-            let c = c.into_inner();
-            [
-                PathBuf::from(c.cert.into_inner()),
-                PathBuf::from(c.key.into_inner()),
-            ]
+    let mut files: Vec<PathBuf> = raw
+        .upstreams
+        .iter()
+        .filter_map(|u| u.tls.as_ref())
+        .flat_map(|t| {
+            let t = t.get_ref();
+            [&t.ca, &t.cert, &t.key]
+                .into_iter()
+                .flatten()
+                .map(|p| PathBuf::from(p.get_ref()))
         })
         .collect();
+    let Some(tls) = raw.server.tls else {
+        return files;
+    };
+    let tls = tls.into_inner();
+    files.extend(tls.certificates.into_inner().into_iter().flat_map(|c| {
+        let c = c.into_inner();
+        [
+            PathBuf::from(c.cert.into_inner()),
+            PathBuf::from(c.key.into_inner()),
+        ]
+    }));
     files.extend(tls.client_ca.map(|ca| PathBuf::from(ca.into_inner())));
     files
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::HeaderName;
 use http::uri::Authority;
 
-use super::{Balancer, Timeouts};
+use super::{Balancer, Protocol, Timeouts, UpstreamTls};
 
 /// One upstream cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,10 @@ pub struct Upstream {
     pub limits: Limits,
     /// Connect, request and idle timeouts.
     pub timeouts: Timeouts,
+    /// The HTTP version spoken to the endpoints (default `http1`).
+    pub protocol: Protocol,
+    /// TLS to the endpoints (none by default: plain TCP).
+    pub tls: Option<UpstreamTls>,
 }
 
 /// The default [`Upstream::panic_threshold`].

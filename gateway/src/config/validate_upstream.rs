@@ -73,6 +73,11 @@ pub(super) fn check_upstreams(c: &mut Checker<'_>, raw: &[UpstreamConfig]) -> Ve
             retries,
             limits,
             timeouts: u.timeouts,
+            protocol: u.protocol,
+            tls: u
+                .tls
+                .as_ref()
+                .and_then(|t| super::upstream_tls::check(c, &format!("{key}.tls"), t, u.protocol)),
         });
     }
     out

@@ -396,9 +396,7 @@ impl Reloader {
         };
         let swapped_config = applying_candidate;
         if let Some((applied, text)) = candidate.filter(|_| swapped_config) {
-            let old_tls = self.config.server.tls.as_ref().map(|t| t.fingerprint);
-            let new_tls = applied.server.tls.as_ref().map(|t| t.fingerprint);
-            if old_tls != new_tls {
+            if self.config.tls_fingerprint() != applied.tls_fingerprint() {
                 tracing::info!("TLS certificates reloaded: new handshakes use them");
                 report.tls = Some("reloaded");
             }
@@ -479,14 +477,14 @@ impl Reloader {
         Some((config, text))
     }
 
-    /// The config in force, re-read because a TLS file it names changed; `None` when it
-    /// has no TLS (or no config file), the files did not change, or the new files were
-    /// refused (recorded in `report`; the previous certificates keep serving).
+    /// The config in force, re-read because a TLS file it names (the listener's or an
+    /// upstream's) changed; `None` when it has no TLS (or no config file), the files did
+    /// not change, or the new files were refused (recorded in `report`; the previous
+    /// certificates keep serving).
     fn read_certificates(&mut self, report: &mut ReloadReport) -> Option<(Config, String)> {
-        let tls = self.config.server.tls.as_ref()?;
         let text = self.config_text.clone()?;
-        let now = tls.current_fingerprint();
-        if now == tls.fingerprint {
+        let now = self.config.current_tls_fingerprint();
+        if now == self.config.tls_fingerprint() {
             return None;
         }
         if self.refused_tls == Some(now) {
@@ -507,7 +505,7 @@ impl Reloader {
                 return None;
             }
         };
-        if config.server.tls.is_none() {
+        if self.config.server.tls.is_some() && config.server.tls.is_none() {
             // The file dropped `[server.tls]` (which needs a restart, reported when the
             // file changed): it no longer says which files to serve.
             self.refused_tls = Some(now);

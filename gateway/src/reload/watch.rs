@@ -67,14 +67,13 @@ pub(super) struct Watcher {
 }
 
 /// The files `config` reads and the directories they are in: the config file, the
-/// plugins directory and the TLS files.
+/// plugins directory and the TLS files (the listener's and the upstreams').
 fn watch_list(config: &Config) -> Vec<Watched> {
     let mut watched: Vec<Watched> = Vec::new();
     if config.source.is_file() {
         add_named(&mut watched, [config.source.as_path()]);
     }
-    let tls_files = config.server.tls.iter().flat_map(|t| t.files());
-    add_named(&mut watched, tls_files);
+    add_named(&mut watched, config.tls_files());
     if config.plugins.dir.is_dir() {
         watched.push(Watched {
             dir: absolute(&config.plugins.dir),

@@ -1,6 +1,7 @@
 //! TLS material for the client listener: certificates and keys read from PEM files,
 //! the certificate chosen by SNI, client-certificate verification (mTLS), and the
-//! verified client's identity as an `x-forwarded-client-cert` value.
+//! verified client's identity as an `x-forwarded-client-cert` value; and for upstreams,
+//! the client config their connections use (`client.rs`).
 //!
 //! This module sits low, beside `config`: config validation loads the files through it
 //! (so a broken certificate is a config error naming its key), and a reload rebuilds
@@ -10,6 +11,7 @@
 //! The crypto provider is `ring`: it builds with a C compiler alone (no cmake, no NASM),
 //! and the gateway needs nothing `aws-lc-rs` adds (FIPS, post-quantum key exchange).
 
+mod client;
 mod identity;
 mod pem;
 mod sni;
@@ -19,6 +21,7 @@ use std::sync::Arc;
 use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig};
 
+pub use client::{ClientIdentity, SystemRootsError, client_config, system_roots};
 pub use identity::forwarded_client_cert;
 pub use pem::{FileDigest, PemError, certified_key, read_chain, read_file, read_key, read_roots};
 pub use sni::{ServerName, SniResolver};

@@ -1,10 +1,11 @@
 //! Sending a request to one endpoint over a pooled HTTP/1.1 connection, and the response
-//! body that keeps driving that connection while it streams.
+//! body that keeps driving that connection while it streams; or, for `http2` clusters,
+//! on a stream of a shared HTTP/2 connection (see [`super::multiplex`]).
 //!
-//! The request's own task polls the connection (hyper's `Connection` future) alongside
-//! the response future, and the response body keeps polling it until the body ends; the
-//! connection then goes back to the pool. This costs no task spawn and no cross-task
-//! wake-up per request, which is most of what a generic pooled client spends.
+//! The request's own task polls the HTTP/1.1 connection (hyper's `Connection` future)
+//! alongside the response future, and the response body keeps polling it until the body
+//! ends; the connection then goes back to the pool. This costs no task spawn and no
+//! cross-task wake-up per request, which is most of what a generic pooled client spends.
 
 use std::future::{Future, poll_fn};
 use std::io;
@@ -14,18 +15,19 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::uri::Authority;
-use http::{Request, Response};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version, header};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
+use super::connect::Connector;
 use super::inflight::InFlight;
 use super::limits::{Breaker, ConnectionSlot, Limit, Waited};
+use super::multiplex::{Checkout, MultiplexPool, StreamSlot};
 use super::pool::{IdlePool, PooledConn};
-use crate::config::Timeouts;
+use crate::config::{Protocol, Timeouts};
 
 /// The body type sent upstream: the client's body streamed through untouched, or a
 /// body a plugin's request-body phase produced.
@@ -40,6 +42,10 @@ pub enum UpstreamFailure {
     /// The TCP connection was not established within the connect timeout.
     #[error("connect timed out after {0:?}")]
     ConnectTimeout(Duration),
+    /// The TLS handshake failed (an untrusted or mismatched certificate, a refused
+    /// client certificate, no common protocol).
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] io::Error),
     /// The connection failed after it was established (reset, closed, bad response).
     #[error("exchange failed: {0}")]
     Exchange(#[source] hyper::Error),
@@ -76,22 +82,43 @@ impl SendFailure {
 /// Connections to the endpoints of one cluster, for one worker.
 #[derive(Debug)]
 pub struct UpstreamClient {
+    /// Idle HTTP/1.1 connections per endpoint (`http1` clusters).
     pools: Vec<Arc<IdlePool>>,
+    /// HTTP/2 connections per endpoint (`http2` clusters; empty otherwise).
+    multiplexed: Box<[MultiplexPool]>,
+    connector: Arc<Connector>,
     connect_timeout: Duration,
     breaker: Arc<Breaker>,
 }
 
 impl UpstreamClient {
-    /// A client for `endpoints` endpoints, its connections counted by `breaker`.
+    /// A client for `endpoints` endpoints speaking `protocol`, its connections opened
+    /// by `connector` and counted by `breaker`.
     pub(crate) fn new(
         endpoints: usize,
+        protocol: Protocol,
         timeouts: &Timeouts,
+        connector: Arc<Connector>,
         breaker: Arc<Breaker>,
     ) -> UpstreamClient {
+        let (pools, multiplexed) = match protocol {
+            Protocol::Http1 => (
+                (0..endpoints)
+                    .map(|_| Arc::new(IdlePool::new(timeouts.idle, breaker.clone())))
+                    .collect(),
+                Box::default(),
+            ),
+            Protocol::Http2 => (
+                Vec::new(),
+                (0..endpoints)
+                    .map(|_| MultiplexPool::new(timeouts.idle, breaker.clone()))
+                    .collect(),
+            ),
+        };
         UpstreamClient {
-            pools: (0..endpoints)
-                .map(|_| Arc::new(IdlePool::new(timeouts.idle, breaker.clone())))
-                .collect(),
+            pools,
+            multiplexed,
+            connector,
             connect_timeout: timeouts.connect,
             breaker,
         }
@@ -113,9 +140,13 @@ impl UpstreamClient {
         mut req: Request<UpstreamBody>,
         timeout: Duration,
     ) -> Result<Response<UpstreamResponseBody>, SendFailure> {
+        if !self.multiplexed.is_empty() {
+            // Boxed: `http1` requests must not carry (and move) this future's state.
+            return Box::pin(self.send_multiplexed(index, authority, req, timeout)).await;
+        }
         let pool = &self.pools[index];
         loop {
-            let (mut conn, fresh) = match self.connection(pool, authority).await {
+            let (mut conn, fresh) = match self.connection(index, pool, authority).await {
                 Ok(got) => got,
                 Err(failure) => {
                     return Err(SendFailure {
@@ -135,6 +166,7 @@ impl UpstreamClient {
                         conn,
                         pool: Some(pool.clone()),
                         in_flight: None,
+                        stream: None,
                     };
                     return Ok(Response::from_parts(parts, body));
                 }
@@ -154,6 +186,7 @@ impl UpstreamClient {
     /// pending request when the cluster is at its limit); whether it is new.
     async fn connection(
         &self,
+        index: usize,
         pool: &IdlePool,
         authority: &Authority,
     ) -> Result<(Box<PooledConn>, bool), UpstreamFailure> {
@@ -164,8 +197,8 @@ impl UpstreamClient {
             Some(slot) => slot,
             // Boxed: only requests at the connection limit wait, and the waiting state
             // must not grow every request's future.
-            None => match Box::pin(self.breaker.wait(pool, self.connect_timeout)).await {
-                Ok(Waited::Pooled(conn)) => return Ok((conn, false)),
+            None => match Box::pin(self.breaker.wait(self.connect_timeout, || pool.take())).await {
+                Ok(Waited::Ready(conn)) => return Ok((conn, false)),
                 Ok(Waited::Slot(slot)) => slot,
                 Err(limit) => {
                     self.breaker.refuse(limit);
@@ -173,20 +206,16 @@ impl UpstreamClient {
                 }
             },
         };
-        Ok((self.connect(authority, slot).await?, true))
+        Ok((self.connect(index, authority, slot).await?, true))
     }
 
     async fn connect(
         &self,
+        index: usize,
         authority: &Authority,
         slot: ConnectionSlot,
     ) -> Result<Box<PooledConn>, UpstreamFailure> {
-        let stream =
-            tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority.as_str()))
-                .await
-                .map_err(|_| UpstreamFailure::ConnectTimeout(self.connect_timeout))?
-                .map_err(UpstreamFailure::Connect)?;
-        let _ = stream.set_nodelay(true);
+        let stream = self.connector.connect(index, authority).await?;
         let (sender, conn) = http1::Builder::new()
             .writev(false) // see the server's builder: one flat write per request
             .handshake(TokioIo::new(stream))
@@ -199,6 +228,101 @@ impl UpstreamClient {
             _slot: slot,
         }))
     }
+}
+
+impl UpstreamClient {
+    /// [`UpstreamClient::send`] for `http2` clusters: the request goes as HTTP/2 on a
+    /// stream of a shared connection. A connection found gone before the request was
+    /// written is dropped and the request tried on another; a request is never sent
+    /// twice.
+    async fn send_multiplexed(
+        &self,
+        index: usize,
+        authority: &Authority,
+        mut req: Request<UpstreamBody>,
+        timeout: Duration,
+    ) -> Result<Response<UpstreamResponseBody>, SendFailure> {
+        let pool = &self.multiplexed[index];
+        let scheme = self.connector.scheme();
+        loop {
+            let checkout = pool
+                .checkout(&self.connector, index, authority, self.connect_timeout)
+                .await;
+            let Checkout {
+                mut sender,
+                stream,
+                fresh,
+            } = match checkout {
+                Ok(taken) => taken,
+                Err(failure) => {
+                    return Err(SendFailure {
+                        failure,
+                        unsent: Some(Box::new(req)),
+                    });
+                }
+            };
+            into_http2(&mut req, authority, &scheme);
+            let outcome = tokio::time::timeout(timeout, sender.try_send_request(req)).await;
+            match outcome {
+                // Dropping the response future resets the stream.
+                Err(_) => return Err(SendFailure::sent(UpstreamFailure::Timeout(timeout))),
+                Ok(Ok(response)) => {
+                    let (parts, body) = response.into_parts();
+                    let body = UpstreamResponseBody {
+                        body,
+                        conn: None,
+                        pool: None,
+                        in_flight: None,
+                        stream: Some(stream),
+                    };
+                    return Ok(Response::from_parts(parts, body));
+                }
+                Ok(Err(mut e)) => {
+                    stream.mark_broken();
+                    match e.take_message() {
+                        Some(back) if !fresh => req = back,
+                        Some(back) => {
+                            return Err(SendFailure {
+                                failure: UpstreamFailure::ClosedBeforeSend,
+                                unsent: Some(Box::new(back)),
+                            });
+                        }
+                        None => {
+                            return Err(SendFailure::sent(UpstreamFailure::Exchange(
+                                e.into_error(),
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Turns a request made for HTTP/1.1 (origin-form target, `Host` header) into one for
+/// HTTP/2: the target becomes `scheme://authority/path`, where the authority is what
+/// `Host` said (or, without one, the endpoint's address), and `Host` itself goes, as
+/// `:authority` replaces it.
+fn into_http2(req: &mut Request<UpstreamBody>, endpoint: &Authority, scheme: &Scheme) {
+    let authority = req
+        .headers_mut()
+        .remove(header::HOST)
+        .and_then(|host| Authority::try_from(host.as_bytes()).ok())
+        .or_else(|| req.uri().authority().cloned())
+        .unwrap_or_else(|| endpoint.clone());
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(scheme.clone());
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(
+        req.uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = Version::HTTP_2;
 }
 
 /// Whether an idle connection can take a request now. Polling the connection first lets
@@ -259,6 +383,8 @@ pub struct UpstreamResponseBody {
     pool: Option<Arc<IdlePool>>,
     /// Counts the request as in flight until the body ends or is dropped.
     in_flight: Option<InFlight>,
+    /// Its stream on an HTTP/2 connection, held until the body ends or is dropped.
+    stream: Option<StreamSlot>,
 }
 
 impl std::fmt::Debug for UpstreamResponseBody {
@@ -280,6 +406,7 @@ impl UpstreamResponseBody {
             pool.put(conn);
         }
         self.in_flight = None;
+        self.stream = None;
     }
 }
 

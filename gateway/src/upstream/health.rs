@@ -17,7 +17,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::Cluster;
-use super::probe::{ProbeFailure, probe};
+use super::probe::{ProbeFailure, Target, probe};
 use crate::config::HealthCheck;
 
 /// The health-check thread; stopped (and joined) when dropped.
@@ -134,10 +134,15 @@ async fn check_cluster(cluster: Weak<Cluster>, retired: CancellationToken, check
             return;
         };
         streaks.resize(cluster.endpoints.len(), Streak::default());
-        let probes = cluster
-            .endpoints
-            .iter()
-            .map(|e| probe(e.authority.as_str(), &check));
+        let probes = cluster.endpoints.iter().enumerate().map(|(index, e)| {
+            let target = Target {
+                connector: &cluster.connector,
+                protocol: cluster.source.protocol,
+                index,
+                authority: &e.authority,
+            };
+            probe(target, &check)
+        });
         let results = tokio::select! {
             () = retired.cancelled() => return,
             results = futures_util::future::join_all(probes) => results,

@@ -21,7 +21,7 @@ use std::time::Duration;
 use prometheus::IntCounter;
 use tokio::sync::Notify;
 
-use super::pool::{IdlePool, PooledConn};
+use super::pool::IdlePool;
 use crate::config::Limits;
 use crate::telemetry::metrics;
 
@@ -71,9 +71,10 @@ pub(crate) struct Breaker {
 
 /// What a pending request got.
 #[derive(Debug)]
-pub(crate) enum Waited {
-    /// An idle connection returned to its pool.
-    Pooled(Box<PooledConn>),
+pub(crate) enum Waited<T> {
+    /// A connection it can use: an idle one returned to its pool (`http1`), or one
+    /// with a free stream (`http2`).
+    Ready(T),
     /// Room for a new connection.
     Slot(ConnectionSlot),
 }
@@ -159,14 +160,15 @@ impl Breaker {
         if evicted { self.reserve() } else { None }
     }
 
-    /// Waits, as a pending request, for a connection to `pool`'s endpoint: an idle one
-    /// returned to `pool`, or room for a new one. Refused when `max_pending` requests
-    /// already wait, or after `limit`.
-    pub(crate) async fn wait(
+    /// Waits, as a pending request, for a connection to an endpoint: one that `usable`
+    /// finds (an idle one returned to the endpoint's pool, a connection with a free
+    /// stream), or room for a new one. Refused when `max_pending` requests already
+    /// wait, or after `limit`.
+    pub(crate) async fn wait<T>(
         self: &Arc<Self>,
-        pool: &IdlePool,
         limit: Duration,
-    ) -> Result<Waited, Limit> {
+        mut usable: impl FnMut() -> Option<T>,
+    ) -> Result<Waited<T>, Limit> {
         if self.pending.fetch_add(1, Ordering::SeqCst) >= self.limits.max_pending as usize {
             self.pending.fetch_sub(1, Ordering::SeqCst);
             return Err(Limit::Pending);
@@ -177,8 +179,8 @@ impl Breaker {
             // Registered before looking, so a release in between is not missed.
             let mut freed = pin!(self.freed.notified());
             freed.as_mut().enable();
-            if let Some(conn) = pool.take() {
-                return Ok(Waited::Pooled(conn));
+            if let Some(conn) = usable() {
+                return Ok(Waited::Ready(conn));
             }
             if let Some(slot) = self.reserve_or_evict() {
                 return Ok(Waited::Slot(slot));
@@ -189,7 +191,8 @@ impl Breaker {
         }
     }
 
-    /// Wakes pending requests, if any: a connection was returned or closed.
+    /// Wakes pending requests, if any: a connection was returned or closed, or a
+    /// stream ended.
     pub(crate) fn freed(&self) {
         if self.pending.load(Ordering::SeqCst) > 0 {
             self.freed.notify_waiters();

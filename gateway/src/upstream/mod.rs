@@ -9,13 +9,16 @@
 
 mod balancer;
 mod client;
+mod connect;
 mod endpoint;
 mod forward;
 mod hash;
 mod health;
 mod inflight;
 mod limits;
+mod multiplex;
 mod outlier;
+mod peer_settings;
 mod pool;
 mod probe;
 mod random;
@@ -87,6 +90,8 @@ pub struct Cluster {
     /// `weir_upstream_overflow_total{upstream, limit="retries"}`.
     retries_refused: prometheus::IntCounter,
     clients: Vec<UpstreamClient>,
+    /// How connections to its endpoints are opened (TCP, TLS); health checks use it too.
+    connector: Arc<connect::Connector>,
     /// Whether health checks were started for this cluster.
     health_started: AtomicBool,
     /// Cancelled when the cluster is dropped: its health checks stop.
@@ -128,8 +133,17 @@ impl Cluster {
         );
         let name: Arc<str> = Arc::from(config.name.as_str());
         let breaker = Arc::new(Breaker::new(name.clone(), config.limits));
+        let connector = Arc::new(connect::Connector::new(config));
         let clients: Vec<UpstreamClient> = (0..workers.max(1))
-            .map(|_| UpstreamClient::new(endpoints.len(), &config.timeouts, breaker.clone()))
+            .map(|_| {
+                UpstreamClient::new(
+                    endpoints.len(),
+                    config.protocol,
+                    &config.timeouts,
+                    connector.clone(),
+                    breaker.clone(),
+                )
+            })
             .collect();
         breaker.watch_pools(
             clients
@@ -144,6 +158,7 @@ impl Cluster {
             source: config.clone(),
             exchange_duration: metrics::upstream_exchange_duration(&config.name),
             clients,
+            connector,
             breaker,
             endpoints,
             picker: ArcSwap::from_pointee(picker),

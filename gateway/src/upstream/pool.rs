@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use super::client::UpstreamBody;
+use super::connect::UpstreamStream;
 use super::limits::{Breaker, ConnectionSlot};
 
 /// Idle connections kept per endpoint and worker; more are closed when released.
@@ -26,7 +26,7 @@ pub(crate) const MAX_IDLE: usize = 1024;
 /// large, and a request moves it several times (pool, exchange, response body).
 pub(crate) struct PooledConn {
     pub(crate) sender: http1::SendRequest<UpstreamBody>,
-    pub(crate) conn: http1::Connection<TokioIo<TcpStream>, UpstreamBody>,
+    pub(crate) conn: http1::Connection<TokioIo<UpstreamStream>, UpstreamBody>,
     pub(crate) idle_since: Instant,
     /// Its place under `max_connections`, given back when the connection is dropped.
     pub(crate) _slot: ConnectionSlot,

@@ -40,6 +40,7 @@ impl Outcome {
         match failure {
             UpstreamFailure::Connect(_)
             | UpstreamFailure::ConnectTimeout(_)
+            | UpstreamFailure::Tls(_)
             | UpstreamFailure::ClosedBeforeSend => Outcome::ConnectFailure,
             UpstreamFailure::Exchange(_) => Outcome::Reset,
             UpstreamFailure::Timeout(_) => Outcome::Timeout,

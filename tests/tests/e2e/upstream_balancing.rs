@@ -55,17 +55,22 @@ async fn round_robin_weights_are_exact_over_whole_rounds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_and_least_request_follow_weights_within_tolerance() {
-    for balancer in ["random", "least_request"] {
+    // `random` is a pure weighted draw: 0.05 is over 5 standard deviations at 3000
+    // requests. `least_request` also weighs the requests in flight, which depend on
+    // each endpoint's latency: on a busy machine the shares flatten somewhat, so it
+    // gets a wider band, and must still rank the endpoints by weight.
+    for (balancer, tolerance) in [("random", 0.05), ("least_request", 0.1)] {
         let ups = three();
         let gw = TestGateway::start(&weighted(balancer, &ups));
         let got = shares(&gw, 3000).await;
         eprintln!("{balancer}: shares {got:?} for weights 1:2:5");
         for (share, expected) in got.iter().zip([0.125, 0.25, 0.625]) {
             assert!(
-                (share - expected).abs() < 0.05,
+                (share - expected).abs() < tolerance,
                 "{balancer}: {got:?} vs 1:2:5"
             );
         }
+        assert!(got[0] < got[1] && got[1] < got[2], "{balancer}: {got:?}");
     }
 }
 

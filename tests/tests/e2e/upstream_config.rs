@@ -266,3 +266,104 @@ timeouts = { connect = "1s", request = "15s", idle = "60s" }
     assert_eq!(u.retries.as_ref().map(|r| r.attempts), Some(2));
     assert_eq!(u.outlier.map(|o| o.max_ejected_percent), Some(50));
 }
+
+#[test]
+fn tls_problems_name_their_keys() {
+    let dir = weir_tests::gateway::fresh_dir();
+    let ca = weir_tests::certs::TestCa::new("Config CA");
+    let ca_file = ca.write(&dir, "ca");
+    let (cert, _) = ca.client("gateway").write(&dir, "client");
+    let (_, other_key) = ca.client("someone-else").write(&dir, "other");
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "hello").expect("write");
+    let text = format!(
+        r#"[[upstream]]
+name = "a"
+endpoints = ["127.0.0.1:1"]
+tls = {{ ca = "{missing}", server_name = "bad name!" }}
+
+[[upstream]]
+name = "b"
+endpoints = ["127.0.0.1:2"]
+tls = {{ ca = "{garbage}", cert = "{cert}" }}
+
+[[upstream]]
+name = "c"
+endpoints = ["127.0.0.1:3"]
+tls = {{ ca = "{ca}", cert = "{cert}", key = "{other_key}" }}
+
+[[upstream]]
+name = "d"
+endpoints = ["127.0.0.1:4"]
+tls = {{ ca = "{ca}", key = "{other_key}" }}
+"#,
+        missing = dir.join("missing.pem").display(),
+        garbage = garbage.display(),
+        cert = cert.display(),
+        ca = ca_file.display(),
+        other_key = other_key.display(),
+    );
+    assert_reported(
+        &text,
+        &[
+            (4, "upstream[0].tls.ca", "cannot read"),
+            (
+                4,
+                "upstream[0].tls.server_name",
+                "`bad name!` is not a server name",
+            ),
+            (9, "upstream[1].tls.ca", "holds no certificate"),
+            (9, "upstream[1].tls.key", "needs its private key"),
+            (14, "upstream[2].tls.key", "does not match the certificate"),
+            (19, "upstream[3].tls.cert", "needs its client certificate"),
+        ],
+    );
+}
+
+#[test]
+fn protocol_and_tls_keys_are_checked_by_name() {
+    let text = "[[upstream]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\nprotocol = \"http3\"\n";
+    let err = parse(text).expect_err("unknown protocol");
+    let d = &err.diagnostics()[0];
+    assert_eq!(
+        (d.line, d.key.as_str()),
+        (4, "upstream[0].protocol"),
+        "{err}"
+    );
+    assert!(d.message.contains("http3"), "{}", d.message);
+
+    let text =
+        "[[upstream]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\ntls = { server_nme = \"x\" }\n";
+    let err = parse(text).expect_err("unknown key");
+    let d = &err.diagnostics()[0];
+    assert_eq!(d.key, "upstream[0].tls.server_nme", "{err}");
+    assert_eq!(
+        d.help.as_deref(),
+        Some("did you mean `server_name`?"),
+        "{err}"
+    );
+}
+
+#[test]
+fn protocol_and_tls_defaults() {
+    let config = parse("[[upstream]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let u = &config.upstreams[0];
+    assert_eq!(u.protocol, weir_gateway::config::Protocol::Http1);
+    assert!(u.tls.is_none(), "plain TCP unless asked");
+
+    let dir = weir_tests::gateway::fresh_dir();
+    let ca = weir_tests::certs::TestCa::new("Config CA");
+    let ca_file = ca.write(&dir, "ca");
+    let text = format!(
+        "[[upstream]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\nprotocol = \"http2\"\n\
+         tls = {{ ca = \"{}\", server_name = \"users.internal\" }}\n",
+        ca_file.display()
+    );
+    let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let u = &config.upstreams[0];
+    assert_eq!(u.protocol, weir_gateway::config::Protocol::Http2);
+    let tls = u.tls.as_ref().expect("tls");
+    assert_eq!(tls.client_config.alpn_protocols, [b"h2".to_vec()]);
+    assert_eq!(tls.ca.as_deref(), Some(ca_file.as_path()));
+}
