@@ -12,6 +12,7 @@
 //! [`RouteSeries`] and, unless turned off, logged.
 
 mod forwarding;
+mod mirror;
 pub mod trace;
 
 use std::net::SocketAddr;
@@ -193,7 +194,9 @@ async fn proxy<'s>(
     // The request phases of the route's plugins.
     let chain = &snapshot.chains[route.index];
     let mut run = None;
-    let upstream_body;
+    let mut upstream_body;
+    // A body a plugin's body phase buffered (a mirror can copy it).
+    let mut buffered = None;
     if !chain.is_empty() {
         let mut pass = ChainRun::new(chain.clone());
         let authority = original_host
@@ -223,17 +226,7 @@ async fn proxy<'s>(
             let bytes = match buffer_body(body, limit, &parts.headers).await {
                 Ok(bytes) => bytes,
                 Err(status) => {
-                    let reply = LocalReply {
-                        status,
-                        headers: json_headers(),
-                        body: bytes::Bytes::from(format!(
-                            "{{\"error\":\"{}\"}}\n",
-                            status
-                                .canonical_reason()
-                                .unwrap_or("bad request")
-                                .to_ascii_lowercase()
-                        )),
-                    };
+                    let reply = status_reply(status);
                     return Ok(answer_locally(pass, reply, None, &snapshot.via.http11).await);
                 }
             };
@@ -247,7 +240,8 @@ async fn proxy<'s>(
                     parts
                         .headers
                         .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                    upstream_body = Either::Right(http_body_util::Full::new(bytes));
+                    upstream_body = Either::Right(http_body_util::Full::new(bytes.clone()));
+                    buffered = Some(bytes);
                 }
                 BodyFlow::Respond(reply, failure) => {
                     return Ok(answer_locally(pass, reply, failure, &snapshot.via.http11).await);
@@ -262,12 +256,60 @@ async fn proxy<'s>(
     }
 
     // The upstream exchange: pick an endpoint, send, wait for the response head.
-    let cluster = &snapshot.clusters[route.upstream];
+    let cluster = &snapshot.clusters[route.target.pick()];
     let host = match &route.host_rewrite {
         HostRewrite::Preserve => UpstreamHost::Fixed(original_host),
         HostRewrite::Literal(value) => UpstreamHost::Fixed(Some(value.clone())),
         HostRewrite::Endpoint => UpstreamHost::Endpoint,
     };
+    if let Some(mirror) = route.mirror.as_ref().filter(|m| m.sampled()) {
+        let body = match (buffered, &upstream_body) {
+            (Some(bytes), _) => Some(bytes),
+            (None, Either::Right(_)) => None,
+            (None, Either::Left(incoming)) => {
+                match mirror::plan(&parts.headers, http_body::Body::is_end_stream(incoming)) {
+                    mirror::BodyPlan::Ready => Some(bytes::Bytes::new()),
+                    mirror::BodyPlan::Skip => None,
+                    mirror::BodyPlan::Buffer => {
+                        let Either::Left(incoming) = upstream_body else {
+                            unreachable!("matched as streamed above")
+                        };
+                        match buffer_body(incoming, mirror::MAX_MIRROR_BODY, &parts.headers).await {
+                            Ok(bytes) => {
+                                upstream_body =
+                                    Either::Right(http_body_util::Full::new(bytes.clone()));
+                                Some(bytes)
+                            }
+                            Err(status) => {
+                                return Ok(Proxied {
+                                    response: local_reply(
+                                        status_reply(status),
+                                        &snapshot.via.http11,
+                                    ),
+                                    upstream: None,
+                                    plugin_failure: None,
+                                    log: run.filter(ChainRun::wants_log),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        match body {
+            Some(body) => {
+                let copy = mirror::Copy {
+                    method: parts.method.clone(),
+                    path_and_query: path_and_query.clone(),
+                    headers: parts.headers.clone(),
+                    body,
+                };
+                let shadow = &snapshot.clusters[mirror.upstream];
+                mirror::send(mirror, shadow, conn.worker, copy, &host);
+            }
+            None => mirror::skipped(mirror),
+        }
+    }
     let key = cluster.hash_key(&parts.headers, conn.client.ip());
     // HTTP/1.1 upstreams take the origin form: path and query only.
     parts.uri = Uri::from(path_and_query);
@@ -388,6 +430,21 @@ async fn buffer_body(
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(StatusCode::PAYLOAD_TOO_LARGE),
         Err(_) => Err(StatusCode::BAD_REQUEST),
+    }
+}
+
+/// A local reply for a request whose body could not be read: `{"error": "<reason>"}`.
+fn status_reply(status: StatusCode) -> LocalReply {
+    LocalReply {
+        status,
+        headers: json_headers(),
+        body: bytes::Bytes::from(format!(
+            "{{\"error\":\"{}\"}}\n",
+            status
+                .canonical_reason()
+                .unwrap_or("bad request")
+                .to_ascii_lowercase()
+        )),
     }
 }
 
