@@ -227,7 +227,7 @@ fn outcome_failed(outcome: Outcome) -> bool {
 }
 
 /// Gives `req` the `Host` header it should carry to `endpoint`.
-fn set_host(req: &mut Request<UpstreamBody>, host: &UpstreamHost, endpoint: &Authority) {
+pub(super) fn set_host(req: &mut Request<UpstreamBody>, host: &UpstreamHost, endpoint: &Authority) {
     let value = match host {
         UpstreamHost::Fixed(value) => value.clone(),
         UpstreamHost::Endpoint => HeaderValue::from_str(endpoint.as_str()).ok(),

@@ -22,6 +22,7 @@ mod random;
 mod retry;
 mod ring;
 mod rotation;
+mod tunnel;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
@@ -40,6 +41,7 @@ pub use forward::{ForwardError, Forwarded, Refusal, UpstreamHost};
 pub use health::HealthChecks;
 pub use limits::{Limit, Load};
 pub use rotation::EndpointStatus;
+pub use tunnel::{Tunnel, TunnelGuard, UnpooledBody};
 
 use self::balancer::{Avoid, Picker};
 use self::endpoint::EndpointState;

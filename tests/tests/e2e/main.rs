@@ -29,6 +29,7 @@ mod routing_traffic;
 mod shutdown;
 mod streaming;
 mod tls;
+mod upgrade;
 mod upstream_balancing;
 mod upstream_config;
 mod upstream_health;
