@@ -249,6 +249,9 @@ pub struct UpstreamConfig {
     /// Connect and request timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// How often endpoints given by DNS name are resolved again (default 5 s).
+    #[serde(default, with = "duration::optional_positive")]
+    pub dns_refresh: Option<Duration>,
 }
 
 /// One entry of `endpoints`: an address, with a weight when written as a table.

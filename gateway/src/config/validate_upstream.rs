@@ -73,6 +73,9 @@ pub(super) fn check_upstreams(c: &mut Checker<'_>, raw: &[UpstreamConfig]) -> Ve
             retries,
             limits,
             timeouts: u.timeouts,
+            dns_refresh: u
+                .dns_refresh
+                .unwrap_or(super::upstream::DEFAULT_DNS_REFRESH),
         });
     }
     out

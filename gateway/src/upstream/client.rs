@@ -14,7 +14,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::uri::Authority;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -22,6 +21,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::endpoint::EndpointState;
 use super::inflight::InFlight;
 use super::limits::{Breaker, ConnectionSlot, Limit, Waited};
 use super::pool::{IdlePool, PooledConn};
@@ -102,20 +102,20 @@ impl UpstreamClient {
         self.pools.iter()
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) to endpoint `index` at `authority` and
+    /// Sends `req` (origin-form URI, `Host` set) to endpoint `index` (`endpoint`) and
     /// waits up to `timeout` for the response head. A pooled connection that turns out
     /// to be closed is replaced before the request is written; a request is never sent
     /// twice.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         index: usize,
-        authority: &Authority,
+        endpoint: &EndpointState,
         mut req: Request<UpstreamBody>,
         timeout: Duration,
     ) -> Result<Response<UpstreamResponseBody>, SendFailure> {
         let pool = &self.pools[index];
         loop {
-            let (mut conn, fresh) = match self.connection(pool, authority).await {
+            let (mut conn, fresh) = match self.connection(pool, endpoint).await {
                 Ok(got) => got,
                 Err(failure) => {
                     return Err(SendFailure {
@@ -155,7 +155,7 @@ impl UpstreamClient {
     async fn connection(
         &self,
         pool: &IdlePool,
-        authority: &Authority,
+        endpoint: &EndpointState,
     ) -> Result<(Box<PooledConn>, bool), UpstreamFailure> {
         if let Some(conn) = pool.take() {
             return Ok((conn, false));
@@ -173,19 +173,20 @@ impl UpstreamClient {
                 }
             },
         };
-        Ok((self.connect(authority, slot).await?, true))
+        Ok((self.connect(endpoint, slot).await?, true))
     }
 
     async fn connect(
         &self,
-        authority: &Authority,
+        endpoint: &EndpointState,
         slot: ConnectionSlot,
     ) -> Result<Box<PooledConn>, UpstreamFailure> {
-        let stream =
-            tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority.as_str()))
-                .await
-                .map_err(|_| UpstreamFailure::ConnectTimeout(self.connect_timeout))?
-                .map_err(UpstreamFailure::Connect)?;
+        // The endpoint's current addresses (a DNS name's latest answer), each in turn.
+        let addresses = endpoint.resolved.current();
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&addresses[..]))
+            .await
+            .map_err(|_| UpstreamFailure::ConnectTimeout(self.connect_timeout))?
+            .map_err(UpstreamFailure::Connect)?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::Builder::new()
             .writev(false) // see the server's builder: one flat write per request

@@ -9,6 +9,7 @@
 
 mod balancer;
 mod client;
+mod dns;
 mod endpoint;
 mod forward;
 mod hash;
@@ -91,6 +92,8 @@ pub struct Cluster {
     clients: Vec<UpstreamClient>,
     /// Whether health checks were started for this cluster.
     health_started: AtomicBool,
+    /// Whether re-resolution of its DNS endpoints was started.
+    dns_started: AtomicBool,
     /// Cancelled when the cluster is dropped: its health checks stop.
     retired: CancellationToken,
 }
@@ -107,6 +110,7 @@ impl Cluster {
                 let address = e.authority.as_str();
                 EndpointState::new(
                     e.authority.clone(),
+                    dns::Resolved::new(&config.name, &e.authority),
                     e.weight,
                     metrics::endpoint_health(&config.name, address),
                     metrics::endpoint_ejections(&config.name, address),
@@ -161,6 +165,7 @@ impl Cluster {
             retries_sent: metrics::upstream_retries(&config.name),
             retries_refused: metrics::upstream_overflows(&config.name, "retries"),
             health_started: AtomicBool::new(false),
+            dns_started: AtomicBool::new(false),
             retired: CancellationToken::new(),
         }
     }
@@ -183,6 +188,11 @@ impl Cluster {
     /// Endpoint `index`'s address.
     fn authority(&self, index: usize) -> &Authority {
         &self.endpoints[index].authority
+    }
+
+    /// Endpoint `index`.
+    fn endpoint(&self, index: usize) -> &EndpointState {
+        &self.endpoints[index]
     }
 
     /// The connections that worker `worker` uses for this cluster.

@@ -97,8 +97,8 @@ impl Cluster {
         req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamFailure> {
         let connect = self.timeouts.connect;
-        let address = self.connect_address(index);
-        let stream = tokio::time::timeout(connect, TcpStream::connect(address.as_str()))
+        let addresses = self.endpoint(index).resolved.current();
+        let stream = tokio::time::timeout(connect, TcpStream::connect(&addresses[..]))
             .await
             .map_err(|_| UpstreamFailure::ConnectTimeout(connect))?
             .map_err(UpstreamFailure::Connect)?;
@@ -118,11 +118,6 @@ impl Cluster {
             .await
             .map_err(|_| UpstreamFailure::Timeout(request))?
             .map_err(UpstreamFailure::Exchange)
-    }
-
-    /// Where to connect for endpoint `index`.
-    fn connect_address(&self, index: usize) -> String {
-        self.authority(index).as_str().to_owned()
     }
 }
 

@@ -476,6 +476,15 @@ fn cases() -> Vec<Case> {
             message: &["a timeout must be longer than zero"],
             help: None,
         },
+        Case {
+            what: "zero dns_refresh",
+            text: "[[upstream]]\nname = \"u\"\nendpoints = [\"localhost:1\"]\ndns_refresh = \"0s\"\n".into(),
+            line: 4,
+            column: 15,
+            key: "upstream[0].dns_refresh",
+            message: &["longer than zero"],
+            help: None,
+        },
         // --- traffic: split, mirror, cookie and header conditions ---
         Case {
             what: "route with both upstream and split",

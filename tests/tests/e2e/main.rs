@@ -32,6 +32,7 @@ mod tls;
 mod upgrade;
 mod upstream_balancing;
 mod upstream_config;
+mod upstream_dns;
 mod upstream_health;
 mod upstream_limits;
 mod upstream_outlier;
