@@ -8,23 +8,34 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{Either, Full};
+use http_body_util::Full;
 use tokio::sync::oneshot;
 
-use crate::upstream::UpstreamResponseBody;
+use crate::upstream::{UnpooledBody, UpstreamResponseBody};
 
 /// A response body.
 #[derive(Debug)]
 pub struct ResponseBody {
-    inner: Either<UpstreamResponseBody, Full<Bytes>>,
+    inner: Inner,
     written: Option<oneshot::Sender<()>>,
+}
+
+/// Where the bytes come from.
+#[derive(Debug)]
+enum Inner {
+    /// An upstream's body over a pooled connection.
+    Upstream(UpstreamResponseBody),
+    /// Bytes in memory.
+    Full(Full<Bytes>),
+    /// An upstream's body over a dedicated connection (a refused upgrade).
+    Unpooled(UnpooledBody),
 }
 
 impl ResponseBody {
     /// An upstream's body, streamed.
     pub fn upstream(body: UpstreamResponseBody) -> ResponseBody {
         ResponseBody {
-            inner: Either::Left(body),
+            inner: Inner::Upstream(body),
             written: None,
         }
     }
@@ -32,7 +43,15 @@ impl ResponseBody {
     /// A body held in memory.
     pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
         ResponseBody {
-            inner: Either::Right(Full::new(bytes.into())),
+            inner: Inner::Full(Full::new(bytes.into())),
+            written: None,
+        }
+    }
+
+    /// An upstream's body from a dedicated connection, streamed.
+    pub fn unpooled(body: UnpooledBody) -> ResponseBody {
+        ResponseBody {
+            inner: Inner::Unpooled(body),
             written: None,
         }
     }
@@ -44,16 +63,21 @@ impl ResponseBody {
         rx
     }
 
-    /// The upstream body inside, if this is one (to buffer it for a body phase).
-    pub fn into_upstream(self) -> Result<UpstreamResponseBody, ResponseBody> {
+    /// The body's bytes as they stream, for a body phase to buffer (`Err`: a body in
+    /// memory, returned as it was).
+    pub fn into_streamed(self) -> Result<Streamed, ResponseBody> {
         let mut this = self;
         let written = this.written.take();
-        match std::mem::replace(&mut this.inner, Either::Right(Full::new(Bytes::new()))) {
-            Either::Left(body) => Ok(body),
+        match std::mem::replace(&mut this.inner, Inner::Full(Full::new(Bytes::new()))) {
+            Inner::Upstream(body) => Ok(http_body_util::Either::Left(body)),
+            Inner::Unpooled(body) => Ok(http_body_util::Either::Right(body)),
             inner => Err(ResponseBody { inner, written }),
         }
     }
 }
+
+/// An upstream body as it streams, pooled connection or not.
+pub type Streamed = http_body_util::Either<UpstreamResponseBody, UnpooledBody>;
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
@@ -71,14 +95,26 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        match &mut self.get_mut().inner {
+            Inner::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(|e| e.into()),
+            Inner::Full(body) => Pin::new(body).poll_frame(cx).map_err(|e| match e {}),
+            Inner::Unpooled(body) => Pin::new(body).poll_frame(cx).map_err(|e| e.into()),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Upstream(body) => body.is_end_stream(),
+            Inner::Full(body) => body.is_end_stream(),
+            Inner::Unpooled(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Upstream(body) => body.size_hint(),
+            Inner::Full(body) => body.size_hint(),
+            Inner::Unpooled(body) => body.size_hint(),
+        }
     }
 }

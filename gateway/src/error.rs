@@ -19,6 +19,9 @@ pub enum ProxyError {
     /// No route matches.
     #[error("no route matches the request")]
     NoRoute,
+    /// A `CONNECT` request: the gateway does not open TCP tunnels on request.
+    #[error("CONNECT is not supported")]
+    ConnectNotAllowed,
     /// A plugin failed and its policy denied the request (the response is already made).
     #[error("{0}")]
     Plugin(crate::plugin::PluginFailure),
@@ -49,6 +52,9 @@ impl ProxyError {
         match self {
             ProxyError::BadPath(_) => (StatusCode::BAD_REQUEST, "bad request path"),
             ProxyError::NoRoute => (StatusCode::NOT_FOUND, "no route matches the request"),
+            ProxyError::ConnectNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported")
+            }
             ProxyError::Plugin(_) => (StatusCode::INTERNAL_SERVER_ERROR, "plugin failure"),
             ProxyError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::ConnectTimeout(_) => {

@@ -161,8 +161,29 @@ pub fn summary(config: &Config, chains: &[std::sync::Arc<[crate::plugin::ChainEn
             "  {}  {}  -> {}",
             r.name,
             conditions.join(", "),
-            config.upstreams[r.upstream].name
+            r.upstream
+                .targets()
+                .iter()
+                .map(|t| match &r.upstream {
+                    crate::config::RouteUpstream::Single(_) =>
+                        config.upstreams[t.upstream].name.clone(),
+                    crate::config::RouteUpstream::Split(_) => {
+                        format!(
+                            "{} (weight {})",
+                            config.upstreams[t.upstream].name, t.weight
+                        )
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
         );
+        if let Some(m) = &r.mirror {
+            let _ = writeln!(
+                out,
+                "      mirror {}% to {}",
+                m.percent, config.upstreams[m.upstream].name
+            );
+        }
         for entry in chains.get(i).into_iter().flat_map(|c| c.iter()) {
             let p = &entry.plugin;
             let _ = writeln!(

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::config::{HostPattern, HostRewrite, PathPattern};
+use crate::config::{HeaderMatch, HostPattern, HostRewrite, PathPattern, RouteUpstream};
 use crate::plugin::FailureKind;
 use crate::reload::Status;
 use crate::reload::records::rfc3339;
@@ -44,9 +44,26 @@ pub(super) fn routes(snapshot: &Snapshot) -> Value {
                 let headers: serde_json::Map<String, Value> = r
                     .headers
                     .iter()
-                    .map(|(n, v)| (n.to_string(), json!(String::from_utf8_lossy(v.as_bytes()))))
+                    .map(|(n, condition)| {
+                        let shown = match condition {
+                            HeaderMatch::Exact(v) => json!(String::from_utf8_lossy(v.as_bytes())),
+                            HeaderMatch::Present(present) => json!({ "present": present }),
+                            HeaderMatch::Prefix(p) => {
+                                json!({ "prefix": String::from_utf8_lossy(p) })
+                            }
+                        };
+                        (n.to_string(), shown)
+                    })
                     .collect();
                 conditions.insert("headers".into(), Value::Object(headers));
+            }
+            if !r.cookies.is_empty() {
+                let cookies: serde_json::Map<String, Value> = r
+                    .cookies
+                    .iter()
+                    .map(|(n, v)| (n.clone(), json!(v)))
+                    .collect();
+                conditions.insert("cookies".into(), Value::Object(cookies));
             }
             let plugins: Vec<Value> = snapshot
                 .chains
@@ -64,10 +81,25 @@ pub(super) fn routes(snapshot: &Snapshot) -> Value {
                     })
                 })
                 .collect();
+            let name_of = |index: usize| config.upstreams[index].name.as_str();
+            let split: Option<Vec<Value>> = match &r.upstream {
+                RouteUpstream::Single(_) => None,
+                RouteUpstream::Split(targets) => Some(
+                    targets
+                        .iter()
+                        .map(|t| json!({ "upstream": name_of(t.upstream), "weight": t.weight }))
+                        .collect(),
+                ),
+            };
             json!({
                 "name": r.name,
                 "match": Value::Object(conditions),
-                "upstream": config.upstreams[r.upstream].name,
+                "upstream": r.upstream.single().map(name_of),
+                "split": split,
+                "mirror": r.mirror.as_ref().map(|m| json!({
+                    "upstream": name_of(m.upstream),
+                    "percent": m.percent,
+                })),
                 "host_rewrite": match &r.host_rewrite {
                     HostRewrite::Preserve => "preserve".to_owned(),
                     HostRewrite::Endpoint => "endpoint".to_owned(),

@@ -161,14 +161,82 @@ pub struct Route {
     pub path: Option<PathPattern>,
     /// Method condition (empty: any method).
     pub methods: Vec<Method>,
-    /// Header conditions: each must be present with exactly this value.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Index into [`Config::upstreams`].
-    pub upstream: usize,
+    /// Header conditions: each must hold.
+    pub headers: Vec<(HeaderName, HeaderMatch)>,
+    /// Cookie conditions: each cookie must be present with exactly this value.
+    pub cookies: Vec<(String, String)>,
+    /// Where requests go: one upstream or a weighted split.
+    pub upstream: RouteUpstream,
+    /// Shadow traffic to another upstream, if any.
+    pub mirror: Option<Mirror>,
     /// What `Host` the upstream sees.
     pub host_rewrite: HostRewrite,
     /// The plugin chain.
     pub plugins: Vec<PluginUse>,
+}
+
+/// A condition on a request header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderMatch {
+    /// Some value of the header equals this.
+    Exact(HeaderValue),
+    /// `true`: the header is present (any value); `false`: it is absent.
+    Present(bool),
+    /// Some value of the header starts with these bytes.
+    Prefix(Vec<u8>),
+}
+
+/// Where a route's requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteUpstream {
+    /// Every request to this upstream (an index into [`Config::upstreams`]).
+    Single(usize),
+    /// Each request to one of these, drawn by weight.
+    Split(Vec<SplitTarget>),
+}
+
+impl RouteUpstream {
+    /// The upstream (index into [`Config::upstreams`]) of a single-upstream route.
+    pub fn single(&self) -> Option<usize> {
+        match self {
+            RouteUpstream::Single(index) => Some(*index),
+            RouteUpstream::Split(_) => None,
+        }
+    }
+
+    /// Every upstream the route may send to, with its weight (1 for a single one).
+    pub fn targets(&self) -> Vec<SplitTarget> {
+        match self {
+            RouteUpstream::Single(upstream) => vec![SplitTarget {
+                upstream: *upstream,
+                weight: 1,
+            }],
+            RouteUpstream::Split(targets) => targets.clone(),
+        }
+    }
+}
+
+/// One share of a weighted split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitTarget {
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// Its share relative to the other targets (at least 1).
+    pub weight: u32,
+}
+
+/// The largest weight of a split entry.
+pub(crate) const MAX_SPLIT_WEIGHT: u32 = 1_000_000;
+
+/// A route's request mirroring (Envoy's request shadowing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mirror {
+    /// Index into [`Config::upstreams`] of the upstream that gets the copies.
+    pub upstream: usize,
+    /// The share of requests mirrored, 0 to 100.
+    pub percent: f64,
+    /// Shadow requests in flight at once (default 64); past it copies are dropped.
+    pub max_in_flight: u32,
 }
 
 /// A host condition, lower-case and without port.

@@ -254,6 +254,9 @@ pub struct UpstreamConfig {
     pub protocol: Protocol,
     /// TLS to the endpoints: `tls = {}` verifies them against the system's CAs.
     pub tls: Option<Spanned<UpstreamTlsConfig>>,
+    /// How often endpoints given by DNS name are resolved again (default 5 s).
+    #[serde(default, with = "duration::optional_positive")]
+    pub dns_refresh: Option<Duration>,
 }
 
 /// The HTTP version a cluster speaks to its endpoints.
@@ -481,8 +484,14 @@ pub struct RouteConfig {
     /// Conditions a request must meet; all given conditions must hold.
     #[serde(default, rename = "match")]
     pub matcher: MatchConfig,
-    /// The upstream cluster requests on this route go to.
-    pub upstream: Spanned<String>,
+    /// The upstream cluster requests on this route go to (or use `split`).
+    pub upstream: Option<Spanned<String>>,
+    /// A weighted split over several upstreams, instead of `upstream`: each request
+    /// goes to one of them, drawn by weight.
+    pub split: Option<Spanned<Vec<Spanned<SplitEntry>>>>,
+    /// Shadow traffic: a copy of (a share of) the requests goes to another upstream,
+    /// fire-and-forget.
+    pub mirror: Option<Spanned<MirrorConfig>>,
     /// The plugin chain (request phases in this order, response phases in reverse).
     #[serde(default)]
     pub plugins: Vec<PluginRef>,
@@ -491,6 +500,84 @@ pub struct RouteConfig {
     /// Replace the `Host` header sent upstream with the chosen endpoint's `host:port`.
     #[serde(default)]
     pub auto_host_rewrite: bool,
+}
+
+/// One entry of a route's `split`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitEntry {
+    /// The upstream this share goes to.
+    pub upstream: Spanned<String>,
+    /// Its share relative to the other entries (a positive integer).
+    pub weight: Spanned<i64>,
+}
+
+/// A route's `mirror`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// The upstream that receives the shadow requests.
+    pub upstream: Spanned<String>,
+    /// The share of the route's requests mirrored, 0 to 100 (default 100).
+    pub percent: Option<Spanned<f64>>,
+    /// Shadow requests of this route in flight at once; past it, copies are dropped
+    /// (and counted). Default 64.
+    pub max_in_flight: Option<Spanned<i64>>,
+}
+
+/// A header condition as written: an exact value (`"v"`), or a table
+/// `{ present = true }` (any value), `{ present = false }` (absent) or
+/// `{ prefix = "v" }` (a value starting with `v`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderCondition {
+    /// The header has exactly this value.
+    Exact(String),
+    /// `{ present = bool }`.
+    Present(bool),
+    /// `{ prefix = "..." }`.
+    Prefix(String),
+}
+
+impl<'de> Deserialize<'de> for HeaderCondition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(HeaderConditionVisitor)
+    }
+}
+
+/// Reads `"value"`, `{ present = bool }` or `{ prefix = "..." }`.
+struct HeaderConditionVisitor;
+
+impl<'de> serde::de::Visitor<'de> for HeaderConditionVisitor {
+    type Value = HeaderCondition;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a header value, `{ present = true }` or `{ prefix = \"...\" }`")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HeaderCondition, E> {
+        Ok(HeaderCondition::Exact(v.to_owned()))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<HeaderCondition, A::Error> {
+        const FIELDS: &[&str] = &["present", "prefix"];
+        let mut found = None;
+        while let Some(key) = map.next_key::<String>()? {
+            let condition = match key.as_str() {
+                "present" => HeaderCondition::Present(map.next_value()?),
+                "prefix" => HeaderCondition::Prefix(map.next_value()?),
+                other => return Err(serde::de::Error::unknown_field(other, FIELDS)),
+            };
+            if found.replace(condition).is_some() {
+                return Err(serde::de::Error::custom(
+                    "a header condition is one of `present` or `prefix`, not both",
+                ));
+            }
+        }
+        found.ok_or_else(|| serde::de::Error::missing_field("present"))
+    }
 }
 
 /// A route's match conditions. An empty match matches every request.
@@ -506,9 +593,13 @@ pub struct MatchConfig {
     /// The method is one of these.
     #[serde(default)]
     pub methods: Vec<Spanned<String>>,
-    /// Each named header is present with exactly this value.
+    /// Each named header is present with exactly this value (or meets the condition
+    /// given as a table: `{ present = true }`, `{ present = false }`, `{ prefix = "v" }`).
     #[serde(default)]
-    pub headers: BTreeMap<String, Spanned<String>>,
+    pub headers: BTreeMap<String, Spanned<HeaderCondition>>,
+    /// Each named cookie is present with exactly this value.
+    #[serde(default)]
+    pub cookies: BTreeMap<String, Spanned<String>>,
 }
 
 /// One entry of a route's plugin chain.

@@ -38,7 +38,13 @@ pub struct Upstream {
     pub protocol: Protocol,
     /// TLS to the endpoints (none by default: plain TCP).
     pub tls: Option<UpstreamTls>,
+    /// How often endpoints given by DNS name are resolved again (default 5 s, Envoy's
+    /// `dns_refresh_rate`).
+    pub dns_refresh: Duration,
 }
+
+/// The default [`Upstream::dns_refresh`].
+pub(crate) const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(5);
 
 /// The default [`Upstream::panic_threshold`].
 pub(crate) const DEFAULT_PANIC_THRESHOLD: u8 = 50;

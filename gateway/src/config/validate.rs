@@ -11,10 +11,11 @@ use http::{HeaderName, HeaderValue, Method};
 use toml::Spanned;
 
 use super::error::{Diagnostic, Source, nearest};
-use super::schema::{ConfigFile, MatchConfig, PluginRef, RouteConfig};
+use super::schema::{ConfigFile, HeaderCondition, MatchConfig, PluginRef, RouteConfig};
 use super::{
-    Admin, Config, ConfigError, HostPattern, HostRewrite, Isolation, OnError, Overrides,
-    PathPattern, PluginSettings, PluginUse, Plugins, Reload, Route, Server,
+    Admin, Config, ConfigError, HeaderMatch, HostPattern, HostRewrite, Isolation, MAX_SPLIT_WEIGHT,
+    Mirror, OnError, Overrides, PathPattern, PluginSettings, PluginUse, Plugins, Reload, Route,
+    RouteUpstream, Server, SplitTarget,
 };
 
 /// Collects the problems found in one config file.
@@ -237,24 +238,51 @@ fn check_routes(
                 format!("duplicate route name `{}`", r.name.get_ref()),
             );
         }
-        let upstream = match upstreams.get(r.upstream.get_ref().as_str()) {
-            Some(&index) => index,
-            None => {
-                let help = nearest(r.upstream.get_ref(), upstreams.keys().copied())
-                    .map(|n| format!("did you mean `{n}`?"));
-                c.error_with_help(
-                    &r.upstream.span(),
-                    format!("{key}.upstream"),
-                    format!(
-                        "route `{}` names upstream `{}`, which is not defined",
-                        r.name.get_ref(),
-                        r.upstream.get_ref()
-                    ),
-                    help,
-                );
-                usize::MAX
-            }
-        };
+        let upstream = check_route_upstream(c, &key, r, upstreams);
+        let mirror = r.mirror.as_ref().and_then(|m| {
+            let mkey = format!("{key}.mirror");
+            let upstream = upstream_index(
+                c,
+                &format!("{mkey}.upstream"),
+                r,
+                &m.get_ref().upstream,
+                upstreams,
+            );
+            let percent = match &m.get_ref().percent {
+                None => 100.0,
+                Some(p) if (0.0..=100.0).contains(p.get_ref()) => *p.get_ref(),
+                Some(p) => {
+                    c.error(
+                        &p.span(),
+                        format!("{mkey}.percent"),
+                        format!("percent must be between 0 and 100, not {}", p.get_ref()),
+                    );
+                    100.0
+                }
+            };
+            let max_in_flight = match &m.get_ref().max_in_flight {
+                None => 64,
+                Some(n) => match u32::try_from(*n.get_ref()) {
+                    Ok(n) if (1..=100_000).contains(&n) => n,
+                    _ => {
+                        c.error(
+                            &n.span(),
+                            format!("{mkey}.max_in_flight"),
+                            format!(
+                                "max_in_flight must be a whole number from 1 to 100000, not {}",
+                                n.get_ref()
+                            ),
+                        );
+                        64
+                    }
+                },
+            };
+            Some(Mirror {
+                upstream: upstream?,
+                percent,
+                max_in_flight,
+            })
+        });
         let host_rewrite = match (&r.host_rewrite, r.auto_host_rewrite) {
             (Some(h), true) => {
                 c.error(
@@ -285,13 +313,16 @@ fn check_routes(
             .filter_map(|(j, p)| check_plugin(c, &format!("{key}.plugins[{j}]"), p, defaults))
             .collect();
         let (host, path, methods, headers) = check_match(c, &key, &r.matcher);
+        let cookies = check_cookies(c, &key, &r.matcher);
         out.push(Route {
             name: r.name.get_ref().clone(),
             host,
             path,
             methods,
             headers,
+            cookies,
             upstream,
+            mirror,
             host_rewrite,
             plugins,
         });
@@ -299,11 +330,149 @@ fn check_routes(
     out
 }
 
+/// A route's `upstream` or `split`: exactly one of them, naming defined upstreams.
+fn check_route_upstream(
+    c: &mut Checker<'_>,
+    key: &str,
+    r: &RouteConfig,
+    upstreams: &HashMap<&str, usize>,
+) -> RouteUpstream {
+    let invalid = RouteUpstream::Single(usize::MAX);
+    match (&r.upstream, &r.split) {
+        (Some(name), None) => RouteUpstream::Single(
+            upstream_index(c, &format!("{key}.upstream"), r, name, upstreams).unwrap_or(usize::MAX),
+        ),
+        (Some(_), Some(split)) => {
+            c.error(
+                &split.span(),
+                format!("{key}.split"),
+                "set either `upstream` or `split`, not both",
+            );
+            invalid
+        }
+        (None, None) => {
+            c.error(
+                &r.name.span(),
+                format!("{key}.upstream"),
+                format!(
+                    "route `{}` needs `upstream` (one upstream) or `split` (a weighted split)",
+                    r.name.get_ref()
+                ),
+            );
+            invalid
+        }
+        (None, Some(split)) => {
+            if split.get_ref().is_empty() {
+                c.error(
+                    &split.span(),
+                    format!("{key}.split"),
+                    "a split needs at least one `{ upstream = \"...\", weight = N }` entry",
+                );
+                return invalid;
+            }
+            let mut targets = Vec::with_capacity(split.get_ref().len());
+            let mut seen: HashMap<&str, ()> = HashMap::new();
+            for (j, entry) in split.get_ref().iter().enumerate() {
+                let ekey = format!("{key}.split[{j}]");
+                let e = entry.get_ref();
+                let upstream =
+                    upstream_index(c, &format!("{ekey}.upstream"), r, &e.upstream, upstreams);
+                if seen.insert(e.upstream.get_ref(), ()).is_some() {
+                    c.error(
+                        &e.upstream.span(),
+                        format!("{ekey}.upstream"),
+                        format!(
+                            "upstream `{}` is listed twice in the split: give it one entry with the sum of the weights",
+                            e.upstream.get_ref()
+                        ),
+                    );
+                }
+                let weight = match u32::try_from(*e.weight.get_ref()) {
+                    Ok(w) if (1..=MAX_SPLIT_WEIGHT).contains(&w) => w,
+                    _ => {
+                        c.error(
+                            &e.weight.span(),
+                            format!("{ekey}.weight"),
+                            format!(
+                                "weight must be a whole number from 1 to {MAX_SPLIT_WEIGHT}, not {}",
+                                e.weight.get_ref()
+                            ),
+                        );
+                        1
+                    }
+                };
+                if let Some(upstream) = upstream {
+                    targets.push(SplitTarget { upstream, weight });
+                }
+            }
+            RouteUpstream::Split(targets)
+        }
+    }
+}
+
+/// The index of the upstream `name` names, or an error (with a did-you-mean) at `key`.
+fn upstream_index(
+    c: &mut Checker<'_>,
+    key: &str,
+    r: &RouteConfig,
+    name: &Spanned<String>,
+    upstreams: &HashMap<&str, usize>,
+) -> Option<usize> {
+    if let Some(&index) = upstreams.get(name.get_ref().as_str()) {
+        return Some(index);
+    }
+    let help =
+        nearest(name.get_ref(), upstreams.keys().copied()).map(|n| format!("did you mean `{n}`?"));
+    c.error_with_help(
+        &name.span(),
+        key,
+        format!(
+            "route `{}` names upstream `{}`, which is not defined",
+            r.name.get_ref(),
+            name.get_ref()
+        ),
+        help,
+    );
+    None
+}
+
+/// Cookie conditions: names and values as RFC 6265 allows them.
+fn check_cookies(c: &mut Checker<'_>, route_key: &str, m: &MatchConfig) -> Vec<(String, String)> {
+    let mut cookies = Vec::with_capacity(m.cookies.len());
+    for (name, value) in &m.cookies {
+        let ckey = format!("{route_key}.match.cookies.{name}");
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+        let text = value.get_ref();
+        let octets = text
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"\",;\\".contains(&b));
+        if !token {
+            c.error(
+                &value.span(),
+                ckey,
+                format!("`{name}` is not a cookie name"),
+            );
+        } else if !octets {
+            c.error(
+                &value.span(),
+                ckey,
+                format!("`{text}` is not a valid cookie value (no spaces, quotes, commas, semicolons or backslashes)"),
+            );
+        } else {
+            cookies.push((name.clone(), text.clone()));
+        }
+    }
+    cookies
+}
+
 type Matchers = (
     Option<HostPattern>,
     Option<PathPattern>,
     Vec<Method>,
-    Vec<(HeaderName, HeaderValue)>,
+    Vec<(HeaderName, HeaderMatch)>,
 );
 
 fn check_match(c: &mut Checker<'_>, route_key: &str, m: &MatchConfig) -> Matchers {
@@ -369,22 +538,31 @@ fn check_match(c: &mut Checker<'_>, route_key: &str, m: &MatchConfig) -> Matcher
     }
 
     let mut headers = Vec::new();
-    for (name, value) in &m.headers {
+    for (name, condition) in &m.headers {
         let hkey = format!("{key}.headers.{name}");
-        match (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value.get_ref()),
-        ) {
-            (Ok(n), Ok(v)) => headers.push((n, v)),
-            (Err(_), _) => c.error(
-                &value.span(),
+        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+            c.error(
+                &condition.span(),
                 hkey,
                 format!("`{name}` is not a header name"),
-            ),
-            (_, Err(_)) => c.error(
-                &value.span(),
+            );
+            continue;
+        };
+        let matcher = match condition.get_ref() {
+            HeaderCondition::Exact(value) => HeaderValue::from_str(value)
+                .map(HeaderMatch::Exact)
+                .map_err(|_| value),
+            HeaderCondition::Prefix(prefix) => HeaderValue::from_str(prefix)
+                .map(|_| HeaderMatch::Prefix(prefix.as_bytes().to_vec()))
+                .map_err(|_| prefix),
+            HeaderCondition::Present(present) => Ok(HeaderMatch::Present(*present)),
+        };
+        match matcher {
+            Ok(matcher) => headers.push((header, matcher)),
+            Err(value) => c.error(
+                &condition.span(),
                 hkey,
-                format!("`{}` is not a valid header value", value.get_ref()),
+                format!("`{value}` is not a valid header value"),
             ),
         }
     }

@@ -78,6 +78,9 @@ pub(super) fn check_upstreams(c: &mut Checker<'_>, raw: &[UpstreamConfig]) -> Ve
                 .tls
                 .as_ref()
                 .and_then(|t| super::upstream_tls::check(c, &format!("{key}.tls"), t, u.protocol)),
+            dns_refresh: u
+                .dns_refresh
+                .unwrap_or(super::upstream::DEFAULT_DNS_REFRESH),
         });
     }
     out

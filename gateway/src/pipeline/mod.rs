@@ -12,7 +12,9 @@
 //! [`RouteSeries`] and, unless turned off, logged.
 
 mod forwarding;
+mod mirror;
 pub mod trace;
+mod upgrade;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -25,10 +27,12 @@ use hyper::body::Incoming;
 use crate::config::HostRewrite;
 use crate::error::{ProxyError, ResponseBody};
 use crate::plugin::{BodyFlow, ChainRun, LocalReply, RequestFlow, RequestParts, ResponseFlow};
-use crate::router::{self, RequestFacts, Route};
+use crate::router::{self, MirrorTarget, RequestFacts, Route};
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::RouteSeries;
-use crate::upstream::{ForwardError, Forwarded, UpstreamHost};
+use crate::upstream::{
+    Cluster, ForwardError, Forwarded, Tunnel, UnpooledBody, UpstreamBody, UpstreamHost,
+};
 
 pub use forwarding::remove_hop_by_hop;
 
@@ -47,6 +51,9 @@ pub struct Connection {
     /// The verified client certificate as the `x-forwarded-client-cert` value (mTLS
     /// only), made once per connection.
     pub client_cert: Option<HeaderValue>,
+    /// The worker's open upgrade tunnels (WebSocket and others), which outlive the
+    /// request that opened them: shutdown waits for them within its grace period.
+    pub tunnels: tokio_util::task::TaskTracker,
 }
 
 /// Runs one request through the pipeline and returns the response to write.
@@ -136,6 +143,9 @@ async fn proxy<'s>(
     observed: &mut Observed<'s>,
 ) -> Result<Proxied, ProxyError> {
     let (mut parts, body) = req.into_parts();
+    if parts.method == http::Method::CONNECT {
+        return Err(ProxyError::ConnectNotAllowed);
+    }
 
     // Normalise the path, then route on the result.
     let path = crate::path::normalize(parts.uri.path(), snapshot.slashes)?;
@@ -173,6 +183,9 @@ async fn proxy<'s>(
         _ => &snapshot.via.http11,
     };
 
+    // Read before hygiene removes `Upgrade` and `Connection` with the other hop-by-hop
+    // headers: an upgrade puts them back for the upstream.
+    let upgrade = upgrade::requested(parts.version, &parts.headers);
     let headers = &mut parts.headers;
     forwarding::clean_client_request(headers);
     forwarding::add_forwarded(
@@ -193,7 +206,9 @@ async fn proxy<'s>(
     // The request phases of the route's plugins.
     let chain = &snapshot.chains[route.index];
     let mut run = None;
-    let upstream_body;
+    let mut upstream_body;
+    // A body a plugin's body phase buffered (a mirror can copy it).
+    let mut buffered = None;
     if !chain.is_empty() {
         let mut pass = ChainRun::new(chain.clone());
         let authority = original_host
@@ -223,17 +238,7 @@ async fn proxy<'s>(
             let bytes = match buffer_body(body, limit, &parts.headers).await {
                 Ok(bytes) => bytes,
                 Err(status) => {
-                    let reply = LocalReply {
-                        status,
-                        headers: json_headers(),
-                        body: bytes::Bytes::from(format!(
-                            "{{\"error\":\"{}\"}}\n",
-                            status
-                                .canonical_reason()
-                                .unwrap_or("bad request")
-                                .to_ascii_lowercase()
-                        )),
-                    };
+                    let reply = status_reply(status);
                     return Ok(answer_locally(pass, reply, None, &snapshot.via.http11).await);
                 }
             };
@@ -247,7 +252,8 @@ async fn proxy<'s>(
                     parts
                         .headers
                         .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                    upstream_body = Either::Right(http_body_util::Full::new(bytes));
+                    upstream_body = Either::Right(http_body_util::Full::new(bytes.clone()));
+                    buffered = Some(bytes);
                 }
                 BodyFlow::Respond(reply, failure) => {
                     return Ok(answer_locally(pass, reply, failure, &snapshot.via.http11).await);
@@ -262,38 +268,84 @@ async fn proxy<'s>(
     }
 
     // The upstream exchange: pick an endpoint, send, wait for the response head.
-    let cluster = &snapshot.clusters[route.upstream];
+    let cluster = &snapshot.clusters[route.target.pick()];
     let host = match &route.host_rewrite {
         HostRewrite::Preserve => UpstreamHost::Fixed(original_host),
         HostRewrite::Literal(value) => UpstreamHost::Fixed(Some(value.clone())),
         HostRewrite::Endpoint => UpstreamHost::Endpoint,
     };
+    // Boxed, as the tunnel below: only mirrored routes carry this state.
+    if let Some(mirror) = route
+        .mirror
+        .as_ref()
+        .filter(|m| upgrade.is_none() && m.sampled())
+    {
+        let copied = Box::pin(copy_to_mirror(
+            snapshot,
+            conn,
+            mirror,
+            &parts,
+            &path_and_query,
+            &host,
+            upstream_body,
+            buffered,
+        ));
+        upstream_body = match copied.await {
+            Ok(body) => body,
+            Err(status) => {
+                return Ok(Proxied {
+                    response: local_reply(status_reply(status), &snapshot.via.http11),
+                    upstream: None,
+                    plugin_failure: None,
+                    log: run.filter(ChainRun::wants_log),
+                });
+            }
+        };
+    }
     let key = cluster.hash_key(&parts.headers, conn.client.ip());
     // HTTP/1.1 upstreams take the origin form: path and query only.
     parts.uri = Uri::from(path_and_query);
     parts.version = Version::HTTP_11;
-    let upstream_req = Request::from_parts(parts, upstream_body);
-    let Forwarded { response, endpoint } = cluster
-        .forward(conn.worker, upstream_req, &host, key)
-        .await
-        .map_err(|e| match e {
-            ForwardError::Failed { endpoint, failure } => ProxyError::Upstream {
-                upstream: cluster.name.clone(),
-                endpoint,
-                failure,
-            },
-            ForwardError::Refused(refusal) => ProxyError::Refused {
-                upstream: cluster.name.clone(),
-                refusal,
-            },
-        })?;
+    let (response, endpoint) = match upgrade {
+        None => {
+            let upstream_req = Request::from_parts(parts, upstream_body);
+            let Forwarded { response, endpoint } = cluster
+                .forward(conn.worker, upstream_req, &host, key)
+                .await
+                .map_err(|e| upstream_error(cluster, e))?;
+            (response.map(ResponseBody::upstream), endpoint)
+        }
+        Some(protocol) => {
+            let opened = Box::pin(open_tunnel(
+                snapshot,
+                conn,
+                cluster,
+                parts,
+                upstream_body,
+                protocol,
+                &host,
+                key,
+            ));
+            match opened.await? {
+                Opened::Switched(response, endpoint) => {
+                    return Ok(Proxied {
+                        response,
+                        upstream: Some((cluster.name.clone(), endpoint)),
+                        plugin_failure: None,
+                        log: run.filter(ChainRun::wants_log),
+                    });
+                }
+                Opened::Answered(response, endpoint) => (response, endpoint),
+            }
+        }
+    };
 
     // Response headers: the same hygiene on the way back, then the response phases.
     let (mut parts, body) = response.into_parts();
     forwarding::remove_hop_by_hop(&mut parts.headers);
     forwarding::append_via(&mut parts.headers, &snapshot.via.http11);
     let mut plugin_failure = None;
-    let mut response = Response::from_parts(parts, ResponseBody::upstream(body));
+    let mut response = Response::from_parts(parts, body);
     if let Some(pass) = &mut run {
         let (mut parts, body) = response.into_parts();
         response = match pass
@@ -322,6 +374,121 @@ async fn proxy<'s>(
     })
 }
 
+/// The client's error for a cluster that gave no answer.
+fn upstream_error(cluster: &Cluster, e: ForwardError) -> ProxyError {
+    match e {
+        ForwardError::Failed { endpoint, failure } => ProxyError::Upstream {
+            upstream: cluster.name.clone(),
+            endpoint,
+            failure,
+        },
+        ForwardError::Refused(refusal) => ProxyError::Refused {
+            upstream: cluster.name.clone(),
+            refusal,
+        },
+    }
+}
+
+/// Sends a copy of the request to the route's mirror (see [`mirror`]) and returns the
+/// body for the primary request: the same, or the same bytes read whole when the copy
+/// needed them (`Err`: the client's body could not be read, the status to answer).
+#[allow(clippy::too_many_arguments)]
+async fn copy_to_mirror(
+    snapshot: &Snapshot,
+    conn: &Connection,
+    mirror: &MirrorTarget,
+    parts: &http::request::Parts,
+    path_and_query: &PathAndQuery,
+    host: &UpstreamHost,
+    body: UpstreamBody,
+    buffered: Option<bytes::Bytes>,
+) -> Result<UpstreamBody, StatusCode> {
+    let (body, copied) = match (buffered, body) {
+        (Some(bytes), body) => (body, Some(bytes)),
+        (None, Either::Right(full)) => (Either::Right(full), None),
+        (None, Either::Left(incoming)) => {
+            match mirror::plan(&parts.headers, http_body::Body::is_end_stream(&incoming)) {
+                mirror::BodyPlan::Ready => (Either::Left(incoming), Some(bytes::Bytes::new())),
+                mirror::BodyPlan::Skip => (Either::Left(incoming), None),
+                mirror::BodyPlan::Buffer => {
+                    let bytes =
+                        buffer_body(incoming, mirror::MAX_MIRROR_BODY, &parts.headers).await?;
+                    (
+                        Either::Right(http_body_util::Full::new(bytes.clone())),
+                        Some(bytes),
+                    )
+                }
+            }
+        }
+    };
+    match copied {
+        Some(copied) => {
+            let copy = mirror::Copy {
+                method: parts.method.clone(),
+                path_and_query: path_and_query.clone(),
+                headers: parts.headers.clone(),
+                body: copied,
+            };
+            let shadow = &snapshot.clusters[mirror.upstream];
+            mirror::send(mirror, shadow, conn.worker, copy, host);
+        }
+        None => mirror::skipped(mirror),
+    }
+    Ok(body)
+}
+
+/// What an upgrade request got from upstream.
+enum Opened {
+    /// `101`: the tunnel is being bridged; this is the client's `101`.
+    Switched(Response<ResponseBody>, http::uri::Authority),
+    /// Any other answer, to proxy as a normal response.
+    Answered(Response<ResponseBody>, http::uri::Authority),
+}
+
+/// Sends an upgrade request (`parts` in origin form) over a dedicated connection; on a
+/// `101` bridges the two upgraded connections (see [`upgrade`]).
+#[allow(clippy::too_many_arguments)]
+async fn open_tunnel(
+    snapshot: &Snapshot,
+    conn: &Connection,
+    cluster: &std::sync::Arc<Cluster>,
+    mut parts: http::request::Parts,
+    body: UpstreamBody,
+    protocol: HeaderValue,
+    host: &UpstreamHost,
+    key: Option<u64>,
+) -> Result<Opened, ProxyError> {
+    let client = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    upgrade::set_upgrade_headers(&mut parts.headers, protocol);
+    let req = Request::from_parts(parts, body);
+    let Tunnel {
+        mut response,
+        endpoint,
+        guard,
+    } = cluster
+        .open_tunnel(req, host, key)
+        .await
+        .map_err(|e| upstream_error(cluster, e))?;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let response = response.map(|body| ResponseBody::unpooled(UnpooledBody::new(body, guard)));
+        return Ok(Opened::Answered(response, endpoint));
+    }
+    let Some(client) = client else {
+        // Only a connection served with upgrades can switch; ours all are.
+        return Ok(Opened::Answered(
+            crate::error::local_response(StatusCode::BAD_GATEWAY, "upgrade not possible"),
+            endpoint,
+        ));
+    };
+    let upstream = hyper::upgrade::on(&mut response);
+    upgrade::bridge(client, upstream, guard, &conn.tunnels, cluster.name.clone());
+    let (parts, _) = response.into_parts();
+    Ok(Opened::Switched(
+        upgrade::switched(parts, &snapshot.via.http11),
+        endpoint,
+    ))
+}
+
 /// Buffers the upstream's body for the response-body phases (502 past the limit).
 async fn response_body_phase(
     pass: &mut ChainRun,
@@ -329,7 +496,7 @@ async fn response_body_phase(
     body: ResponseBody,
     limit: u64,
 ) -> (Response<ResponseBody>, Option<crate::plugin::PluginFailure>) {
-    let collected = match body.into_upstream() {
+    let collected = match body.into_streamed() {
         Ok(upstream) => {
             http_body_util::Limited::new(upstream, usize::try_from(limit).unwrap_or(usize::MAX))
                 .collect()
@@ -388,6 +555,21 @@ async fn buffer_body(
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(StatusCode::PAYLOAD_TOO_LARGE),
         Err(_) => Err(StatusCode::BAD_REQUEST),
+    }
+}
+
+/// A local reply for a request whose body could not be read: `{"error": "<reason>"}`.
+fn status_reply(status: StatusCode) -> LocalReply {
+    LocalReply {
+        status,
+        headers: json_headers(),
+        body: bytes::Bytes::from(format!(
+            "{{\"error\":\"{}\"}}\n",
+            status
+                .canonical_reason()
+                .unwrap_or("bad request")
+                .to_ascii_lowercase()
+        )),
     }
 }
 

@@ -1,14 +1,20 @@
 //! The route table: finds the first route, in config order, whose conditions all hold.
 //!
 //! Matching reads only what the request already carries (host, normalised path, method,
-//! headers) and allocates nothing.
+//! headers, cookies) and allocates nothing. A route then names its upstream: one, or a
+//! weighted split drawn per request ([`split`]), plus an optional mirror.
+
+pub mod split;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, HeaderName, Method};
 
-use crate::config::{self, HostPattern, HostRewrite, PathPattern};
-use crate::telemetry::metrics::RouteSeries;
+use crate::config::{self, HeaderMatch, HostPattern, HostRewrite, PathPattern};
+use crate::telemetry::metrics::{MirrorSeries, RouteSeries};
+
+pub use split::{Split, Target};
 
 /// The facts about a request that routing looks at.
 #[derive(Debug, Clone, Copy)]
@@ -30,8 +36,11 @@ pub struct Route {
     pub name: Arc<str>,
     /// Its position in the config (indexes per-route state such as plugin chains).
     pub index: usize,
-    /// Index of the upstream cluster in the snapshot.
-    pub upstream: usize,
+    /// Where its requests go: one upstream cluster (its index in the snapshot), or a
+    /// weighted split.
+    pub target: Target,
+    /// Where copies of its requests go, if anywhere.
+    pub mirror: Option<MirrorTarget>,
     /// What `Host` the upstream sees.
     pub host_rewrite: HostRewrite,
     /// Its request metrics, resolved once.
@@ -39,7 +48,35 @@ pub struct Route {
     host: Option<HostPattern>,
     path: Option<PathPattern>,
     methods: Vec<Method>,
-    headers: Vec<(HeaderName, HeaderValue)>,
+    headers: Vec<(HeaderName, HeaderMatch)>,
+    cookies: Vec<(String, String)>,
+}
+
+/// A route's mirror, resolved for the request path.
+#[derive(Debug)]
+pub struct MirrorTarget {
+    /// Index of the upstream cluster that gets the copies.
+    pub upstream: usize,
+    /// A request is mirrored when a uniform draw below [`MIRROR_SCALE`] falls below
+    /// this (`percent` in millionths of the requests).
+    pub threshold: u32,
+    /// Its `weir_mirror_requests_total{route,result}` series.
+    pub series: MirrorSeries,
+    /// Shadow requests of the route in flight now.
+    pub in_flight: Arc<AtomicUsize>,
+    /// The most shadow requests in flight at once.
+    pub max_in_flight: usize,
+}
+
+/// The resolution of [`MirrorTarget::threshold`]: one millionth of the requests.
+pub const MIRROR_SCALE: u32 = 1_000_000;
+
+impl MirrorTarget {
+    /// Whether this request is sampled for mirroring (one cheap draw, no lock).
+    pub fn sampled(&self) -> bool {
+        self.threshold >= MIRROR_SCALE
+            || (self.threshold > 0 && split::draw_below(MIRROR_SCALE) < self.threshold)
+    }
 }
 
 impl Route {
@@ -50,7 +87,11 @@ impl Route {
             && self
                 .headers
                 .iter()
-                .all(|(name, value)| req.headers.get_all(name).iter().any(|v| v == value))
+                .all(|(name, condition)| header_matches(req.headers, name, condition))
+            && self
+                .cookies
+                .iter()
+                .all(|(name, value)| cookie_matches(req.headers, name, value))
     }
 
     fn host_matches(&self, host: Option<&str>) -> bool {
@@ -80,6 +121,33 @@ impl Route {
     }
 }
 
+fn header_matches(headers: &HeaderMap, name: &HeaderName, condition: &HeaderMatch) -> bool {
+    match condition {
+        HeaderMatch::Exact(value) => headers.get_all(name).iter().any(|v| v == value),
+        HeaderMatch::Present(present) => headers.contains_key(name) == *present,
+        HeaderMatch::Prefix(prefix) => headers
+            .get_all(name)
+            .iter()
+            .any(|v| v.as_bytes().starts_with(prefix)),
+    }
+}
+
+/// Whether a `Cookie` header of the request carries `name=value` (every `Cookie` header
+/// is read: HTTP/2 clients may split them).
+fn cookie_matches(headers: &HeaderMap, name: &str, value: &str) -> bool {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .any(|pair| {
+            let pair = pair.trim_ascii();
+            pair.len() == name.len() + 1 + value.len()
+                && pair.starts_with(name.as_bytes())
+                && pair[name.len()] == b'='
+                && pair.ends_with(value.as_bytes())
+        })
+}
+
 /// All routes, in match order.
 #[derive(Debug, Default)]
 pub struct RouteTable {
@@ -95,13 +163,21 @@ impl RouteTable {
             .map(|(index, r)| Route {
                 name: Arc::from(r.name.as_str()),
                 index,
-                upstream: r.upstream,
+                target: Target::new(&r.upstream),
+                mirror: r.mirror.as_ref().map(|m| MirrorTarget {
+                    upstream: m.upstream,
+                    threshold: (m.percent / 100.0 * f64::from(MIRROR_SCALE)).round() as u32,
+                    series: MirrorSeries::new(&r.name),
+                    in_flight: Arc::default(),
+                    max_in_flight: m.max_in_flight as usize,
+                }),
                 host_rewrite: r.host_rewrite.clone(),
                 series: RouteSeries::new(&r.name),
                 host: r.host.clone(),
                 path: r.path.clone(),
                 methods: r.methods.clone(),
                 headers: r.headers.clone(),
+                cookies: r.cookies.clone(),
             })
             .collect();
         RouteTable { routes }
@@ -151,14 +227,76 @@ mod tests {
         path: &str,
         method: Method,
     ) -> Option<&'a str> {
-        let headers = HeaderMap::new();
+        find_with(t, host, path, method, &HeaderMap::new())
+    }
+
+    fn find_with<'a>(
+        t: &'a RouteTable,
+        host: Option<&str>,
+        path: &str,
+        method: Method,
+        headers: &HeaderMap,
+    ) -> Option<&'a str> {
         let facts = RequestFacts {
             host,
             path,
             method: &method,
-            headers: &headers,
+            headers,
         };
         t.find(&facts).map(|r| &*r.name)
+    }
+
+    fn cookie(text: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.append(http::header::COOKIE, http::HeaderValue::from_static(text));
+        headers
+    }
+
+    #[test]
+    fn cookies_match_by_exact_name_and_value() {
+        let t = table(
+            "[[route]]\nname = \"canary\"\nupstream = \"u\"\nmatch = { cookies = { canary = \"1\" } }\n",
+        );
+        let hit = |text: &'static str| find_with(&t, None, "/", Method::GET, &cookie(text));
+        assert_eq!(hit("canary=1"), Some("canary"));
+        assert_eq!(hit("a=b; canary=1; c=d"), Some("canary"));
+        assert_eq!(hit("a=b;canary=1"), Some("canary"));
+        assert_eq!(hit("canary=10"), None);
+        assert_eq!(hit("xcanary=1"), None);
+        assert_eq!(hit("canary=2"), None);
+        assert_eq!(hit("other=canary=1"), None);
+        let mut split = cookie("a=b");
+        split.append(
+            http::header::COOKIE,
+            http::HeaderValue::from_static("canary=1"),
+        );
+        assert_eq!(
+            find_with(&t, None, "/", Method::GET, &split),
+            Some("canary")
+        );
+    }
+
+    #[test]
+    fn headers_match_by_presence_and_prefix() {
+        let t = table(
+            "[[route]]\nname = \"present\"\nupstream = \"u\"\nmatch = { headers = { x-canary = { present = true } } }\n\
+             [[route]]\nname = \"prefix\"\nupstream = \"u\"\nmatch = { headers = { user-agent = { prefix = \"beta/\" }, x-off = { present = false } } }\n",
+        );
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (n, v) in pairs {
+                h.append(*n, http::HeaderValue::from_static(v));
+            }
+            h
+        };
+        let hit = |h: HeaderMap| find_with(&t, None, "/", Method::GET, &h).map(str::to_owned);
+        assert_eq!(hit(with(&[("x-canary", "")])).as_deref(), Some("present"));
+        assert_eq!(
+            hit(with(&[("user-agent", "beta/2")])).as_deref(),
+            Some("prefix")
+        );
+        assert_eq!(hit(with(&[("user-agent", "beta/2"), ("x-off", "1")])), None);
+        assert_eq!(hit(with(&[("user-agent", "stable/2")])), None);
     }
 
     #[test]

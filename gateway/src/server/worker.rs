@@ -13,6 +13,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::tls::{self, Alpn};
 use crate::pipeline::{self, Connection};
@@ -41,6 +42,8 @@ impl Worker {
         let listener = TcpListener::from_std(self.listener)?;
         let builders = Arc::new(HttpBuilders::new());
         let graceful = GracefulShutdown::new();
+        // Upgraded connections (WebSocket tunnels) outlive their HTTP connection.
+        let tunnels = TaskTracker::new();
 
         loop {
             let (stream, client) = tokio::select! {
@@ -64,6 +67,7 @@ impl Worker {
                 scheme: "http",
                 worker: self.id,
                 client_cert: None,
+                tunnels: tunnels.clone(),
             };
             if self.tls {
                 accept_tls(&self.snapshot, stream, conn, &builders, &graceful);
@@ -79,12 +83,23 @@ impl Worker {
         }
 
         drop(listener);
+        tunnels.close();
+        let drained = async {
+            graceful.shutdown().await;
+            tunnels.wait().await;
+        };
         tokio::select! {
-            () = graceful.shutdown() => {}
+            () = drained => {}
             () = tokio::time::sleep(self.grace) => {
-                tracing::warn!(worker = self.id, grace = ?self.grace, "grace period over; closing remaining connections");
+                tracing::warn!(
+                    worker = self.id,
+                    grace = ?self.grace,
+                    tunnels = tunnels.len(),
+                    "grace period over; closing remaining connections and tunnels"
+                );
             }
         }
+        // Returning drops the worker's runtime, and with it every tunnel still open.
         Ok(())
     }
 }
@@ -181,7 +196,11 @@ where
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(pipeline::handle(&snapshot, &conn, req).await) }
     });
-    let served = watcher.watch(builder.serve_connection(io, service).into_owned());
+    let served = watcher.watch(
+        builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned(),
+    );
     async move {
         if let Err(e) = served.await {
             tracing::debug!(%client, error = %e, "connection ended with an error");

@@ -48,6 +48,7 @@ struct Metrics {
     ejections: IntCounterVec,
     retries: IntCounterVec,
     overflows: IntCounterVec,
+    mirrors: IntCounterVec,
     plugin_call_duration: HistogramVec,
     plugin_failures: IntCounterVec,
     plugin_logs_dropped: IntCounterVec,
@@ -126,6 +127,17 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["upstream", "limit"],
     )
     .expect("static metric options are valid");
+    let mirrors = IntCounterVec::new(
+        Opts::new(
+            "weir_mirror_requests_total",
+            "Shadow copies of a route's sampled requests, by result: sent (the mirror \
+             upstream answered; the answer is discarded), failed (it did not answer), \
+             dropped (too many shadow requests in flight), skipped (a request body that \
+             is not mirrored: streamed, or larger than the mirror's buffer).",
+        ),
+        &["route", "result"],
+    )
+    .expect("static metric options are valid");
     let plugin_call_duration = HistogramVec::new(
         HistogramOpts::new(
             "weir_plugin_call_duration_seconds",
@@ -159,6 +171,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(ejections.clone()),
         Box::new(retries.clone()),
         Box::new(overflows.clone()),
+        Box::new(mirrors.clone()),
         Box::new(plugin_call_duration.clone()),
         Box::new(plugin_failures.clone()),
         Box::new(plugin_logs_dropped.clone()),
@@ -176,6 +189,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         ejections,
         retries,
         overflows,
+        mirrors,
         plugin_call_duration,
         plugin_failures,
         plugin_logs_dropped,
@@ -307,6 +321,41 @@ pub fn upstream_retries(upstream: &str) -> IntCounter {
 /// cluster; `limit` is `connections`, `pending`, `requests` or `retries`.
 pub fn upstream_overflows(upstream: &str, limit: &str) -> IntCounter {
     METRICS.overflows.with_label_values(&[upstream, limit])
+}
+
+/// What became of one sampled mirror request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MirrorResult {
+    /// The mirror upstream answered (the answer was discarded).
+    Sent,
+    /// The mirror upstream did not answer (connect failure, reset, timeout, refusal).
+    Failed,
+    /// Too many shadow requests were in flight: not sent.
+    Dropped,
+    /// Its body could not be mirrored (streamed, or too large): not sent.
+    Skipped,
+}
+
+/// A route's `weir_mirror_requests_total{route, result}` series, resolved once.
+#[derive(Debug, Clone)]
+pub struct MirrorSeries {
+    /// By [`MirrorResult`] order: sent, failed, dropped, skipped.
+    results: [IntCounter; 4],
+}
+
+impl MirrorSeries {
+    /// The series of route `route`.
+    pub fn new(route: &str) -> MirrorSeries {
+        MirrorSeries {
+            results: ["sent", "failed", "dropped", "skipped"]
+                .map(|result| METRICS.mirrors.with_label_values(&[route, result])),
+        }
+    }
+
+    /// Counts one sampled request's result.
+    pub fn record(&self, result: MirrorResult) {
+        self.results[result as usize].inc();
+    }
 }
 
 /// The fixed series of one plugin, resolved once so a call only touches atomics.

@@ -23,6 +23,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 
 use super::connect::Connector;
+use super::endpoint::EndpointState;
 use super::inflight::InFlight;
 use super::limits::{Breaker, ConnectionSlot, Limit, Waited};
 use super::multiplex::{Checkout, MultiplexPool, StreamSlot};
@@ -129,24 +130,24 @@ impl UpstreamClient {
         self.pools.iter()
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) to endpoint `index` at `authority` and
+    /// Sends `req` (origin-form URI, `Host` set) to endpoint `index` (`endpoint`) and
     /// waits up to `timeout` for the response head. A pooled connection that turns out
     /// to be closed is replaced before the request is written; a request is never sent
     /// twice.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         index: usize,
-        authority: &Authority,
+        endpoint: &EndpointState,
         mut req: Request<UpstreamBody>,
         timeout: Duration,
     ) -> Result<Response<UpstreamResponseBody>, SendFailure> {
         if !self.multiplexed.is_empty() {
             // Boxed: `http1` requests must not carry (and move) this future's state.
-            return Box::pin(self.send_multiplexed(index, authority, req, timeout)).await;
+            return Box::pin(self.send_multiplexed(index, endpoint, req, timeout)).await;
         }
         let pool = &self.pools[index];
         loop {
-            let (mut conn, fresh) = match self.connection(index, pool, authority).await {
+            let (mut conn, fresh) = match self.connection(index, pool, endpoint).await {
                 Ok(got) => got,
                 Err(failure) => {
                     return Err(SendFailure {
@@ -188,7 +189,7 @@ impl UpstreamClient {
         &self,
         index: usize,
         pool: &IdlePool,
-        authority: &Authority,
+        endpoint: &EndpointState,
     ) -> Result<(Box<PooledConn>, bool), UpstreamFailure> {
         if let Some(conn) = pool.take() {
             return Ok((conn, false));
@@ -206,16 +207,16 @@ impl UpstreamClient {
                 }
             },
         };
-        Ok((self.connect(index, authority, slot).await?, true))
+        Ok((self.connect(index, endpoint, slot).await?, true))
     }
 
     async fn connect(
         &self,
         index: usize,
-        authority: &Authority,
+        endpoint: &EndpointState,
         slot: ConnectionSlot,
     ) -> Result<Box<PooledConn>, UpstreamFailure> {
-        let stream = self.connector.connect(index, authority).await?;
+        let stream = self.connector.connect(index, endpoint).await?;
         let (sender, conn) = http1::Builder::new()
             .writev(false) // see the server's builder: one flat write per request
             .handshake(TokioIo::new(stream))
@@ -238,15 +239,16 @@ impl UpstreamClient {
     async fn send_multiplexed(
         &self,
         index: usize,
-        authority: &Authority,
+        endpoint: &EndpointState,
         mut req: Request<UpstreamBody>,
         timeout: Duration,
     ) -> Result<Response<UpstreamResponseBody>, SendFailure> {
+        let authority = &endpoint.authority;
         let pool = &self.multiplexed[index];
         let scheme = self.connector.scheme();
         loop {
             let checkout = pool
-                .checkout(&self.connector, index, authority, self.connect_timeout)
+                .checkout(&self.connector, index, endpoint, self.connect_timeout)
                 .await;
             let Checkout {
                 mut sender,

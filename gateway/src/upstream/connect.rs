@@ -16,6 +16,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::client::UpstreamFailure;
+use super::endpoint::EndpointState;
 use crate::config;
 
 /// A connection to an endpoint: plain TCP or TLS over it.
@@ -78,9 +79,9 @@ impl Connector {
     pub(crate) async fn connect(
         &self,
         index: usize,
-        authority: &Authority,
+        endpoint: &EndpointState,
     ) -> Result<UpstreamStream, UpstreamFailure> {
-        tokio::time::timeout(self.timeout, self.open(index, authority))
+        tokio::time::timeout(self.timeout, self.open(index, endpoint))
             .await
             .map_err(|_| UpstreamFailure::ConnectTimeout(self.timeout))?
     }
@@ -88,9 +89,11 @@ impl Connector {
     async fn open(
         &self,
         index: usize,
-        authority: &Authority,
+        endpoint: &EndpointState,
     ) -> Result<UpstreamStream, UpstreamFailure> {
-        let stream = TcpStream::connect(authority.as_str())
+        // The endpoint's current addresses (a DNS name's latest answer), each in turn.
+        let addresses = endpoint.resolved.current();
+        let stream = TcpStream::connect(&addresses[..])
             .await
             .map_err(UpstreamFailure::Connect)?;
         let _ = stream.set_nodelay(true);

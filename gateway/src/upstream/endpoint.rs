@@ -7,11 +7,16 @@ use std::sync::{Mutex, PoisonError};
 use http::uri::Authority;
 use prometheus::{IntCounter, IntGauge};
 
+use super::dns::Resolved;
+
 /// One endpoint's address, weight and live state.
 #[derive(Debug)]
 pub(crate) struct EndpointState {
     /// `host:port`.
     pub(crate) authority: Authority,
+    /// The addresses new connections go to (looked up again on an interval for a DNS
+    /// name).
+    pub(crate) resolved: Resolved,
     /// Its weight relative to the others.
     pub(crate) weight: u32,
     /// Requests sent to it whose response has not ended (kept for `least_request`).
@@ -37,6 +42,7 @@ pub(crate) struct EndpointState {
 impl EndpointState {
     pub(crate) fn new(
         authority: Authority,
+        resolved: Resolved,
         weight: u32,
         gauge: IntGauge,
         ejected_total: IntCounter,
@@ -44,6 +50,7 @@ impl EndpointState {
         gauge.set(1);
         EndpointState {
             authority,
+            resolved,
             weight,
             in_flight: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),

@@ -107,7 +107,7 @@ impl Cluster {
         let sent = Instant::now();
         let result = self
             .client(worker)
-            .send(index, endpoint, req, self.timeouts.request)
+            .send(index, self.endpoint(index), req, self.timeouts.request)
             .await;
         match result {
             Ok(mut response) => {
@@ -160,7 +160,7 @@ impl Cluster {
             let timeout = policy.per_try_timeout.map_or(left, |t| t.min(left));
             let result = self
                 .client(worker)
-                .send(index, endpoint, req, timeout)
+                .send(index, self.endpoint(index), req, timeout)
                 .await;
             drop(slot.take()); // this retry is over: free its place in the budget
             let (result, unsent) = match result {
@@ -227,7 +227,7 @@ fn outcome_failed(outcome: Outcome) -> bool {
 }
 
 /// Gives `req` the `Host` header it should carry to `endpoint`.
-fn set_host(req: &mut Request<UpstreamBody>, host: &UpstreamHost, endpoint: &Authority) {
+pub(super) fn set_host(req: &mut Request<UpstreamBody>, host: &UpstreamHost, endpoint: &Authority) {
     let value = match host {
         UpstreamHost::Fixed(value) => value.clone(),
         UpstreamHost::Endpoint => HeaderValue::from_str(endpoint.as_str()).ok(),

@@ -42,6 +42,19 @@ impl HealthChecks {
     /// Starts checking each of `clusters` that has `health` set and is not checked yet.
     pub fn watch(&mut self, clusters: &[Arc<Cluster>]) {
         for cluster in clusters {
+            // DNS endpoints are looked up again on the same thread (see `super::dns`).
+            if cluster.has_dns_endpoints()
+                && !cluster
+                    .dns_started
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                && let Some(handle) = self.handle()
+            {
+                handle.spawn(super::dns::refresh_cluster(
+                    Arc::downgrade(cluster),
+                    cluster.retired.clone(),
+                    cluster.source.dns_refresh,
+                ));
+            }
             let Some(check) = cluster.source.health.clone() else {
                 continue;
             };
@@ -139,7 +152,7 @@ async fn check_cluster(cluster: Weak<Cluster>, retired: CancellationToken, check
                 connector: &cluster.connector,
                 protocol: cluster.source.protocol,
                 index,
-                authority: &e.authority,
+                endpoint: e,
             };
             probe(target, &check)
         });

@@ -10,6 +10,7 @@
 mod balancer;
 mod client;
 mod connect;
+mod dns;
 mod endpoint;
 mod forward;
 mod hash;
@@ -25,6 +26,7 @@ mod random;
 mod retry;
 mod ring;
 mod rotation;
+mod tunnel;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
@@ -43,6 +45,7 @@ pub use forward::{ForwardError, Forwarded, Refusal, UpstreamHost};
 pub use health::HealthChecks;
 pub use limits::{Limit, Load};
 pub use rotation::EndpointStatus;
+pub use tunnel::{Tunnel, TunnelGuard, UnpooledBody};
 
 use self::balancer::{Avoid, Picker};
 use self::endpoint::EndpointState;
@@ -94,6 +97,8 @@ pub struct Cluster {
     connector: Arc<connect::Connector>,
     /// Whether health checks were started for this cluster.
     health_started: AtomicBool,
+    /// Whether re-resolution of its DNS endpoints was started.
+    dns_started: AtomicBool,
     /// Cancelled when the cluster is dropped: its health checks stop.
     retired: CancellationToken,
 }
@@ -110,6 +115,7 @@ impl Cluster {
                 let address = e.authority.as_str();
                 EndpointState::new(
                     e.authority.clone(),
+                    dns::Resolved::new(&config.name, &e.authority),
                     e.weight,
                     metrics::endpoint_health(&config.name, address),
                     metrics::endpoint_ejections(&config.name, address),
@@ -174,6 +180,7 @@ impl Cluster {
             retries_sent: metrics::upstream_retries(&config.name),
             retries_refused: metrics::upstream_overflows(&config.name, "retries"),
             health_started: AtomicBool::new(false),
+            dns_started: AtomicBool::new(false),
             retired: CancellationToken::new(),
         }
     }
@@ -196,6 +203,11 @@ impl Cluster {
     /// Endpoint `index`'s address.
     fn authority(&self, index: usize) -> &Authority {
         &self.endpoints[index].authority
+    }
+
+    /// Endpoint `index`.
+    fn endpoint(&self, index: usize) -> &EndpointState {
+        &self.endpoints[index]
     }
 
     /// The connections that worker `worker` uses for this cluster.

@@ -25,6 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::client::{UpstreamBody, UpstreamFailure};
 use super::connect::{Connector, UpstreamStream};
+use super::endpoint::EndpointState;
 use super::limits::{Breaker, ConnectionSlot, Waited};
 use super::peer_settings::{PeerState, SettingsWatch};
 
@@ -98,13 +99,13 @@ impl MultiplexPool {
         }
     }
 
-    /// A stream on a connection to endpoint `index` at `authority`: on an open
+    /// A stream on a connection to endpoint `index` (`endpoint`): on an open
     /// connection with room, else on a new one.
     pub(crate) async fn checkout(
         &self,
         connector: &Connector,
         index: usize,
-        authority: &Authority,
+        endpoint: &EndpointState,
         connect_timeout: Duration,
     ) -> Result<Checkout, UpstreamFailure> {
         if let Some(taken) = self.try_checkout() {
@@ -130,7 +131,7 @@ impl MultiplexPool {
         if let Some(taken) = self.try_checkout() {
             return Ok(taken);
         }
-        let stream = connector.connect(index, authority).await?;
+        let stream = connector.connect(index, endpoint).await?;
         // Until the peer's settings arrive, assume what its other connections said (or
         // h2's customary 100).
         let assumed = match self.peer_limit.load(Ordering::Relaxed) {
@@ -150,7 +151,7 @@ impl MultiplexPool {
             .handshake(TokioIo::new(io))
             .await
             .map_err(UpstreamFailure::Exchange)?;
-        tokio::spawn(drive(conn, slot, authority.clone()));
+        tokio::spawn(drive(conn, slot, endpoint.authority.clone()));
         self.lock().push(MuxConn {
             sender: sender.clone(),
             state: state.clone(),

@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-use http::uri::Authority;
 use http::{Request, Response, header};
 use http_body_util::Empty;
 use hyper::body::Incoming;
@@ -15,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::client::UpstreamFailure;
 use super::connect::Connector;
+use super::endpoint::EndpointState;
 use crate::config::{HealthCheck, Protocol};
 
 /// Why an endpoint failed a check.
@@ -43,7 +43,7 @@ pub(crate) struct Target<'a> {
     pub(crate) connector: &'a Connector,
     pub(crate) protocol: Protocol,
     pub(crate) index: usize,
-    pub(crate) authority: &'a Authority,
+    pub(crate) endpoint: &'a EndpointState,
 }
 
 /// Checks endpoint `target` once: `Ok` when it answers `check.path` with an expected
@@ -61,7 +61,7 @@ pub(crate) async fn probe(target: Target<'_>, check: &HealthCheck) -> Result<(),
 async fn exchange(target: Target<'_>, check: &HealthCheck) -> Result<u16, ProbeFailure> {
     let stream = target
         .connector
-        .connect(target.index, target.authority)
+        .connect(target.index, target.endpoint)
         .await
         .map_err(ProbeFailure::Connect)?;
     let io = TokioIo::new(stream);
@@ -71,7 +71,7 @@ async fn exchange(target: Target<'_>, check: &HealthCheck) -> Result<u16, ProbeF
                 .await
                 .map_err(ProbeFailure::Exchange)?;
             let req = Request::get(check.path.as_str())
-                .header(header::HOST, target.authority.as_str())
+                .header(header::HOST, target.endpoint.authority.as_str())
                 .header(header::USER_AGENT, "weir-health-check")
                 .header(header::CONNECTION, "close")
                 .body(Empty::new())
@@ -86,7 +86,7 @@ async fn exchange(target: Target<'_>, check: &HealthCheck) -> Result<u16, ProbeF
             let uri = format!(
                 "{}://{}{}",
                 target.connector.scheme(),
-                target.authority,
+                target.endpoint.authority,
                 check.path
             );
             let req = Request::get(uri)

@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use weir_gateway::config::{ConfigError, Diagnostic, HostPattern, HostRewrite, PathPattern};
+use weir_gateway::config::{
+    ConfigError, Diagnostic, HeaderMatch, HostPattern, HostRewrite, PathPattern,
+};
 use weir_gateway::{Config, quickstart};
 
 /// One upstream named `users`, for the route cases to refer to (lines 1-3, then a blank).
@@ -474,6 +476,117 @@ fn cases() -> Vec<Case> {
             message: &["a timeout must be longer than zero"],
             help: None,
         },
+        Case {
+            what: "zero dns_refresh",
+            text: "[[upstream]]\nname = \"u\"\nendpoints = [\"localhost:1\"]\ndns_refresh = \"0s\"\n".into(),
+            line: 4,
+            column: 15,
+            key: "upstream[0].dns_refresh",
+            message: &["longer than zero"],
+            help: None,
+        },
+        // --- traffic: split, mirror, cookie and header conditions ---
+        Case {
+            what: "route with both upstream and split",
+            text: route("upstream = \"users\"\nsplit = [{ upstream = \"users\", weight = 1 }]\n"),
+            line: 8,
+            column: 9,
+            key: "route[0].split",
+            message: &["set either `upstream` or `split`, not both"],
+            help: None,
+        },
+        Case {
+            what: "route with neither upstream nor split",
+            text: route(""),
+            line: 6,
+            column: 8,
+            key: "route[0].upstream",
+            message: &["route `r` needs `upstream`", "or `split`"],
+            help: None,
+        },
+        Case {
+            what: "split names a missing upstream",
+            text: route("split = [{ upstream = \"user\", weight = 1 }]\n"),
+            line: 7,
+            column: 23,
+            key: "route[0].split[0].upstream",
+            message: &["route `r` names upstream `user`, which is not defined"],
+            help: Some("did you mean `users`?"),
+        },
+        Case {
+            what: "split weight zero",
+            text: route("split = [{ upstream = \"users\", weight = 0 }]\n"),
+            line: 7,
+            column: 41,
+            key: "route[0].split[0].weight",
+            message: &["weight must be a whole number from 1 to 1000000, not 0"],
+            help: None,
+        },
+        Case {
+            what: "empty split",
+            text: route("split = []\n"),
+            line: 7,
+            column: 9,
+            key: "route[0].split",
+            message: &["a split needs at least one"],
+            help: None,
+        },
+        Case {
+            what: "split lists an upstream twice",
+            text: route(
+                "split = [{ upstream = \"users\", weight = 1 }, { upstream = \"users\", weight = 2 }]\n",
+            ),
+            line: 7,
+            column: 59,
+            key: "route[0].split[1].upstream",
+            message: &["upstream `users` is listed twice in the split"],
+            help: None,
+        },
+        Case {
+            what: "mirror names a missing upstream",
+            text: route("upstream = \"users\"\nmirror = { upstream = \"userz\" }\n"),
+            line: 8,
+            column: 23,
+            key: "route[0].mirror.upstream",
+            message: &["route `r` names upstream `userz`, which is not defined"],
+            help: Some("did you mean `users`?"),
+        },
+        Case {
+            what: "mirror percent above 100",
+            text: route("upstream = \"users\"\nmirror = { upstream = \"users\", percent = 150 }\n"),
+            line: 8,
+            column: 42,
+            key: "route[0].mirror.percent",
+            message: &["percent must be between 0 and 100, not 150"],
+            help: None,
+        },
+        Case {
+            what: "unknown key in mirror",
+            text: route("upstream = \"users\"\nmirror = { upstream = \"users\", percnt = 5 }\n"),
+            line: 8,
+            column: 32,
+            key: "route[0].mirror.percnt",
+            message: &["unknown field `percnt`"],
+            help: Some("did you mean `percent`?"),
+        },
+        Case {
+            what: "cookie value with a space",
+            text: route("upstream = \"users\"\nmatch = { cookies = { canary = \"a b\" } }\n"),
+            line: 8,
+            column: 32,
+            key: "route[0].match.cookies.canary",
+            message: &["`a b` is not a valid cookie value"],
+            help: None,
+        },
+        Case {
+            what: "unknown header condition",
+            text: route("upstream = \"users\"\nmatch = { headers = { x-canary = { presnt = true } } }\n"),
+            line: 8,
+            column: 34,
+            key: "route[0].match.headers.x-canary",
+            message: &["unknown field `presnt`"],
+            help: Some("did you mean `present`?"),
+        },
     ]
 }
 
@@ -673,18 +786,28 @@ fn the_basic_example_is_valid() {
     assert_eq!(users.timeouts.request, Duration::from_secs(15));
     assert_eq!(config.upstreams[1].timeouts.connect, Duration::from_secs(5));
 
-    let routes: Vec<(&str, usize)> = config
+    let routes: Vec<(&str, Option<usize>)> = config
         .routes
         .iter()
-        .map(|r| (r.name.as_str(), r.upstream))
+        .map(|r| (r.name.as_str(), r.upstream.single()))
         .collect();
-    assert_eq!(routes, [("users-write", 0), ("users-api", 0), ("web", 1)]);
+    assert_eq!(
+        routes,
+        [
+            ("users-write", Some(0)),
+            ("users-api", Some(0)),
+            ("web", Some(1))
+        ]
+    );
     let write = &config.routes[0];
     assert_eq!(write.path, Some(PathPattern::Prefix("/users".to_owned())));
     assert_eq!(write.methods, ["POST", "PUT", "DELETE"]);
     assert_eq!(write.headers.len(), 1);
     assert_eq!(write.headers[0].0, "x-tenant");
-    assert_eq!(write.headers[0].1, "acme");
+    assert_eq!(
+        write.headers[0].1,
+        HeaderMatch::Exact(http::HeaderValue::from_static("acme"))
+    );
     let api = &config.routes[1];
     assert_eq!(
         api.host,

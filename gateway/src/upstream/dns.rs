@@ -1,0 +1,177 @@
+//! Endpoints given by DNS name (`api.internal:8080`), Envoy's STRICT_DNS: the name is
+//! resolved when the cluster is built and again every `dns_refresh`, off the request
+//! path, and new connections go to the addresses of the latest answer (every address
+//! in turn until one connects). An endpoint written as an IP address is never looked up.
+//!
+//! A name that does not resolve when the cluster is built leaves the endpoint with no
+//! address: it stays in the cluster (health checks and outlier detection treat it like
+//! any endpoint that refuses connections), requests sent to it fail with 502, and it
+//! serves as soon as a refresh resolves it. A refresh that fails keeps the last good
+//! addresses. Both are logged.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::uri::Authority;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use super::Cluster;
+
+/// The addresses new connections to one endpoint go to.
+#[derive(Debug)]
+pub(crate) struct Resolved {
+    /// Whether the endpoint is a DNS name (resolved again on an interval).
+    dns: bool,
+    addresses: ArcSwap<Vec<SocketAddr>>,
+}
+
+impl Resolved {
+    /// The addresses of `authority` now: the address itself for an IP, else a lookup
+    /// (blocking: clusters are built off the request path).
+    pub(crate) fn new(upstream: &str, authority: &Authority) -> Resolved {
+        let port = authority.port_u16().unwrap_or(80);
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Resolved {
+                dns: false,
+                addresses: ArcSwap::from_pointee(vec![SocketAddr::new(ip, port)]),
+            };
+        }
+        let addresses = match authority.as_str().to_socket_addrs() {
+            Ok(found) => found.collect(),
+            Err(e) => {
+                tracing::warn!(
+                    upstream,
+                    endpoint = %authority,
+                    error = %e,
+                    "endpoint does not resolve: it takes no connections until it does"
+                );
+                Vec::new()
+            }
+        };
+        Resolved {
+            dns: true,
+            addresses: ArcSwap::from_pointee(addresses),
+        }
+    }
+
+    /// Whether the endpoint is a DNS name.
+    pub(crate) fn is_dns(&self) -> bool {
+        self.dns
+    }
+
+    /// The addresses to connect to (empty: the name has not resolved yet).
+    pub(crate) fn current(&self) -> Arc<Vec<SocketAddr>> {
+        self.addresses.load_full()
+    }
+
+    /// Looks the name up again; keeps the last good addresses when that fails.
+    async fn refresh(&self, upstream: &str, authority: &Authority) {
+        match tokio::net::lookup_host(authority.as_str()).await {
+            Ok(found) => {
+                let mut fresh: Vec<SocketAddr> = found.collect();
+                let mut old = (*self.current()).clone();
+                fresh.sort();
+                old.sort();
+                if fresh != old && !fresh.is_empty() {
+                    tracing::info!(
+                        upstream,
+                        endpoint = %authority,
+                        addresses = ?fresh,
+                        "endpoint resolves to new addresses"
+                    );
+                    self.addresses.store(Arc::new(fresh));
+                }
+            }
+            Err(e) => tracing::warn!(
+                upstream,
+                endpoint = %authority,
+                error = %e,
+                "endpoint did not resolve again: keeping its last addresses"
+            ),
+        }
+    }
+}
+
+impl Cluster {
+    /// Whether any endpoint is a DNS name.
+    pub(crate) fn has_dns_endpoints(&self) -> bool {
+        self.endpoints.iter().any(|e| e.resolved.is_dns())
+    }
+
+    /// Resolves every DNS-named endpoint again.
+    async fn refresh_dns(&self) {
+        for endpoint in self.endpoints.iter().filter(|e| e.resolved.is_dns()) {
+            endpoint
+                .resolved
+                .refresh(&self.name, &endpoint.authority)
+                .await;
+        }
+    }
+}
+
+/// Re-resolves `cluster`'s DNS endpoints every `every` until the cluster is dropped or
+/// `retired` is cancelled. Holds the cluster weakly between rounds.
+pub(crate) async fn refresh_cluster(
+    cluster: Weak<Cluster>,
+    retired: CancellationToken,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is now: the cluster was resolved when built
+    loop {
+        tokio::select! {
+            () = retired.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
+        cluster.refresh_dns().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn ip_endpoints_are_not_looked_up() {
+        let r = Resolved::new("u", &Authority::from_str("10.1.2.3:8080").unwrap());
+        assert!(!r.is_dns());
+        assert_eq!(*r.current(), ["10.1.2.3:8080".parse().unwrap()]);
+        let v6 = Resolved::new("u", &Authority::from_str("[::1]:81").unwrap());
+        assert_eq!(*v6.current(), ["[::1]:81".parse().unwrap()]);
+    }
+
+    #[tokio::test]
+    async fn names_resolve_and_a_failed_refresh_keeps_the_last_addresses() {
+        let local = Authority::from_str("localhost:8080").unwrap();
+        let r = Resolved::new("u", &local);
+        assert!(r.is_dns());
+        assert!(
+            r.current()
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 8080),
+            "{:?}",
+            r.current()
+        );
+        assert!(!r.current().is_empty());
+        // `.invalid` never resolves (RFC 6761): no addresses at first, and a failed
+        // refresh keeps what a name had.
+        let bad = Authority::from_str("no-such-host.invalid:80").unwrap();
+        let unresolved = Resolved::new("u", &bad);
+        assert!(unresolved.current().is_empty());
+        let before = r.current();
+        r.refresh("u", &bad).await;
+        assert_eq!(r.current(), before);
+    }
+}
