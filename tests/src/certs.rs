@@ -18,13 +18,16 @@ pub struct TestCa {
     pub pem: String,
 }
 
-/// A certificate and its key, PEM.
+/// A certificate and its key, PEM (for files) and the certificate in DER (what a peer
+/// is presented).
 #[derive(Debug, Clone)]
 pub struct TestCert {
     /// The certificate.
     pub cert_pem: String,
     /// Its private key.
     pub key_pem: String,
+    /// The certificate, DER.
+    pub der: CertificateDer<'static>,
 }
 
 impl TestCa {
@@ -48,8 +51,14 @@ impl TestCa {
         }
     }
 
-    /// A server certificate for `names`: DNS names, or IP addresses (as IP SANs).
+    /// A server certificate for `names`: DNS names, or IP addresses (as IP SANs); its
+    /// common name is the first name.
     pub fn server(&self, names: &[&str]) -> TestCert {
+        self.server_named(names.first().copied().unwrap_or("server"), names)
+    }
+
+    /// [`TestCa::server`] with `cn` as the common name.
+    pub fn server_named(&self, cn: &str, names: &[&str]) -> TestCert {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         for name in names {
             params.subject_alt_names.push(match name.parse() {
@@ -58,19 +67,24 @@ impl TestCa {
             });
         }
         let mut dn = DistinguishedName::new();
-        dn.push(
-            DnType::CommonName,
-            names.first().copied().unwrap_or("server"),
-        );
+        dn.push(DnType::CommonName, cn);
         params.distinguished_name = dn;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.sign(params)
     }
 
-    /// A client certificate whose common name is `cn`.
+    /// A client certificate: `O=Weir Tests, CN=cn`, with the DNS SAN
+    /// `cn.clients.weir.test` and the URI SAN `spiffe://weir.test/client/cn`.
     pub fn client(&self, cn: &str) -> TestCert {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        let mut params =
+            CertificateParams::new(vec![format!("{cn}.clients.weir.test")]).expect("params");
+        params.subject_alt_names.push(SanType::URI(
+            format!("spiffe://weir.test/client/{cn}")
+                .try_into()
+                .expect("URI SAN"),
+        ));
         let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "Weir Tests");
         dn.push(DnType::CommonName, cn);
         params.distinguished_name = dn;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -83,6 +97,7 @@ impl TestCa {
         TestCert {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
         }
     }
 
@@ -107,6 +122,19 @@ impl TestCert {
         std::fs::write(&cert, &self.cert_pem).expect("write cert");
         std::fs::write(&key, &self.key_pem).expect("write key");
         (cert, key)
+    }
+
+    /// Replaces the files [`TestCert::write`] wrote the way deploy tools do: each
+    /// written beside its destination, then renamed over it; the key first.
+    pub fn replace(&self, dir: &Path, name: &str) {
+        for (file, text) in [
+            (format!("{name}-key.pem"), &self.key_pem),
+            (format!("{name}.pem"), &self.cert_pem),
+        ] {
+            let tmp = dir.join(format!(".{file}.tmp"));
+            std::fs::write(&tmp, text).expect("write temp file");
+            std::fs::rename(&tmp, dir.join(file)).expect("rename into place");
+        }
     }
 
     /// The chain and key, for rustls.

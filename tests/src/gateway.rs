@@ -63,6 +63,16 @@ impl TestGateway {
         format!("http://{}{path}", self.addr)
     }
 
+    /// `POST /admin/reload`: the status and the reload report.
+    pub async fn reload(&self) -> (u16, serde_json::Value) {
+        let req = http::Request::post(self.admin_url("/admin/reload"))
+            .body(crate::client::empty())
+            .expect("request");
+        let reply = crate::client::send(&crate::client::h1_client(), req).await;
+        let doc = serde_json::from_slice(&reply.body).expect("report JSON");
+        (reply.status.as_u16(), doc)
+    }
+
     /// `GET` an admin path that answers JSON (panics unless it is 200 and JSON).
     pub async fn admin_json(&self, path: &str) -> serde_json::Value {
         let reply = crate::client::get(&self.admin_url(path)).await;

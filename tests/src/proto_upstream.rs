@@ -116,16 +116,7 @@ impl ProtoUpstream {
     /// bind for up to 5 s), keeping the counts and records.
     pub fn restart(&mut self) {
         self.stop();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match std::net::TcpListener::bind(self.addr) {
-                Ok(listener) => break listener,
-                Err(e) if std::time::Instant::now() > deadline => {
-                    panic!("cannot bind {} again: {e}", self.addr)
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        };
+        let listener = crate::upstream::bind_again(self.addr);
         self.stop = CancellationToken::new();
         let (options, state) = (self.options.clone(), self.state.clone());
         self.thread = Some(spawn(listener, options, state, self.stop.clone()));

@@ -114,16 +114,7 @@ impl TestUpstream {
     /// for up to 5 s), keeping the counts and the recorded requests.
     pub fn restart(&mut self) {
         self.stop();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match std::net::TcpListener::bind(self.addr) {
-                Ok(listener) => break listener,
-                Err(e) if std::time::Instant::now() > deadline => {
-                    panic!("cannot bind {} again: {e}", self.addr)
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        };
+        let listener = bind_again(self.addr);
         self.stop = CancellationToken::new();
         self.thread = Some(serve(listener, self.state.clone(), self.stop.clone()));
     }
@@ -310,4 +301,19 @@ fn download(total: u64) -> Download {
         left -= n;
     }
     StreamBody::new(stream::iter(frames))
+}
+
+/// Binds `addr` again after a server on it stopped, retrying for up to 5 s while the
+/// old socket is released.
+pub(crate) fn bind_again(addr: SocketAddr) -> std::net::TcpListener {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(listener) => return listener,
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!("cannot bind {addr} again: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
 }

@@ -1,7 +1,6 @@
 //! `/metrics` as a Prometheus server scrapes it: valid text exposition, with every
 //! series DESIGN.md names present after traffic, a plugin call and a reload.
 
-use http::Request;
 use weir_tests::client;
 use weir_tests::{TestGateway, TestUpstream, guest_wasm};
 
@@ -46,10 +45,7 @@ upstream = "app"
     }
     // A plugin reload, so the reload series has a sample with a result.
     std::fs::copy(guest_wasm!("swap_b"), dir.join("plugins/swap.wasm")).expect("copy");
-    let req = Request::post(gw.admin_url("/admin/reload"))
-        .body(client::empty())
-        .expect("request");
-    assert_eq!(client::send(&client::h1_client(), req).await.status, 200);
+    assert_eq!(gw.reload().await.0, 200);
 
     let reply = client::get(&gw.admin_url("/metrics")).await;
     assert_eq!(reply.status, 200);

@@ -292,7 +292,7 @@ async fn new_version_refusing_the_route_config_is_not_swapped_in() {
     let (plugins, config) = setup(&up, "{ refuse = \"b\" }", "");
     let gw = TestGateway::from_file(&config);
     std::fs::copy(guest_wasm!("swap_b"), plugins.join("swap.wasm")).expect("copy");
-    let report = reload(&gw).await;
+    let report = gw.reload().await;
     assert_eq!(report.0, 422, "{}", report.1);
     assert_eq!(report.1["plugins"][0]["result"], "error", "{}", report.1);
     let error = report.1["plugins"][0]["error"].as_str().unwrap_or_default();
@@ -332,16 +332,6 @@ async fn removed_plugin_file_keeps_its_last_version_serving() {
         swap_header(r) == "b/b"
     })
     .await;
-}
-
-/// `POST /admin/reload`: (status, report).
-async fn reload(gw: &TestGateway) -> (u16, serde_json::Value) {
-    let req = Request::post(gw.admin_url("/admin/reload"))
-        .body(client::empty())
-        .expect("request");
-    let reply = client::send(&client::h1_client(), req).await;
-    let doc = serde_json::from_slice(&reply.body).expect("report JSON");
-    (reply.status.as_u16(), doc)
 }
 
 fn two_routes(up: &TestUpstream, plugins: &Path) -> String {
@@ -410,7 +400,7 @@ async fn config_edits_apply_live_and_a_broken_config_is_refused() {
         ),
     )
     .expect("write config");
-    let (status, report) = reload(&gw).await;
+    let (status, report) = gw.reload().await;
     assert_eq!(status, 422, "{report:#}");
     assert_eq!(report["config"], "refused", "{report:#}");
     assert!(
@@ -441,7 +431,7 @@ async fn settings_that_need_a_restart_are_reported_and_kept() {
     );
     assert_ne!(edited, text);
     std::fs::write(&config, edited).expect("config");
-    let (status, report) = reload(&gw).await;
+    let (status, report) = gw.reload().await;
     assert_eq!(status, 200, "{report:#}");
     assert_eq!(report["config"], "applied", "{report:#}");
     let restart = report["restart_required"].to_string();
@@ -459,7 +449,7 @@ async fn settings_that_need_a_restart_are_reported_and_kept() {
     .expect("config");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(gw.snapshot().config.routes.len(), 1);
-    let (status, report) = reload(&gw).await;
+    let (status, report) = gw.reload().await;
     assert_eq!(status, 200, "{report:#}");
     assert!(
         report["swapped"].as_bool().unwrap_or_default(),
@@ -467,7 +457,7 @@ async fn settings_that_need_a_restart_are_reported_and_kept() {
     );
     assert_eq!(gw.snapshot().config.routes.len(), 2);
     // Nothing changed: nothing swapped.
-    let (status, report) = reload(&gw).await;
+    let (status, report) = gw.reload().await;
     assert_eq!(
         (status, report["config"].as_str()),
         (200, Some("unchanged"))

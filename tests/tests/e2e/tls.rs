@@ -14,135 +14,22 @@ use http::{Request, Version};
 use http_body_util::BodyExt;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use weir_gateway::Config;
+use weir_tests::certs::{TestCa, TestCert};
 use weir_tests::client::{self, ClientBody, Reply};
 use weir_tests::gateway::{fresh_dir, plugin_dir, with_test_listeners};
 use weir_tests::{TestGateway, TestUpstream, WeirProcess, guest_wasm, weir_bin};
 
 // ---------------------------------------------------------------------------------------
 // Certificates
-
-/// A certificate authority made for one test.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-/// A certificate and its key, in PEM (for files) and DER (for the client).
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-    der: CertificateDer<'static>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, name);
-        params.distinguished_name = dn;
-        let key = KeyPair::generate().expect("CA key");
-        let cert = params.self_signed(&key).expect("CA certificate");
-        Ca {
-            issuer: Issuer::new(params, key),
-            pem: cert.pem(),
-        }
-    }
-
-    /// A server certificate for `names` (DNS SANs), with `cn` as its common name.
-    fn server(&self, cn: &str, names: &[&str]) -> Leaf {
-        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let mut params = CertificateParams::new(names).expect("server params");
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, cn);
-        params.distinguished_name = dn;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.sign(params)
-    }
-
-    /// A client certificate: `O=Weir Tests, CN=cn`, a DNS and a URI SAN.
-    fn client(&self, cn: &str) -> Leaf {
-        let mut params =
-            CertificateParams::new(vec![format!("{cn}.clients.weir.test")]).expect("params");
-        params.subject_alt_names.push(SanType::URI(
-            format!("spiffe://weir.test/client/{cn}")
-                .try_into()
-                .expect("URI SAN"),
-        ));
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, "Weir Tests");
-        dn.push(DnType::CommonName, cn);
-        params.distinguished_name = dn;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.sign(params)
-    }
-
-    fn sign(&self, params: CertificateParams) -> Leaf {
-        let key = KeyPair::generate().expect("leaf key");
-        let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().clone(),
-        }
-    }
-
-    /// Writes the CA certificate to `dir/NAME.pem`.
-    fn write(&self, dir: &Path, name: &str) -> PathBuf {
-        let path = dir.join(format!("{name}.pem"));
-        std::fs::write(&path, &self.pem).expect("write CA");
-        path
-    }
-}
-
-impl Leaf {
-    /// Writes `dir/NAME.pem` and `dir/NAME-key.pem`; returns their paths.
-    fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-        let cert = dir.join(format!("{name}.pem"));
-        let key = dir.join(format!("{name}-key.pem"));
-        std::fs::write(&cert, &self.cert_pem).expect("write cert");
-        std::fs::write(&key, &self.key_pem).expect("write key");
-        (cert, key)
-    }
-
-    /// Replaces the files [`Leaf::write`] wrote the way deploy tools do: each written
-    /// beside its destination, then renamed over it; the key first.
-    fn replace(&self, dir: &Path, name: &str) {
-        for (file, text) in [
-            (format!("{name}-key.pem"), &self.key_pem),
-            (format!("{name}.pem"), &self.cert_pem),
-        ] {
-            let tmp = dir.join(format!(".{file}.tmp"));
-            std::fs::write(&tmp, text).expect("write temp file");
-            std::fs::rename(&tmp, dir.join(file)).expect("rename into place");
-        }
-    }
-
-    /// The client identity rustls presents.
-    fn identity(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).expect("key PEM");
-        (vec![self.der.clone()], key)
-    }
-}
 
 fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
@@ -212,7 +99,7 @@ struct Dial<'a> {
     /// ALPN protocols to offer.
     alpn: &'a [&'a str],
     /// A client certificate to present.
-    identity: Option<&'a Leaf>,
+    identity: Option<&'a TestCert>,
 }
 
 impl<'a> Dial<'a> {
@@ -260,7 +147,7 @@ async fn tls_stream(addr: SocketAddr, dial: Dial<'_>) -> Result<TlsStream<TcpStr
         .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider)));
     let mut config = match dial.identity {
         Some(leaf) => {
-            let (chain, key) = leaf.identity();
+            let (chain, key) = leaf.der();
             builder
                 .with_client_auth_cert(chain, key)
                 .expect("client identity")
@@ -450,16 +337,6 @@ async fn eventually<T, F: Future<Output = Option<T>>>(
     }
 }
 
-/// `POST /admin/reload`: (status, report).
-async fn reload(gw: &TestGateway) -> (u16, serde_json::Value) {
-    let req = Request::post(gw.admin_url("/admin/reload"))
-        .body(client::empty())
-        .expect("request");
-    let reply = client::send(&client::h1_client(), req).await;
-    let doc = serde_json::from_slice(&reply.body).expect("report JSON");
-    (reply.status.as_u16(), doc)
-}
-
 async fn metric(gw: &TestGateway, series: &str) -> f64 {
     let text = client::get(&gw.admin_url("/metrics")).await.text();
     text.lines()
@@ -474,11 +351,11 @@ async fn metric(gw: &TestGateway, series: &str) -> f64 {
 #[tokio::test]
 async fn sni_picks_the_certificate_for_the_name_and_the_default_otherwise() {
     let up = TestUpstream::start("up");
-    let ca = Ca::new("Weir Test Server CA");
+    let ca = TestCa::new("Weir Test Server CA");
     let dir = fresh_dir();
-    let a = ca.server("a", &["a.example"]);
-    let b = ca.server("b", &["b.example", "*.b.example"]);
-    let fallback = ca.server("default", &["default.example"]);
+    let a = ca.server_named("a", &["a.example"]);
+    let b = ca.server_named("b", &["b.example", "*.b.example"]);
+    let fallback = ca.server_named("default", &["default.example"]);
     let tls = certificates(&[
         entry(&a.write(&dir, "a"), &["a.example"]),
         entry(&b.write(&dir, "b"), &["b.example", "*.b.example"]),
@@ -515,9 +392,9 @@ async fn sni_picks_the_certificate_for_the_name_and_the_default_otherwise() {
 #[tokio::test]
 async fn without_a_default_an_unknown_name_is_refused_at_the_handshake() {
     let up = TestUpstream::start("up");
-    let ca = Ca::new("Weir Test Server CA");
+    let ca = TestCa::new("Weir Test Server CA");
     let dir = fresh_dir();
-    let a = ca.server("a", &["a.example"]);
+    let a = ca.server_named("a", &["a.example"]);
     let tls = certificates(&[entry(&a.write(&dir, "a"), &["a.example"])]);
     let gw = TestGateway::start(&config(&up, &tls, ""));
 
@@ -540,9 +417,9 @@ async fn without_a_default_an_unknown_name_is_refused_at_the_handshake() {
 #[tokio::test]
 async fn alpn_chooses_h2_or_http1_and_the_upstream_sees_https() {
     let up = TestUpstream::start("up");
-    let ca = Ca::new("Weir Test Server CA");
+    let ca = TestCa::new("Weir Test Server CA");
     let dir = fresh_dir();
-    let a = ca.server("a", &["a.example"]);
+    let a = ca.server_named("a", &["a.example"]);
     let tls = certificates(&[entry(&a.write(&dir, "a"), &[])]);
     let gw = TestGateway::start(&config(&up, &tls, ""));
 
@@ -579,9 +456,12 @@ async fn alpn_chooses_h2_or_http1_and_the_upstream_sees_https() {
 #[tokio::test]
 async fn plain_http_is_not_served_on_a_tls_listener() {
     let up = TestUpstream::start("up");
-    let ca = Ca::new("Weir Test Server CA");
+    let ca = TestCa::new("Weir Test Server CA");
     let dir = fresh_dir();
-    let tls = certificates(&[entry(&ca.server("a", &["a.example"]).write(&dir, "a"), &[])]);
+    let tls = certificates(&[entry(
+        &ca.server_named("a", &["a.example"]).write(&dir, "a"),
+        &[],
+    )]);
     let gw = TestGateway::start(&config(&up, &tls, ""));
     let answer = client::raw_request(
         gw.addr,
@@ -597,10 +477,10 @@ async fn plain_http_is_not_served_on_a_tls_listener() {
 
 /// A gateway requiring client certificates from `client_ca`, with the probe plugin in
 /// `connection` mode on its route (it reports what plugins see).
-fn mtls_gateway(up: &TestUpstream, client_ca: &Ca) -> TestGateway {
-    let ca = Ca::new("Weir Test Server CA");
+fn mtls_gateway(up: &TestUpstream, client_ca: &TestCa) -> TestGateway {
+    let ca = TestCa::new("Weir Test Server CA");
     let dir = fresh_dir();
-    let server = ca.server("a", &["a.example"]).write(&dir, "a");
+    let server = ca.server_named("a", &["a.example"]).write(&dir, "a");
     let tls = format!(
         "{}\nclient_ca = \"{}\"",
         certificates(&[entry(&server, &[])]),
@@ -620,7 +500,7 @@ fn mtls_gateway(up: &TestUpstream, client_ca: &Ca) -> TestGateway {
 #[tokio::test]
 async fn a_client_certificate_from_the_ca_gets_through_with_its_identity() {
     let up = TestUpstream::start("up");
-    let clients = Ca::new("Weir Test Client CA");
+    let clients = TestCa::new("Weir Test Client CA");
     let gw = mtls_gateway(&up, &clients);
     let alice = clients.client("alice");
 
@@ -664,9 +544,9 @@ async fn a_client_certificate_from_the_ca_gets_through_with_its_identity() {
 #[tokio::test]
 async fn clients_without_a_certificate_from_the_ca_are_refused() {
     let up = TestUpstream::start("up");
-    let clients = Ca::new("Weir Test Client CA");
+    let clients = TestCa::new("Weir Test Client CA");
     let gw = mtls_gateway(&up, &clients);
-    let rogue = Ca::new("Rogue CA").client("mallory");
+    let rogue = TestCa::new("Rogue CA").client("mallory");
 
     let anonymous = refusal(gw.addr, Dial::sni("a.example")).await;
     assert!(anonymous.contains("CertificateRequired"), "{anonymous}");
@@ -698,9 +578,12 @@ async fn clients_without_a_certificate_from_the_ca_are_refused() {
 #[tokio::test]
 async fn a_spoofed_client_cert_header_is_removed_without_mtls() {
     let up = TestUpstream::start("up");
-    let ca = Ca::new("Weir Test Server CA");
+    let ca = TestCa::new("Weir Test Server CA");
     let dir = fresh_dir();
-    let tls = certificates(&[entry(&ca.server("a", &["a.example"]).write(&dir, "a"), &[])]);
+    let tls = certificates(&[entry(
+        &ca.server_named("a", &["a.example"]).write(&dir, "a"),
+        &[],
+    )]);
     let gw = TestGateway::start(&config(&up, &tls, ""));
     let spoofed = [("x-forwarded-client-cert", "Hash=forged")];
     let mut conn = connect(gw.addr, Dial::sni("a.example"))
@@ -740,10 +623,10 @@ fn diagnostics(text: &str) -> Vec<(String, String)> {
 
 #[test]
 fn tls_config_errors_name_the_key_and_are_reported_together() {
-    let ca = Ca::new("Weir Test Server CA");
+    let ca = TestCa::new("Weir Test Server CA");
     let dir = fresh_dir();
-    let a = ca.server("a", &["a.example"]).write(&dir, "a");
-    let b = ca.server("b", &["b.example"]).write(&dir, "b");
+    let a = ca.server_named("a", &["a.example"]).write(&dir, "a");
+    let b = ca.server_named("b", &["b.example"]).write(&dir, "b");
     let missing = (dir.join("missing.pem"), a.1.clone());
     let mismatched = (a.0.clone(), b.1.clone());
     let not_pem = dir.join("notes.txt");
@@ -805,9 +688,9 @@ fn an_empty_certificate_list_and_bad_names_are_errors() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].0, "server.tls.certificates");
 
-    let ca = Ca::new("Weir Test Server CA");
+    let ca = TestCa::new("Weir Test Server CA");
     let dir = fresh_dir();
-    let a = ca.server("a", &["a.example"]).write(&dir, "a");
+    let a = ca.server_named("a", &["a.example"]).write(&dir, "a");
     let text = format!(
         "[server.tls]\n{}\n",
         certificates(&[
@@ -834,7 +717,7 @@ fn an_empty_certificate_list_and_bad_names_are_errors() {
 
 /// A config file in a fresh directory, with the certificates in `certs/` beside it:
 /// `a` for `a.example`, and the default. Returns (config file, certs dir).
-fn reloadable(up: &TestUpstream, a: &Leaf, fallback: &Leaf) -> (PathBuf, PathBuf) {
+fn reloadable(up: &TestUpstream, a: &TestCert, fallback: &TestCert) -> (PathBuf, PathBuf) {
     let dir = fresh_dir();
     let certs = dir.join("certs");
     std::fs::create_dir_all(&certs).expect("certs dir");
@@ -850,10 +733,10 @@ fn reloadable(up: &TestUpstream, a: &Leaf, fallback: &Leaf) -> (PathBuf, PathBuf
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaced_certificates_serve_new_handshakes_and_open_connections_keep_theirs() {
     let up = TestUpstream::start("up");
-    let ca = Ca::new("Weir Test Server CA");
+    let ca = TestCa::new("Weir Test Server CA");
     let (old, fallback) = (
-        ca.server("a-old", &["a.example"]),
-        ca.server("d", &["d.example"]),
+        ca.server_named("a-old", &["a.example"]),
+        ca.server_named("d", &["d.example"]),
     );
     let (path, certs) = reloadable(&up, &old, &fallback);
     let gw = TestGateway::from_file(&path);
@@ -863,7 +746,7 @@ async fn replaced_certificates_serve_new_handshakes_and_open_connections_keep_th
         .expect("handshake");
     assert!(open.leaf == old.der.as_ref());
 
-    let new = ca.server("a-new", &["a.example"]);
+    let new = ca.server_named("a-new", &["a.example"]);
     new.replace(&certs, "a");
     eventually(
         "the new certificate on new handshakes",
@@ -893,19 +776,19 @@ async fn replaced_certificates_serve_new_handshakes_and_open_connections_keep_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_replacement_is_refused_and_the_old_certificate_keeps_serving() {
     let up = TestUpstream::start("up");
-    let ca = Ca::new("Weir Test Server CA");
+    let ca = TestCa::new("Weir Test Server CA");
     let (old, fallback) = (
-        ca.server("a-old", &["a.example"]),
-        ca.server("d", &["d.example"]),
+        ca.server_named("a-old", &["a.example"]),
+        ca.server_named("d", &["d.example"]),
     );
     let (path, certs) = reloadable(&up, &old, &fallback);
     let gw = TestGateway::from_file(&path);
     let errors_before = metric(&gw, "weir_config_reloads_total{result=\"error\"}").await;
 
     // A key that is not the certificate's.
-    let other = ca.server("other", &["a.example"]);
+    let other = ca.server_named("other", &["a.example"]);
     std::fs::write(certs.join("a-key.pem"), &other.key_pem).expect("write key");
-    let (status, report) = reload(&gw).await;
+    let (status, report) = gw.reload().await;
     assert_eq!(status, 422, "{report}");
     assert_eq!(report["tls"], "refused", "{report}");
     let error = report["config_error"].as_str().unwrap_or_default();
@@ -913,7 +796,7 @@ async fn a_broken_replacement_is_refused_and_the_old_certificate_keeps_serving()
         error.contains("server.tls.certificates[0].key") && error.contains("does not match"),
         "{error}"
     );
-    let status = serde_json::to_string(&reload(&gw).await.1).expect("json");
+    let status = serde_json::to_string(&gw.reload().await.1).expect("json");
     assert!(
         status.contains("refused"),
         "asking again reports the refusal: {status}"
@@ -937,7 +820,7 @@ async fn a_broken_replacement_is_refused_and_the_old_certificate_keeps_serving()
 
     // Garbage instead of a certificate: refused the same way.
     std::fs::write(certs.join("a.pem"), "-----BEGIN CERTIFICATE-----\n!!\n").expect("write");
-    let (status, report) = reload(&gw).await;
+    let (status, report) = gw.reload().await;
     assert_eq!(status, 422, "{report}");
     assert!(
         report["config_error"]
@@ -948,7 +831,7 @@ async fn a_broken_replacement_is_refused_and_the_old_certificate_keeps_serving()
     );
 
     // A good pair again (through the watcher): new handshakes get it.
-    let fixed = ca.server("a-fixed", &["a.example"]);
+    let fixed = ca.server_named("a-fixed", &["a.example"]);
     fixed.replace(&certs, "a");
     eventually("the fixed certificate", Duration::from_secs(10), || async {
         let conn = connect(gw.addr, Dial::sni("a.example")).await.ok()?;
@@ -970,10 +853,10 @@ async fn a_broken_replacement_is_refused_and_the_old_certificate_keeps_serving()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_edit_to_server_tls_applies_to_new_handshakes() {
     let up = TestUpstream::start("up");
-    let ca = Ca::new("Weir Test Server CA");
+    let ca = TestCa::new("Weir Test Server CA");
     let (a, fallback) = (
-        ca.server("a", &["a.example"]),
-        ca.server("d", &["d.example"]),
+        ca.server_named("a", &["a.example"]),
+        ca.server_named("d", &["d.example"]),
     );
     let (path, certs) = reloadable(&up, &a, &fallback);
     let gw = TestGateway::from_file(&path);
@@ -989,7 +872,7 @@ async fn a_config_edit_to_server_tls_applies_to_new_handshakes() {
     // the config names it before the files are there.
     let more = path.with_file_name("more");
     std::fs::create_dir_all(&more).expect("dir");
-    let b = ca.server("b", &["b.example"]);
+    let b = ca.server_named("b", &["b.example"]);
     let b_files = (more.join("b.pem"), more.join("b-key.pem"));
     let tls = certificates(&[
         entry(
@@ -1003,7 +886,7 @@ async fn a_config_edit_to_server_tls_applies_to_new_handshakes() {
         ),
     ]);
     std::fs::write(&path, config(&up, &tls, "")).expect("rewrite config");
-    let (status, report) = reload(&gw).await;
+    let (status, report) = gw.reload().await;
     assert_eq!(status, 422, "{report}");
     assert!(
         report["config_error"]
@@ -1027,7 +910,7 @@ async fn a_config_edit_to_server_tls_applies_to_new_handshakes() {
     .await;
 
     // Its directory is watched from now on.
-    let b2 = ca.server("b2", &["b.example"]);
+    let b2 = ca.server_named("b2", &["b.example"]);
     b2.replace(&more, "b");
     eventually(
         "b.example's replaced certificate",
@@ -1054,11 +937,11 @@ async fn turning_tls_on_needs_a_restart() {
     std::fs::write(&path, &plain).expect("write config");
     let gw = TestGateway::from_file(&path);
 
-    let ca = Ca::new("Weir Test Server CA");
-    let a = ca.server("a", &["a.example"]).write(&dir, "a");
+    let ca = TestCa::new("Weir Test Server CA");
+    let a = ca.server_named("a", &["a.example"]).write(&dir, "a");
     let with_tls = format!("{plain}[server.tls]\n{}\n", certificates(&[entry(&a, &[])]));
     std::fs::write(&path, with_tls).expect("rewrite config");
-    let (status, report) = reload(&gw).await;
+    let (status, report) = gw.reload().await;
     assert_eq!(status, 200, "{report}");
     let restart = report["restart_required"].to_string();
     assert!(restart.contains("server.tls (off -> on)"), "{report}");
@@ -1075,15 +958,15 @@ async fn turning_tls_on_needs_a_restart() {
 #[tokio::test]
 async fn the_weir_binary_checks_and_serves_a_tls_config() {
     let up = TestUpstream::start("up");
-    let ca = Ca::new("Weir Test Server CA");
+    let ca = TestCa::new("Weir Test Server CA");
     let dir = fresh_dir();
-    let a = ca.server("a", &["a.example"]);
-    let clients = Ca::new("Weir Test Client CA");
+    let a = ca.server_named("a", &["a.example"]);
+    let clients = TestCa::new("Weir Test Client CA");
     let tls = format!(
         "{}\nclient_ca = \"{}\"",
         certificates(&[
             entry(&a.write(&dir, "a"), &["a.example", "*.a.example"]),
-            entry(&ca.server("d", &["d.example"]).write(&dir, "d"), &[]),
+            entry(&ca.server_named("d", &["d.example"]).write(&dir, "d"), &[]),
         ]),
         clients.write(&dir, "clients").display()
     );

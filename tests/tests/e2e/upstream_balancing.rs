@@ -138,10 +138,7 @@ async fn consistent_hash_keeps_keys_when_another_endpoint_is_removed() {
 
     // Remove `b` from the config; the reload keeps the ring positions of `a` and `c`.
     std::fs::write(&config, hashed(&[&a, &c])).expect("write config");
-    let req = Request::post(gw.admin_url("/admin/reload"))
-        .body(empty())
-        .expect("request");
-    assert_eq!(client::send(&client::h1_client(), req).await.status, 200);
+    assert_eq!(gw.reload().await.0, 200);
     let mut moved = 0;
     for (user, first) in before.iter().enumerate() {
         let now = owner(&gw, user).await;

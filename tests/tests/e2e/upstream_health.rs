@@ -228,10 +228,7 @@ async fn retired_clusters_and_a_stopped_gateway_stop_checking() {
         with_test_listeners(&checked(&[&up], "").replace(CHECKS, "")),
     )
     .expect("write config");
-    let req = Request::post(gw.admin_url("/admin/reload"))
-        .body(empty())
-        .expect("request");
-    assert_eq!(client::send(&client::h1_client(), req).await.status, 200);
+    assert_eq!(gw.reload().await.0, 200);
     assert_eq!(client::get(&gw.url("/")).await.status, 200);
     let after_reload = up.health_checks();
     // Absence takes waiting: ten intervals with no check (one may have been in flight).
@@ -244,10 +241,7 @@ async fn retired_clusters_and_a_stopped_gateway_stop_checking() {
 
     // Checks again, then shut down: they stop with the gateway.
     std::fs::write(&config, with_test_listeners(&checked(&[&up], ""))).expect("write config");
-    let req = Request::post(gw.admin_url("/admin/reload"))
-        .body(empty())
-        .expect("request");
-    assert_eq!(client::send(&client::h1_client(), req).await.status, 200);
+    assert_eq!(gw.reload().await.0, 200);
     let resumed = up.health_checks();
     until(Duration::from_secs(5), "checks resumed", || async {
         up.health_checks() > resumed
