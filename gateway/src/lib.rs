@@ -14,6 +14,7 @@ pub mod path;
 pub mod pipeline;
 pub mod plugin;
 pub mod quickstart;
+mod random;
 pub mod reload;
 pub mod router;
 pub mod run;

@@ -75,7 +75,8 @@ impl MirrorTarget {
     /// Whether this request is sampled for mirroring (one cheap draw, no lock).
     pub fn sampled(&self) -> bool {
         self.threshold >= MIRROR_SCALE
-            || (self.threshold > 0 && split::draw_below(MIRROR_SCALE) < self.threshold)
+            || (self.threshold > 0
+                && crate::random::below(MIRROR_SCALE as usize) < self.threshold as usize)
     }
 }
 

@@ -58,7 +58,7 @@ impl Split {
     /// One upstream, drawn by weight: entry `i` is chosen with probability
     /// `weight[i] / total`.
     pub fn pick(&self) -> usize {
-        let draw = rand::random_range(0..self.total.max(1));
+        let draw = crate::random::below(self.total as usize) as u64;
         self.choose(draw)
     }
 
@@ -71,11 +71,6 @@ impl Split {
             .or(self.cumulative.last())
             .map_or(usize::MAX, |(_, cluster)| *cluster)
     }
-}
-
-/// A uniform draw in `0..n` (`n` > 0), for sampling.
-pub(crate) fn draw_below(n: u32) -> u32 {
-    rand::random_range(0..n.max(1))
 }
 
 #[cfg(test)]

@@ -15,9 +15,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::random::below;
 use super::ring::Ring;
 use crate::config::Balancer;
+use crate::random::below;
 
 /// Endpoints a retry would rather not go back to: a set of endpoint indices (modulo 64;
 /// in larger clusters an avoided endpoint may shadow another, which only weakens a

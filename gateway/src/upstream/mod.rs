@@ -22,7 +22,6 @@ mod outlier;
 mod peer_settings;
 mod pool;
 mod probe;
-mod random;
 mod retry;
 mod ring;
 mod rotation;

@@ -15,9 +15,9 @@ use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
 use http_body::Body;
 use http_body_util::{Either, Full};
 
-use super::random::below;
 use super::{Cluster, UpstreamBody, UpstreamFailure};
 use crate::config::Retries;
+use crate::random::below;
 
 /// How one try ended, as the retry conditions see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,5 @@
-//! Cheap random numbers for balancing and retry jitter: a per-thread splitmix64
+//! Cheap random numbers for balancing, splits, mirror sampling and retry jitter: a
+//! per-thread splitmix64
 //! generator seeded once from the OS. Spread and speed matter here, not
 //! unpredictability.
 
