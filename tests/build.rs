@@ -13,6 +13,7 @@ const GUESTS: &[&str] = &[
     "future",
     "bodies",
     "minor",
+    "older",
     "swap_a",
     "swap_b",
 ];

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use serde::Deserialize;
-//! use weir_plugin_sdk::{Action, LocalResponse, Phase, Plugin, Request, Response, host};
+//! use weir_plugin_sdk::{Action, LocalResponse, Phase, Plugin, Request, host};
 //!
 //! /// Answers 403 unless the request carries the configured header; tags responses.
 //! pub struct RequireHeader {
@@ -22,7 +22,7 @@
 //!
 //! impl Plugin for RequireHeader {
 //!     type Config = Config;
-//!     const PHASES: &'static [Phase] = &[Phase::RequestHeaders, Phase::ResponseHeaders];
+//!     const PHASES: &'static [Phase] = &[Phase::RequestHeaders];
 //!
 //!     fn new(config: Config) -> Result<Self, String> {
 //!         if config.header.is_empty() {
@@ -40,11 +40,8 @@
 //!             ));
 //!         }
 //!         request.headers.remove(&self.header); // the upstream need not see it
-//!         Action::Continue
-//!     }
-//!
-//!     fn on_response_headers(&self, _request: &Request, response: &mut Response) -> Action {
-//!         response.headers.set("x-checked-by", "require-header");
+//!         // Tag the response from here: no response phase, one call per request.
+//!         request.response_headers.set("x-checked-by", "require-header");
 //!         Action::Continue
 //!     }
 //! }
@@ -56,7 +53,9 @@
 //! let plugin = RequireHeader::new(Config { header: "x-token".into() }).unwrap();
 //! let mut request = Request::new("GET", "/").with_header("X-Token", "t");
 //! assert_eq!(plugin.on_request_headers(&mut request), Action::Continue);
-//! assert_eq!(request.edits().removed, ["x-token"]);
+//! let edits = request.edits();
+//! assert_eq!(edits.removed, ["x-token"]);
+//! assert_eq!(edits.response_set, [("x-checked-by".to_owned(), b"require-header".to_vec())]);
 //! ```
 //!
 //! # Building
@@ -99,6 +98,12 @@
 //! logged with the plugin's name. In response phases the request is read-only; in the
 //! response-body and log phases the response is too.
 //!
+//! A request phase can also edit the response to come, through
+//! [`Request::response_headers`]: the gateway applies those edits where the plugin's
+//! response phase would run. Implement [`Plugin::on_response_headers`] only when the
+//! edit depends on the response itself (its status, the upstream's headers); each phase
+//! a plugin lists is one more call per request.
+//!
 //! # The host
 //!
 //! [`host`] has the gateway's services as plain functions: [`host::log`], the shared
@@ -125,7 +130,7 @@ pub mod testing;
 #[doc(hidden)]
 pub use bindings as __bindings;
 pub use message::{
-    Action, Headers, LocalResponse, Request, RequestEdits, Response, is_header_name,
+    Action, Headers, LocalResponse, QueuedHeaders, Request, RequestEdits, Response, is_header_name,
     is_header_value,
 };
 pub use plugin::{Phase, Plugin, build, parse_config};
@@ -137,7 +142,7 @@ pub mod __private {
 }
 
 /// The version of the `weir:plugin` WIT package this SDK builds plugins for.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.1.1";
 
 /// Exports a [`Plugin`] type as the component's implementation of `weir:plugin`. Use it
 /// once, at the top level of the plugin crate.

@@ -237,12 +237,99 @@ fn checked(name: &str, value: &[u8]) -> Option<String> {
     None
 }
 
+/// Header edits a request phase queues for the response (see
+/// [`Request::response_headers`]). Write-only: the response does not exist yet.
+#[derive(Debug)]
+pub struct QueuedHeaders<'a> {
+    source: Source<'a>,
+}
+
+impl QueuedHeaders<'_> {
+    /// Queues replacing every field of `name` with one field of `value`.
+    pub fn set(&mut self, name: &str, value: impl AsRef<[u8]>) {
+        let value = value.as_ref();
+        match &mut self.source {
+            Source::Request(r) => {
+                let _ = r.set_response_header(name, value);
+            }
+            Source::Local(local) => {
+                if let Some(name) = checked(name, value) {
+                    local.forget(&name);
+                    local.set.push((name, value.to_vec()));
+                }
+            }
+            Source::Response(_) => {}
+        }
+    }
+
+    /// Queues setting `name` to `value` only if the response has no field of `name` by
+    /// then: a default that the upstream's own header, or a local response from a later
+    /// plugin, overrides.
+    pub fn set_if_absent(&mut self, name: &str, value: impl AsRef<[u8]>) {
+        let value = value.as_ref();
+        match &mut self.source {
+            Source::Request(r) => {
+                let _ = r.set_response_header_if_absent(name, value);
+            }
+            // Recorded in `fields`, which a queue has no other use for.
+            Source::Local(local) => {
+                if let Some(name) = checked(name, value) {
+                    local.fields.push((name, value.to_vec()));
+                }
+            }
+            Source::Response(_) => {}
+        }
+    }
+
+    /// Queues adding a field, keeping any others of the same name.
+    pub fn append(&mut self, name: &str, value: impl AsRef<[u8]>) {
+        let value = value.as_ref();
+        match &mut self.source {
+            Source::Request(r) => {
+                let _ = r.append_response_header(name, value);
+            }
+            Source::Local(local) => {
+                if let Some(name) = checked(name, value) {
+                    local.appended.push((name, value.to_vec()));
+                }
+            }
+            Source::Response(_) => {}
+        }
+    }
+
+    /// Queues removing every field of `name`.
+    pub fn remove(&mut self, name: &str) {
+        match &mut self.source {
+            Source::Request(r) => {
+                let _ = r.remove_response_header(name);
+            }
+            Source::Local(local) => {
+                let name = name.to_ascii_lowercase();
+                local.forget(&name);
+                local.removed.push(name);
+            }
+            Source::Response(_) => {}
+        }
+    }
+}
+
 /// The request, as a phase sees it. Edits (headers, path) change the request that goes
 /// upstream; in response phases the request is read-only.
 #[derive(Debug)]
 pub struct Request<'a> {
     /// The request headers.
     pub headers: Headers<'a>,
+    /// Edits for the response this request will get, queued from a request phase and
+    /// applied by the gateway where this plugin's response phase would run (in reverse
+    /// chain order, just before [`Plugin::on_response_headers`](crate::Plugin) if the
+    /// plugin has one). A plugin that only tags responses (an id, quota headers, CORS)
+    /// uses this instead of a response phase, saving the gateway a second call per
+    /// request; leave [`Phase::ResponseHeaders`](crate::Phase) out of its phases then.
+    /// Edits queued in a response phase, or in a request phase that answers locally,
+    /// reach no response: the plugin's own local response is not edited, as its
+    /// response phase would not be called for it. Needs a gateway speaking
+    /// `weir:plugin` 0.1.1 or later.
+    pub response_headers: QueuedHeaders<'a>,
     method: OnceCell<String>,
     scheme: OnceCell<String>,
     authority: OnceCell<String>,
@@ -258,6 +345,9 @@ impl Request<'static> {
     pub fn new(method: &str, path: &str) -> Request<'static> {
         Request {
             headers: Headers::default(),
+            response_headers: QueuedHeaders {
+                source: Source::Local(Local::default()),
+            },
             method: OnceCell::from(method.to_owned()),
             scheme: OnceCell::from("http".to_owned()),
             authority: OnceCell::from("localhost".to_owned()),
@@ -303,6 +393,9 @@ impl<'a> Request<'a> {
     pub(crate) fn from_host(handle: &'a wit::Request) -> Request<'a> {
         Request {
             headers: Headers {
+                source: Source::Request(handle),
+            },
+            response_headers: QueuedHeaders {
                 source: Source::Request(handle),
             },
             method: OnceCell::new(),
@@ -407,11 +500,19 @@ impl<'a> Request<'a> {
     /// empty inside the gateway, where edits apply at once).
     pub fn edits(&self) -> RequestEdits {
         let local = self.headers.local().cloned().unwrap_or_default();
+        let response = match &self.response_headers.source {
+            Source::Local(queued) => queued.clone(),
+            _ => Local::default(),
+        };
         RequestEdits {
             removed: local.removed,
             set: local.set,
             appended: local.appended,
             path: self.new_path.clone(),
+            response_removed: response.removed,
+            response_set: response.set,
+            response_set_if_absent: response.fields,
+            response_appended: response.appended,
         }
     }
 }
@@ -427,6 +528,14 @@ pub struct RequestEdits {
     pub appended: Vec<(String, Vec<u8>)>,
     /// The new path, if changed.
     pub path: Option<String>,
+    /// Header names queued for removal from the response.
+    pub response_removed: Vec<String>,
+    /// Headers queued to be set on the response.
+    pub response_set: Vec<(String, Vec<u8>)>,
+    /// Headers queued to be set on the response unless it has them.
+    pub response_set_if_absent: Vec<(String, Vec<u8>)>,
+    /// Headers queued to be appended to the response.
+    pub response_appended: Vec<(String, Vec<u8>)>,
 }
 
 /// The response, as a response phase sees it. Header and status edits change what the
@@ -562,6 +671,30 @@ mod tests {
         assert_eq!(edits.removed, ["x-b"]);
         assert_eq!(edits.set, [("x-a".to_owned(), b"3".to_vec())]);
         assert_eq!(edits.appended, [("x-c".to_owned(), b"4".to_vec())]);
+    }
+
+    #[test]
+    fn queued_response_edits_are_recorded_apart_from_request_edits() {
+        let mut r = Request::new("GET", "/");
+        r.response_headers.append("x-a", "1");
+        r.response_headers.set("X-A", "2");
+        r.response_headers.remove("x-b");
+        r.response_headers.append("vary", "origin");
+        r.response_headers
+            .set_if_absent("cache-control", "no-store");
+        let edits = r.edits();
+        assert_eq!(
+            edits.response_set_if_absent,
+            [("cache-control".to_owned(), b"no-store".to_vec())]
+        );
+        assert!(edits.set.is_empty() && edits.appended.is_empty() && edits.removed.is_empty());
+        assert_eq!(edits.response_set, [("x-a".to_owned(), b"2".to_vec())]);
+        assert_eq!(edits.response_removed, ["x-b"]);
+        assert_eq!(
+            edits.response_appended,
+            [("vary".to_owned(), b"origin".to_vec())]
+        );
+        assert!(r.headers.all().is_empty());
     }
 
     #[test]

@@ -60,6 +60,15 @@ impl Plugin for Probe {
                     request.set_path(path.clone());
                 }
             }
+            "queue" => queue(request, &self.config.tag),
+            "queue-deny" => {
+                queue(request, &self.config.tag);
+                return Action::Respond(LocalResponse::new(403).header("x-denied-by", &self.config.tag));
+            }
+            "queue-trap" => {
+                queue(request, &self.config.tag);
+                core::arch::wasm32::unreachable()
+            }
             "trap" => core::arch::wasm32::unreachable(),
             "panic" => panic!("the probe panics on purpose"),
             "loop" => {
@@ -142,6 +151,11 @@ impl Plugin for Probe {
                 let added = request.headers.get("x-added").unwrap_or_default();
                 response.headers.set("x-seen-added", added);
             }
+            "queue" => {
+                // The edits this plugin queued were applied just before this call.
+                let seen = response.headers.get("x-queued-set").unwrap_or_default();
+                response.headers.set(&format!("x-seen-queued-{}", self.config.tag), seen);
+            }
             "deny" | "trap" | "panic" | "loop" | "oom" | "count" | "state" | "fetch" | "print" | "sleep"
             | "init-count" | "init-print" | "connection" => {}
             _ => {
@@ -159,6 +173,16 @@ impl Plugin for Probe {
         }
         Action::Continue
     }
+}
+
+/// Queues response edits from a request phase: an append, a set, a default, a removal
+/// of the upstream's `x-upstream`, and an invalid one (refused and logged).
+fn queue(request: &mut Request, tag: &str) {
+    request.response_headers.append("x-queued", tag);
+    request.response_headers.set("x-queued-set", tag);
+    request.response_headers.set_if_absent("x-queued-default", tag);
+    request.response_headers.remove("x-upstream");
+    request.response_headers.set("bad name", tag);
 }
 
 weir_plugin_sdk::export_plugin!(Probe);

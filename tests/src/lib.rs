@@ -37,6 +37,9 @@ macro_rules! guest_wasm {
     ("minor") => {
         ::std::path::Path::new(env!("GUEST_MINOR"))
     };
+    ("older") => {
+        ::std::path::Path::new(env!("GUEST_OLDER"))
+    };
     ("future") => {
         ::std::path::Path::new(env!("GUEST_FUTURE"))
     };

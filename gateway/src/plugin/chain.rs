@@ -16,7 +16,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 
 use super::bindings::types;
-use super::message::{RequestInfo, RequestView, ResponseView};
+use super::message::{QueuedEdit, RequestInfo, RequestView, ResponseView};
 use super::{ChainEntry, FailureKind, Instance, PluginFailure};
 use crate::config::OnError;
 
@@ -82,6 +82,8 @@ pub struct ChainRun {
     request: Option<RequestView>,
     /// What the request phases were told about the request.
     info: Option<Arc<RequestInfo>>,
+    /// Response edits the request phases queued, applied in the response-headers pass.
+    queued: Vec<QueuedEdit>,
 }
 
 /// The request as the request phases see and change it.
@@ -113,6 +115,7 @@ impl ChainRun {
             reached: 0,
             request: None,
             info: None,
+            queued: Vec::new(),
         }
     }
 
@@ -135,16 +138,17 @@ impl ChainRun {
             client: req.client,
             route: req.route,
         });
-        let mut view = Some(RequestView {
+        let mut view = Some(RequestView::new(
             info,
-            path: req.path_and_query.clone(),
-            headers: std::mem::take(req.headers),
-            writable: true,
-        });
+            req.path_and_query.clone(),
+            std::mem::take(req.headers),
+            true,
+        ));
         let flow = self.request_headers_with(&mut view).await;
         let view = view.expect("the request is always taken back after a call");
         *req.headers = view.headers;
         *req.path_and_query = view.path;
+        self.queued = view.queued;
         self.info = Some(view.info);
         self.keep_request(req.headers, req.path_and_query);
         flow
@@ -159,10 +163,14 @@ impl ChainRun {
                 continue;
             }
             entry.plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
+            let queued = calling(view, index);
             let called = match self.instance(index).await {
                 Ok(instance) => instance.on_request_headers(view).await,
                 Err(failure) => Err(failure),
             };
+            if called.is_err() {
+                drop_queued(view, queued);
+            }
             match called {
                 Ok(types::Action::Continue) => {}
                 Ok(types::Action::Respond(local)) => {
@@ -190,12 +198,7 @@ impl ChainRun {
             let phases = &self.chain[i].phases;
             phases.response_headers || phases.response_body || phases.log
         });
-        self.request = later.then(|| RequestView {
-            info,
-            path: path.clone(),
-            headers: headers.clone(),
-            writable: false,
-        });
+        self.request = later.then(|| RequestView::new(info, path.clone(), headers.clone(), false));
     }
 
     /// Runs the response-headers phases of the plugins that were passed, in reverse,
@@ -205,7 +208,10 @@ impl ChainRun {
         status: &mut StatusCode,
         headers: &mut HeaderMap,
     ) -> ResponseFlow {
-        if !self.passed().any(|i| self.chain[i].phases.response_headers) {
+        let reached = self.reached;
+        if !self.passed().any(|i| self.chain[i].phases.response_headers)
+            && !self.queued.iter().any(|edit| edit.plugin < reached)
+        {
             return ResponseFlow::Continue;
         }
         let mut request = self.request.take();
@@ -233,6 +239,11 @@ impl ChainRun {
         let chain = self.chain.clone();
         for index in self.passed().rev() {
             let entry = &chain[index];
+            if let Some(response) = response.as_mut() {
+                for edit in self.queued.iter().filter(|edit| edit.plugin == index) {
+                    edit.apply(&mut response.headers);
+                }
+            }
             if !entry.phases.response_headers {
                 continue;
             }
@@ -294,12 +305,15 @@ impl ChainRun {
         let Some(info) = self.info.clone() else {
             return BodyFlow::Continue(body);
         };
-        let mut request = Some(RequestView {
+        let mut request = Some(RequestView::new(
             info,
-            path: path.clone(),
-            headers: std::mem::take(headers),
-            writable: true,
-        });
+            path.clone(),
+            std::mem::take(headers),
+            true,
+        ));
+        if let Some(view) = request.as_mut() {
+            view.queued = std::mem::take(&mut self.queued);
+        }
         let mut body = body;
         let mut flow = None;
         // One handle on the chain for the loop, not a clone of each entry.
@@ -310,10 +324,14 @@ impl ChainRun {
                 continue;
             }
             entry.plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
+            let queued = calling(&mut request, index);
             let called = match self.instance(index).await {
                 Ok(instance) => instance.on_request_body(&mut request, &body).await,
                 Err(failure) => Err(failure),
             };
+            if called.is_err() {
+                drop_queued(&mut request, queued);
+            }
             if let Some(stop) = self.body_outcome(index, entry, called, &mut body) {
                 flow = Some(stop);
                 break;
@@ -322,6 +340,7 @@ impl ChainRun {
         let request = request.expect("the request is always taken back after a call");
         *headers = request.headers;
         *path = request.path;
+        self.queued = request.queued;
         self.keep_request(headers, path);
         flow.unwrap_or(BodyFlow::Continue(body))
     }
@@ -456,6 +475,23 @@ impl ChainRun {
                 })
             }
         }
+    }
+}
+
+/// Stamps the request view with the plugin about to be called; how many edits were
+/// queued before it.
+fn calling(view: &mut Option<RequestView>, index: usize) -> usize {
+    let view = view
+        .as_mut()
+        .expect("the request is lent only during a call");
+    view.caller = index;
+    view.queued.len()
+}
+
+/// Drops what a failed call queued.
+fn drop_queued(view: &mut Option<RequestView>, before: usize) {
+    if let Some(view) = view.as_mut() {
+        view.queued.truncate(before);
     }
 }
 

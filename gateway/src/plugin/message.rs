@@ -38,6 +38,45 @@ pub(crate) struct RequestView {
     pub(crate) headers: HeaderMap,
     /// Whether edits are allowed (request phases), or refused as read-only.
     pub(crate) writable: bool,
+    /// Response edits the request phases queued, in order.
+    pub(crate) queued: Vec<QueuedEdit>,
+    /// The chain position of the plugin being called, stamped on what it queues.
+    pub(crate) caller: usize,
+}
+
+impl RequestView {
+    /// A view for the request phases (`writable`) or a read-only one.
+    pub(crate) fn new(
+        info: Arc<RequestInfo>,
+        path: PathAndQuery,
+        headers: HeaderMap,
+        writable: bool,
+    ) -> RequestView {
+        RequestView {
+            info,
+            path,
+            headers,
+            writable,
+            queued: Vec::new(),
+            caller: 0,
+        }
+    }
+}
+
+/// A response edit queued by a request phase (`set-response-header` and kin), applied
+/// where the plugin's response phase would run.
+#[derive(Debug)]
+pub(crate) struct QueuedEdit {
+    /// The chain position of the plugin that queued it.
+    pub(crate) plugin: usize,
+    edit: HeaderEdit,
+}
+
+impl QueuedEdit {
+    /// Applies the edit to the response's headers.
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+        self.edit.clone().apply(headers);
+    }
 }
 
 /// The response as a phase sees it.
@@ -107,8 +146,53 @@ fn all_headers(headers: &HeaderMap) -> Vec<types::Header> {
 /// How a header edit goes.
 enum Edit {
     Set,
+    SetIfAbsent,
     Append,
     Remove,
+}
+
+/// A checked header edit.
+#[derive(Debug, Clone)]
+enum HeaderEdit {
+    Set(HeaderName, HeaderValue),
+    SetIfAbsent(HeaderName, HeaderValue),
+    Append(HeaderName, HeaderValue),
+    Remove(HeaderName),
+}
+
+impl HeaderEdit {
+    /// Checks the name and value a guest gave.
+    fn parse(edit: Edit, name: &str, value: &[u8]) -> Result<HeaderEdit, EditError> {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| EditError::InvalidName(name.into()))?;
+        if let Edit::Remove = edit {
+            return Ok(HeaderEdit::Remove(name));
+        }
+        let value = HeaderValue::from_bytes(value)
+            .map_err(|_| EditError::InvalidValue(String::from_utf8_lossy(value).into_owned()))?;
+        Ok(match edit {
+            Edit::Set => HeaderEdit::Set(name, value),
+            Edit::SetIfAbsent => HeaderEdit::SetIfAbsent(name, value),
+            _ => HeaderEdit::Append(name, value),
+        })
+    }
+
+    fn apply(self, headers: &mut HeaderMap) {
+        match self {
+            HeaderEdit::Set(name, value) => {
+                headers.insert(name, value);
+            }
+            HeaderEdit::SetIfAbsent(name, value) => {
+                headers.entry(name).or_insert(value);
+            }
+            HeaderEdit::Append(name, value) => {
+                headers.append(name, value);
+            }
+            HeaderEdit::Remove(name) => {
+                headers.remove(name);
+            }
+        }
+    }
 }
 
 fn edit_headers(
@@ -117,23 +201,7 @@ fn edit_headers(
     name: &str,
     value: &[u8],
 ) -> Result<(), EditError> {
-    let name =
-        HeaderName::from_bytes(name.as_bytes()).map_err(|_| EditError::InvalidName(name.into()))?;
-    if let Edit::Remove = edit {
-        headers.remove(name);
-        return Ok(());
-    }
-    let value = HeaderValue::from_bytes(value)
-        .map_err(|_| EditError::InvalidValue(String::from_utf8_lossy(value).into_owned()))?;
-    match edit {
-        Edit::Set => {
-            headers.insert(name, value);
-        }
-        _ => {
-            headers.append(name, value);
-        }
-    }
-    Ok(())
+    HeaderEdit::parse(edit, name, value).map(|edit| edit.apply(headers))
 }
 
 impl HostState {
@@ -146,6 +214,25 @@ impl HostState {
         let request = self.request()?;
         let result = if request.writable {
             edit_headers(&mut request.headers, edit, name, value)
+        } else {
+            Err(EditError::ReadOnly)
+        };
+        Ok(result.or_else(|e| self.refused(e)))
+    }
+
+    /// Queues a response edit from a request phase.
+    fn queue_response_edit(
+        &mut self,
+        edit: Edit,
+        name: &str,
+        value: &[u8],
+    ) -> wasmtime::Result<Result<(), EditError>> {
+        let request = self.request()?;
+        let result = if request.writable {
+            HeaderEdit::parse(edit, name, value).map(|edit| {
+                let plugin = request.caller;
+                request.queued.push(QueuedEdit { plugin, edit });
+            })
         } else {
             Err(EditError::ReadOnly)
         };
@@ -257,6 +344,41 @@ impl types::HostRequest for HostState {
             }
         };
         Ok(result.or_else(|e| self.refused(e)))
+    }
+
+    fn set_response_header(
+        &mut self,
+        _: Resource<types::Request>,
+        name: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), EditError>> {
+        self.queue_response_edit(Edit::Set, &name, &value)
+    }
+
+    fn set_response_header_if_absent(
+        &mut self,
+        _: Resource<types::Request>,
+        name: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), EditError>> {
+        self.queue_response_edit(Edit::SetIfAbsent, &name, &value)
+    }
+
+    fn append_response_header(
+        &mut self,
+        _: Resource<types::Request>,
+        name: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), EditError>> {
+        self.queue_response_edit(Edit::Append, &name, &value)
+    }
+
+    fn remove_response_header(
+        &mut self,
+        _: Resource<types::Request>,
+        name: String,
+    ) -> wasmtime::Result<Result<(), EditError>> {
+        self.queue_response_edit(Edit::Remove, &name, &[])
     }
 
     fn drop(&mut self, _: Resource<types::Request>) -> wasmtime::Result<()> {

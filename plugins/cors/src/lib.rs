@@ -5,14 +5,17 @@
 //! allowed origin gets `Access-Control-Allow-Origin` (and the credentials and expose
 //! headers configured) on its response. A request from an origin that is not allowed
 //! gets no `Access-Control-*` headers at all (the upstream's are removed too), so the
-//! browser refuses it. Responses vary by `Origin`.
+//! browser refuses it. Responses vary by `Origin`. The response headers are queued from
+//! the request phase, so the plugin costs one call per request.
 //!
 //! ```toml
 //! plugins = [{ name = "cors", config = { allow_origins = ["https://app.example"], allow_credentials = true } }]
 //! ```
 
 use serde::Deserialize;
-use weir_plugin_sdk::{Action, LocalResponse, Phase, Plugin, Request, Response, is_header_name};
+use weir_plugin_sdk::{
+    Action, LocalResponse, Phase, Plugin, QueuedHeaders, Request, is_header_name,
+};
 
 /// The plugin's configuration.
 #[derive(Debug, Deserialize)]
@@ -144,11 +147,32 @@ impl Cors {
         }
         response
     }
+
+    /// The edits for the response to an actual request from `origin`.
+    fn tag(&self, origin: &str, response: &mut QueuedHeaders<'_>) {
+        response.append("vary", "origin");
+        match self.allowed_origin(origin) {
+            Some(allow_origin) => {
+                response.set("access-control-allow-origin", allow_origin);
+                if self.allow_credentials {
+                    response.set("access-control-allow-credentials", "true");
+                }
+                if let Some(expose) = &self.expose_headers {
+                    response.set("access-control-expose-headers", expose);
+                }
+            }
+            None => {
+                for name in CORS_RESPONSE_HEADERS {
+                    response.remove(name);
+                }
+            }
+        }
+    }
 }
 
 impl Plugin for Cors {
     type Config = Config;
-    const PHASES: &'static [Phase] = &[Phase::RequestHeaders, Phase::ResponseHeaders];
+    const PHASES: &'static [Phase] = &[Phase::RequestHeaders];
 
     fn new(config: Config) -> Result<Self, String> {
         if config.allow_origins.is_empty() {
@@ -191,44 +215,15 @@ impl Plugin for Cors {
     }
 
     fn on_request_headers(&self, request: &mut Request<'_>) -> Action {
-        let is_preflight = request.method() == "OPTIONS"
-            && request.headers.contains("access-control-request-method");
-        if !is_preflight {
-            return Action::Continue;
-        }
-        match request.headers.get_str("origin") {
-            Some(origin) => Action::Respond(self.preflight(request, &origin)),
-            None => Action::Continue,
-        }
-    }
-
-    fn on_response_headers(&self, request: &Request<'_>, response: &mut Response<'_>) -> Action {
         let Some(origin) = request.headers.get_str("origin") else {
             return Action::Continue;
         };
-        response.headers.append("vary", "origin");
-        match self.allowed_origin(&origin) {
-            Some(allow_origin) => {
-                response
-                    .headers
-                    .set("access-control-allow-origin", allow_origin);
-                if self.allow_credentials {
-                    response
-                        .headers
-                        .set("access-control-allow-credentials", "true");
-                }
-                if let Some(expose) = &self.expose_headers {
-                    response
-                        .headers
-                        .set("access-control-expose-headers", expose);
-                }
-            }
-            None => {
-                for name in CORS_RESPONSE_HEADERS {
-                    response.headers.remove(name);
-                }
-            }
+        let is_preflight = request.method() == "OPTIONS"
+            && request.headers.contains("access-control-request-method");
+        if is_preflight {
+            return Action::Respond(self.preflight(request, &origin));
         }
+        self.tag(&origin, &mut request.response_headers);
         Action::Continue
     }
 }
@@ -321,38 +316,38 @@ mod tests {
             expose_headers: vec!["x-total".into()],
             ..origins(&["https://App.Example"])
         });
-        let request = Request::new("GET", "/").with_header("origin", "https://app.example");
-        let mut response = Response::new(200);
-        plugin.on_response_headers(&request, &mut response);
+        let mut request = Request::new("GET", "/").with_header("origin", "https://app.example");
+        assert_eq!(plugin.on_request_headers(&mut request), Action::Continue);
+        let edits = request.edits();
         assert_eq!(
-            response
-                .headers
-                .get_str("access-control-allow-origin")
-                .as_deref(),
-            Some("https://app.example")
+            edits.response_set,
+            [
+                (
+                    "access-control-allow-origin".to_owned(),
+                    b"https://app.example".to_vec()
+                ),
+                (
+                    "access-control-expose-headers".to_owned(),
+                    b"x-total".to_vec()
+                ),
+            ],
+            "no allow-credentials without allow_credentials"
         );
         assert_eq!(
-            response
-                .headers
-                .get_str("access-control-expose-headers")
-                .as_deref(),
-            Some("x-total")
+            edits.response_appended,
+            [("vary".to_owned(), b"origin".to_vec())]
         );
-        assert_eq!(response.headers.get_str("vary").as_deref(), Some("origin"));
-        assert!(
-            !response
-                .headers
-                .contains("access-control-allow-credentials")
-        );
+        assert!(edits.set.is_empty(), "the request itself is untouched");
     }
 
     #[test]
     fn a_disallowed_origin_loses_the_upstreams_cors_headers() {
         let plugin = cors(origins(&["https://app.example"]));
-        let request = Request::new("GET", "/").with_header("origin", "https://evil.example");
-        let mut response = Response::new(200).with_header("access-control-allow-origin", "*");
-        plugin.on_response_headers(&request, &mut response);
-        assert!(!response.headers.contains("access-control-allow-origin"));
+        let mut request = Request::new("GET", "/").with_header("origin", "https://evil.example");
+        plugin.on_request_headers(&mut request);
+        let edits = request.edits();
+        assert_eq!(edits.response_removed, CORS_RESPONSE_HEADERS);
+        assert!(edits.response_set.is_empty());
     }
 
     #[test]
@@ -377,10 +372,9 @@ mod tests {
     #[test]
     fn requests_without_origin_are_untouched() {
         let plugin = cors(origins(&["*"]));
-        let request = Request::new("GET", "/");
-        let mut response = Response::new(200);
-        plugin.on_response_headers(&request, &mut response);
-        assert!(response.headers.all().is_empty());
+        let mut request = Request::new("GET", "/");
+        plugin.on_request_headers(&mut request);
+        assert_eq!(request.edits(), Default::default());
     }
 
     #[test]

@@ -8,7 +8,12 @@
 //! JSON body `{"error":"rate limit exceeded"}`. Since every increment returns a distinct
 //! count, no more than the limit are admitted per bucket and window, however many
 //! requests race. Responses, admitted or refused, carry `RateLimit-Limit`,
-//! `RateLimit-Remaining` and `RateLimit-Reset` (seconds until the window ends).
+//! `RateLimit-Remaining` and `RateLimit-Reset` (seconds until the window ends). By
+//! default (`headers = "unless-present"`) they are queued from the request phase, each
+//! set unless the response already has it (the upstream's own, or a refusal by a later
+//! limit on the route), and the plugin costs one call per request; `headers =
+//! "tightest"` sets them in a response phase instead, unless the response already
+//! carries a lower `RateLimit-Remaining`.
 //!
 //! A bucket is the route plus what `key` names: the client's IP (`"ip"`, the default),
 //! a request header (`"header:NAME"`), the `x-consumer` header the `api-key` plugin sets
@@ -25,7 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 use weir_plugin_sdk::host::{kv, metrics};
 use weir_plugin_sdk::{
-    Action, Headers, LocalResponse, Phase, Plugin, Request, Response, is_header_name,
+    Action, Headers, LocalResponse, Phase, Plugin, QueuedHeaders, Request, Response, is_header_name,
 };
 
 /// The header the `api-key` plugin sets to the authenticated consumer's name.
@@ -59,6 +64,23 @@ pub struct Config {
     /// What a bucket is: `"ip"`, `"header:NAME"`, `"consumer"` or `"route"`.
     #[serde(default = "default_key")]
     key: String,
+    /// How admitted requests' responses get the `RateLimit-*` headers.
+    #[serde(default)]
+    headers: HeadersMode,
+}
+
+/// How the `RateLimit-*` headers reach an admitted request's response.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadersMode {
+    /// Queued from the request phase, each set unless the response already has it (the
+    /// upstream's own, or a later limit's refusal): one call per request.
+    #[default]
+    UnlessPresent,
+    /// Set in a response phase, unless the response already reports a lower
+    /// `RateLimit-Remaining`: the client hears about the limit that runs out first, at
+    /// the cost of a second call per request.
+    Tightest,
 }
 
 fn default_key() -> String {
@@ -89,11 +111,27 @@ pub struct Quota {
 }
 
 impl Quota {
+    /// The `RateLimit-*` header fields.
+    fn fields(&self) -> [(&'static str, String); 3] {
+        [
+            (LIMIT_HEADER, self.limit.to_string()),
+            (REMAINING_HEADER, self.remaining.to_string()),
+            (RESET_HEADER, self.reset.to_string()),
+        ]
+    }
+
     /// Sets the `RateLimit-*` headers.
     fn write(&self, headers: &mut Headers<'_>) {
-        headers.set(LIMIT_HEADER, self.limit.to_string());
-        headers.set(REMAINING_HEADER, self.remaining.to_string());
-        headers.set(RESET_HEADER, self.reset.to_string());
+        for (name, value) in self.fields() {
+            headers.set(name, value);
+        }
+    }
+
+    /// Queues the `RateLimit-*` headers for the response, unless it has them.
+    fn queue(&self, response: &mut QueuedHeaders<'_>) {
+        for (name, value) in self.fields() {
+            response.set_if_absent(name, value);
+        }
     }
 
     /// The 429 for a request past the limit.
@@ -116,7 +154,9 @@ pub struct RateLimit {
     /// `WINDOW_MS|LIMIT|KEY|`: part of every bucket's store key, so that two limits with
     /// different settings on one route count separately.
     scope: String,
-    /// What this request's request phase counted, taken by its response phase. An
+    headers: HeadersMode,
+    /// What this request's request phase counted, taken by its response phase
+    /// (`headers = "tightest"`). An
     /// instance serves one request at a time (its phases in order), and under worker
     /// isolation serves later requests too: every request phase overwrites this.
     pending: Mutex<Option<Quota>>,
@@ -252,14 +292,25 @@ impl Plugin for RateLimit {
             window_ms,
             by,
             scope: format!("{window_ms}|{limit}|{form}|"),
+            headers: config.headers,
             pending: Mutex::new(None),
         })
+    }
+
+    fn phases(&self) -> &[Phase] {
+        match self.headers {
+            HeadersMode::UnlessPresent => &[Phase::RequestHeaders],
+            HeadersMode::Tightest => Self::PHASES,
+        }
     }
 
     fn on_request_headers(&self, request: &mut Request<'_>) -> Action {
         let (admitted, quota) = self.count(request, now_ms());
         if admitted {
-            *self.pending() = Some(quota);
+            match self.headers {
+                HeadersMode::UnlessPresent => quota.queue(&mut request.response_headers),
+                HeadersMode::Tightest => *self.pending() = Some(quota),
+            }
             return Action::Continue;
         }
         *self.pending() = None;
@@ -301,6 +352,19 @@ mod tests {
             window: window.to_owned(),
             burst,
             key: key.to_owned(),
+            headers: HeadersMode::UnlessPresent,
+        })
+        .unwrap()
+    }
+
+    /// A `headers = "tightest"` limit of `requests` per hour, by IP.
+    fn tightest(requests: u64) -> RateLimit {
+        RateLimit::new(Config {
+            requests,
+            window: "1h".to_owned(),
+            burst: 0,
+            key: "ip".to_owned(),
+            headers: HeadersMode::Tightest,
         })
         .unwrap()
     }
@@ -311,6 +375,7 @@ mod tests {
             window: window.to_owned(),
             burst,
             key: key.to_owned(),
+            headers: HeadersMode::UnlessPresent,
         })
         .unwrap_err()
     }
@@ -536,9 +601,26 @@ mod tests {
     }
 
     #[test]
+    fn by_default_the_quota_is_queued_from_the_request_phase() {
+        testing::reset();
+        let limit = plugin(5, "1m", 0, "ip");
+        assert_eq!(limit.phases(), [Phase::RequestHeaders]);
+        let mut request = get();
+        assert_eq!(limit.on_request_headers(&mut request), Action::Continue);
+        let edits = request.edits();
+        let queued = &edits.response_set_if_absent;
+        let names: Vec<&str> = queued.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, [LIMIT_HEADER, REMAINING_HEADER, RESET_HEADER]);
+        assert_eq!(queued[0].1, b"5");
+        assert_eq!(queued[1].1, b"4");
+        assert!(edits.set.is_empty(), "the request itself is untouched");
+    }
+
+    #[test]
     fn the_response_phase_reports_the_counted_quota_once() {
         testing::reset();
-        let limit = plugin(5, "1h", 0, "ip");
+        let limit = tightest(5);
+        assert_eq!(limit.phases(), RateLimit::PHASES);
         let mut request = get();
         assert_eq!(limit.on_request_headers(&mut request), Action::Continue);
         let mut response = Response::new(200);
@@ -569,7 +651,7 @@ mod tests {
     #[test]
     fn a_refusal_clears_the_state_of_an_earlier_request() {
         testing::reset();
-        let limit = plugin(1, "1h", 0, "ip");
+        let limit = tightest(1);
         assert_eq!(limit.on_request_headers(&mut get()), Action::Continue);
         // Under worker isolation the next request may reuse the instance; if the first
         // never reached its response phase, its state must not leak into the next.
@@ -585,7 +667,7 @@ mod tests {
     #[test]
     fn a_tighter_limit_already_on_the_response_is_kept() {
         testing::reset();
-        let limit = plugin(5, "1h", 0, "ip");
+        let limit = tightest(5);
         let mut request = get();
         limit.on_request_headers(&mut request);
         let mut response = Response::new(200)
@@ -659,5 +741,16 @@ mod tests {
             .to_string();
         assert!(e.contains("missing field `requests`"), "{e}");
         assert!(serde_json::from_str::<Config>(r#"{"requests": -1, "window": "1s"}"#).is_err());
+        assert_eq!(limit.headers, HeadersMode::UnlessPresent);
+        let config: Config = weir_plugin_sdk::parse_config(
+            r#"{"requests": 1, "window": "1s", "headers": "tightest"}"#,
+        )
+        .unwrap();
+        assert_eq!(config.headers, HeadersMode::Tightest);
+        let e = weir_plugin_sdk::parse_config::<Config>(
+            r#"{"requests": 1, "window": "1s", "headers": "min"}"#,
+        )
+        .unwrap_err();
+        assert!(e.starts_with("`headers`: unknown variant `min`"), "{e}");
     }
 }

@@ -4,14 +4,15 @@
 //! valid: 1 to 200 visible ASCII characters, none of `"`, `,`, `;` or `\`. Otherwise
 //! (absent, empty, too long, odd characters, or several values) the plugin generates a
 //! UUID v7 (time-ordered, so ids sort by arrival) and sets it, replacing what came in.
-//! The response carries the same id in the same header.
+//! The response carries the same id in the same header, queued from the request phase
+//! so the plugin costs one call per request.
 //!
 //! ```toml
 //! plugins = [{ name = "request-id", config = { header = "x-correlation-id" } }]
 //! ```
 
 use serde::Deserialize;
-use weir_plugin_sdk::{Action, Phase, Plugin, Request, Response, is_header_name};
+use weir_plugin_sdk::{Action, Phase, Plugin, Request, is_header_name};
 
 /// The longest incoming id that is kept.
 const MAX_ID_LEN: usize = 200;
@@ -53,7 +54,7 @@ pub fn new_id() -> String {
 
 impl Plugin for RequestId {
     type Config = Config;
-    const PHASES: &'static [Phase] = &[Phase::RequestHeaders, Phase::ResponseHeaders];
+    const PHASES: &'static [Phase] = &[Phase::RequestHeaders];
 
     fn new(config: Config) -> Result<Self, String> {
         if !is_header_name(&config.header) {
@@ -69,17 +70,15 @@ impl Plugin for RequestId {
 
     fn on_request_headers(&self, request: &mut Request<'_>) -> Action {
         let incoming = request.headers.get_all(&self.header);
-        let keep = matches!(incoming.as_slice(), [one] if is_valid_id(one));
-        if !keep {
-            request.headers.set(&self.header, new_id());
-        }
-        Action::Continue
-    }
-
-    fn on_response_headers(&self, request: &Request<'_>, response: &mut Response<'_>) -> Action {
-        if let Some(id) = request.headers.get(&self.header) {
-            response.headers.set(&self.header, id);
-        }
+        let id = match incoming.as_slice() {
+            [one] if is_valid_id(one) => one.clone(),
+            _ => {
+                let id = new_id().into_bytes();
+                request.headers.set(&self.header, &id);
+                id
+            }
+        };
+        request.response_headers.set(&self.header, id);
         Action::Continue
     }
 }
@@ -107,9 +106,11 @@ mod tests {
         plugin("x-request-id").on_request_headers(&mut request);
         let id = request.headers.get_str("x-request-id").unwrap();
         assert!(is_uuid_v7(&id), "{id}");
-        let mut response = Response::new(200);
-        plugin("x-request-id").on_response_headers(&request, &mut response);
-        assert_eq!(response.headers.get_str("x-request-id"), Some(id));
+        assert_eq!(
+            request.edits().response_set,
+            [("x-request-id".to_owned(), id.into_bytes())],
+            "the response gets the same id"
+        );
     }
 
     #[test]
@@ -120,7 +121,12 @@ mod tests {
             request.headers.get_str("x-request-id").as_deref(),
             Some("abc-123:def.456")
         );
-        assert!(request.edits().set.is_empty(), "nothing was changed");
+        let edits = request.edits();
+        assert!(edits.set.is_empty(), "nothing was changed");
+        assert_eq!(
+            edits.response_set,
+            [("x-request-id".to_owned(), b"abc-123:def.456".to_vec())]
+        );
     }
 
     #[test]

@@ -234,3 +234,67 @@ fn bad_config_is_refused_naming_plugin_and_key() {
         );
     }
 }
+
+/// Runs three requests through a route with two rate-limits, `first` then `second`
+/// (config tables), and gives the `RateLimit-Remaining` of the two admitted, and the
+/// status and `RateLimit-Remaining` of the third.
+async fn two_limits(up: &TestUpstream, first: &str, second: &str) -> (Vec<u64>, u16, u64) {
+    let gw = TestGateway::start(&config(
+        up,
+        &format!(
+            "{{ name = \"rate-limit\", config = {first} }}, {{ name = \"rate-limit\", config = {second} }}"
+        ),
+    ));
+    clear_of_window_end(DAY, Duration::from_secs(30)).await;
+    let mut admitted = Vec::new();
+    for _ in 0..2 {
+        let reply = get_with(&gw.url("/"), &[]).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        admitted.push(number(&reply, "ratelimit-remaining"));
+    }
+    let third = get_with(&gw.url("/"), &[]).await;
+    (
+        admitted,
+        third.status.as_u16(),
+        number(&third, "ratelimit-remaining"),
+    )
+}
+
+#[tokio::test]
+async fn with_two_limits_a_refusal_keeps_its_own_headers_and_tightest_reports_the_lower() {
+    let up = TestUpstream::start("up");
+    for mode in ["unless-present", "tightest"] {
+        let loose = format!("{{ requests = 100, window = \"1d\", headers = \"{mode}\" }}");
+        let tight = format!("{{ requests = 2, window = \"1d\", headers = \"{mode}\" }}");
+        // The tight limit later in the chain: its headers are on the response, and its
+        // 429 is not given the loose limit's quota.
+        assert_eq!(
+            two_limits(&up, &loose, &tight).await,
+            (vec![1, 0], 429, 0),
+            "{mode}"
+        );
+        // The tight limit first: `tightest` still reports it; `unless-present` reports
+        // the later (loose) one while both admit.
+        let expected = if mode == "tightest" { [1, 0] } else { [99, 98] };
+        assert_eq!(
+            two_limits(&up, &tight, &loose).await,
+            (expected.to_vec(), 429, 0),
+            "{mode}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn only_tightest_calls_the_response_phase() {
+    let up = TestUpstream::start("up");
+    for (mode, response_phase) in [("unless-present", false), ("tightest", true)] {
+        let gw = gateway(
+            &up,
+            "",
+            &format!("{{ requests = 5, window = \"1d\", headers = \"{mode}\" }}"),
+        );
+        let phases = &gw.snapshot().chains[0][0].phases;
+        assert!(phases.request_headers, "{mode}");
+        assert_eq!(phases.response_headers, response_phase, "{mode}");
+    }
+}

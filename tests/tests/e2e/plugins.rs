@@ -140,6 +140,68 @@ async fn a_local_response_runs_the_response_phases_of_earlier_plugins_only() {
     assert!(up.seen().is_empty());
 }
 
+fn values(reply: &weir_tests::Reply, name: &str) -> Vec<String> {
+    reply
+        .headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn response_edits_queued_by_request_phases_apply_in_the_response_phases_place() {
+    let up = TestUpstream::start("up");
+    let chain = "{ name = \"probe\", config = { mode = \"queue\", tag = \"a\" } }, { name = \"probe\", config = { mode = \"queue\", tag = \"b\" } }";
+    let gw = gateway(&up, &route("r", "/", chain));
+    let reply = get(&gw.url("/")).await;
+    assert_eq!(reply.status, 200);
+    // Reverse chain order: b's edits, b's response phase, a's edits, a's response phase.
+    assert_eq!(values(&reply, "x-queued"), ["b", "a"]);
+    assert_eq!(values(&reply, "x-queued-set"), ["a"]);
+    assert_eq!(
+        values(&reply, "x-queued-default"),
+        ["b"],
+        "the first applied stays"
+    );
+    assert_eq!(reply.header("x-seen-queued-b").as_deref(), Some("b"));
+    assert_eq!(reply.header("x-seen-queued-a").as_deref(), Some("a"));
+    assert!(reply.header("x-upstream").is_none(), "queued removal");
+    assert!(
+        !up.last().headers.contains_key("x-queued"),
+        "queued edits are for the response only"
+    );
+}
+
+#[tokio::test]
+async fn queued_edits_reach_a_later_plugins_local_response_but_not_the_answering_plugins() {
+    let up = TestUpstream::start("up");
+    let chain = "{ name = \"probe\", config = { mode = \"queue\", tag = \"a\" } }, { name = \"probe-local\", config = { mode = \"queue-deny\", tag = \"d\" } }";
+    let gw = gateway(&up, &route("r", "/", chain));
+    let reply = get(&gw.url("/")).await;
+    assert_eq!(reply.status, 403);
+    assert_eq!(reply.header("x-denied-by").as_deref(), Some("d"));
+    assert_eq!(values(&reply, "x-queued"), ["a"]);
+    assert_eq!(values(&reply, "x-queued-set"), ["a"]);
+    assert!(up.seen().is_empty());
+}
+
+#[tokio::test]
+async fn edits_queued_by_a_failed_call_are_dropped() {
+    let up = TestUpstream::start("up");
+    for probe in PROBES {
+        let chain = format!(
+            "{{ name = \"probe\", config = {{ mode = \"queue\", tag = \"a\" }} }}, \
+             {{ name = \"{probe}\", config = {{ mode = \"queue-trap\", tag = \"t\" }}, on_error = \"allow\" }}"
+        );
+        let gw = gateway(&up, &route("r", "/", &chain));
+        let reply = get(&gw.url("/")).await;
+        assert_eq!(reply.status, 200, "{probe}: {}", reply.text());
+        assert_eq!(values(&reply, "x-queued"), ["a"], "{probe}");
+        assert_eq!(values(&reply, "x-queued-set"), ["a"], "{probe}");
+    }
+}
+
 /// Routes for each failing mode of `probe` (a name in [`PROBES`]), plus a healthy one,
 /// all denying on error.
 fn failure_routes(probe: &str, extra: &str) -> String {
@@ -410,7 +472,7 @@ fn a_restart_loads_the_compiled_plugin_from_the_cache() {
         64,
         "the version is the file's SHA-256"
     );
-    assert_eq!(plugin.wit_version, "0.1.0");
+    assert_eq!(plugin.wit_version, "0.1.1");
 }
 
 #[tokio::test]
@@ -454,7 +516,7 @@ fn a_plugin_for_another_wit_version_is_refused_naming_both() {
         &route("r", "/", "{ name = \"future\" }"),
     ));
     assert!(
-        message.contains("plugin `future` was built for weir:plugin 0.2.0, but this gateway supports weir:plugin 0.1.0"),
+        message.contains("plugin `future` was built for weir:plugin 0.2.0, but this gateway supports weir:plugin 0.1.1"),
         "{message}"
     );
 }
@@ -471,16 +533,31 @@ async fn a_plugin_for_a_newer_patch_version_loads() {
     .unwrap();
     assert_eq!(
         theirs,
-        ours.replace("package weir:plugin@0.1.0;", "package weir:plugin@0.1.1;"),
+        ours.replace("package weir:plugin@0.1.1;", "package weir:plugin@0.1.2;"),
         "tests/guests/minor/wit/plugin.wit drifted from wit/plugin.wit"
     );
     let up = TestUpstream::start("up");
     let dir = plugin_dir();
     std::fs::copy(guest_wasm!("minor"), dir.join("plugins/minor.wasm")).unwrap();
     let gw = TestGateway::start(&config(&dir, &up, &route("r", "/", "{ name = \"minor\" }")));
-    assert_eq!(gw.snapshot().chains[0][0].plugin.wit_version, "0.1.1");
-    assert_eq!(get(&gw.url("/")).await.status, 200);
-    assert_eq!(up.last().headers["x-minor"], "0.1.1");
+    assert_eq!(gw.snapshot().chains[0][0].plugin.wit_version, "0.1.2");
+    let reply = get(&gw.url("/")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(up.last().headers["x-minor"], "0.1.2");
+    assert_eq!(reply.header("x-minor").as_deref(), Some("0.1.2"));
+}
+
+#[tokio::test]
+async fn a_plugin_built_for_an_earlier_patch_version_keeps_loading() {
+    let up = TestUpstream::start("up");
+    let dir = plugin_dir();
+    std::fs::copy(guest_wasm!("older"), dir.join("plugins/older.wasm")).unwrap();
+    let gw = TestGateway::start(&config(&dir, &up, &route("r", "/", "{ name = \"older\" }")));
+    assert_eq!(gw.snapshot().chains[0][0].plugin.wit_version, "0.1.0");
+    let reply = get(&gw.url("/")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(up.last().headers["x-older"], "0.1.0");
+    assert_eq!(reply.header("x-older").as_deref(), Some("0.1.0"));
 }
 
 #[test]
@@ -497,13 +574,13 @@ fn plugin_inspect_shows_version_phases_imports_and_hash() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("weir:plugin 0.1.0 (compatible"), "{text}");
+    assert!(text.contains("weir:plugin 0.1.1 (compatible"), "{text}");
     assert!(
         text.contains("phases      request-headers, response-headers"),
         "{text}"
     );
-    assert!(text.contains("weir:plugin/kv@0.1.0"), "{text}");
-    assert!(text.contains("weir:plugin/handler@0.1.0"), "{text}");
+    assert!(text.contains("weir:plugin/kv@0.1.1"), "{text}");
+    assert!(text.contains("weir:plugin/handler@0.1.1"), "{text}");
     let bytes = std::fs::read(guest_wasm!("probe")).unwrap();
     assert!(
         text.contains(&format!("size        {} bytes", bytes.len())),

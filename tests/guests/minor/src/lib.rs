@@ -1,6 +1,7 @@
-//! Exports `weir:plugin/handler@0.1.1` (the WIT in `wit/` is the gateway's, one patch
-//! version on): a 0.1.0 gateway loads it. Its request phase tags the request with
-//! `x-minor: 0.1.1`.
+//! Exports `weir:plugin/handler@0.1.2` (the WIT in `wit/` is the gateway's, one patch
+//! version on): a 0.1.1 gateway loads it, since it calls nothing newer. Its request
+//! phase tags the request with `x-minor: 0.1.2` and queues the same response header (a
+//! 0.1.1 function).
 
 wit_bindgen::generate!({ path: "wit", world: "plugin" });
 
@@ -19,7 +20,8 @@ impl Guest for Minor {
     }
 
     fn on_request_headers(request: &Request) -> Action {
-        let _ = request.set_header("x-minor", b"0.1.1");
+        let _ = request.set_header("x-minor", b"0.1.2");
+        let _ = request.set_response_header("x-minor", b"0.1.2");
         Action::Continue
     }
 
