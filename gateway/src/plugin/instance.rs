@@ -10,7 +10,6 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime::component::{ComponentExportIndex, ComponentNamedList, Lift, Lower, TypedFunc};
 
 use super::bindings::types;
-use super::engine::deadline_ticks;
 use super::exports::{
     Exports, LogFn, RequestBodyFn, RequestHeadersFn, ResponseBodyFn, ResponseHeadersFn,
 };
@@ -82,6 +81,7 @@ impl Instance {
         let mut store = Store::new(image.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
         let budget = timeout;
+        let tick = ctx.tick.clone();
         // The deadline measures the guest's own time: time spent waiting in host calls
         // (an outbound request) is given back.
         store.epoch_deadline_callback(move |ctx| {
@@ -91,9 +91,9 @@ impl Instance {
                 return Err(Trap::Interrupt.into());
             }
             let left = budget - used;
-            Ok(UpdateDeadline::Continue(deadline_ticks(left).max(1)))
+            Ok(UpdateDeadline::Continue(tick.deadline_ticks(left)))
         });
-        store.set_epoch_deadline(deadline_ticks(timeout));
+        store.set_epoch_deadline(ctx.tick.deadline_ticks(timeout));
         let instantiated = if image.on_fiber {
             image.pre.instantiate_async(&mut store).await
         } else {
@@ -144,7 +144,8 @@ impl Instance {
         let state = self.store.data_mut();
         state.call_started = Instant::now();
         state.waited = Duration::ZERO;
-        self.store.set_epoch_deadline(deadline_ticks(self.timeout));
+        self.store
+            .set_epoch_deadline(self.ctx.tick.deadline_ticks(self.timeout));
     }
 
     fn failure(&self, phase: &str, error: &wasmtime::Error) -> PluginFailure {

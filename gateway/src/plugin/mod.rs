@@ -365,6 +365,8 @@ impl ChainEntry {
 /// The engine, the linker with the host imports, and the services plugins share.
 pub struct PluginHost {
     engine: Engine,
+    /// The epoch tick, fitted to the shortest timeout configured.
+    tick: engine::Tick,
     linker: Linker<HostState>,
     cache_dir: Option<PathBuf>,
     kv: Arc<KvStore>,
@@ -436,7 +438,8 @@ impl std::fmt::Debug for PluginHost {
 impl PluginHost {
     /// Creates the engine (with its epoch ticker) and links the host imports.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<PluginHost, PluginError> {
-        let engine = engine::new_engine().map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let (engine, tick) =
+            engine::new_engine().map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
@@ -445,6 +448,7 @@ impl PluginHost {
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         Ok(PluginHost {
             engine,
+            tick,
             linker,
             cache_dir,
             kv: Arc::default(),
@@ -624,6 +628,7 @@ impl PluginHost {
             log_window: std::sync::Mutex::new((std::time::Instant::now(), 0)),
             logs_dropped: AtomicU64::new(0),
             series: plugin.stats.series.clone(),
+            tick: self.tick.clone(),
         })
     }
 
@@ -635,6 +640,7 @@ impl PluginHost {
         plugin: Arc<LoadedPlugin>,
         usage: &PluginUse,
     ) -> Result<ChainEntry, PluginError> {
+        self.tick.fit(usage.settings.timeout);
         let ctx = self.context(
             &plugin,
             &usage.config_json,

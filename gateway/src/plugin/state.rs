@@ -98,6 +98,8 @@ pub(crate) struct PluginContext {
     pub(crate) log_window: Mutex<(Instant, u32)>,
     pub(crate) logs_dropped: AtomicU64,
     pub(crate) series: PluginSeries,
+    /// The engine's epoch tick, for turning the CPU deadline into ticks.
+    pub(crate) tick: super::engine::Tick,
 }
 
 impl PluginContext {
