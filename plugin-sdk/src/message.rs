@@ -325,10 +325,10 @@ pub struct Request<'a> {
     /// plugin has one). A plugin that only tags responses (an id, quota headers, CORS)
     /// uses this instead of a response phase, saving the gateway a second call per
     /// request; leave [`Phase::ResponseHeaders`](crate::Phase) out of its phases then.
-    /// Edits queued in a response phase, or in a request phase that answers locally,
-    /// reach no response: the plugin's own local response is not edited, as its
-    /// response phase would not be called for it. Needs a gateway speaking
-    /// `weir:plugin` 0.1.1 or later.
+    /// They apply exactly when the plugin's response phase would be called: edits
+    /// queued in an `on_request_headers` that answers locally do not reach that local
+    /// response (a refusal from `on_request_body` does get them). Needs a gateway
+    /// speaking `weir:plugin` 0.1.1 or later.
     pub response_headers: QueuedHeaders<'a>,
     method: OnceCell<String>,
     scheme: OnceCell<String>,

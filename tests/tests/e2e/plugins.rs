@@ -688,6 +688,11 @@ async fn body_phases_rewrite_bodies_and_the_log_phase_runs_after_the_response() 
         reply.header("content-length").as_deref(),
         Some(reply.body.len().to_string().as_str())
     );
+    assert_eq!(
+        reply.header("x-request-body-bytes").as_deref(),
+        Some("7"),
+        "a request-body phase can queue response edits too"
+    );
     // The log phase reports to the sink once the response is written.
     let deadline = Instant::now() + Duration::from_secs(5);
     while sink.seen().is_empty() && Instant::now() < deadline {
@@ -708,6 +713,9 @@ async fn a_body_phase_can_refuse_and_bodies_past_the_limit_get_413() {
         "{}",
         reply.text()
     );
+    // A refusal from a body phase still runs the response phases of every plugin that
+    // passed the request head, the refusing one included: its queued edits apply.
+    assert_eq!(reply.header("x-request-body-bytes").as_deref(), Some("8"));
     let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2048));
     let reply = post(&gw.url("/echo"), &big).await;
     assert_eq!(reply.status, 413, "{}", reply.text());

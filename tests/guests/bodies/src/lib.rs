@@ -1,7 +1,8 @@
 //! A test plugin for the body and log phases:
 //!
 //! - request body: a JSON object gets `"seen_by": "bodies"` added (anything else is
-//!   answered with 400), and the request gets `x-body-bytes` with the original length;
+//!   answered with 400), the request gets `x-body-bytes` with the original length, and
+//!   the response (a queued edit) `x-request-body-bytes` with the same;
 //! - response body: upper-cased;
 //! - log: reports the final status to `config.log_url` with `http-call`.
 
@@ -30,6 +31,9 @@ impl Plugin for Bodies {
 
     fn on_request_body(&self, request: &mut Request, body: &mut Vec<u8>) -> Action {
         request.headers.set("x-body-bytes", body.len().to_string());
+        request
+            .response_headers
+            .set("x-request-body-bytes", body.len().to_string());
         let Ok(serde_json::Value::Object(mut object)) = serde_json::from_slice(body) else {
             return Action::Respond(LocalResponse::json(
                 400,
