@@ -114,6 +114,10 @@ impl Plugin for Probe {
             "connection" => {
                 let scheme = request.scheme().to_owned();
                 request.headers.set("x-seen-scheme", scheme);
+                let authority = request.authority().to_owned();
+                request.headers.set("x-seen-authority", authority);
+                let client = request.client_address().to_owned();
+                request.headers.set("x-seen-client", client);
                 let cert = request
                     .headers
                     .get("x-forwarded-client-cert")

@@ -211,20 +211,14 @@ async fn proxy<'s>(
     let mut buffered = None;
     if !chain.is_empty() {
         let mut pass = ChainRun::new(chain.clone());
-        let authority = original_host
-            .as_ref()
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let client = conn.client_ip.to_str().unwrap_or_default().to_owned();
         let flow = pass
             .request_headers(RequestParts {
                 method: &parts.method,
                 headers: &mut parts.headers,
                 path_and_query: &mut path_and_query,
                 scheme: conn.scheme,
-                authority,
-                client,
+                authority: original_host.clone(),
+                client: conn.client_ip.clone(),
                 route: route.name.clone(),
             })
             .await;

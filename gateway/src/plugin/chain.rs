@@ -97,10 +97,10 @@ pub struct RequestParts<'a> {
     pub path_and_query: &'a mut PathAndQuery,
     /// `http` or `https`.
     pub scheme: &'static str,
-    /// The host the request is for.
-    pub authority: String,
+    /// The host the request is for (its `Host`), if it named one.
+    pub authority: Option<HeaderValue>,
     /// Client IP.
-    pub client: String,
+    pub client: HeaderValue,
     /// Route name.
     pub route: Arc<str>,
 }

@@ -25,8 +25,9 @@ use super::state::HostState;
 pub(crate) struct RequestInfo {
     pub(crate) method: Method,
     pub(crate) scheme: &'static str,
-    pub(crate) authority: String,
-    pub(crate) client: String,
+    /// Kept as received: made into strings only if a plugin asks.
+    pub(crate) authority: Option<HeaderValue>,
+    pub(crate) client: HeaderValue,
     pub(crate) route: Arc<str>,
 }
 
@@ -119,6 +120,14 @@ impl HostState {
         }
         Err(error)
     }
+}
+
+/// A header value as text (empty when absent or not visible ASCII).
+fn text(value: Option<&HeaderValue>) -> String {
+    value
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn header_value(headers: &HeaderMap, name: &str) -> Option<Vec<u8>> {
@@ -265,7 +274,8 @@ impl types::HostRequest for HostState {
     }
 
     fn authority(&mut self, _: Resource<types::Request>) -> wasmtime::Result<String> {
-        Ok(self.request()?.info.authority.clone())
+        let info = &self.request()?.info;
+        Ok(text(info.authority.as_ref()))
     }
 
     fn path(&mut self, _: Resource<types::Request>) -> wasmtime::Result<String> {
@@ -273,7 +283,7 @@ impl types::HostRequest for HostState {
     }
 
     fn client_address(&mut self, _: Resource<types::Request>) -> wasmtime::Result<String> {
-        Ok(self.request()?.info.client.clone())
+        Ok(text(Some(&self.request()?.info.client)))
     }
 
     fn route(&mut self, _: Resource<types::Request>) -> wasmtime::Result<String> {

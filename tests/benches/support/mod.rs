@@ -60,8 +60,8 @@ pub(crate) async fn request_phase(pass: &mut ChainRun, headers: &mut HeaderMap) 
             headers,
             path_and_query: &mut path,
             scheme: "http",
-            authority: "api.example.com".to_owned(),
-            client: "203.0.113.7".to_owned(),
+            authority: Some(http::HeaderValue::from_static("api.example.com")),
+            client: http::HeaderValue::from_static("203.0.113.7"),
             route: Arc::from("bench"),
         })
         .await;

@@ -537,6 +537,8 @@ async fn a_client_certificate_from_the_ca_gets_through_with_its_identity() {
         // Plugins run after the header is set, and see the scheme as https.
         assert_eq!(seen.headers["x-seen-client-cert"], expected.as_str());
         assert_eq!(seen.headers["x-seen-scheme"], "https");
+        assert_eq!(seen.headers["x-seen-authority"], "a.example");
+        assert_eq!(seen.headers["x-seen-client"], "127.0.0.1");
         assert_eq!(seen.headers["x-forwarded-proto"], "https");
     }
 }
