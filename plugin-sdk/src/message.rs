@@ -241,24 +241,30 @@ fn checked(name: &str, value: &[u8]) -> Option<String> {
 /// [`Request::response_headers`]). Write-only: the response does not exist yet.
 #[derive(Debug)]
 pub struct QueuedHeaders<'a> {
-    source: Source<'a>,
+    /// The gateway's request, inside the gateway; `None` in native tests, where the
+    /// edits are recorded instead.
+    host: Option<&'a wit::Request>,
+    recorded: Local,
+    recorded_if_absent: Vec<(String, Vec<u8>)>,
 }
 
 impl QueuedHeaders<'_> {
+    fn new(host: Option<&wit::Request>) -> QueuedHeaders<'_> {
+        QueuedHeaders {
+            host,
+            recorded: Local::default(),
+            recorded_if_absent: Vec::new(),
+        }
+    }
+
     /// Queues replacing every field of `name` with one field of `value`.
     pub fn set(&mut self, name: &str, value: impl AsRef<[u8]>) {
         let value = value.as_ref();
-        match &mut self.source {
-            Source::Request(r) => {
-                let _ = r.set_response_header(name, value);
-            }
-            Source::Local(local) => {
-                if let Some(name) = checked(name, value) {
-                    local.forget(&name);
-                    local.set.push((name, value.to_vec()));
-                }
-            }
-            Source::Response(_) => {}
+        if let Some(r) = self.host {
+            let _ = r.set_response_header(name, value);
+        } else if let Some(name) = checked(name, value) {
+            self.recorded.forget(&name);
+            self.recorded.set.push((name, value.to_vec()));
         }
     }
 
@@ -267,48 +273,31 @@ impl QueuedHeaders<'_> {
     /// plugin, overrides.
     pub fn set_if_absent(&mut self, name: &str, value: impl AsRef<[u8]>) {
         let value = value.as_ref();
-        match &mut self.source {
-            Source::Request(r) => {
-                let _ = r.set_response_header_if_absent(name, value);
-            }
-            // Recorded in `fields`, which a queue has no other use for.
-            Source::Local(local) => {
-                if let Some(name) = checked(name, value) {
-                    local.fields.push((name, value.to_vec()));
-                }
-            }
-            Source::Response(_) => {}
+        if let Some(r) = self.host {
+            let _ = r.set_response_header_if_absent(name, value);
+        } else if let Some(name) = checked(name, value) {
+            self.recorded_if_absent.push((name, value.to_vec()));
         }
     }
 
     /// Queues adding a field, keeping any others of the same name.
     pub fn append(&mut self, name: &str, value: impl AsRef<[u8]>) {
         let value = value.as_ref();
-        match &mut self.source {
-            Source::Request(r) => {
-                let _ = r.append_response_header(name, value);
-            }
-            Source::Local(local) => {
-                if let Some(name) = checked(name, value) {
-                    local.appended.push((name, value.to_vec()));
-                }
-            }
-            Source::Response(_) => {}
+        if let Some(r) = self.host {
+            let _ = r.append_response_header(name, value);
+        } else if let Some(name) = checked(name, value) {
+            self.recorded.appended.push((name, value.to_vec()));
         }
     }
 
     /// Queues removing every field of `name`.
     pub fn remove(&mut self, name: &str) {
-        match &mut self.source {
-            Source::Request(r) => {
-                let _ = r.remove_response_header(name);
-            }
-            Source::Local(local) => {
-                let name = name.to_ascii_lowercase();
-                local.forget(&name);
-                local.removed.push(name);
-            }
-            Source::Response(_) => {}
+        if let Some(r) = self.host {
+            let _ = r.remove_response_header(name);
+        } else {
+            let name = name.to_ascii_lowercase();
+            self.recorded.forget(&name);
+            self.recorded.removed.push(name);
         }
     }
 }
@@ -345,9 +334,7 @@ impl Request<'static> {
     pub fn new(method: &str, path: &str) -> Request<'static> {
         Request {
             headers: Headers::default(),
-            response_headers: QueuedHeaders {
-                source: Source::Local(Local::default()),
-            },
+            response_headers: QueuedHeaders::new(None),
             method: OnceCell::from(method.to_owned()),
             scheme: OnceCell::from("http".to_owned()),
             authority: OnceCell::from("localhost".to_owned()),
@@ -395,9 +382,7 @@ impl<'a> Request<'a> {
             headers: Headers {
                 source: Source::Request(handle),
             },
-            response_headers: QueuedHeaders {
-                source: Source::Request(handle),
-            },
+            response_headers: QueuedHeaders::new(Some(handle)),
             method: OnceCell::new(),
             scheme: OnceCell::new(),
             authority: OnceCell::new(),
@@ -500,19 +485,16 @@ impl<'a> Request<'a> {
     /// empty inside the gateway, where edits apply at once).
     pub fn edits(&self) -> RequestEdits {
         let local = self.headers.local().cloned().unwrap_or_default();
-        let response = match &self.response_headers.source {
-            Source::Local(queued) => queued.clone(),
-            _ => Local::default(),
-        };
+        let response = &self.response_headers;
         RequestEdits {
             removed: local.removed,
             set: local.set,
             appended: local.appended,
             path: self.new_path.clone(),
-            response_removed: response.removed,
-            response_set: response.set,
-            response_set_if_absent: response.fields,
-            response_appended: response.appended,
+            response_removed: response.recorded.removed.clone(),
+            response_set: response.recorded.set.clone(),
+            response_set_if_absent: response.recorded_if_absent.clone(),
+            response_appended: response.recorded.appended.clone(),
         }
     }
 }

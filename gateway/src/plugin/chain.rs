@@ -240,7 +240,7 @@ impl ChainRun {
         for index in self.passed().rev() {
             let entry = &chain[index];
             if let Some(response) = response.as_mut() {
-                for edit in self.queued.iter().filter(|edit| edit.plugin == index) {
+                for edit in self.queued.extract_if(.., |edit| edit.plugin == index) {
                     edit.apply(&mut response.headers);
                 }
             }
@@ -305,15 +305,9 @@ impl ChainRun {
         let Some(info) = self.info.clone() else {
             return BodyFlow::Continue(body);
         };
-        let mut request = Some(RequestView::new(
-            info,
-            path.clone(),
-            std::mem::take(headers),
-            true,
-        ));
-        if let Some(view) = request.as_mut() {
-            view.queued = std::mem::take(&mut self.queued);
-        }
+        let mut view = RequestView::new(info, path.clone(), std::mem::take(headers), true);
+        view.queued = std::mem::take(&mut self.queued);
+        let mut request = Some(view);
         let mut body = body;
         let mut flow = None;
         // One handle on the chain for the loop, not a clone of each entry.

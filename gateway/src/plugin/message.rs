@@ -75,8 +75,8 @@ pub(crate) struct QueuedEdit {
 
 impl QueuedEdit {
     /// Applies the edit to the response's headers.
-    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
-        self.edit.clone().apply(headers);
+    pub(crate) fn apply(self, headers: &mut HeaderMap) {
+        self.edit.apply(headers);
     }
 }
 
@@ -161,7 +161,7 @@ enum Edit {
 }
 
 /// A checked header edit.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum HeaderEdit {
     Set(HeaderName, HeaderValue),
     SetIfAbsent(HeaderName, HeaderValue),

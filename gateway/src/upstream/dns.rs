@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::uri::Authority;
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::Cluster;
@@ -123,17 +122,10 @@ pub(crate) async fn refresh_cluster(
     retired: CancellationToken,
     every: Duration,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    tick.tick().await; // the first tick is now: the cluster was resolved when built
-    loop {
-        tokio::select! {
-            () = retired.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let Some(cluster) = cluster.upgrade() else {
-            return;
-        };
+    let mut rounds = super::health::Rounds::new(cluster, retired, every);
+    // The first round is now: the cluster was resolved when it was built.
+    rounds.next().await;
+    while let Some(cluster) = rounds.next().await {
         cluster.refresh_dns().await;
     }
 }

@@ -11,6 +11,7 @@
 
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::time::MissedTickBehavior;
@@ -133,19 +134,46 @@ struct Streak {
     failures: u32,
 }
 
+/// The rounds of a background task on a cluster (health checks, DNS refreshes): one
+/// per interval until the cluster is retired or dropped. The cluster is held weakly
+/// between rounds, so a task never keeps a replaced cluster alive.
+pub(crate) struct Rounds {
+    cluster: Weak<Cluster>,
+    retired: CancellationToken,
+    tick: tokio::time::Interval,
+}
+
+impl Rounds {
+    /// Rounds every `every`, the first one at once.
+    pub(crate) fn new(
+        cluster: Weak<Cluster>,
+        retired: CancellationToken,
+        every: Duration,
+    ) -> Rounds {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Rounds {
+            cluster,
+            retired,
+            tick,
+        }
+    }
+
+    /// Waits for the next round: the cluster, or `None` once the task should end.
+    pub(crate) async fn next(&mut self) -> Option<Arc<Cluster>> {
+        tokio::select! {
+            () = self.retired.cancelled() => return None,
+            _ = self.tick.tick() => {}
+        }
+        self.cluster.upgrade()
+    }
+}
+
 /// Checks every endpoint of `cluster` each interval until the cluster is retired.
 async fn check_cluster(cluster: Weak<Cluster>, retired: CancellationToken, check: HealthCheck) {
-    let mut tick = tokio::time::interval(check.interval);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut rounds = Rounds::new(cluster, retired.clone(), check.interval);
     let mut streaks = Vec::new();
-    loop {
-        tokio::select! {
-            () = retired.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let Some(cluster) = cluster.upgrade() else {
-            return;
-        };
+    while let Some(cluster) = rounds.next().await {
         streaks.resize(cluster.endpoints.len(), Streak::default());
         let probes = cluster.endpoints.iter().enumerate().map(|(index, e)| {
             let target = Target {
