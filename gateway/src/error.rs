@@ -94,9 +94,14 @@ impl ProxyError {
     }
 }
 
+/// The body of the gateway's own responses: `{"error": "<reason>"}` and a newline.
+pub fn local_body(reason: &str) -> String {
+    format!("{{\"error\":\"{}\"}}\n", reason.replace('"', "'"))
+}
+
 /// A small JSON response written by the gateway itself: `{"error": "<reason>"}`.
 pub fn local_response(status: StatusCode, reason: &str) -> Response<ResponseBody> {
-    let body = format!("{{\"error\":\"{}\"}}\n", reason.replace('"', "'"));
+    let body = local_body(reason);
     let mut response = Response::new(ResponseBody::full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -72,6 +72,8 @@ pub trait Plugin: Sized + 'static {
     }
 
     /// With the response head, in reverse chain order: edit it, or replace the response.
+    /// It is the upstream's response or a local one: a later plugin's, or the gateway's
+    /// own 502, 503 or 504 when the upstream failed.
     fn on_response_headers(&self, _request: &Request<'_>, _response: &mut Response<'_>) -> Action {
         Action::Continue
     }

@@ -70,12 +70,7 @@ pub async fn handle(
     let mut observed = Observed::default();
     let outcome = proxy(snapshot, conn, req, &mut observed).await;
     let (mut response, upstream, error, log) = match outcome {
-        Ok(done) => (
-            done.response,
-            done.upstream,
-            done.plugin_failure.map(ProxyError::Plugin),
-            done.log,
-        ),
+        Ok(done) => (done.response, done.upstream, done.error, done.log),
         Err(err) => (err.to_response(), None, Some(err), None),
     };
     if let Some(pass) = log {
@@ -130,8 +125,9 @@ struct Proxied {
     response: Response<ResponseBody>,
     /// The cluster and endpoint, unless a plugin answered.
     upstream: Option<(std::sync::Arc<str>, http::uri::Authority)>,
-    /// A plugin failure that shaped the response (on_error = deny).
-    plugin_failure: Option<crate::plugin::PluginFailure>,
+    /// What went wrong, when the response reports a failure the request phases did not
+    /// stop: a plugin's (`on_error = "deny"`) or the upstream's.
+    error: Option<ProxyError>,
     /// The chain pass, kept for its log phase (run after the response is written).
     log: Option<ChainRun>,
 }
@@ -223,7 +219,8 @@ async fn proxy<'s>(
             })
             .await;
         if let RequestFlow::Respond(reply, failure) = flow {
-            return Ok(answer_locally(pass, reply, failure, &snapshot.via.http11).await);
+            let error = failure.map(ProxyError::Plugin);
+            return Ok(answer_locally(pass, reply, error, &snapshot.via.http11).await);
         }
         forwarding::remove_hop_by_hop(&mut parts.headers);
 
@@ -250,7 +247,8 @@ async fn proxy<'s>(
                     buffered = Some(bytes);
                 }
                 BodyFlow::Respond(reply, failure) => {
-                    return Ok(answer_locally(pass, reply, failure, &snapshot.via.http11).await);
+                    let error = failure.map(ProxyError::Plugin);
+                    return Ok(answer_locally(pass, reply, error, &snapshot.via.http11).await);
                 }
             }
         } else {
@@ -287,11 +285,15 @@ async fn proxy<'s>(
         upstream_body = match copied.await {
             Ok(body) => body,
             Err(status) => {
-                return Ok(Proxied {
-                    response: local_reply(status_reply(status), &snapshot.via.http11),
-                    upstream: None,
-                    plugin_failure: None,
-                    log: run.filter(ChainRun::wants_log),
+                let reply = status_reply(status);
+                return Ok(match run {
+                    Some(pass) => answer_locally(pass, reply, None, &snapshot.via.http11).await,
+                    None => Proxied {
+                        response: local_reply(reply, &snapshot.via.http11),
+                        upstream: None,
+                        error: None,
+                        log: None,
+                    },
                 });
             }
         };
@@ -303,10 +305,11 @@ async fn proxy<'s>(
     let (response, endpoint) = match upgrade {
         None => {
             let upstream_req = Request::from_parts(parts, upstream_body);
-            let Forwarded { response, endpoint } = cluster
-                .forward(conn.worker, upstream_req, &host, key)
-                .await
-                .map_err(|e| upstream_error(cluster, e))?;
+            let forwarded = cluster.forward(conn.worker, upstream_req, &host, key).await;
+            let Forwarded { response, endpoint } = match forwarded {
+                Ok(forwarded) => forwarded,
+                Err(e) => return answer_error(run, upstream_error(cluster, e), snapshot).await,
+            };
             (response.map(ResponseBody::upstream), endpoint)
         }
         Some(protocol) => {
@@ -320,12 +323,16 @@ async fn proxy<'s>(
                 &host,
                 key,
             ));
-            match opened.await? {
+            let opened = match opened.await {
+                Ok(opened) => opened,
+                Err(e) => return answer_error(run, e, snapshot).await,
+            };
+            match opened {
                 Opened::Switched(response, endpoint) => {
                     return Ok(Proxied {
                         response,
                         upstream: Some((cluster.name.clone(), endpoint)),
-                        plugin_failure: None,
+                        error: None,
                         log: run.filter(ChainRun::wants_log),
                     });
                 }
@@ -338,7 +345,7 @@ async fn proxy<'s>(
     let (mut parts, body) = response.into_parts();
     forwarding::remove_hop_by_hop(&mut parts.headers);
     forwarding::append_via(&mut parts.headers, &snapshot.via.http11);
-    let mut plugin_failure = None;
+    let mut error = None;
     let mut response = Response::from_parts(parts, body);
     if let Some(pass) = &mut run {
         let (mut parts, body) = response.into_parts();
@@ -350,12 +357,12 @@ async fn proxy<'s>(
                 None => Response::from_parts(parts, body),
                 Some(limit) => {
                     let (reply, failure) = response_body_phase(pass, parts, body, limit).await;
-                    plugin_failure = failure;
+                    error = failure.map(ProxyError::Plugin);
                     reply
                 }
             },
             ResponseFlow::Replace(reply, failure) => {
-                plugin_failure = failure;
+                error = failure.map(ProxyError::Plugin);
                 local_reply(reply, &snapshot.via.http11)
             }
         };
@@ -363,9 +370,29 @@ async fn proxy<'s>(
     Ok(Proxied {
         response,
         upstream: Some((cluster.name.clone(), endpoint)),
-        plugin_failure,
+        error,
         log: run.filter(ChainRun::wants_log),
     })
+}
+
+/// The gateway's own answer to a request whose upstream exchange failed (502, 503,
+/// 504). When the route has plugins, their response phases see it (so a request id or
+/// a rate-limit header still reaches the client) and their log phases run.
+async fn answer_error(
+    run: Option<ChainRun>,
+    error: ProxyError,
+    snapshot: &Snapshot,
+) -> Result<Proxied, ProxyError> {
+    let Some(pass) = run else {
+        return Err(error);
+    };
+    let (status, reason) = error.status_and_reason();
+    let reply = LocalReply {
+        status,
+        headers: json_headers(),
+        body: bytes::Bytes::from(crate::error::local_body(reason)),
+    };
+    Ok(answer_locally(pass, reply, Some(error), &snapshot.via.http11).await)
 }
 
 /// The client's error for a cluster that gave no answer.
@@ -576,12 +603,12 @@ fn json_headers() -> http::HeaderMap {
     headers
 }
 
-/// A plugin's local response (or a refusal made for the plugins), after the response
-/// phases of the plugins before it; the pass is kept for its log phase.
+/// A local response (a plugin's, or the gateway's own once the request phases ran),
+/// after the response phases of the plugins passed; the pass is kept for its log phase.
 async fn answer_locally(
     mut pass: ChainRun,
     reply: LocalReply,
-    failure: Option<crate::plugin::PluginFailure>,
+    error: Option<ProxyError>,
     via: &HeaderValue,
 ) -> Proxied {
     let mut reply = reply;
@@ -595,7 +622,7 @@ async fn answer_locally(
     Proxied {
         response,
         upstream: None,
-        plugin_failure: failure,
+        error,
         log: pass.wants_log().then_some(pass),
     }
 }

@@ -45,6 +45,33 @@ async fn request_id_generates_keeps_and_echoes_ids() {
     );
 }
 
+/// An address nothing listens on (bound, then closed again).
+fn closed_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn the_gateways_own_502_carries_the_request_id_and_rate_limit_headers() {
+    let up = TestUpstream::start("up");
+    let plugins = "{ name = \"request-id\" }, \
+                   { name = \"rate-limit\", config = { requests = 5, window = \"1m\" } }";
+    let text = config(&up, plugins).replace(&up.addr.to_string(), &closed_addr());
+    let gw = TestGateway::start(&text);
+
+    let reply = get_with(&gw.url("/"), &[("x-request-id", "client-id-7")]).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert!(reply.text().contains("upstream connection failed"));
+    assert_eq!(reply.header("x-request-id").as_deref(), Some("client-id-7"));
+    assert_eq!(reply.header("ratelimit-remaining").as_deref(), Some("4"));
+
+    let reply = get_with(&gw.url("/"), &[]).await;
+    assert_eq!(reply.status, 502);
+    let id = reply.header("x-request-id").unwrap();
+    assert!(is_uuid_v7(&id), "{id}");
+    assert_eq!(reply.header("ratelimit-remaining").as_deref(), Some("3"));
+}
+
 #[tokio::test]
 async fn request_id_uses_the_configured_header() {
     let up = TestUpstream::start("up");

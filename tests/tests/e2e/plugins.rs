@@ -186,6 +186,31 @@ async fn queued_edits_reach_a_later_plugins_local_response_but_not_the_answering
     assert!(up.seen().is_empty());
 }
 
+/// An address nothing listens on (bound, then closed again).
+fn closed_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn an_upstream_failure_runs_the_response_phases_and_applies_queued_edits() {
+    let up = TestUpstream::start("up");
+    let chain = "{ name = \"probe\", config = { tag = \"a\" } }, { name = \"probe\", config = { mode = \"queue\", tag = \"b\" } }";
+    let text = config(&plugin_dir(), &up, &route("r", "/", chain))
+        .replace(&up.addr.to_string(), &closed_addr());
+    let gw = TestGateway::start(&text);
+    let reply = get(&gw.url("/")).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert!(reply.text().contains("upstream connection failed"));
+    assert_eq!(
+        reply.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(values(&reply, "x-queued"), ["b"]);
+    assert_eq!(reply.header("x-seen-queued-b").as_deref(), Some("b"));
+    assert_eq!(reply.header("x-chain-response").as_deref(), Some("a"));
+}
+
 #[tokio::test]
 async fn edits_queued_by_a_failed_call_are_dropped() {
     let up = TestUpstream::start("up");
@@ -639,9 +664,18 @@ async fn http_call_reaches_allowed_hosts_only() {
 }
 
 fn bodies_gateway(up: &TestUpstream, sink: &TestUpstream) -> TestGateway {
+    bodies_gateway_to(up, sink, None)
+}
+
+/// The bodies guest in front of `up`, or of `endpoint` instead when given.
+fn bodies_gateway_to(
+    up: &TestUpstream,
+    sink: &TestUpstream,
+    endpoint: Option<&str>,
+) -> TestGateway {
     let dir = plugin_dir();
     std::fs::copy(guest_wasm!("bodies"), dir.join("plugins/bodies.wasm")).unwrap();
-    TestGateway::start(&config(
+    let mut text = config(
         &dir,
         up,
         &route(
@@ -652,7 +686,11 @@ fn bodies_gateway(up: &TestUpstream, sink: &TestUpstream) -> TestGateway {
                 sink.addr, sink.addr
             ),
         ),
-    ))
+    );
+    if let Some(endpoint) = endpoint {
+        text = text.replace(&up.addr.to_string(), endpoint);
+    }
+    TestGateway::start(&text)
 }
 
 async fn post(url: &str, body: &str) -> weir_tests::Reply {
@@ -699,6 +737,21 @@ async fn body_phases_rewrite_bodies_and_the_log_phase_runs_after_the_response() 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(sink.last().target, "/log?status=200&path=/echo");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_phase_runs_for_an_upstream_failure() {
+    let up = TestUpstream::start("up");
+    let sink = TestUpstream::start("sink");
+    let dead = closed_addr();
+    let gw = bodies_gateway_to(&up, &sink, Some(&dead));
+    let reply = post(&gw.url("/echo"), r#"{"a":1}"#).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sink.seen().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sink.last().target, "/log?status=502&path=/echo");
 }
 
 #[tokio::test]
