@@ -202,10 +202,49 @@ struct Verified {
     at: u64,
 }
 
-/// Recently verified tokens, by their text.
+/// Recently verified tokens, by a hash of their text ([`token_hash`]); a hit still
+/// compares the whole text ([`same_text`]). Hash and comparison go a word at a time:
+/// a token is hundreds of bytes, and wasm's `memcmp` goes byte by byte.
 #[derive(Default)]
 struct TokenCache {
-    tokens: BTreeMap<Box<str>, Verified>,
+    tokens: BTreeMap<u64, (Box<[u8]>, Verified)>,
+}
+
+/// An FxHash-style hash of `text`, eight bytes at a step. Only verified tokens are
+/// stored, so no one chooses keys to collide; two that do share a slot (the later one
+/// is kept).
+fn token_hash(text: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let step = |hash: u64, word: u64| (hash.rotate_left(5) ^ word).wrapping_mul(K);
+    let mut words = text.chunks_exact(8);
+    let mut hash = step(0, text.len() as u64);
+    for word in &mut words {
+        hash = step(
+            hash,
+            u64::from_le_bytes(word.try_into().expect("eight bytes")),
+        );
+    }
+    words
+        .remainder()
+        .iter()
+        .fold(hash, |hash, &byte| step(hash, u64::from(byte)))
+}
+
+/// Whether `a` and `b` are the same text, compared in full (no early exit) eight bytes
+/// at a step.
+fn same_text(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let word = |chunk: &[u8]| u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+    let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
+    let mut diff = (&mut x)
+        .zip(&mut y)
+        .fold(0, |diff, (p, q)| diff | (word(p) ^ word(q)));
+    for (p, q) in x.remainder().iter().zip(y.remainder()) {
+        diff |= u64::from(p ^ q);
+    }
+    diff == 0
 }
 
 impl fmt::Debug for TokenCache {
@@ -552,8 +591,11 @@ impl JwtAuth {
     /// window; its refusal if it no longer is.
     fn recall(&self, token: &str, now: u64) -> Result<Option<Arc<[Option<String>]>>, Refusal> {
         let cache = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
-        match cache.tokens.get(token) {
-            Some(seen) if now.saturating_sub(seen.at) < CACHE_SECONDS => {
+        match cache.tokens.get(&token_hash(token.as_bytes())) {
+            Some((text, seen))
+                if same_text(text, token.as_bytes())
+                    && now.saturating_sub(seen.at) < CACHE_SECONDS =>
+            {
                 seen.window
                     .check(now, self.rules.leeway)
                     .map_err(Refusal::invalid)?;
@@ -564,7 +606,7 @@ impl JwtAuth {
     }
 
     /// Remembers a verified token, making room if needed: expired entries go first,
-    /// then the first in order.
+    /// then the first by hash (an arbitrary one).
     fn remember(&self, token: &str, verified: Verified, now: u64) {
         if token.len() > CACHE_TOKEN_MAX {
             return;
@@ -572,7 +614,7 @@ impl JwtAuth {
         let mut cache = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.tokens.len() >= CACHE_ENTRIES {
             let leeway = self.rules.leeway;
-            cache.tokens.retain(|_, seen| {
+            cache.tokens.retain(|_, (_, seen)| {
                 now.saturating_sub(seen.at) < CACHE_SECONDS
                     && seen.window.check(now, leeway).is_ok()
             });
@@ -580,7 +622,10 @@ impl JwtAuth {
                 cache.tokens.pop_first();
             }
         }
-        cache.tokens.insert(token.into(), verified);
+        let text = Box::from(token.as_bytes());
+        cache
+            .tokens
+            .insert(token_hash(token.as_bytes()), (text, verified));
     }
 
     /// Verifies `text` at `now`: its form, algorithm, signature, then its claims.

@@ -661,6 +661,42 @@ fn a_verified_token_is_remembered_but_its_window_still_holds() {
 }
 
 #[test]
+fn cached_tokens_are_matched_by_their_whole_text() {
+    let a = b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl";
+    let mut b = *a;
+    b[a.len() - 1] ^= 1;
+    assert!(same_text(a, a));
+    assert!(!same_text(a, &b), "a difference in the tail");
+    b = *a;
+    b[3] ^= 1;
+    assert!(!same_text(a, &b), "a difference in a word");
+    assert!(!same_text(a, &a[..a.len() - 1]));
+    assert_ne!(token_hash(a), token_hash(&b));
+    assert_ne!(
+        token_hash(b"abc"),
+        token_hash(b"abc\0"),
+        "the length counts"
+    );
+
+    // Two tokens in one slot: the later is kept, the earlier is verified again.
+    let auth = hs_plugin();
+    let first = sign(&hmac_key(), "HS256", &good_claims());
+    assert!(check_token(&auth, &first, NOW).is_ok());
+    let slot = token_hash(first.as_bytes());
+    let (_, verified) = auth.verified.lock().unwrap().tokens[&slot].clone();
+    auth.verified
+        .lock()
+        .unwrap()
+        .tokens
+        .insert(slot, (Box::from(&b"another token"[..]), verified));
+    assert!(check_token(&auth, &first, NOW).is_ok());
+    assert!(same_text(
+        &auth.verified.lock().unwrap().tokens[&slot].0,
+        first.as_bytes()
+    ));
+}
+
+#[test]
 fn the_cache_is_bounded() {
     let auth = hs_plugin();
     for i in 0..(CACHE_ENTRIES + 10) {

@@ -111,27 +111,23 @@ pub struct Quota {
 }
 
 impl Quota {
-    /// The `RateLimit-*` header fields.
-    fn fields(&self) -> [(&'static str, String); 3] {
-        [
-            (LIMIT_HEADER, self.limit.to_string()),
-            (REMAINING_HEADER, self.remaining.to_string()),
-            (RESET_HEADER, self.reset.to_string()),
-        ]
+    /// Passes each `RateLimit-*` header field to `field`, its value written without an
+    /// allocation (this runs on every request).
+    fn fields(&self, mut field: impl FnMut(&'static str, &str)) {
+        let mut digits = itoa::Buffer::new();
+        field(LIMIT_HEADER, digits.format(self.limit));
+        field(REMAINING_HEADER, digits.format(self.remaining));
+        field(RESET_HEADER, digits.format(self.reset));
     }
 
     /// Sets the `RateLimit-*` headers.
     fn write(&self, headers: &mut Headers<'_>) {
-        for (name, value) in self.fields() {
-            headers.set(name, value);
-        }
+        self.fields(|name, value| headers.set(name, value));
     }
 
     /// Queues the `RateLimit-*` headers for the response, unless it has them.
     fn queue(&self, response: &mut QueuedHeaders<'_>) {
-        for (name, value) in self.fields() {
-            response.set_if_absent(name, value);
-        }
+        self.fields(|name, value| response.set_if_absent(name, value));
     }
 
     /// The 429 for a request past the limit.
@@ -209,11 +205,14 @@ fn parse_key(text: &str) -> Result<(KeyBy, String), String> {
 /// Appends `value` to `out`, visible ASCII as is and every other byte (and `%`) as `%XX`,
 /// so that distinct values stay distinct keys.
 fn push_escaped(out: &mut String, value: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in value {
         if b.is_ascii_graphic() && b != b'%' {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
         }
     }
 }
@@ -231,8 +230,17 @@ impl RateLimit {
     /// `v=VALUE` (a header's value, escaped) or empty (`key = "route"`). The route is
     /// length-prefixed and the client part comes last, so no two buckets share a key.
     pub fn bucket(&self, request: &Request<'_>, index: u64) -> String {
+        // Built by hand, not with `format!`: this runs on every request.
         let route = request.route();
-        let mut key = format!("{}:{route}|{}{index}|", route.len(), self.scope);
+        let mut digits = itoa::Buffer::new();
+        let mut key = String::with_capacity(route.len() + self.scope.len() + 64);
+        key.push_str(digits.format(route.len()));
+        key.push(':');
+        key.push_str(route);
+        key.push('|');
+        key.push_str(&self.scope);
+        key.push_str(digits.format(index));
+        key.push('|');
         let value = match &self.by {
             KeyBy::Route => return key,
             KeyBy::Ip => None,
