@@ -205,7 +205,9 @@ impl Instance {
         data.request = request.take();
         data.response = response.take();
         let result = match func {
-            Ok(func) if self.on_fiber => func.call_async(&mut self.store, params).await,
+            // Boxed: the fiber call's future is large, and every caller up to the
+            // pipeline would otherwise hold (and move) it inline.
+            Ok(func) if self.on_fiber => Box::pin(func.call_async(&mut self.store, params)).await,
             Ok(func) => func.call(&mut self.store, params),
             Err(e) => Err(e),
         };

@@ -327,12 +327,13 @@ impl ChainEntry {
                 return Ok(instance);
             }
         }
-        Instance::new(
+        // Boxed for the same reason as a fiber call: instantiation's future is large.
+        Box::pin(Instance::new(
             &self.image,
             self.ctx.clone(),
             self.settings.memory_limit,
             self.settings.timeout,
-        )
+        ))
         .await
     }
 
