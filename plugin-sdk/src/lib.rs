@@ -104,6 +104,12 @@
 //! edit depends on the response itself (its status, the upstream's headers); each phase
 //! a plugin lists is one more call per request.
 //!
+//! Edits that are the same for every request (a header a route's config sets, whatever
+//! the request carries) need no call at all: return them from
+//! [`Plugin::static_edits`], and the gateway makes them itself at the plugin's place in
+//! the chain. A plugin left with nothing else to do in a phase leaves it out of
+//! [`Plugin::phases`] and costs nothing per request (the `headers` plugin works so).
+//!
 //! # The host
 //!
 //! [`host`] has the gateway's services as plain functions: [`host::log`], the shared
@@ -121,6 +127,7 @@
 
 #[doc(hidden)]
 pub mod bindings;
+mod edits;
 pub mod host;
 mod message;
 mod plugin;
@@ -129,6 +136,7 @@ pub mod testing;
 
 #[doc(hidden)]
 pub use bindings as __bindings;
+pub use edits::{HeaderEdit, StaticEdits};
 pub use message::{
     Action, Headers, LocalResponse, QueuedHeaders, Request, RequestEdits, Response, is_header_name,
     is_header_value,
@@ -142,7 +150,7 @@ pub mod __private {
 }
 
 /// The version of the `weir:plugin` WIT package this SDK builds plugins for.
-pub const WIT_VERSION: &str = "0.1.1";
+pub const WIT_VERSION: &str = "0.1.2";
 
 /// Exports a [`Plugin`] type as the component's implementation of `weir:plugin`. Use it
 /// once, at the top level of the plugin crate.

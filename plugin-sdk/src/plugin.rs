@@ -56,6 +56,19 @@ pub trait Plugin: Sized + 'static {
         Self::PHASES
     }
 
+    /// Header edits this configuration makes on every request and every response,
+    /// whatever they carry; none unless overridden. The gateway makes them itself at
+    /// the plugin's place in the chain (request edits just before
+    /// [`Plugin::on_request_headers`] would run, response edits just before
+    /// [`Plugin::on_response_headers`] would), without calling the plugin: a plugin
+    /// whose phase has nothing else to do leaves it out of [`Plugin::phases`] and costs
+    /// nothing per request. Asked once, after [`Plugin::new`]; needs a gateway speaking
+    /// `weir:plugin` 0.1.2 or later. In native tests, apply them with
+    /// [`HeaderEdit::apply`](crate::HeaderEdit::apply).
+    fn static_edits(&self) -> crate::StaticEdits {
+        crate::StaticEdits::default()
+    }
+
     /// Builds the plugin from its configuration. An error here makes the gateway refuse
     /// the route's config at load time, with this message.
     fn new(config: Self::Config) -> Result<Self, String>;
@@ -147,7 +160,12 @@ fn failed(message: &str) -> wit::LocalResponse {
 
 impl<P: Slot> Guest for Adapter<P> {
     fn init() -> Result<(), String> {
-        instance::<P>().map(|_| ()).map_err(str::to_owned)
+        let plugin = instance::<P>().map_err(str::to_owned)?;
+        let edits = plugin.static_edits();
+        if edits.is_empty() {
+            return Ok(());
+        }
+        edits.declare()
     }
 
     fn phases() -> Vec<wit::Phase> {

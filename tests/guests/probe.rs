@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
 use weir_plugin_sdk::host::{self, kv};
-use weir_plugin_sdk::{Action, LocalResponse, Phase, Plugin, Request, Response};
+use weir_plugin_sdk::{
+    Action, HeaderEdit, LocalResponse, Phase, Plugin, Request, Response, StaticEdits,
+};
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -37,6 +39,23 @@ impl Plugin for Probe {
             println!("probe initialised");
         }
         Ok(Probe { config })
+    }
+
+    /// `declare-bad`: declares an edit the gateway must refuse (a name with a space).
+    /// `init-print` (whose `new` prints, so no snapshot holds it) declares a response
+    /// header.
+    fn static_edits(&self) -> StaticEdits {
+        match self.config.mode.as_str() {
+            "init-print" => StaticEdits {
+                request: Vec::new(),
+                response: vec![HeaderEdit::Set("x-declared".into(), b"init-print".to_vec())],
+            },
+            "declare-bad" => StaticEdits {
+                request: vec![HeaderEdit::Set("bad name".into(), b"1".to_vec())],
+                response: Vec::new(),
+            },
+            _ => StaticEdits::default(),
+        }
     }
 
     fn on_request_headers(&self, request: &mut Request) -> Action {

@@ -159,6 +159,9 @@ impl ChainRun {
         let chain = self.chain.clone();
         for (index, entry) in chain.iter().enumerate() {
             self.reached = index;
+            if let (Some(declared), Some(view)) = (&entry.declared, view.as_mut()) {
+                declared.apply_to_request(&mut view.headers);
+            }
             if !entry.phases.request_headers {
                 continue;
             }
@@ -209,7 +212,14 @@ impl ChainRun {
         headers: &mut HeaderMap,
     ) -> ResponseFlow {
         let reached = self.reached;
-        if !self.passed().any(|i| self.chain[i].phases.response_headers)
+        let edits_responses = |entry: &ChainEntry| {
+            entry.phases.response_headers
+                || entry
+                    .declared
+                    .as_ref()
+                    .is_some_and(|declared| declared.edits_responses())
+        };
+        if !self.passed().any(|i| edits_responses(&self.chain[i]))
             && !self.queued.iter().any(|edit| edit.plugin < reached)
         {
             return ResponseFlow::Continue;
@@ -240,6 +250,9 @@ impl ChainRun {
         for index in self.passed().rev() {
             let entry = &chain[index];
             if let Some(response) = response.as_mut() {
+                if let Some(declared) = &entry.declared {
+                    declared.apply_to_response(&mut response.headers);
+                }
                 for edit in self.queued.extract_if(.., |edit| edit.plugin == index) {
                     edit.apply(&mut response.headers);
                 }

@@ -12,7 +12,7 @@ use wasmtime::component::Component;
 use super::PluginError;
 
 /// The `weir:plugin` version this gateway implements.
-pub const WIT_VERSION: &str = "0.1.1";
+pub const WIT_VERSION: &str = "0.1.2";
 
 /// A compiled component and where it came from.
 pub(crate) struct Compiled {

@@ -77,6 +77,7 @@ impl Instance {
             waited: Duration::ZERO,
             request: None,
             response: None,
+            in_init: false,
         };
         let mut store = Store::new(image.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -224,9 +225,13 @@ impl Instance {
     /// Calls `init`: the plugin checks its configuration.
     pub async fn init(&mut self) -> Result<Result<(), String>, PluginFailure> {
         let func = self.func(self.exports.init);
-        self.call("init", None, func, (), &mut None, &mut None)
+        self.store.data_mut().in_init = true;
+        let result = self
+            .call("init", None, func, (), &mut None, &mut None)
             .await
-            .map(|(r,)| r)
+            .map(|(r,)| r);
+        self.store.data_mut().in_init = false;
+        result
     }
 
     /// Calls `phases`.

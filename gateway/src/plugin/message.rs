@@ -161,8 +161,8 @@ enum Edit {
 }
 
 /// A checked header edit.
-#[derive(Debug)]
-enum HeaderEdit {
+#[derive(Debug, Clone)]
+pub(crate) enum HeaderEdit {
     Set(HeaderName, HeaderValue),
     SetIfAbsent(HeaderName, HeaderValue),
     Append(HeaderName, HeaderValue),
@@ -186,6 +186,11 @@ impl HeaderEdit {
         })
     }
 
+    /// Applies a copy of the edit (names and values are shared bytes: no allocation).
+    fn apply_copy(&self, headers: &mut HeaderMap) {
+        self.clone().apply(headers);
+    }
+
     fn apply(self, headers: &mut HeaderMap) {
         match self {
             HeaderEdit::Set(name, value) => {
@@ -201,6 +206,59 @@ impl HeaderEdit {
                 headers.remove(name);
             }
         }
+    }
+}
+
+/// The header edits a route's config makes on every request and response, declared by
+/// the plugin in `init` (`host.declare-edits`) and made by the gateway at the plugin's
+/// place in the chain, without a call.
+#[derive(Debug, Default)]
+pub(crate) struct DeclaredEdits {
+    request: Vec<HeaderEdit>,
+    response: Vec<HeaderEdit>,
+}
+
+impl DeclaredEdits {
+    /// Checks what a guest declared.
+    pub(crate) fn parse(
+        request: Vec<types::HeaderEdit>,
+        response: Vec<types::HeaderEdit>,
+    ) -> Result<DeclaredEdits, EditError> {
+        let check = |edits: Vec<types::HeaderEdit>| {
+            edits
+                .into_iter()
+                .map(|edit| match edit {
+                    types::HeaderEdit::Set(h) => HeaderEdit::parse(Edit::Set, &h.name, &h.value),
+                    types::HeaderEdit::Append(h) => {
+                        HeaderEdit::parse(Edit::Append, &h.name, &h.value)
+                    }
+                    types::HeaderEdit::Remove(name) => HeaderEdit::parse(Edit::Remove, &name, &[]),
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(DeclaredEdits {
+            request: check(request)?,
+            response: check(response)?,
+        })
+    }
+
+    /// Makes the request edits.
+    pub(crate) fn apply_to_request(&self, headers: &mut HeaderMap) {
+        for edit in &self.request {
+            edit.apply_copy(headers);
+        }
+    }
+
+    /// Makes the response edits.
+    pub(crate) fn apply_to_response(&self, headers: &mut HeaderMap) {
+        for edit in &self.response {
+            edit.apply_copy(headers);
+        }
+    }
+
+    /// Whether there are response edits.
+    pub(crate) fn edits_responses(&self) -> bool {
+        !self.response.is_empty()
     }
 }
 

@@ -244,6 +244,8 @@ pub(crate) struct Image {
     /// clocks, randomness, stdio and streams), so that it must run on a fiber. Others
     /// are instantiated and called synchronously, saving a stack switch per call.
     on_fiber: bool,
+    /// The edits the snapshot's `init` declared (`host.declare-edits`).
+    pub(crate) declared: Option<Arc<message::DeclaredEdits>>,
 }
 
 impl std::fmt::Debug for Image {
@@ -306,6 +308,9 @@ pub struct ChainEntry {
     /// the route's config (a subset of the plugin's phases).
     pub phases: Phases,
     ctx: Arc<PluginContext>,
+    /// The header edits this route's `init` declared, made by the gateway at the
+    /// plugin's place without a call.
+    pub(crate) declared: Option<Arc<message::DeclaredEdits>>,
     /// What instances start from: a snapshot taken after this route's `init` when one
     /// could be taken, else the plugin as loaded.
     image: Arc<Image>,
@@ -599,6 +604,7 @@ impl PluginHost {
             exports,
             preinitialised,
             on_fiber,
+            declared: None,
         })
     }
 
@@ -630,6 +636,7 @@ impl PluginHost {
             logs_dropped: AtomicU64::new(0),
             series: plugin.stats.series.clone(),
             tick: self.tick.clone(),
+            declared: std::sync::Mutex::new(None),
         })
     }
 
@@ -679,6 +686,7 @@ impl PluginHost {
         };
         let preinitialised = image.is_some();
         let mut entry = ChainEntry {
+            declared: image.as_ref().and_then(|image| image.declared.clone()),
             image: image.unwrap_or_else(|| plugin.image.clone()),
             phases: plugin.phases,
             plugin,
@@ -699,6 +707,12 @@ impl PluginHost {
                 .await
                 .map_err(|e| refused(e.to_string()))?
                 .map_err(refused)?;
+            entry.declared = entry
+                .ctx
+                .declared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
         }
         let phases = instance
             .phases()

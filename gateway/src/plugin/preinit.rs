@@ -48,6 +48,7 @@ pub(crate) async fn preinit(
         Ok(image) => image,
         Err(e) => return Preinit::Unavailable(e.to_string()),
     };
+    let declared = ctx.clone();
     let mut instance =
         match Instance::new(&image, ctx, settings.memory_limit, settings.timeout).await {
             Ok(instance) => instance,
@@ -79,7 +80,14 @@ pub(crate) async fn preinit(
         Err(e) => return Preinit::Unavailable(format!("cannot snapshot: {e:#}")),
     };
     match host.image(&plugin.name, &bytes, true) {
-        Ok(image) => Preinit::Ready(image),
+        Ok(mut image) => {
+            image.declared = declared
+                .declared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            Preinit::Ready(image)
+        }
         Err(e) => Preinit::Unavailable(e.to_string()),
     }
 }

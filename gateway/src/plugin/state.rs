@@ -100,6 +100,8 @@ pub(crate) struct PluginContext {
     pub(crate) series: PluginSeries,
     /// The engine's epoch tick, for turning the CPU deadline into ticks.
     pub(crate) tick: super::engine::Tick,
+    /// What the route's `init` declared with `host.declare-edits`.
+    pub(crate) declared: Mutex<Option<Arc<super::message::DeclaredEdits>>>,
 }
 
 impl PluginContext {
@@ -146,6 +148,8 @@ pub(crate) struct HostState {
     /// The messages lent for the current phase call.
     pub(crate) request: Option<super::message::RequestView>,
     pub(crate) response: Option<super::message::ResponseView>,
+    /// Whether the current call is `init` (the only time `declare-edits` counts).
+    pub(crate) in_init: bool,
 }
 
 impl WasiView for HostState {
@@ -235,6 +239,26 @@ impl host::Host for HostState {
 
     fn config(&mut self) -> wasmtime::Result<String> {
         Ok(self.ctx.config_json.clone())
+    }
+
+    fn declare_edits(
+        &mut self,
+        request: Vec<types::HeaderEdit>,
+        response: Vec<types::HeaderEdit>,
+    ) -> wasmtime::Result<Result<(), types::EditError>> {
+        if !self.in_init {
+            return Ok(Ok(()));
+        }
+        let declared = match super::message::DeclaredEdits::parse(request, response) {
+            Ok(declared) => declared,
+            Err(error) => return Ok(Err(error)),
+        };
+        *self
+            .ctx
+            .declared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(declared));
+        Ok(Ok(()))
     }
 }
 

@@ -6,6 +6,11 @@
 //! back, `response.remove`, `response.set`, `response.add`. The regex is compiled once,
 //! when the plugin is configured.
 //!
+//! The header edits are the same for every request, so the plugin declares them once
+//! ([`Plugin::static_edits`]) and the gateway makes them itself at the plugin's place in
+//! the chain: a config of header edits only is never called per request. Path
+//! transforms run in the plugin's request phase.
+//!
 //! ```toml
 //! plugins = [{ name = "headers", config = { strip_prefix = "/api", request = { set = { x-forwarded-prefix = "/api" } } } }]
 //! ```
@@ -15,7 +20,7 @@ use std::collections::BTreeMap;
 use regex::Regex;
 use serde::Deserialize;
 use weir_plugin_sdk::{
-    Action, Headers, Phase, Plugin, Request, Response, is_header_name, is_header_value,
+    Action, HeaderEdit, Phase, Plugin, Request, StaticEdits, is_header_name, is_header_value,
 };
 
 /// Header edits for one direction.
@@ -69,16 +74,17 @@ impl Edits {
         self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
     }
 
-    fn apply(&self, headers: &mut Headers<'_>) {
-        for name in &self.remove {
-            headers.remove(name);
-        }
-        for (name, value) in &self.set {
-            headers.set(name, value);
-        }
-        for (name, value) in &self.add {
-            headers.append(name, value);
-        }
+    /// The edits in the order they are made: removals, then sets, then additions.
+    fn declared(&self) -> Vec<HeaderEdit> {
+        let removed = self
+            .remove
+            .iter()
+            .map(|name| HeaderEdit::Remove(name.clone()));
+        let set = (self.set.iter())
+            .map(|(name, value)| HeaderEdit::Set(name.clone(), value.clone().into_bytes()));
+        let added = (self.add.iter())
+            .map(|(name, value)| HeaderEdit::Append(name.clone(), value.clone().into_bytes()));
+        removed.chain(set).chain(added).collect()
     }
 }
 
@@ -175,7 +181,7 @@ impl HeadersPlugin {
 
 impl Plugin for HeadersPlugin {
     type Config = Config;
-    const PHASES: &'static [Phase] = &[Phase::RequestHeaders, Phase::ResponseHeaders];
+    const PHASES: &'static [Phase] = &[Phase::RequestHeaders];
 
     fn new(config: Config) -> Result<Self, String> {
         let rewrite = match config.rewrite {
@@ -206,35 +212,32 @@ impl Plugin for HeadersPlugin {
 
     /// Only the sides this route's config edits: a request-only config costs no
     /// response call, and the reverse.
+    /// Only path transforms need a call: the header edits are declared
+    /// ([`Plugin::static_edits`]) and the gateway makes them itself.
     fn phases(&self) -> &[Phase] {
-        let request = !self.request.is_empty()
-            || self.strip_prefix.is_some()
-            || self.add_prefix.is_some()
-            || self.rewrite.is_some();
-        match (request, !self.response.is_empty()) {
-            (true, false) => &[Phase::RequestHeaders],
-            (false, true) => &[Phase::ResponseHeaders],
-            _ => Self::PHASES,
+        if self.strip_prefix.is_some() || self.add_prefix.is_some() || self.rewrite.is_some() {
+            Self::PHASES
+        } else {
+            &[]
+        }
+    }
+
+    fn static_edits(&self) -> StaticEdits {
+        StaticEdits {
+            request: self.request.declared(),
+            response: self.response.declared(),
         }
     }
 
     fn on_request_headers(&self, request: &mut Request<'_>) -> Action {
-        self.request.apply(&mut request.headers);
-        if self.strip_prefix.is_some() || self.add_prefix.is_some() || self.rewrite.is_some() {
-            let path = request.path_only();
-            if let Some(new) = self.new_path(path) {
-                let full = match request.query() {
-                    Some(query) => format!("{new}?{query}"),
-                    None => new,
-                };
-                request.set_path(full);
-            }
+        let path = request.path_only();
+        if let Some(new) = self.new_path(path) {
+            let full = match request.query() {
+                Some(query) => format!("{new}?{query}"),
+                None => new,
+            };
+            request.set_path(full);
         }
-        Action::Continue
-    }
-
-    fn on_response_headers(&self, _request: &Request<'_>, response: &mut Response<'_>) -> Action {
-        self.response.apply(&mut response.headers);
         Action::Continue
     }
 }
@@ -244,23 +247,30 @@ weir_plugin_sdk::export_plugin!(HeadersPlugin);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weir_plugin_sdk::Response;
 
     fn plugin(json: &str) -> Result<HeadersPlugin, String> {
         HeadersPlugin::new(weir_plugin_sdk::parse_config(json)?)
     }
 
     #[test]
-    fn only_the_edited_sides_are_called() {
+    fn header_edits_are_declared_and_only_path_transforms_are_called() {
         let request = plugin(r#"{"request": {"set": {"x-a": "1"}}}"#).unwrap();
-        assert_eq!(request.phases(), [Phase::RequestHeaders]);
+        assert_eq!(request.phases(), []);
+        assert_eq!(
+            request.static_edits().request,
+            [HeaderEdit::Set("x-a".into(), b"1".to_vec())]
+        );
+        assert!(request.static_edits().response.is_empty());
         let path = plugin(r#"{"strip_prefix": "/api"}"#).unwrap();
         assert_eq!(path.phases(), [Phase::RequestHeaders]);
-        let response = plugin(r#"{"response": {"remove": ["server"]}}"#).unwrap();
-        assert_eq!(response.phases(), [Phase::ResponseHeaders]);
-        let both =
-            plugin(r#"{"request": {"remove": ["x-a"]}, "response": {"remove": ["server"]}}"#)
-                .unwrap();
-        assert_eq!(both.phases(), HeadersPlugin::PHASES);
+        assert!(path.static_edits().is_empty());
+        let response = plugin(r#"{"response": {"remove": ["Server"]}}"#).unwrap();
+        assert_eq!(response.phases(), []);
+        assert_eq!(
+            response.static_edits().response,
+            [HeaderEdit::Remove("server".into())]
+        );
     }
 
     #[test]
@@ -274,7 +284,9 @@ mod tests {
             .with_header("x-drop", "1")
             .with_header("x-env", "dev")
             .with_header("x-tag", "client");
-        p.on_request_headers(&mut request);
+        for edit in p.static_edits().request {
+            edit.apply(&mut request.headers);
+        }
         assert_eq!(request.headers.get_str("x-env").as_deref(), Some("prod"));
         assert_eq!(request.headers.get_str("x-drop").as_deref(), Some("again"));
         assert_eq!(
@@ -288,9 +300,10 @@ mod tests {
         let p =
             plugin(r#"{"response": {"remove": ["server"], "set": {"x-frame-options": "DENY"}}}"#)
                 .unwrap();
-        let request = Request::new("GET", "/");
         let mut response = Response::new(200).with_header("server", "secret/1.0");
-        p.on_response_headers(&request, &mut response);
+        for edit in p.static_edits().response {
+            edit.apply(&mut response.headers);
+        }
         assert!(!response.headers.contains("server"));
         assert_eq!(
             response.headers.get_str("x-frame-options").as_deref(),

@@ -29,33 +29,34 @@ async fn headers_and_prefixes_are_transformed_both_ways() {
 }
 
 #[tokio::test]
-async fn a_route_calls_only_the_side_its_config_edits() {
+async fn header_edits_cost_no_call_and_path_transforms_one() {
     let up = TestUpstream::start("up");
     let gw = TestGateway::start(&config(
         &up,
         "{ name = \"headers\", config = { request = { set = { x-env = \"prod\" } } } }, \
-         { name = \"headers\", config = { response = { set = { x-frame-options = \"DENY\" } } } }",
+         { name = \"headers\", config = { response = { set = { x-frame-options = \"DENY\" } } } }, \
+         { name = \"headers\", config = { add_prefix = \"/v1\" } }",
     ));
     for _ in 0..3 {
-        let reply = get_with(&gw.url("/"), &[]).await;
+        let reply = get_with(&gw.url("/users"), &[]).await;
         assert_eq!(reply.status, 200);
         assert_eq!(up.last().headers["x-env"], "prod");
+        assert_eq!(up.last().target, "/v1/users");
         assert_eq!(reply.header("x-frame-options").as_deref(), Some("DENY"));
     }
+    // Header edits are declared once and made by the gateway: those entries have no
+    // phase; only the path transform is called, once per request.
     let routes = gw.admin_json("/admin/routes").await;
     let plugins = &routes["routes"][0]["plugins"];
-    assert_eq!(plugins[0]["phases"], serde_json::json!(["request-headers"]));
-    assert_eq!(
-        plugins[1]["phases"],
-        serde_json::json!(["response-headers"])
-    );
-    // One call per request and entry, not two: the phase with nothing to do is skipped.
+    assert_eq!(plugins[0]["phases"], serde_json::json!([]));
+    assert_eq!(plugins[1]["phases"], serde_json::json!([]));
+    assert_eq!(plugins[2]["phases"], serde_json::json!(["request-headers"]));
     let calls = gw.snapshot().chains[0][0]
         .plugin
         .stats
         .calls
         .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(calls, 6);
+    assert_eq!(calls, 3);
 }
 
 #[tokio::test]

@@ -186,6 +186,57 @@ async fn queued_edits_reach_a_later_plugins_local_response_but_not_the_answering
     assert!(up.seen().is_empty());
 }
 
+#[tokio::test]
+async fn declared_edits_are_made_at_the_plugins_place_without_a_call() {
+    let up = TestUpstream::start("up");
+    let dir = plugin_dir();
+    std::fs::copy(guest_wasm!("headers"), dir.join("plugins/headers.wasm")).unwrap();
+    let headers = "{ name = \"headers\", config = { request = { set = { x-chain = \"h\" } }, response = { set = { x-chain-response = \"h\" } } } }";
+    let chain = format!(
+        "{{ name = \"probe\", config = {{ tag = \"a\" }} }}, {headers}, {{ name = \"probe\", config = {{ tag = \"c\" }} }}"
+    );
+    let denied_after =
+        format!("{headers}, {{ name = \"probe\", config = {{ mode = \"deny\", tag = \"d\" }} }}");
+    let denied_before =
+        format!("{{ name = \"probe\", config = {{ mode = \"deny\", tag = \"d\" }} }}, {headers}");
+    let routes = route("chain", "/chain", &chain)
+        + &route("after", "/after", &denied_after)
+        + &route("before", "/before", &denied_before);
+    let gw = TestGateway::start(&config(&dir, &up, &routes));
+
+    let reply = get(&gw.url("/chain")).await;
+    assert_eq!(reply.status, 200);
+    // In chain order: a, then the declared set replaces it, then c appends.
+    assert_eq!(up.last().headers["x-chain"], "h,c");
+    // In reverse: c, then the declared set, then a appends.
+    assert_eq!(reply.header("x-chain-response").as_deref(), Some("h,a"));
+    let entry = &gw.snapshot().chains[0][1];
+    assert_eq!(
+        entry.phases,
+        Default::default(),
+        "header edits only: no phase"
+    );
+    assert_eq!(
+        entry
+            .plugin
+            .stats
+            .calls
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "never called per request"
+    );
+
+    // Like queued edits: a later plugin's local response gets them, and a plugin that
+    // was not reached makes none.
+    let reply = get(&gw.url("/after")).await;
+    assert_eq!(reply.status, 403);
+    assert_eq!(reply.header("x-chain-response").as_deref(), Some("h"));
+    let reply = get(&gw.url("/before")).await;
+    assert_eq!(reply.status, 403);
+    assert!(reply.header("x-chain-response").is_none());
+    assert_eq!(up.seen().len(), 1);
+}
+
 /// An address nothing listens on (bound, then closed again).
 fn closed_addr() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -418,7 +469,13 @@ async fn a_plugin_whose_init_uses_wasi_is_initialised_per_instance() {
     );
     assert!(!gw.snapshot().chains[0][0].preinitialised());
     for _ in 0..3 {
-        assert_eq!(get(&gw.url("/")).await.status, 200);
+        let reply = get(&gw.url("/")).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.header("x-declared").as_deref(),
+            Some("init-print"),
+            "edits declared by an init that is not in a snapshot"
+        );
     }
     let seen: Vec<i64> = up
         .seen()
@@ -456,6 +513,27 @@ fn a_config_the_plugin_refuses_stops_startup_with_the_plugins_message() {
     assert!(message.contains("route `guarded`"), "{message}");
     assert!(message.contains("plugin `probe`"), "{message}");
     assert!(message.contains("refused on purpose"), "{message}");
+}
+
+#[test]
+fn an_invalid_declared_edit_refuses_the_config() {
+    let up = TestUpstream::start("up");
+    for probe in PROBES {
+        let message = start_error(&config(
+            &plugin_dir(),
+            &up,
+            &route(
+                "declared",
+                "/",
+                &format!("{{ name = \"{probe}\", config = {{ mode = \"declare-bad\" }} }}"),
+            ),
+        ));
+        assert!(message.contains("route `declared`"), "{message}");
+        assert!(
+            message.contains("refused a declared header edit: invalid name \"bad name\""),
+            "{message}"
+        );
+    }
 }
 
 #[test]
@@ -497,7 +575,7 @@ fn a_restart_loads_the_compiled_plugin_from_the_cache() {
         64,
         "the version is the file's SHA-256"
     );
-    assert_eq!(plugin.wit_version, "0.1.1");
+    assert_eq!(plugin.wit_version, "0.1.2");
 }
 
 #[tokio::test]
@@ -541,7 +619,7 @@ fn a_plugin_for_another_wit_version_is_refused_naming_both() {
         &route("r", "/", "{ name = \"future\" }"),
     ));
     assert!(
-        message.contains("plugin `future` was built for weir:plugin 0.2.0, but this gateway supports weir:plugin 0.1.1"),
+        message.contains("plugin `future` was built for weir:plugin 0.2.0, but this gateway supports weir:plugin 0.1.2"),
         "{message}"
     );
 }
@@ -558,18 +636,23 @@ async fn a_plugin_for_a_newer_patch_version_loads() {
     .unwrap();
     assert_eq!(
         theirs,
-        ours.replace("package weir:plugin@0.1.1;", "package weir:plugin@0.1.2;"),
+        ours.replace("package weir:plugin@0.1.2;", "package weir:plugin@0.1.3;"),
         "tests/guests/minor/wit/plugin.wit drifted from wit/plugin.wit"
     );
     let up = TestUpstream::start("up");
     let dir = plugin_dir();
     std::fs::copy(guest_wasm!("minor"), dir.join("plugins/minor.wasm")).unwrap();
     let gw = TestGateway::start(&config(&dir, &up, &route("r", "/", "{ name = \"minor\" }")));
-    assert_eq!(gw.snapshot().chains[0][0].plugin.wit_version, "0.1.2");
+    assert_eq!(gw.snapshot().chains[0][0].plugin.wit_version, "0.1.3");
     let reply = get(&gw.url("/")).await;
     assert_eq!(reply.status, 200);
-    assert_eq!(up.last().headers["x-minor"], "0.1.2");
-    assert_eq!(reply.header("x-minor").as_deref(), Some("0.1.2"));
+    assert_eq!(up.last().headers["x-minor"], "0.1.3");
+    assert_eq!(reply.header("x-minor").as_deref(), Some("0.1.3"));
+    assert_eq!(
+        reply.header("x-minor-declared").as_deref(),
+        Some("0.1.3"),
+        "a declared edit"
+    );
 }
 
 #[tokio::test]
@@ -599,13 +682,13 @@ fn plugin_inspect_shows_version_phases_imports_and_hash() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("weir:plugin 0.1.1 (compatible"), "{text}");
+    assert!(text.contains("weir:plugin 0.1.2 (compatible"), "{text}");
     assert!(
         text.contains("phases      request-headers, response-headers"),
         "{text}"
     );
-    assert!(text.contains("weir:plugin/kv@0.1.1"), "{text}");
-    assert!(text.contains("weir:plugin/handler@0.1.1"), "{text}");
+    assert!(text.contains("weir:plugin/kv@0.1.2"), "{text}");
+    assert!(text.contains("weir:plugin/handler@0.1.2"), "{text}");
     let bytes = std::fs::read(guest_wasm!("probe")).unwrap();
     assert!(
         text.contains(&format!("size        {} bytes", bytes.len())),

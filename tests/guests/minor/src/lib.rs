@@ -1,18 +1,24 @@
-//! Exports `weir:plugin/handler@0.1.2` (the WIT in `wit/` is the gateway's, one patch
-//! version on): a 0.1.1 gateway loads it, since it calls nothing newer. Its request
-//! phase tags the request with `x-minor: 0.1.2` and queues the same response header (a
-//! 0.1.1 function).
+//! Exports `weir:plugin/handler@0.1.3` (the WIT in `wit/` is the gateway's, one patch
+//! version on): a 0.1.2 gateway loads it, since it calls nothing newer. Its request
+//! phase tags the request with `x-minor: 0.1.3` and queues the same response header (a
+//! 0.1.1 function); its `init` declares a response header for the gateway to set (a
+//! 0.1.2 function).
 
 wit_bindgen::generate!({ path: "wit", world: "plugin" });
 
 use exports::weir::plugin::handler::Guest;
-use weir::plugin::types::{Action, BodyAction, Phase, Request, Response};
+use weir::plugin::host;
+use weir::plugin::types::{Action, BodyAction, Header, HeaderEdit, Phase, Request, Response};
 
 struct Minor;
 
 impl Guest for Minor {
     fn init() -> Result<(), String> {
-        Ok(())
+        let declared = HeaderEdit::Set(Header {
+            name: "x-minor-declared".into(),
+            value: b"0.1.3".to_vec(),
+        });
+        host::declare_edits(&[], &[declared]).map_err(|e| format!("{e:?}"))
     }
 
     fn phases() -> Vec<Phase> {
@@ -20,8 +26,8 @@ impl Guest for Minor {
     }
 
     fn on_request_headers(request: &Request) -> Action {
-        let _ = request.set_header("x-minor", b"0.1.2");
-        let _ = request.set_response_header("x-minor", b"0.1.2");
+        let _ = request.set_header("x-minor", b"0.1.3");
+        let _ = request.set_response_header("x-minor", b"0.1.3");
         Action::Continue
     }
 
