@@ -14,7 +14,7 @@ pub mod upstream;
 pub use client::{Reply, get, h1_client, h2_client, raw_request, send};
 pub use gateway::{TestGateway, WeirProcess};
 pub use proto_upstream::{ProtoOptions, ProtoUpstream};
-pub use upstream::{Seen, TestUpstream};
+pub use upstream::{Seen, TestUpstream, closed_addr};
 
 /// Path of the real `weir` binary built for these tests (usable in integration tests,
 /// where Cargo defines `CARGO_BIN_EXE_*`).

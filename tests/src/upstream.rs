@@ -317,3 +317,13 @@ pub(crate) fn bind_again(addr: SocketAddr) -> std::net::TcpListener {
         }
     }
 }
+
+/// An address on 127.0.0.1 nothing listens on (bound, then closed again): an endpoint
+/// that refuses connections.
+pub fn closed_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener
+        .local_addr()
+        .expect("a bound listener has an address")
+        .to_string()
+}

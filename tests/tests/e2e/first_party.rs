@@ -2,7 +2,7 @@
 //! loaded by a real gateway in front of a real upstream.
 
 use weir_tests::first_party::{config, get_with, refusal};
-use weir_tests::{TestGateway, TestUpstream};
+use weir_tests::{TestGateway, TestUpstream, closed_addr};
 
 fn is_uuid_v7(id: &str) -> bool {
     let parts: Vec<&str> = id.split('-').collect();
@@ -43,12 +43,6 @@ async fn request_id_generates_keeps_and_echoes_ids() {
         reply.header("x-request-id").as_deref(),
         Some(replaced.as_str())
     );
-}
-
-/// An address nothing listens on (bound, then closed again).
-fn closed_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
 }
 
 #[tokio::test]

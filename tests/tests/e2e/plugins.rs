@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use weir_gateway::Config;
 use weir_gateway::plugin::FailureKind;
 use weir_tests::gateway::with_test_listeners;
-use weir_tests::{TestGateway, TestUpstream, get, guest_wasm};
+use weir_tests::{TestGateway, TestUpstream, closed_addr, get, guest_wasm};
 
 /// A fresh directory holding `plugins/probe.wasm` and `plugins/probe-local.wasm` (and
 /// room for a compile cache).
@@ -235,12 +235,6 @@ async fn declared_edits_are_made_at_the_plugins_place_without_a_call() {
     assert_eq!(reply.status, 403);
     assert!(reply.header("x-chain-response").is_none());
     assert_eq!(up.seen().len(), 1);
-}
-
-/// An address nothing listens on (bound, then closed again).
-fn closed_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
 }
 
 #[tokio::test]
