@@ -100,29 +100,30 @@ impl KvStore {
     pub fn increment(&self, key: &str, delta: i64, ttl: Option<Duration>) -> i64 {
         let now = Instant::now();
         let mut shard = self.shard(key);
-        let new = match shard.live(key, now) {
-            Some(entry) => {
-                let old = std::str::from_utf8(&entry.value)
-                    .ok()
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .unwrap_or(0);
-                let new = old.saturating_add(delta);
-                entry.value = new.to_string().into_bytes();
-                new
-            }
-            None => {
-                shard.map.insert(
-                    key.to_owned(),
-                    Entry {
-                        value: delta.to_string().into_bytes(),
-                        expires: deadline(ttl, now),
-                    },
-                );
-                delta
-            }
-        };
+        let mut digits = itoa::Buffer::new();
+        // One lookup for a live counter (the rate-limit path: every request), the value
+        // rewritten in place.
+        if let Some(entry) = shard.map.get_mut(key).filter(|e| e.live(now)) {
+            let old = std::str::from_utf8(&entry.value)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+                .unwrap_or(0);
+            let new = old.saturating_add(delta);
+            entry.value.clear();
+            entry.value.extend_from_slice(digits.format(new).as_bytes());
+            shard.wrote(now);
+            return new;
+        }
+        // Absent, or expired: start again from `delta`.
+        shard.map.insert(
+            key.to_owned(),
+            Entry {
+                value: digits.format(delta).as_bytes().to_vec(),
+                expires: deadline(ttl, now),
+            },
+        );
         shard.wrote(now);
-        new
+        delta
     }
 
     /// Sets `key` to `new` if it currently holds `expected` (`None`: absent).
@@ -191,5 +192,20 @@ mod tests {
         assert!(kv.compare_and_swap("b", Some(b"x"), b"y".to_vec(), None));
         assert_eq!(kv.increment("c", 5, None), 5);
         assert_eq!(kv.increment("c", -2, None), 3);
+    }
+
+    #[test]
+    fn an_expired_counter_starts_again_and_text_counts_as_zero() {
+        let kv = KvStore::default();
+        let ttl = Some(Duration::from_millis(20));
+        assert_eq!(kv.increment("w", 1, ttl), 1);
+        assert_eq!(kv.increment("w", 1, ttl), 2);
+        assert_eq!(kv.get("w").as_deref(), Some(&b"2"[..]));
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(kv.increment("w", 1, ttl), 1, "a new window");
+        assert_eq!(kv.increment("w", i64::MAX, None), i64::MAX, "saturates");
+        kv.set("t", b"not a number".to_vec(), None);
+        assert_eq!(kv.increment("t", 7, None), 7);
+        assert_eq!(kv.get("t").as_deref(), Some(&b"7"[..]));
     }
 }

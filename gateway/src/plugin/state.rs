@@ -268,7 +268,11 @@ fn ttl(ms: Option<u64>) -> Option<Duration> {
 
 impl HostState {
     fn key(&self, key: &str) -> String {
-        format!("{}{key}", self.ctx.kv_prefix)
+        let prefix = &self.ctx.kv_prefix;
+        let mut namespaced = String::with_capacity(prefix.len() + key.len());
+        namespaced.push_str(prefix);
+        namespaced.push_str(key);
+        namespaced
     }
 }
 
