@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# bench/pairs.sh - DESIGN.md's plugin chain against no plugins, in alternating pairs.
+#
+#   cargo build --release && cargo xtask plugins
+#   bench/pairs.sh                      # PAIRS=8 DURATION=4 ISOLATION=worker
+#
+# The chain is jwt-auth (ES256, the public example key and token of examples/jwt/, a
+# token seen before), rate-limit (per user, never refusing) and headers (one request
+# header). Weir runs alone on cpu1 with one worker; a trivial nginx upstream and
+# `wrk -t1 -c64` share cpu0. Each pair is one run without plugins and one with the
+# chain, back to back. Per run it prints req/s and Weir's user and system CPU per
+# request (from /proc/PID/stat); at the end, the throughput ratio of the pairs whose two
+# runs cost the same system time per request (within 8 %): this VM flips between two
+# kernel-cost states for minutes at a time, and a pair that straddles them compares
+# nothing (see bench/README.md).
+#
+# Environment: WEIR_BIN (<repo>/target/release/weir), PLUGINS_DIR
+#   (<repo>/target/weir-plugins), PAIRS (8), DURATION (seconds per run, 4), CONNS (64),
+#   ISOLATION (worker | request).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WEIR_BIN=${WEIR_BIN:-$ROOT/target/release/weir}
+PLUGINS_DIR=${PLUGINS_DIR:-$ROOT/target/weir-plugins}
+PAIRS=${PAIRS:-8}
+DURATION=${DURATION:-4}
+CONNS=${CONNS:-64}
+ISOLATION=${ISOLATION:-worker}
+UP=127.0.0.1:18080
+GW=127.0.0.1:18090
+
+die() { echo "pairs.sh: $*" >&2; exit 1; }
+[[ -x $WEIR_BIN ]] || die "WEIR_BIN=$WEIR_BIN is not executable (cargo build --release)"
+for p in jwt-auth rate-limit headers; do
+  [[ -f $PLUGINS_DIR/$p.wasm ]] || die "no $PLUGINS_DIR/$p.wasm (cargo xtask plugins)"
+done
+[[ $PAIRS =~ ^[0-9]+$ && $PAIRS -ge 1 && $PAIRS -le 50 ]] || die "PAIRS must be 1..50"
+[[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 1 && $DURATION -le 60 ]] || die "DURATION must be 1..60"
+[[ $ISOLATION == worker || $ISOLATION == request ]] || die "ISOLATION must be worker or request"
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[[ -x $NGINX ]] || die "nginx not found (bench/run.sh install)"
+command -v wrk >/dev/null || die "wrk not found (bench/run.sh install)"
+command -v curl >/dev/null || die "curl not found (bench/run.sh install)"
+
+# The public example token of examples/jwt/README.md (subject alice, valid until 2100).
+TOKEN=eyJhbGciOiJFUzI1NiIsImtpZCI6ImV4YW1wbGUtZXMyNTYiLCJ0eXAiOiJKV1QifQ.eyJhdWQiOiJkZW1vIiwiZW1haWwiOiJhbGljZUBleGFtcGxlLmNvbSIsImV4cCI6NDEwMjQ0NDgwMCwiaXNzIjoiaHR0cHM6Ly9pZHAuZXhhbXBsZSIsInN1YiI6ImFsaWNlIn0.lvom2MXUUs3lY44iOKIFpcMSJv8W5hFSvAAJn-V_v_NpAS64ZJahcF5ME8zu5tkn4w4uTQyva6ZRoSaa3PqyVQ
+AUTH="authorization: Bearer $TOKEN"
+
+OUT=$(mktemp -d "${TMPDIR:-/tmp}/weir-pairs.XXXXXX")
+GROUPS_STARTED=()
+cleanup() {
+  local pg
+  # The gateway of an interrupted run (started in a subshell, so only its file knows it).
+  [[ -f $OUT/weir.pid ]] && GROUPS_STARTED+=("$(cat "$OUT/weir.pid")")
+  for pg in "${GROUPS_STARTED[@]}"; do kill -TERM -- "-$pg" 2>/dev/null || true; done
+  sleep 0.2
+  for pg in "${GROUPS_STARTED[@]}"; do kill -KILL -- "-$pg" 2>/dev/null || true; done
+  rm -rf "$OUT"
+}
+trap cleanup EXIT
+
+mkdir -p "$OUT/tmp"
+cat >"$OUT/upstream.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $OUT/upstream.pid;
+error_log $OUT/upstream.err warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $OUT/tmp;
+  keepalive_requests 10000000;
+  server { listen $UP backlog=4096; location / { return 200 "ok"; } }
+}
+EOF
+
+base() {
+  cat <<EOF
+[server]
+listen = "$GW"
+workers = 1
+access_log = false
+
+[[upstream]]
+name = "up"
+endpoints = ["$UP"]
+
+[[route]]
+name = "all"
+match = { path_prefix = "/" }
+upstream = "up"
+EOF
+}
+base >"$OUT/none.toml"
+{
+  base
+  cat <<EOF
+[[route.plugins]]
+name = "jwt-auth"
+config = { algorithms = ["ES256"], issuer = "https://idp.example", audience = "demo", claims_to_headers = { sub = "x-user-id" }, jwks = { keys = [{ kty = "EC", crv = "P-256", kid = "example-es256", use = "sig", x = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", y = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0" }] } }
+[[route.plugins]]
+name = "rate-limit"
+config = { requests = 1000000000, window = "1h", key = "header:x-user-id" }
+[[route.plugins]]
+name = "headers"
+config = { request = { set = { x-forwarded-prefix = "/api" } } }
+
+[plugins]
+dir = "$PLUGINS_DIR"
+cache_dir = "$OUT/cache"
+isolation = "$ISOLATION"
+EOF
+} >"$OUT/chain.toml"
+
+setsid taskset -c 0 "$NGINX" -c "$OUT/upstream.conf" >/dev/null 2>&1 &
+GROUPS_STARTED+=($!)
+for _ in $(seq 50); do curl -fs "http://$UP/" >/dev/null && break; sleep 0.1; done
+
+TICK_NS=$((1000000000 / $(getconf CLK_TCK)))
+cpu_ticks() { awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[12], f[13] }' "/proc/$1/stat"; }
+
+# run CONFIG -> "rps user_ns sys_ns" (per request)
+run() {
+  local config=$1 pid u0 s0 u1 s1 requests rps
+  setsid taskset -c 1 "$WEIR_BIN" run --config "$config" >"$OUT/weir.log" 2>&1 &
+  pid=$!
+  echo "$pid" >"$OUT/weir.pid"
+  for _ in $(seq 300); do
+    curl -fs -H "$AUTH" "http://$GW/" >/dev/null && break
+    sleep 0.1
+  done
+  taskset -c 0 wrk -t1 -c"$CONNS" -d1s -H "$AUTH" "http://$GW/" >/dev/null
+  read -r u0 s0 < <(cpu_ticks "$pid")
+  taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "$AUTH" "http://$GW/" >"$OUT/wrk.txt"
+  read -r u1 s1 < <(cpu_ticks "$pid")
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -f "$OUT/weir.pid"
+  requests=$(awk '/requests in/ { print $1 }' "$OUT/wrk.txt")
+  rps=$(awk '/Requests\/sec/ { print $2 }' "$OUT/wrk.txt")
+  [[ -n $requests && $requests -gt 0 ]] || { cat "$OUT/weir.log" >&2; return 1; }
+  echo "$rps $(((u1 - u0) * TICK_NS / requests)) $(((s1 - s0) * TICK_NS / requests))"
+}
+
+printf 'pair\tconfig\treq/s\tuser_ns/req\tsys_ns/req\n'
+: >"$OUT/pairs.txt"
+for i in $(seq "$PAIRS"); do
+  read -r ra ua sa < <(run "$OUT/none.toml") || true
+  [[ -n ${ra:-} ]] || die "the run without plugins completed no requests"
+  printf '%s\tnone\t%s\t%s\t%s\n' "$i" "$ra" "$ua" "$sa"
+  read -r rb ub sb < <(run "$OUT/chain.toml") || true
+  [[ -n ${rb:-} ]] || die "the run with the chain completed no requests"
+  printf '%s\tchain\t%s\t%s\t%s\n' "$i" "$rb" "$ub" "$sb"
+  echo "$ra $ua $sa $rb $ub $sb" >>"$OUT/pairs.txt"
+done
+
+awk '
+  function median(a, n,   i, j, t) {
+    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  { ua[NR] = $2; ub[NR] = $5
+    d = $6 - $3; if (d < 0) d = -d
+    if (d <= 0.08 * $3) { same++; r[same] = $4 / $1; list = list sprintf(" %.3f", $4 / $1) } }
+  END {
+    printf "user CPU per request, medians: none %.0f ns, chain %.0f ns\n", median(ua, NR), median(ub, NR)
+    if (same) printf "same-state pairs: %d of %d, ratios%s; median chain/none throughput %.3f\n", same, NR, list, median(r, same)
+    else print "no pair had both runs in the same kernel-cost state: run more PAIRS"
+  }' "$OUT/pairs.txt"
