@@ -14,9 +14,13 @@
 # kernel-cost states for minutes at a time, and a pair that straddles them compares
 # nothing (see bench/README.md).
 #
+# CHAIN=request-id measures one header-only plugin instead (request-id: an id generated
+# per request, set on the request and queued for the response): DESIGN.md's "one
+# header-only plugin" rows.
+#
 # Environment: WEIR_BIN (<repo>/target/release/weir), PLUGINS_DIR
 #   (<repo>/target/weir-plugins), PAIRS (8), DURATION (seconds per run, 4), CONNS (64),
-#   ISOLATION (worker | request).
+#   ISOLATION (worker | request), CHAIN (design | request-id).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,17 +30,19 @@ PAIRS=${PAIRS:-8}
 DURATION=${DURATION:-4}
 CONNS=${CONNS:-64}
 ISOLATION=${ISOLATION:-worker}
+CHAIN=${CHAIN:-design}
 UP=127.0.0.1:18080
 GW=127.0.0.1:18090
 
 die() { echo "pairs.sh: $*" >&2; exit 1; }
 [[ -x $WEIR_BIN ]] || die "WEIR_BIN=$WEIR_BIN is not executable (cargo build --release)"
-for p in jwt-auth rate-limit headers; do
+for p in jwt-auth rate-limit headers request-id; do
   [[ -f $PLUGINS_DIR/$p.wasm ]] || die "no $PLUGINS_DIR/$p.wasm (cargo xtask plugins)"
 done
 [[ $PAIRS =~ ^[0-9]+$ && $PAIRS -ge 1 && $PAIRS -le 50 ]] || die "PAIRS must be 1..50"
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 1 && $DURATION -le 60 ]] || die "DURATION must be 1..60"
 [[ $ISOLATION == worker || $ISOLATION == request ]] || die "ISOLATION must be worker or request"
+[[ $CHAIN == design || $CHAIN == request-id ]] || die "CHAIN must be design or request-id"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [[ -x $NGINX ]] || die "nginx not found (bench/run.sh install)"
 command -v wrk >/dev/null || die "wrk not found (bench/run.sh install)"
@@ -92,8 +98,7 @@ upstream = "up"
 EOF
 }
 base >"$OUT/none.toml"
-{
-  base
+chain_design() {
   cat <<EOF
 [[route.plugins]]
 name = "jwt-auth"
@@ -104,6 +109,18 @@ config = { requests = 1000000000, window = "1h", key = "header:x-user-id" }
 [[route.plugins]]
 name = "headers"
 config = { request = { set = { x-forwarded-prefix = "/api" } } }
+EOF
+}
+chain_request_id() {
+  cat <<EOF
+[[route.plugins]]
+name = "request-id"
+EOF
+}
+{
+  base
+  if [[ $CHAIN == design ]]; then chain_design; else chain_request_id; fi
+  cat <<EOF
 
 [plugins]
 dir = "$PLUGINS_DIR"
