@@ -387,11 +387,7 @@ async fn answer_error(
         return Err(error);
     };
     let (status, reason) = error.status_and_reason();
-    let reply = LocalReply {
-        status,
-        headers: json_headers(),
-        body: bytes::Bytes::from(crate::error::local_body(reason)),
-    };
+    let reply = json_reply(status, reason);
     Ok(answer_locally(pass, reply, Some(error), &snapshot.via.http11).await)
 }
 
@@ -581,16 +577,16 @@ async fn buffer_body(
 
 /// A local reply for a request whose body could not be read: `{"error": "<reason>"}`.
 fn status_reply(status: StatusCode) -> LocalReply {
+    let reason = status.canonical_reason().unwrap_or("bad request");
+    json_reply(status, &reason.to_ascii_lowercase())
+}
+
+/// The gateway's own JSON reply (`{"error": "<reason>"}`), for the response phases.
+fn json_reply(status: StatusCode, reason: &str) -> LocalReply {
     LocalReply {
         status,
         headers: json_headers(),
-        body: bytes::Bytes::from(format!(
-            "{{\"error\":\"{}\"}}\n",
-            status
-                .canonical_reason()
-                .unwrap_or("bad request")
-                .to_ascii_lowercase()
-        )),
+        body: bytes::Bytes::from(crate::error::local_body(reason)),
     }
 }
 

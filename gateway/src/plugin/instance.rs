@@ -13,7 +13,7 @@ use super::bindings::types;
 use super::exports::{
     Exports, LogFn, RequestBodyFn, RequestHeadersFn, ResponseBodyFn, ResponseHeadersFn,
 };
-use super::message::{RequestView, ResponseView, request_handle, response_handle};
+use super::message::{DeclaredEdits, RequestView, ResponseView, request_handle, response_handle};
 use super::state::{HostState, MemoryLimit, PluginContext};
 use super::{FailureKind, Image};
 
@@ -77,7 +77,7 @@ impl Instance {
             waited: Duration::ZERO,
             request: None,
             response: None,
-            in_init: false,
+            declared: None,
         };
         let mut store = Store::new(image.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -222,16 +222,17 @@ impl Instance {
         result.map_err(|e| self.failure(name, &e))
     }
 
-    /// Calls `init`: the plugin checks its configuration.
-    pub async fn init(&mut self) -> Result<Result<(), String>, PluginFailure> {
+    /// Calls `init`: the plugin checks its configuration. `Ok` carries the header edits
+    /// it declared (`host.declare-edits`), if any.
+    pub(crate) async fn init(
+        &mut self,
+    ) -> Result<Result<Option<Arc<DeclaredEdits>>, String>, PluginFailure> {
         let func = self.func(self.exports.init);
-        self.store.data_mut().in_init = true;
-        let result = self
+        self.store.data_mut().declared = None;
+        let (result,): (Result<(), String>,) = self
             .call("init", None, func, (), &mut None, &mut None)
-            .await
-            .map(|(r,)| r);
-        self.store.data_mut().in_init = false;
-        result
+            .await?;
+        Ok(result.map(|()| self.store.data_mut().declared.take()))
     }
 
     /// Calls `phases`.

@@ -162,7 +162,7 @@ enum Edit {
 
 /// A checked header edit.
 #[derive(Debug, Clone)]
-pub(crate) enum HeaderEdit {
+enum HeaderEdit {
     Set(HeaderName, HeaderValue),
     SetIfAbsent(HeaderName, HeaderValue),
     Append(HeaderName, HeaderValue),

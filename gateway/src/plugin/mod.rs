@@ -245,7 +245,7 @@ pub(crate) struct Image {
     /// are instantiated and called synchronously, saving a stack switch per call.
     on_fiber: bool,
     /// The edits the snapshot's `init` declared (`host.declare-edits`).
-    pub(crate) declared: Option<Arc<message::DeclaredEdits>>,
+    declared: Option<Arc<message::DeclaredEdits>>,
 }
 
 impl std::fmt::Debug for Image {
@@ -636,7 +636,6 @@ impl PluginHost {
             logs_dropped: AtomicU64::new(0),
             series: plugin.stats.series.clone(),
             tick: self.tick.clone(),
-            declared: std::sync::Mutex::new(None),
         })
     }
 
@@ -702,17 +701,11 @@ impl PluginHost {
             .await
             .map_err(|e| refused(e.to_string()))?;
         if !preinitialised {
-            instance
+            entry.declared = instance
                 .init()
                 .await
                 .map_err(|e| refused(e.to_string()))?
                 .map_err(refused)?;
-            entry.declared = entry
-                .ctx
-                .declared
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
         }
         let phases = instance
             .phases()

@@ -48,17 +48,16 @@ pub(crate) async fn preinit(
         Ok(image) => image,
         Err(e) => return Preinit::Unavailable(e.to_string()),
     };
-    let declared = ctx.clone();
     let mut instance =
         match Instance::new(&image, ctx, settings.memory_limit, settings.timeout).await {
             Ok(instance) => instance,
             Err(e) => return Preinit::Unavailable(e.to_string()),
         };
-    match instance.init().await {
-        Ok(Ok(())) => {}
+    let declared = match instance.init().await {
+        Ok(Ok(declared)) => declared,
         Ok(Err(reason)) => return Preinit::Refused(reason),
         Err(failure) => return Preinit::Refused(failure.to_string()),
-    }
+    };
     if instance.used_wasi() {
         return Preinit::Unavailable(
             "`init` used WASI (stdout, stderr, clocks or the environment), whose handles a snapshot cannot keep"
@@ -80,14 +79,7 @@ pub(crate) async fn preinit(
         Err(e) => return Preinit::Unavailable(format!("cannot snapshot: {e:#}")),
     };
     match host.image(&plugin.name, &bytes, true) {
-        Ok(mut image) => {
-            image.declared = declared
-                .declared
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
-            Preinit::Ready(image)
-        }
+        Ok(image) => Preinit::Ready(Image { declared, ..image }),
         Err(e) => Preinit::Unavailable(e.to_string()),
     }
 }

@@ -100,8 +100,6 @@ pub(crate) struct PluginContext {
     pub(crate) series: PluginSeries,
     /// The engine's epoch tick, for turning the CPU deadline into ticks.
     pub(crate) tick: super::engine::Tick,
-    /// What the route's `init` declared with `host.declare-edits`.
-    pub(crate) declared: Mutex<Option<Arc<super::message::DeclaredEdits>>>,
 }
 
 impl PluginContext {
@@ -148,8 +146,9 @@ pub(crate) struct HostState {
     /// The messages lent for the current phase call.
     pub(crate) request: Option<super::message::RequestView>,
     pub(crate) response: Option<super::message::ResponseView>,
-    /// Whether the current call is `init` (the only time `declare-edits` counts).
-    pub(crate) in_init: bool,
+    /// What the guest declared with `host.declare-edits`. Only the gateway's call of
+    /// `init` reads it (right after); a declaration at any other time changes nothing.
+    pub(crate) declared: Option<Arc<super::message::DeclaredEdits>>,
 }
 
 impl WasiView for HostState {
@@ -246,19 +245,8 @@ impl host::Host for HostState {
         request: Vec<types::HeaderEdit>,
         response: Vec<types::HeaderEdit>,
     ) -> wasmtime::Result<Result<(), types::EditError>> {
-        if !self.in_init {
-            return Ok(Ok(()));
-        }
-        let declared = match super::message::DeclaredEdits::parse(request, response) {
-            Ok(declared) => declared,
-            Err(error) => return Ok(Err(error)),
-        };
-        *self
-            .ctx
-            .declared
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(declared));
-        Ok(Ok(()))
+        Ok(super::message::DeclaredEdits::parse(request, response)
+            .map(|declared| self.declared = Some(Arc::new(declared))))
     }
 }
 

@@ -210,8 +210,6 @@ impl Plugin for HeadersPlugin {
         Ok(plugin)
     }
 
-    /// Only the sides this route's config edits: a request-only config costs no
-    /// response call, and the reverse.
     /// Only path transforms need a call: the header edits are declared
     /// ([`Plugin::static_edits`]) and the gateway makes them itself.
     fn phases(&self) -> &[Phase] {
