@@ -80,24 +80,8 @@ http {
 }
 EOF
 
-base() {
-  cat <<EOF
-[server]
-listen = "$GW"
-workers = 1
-access_log = false
-
-[[upstream]]
-name = "up"
-endpoints = ["$UP"]
-
-[[route]]
-name = "all"
-match = { path_prefix = "/" }
-upstream = "up"
-EOF
-}
-base >"$OUT/none.toml"
+# The route's plugins (the chain run's WEIR_CONFIG_EXTRA for bench/peers-gateway.sh,
+# which writes the same bench config as bench/run.sh and execs the gateway).
 chain_design() {
   cat <<EOF
 [[route.plugins]]
@@ -117,8 +101,7 @@ chain_request_id() {
 name = "request-id"
 EOF
 }
-{
-  base
+CHAIN_EXTRA=$(
   if [[ $CHAIN == design ]]; then chain_design; else chain_request_id; fi
   cat <<EOF
 
@@ -127,7 +110,7 @@ dir = "$PLUGINS_DIR"
 cache_dir = "$OUT/cache"
 isolation = "$ISOLATION"
 EOF
-} >"$OUT/chain.toml"
+)
 
 setsid taskset -c 0 "$NGINX" -c "$OUT/upstream.conf" >/dev/null 2>&1 &
 GROUPS_STARTED+=($!)
@@ -136,10 +119,12 @@ for _ in $(seq 50); do curl -fs "http://$UP/" >/dev/null && break; sleep 0.1; do
 TICK_NS=$((1000000000 / $(getconf CLK_TCK)))
 cpu_ticks() { awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[12], f[13] }' "/proc/$1/stat"; }
 
-# run CONFIG -> "rps user_ns sys_ns" (per request)
+# run EXTRA -> "rps user_ns sys_ns" (per request), the gateway's route with EXTRA
 run() {
-  local config=$1 pid u0 s0 u1 s1 requests rps
-  setsid taskset -c 1 "$WEIR_BIN" run --config "$config" >"$OUT/weir.log" 2>&1 &
+  local extra=$1 pid u0 s0 u1 s1 requests rps
+  # peers-gateway.sh execs the gateway, so $! is the gateway; its config file goes in $OUT.
+  TMPDIR=$OUT WEIR_BIN=$WEIR_BIN GATEWAY_PORT=${GW##*:} UPSTREAM_ADDR=$UP WORKERS=1 \
+    WEIR_CONFIG_EXTRA=$extra setsid taskset -c 1 "$ROOT/bench/peers-gateway.sh" >"$OUT/weir.log" 2>&1 &
   pid=$!
   echo "$pid" >"$OUT/weir.pid"
   for _ in $(seq 300); do
@@ -162,10 +147,10 @@ run() {
 printf 'pair\tconfig\treq/s\tuser_ns/req\tsys_ns/req\n'
 : >"$OUT/pairs.txt"
 for i in $(seq "$PAIRS"); do
-  read -r ra ua sa < <(run "$OUT/none.toml") || true
+  read -r ra ua sa < <(run "") || true
   [[ -n ${ra:-} ]] || die "the run without plugins completed no requests"
   printf '%s\tnone\t%s\t%s\t%s\n' "$i" "$ra" "$ua" "$sa"
-  read -r rb ub sb < <(run "$OUT/chain.toml") || true
+  read -r rb ub sb < <(run "$CHAIN_EXTRA") || true
   [[ -n ${rb:-} ]] || die "the run with the chain completed no requests"
   printf '%s\tchain\t%s\t%s\t%s\n' "$i" "$rb" "$ub" "$sb"
   echo "$ra $ua $sa $rb $ub $sb" >>"$OUT/pairs.txt"
