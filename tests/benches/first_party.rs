@@ -157,6 +157,20 @@ fn bench(c: &mut Criterion) {
     }
 
     let plain = request_headers(&[]);
+    // The one-plugin case of DESIGN's per-request target: a header-only plugin that
+    // must be called (it makes an id per request).
+    measure(
+        c,
+        &host,
+        &rt,
+        "request-id",
+        &[Use {
+            wasm: env!("GUEST_REQUEST_ID"),
+            name: "request-id",
+            config: "{}".to_owned(),
+        }],
+        &plain,
+    );
     measure(
         c,
         &host,

@@ -140,5 +140,52 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// The smallest component wasmtime can run: one core module, no memory, no imports.
+const EMPTY_COMPONENT: &str = r#"(component
+  (core module $m (func (export "f")))
+  (core instance $i (instantiate $m))
+  (func (export "f") (canon lift (core func $i "f"))))"#;
+
+/// A component shaped like a Rust guest's memory: 17 pages (a 1 MiB stack, then data
+/// and heap), a data segment, and a call that writes a stack page and a heap page.
+const MEMORY_COMPONENT: &str = r#"(component
+  (core module $m
+    (memory (export "memory") 17)
+    (data (i32.const 1048576) "static data of a guest")
+    (func (export "f")
+      (i32.store (i32.const 1048000) (i32.const 7))
+      (i32.store (i32.const 1100000) (i32.const 9))))
+  (core instance $i (instantiate $m))
+  (func (export "f") (canon lift (core func $i "f"))))"#;
+
+/// wasmtime's own cost for a fresh instance on the gateway's engine (same pooling
+/// allocator settings), with no WASI, no host imports and none of our code: the floor
+/// under `isolation = "request"`.
+fn floor(c: &mut Criterion) {
+    let host = PluginHost::new(None).unwrap();
+    let engine = host.engine();
+    let linker = wasmtime::component::Linker::<()>::new(engine);
+    for (label, text) in [
+        ("empty component", EMPTY_COMPONENT),
+        ("17-page memory", MEMORY_COMPONENT),
+    ] {
+        let bytes = wat::parse_str(text).unwrap();
+        let component = wasmtime::component::Component::new(engine, &bytes).unwrap();
+        let pre = linker.instantiate_pre(&component).unwrap();
+        let export = component.get_export_index(None, "f").unwrap();
+        c.bench_function(&format!("floor: {label}, instantiate + call + drop"), |b| {
+            b.iter(|| {
+                let mut store = wasmtime::Store::new(engine, ());
+                store.set_epoch_deadline(u64::MAX / 2);
+                let instance = pre.instantiate(&mut store).unwrap();
+                let f = instance
+                    .get_typed_func::<(), ()>(&mut store, &export)
+                    .unwrap();
+                f.call(&mut store, ()).unwrap();
+            });
+        });
+    }
+}
+
+criterion_group!(benches, bench, floor);
 criterion_main!(benches);

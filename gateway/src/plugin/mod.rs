@@ -467,6 +467,13 @@ impl PluginHost {
         })
     }
 
+    /// The wasmtime engine every plugin runs on, so that a benchmark can measure
+    /// wasmtime's own cost for a component beside a plugin's.
+    #[doc(hidden)]
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// Runs every plugin on a fiber, as plugins that import `http-call` are, so that a
     /// benchmark can compare the two ways of calling a plugin.
     #[doc(hidden)]
