@@ -4,10 +4,13 @@
 //! plugins cannot be built (no rustup, offline), the gateway still builds: the embedded
 //! plugins are empty and the quickstart runs without its `/private` route, saying why.
 
+#[path = "../xtask/src/guest_build.rs"]
+mod guest_build;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const TARGET: &str = "wasm32-wasip2";
+use guest_build::TARGET;
 /// (crate's output file, the plugin's name).
 const EMBEDDED: &[(&str, &str)] = &[("request_id", "request-id"), ("api_key", "api-key")];
 
@@ -33,6 +36,8 @@ fn main() {
             println!("cargo:rerun-if-changed={}", entry.path().display());
         }
     }
+    // Rebuild with the component linker once `cargo xtask setup` installs it.
+    guest_build::watch_tools(root);
     println!("cargo:rerun-if-env-changed=WEIR_SKIP_QUICKSTART_PLUGINS");
     let built = if std::env::var_os("WEIR_SKIP_QUICKSTART_PLUGINS").is_some() {
         Err("WEIR_SKIP_QUICKSTART_PLUGINS is set".to_owned())
@@ -58,15 +63,8 @@ fn main() {
 /// holding the `.wasm` files.
 fn build_plugins(root: &Path) -> Result<PathBuf, String> {
     ensure_target()?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let target_dir = root.join("target").join("plugins");
-    let status = Command::new(cargo)
-        .current_dir(root.join("plugins"))
-        .args(["build", "--release", "--target", TARGET, "--target-dir"])
-        .arg(&target_dir)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_RUSTFLAGS")
+    let status = guest_build::cargo_build(root, &root.join("plugins"), &target_dir)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {

@@ -4,8 +4,10 @@
 //! environment variables at compile time. Cargo's own freshness checks
 //! keep rebuilds to what changed.
 
+#[path = "../xtask/src/guest_build.rs"]
+mod guest_build;
+
 use std::path::PathBuf;
-use std::process::Command;
 
 const GUESTS: &[&str] = &[
     "probe",
@@ -61,24 +63,12 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    // Rebuild with the component linker once `cargo xtask setup` installs it.
+    guest_build::watch_tools(&root);
     for (dir, target, outputs) in WORKSPACES {
         // A separate target directory: the outer cargo holds the lock on the main one.
         let target_dir = root.join("target").join(target);
-        let status = Command::new(&cargo)
-            .current_dir(root.join(dir))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--target-dir",
-            ])
-            .arg(&target_dir)
-            // Do not inherit the outer build's flags (they are for the host target).
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env_remove("CARGO_BUILD_RUSTFLAGS")
+        let status = guest_build::cargo_build(&root, &root.join(dir), &target_dir)
             .status()
             .expect("cannot run cargo to build the test guests");
         assert!(

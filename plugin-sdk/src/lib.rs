@@ -70,6 +70,21 @@
 //! gateway sees in it. `examples/hello-plugin/` in the Weir repository is a complete
 //! out-of-tree plugin.
 //!
+//! Routes that run the plugin with `isolation = "request"` (a fresh instance per request)
+//! pay less per request when it is linked with `wasm-component-ld` 0.5.31 or newer and
+//! an imported memory: the component then calls most host functions directly instead of
+//! through a shim module (~0.75 µs less per fresh instance). Rust 1.95 ships an older
+//! linker, so install that one and point cargo at it:
+//!
+//! ```sh
+//! cargo install wasm-component-ld --locked --version 0.5.31
+//! CARGO_TARGET_WASM32_WASIP2_LINKER=$HOME/.cargo/bin/wasm-component-ld \
+//!   CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS="-C link-arg=--import-memory" \
+//!   cargo build --release --target wasm32-wasip2
+//! ```
+//!
+//! The plugin behaves the same either way; Weir's own plugins are built so.
+//!
 //! # Configuration
 //!
 //! A route names the plugin and gives it a TOML table:

@@ -1,18 +1,27 @@
 //! Project automation, run as `cargo xtask <command>`.
 //!
 //! - `cargo xtask test [ARGS...]`: makes sure the machine has what the suite needs (the
-//!   `wasm32-wasip2` Rust target), then runs `cargo test --workspace [ARGS...]` and the
+//!   `wasm32-wasip2` Rust target, the guests' component linker), then runs `cargo test --workspace [ARGS...]` and the
 //!   native unit tests of the first-party plugins (`plugins/`, a workspace of its own). This is
 //!   the README's test command and what `.ci/run` runs.
-//! - `cargo xtask setup`: only the preparation step.
+//! - `cargo xtask setup`: only the preparation step: the wasm target, and the component
+//!   linker the guests are built with (below).
 //! - `cargo xtask plugins [DIR]`: builds the first-party plugins for `wasm32-wasip2` and
 //!   installs them in DIR (default `target/weir-plugins`) under their plugin names
 //!   (`api-key.wasm`), ready for a config's `[plugins] dir`.
+//!
+//! `setup` also installs `wasm-component-ld` [`LINKER_VERSION`] under `target/tools`,
+//! which every guest build then links with (see `guest_build.rs`).
+
+mod guest_build;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-const WASM_TARGET: &str = "wasm32-wasip2";
+use guest_build::{TARGET as WASM_TARGET, cargo_build, linker_path};
+
+/// The component linker version `setup` installs for the guest builds.
+const LINKER_VERSION: &str = "0.5.31";
 /// The repository root.
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -39,18 +48,44 @@ fn main() -> ExitCode {
 }
 
 /// Installs the wasm target when rustup lacks it (machines set `RUSTUP_AUTO_INSTALL=0`, so
-/// `rust-toolchain.toml` alone does not install it).
+/// `rust-toolchain.toml` alone does not install it), and the guests' component linker.
 fn setup() -> Result<(), String> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
         .map_err(|e| format!("cannot run rustup: {e}"))?;
     let list = String::from_utf8_lossy(&installed.stdout);
-    if list.lines().any(|line| line.trim() == WASM_TARGET) {
-        return Ok(());
+    if !list.lines().any(|line| line.trim() == WASM_TARGET) {
+        eprintln!("xtask: installing the {WASM_TARGET} target");
+        run(Command::new("rustup").args(["target", "add", WASM_TARGET]))?;
     }
-    eprintln!("xtask: installing the {WASM_TARGET} target");
-    run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+    install_linker();
+    Ok(())
+}
+
+/// Installs `wasm-component-ld` [`LINKER_VERSION`] under `target/tools` unless it is
+/// there. A failure (no registry, say) is reported and the guests build without it.
+fn install_linker() {
+    let root = Path::new(ROOT);
+    let tools = guest_build::tools_dir(root);
+    let linker = linker_path(root);
+    let wanted = format!("wasm-component-ld {LINKER_VERSION}");
+    let current = Command::new(&linker).arg("--version").output();
+    if current.is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == wanted) {
+        return;
+    }
+    eprintln!("xtask: installing {wanted} (the guests' component linker)");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let installed = run(Command::new(&cargo)
+        .args(["install", "wasm-component-ld", "--locked", "--version"])
+        .arg(format!("={LINKER_VERSION}"))
+        .arg("--root")
+        .arg(&tools));
+    if let Err(e) = installed {
+        eprintln!(
+            "xtask: {e}; plugins will be linked by the toolchain's linker (fresh instances cost more)"
+        );
+    }
 }
 
 fn test(extra: Vec<String>) -> Result<(), String> {
@@ -76,18 +111,8 @@ fn plugins(dir: Option<String>) -> Result<(), String> {
         .canonicalize()
         .map_err(|e| format!("cannot find the repository root: {e}"))?;
     let root = root.as_path();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let target_dir = root.join("target").join("plugins");
-    run(Command::new(&cargo)
-        .current_dir(root.join("plugins"))
-        .args([
-            "build",
-            "--release",
-            "--target",
-            WASM_TARGET,
-            "--target-dir",
-        ])
-        .arg(&target_dir))?;
+    run(&mut cargo_build(root, &root.join("plugins"), &target_dir))?;
     let built = target_dir.join(WASM_TARGET).join("release");
     let dest = dir.map_or_else(|| root.join("target").join("weir-plugins"), PathBuf::from);
     std::fs::create_dir_all(&dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
