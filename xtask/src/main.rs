@@ -1,9 +1,10 @@
 //! Project automation, run as `cargo xtask <command>`.
 //!
 //! - `cargo xtask test [ARGS...]`: makes sure the machine has what the suite needs (the
-//!   `wasm32-wasip2` Rust target, the guests' component linker), then runs `cargo test --workspace [ARGS...]` and the
-//!   native unit tests of the first-party plugins (`plugins/`, a workspace of its own). This is
-//!   the README's test command and what `.ci/run` runs.
+//!   `wasm32-wasip2` Rust target, the guests' component linker), then runs
+//!   `cargo test --workspace [ARGS...]` and the native unit tests of the first-party plugins
+//!   (`plugins/`, a workspace of its own). This is the README's test command and what
+//!   `.ci/run` runs.
 //! - `cargo xtask setup`: only the preparation step: the wasm target, and the component
 //!   linker the guests are built with (below).
 //! - `cargo xtask plugins [DIR]`: builds the first-party plugins for `wasm32-wasip2` and
