@@ -83,7 +83,8 @@
 //!   cargo build --release --target wasm32-wasip2
 //! ```
 //!
-//! The plugin behaves the same either way; Weir's own plugins are built so.
+//! The plugin behaves the same either way; Weir's own plugins are built so. `weir plugin
+//! inspect` tells which way a `.wasm` was linked (its `linking` line).
 //!
 //! # Configuration
 //!

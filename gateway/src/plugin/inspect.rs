@@ -24,6 +24,69 @@ pub struct Inspection {
     pub imports: Vec<String>,
     /// The component's exports.
     pub exports: Vec<String>,
+    /// How its core modules were linked, which sets what a fresh instance costs.
+    pub linking: Linking,
+}
+
+/// How a component's core modules were linked. A module that exports its memory can only
+/// reach host functions that take or return memory through a shim table filled after it
+/// is instantiated (the toolchain's `wasm-component-ld` 0.5.21 does this for every such
+/// import); one that imports its memory calls them directly and needs the shim only for
+/// its allocator. Each shimmed import costs every fresh instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Linking {
+    /// Whether a core module imports its linear memory.
+    pub memory_imported: bool,
+    /// Imports called through a shim table.
+    pub shimmed: u64,
+}
+
+impl Linking {
+    /// Reads the core modules of a component's bytes (unparsable bytes read as nothing:
+    /// compiling them reports the error).
+    pub fn of(bytes: &[u8]) -> Linking {
+        use wasmparser::{ExternalKind, Payload, TypeRef};
+        let mut linking = Linking::default();
+        // Per module: tables it imports (they come first in its table index space) and
+        // the sizes of those it defines.
+        let mut imported_tables = 0u32;
+        let mut defined_tables: Vec<u64> = Vec::new();
+        for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+            match payload {
+                Ok(Payload::Version { .. }) => {
+                    imported_tables = 0;
+                    defined_tables.clear();
+                }
+                Ok(Payload::ImportSection(imports)) => {
+                    for import in imports.into_imports().flatten() {
+                        match import.ty {
+                            TypeRef::Memory(_) => linking.memory_imported = true,
+                            TypeRef::Table(_) => imported_tables += 1,
+                            _ => {}
+                        }
+                    }
+                }
+                Ok(Payload::TableSection(tables)) => {
+                    defined_tables.extend(tables.into_iter().flatten().map(|t| t.ty.initial));
+                }
+                Ok(Payload::ExportSection(exports)) => {
+                    // wit-component's shim module exports its table as `$imports`.
+                    for export in exports.into_iter().flatten() {
+                        if export.name == "$imports" && export.kind == ExternalKind::Table {
+                            let defined = export.index.checked_sub(imported_tables);
+                            linking.shimmed += defined
+                                .and_then(|i| defined_tables.get(i as usize))
+                                .copied()
+                                .unwrap_or(0);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        linking
+    }
 }
 
 impl PluginHost {
@@ -54,6 +117,7 @@ impl PluginHost {
             Err(e) => (Vec::new(), Some(e.to_string())),
         };
         Ok(Inspection {
+            linking: Linking::of(&bytes),
             size: bytes.len() as u64,
             sha256: compiled.sha256,
             wit_version,
@@ -95,6 +159,21 @@ impl Inspection {
                 self.phases.join(", ")
             }
         );
+        let _ = writeln!(
+            out,
+            "  linking     memory {}, {} import(s) through a shim{}",
+            if self.linking.memory_imported {
+                "imported"
+            } else {
+                "exported"
+            },
+            self.linking.shimmed,
+            if self.linking.memory_imported || self.linking.shimmed <= 1 {
+                ""
+            } else {
+                " (link with wasm-component-ld 0.5.31 and --import-memory for cheaper fresh instances)"
+            }
+        );
         if let Some(error) = &self.load_error {
             let _ = writeln!(out, "  load error  {error}");
         }
@@ -107,5 +186,53 @@ impl Inspection {
             let _ = writeln!(out, "    {export}");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linking_counts_the_shim_and_sees_an_imported_memory() {
+        // As the toolchain's linker lays a guest out: the module exports its memory and
+        // three imports go through the shim's table.
+        let exported = wat::parse_str(
+            r#"(component
+              (core module $shim (table (export "$imports") 3 3 funcref))
+              (core module $main (memory (export "memory") 1))
+              (core instance (instantiate $shim))
+              (core instance (instantiate $main)))"#,
+        )
+        .unwrap();
+        assert_eq!(
+            Linking::of(&exported),
+            Linking {
+                memory_imported: false,
+                shimmed: 3
+            }
+        );
+        // With an imported memory: the memory's module holds a one-entry shim (the
+        // allocator), and a fixup imports that table (not counted again).
+        let imported = wat::parse_str(
+            r#"(component
+              (core module $mem
+                (memory (export "memory") 1)
+                (table (export "$imports") 1 1 funcref))
+              (core module $main (import "env" "memory" (memory 1)))
+              (core module $fixup (import "" "$imports" (table 1 1 funcref)))
+              (core instance $m (instantiate $mem))
+              (core instance (instantiate $main (with "env" (instance $m))))
+              (core instance (instantiate $fixup (with "" (instance $m)))))"#,
+        )
+        .unwrap();
+        assert_eq!(
+            Linking::of(&imported),
+            Linking {
+                memory_imported: true,
+                shimmed: 1
+            }
+        );
+        assert_eq!(Linking::of(b"not wasm"), Linking::default());
     }
 }

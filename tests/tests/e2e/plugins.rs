@@ -683,6 +683,7 @@ fn plugin_inspect_shows_version_phases_imports_and_hash() {
     );
     assert!(text.contains("weir:plugin/kv@0.1.2"), "{text}");
     assert!(text.contains("weir:plugin/handler@0.1.2"), "{text}");
+    assert!(text.contains("\n  linking     memory "), "{text}");
     let bytes = std::fs::read(guest_wasm!("probe")).unwrap();
     assert!(
         text.contains(&format!("size        {} bytes", bytes.len())),
