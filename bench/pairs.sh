@@ -65,20 +65,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p "$OUT/tmp"
-cat >"$OUT/upstream.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $OUT/upstream.pid;
-error_log $OUT/upstream.err warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path $OUT/tmp;
-  keepalive_requests 10000000;
-  server { listen $UP backlog=4096; location / { return 200 "ok"; } }
-}
-EOF
+mkdir -p "$OUT"
 
 # The route's plugins (the chain run's WEIR_CONFIG_EXTRA for bench/peers-gateway.sh,
 # which writes the same bench config as bench/run.sh and execs the gateway).
@@ -112,7 +99,7 @@ isolation = "$ISOLATION"
 EOF
 )
 
-setsid taskset -c 0 "$NGINX" -c "$OUT/upstream.conf" >/dev/null 2>&1 &
+NGINX=$NGINX setsid taskset -c 0 "$ROOT/bench/upstream.sh" "$OUT" "$UP" >/dev/null 2>&1 &
 GROUPS_STARTED+=($!)
 for _ in $(seq 50); do curl -fs "http://$UP/" >/dev/null && break; sleep 0.1; done
 

@@ -27,6 +27,9 @@ HOST=127.0.0.1 # hard-wired: nothing here ever binds or targets anything but loo
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 
+# The origin's config (upstream_conf) and nginx_temp_paths, shared with bench/pairs.sh.
+. "$HERE/upstream.sh"
+
 log() { echo "[bench] $*" >&2; }
 die() { echo "[bench] ERROR: $*" >&2; exit 1; }
 
@@ -199,36 +202,9 @@ wait_ready() { # name port logs... -> returns when GET $REQ_PATH answers 200 "ok
 }
 
 # ------------------------------------------------------------------ configs
-nginx_temp_paths() { # prefix -> *_temp_path lines for the modules this nginx has
-  local p=$1 v m
-  v=$("$NGINX" -V 2>&1 || true)
-  echo "  client_body_temp_path $p/client_body;"
-  for m in proxy fastcgi uwsgi scgi; do
-    [[ $v == *"--without-http_${m}_module"* ]] || echo "  ${m}_temp_path $p/$m;"
-  done
-}
-
 write_configs() {
   mkdir -p "$OUT/tmp/upstream" "$OUT/tmp/nginx"
-  cat >"$OUT/upstream.conf" <<EOF
-# upstream: trivial origin, 1 worker, pinned to cpu$UP_CPU
-worker_processes 1;
-daemon off;
-pid $OUT/upstream.pid;
-error_log $OUT/upstream.err warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  keepalive_timeout 300s;
-$(nginx_temp_paths "$OUT/tmp/upstream")
-  server {
-    listen $HOST:$UP_PORT backlog=4096;
-    default_type text/plain;
-    location / { return 200 "ok"; }
-  }
-}
-EOF
+  upstream_conf "$OUT" "$HOST:$UP_PORT" >"$OUT/upstream.conf"
   cat >"$OUT/nginx.conf" <<EOF
 # nginx: plain keep-alive reverse proxy, 1 worker, pinned to cpu$PROXY_CPU
 worker_processes 1;
