@@ -47,20 +47,31 @@ pub struct ViaValues {
     pub http2: HeaderValue,
 }
 
-impl Snapshot {
-    /// Builds the runtime state for `config`, with one upstream pool per worker.
-    pub fn build(config: Arc<Config>, workers: usize, chains: Vec<Arc<[ChainEntry]>>) -> Snapshot {
-        Snapshot::build_after(config, workers, chains, None)
-    }
+/// Chains that do not match their config's routes: a route would run with other
+/// plugins than its config names.
+#[derive(Debug, thiserror::Error)]
+#[error("route `{route}` names plugins [{expected}] but its chain holds [{built}]")]
+pub struct ChainMismatch {
+    /// The route (or `(N routes)` when the number of chains is off).
+    pub route: String,
+    /// The plugins the config names.
+    pub expected: String,
+    /// The plugins the chain holds.
+    pub built: String,
+}
 
-    /// [`Snapshot::build`] for a reload: clusters whose config did not change are taken
-    /// over from `previous`, with their pooled connections.
-    pub fn build_after(
+impl Snapshot {
+    /// Builds the runtime state for `config`, with one upstream pool per worker and
+    /// `chains` holding one chain per route, exactly the plugins the route names.
+    /// Clusters whose config did not change are taken over from `previous`, with their
+    /// pooled connections.
+    pub fn new(
         config: Arc<Config>,
         workers: usize,
         chains: Vec<Arc<[ChainEntry]>>,
         previous: Option<&Snapshot>,
-    ) -> Snapshot {
+    ) -> Result<Snapshot, ChainMismatch> {
+        check_chains(&config, &chains)?;
         let kept = |u: &crate::config::Upstream| {
             previous?.clusters.iter().find(|c| c.source == *u).cloned()
         };
@@ -69,17 +80,9 @@ impl Snapshot {
             HeaderValue::try_from(format!("{version} {pseudonym}"))
                 .unwrap_or_else(|_| HeaderValue::from_static("1.1 weir"))
         };
-        Snapshot {
+        Ok(Snapshot {
             routes: RouteTable::new(&config.routes),
-            chains: if chains.len() == config.routes.len() {
-                chains
-            } else {
-                config
-                    .routes
-                    .iter()
-                    .map(|_| Arc::from(Vec::new()))
-                    .collect()
-            },
+            chains,
             clusters: config
                 .upstreams
                 .iter()
@@ -99,9 +102,64 @@ impl Snapshot {
             trace_context: config.server.trace_context,
             tls: config.server.tls.as_ref().map(|t| t.server_config.clone()),
             config,
+        })
+    }
+}
+
+/// Checks that `chains` has one chain per route of `config`, each holding the plugins
+/// the route names, in order.
+fn check_chains(config: &Config, chains: &[Arc<[ChainEntry]>]) -> Result<(), ChainMismatch> {
+    if chains.len() != config.routes.len() {
+        return Err(ChainMismatch {
+            route: format!("({} routes)", config.routes.len()),
+            expected: format!("{} chains", config.routes.len()),
+            built: format!("{} chains", chains.len()),
+        });
+    }
+    for (route, chain) in config.routes.iter().zip(chains) {
+        let expected = route.plugins.iter().map(|u| u.name.as_str());
+        let built = chain.iter().map(|e| e.usage.name.as_str());
+        if !expected.clone().eq(built.clone()) {
+            return Err(ChainMismatch {
+                route: route.name.clone(),
+                expected: expected.collect::<Vec<_>>().join(", "),
+                built: built.collect::<Vec<_>>().join(", "),
+            });
         }
     }
+    Ok(())
 }
 
 /// The current snapshot, shared by all workers; readers never block writers.
 pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn config(routes: &str) -> Arc<Config> {
+        let text = format!("[[upstream]]\nname = \"up\"\nendpoints = [\"127.0.0.1:9\"]\n{routes}");
+        Arc::new(Config::parse(Path::new("weir.toml"), &text).expect("valid config"))
+    }
+
+    #[test]
+    fn a_route_never_runs_with_fewer_plugins_than_it_names() {
+        let with_plugin = config(
+            "[[route]]\nname = \"guarded\"\nupstream = \"up\"\nplugins = [{ name = \"api-key\" }]\n",
+        );
+        let empty = || Arc::<[ChainEntry]>::from(Vec::new());
+        let error = Snapshot::new(with_plugin.clone(), 1, vec![empty()], None)
+            .expect_err("a chain without the route's plugin");
+        assert_eq!(error.route, "guarded");
+        assert_eq!(error.expected, "api-key");
+        let error =
+            Snapshot::new(with_plugin, 1, Vec::new(), None).expect_err("no chain for the route");
+        assert!(error.to_string().contains("1 chains"), "{error}");
+
+        let plain = config("[[route]]\nname = \"open\"\nupstream = \"up\"\n");
+        assert!(Snapshot::new(plain.clone(), 1, vec![empty()], None).is_ok());
+        assert!(Snapshot::new(plain, 1, vec![empty(), empty()], None).is_err());
+    }
+}

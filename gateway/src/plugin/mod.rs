@@ -34,7 +34,7 @@ pub use inspect::Inspection;
 pub use instance::{Instance, PluginFailure};
 pub use state::PluginMetrics;
 
-use crate::config::{Config, Isolation, PluginSettings, PluginUse};
+use crate::config::{Isolation, PluginSettings, PluginUse};
 use crate::kv::KvStore;
 use crate::telemetry::metrics::PluginSeries;
 use bindings::{Plugin, types};
@@ -73,7 +73,7 @@ impl std::fmt::Display for FailureKind {
 }
 
 /// Why a plugin could not be loaded or configured.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PluginError {
     /// The plugin engine could not be created.
     #[error("cannot create the plugin engine: {0}")]
@@ -721,45 +721,6 @@ impl PluginHost {
         entry.phases = entry.plugin.phases.intersection(Phases::from_wit(&phases));
         entry.release(instance);
         Ok(entry)
-    }
-
-    /// Loads every plugin the config's routes name and configures each use, reporting
-    /// every problem together. Returns one chain per route, in route order.
-    pub async fn load_config(
-        &self,
-        config: &Config,
-    ) -> Result<Vec<Arc<[ChainEntry]>>, Vec<PluginError>> {
-        let mut loaded: HashMap<&str, Result<Arc<LoadedPlugin>, ()>> = HashMap::new();
-        let mut errors = Vec::new();
-        let mut chains = Vec::with_capacity(config.routes.len());
-        for route in &config.routes {
-            let mut chain = Vec::with_capacity(route.plugins.len());
-            for usage in &route.plugins {
-                let plugin = match loaded.get(usage.name.as_str()) {
-                    Some(result) => result.clone(),
-                    None => {
-                        let path = config.plugins.dir.join(format!("{}.wasm", usage.name));
-                        let result = self
-                            .load(&usage.name, &path)
-                            .await
-                            .map_err(|e| errors.push(e));
-                        loaded.insert(&usage.name, result.clone());
-                        result
-                    }
-                };
-                let Ok(plugin) = plugin else { continue };
-                match self.configure(&route.name, plugin, usage).await {
-                    Ok(entry) => chain.push(entry),
-                    Err(e) => errors.push(e),
-                }
-            }
-            chains.push(Arc::from(chain));
-        }
-        if errors.is_empty() {
-            Ok(chains)
-        } else {
-            Err(errors)
-        }
     }
 }
 

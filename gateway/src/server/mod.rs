@@ -12,8 +12,9 @@ use std::thread::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::plugin::{ChainEntry, PluginError, PluginHost};
-use crate::reload::{Control, Reloader};
+use crate::plugin::PluginError;
+use crate::reload::{Control, Reloader, StartFailure};
+use crate::snapshot::ChainMismatch;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
 pub(crate) use listener::bind_reuseport;
@@ -36,6 +37,9 @@ pub enum StartError {
     /// Plugins named by routes could not be loaded or configured.
     #[error("{}", plugin_errors(.0))]
     Plugins(Vec<PluginError>),
+    /// The plugin chains built do not match the routes.
+    #[error("{0}")]
+    Chains(ChainMismatch),
     /// The admin listener would be reachable from other machines without a token.
     #[error("{0}")]
     AdminExposed(String),
@@ -54,19 +58,13 @@ fn plugin_errors(errors: &[PluginError]) -> String {
     text
 }
 
-/// The plugin host (if any route uses plugins) and one plugin chain per route.
-pub type LoadedPlugins = (Option<Arc<PluginHost>>, Vec<Arc<[ChainEntry]>>);
+pub use crate::reload::LoadedPlugins;
 
 /// Loads the plugins `config`'s routes name (creating the plugin host only if any do)
-/// and returns one chain per route.
+/// and returns one chain per route: what `weir check` validates, built as startup and
+/// reloads build it.
 pub fn load_plugins(config: &Config) -> Result<LoadedPlugins, StartError> {
-    if config.routes.iter().all(|r| r.plugins.is_empty()) {
-        return Ok((None, Vec::new()));
-    }
-    let host = PluginHost::new(config.plugins.cache_dir.clone())
-        .map_err(|e| StartError::Plugins(vec![e]))?;
-    let chains = crate::plugin::block_on(host.load_config(config)).map_err(StartError::Plugins)?;
-    Ok((Some(Arc::new(host)), chains))
+    crate::reload::check_plugins(config).map_err(StartError::Plugins)
 }
 
 /// A running gateway. Dropping it does not stop it: call [`Gateway::shutdown`] and then
@@ -90,7 +88,10 @@ impl Gateway {
         let workers = config.server.workers.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
-        let (reloader, first) = Reloader::start(config, workers).map_err(StartError::Plugins)?;
+        let (reloader, first) = Reloader::start(config, workers).map_err(|e| match e {
+            StartFailure::Plugins(errors) => StartError::Plugins(errors),
+            StartFailure::Chains(mismatch) => StartError::Chains(mismatch),
+        })?;
         let config = first.config.clone();
         let listen = config.server.listen;
         let listeners = bind_reuseport(listen, workers).map_err(|source| StartError::Bind {

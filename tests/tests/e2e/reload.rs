@@ -155,6 +155,19 @@ async fn admin_json(gw: &TestGateway, path: &str) -> serde_json::Value {
     serde_json::from_slice(&reply.body).expect("admin JSON")
 }
 
+/// `/admin/plugins` once it shows a refused config (panics after 10 s).
+async fn config_refusal_shown(gw: &TestGateway) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let doc = admin_json(gw, "/admin/plugins").await;
+        if !doc["config"]["last_error"].is_null() {
+            return doc;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{doc:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn metric(gw: &TestGateway, series: &str) -> f64 {
     let text = client::get(&gw.admin_url("/metrics")).await.text();
     text.lines()
@@ -374,15 +387,7 @@ async fn config_edits_apply_live_and_a_broken_config_is_refused() {
         "[[route]]\nname = \"broken\"\nupstream = \"nowhere\"\n",
     )
     .expect("write broken config");
-    let started = Instant::now();
-    let doc = loop {
-        let doc = admin_json(&gw, "/admin/plugins").await;
-        if !doc["config"]["last_error"].is_null() {
-            break doc;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "{doc:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let doc = config_refusal_shown(&gw).await;
     let message = doc["config"]["last_error"]["message"]
         .as_str()
         .unwrap_or_default();
@@ -517,4 +522,123 @@ async fn sighup_reloads_the_real_binary() {
         |r| swap_header(r) == "b/b",
     )
     .await;
+}
+
+/// [`swap_config`] plus a route `/late` whose plugin, `late`, has no file yet.
+fn with_late_route(up: &TestUpstream, plugins: &Path, extra: &str) -> String {
+    swap_config(
+        up,
+        plugins,
+        "{}",
+        &format!(
+            "{extra}\n[[route]]\nname = \"late\"\nmatch = {{ path_prefix = \"/late\" }}\n\
+             upstream = \"up\"\nplugins = [{{ name = \"late\" }}]\n"
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn config_waiting_for_its_plugin_file_applies_when_the_file_arrives() {
+    let up = TestUpstream::start("up");
+    let (plugins, config) = setup(&up, "{}", "");
+    let gw = TestGateway::from_file(&config);
+
+    // 1. A route naming a plugin whose file is not there yet: refused, old config serves.
+    std::fs::write(&config, with_late_route(&up, &plugins, "")).expect("write config");
+    let doc = config_refusal_shown(&gw).await;
+    let message = doc["config"]["last_error"]["message"].to_string();
+    assert!(message.contains("late.wasm"), "{doc:#}");
+    assert_eq!(gw.snapshot().config.routes.len(), 1);
+
+    // 2. The file arrives: the waiting config applies without touching it.
+    replace(guest_wasm!("swap_b"), &plugins.join("late.wasm"), true);
+    until(
+        &gw.url("/late"),
+        "the route waiting for late.wasm",
+        Duration::from_secs(10),
+        |_| gw.snapshot().config.routes.len() == 2,
+    )
+    .await;
+    let reply = client::get(&gw.url("/late/x")).await;
+    assert_eq!(
+        (reply.status.as_u16(), swap_header(&reply)),
+        (200, "b/b".to_owned())
+    );
+
+    // 3. A reload now re-reads everything: no stale refusal.
+    let (status, report) = gw.reload().await;
+    assert_eq!(status, 200, "{report:#}");
+    assert_eq!(report["config"], "unchanged", "{report:#}");
+    assert!(report.get("config_error").is_none(), "{report:#}");
+    let doc = admin_json(&gw, "/admin/plugins").await;
+    assert!(doc["config"]["last_error"].is_null(), "{doc:#}");
+}
+
+#[tokio::test]
+async fn admin_reload_re_reads_everything_and_never_replays_a_refusal() {
+    let up = TestUpstream::start("up");
+    let plugins = swap_plugins();
+    let config = plugins.with_file_name("weir.toml");
+    let unwatched = |text: String| text.replace("debounce = \"50ms\"", "watch = false");
+    std::fs::write(&config, unwatched(swap_config(&up, &plugins, "{}", ""))).expect("config");
+    let gw = TestGateway::from_file(&config);
+
+    std::fs::write(&config, unwatched(with_late_route(&up, &plugins, ""))).expect("config");
+    let (status, report) = gw.reload().await;
+    assert_eq!(
+        (status, &report["config"]),
+        (422, &serde_json::json!("refused")),
+        "{report:#}"
+    );
+    assert!(
+        report["config_error"].to_string().contains("late.wasm"),
+        "{report:#}"
+    );
+    // Asked again with nothing changed: refused again, for the same reason.
+    let (status, again) = gw.reload().await;
+    assert_eq!(
+        (status, &again["config"]),
+        (422, &serde_json::json!("refused")),
+        "{again:#}"
+    );
+
+    std::fs::copy(guest_wasm!("swap_b"), plugins.join("late.wasm")).expect("copy");
+    let (status, report) = gw.reload().await;
+    assert_eq!(status, 200, "{report:#}");
+    assert_eq!(report["config"], "applied", "{report:#}");
+    assert!(
+        report["swapped"].as_bool().unwrap_or_default(),
+        "{report:#}"
+    );
+    assert_eq!(swap_header(&client::get(&gw.url("/late/x")).await), "b/b");
+    assert_eq!(swap_header(&client::get(&gw.url("/")).await), "a/a");
+}
+
+#[tokio::test]
+async fn version_refused_by_a_route_config_applies_once_the_config_allows_it() {
+    let up = TestUpstream::start("up");
+    let plugins = swap_plugins();
+    let config = plugins.with_file_name("weir.toml");
+    let text = |plugin_config: &str| {
+        swap_config(&up, &plugins, plugin_config, "")
+            .replace("debounce = \"50ms\"", "watch = false")
+    };
+    std::fs::write(&config, text("{ refuse = \"b\" }")).expect("config");
+    let gw = TestGateway::from_file(&config);
+
+    std::fs::copy(guest_wasm!("swap_b"), plugins.join("swap.wasm")).expect("copy");
+    let (status, report) = gw.reload().await;
+    assert_eq!(status, 422, "{report:#}");
+    assert_eq!(report["plugins"][0]["result"], "error", "{report:#}");
+    assert_eq!(swap_header(&client::get(&gw.url("/")).await), "a/a");
+
+    // The config changes so that b accepts it: both apply, b serves.
+    std::fs::write(&config, text("{ refuse = \"nobody\" }")).expect("config");
+    let (status, report) = gw.reload().await;
+    assert_eq!(status, 200, "{report:#}");
+    assert_eq!(report["config"], "applied", "{report:#}");
+    assert_eq!(report["plugins"][0]["result"], "loaded", "{report:#}");
+    assert_eq!(swap_header(&client::get(&gw.url("/")).await), "b/b");
+    let doc = admin_json(&gw, "/admin/plugins").await;
+    assert!(doc["plugins"][0]["last_error"].is_null(), "{doc:#}");
 }
