@@ -8,14 +8,17 @@
 
 use std::borrow::Cow;
 
-/// What to do with `%2F` and `%5C` in a path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What to do with `%2F` and `%5C` in a path: `[server] escaped_slashes` in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SlashPolicy {
-    /// Leave them encoded; they are then ordinary characters of a segment.
+    /// Leave them encoded; they are then ordinary characters of a segment (Envoy's
+    /// default).
     Keep,
-    /// Refuse the path.
+    /// Refuse the path (400).
     Reject,
-    /// Decode them before the other steps, so they act as separators.
+    /// Decode them to `/` and `\` before the other steps, so they act as separators
+    /// and cannot hide `..` segments.
     Decode,
 }
 

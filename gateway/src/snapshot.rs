@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
-use crate::config::{Config, EscapedSlashes};
+use crate::config::Config;
 use crate::path::SlashPolicy;
 use crate::plugin::ChainEntry;
 use crate::router::RouteTable;
@@ -88,11 +88,7 @@ impl Snapshot {
                 .iter()
                 .map(|u| kept(u).unwrap_or_else(|| Arc::new(Cluster::new(u, workers))))
                 .collect(),
-            slashes: match config.server.escaped_slashes {
-                EscapedSlashes::Keep => SlashPolicy::Keep,
-                EscapedSlashes::Reject => SlashPolicy::Reject,
-                EscapedSlashes::Decode => SlashPolicy::Decode,
-            },
+            slashes: config.server.escaped_slashes,
             via: ViaValues {
                 http10: via_for("1.0"),
                 http11: via_for("1.1"),

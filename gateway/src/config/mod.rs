@@ -20,7 +20,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 
 pub use error::{ConfigError, Diagnostic};
-pub use schema::{Balancer, ConfigFile, EscapedSlashes, Isolation, OnError, Protocol, Timeouts};
+pub use schema::{Balancer, ConfigFile, Isolation, OnError, Protocol, Timeouts};
 pub use tls::{Tls, TlsCertificate, files_named_in as tls_files_named_in};
 pub use upstream::{Endpoint, HashOn, HealthCheck, Limits, Outlier, Retries, RetryOn, Upstream};
 pub use upstream_tls::UpstreamTls;
@@ -98,7 +98,7 @@ pub struct Server {
     /// Whether to emit access-log events.
     pub access_log: bool,
     /// Treatment of `%2F`/`%5C` in paths.
-    pub escaped_slashes: EscapedSlashes,
+    pub escaped_slashes: crate::path::SlashPolicy,
     /// The pseudonym this gateway adds to `Via` (e.g. `weir` in `1.1 weir`).
     pub via: String,
     /// Whether routed requests get W3C Trace Context (`traceparent`) handling.

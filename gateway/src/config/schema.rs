@@ -11,6 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::duration;
+use crate::path::SlashPolicy;
 
 /// A whole configuration file as written (before semantic validation).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -53,7 +54,7 @@ pub struct ServerConfig {
     /// What to do with `%2F` / `%5C` (escaped `/` and `\`) in a request path:
     /// keep them as they are (the default), reject the request with 400, or decode them
     /// before normalising.
-    pub escaped_slashes: EscapedSlashes,
+    pub escaped_slashes: SlashPolicy,
     /// The pseudonym this gateway adds to `Via` (`1.1 weir` by default).
     pub via: Spanned<String>,
     /// W3C Trace Context on routed requests (default on): continue a valid incoming
@@ -71,7 +72,7 @@ impl Default for ServerConfig {
             workers: None,
             shutdown_grace: Duration::from_secs(30),
             access_log: true,
-            escaped_slashes: EscapedSlashes::Keep,
+            escaped_slashes: SlashPolicy::Keep,
             via: Spanned::new(0..0, "weir".to_owned()),
             trace_context: true,
             tls: None,
@@ -102,18 +103,6 @@ pub struct CertificateConfig {
     pub key: Spanned<String>,
     /// Server names (`a.example.com`, `*.example.com`) this certificate is chosen for.
     pub names: Option<Spanned<Vec<Spanned<String>>>>,
-}
-
-/// The treatment of escaped slashes in request paths; see [`ServerConfig::escaped_slashes`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EscapedSlashes {
-    /// Leave `%2F` and `%5C` untouched (Envoy's default).
-    Keep,
-    /// Answer 400 to any path containing them.
-    Reject,
-    /// Decode them to `/` and `\` before normalising, so they cannot hide `..` segments.
-    Decode,
 }
 
 /// `[admin]`: the admin listener.
