@@ -318,19 +318,21 @@ fn fit(input: &Input, side: Side, uses: &Uses, answers: &Answers) -> Fit {
                 (Err(error), None) => errors.push(error),
             }
         }
-        if !errors.is_empty() {
-            return Fit::Refused(errors);
-        }
+        // Uses of plugins with a version are asked about even when others have none, so
+        // that a refusal reports every problem together.
         let mut asks = Vec::new();
         let mut failures = Vec::new();
         for (route, chain) in uses.routes.iter().enumerate() {
             for (index, name) in chain.iter().enumerate() {
+                let Some(version) = versions.get(name.as_str()) else {
+                    continue;
+                };
                 let question = Use {
                     side,
                     route,
                     index,
                     name: name.clone(),
-                    version: versions[name.as_str()].clone(),
+                    version: version.clone(),
                 };
                 match answers.get(&question) {
                     None => asks.push(question),
@@ -342,7 +344,7 @@ fn fit(input: &Input, side: Side, uses: &Uses, answers: &Answers) -> Fit {
         if !asks.is_empty() {
             return Fit::Ask(asks);
         }
-        if failures.is_empty() {
+        if failures.is_empty() && errors.is_empty() {
             return Fit::Fits(Fitted { versions, refused });
         }
         // A failure with a version new to this reload is that version's fault when a
@@ -362,7 +364,8 @@ fn fit(input: &Input, side: Side, uses: &Uses, answers: &Answers) -> Fit {
             }
         }
         if !blamed {
-            return Fit::Refused(failures.into_iter().map(|(_, e)| e).collect());
+            errors.extend(failures.into_iter().map(|(_, e)| e));
+            return Fit::Refused(errors);
         }
     }
 }

@@ -373,6 +373,12 @@ fn startup_refuses_a_config_whose_plugins_cannot_all_be_built() {
         "startup",
         &[row(Valid(LATE), &[("swap", "a")], "refused: late.wasm", "-", "")],
     );
+    // Every problem at once: a missing file and a plugin refusing its route's config.
+    const BOTH: Routes = &[&[("swap", "needs=b")], &[("late", "")]];
+    run(
+        "startup, two problems",
+        &[row(Valid(BOTH), &[("swap", "a")], "refused: plugin `late`: cannot read /plugins/late.wasm: No such file or directory; route `r0`: plugin `swap` refused its config: version a refuses", "-", "")],
+    );
     run(
         "startup, plugin refuses its config",
         &[row(Valid(NEEDS_B), &[("swap", "a")], "refused: version a refuses", "-", "")],

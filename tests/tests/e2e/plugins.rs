@@ -554,6 +554,25 @@ fn missing_and_invalid_plugin_files_are_reported_together() {
 }
 
 #[test]
+fn a_missing_file_and_a_refused_config_are_reported_together() {
+    let up = TestUpstream::start("up");
+    let dir = plugin_dir();
+    let routes = [
+        route("a", "/a", "{ name = \"absent\" }"),
+        route(
+            "guarded",
+            "/",
+            "{ name = \"probe\", config = { mode = \"bad-config\" } }",
+        ),
+    ]
+    .concat();
+    let message = start_error(&config(&dir, &up, &routes));
+    assert!(message.starts_with("2 plugin errors"), "{message}");
+    assert!(message.contains("absent.wasm"), "{message}");
+    assert!(message.contains("refused on purpose"), "{message}");
+}
+
+#[test]
 fn a_restart_loads_the_compiled_plugin_from_the_cache() {
     let up = TestUpstream::start("up");
     let dir = plugin_dir();
