@@ -259,13 +259,10 @@ impl Reloader {
         let (built, loaded) = self.build(input, &configs, &in_force, Some(previous)).await;
         let next = match (&built.plan.serve, built.chains) {
             (Some((side, _)), Some(chains)) if built.plan.swaps() => {
-                let config = match side {
-                    Side::Candidate => Arc::new(
-                        candidate_config
-                            .cloned()
-                            .unwrap_or_else(|| (*in_force).clone()),
-                    ),
-                    Side::InForce => in_force.clone(),
+                // The planner serves the candidate only when there is one.
+                let config = match (side, candidate_config) {
+                    (Side::Candidate, Some(candidate)) => Arc::new(candidate.clone()),
+                    _ => in_force.clone(),
                 };
                 match Snapshot::new(config, self.workers, chains, Some(previous)) {
                     Ok(next) => Some(next),
@@ -309,9 +306,13 @@ impl Reloader {
         dir_of: &Config,
         previous: Option<&Snapshot>,
     ) -> (build::Built, Loaded) {
+        let candidate = match &input.candidate {
+            Candidate::New(uses) => Some(uses),
+            _ => None,
+        };
         let mut names: Vec<String> = Vec::new();
-        for config in [configs.in_force, configs.candidate].into_iter().flatten() {
-            for name in Uses::of(config).names() {
+        for uses in input.in_force.iter().chain(candidate) {
+            for name in uses.names() {
                 if !names.iter().any(|n| n == name) {
                     names.push(name.to_owned());
                 }
