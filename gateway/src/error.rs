@@ -1,16 +1,22 @@
-//! The gateway's request errors and the one place they become client responses.
+//! The gateway's own errors and the one place they become client responses:
+//! [`error_reply`]. Every error answered on the proxy listener is a [`ProxyError`], every
+//! one on the admin listener an [`AdminError`]; both leave as a [`LocalReply`].
 //!
-//! Clients get a status and a short JSON reason, never internals (addresses, error
-//! chains); the full story goes to the log with the route and upstream.
+//! Clients get a status and a short JSON reason (`{"error":"<reason>"}`), never internals
+//! (addresses, error chains); the full story goes to the log with the route and upstream.
 
-use http::{HeaderValue, Response, StatusCode, header};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
 
 use crate::path::PathError;
+use crate::plugin::{FailureKind, PluginFailure};
 use crate::upstream::{Refusal, UpstreamFailure};
 
 pub use crate::body::ResponseBody;
+pub use crate::reply::LocalReply;
 
-/// Why a request could not be proxied.
+/// Why the gateway answered a request itself instead of relaying the upstream's answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     /// The request path could not be normalised.
@@ -22,9 +28,27 @@ pub enum ProxyError {
     /// A `CONNECT` request: the gateway does not open TCP tunnels on request.
     #[error("CONNECT is not supported")]
     ConnectNotAllowed,
-    /// A plugin failed and its policy denied the request (the response is already made).
+    /// The request body is larger than a plugin or the mirror may read.
+    #[error("request body larger than the {limit}-byte limit")]
+    BodyTooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// The client's request body could not be read (malformed or cut off).
+    #[error("cannot read the request body: {0}")]
+    BadBody(String),
+    /// A plugin failed and its policy (`on_error = "deny"`) denied the request.
     #[error("{0}")]
-    Plugin(crate::plugin::PluginFailure),
+    Plugin(PluginFailure),
+    /// The upstream's response body could not be read whole for a response-body phase.
+    #[error("upstream response body larger than the {limit}-byte plugin limit, or broken")]
+    ResponseBodyForPlugin {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// The upstream agreed to an upgrade the client's connection cannot make.
+    #[error("the upstream switched protocols but the client connection cannot upgrade")]
+    UpgradeImpossible,
     /// The upstream exchange failed.
     #[error("upstream `{upstream}` endpoint {endpoint}: {failure}")]
     Upstream {
@@ -46,67 +70,174 @@ pub enum ProxyError {
     },
 }
 
+/// Why the admin listener refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    /// `[admin] token_env` is set and the request lacks the token.
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    /// No such admin path.
+    #[error("not found")]
+    NotFound,
+    /// The path takes another method (the one named).
+    #[error("method not allowed")]
+    MethodNotAllowed(&'static str),
+    /// The gateway is draining and takes no more reloads.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+/// An error the gateway answers with: its status, the reason in its body and any header
+/// that status requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorAnswer {
+    /// The status.
+    pub status: StatusCode,
+    /// The short reason, the body's `error` field.
+    pub reason: &'static str,
+    /// A header the status requires (`Allow`, `WWW-Authenticate`).
+    pub header: Option<(HeaderName, &'static str)>,
+}
+
+impl ErrorAnswer {
+    const fn new(status: StatusCode, reason: &'static str) -> ErrorAnswer {
+        ErrorAnswer {
+            status,
+            reason,
+            header: None,
+        }
+    }
+}
+
 impl ProxyError {
-    /// The status the client gets, and the short reason in its body.
-    pub fn status_and_reason(&self) -> (StatusCode, &'static str) {
+    /// The status the client gets, the reason in its body, and any extra header.
+    pub fn answer(&self) -> ErrorAnswer {
+        use StatusCode as S;
         match self {
-            ProxyError::BadPath(_) => (StatusCode::BAD_REQUEST, "bad request path"),
-            ProxyError::NoRoute => (StatusCode::NOT_FOUND, "no route matches the request"),
+            ProxyError::BadPath(_) => ErrorAnswer::new(S::BAD_REQUEST, "bad request path"),
+            ProxyError::NoRoute => ErrorAnswer::new(S::NOT_FOUND, "no route matches the request"),
             ProxyError::ConnectNotAllowed => {
-                (StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported")
+                ErrorAnswer::new(S::METHOD_NOT_ALLOWED, "CONNECT is not supported")
             }
-            ProxyError::Plugin(_) => (StatusCode::INTERNAL_SERVER_ERROR, "plugin failure"),
+            ProxyError::BodyTooLarge { .. } => {
+                ErrorAnswer::new(S::PAYLOAD_TOO_LARGE, "request body too large")
+            }
+            ProxyError::BadBody(_) => ErrorAnswer::new(S::BAD_REQUEST, "malformed request body"),
+            ProxyError::Plugin(failure) => match failure.kind {
+                FailureKind::Timeout => ErrorAnswer::new(S::SERVICE_UNAVAILABLE, "plugin timeout"),
+                FailureKind::Trap | FailureKind::Memory | FailureKind::Error => {
+                    ErrorAnswer::new(S::INTERNAL_SERVER_ERROR, "plugin failure")
+                }
+            },
+            ProxyError::ResponseBodyForPlugin { .. } => ErrorAnswer::new(
+                S::BAD_GATEWAY,
+                "upstream response body too large for a plugin, or broken",
+            ),
+            ProxyError::UpgradeImpossible => {
+                ErrorAnswer::new(S::BAD_GATEWAY, "upgrade not possible")
+            }
             ProxyError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::ConnectTimeout(_) => {
-                    (StatusCode::GATEWAY_TIMEOUT, "upstream connect timeout")
+                    ErrorAnswer::new(S::GATEWAY_TIMEOUT, "upstream connect timeout")
                 }
                 UpstreamFailure::Connect(_) | UpstreamFailure::ClosedBeforeSend => {
-                    (StatusCode::BAD_GATEWAY, "upstream connection failed")
+                    ErrorAnswer::new(S::BAD_GATEWAY, "upstream connection failed")
                 }
                 UpstreamFailure::Tls(_) => {
-                    (StatusCode::BAD_GATEWAY, "upstream TLS handshake failed")
+                    ErrorAnswer::new(S::BAD_GATEWAY, "upstream TLS handshake failed")
                 }
-                UpstreamFailure::Exchange(_) => (
-                    StatusCode::BAD_GATEWAY,
+                UpstreamFailure::Exchange(_) => ErrorAnswer::new(
+                    S::BAD_GATEWAY,
                     "upstream connection reset or invalid response",
                 ),
                 UpstreamFailure::Timeout(_) => {
-                    (StatusCode::GATEWAY_TIMEOUT, "upstream response timeout")
+                    ErrorAnswer::new(S::GATEWAY_TIMEOUT, "upstream response timeout")
                 }
                 UpstreamFailure::Overloaded(_) => {
-                    (StatusCode::SERVICE_UNAVAILABLE, "upstream overloaded")
+                    ErrorAnswer::new(S::SERVICE_UNAVAILABLE, "upstream overloaded")
                 }
             },
             ProxyError::Refused { refusal, .. } => match refusal {
-                Refusal::NoEndpoints => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no upstream endpoint available",
-                ),
-                Refusal::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "upstream overloaded"),
+                Refusal::NoEndpoints => {
+                    ErrorAnswer::new(S::SERVICE_UNAVAILABLE, "no upstream endpoint available")
+                }
+                Refusal::Overloaded(_) => {
+                    ErrorAnswer::new(S::SERVICE_UNAVAILABLE, "upstream overloaded")
+                }
             },
         }
     }
+}
 
-    /// The response the client gets for this error.
-    pub fn to_response(&self) -> Response<ResponseBody> {
-        let (status, reason) = self.status_and_reason();
-        local_response(status, reason)
+impl AdminError {
+    /// The status the client gets, the reason in its body, and any extra header.
+    pub fn answer(&self) -> ErrorAnswer {
+        let reason = match self {
+            AdminError::Unauthorized => "a valid bearer token is required",
+            AdminError::NotFound => "not found",
+            AdminError::MethodNotAllowed(_) => "method not allowed",
+            AdminError::ShuttingDown => "shutting down",
+        };
+        let (status, header) = match *self {
+            AdminError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                Some((header::WWW_AUTHENTICATE, "Bearer realm=\"weir-admin\"")),
+            ),
+            AdminError::NotFound => (StatusCode::NOT_FOUND, None),
+            AdminError::MethodNotAllowed(allow) => {
+                (StatusCode::METHOD_NOT_ALLOWED, Some((header::ALLOW, allow)))
+            }
+            AdminError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, None),
+        };
+        ErrorAnswer {
+            status,
+            reason,
+            header,
+        }
     }
 }
 
-/// The body of the gateway's own responses: `{"error": "<reason>"}` and a newline.
-pub fn local_body(reason: &str) -> String {
-    format!("{{\"error\":\"{}\"}}\n", reason.replace('"', "'"))
+impl From<&ProxyError> for ErrorAnswer {
+    fn from(error: &ProxyError) -> ErrorAnswer {
+        error.answer()
+    }
 }
 
-/// A small JSON response written by the gateway itself: `{"error": "<reason>"}`.
-pub fn local_response(status: StatusCode, reason: &str) -> Response<ResponseBody> {
-    let body = local_body(reason);
-    let mut response = Response::new(ResponseBody::full(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
+impl From<AdminError> for ErrorAnswer {
+    fn from(error: AdminError) -> ErrorAnswer {
+        error.answer()
+    }
+}
+
+/// The one function that turns an error into the reply the client gets:
+/// `{"error":"<reason>"}` as `application/json`, with the header its status requires.
+/// The reply becomes a response through [`LocalReply::into_response`] (which adds `Via`
+/// on the proxy listener), after the route's response phases saw it.
+pub fn error_reply(error: impl Into<ErrorAnswer>) -> LocalReply {
+    let answer = error.into();
+    let mut headers = HeaderMap::with_capacity(2);
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    response
+    if let Some((name, value)) = answer.header {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    LocalReply {
+        status: answer.status,
+        headers,
+        body: Bytes::from(format!(
+            "{{\"error\":\"{}\"}}\n",
+            answer.reason.replace('"', "'")
+        )),
+    }
 }
+
+/// The response for `error` on the proxy listener, when no plugin is to see it.
+pub fn error_response(error: &ProxyError, via: &HeaderValue) -> Response<ResponseBody> {
+    error_reply(error).into_response(Some(via))
+}
+
+#[cfg(test)]
+#[path = "error_tests.rs"]
+mod tests;

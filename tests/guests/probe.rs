@@ -143,6 +143,13 @@ impl Plugin for Probe {
                     .unwrap_or_default();
                 request.headers.set("x-seen-client-cert", cert);
             }
+            "hop-by-hop" => {
+                // Each is refused: they describe the gateway's connections.
+                request.headers.set("connection", "close");
+                request.headers.append("te", "gzip");
+                request.headers.set("proxy-authorization", "Basic eA==");
+                request.headers.set("x-after-hop", "yes");
+            }
             "state" => {
                 let before = REMEMBERED.swap(7, Ordering::Relaxed);
                 request.headers.set("x-state-before", before.to_string());
@@ -180,6 +187,7 @@ impl Plugin for Probe {
                 response.headers.set(&format!("x-seen-queued-{}", self.config.tag), seen);
             }
             "deny" | "trap" | "panic" | "loop" | "oom" | "count" | "state" | "fetch" | "print" | "sleep"
+            | "hop-by-hop"
             | "init-count" | "init-print" | "connection" => {}
             _ => {
                 let chain = response

@@ -12,9 +12,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -22,6 +20,7 @@ use hyper_util::server::conn::auto;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::{AdminError, ResponseBody, error_reply};
 use crate::reload::Control;
 
 pub(crate) struct Admin {
@@ -69,7 +68,7 @@ impl Admin {
     }
 }
 
-type Reply = Response<Full<Bytes>>;
+type Reply = Response<ResponseBody>;
 
 async fn respond(control: &Control, req: &Request<Incoming>) -> Reply {
     let path = req.uri().path();
@@ -96,25 +95,16 @@ async fn respond(control: &Control, req: &Request<Incoming>) -> Reply {
     if let Some(token) = &snapshot.config.admin.token
         && !authorized(req, token)
     {
-        let mut reply = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
-        reply.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"weir-admin\""),
-        );
-        return reply;
+        return error(AdminError::Unauthorized);
     }
     let allowed = match path {
         "/healthz" | "/readyz" | "/metrics" | "/admin/routes" | "/admin/upstreams"
         | "/admin/plugins" => "GET",
         "/admin/reload" => "POST",
-        _ => return error(StatusCode::NOT_FOUND, "not found"),
+        _ => return error(AdminError::NotFound),
     };
     if method.as_str() != allowed {
-        let mut reply = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-        reply
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(allowed));
-        return reply;
+        return error(AdminError::MethodNotAllowed(allowed));
     }
     match path {
         "/metrics" => metrics(),
@@ -133,7 +123,7 @@ async fn respond(control: &Control, req: &Request<Incoming>) -> Reply {
                 };
                 json(status, &serde_json::json!(report))
             }
-            None => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+            None => error(AdminError::ShuttingDown),
         },
     }
 }
@@ -156,21 +146,22 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
 }
 
 fn metrics() -> Reply {
-    let mut response = Response::new(Full::new(Bytes::from(crate::telemetry::metrics::render())));
+    let mut response = Response::new(ResponseBody::full(crate::telemetry::metrics::render()));
     if let Ok(value) = HeaderValue::from_str(&crate::telemetry::metrics::content_type()) {
         response.headers_mut().insert(header::CONTENT_TYPE, value);
     }
     response
 }
 
-fn error(status: StatusCode, message: &str) -> Reply {
-    json(status, &serde_json::json!({"error": message}))
+/// Admin errors are made where every other error response is, in [`crate::error`].
+fn error(error: AdminError) -> Reply {
+    error_reply(error).into_response(None)
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Reply {
     let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
     body.push(b'\n');
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(ResponseBody::full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

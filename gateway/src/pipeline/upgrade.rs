@@ -10,17 +10,22 @@
 //! most [`LINGER`] for the rest to drain.
 
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::{Either, select};
-use http::{HeaderMap, HeaderValue, Response, StatusCode, Version, header};
+use http::uri::Authority;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio_util::task::TaskTracker;
 
-use crate::error::ResponseBody;
-use crate::upstream::TunnelGuard;
+use super::exchange::Upstreamed;
+use crate::error::{ProxyError, ResponseBody};
+use crate::upstream::{
+    self, Cluster, ForwardError, TunnelGuard, UnpooledBody, UpstreamBody, UpstreamHost,
+};
 
 /// The protocol an HTTP/1.1 request asks to upgrade to: its `Upgrade` value, when
 /// `Connection` lists `upgrade`. HTTP/2 has no `Upgrade` (and HTTP/1.0 no upgrades).
@@ -42,25 +47,77 @@ fn connection_lists_upgrade(headers: &HeaderMap) -> bool {
 
 /// Puts back the two hop-by-hop headers an upgrade needs on the next hop (hygiene
 /// removed them with the client's other hop-by-hop headers).
-pub(super) fn set_upgrade_headers(headers: &mut HeaderMap, protocol: HeaderValue) {
+fn set_upgrade_headers(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, protocol);
 }
 
 /// The client's `101` from the upstream's: its headers after hop-by-hop hygiene, with
 /// the protocol the upstream switched to.
-pub(super) fn switched(
-    mut parts: http::response::Parts,
-    via: &HeaderValue,
-) -> Response<ResponseBody> {
+fn switched(mut parts: http::response::Parts, via: &HeaderValue) -> Response<ResponseBody> {
     let protocol = parts.headers.get(header::UPGRADE).cloned();
-    super::forwarding::remove_hop_by_hop(&mut parts.headers);
+    crate::hop_by_hop::remove(&mut parts.headers);
     if let Some(protocol) = protocol {
         set_upgrade_headers(&mut parts.headers, protocol);
     }
     super::forwarding::append_via(&mut parts.headers, via);
     parts.status = StatusCode::SWITCHING_PROTOCOLS;
     Response::from_parts(parts, ResponseBody::full(bytes::Bytes::new()))
+}
+
+/// Where an upgrade request goes and what its tunnel needs.
+pub(super) struct Tunnel<'a> {
+    pub(super) cluster: &'a Arc<Cluster>,
+    pub(super) host: &'a UpstreamHost,
+    pub(super) key: Option<u64>,
+    /// The worker's open tunnels (see [`bridge`]).
+    pub(super) tunnels: &'a TaskTracker,
+    pub(super) via: &'a HeaderValue,
+}
+
+impl Tunnel<'_> {
+    /// Sends an upgrade request (origin form) over a dedicated connection. On a `101`
+    /// bridges the two upgraded connections and answers the client's `101`; any other
+    /// answer is relayed as a normal response.
+    pub(super) async fn open(
+        self,
+        request: Request<UpstreamBody>,
+        protocol: HeaderValue,
+    ) -> Result<(Result<Upstreamed, ProxyError>, Authority), ForwardError> {
+        let (mut head, body) = request.into_parts();
+        let client = head.extensions.remove::<OnUpgrade>();
+        set_upgrade_headers(&mut head.headers, protocol);
+        let upstream::Tunnel {
+            mut response,
+            endpoint,
+            guard,
+        } = self
+            .cluster
+            .open_tunnel(Request::from_parts(head, body), self.host, self.key)
+            .await?;
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let response =
+                response.map(|body| ResponseBody::unpooled(UnpooledBody::new(body, guard)));
+            return Ok((Ok(Upstreamed::Relayed(response)), endpoint));
+        }
+        let Some(client) = client else {
+            // Only a connection served with upgrades can switch; ours all are.
+            return Ok((Err(ProxyError::UpgradeImpossible), endpoint));
+        };
+        let upstream = hyper::upgrade::on(&mut response);
+        bridge(
+            client,
+            upstream,
+            guard,
+            self.tunnels,
+            self.cluster.name.clone(),
+        );
+        let (parts, _) = response.into_parts();
+        Ok((
+            Ok(Upstreamed::Switched(switched(parts, self.via))),
+            endpoint,
+        ))
+    }
 }
 
 /// How long a tunnel stays open in one direction after the other has ended (its
@@ -71,7 +128,7 @@ const LINGER: Duration = Duration::from_secs(5);
 /// Bridges the client's and the upstream's upgraded connections in a task of
 /// `tunnels`, holding `guard` (the cluster's count of the connection) until the tunnel
 /// ends: both directions done, or one done and the other idle past [`LINGER`].
-pub(super) fn bridge(
+fn bridge(
     client: OnUpgrade,
     upstream: OnUpgrade,
     guard: TunnelGuard,

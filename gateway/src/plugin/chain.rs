@@ -1,7 +1,8 @@
 //! Running a route's plugin chain for one request: request phases in chain order,
 //! response phases in reverse (the onion), each plugin's instance created on first use
 //! and kept for the request's later phases, edits applied to the real message, failures
-//! turned into a 5xx or a skipped plugin by the plugin's `on_error` policy.
+//! turned by the plugin's `on_error` policy into a denial (which the gateway answers,
+//! see [`crate::error`]) or a skipped plugin.
 //!
 //! On a local response (a plugin answered, or a failure denied the request), the
 //! response phases of the plugins *before* that plugin still run, in reverse order; the
@@ -17,8 +18,9 @@ use http::uri::PathAndQuery;
 
 use super::bindings::types;
 use super::message::{QueuedEdit, RequestInfo, RequestView, ResponseView};
-use super::{ChainEntry, FailureKind, Instance, PluginFailure};
+use super::{ChainEntry, Instance, PluginFailure};
 use crate::config::OnError;
+use crate::reply::LocalReply;
 
 impl Drop for ChainRun {
     /// Instances that served this request without failing go back to their entry
@@ -32,42 +34,16 @@ impl Drop for ChainRun {
     }
 }
 
-/// A response written by a plugin (or by the gateway for a failed plugin).
+/// How a phase's pass through the chain ended.
 #[derive(Debug)]
-pub struct LocalReply {
-    /// Status code.
-    pub status: StatusCode,
-    /// Headers.
-    pub headers: HeaderMap,
-    /// Body.
-    pub body: Bytes,
-}
-
-/// What the request phases decided.
-#[derive(Debug)]
-pub enum RequestFlow {
-    /// Forward the (edited) request.
-    Continue,
-    /// Answer with this instead; the failure, if a plugin failed.
-    Respond(LocalReply, Option<PluginFailure>),
-}
-
-/// What the response phases decided.
-#[derive(Debug)]
-pub enum ResponseFlow {
-    /// Send the (edited) response.
-    Continue,
-    /// Replace it with this; the failure, if a plugin failed.
-    Replace(LocalReply, Option<PluginFailure>),
-}
-
-/// What the body phases decided.
-#[derive(Debug)]
-pub enum BodyFlow {
-    /// Go on with this body.
-    Continue(Bytes),
-    /// Answer with this instead; the failure, if a plugin failed.
-    Respond(LocalReply, Option<PluginFailure>),
+pub enum Flow<T = ()> {
+    /// Go on with the (edited) message; a body phase hands back the body.
+    Continue(T),
+    /// A plugin answered with its own response.
+    Respond(LocalReply),
+    /// A plugin failed and its policy (`on_error = "deny"`) stops the request; the
+    /// gateway answers for it.
+    Deny(PluginFailure),
 }
 
 /// The state of one request's pass through a chain.
@@ -130,7 +106,7 @@ impl ChainRun {
 
     /// Runs every request-headers phase in chain order. The headers and path are lent
     /// to each plugin in turn and edited in place.
-    pub async fn request_headers(&mut self, req: RequestParts<'_>) -> RequestFlow {
+    pub async fn request_headers(&mut self, req: RequestParts<'_>) -> Flow {
         let info = Arc::new(RequestInfo {
             method: req.method.clone(),
             scheme: req.scheme,
@@ -154,7 +130,7 @@ impl ChainRun {
         flow
     }
 
-    async fn request_headers_with(&mut self, view: &mut Option<RequestView>) -> RequestFlow {
+    async fn request_headers_with(&mut self, view: &mut Option<RequestView>) -> Flow {
         // One handle on the chain for the loop, not a clone of each entry.
         let chain = self.chain.clone();
         for (index, entry) in chain.iter().enumerate() {
@@ -177,18 +153,18 @@ impl ChainRun {
             match called {
                 Ok(types::Action::Continue) => {}
                 Ok(types::Action::Respond(local)) => {
-                    return RequestFlow::Respond(local_reply(local, &entry.plugin.name), None);
+                    return Flow::Respond(local_reply(local, &entry.plugin.name));
                 }
                 Err(failure) => {
                     self.instances[index] = None; // never entered again
-                    if let Some(reply) = self.failed(entry, failure.kind, &failure) {
-                        return RequestFlow::Respond(reply, Some(failure));
+                    if self.denies(entry, &failure) {
+                        return Flow::Deny(failure);
                     }
                 }
             }
         }
         self.reached = self.chain.len();
-        RequestFlow::Continue
+        Flow::Continue(())
     }
 
     /// Keeps a read-only copy of the request for the response and log phases, when a
@@ -210,7 +186,7 @@ impl ChainRun {
         &mut self,
         status: &mut StatusCode,
         headers: &mut HeaderMap,
-    ) -> ResponseFlow {
+    ) -> Flow {
         let reached = self.reached;
         let edits_responses = |entry: &ChainEntry| {
             entry.phases.response_headers
@@ -222,7 +198,7 @@ impl ChainRun {
         if !self.passed().any(|i| edits_responses(&self.chain[i]))
             && !self.queued.iter().any(|edit| edit.plugin < reached)
         {
-            return ResponseFlow::Continue;
+            return Flow::Continue(());
         }
         let mut request = self.request.take();
         let mut response = Some(ResponseView {
@@ -244,7 +220,7 @@ impl ChainRun {
         &mut self,
         request: &mut Option<RequestView>,
         response: &mut Option<ResponseView>,
-    ) -> ResponseFlow {
+    ) -> Flow {
         // One handle on the chain for the loop, not a clone of each entry.
         let chain = self.chain.clone();
         for index in self.passed().rev() {
@@ -268,17 +244,17 @@ impl ChainRun {
             match called {
                 Ok(types::Action::Continue) => {}
                 Ok(types::Action::Respond(local)) => {
-                    return ResponseFlow::Replace(local_reply(local, &entry.plugin.name), None);
+                    return Flow::Respond(local_reply(local, &entry.plugin.name));
                 }
                 Err(failure) => {
                     self.instances[index] = None;
-                    if let Some(reply) = self.failed(entry, failure.kind, &failure) {
-                        return ResponseFlow::Replace(reply, Some(failure));
+                    if self.denies(entry, &failure) {
+                        return Flow::Deny(failure);
                     }
                 }
             }
         }
-        ResponseFlow::Continue
+        Flow::Continue(())
     }
 
     fn passed(&self) -> std::ops::Range<usize> {
@@ -314,9 +290,9 @@ impl ChainRun {
         headers: &mut HeaderMap,
         path: &mut PathAndQuery,
         body: Bytes,
-    ) -> BodyFlow {
+    ) -> Flow<Bytes> {
         let Some(info) = self.info.clone() else {
-            return BodyFlow::Continue(body);
+            return Flow::Continue(body);
         };
         let mut view = RequestView::new(info, path.clone(), std::mem::take(headers), true);
         view.queued = std::mem::take(&mut self.queued);
@@ -349,7 +325,7 @@ impl ChainRun {
         *path = request.path;
         self.queued = request.queued;
         self.keep_request(headers, path);
-        flow.unwrap_or(BodyFlow::Continue(body))
+        flow.unwrap_or(Flow::Continue(body))
     }
 
     /// Runs the response-body phases, in reverse chain order, over the whole response
@@ -359,7 +335,7 @@ impl ChainRun {
         status: StatusCode,
         headers: &mut HeaderMap,
         body: Bytes,
-    ) -> BodyFlow {
+    ) -> Flow<Bytes> {
         let mut request = self.request.take();
         let mut response = Some(ResponseView {
             status,
@@ -393,7 +369,7 @@ impl ChainRun {
             .expect("the response is always taken back after a call")
             .headers;
         self.request = request;
-        flow.unwrap_or(BodyFlow::Continue(body))
+        flow.unwrap_or(Flow::Continue(body))
     }
 
     fn body_outcome(
@@ -402,21 +378,19 @@ impl ChainRun {
         entry: &ChainEntry,
         called: Result<types::BodyAction, PluginFailure>,
         body: &mut Bytes,
-    ) -> Option<BodyFlow> {
+    ) -> Option<Flow<Bytes>> {
         match called {
             Ok(types::BodyAction::Continue(Some(new))) => {
                 *body = Bytes::from(new);
                 None
             }
             Ok(types::BodyAction::Continue(None)) => None,
-            Ok(types::BodyAction::Respond(local)) => Some(BodyFlow::Respond(
-                local_reply(local, &entry.plugin.name),
-                None,
-            )),
+            Ok(types::BodyAction::Respond(local)) => {
+                Some(Flow::Respond(local_reply(local, &entry.plugin.name)))
+            }
             Err(failure) => {
                 self.instances[index] = None;
-                self.failed(entry, failure.kind, &failure)
-                    .map(|reply| BodyFlow::Respond(reply, Some(failure)))
+                self.denies(entry, &failure).then(|| Flow::Deny(failure))
             }
         }
     }
@@ -450,36 +424,19 @@ impl ChainRun {
         }
     }
 
-    /// Logs and counts a failure; the reply to send when the policy denies.
-    fn failed(
-        &self,
-        entry: &ChainEntry,
-        kind: FailureKind,
-        failure: &PluginFailure,
-    ) -> Option<LocalReply> {
+    /// Logs and counts a failure; whether the plugin's policy denies the request.
+    fn denies(&self, entry: &ChainEntry, failure: &PluginFailure) -> bool {
+        let kind = failure.kind;
         entry.plugin.stats.failed(kind);
         let version = &entry.plugin.version[..entry.plugin.version.len().min(12)];
         match entry.settings.on_error {
             OnError::Allow => {
                 tracing::warn!(plugin = %entry.plugin.name, version, kind = %kind, error = %failure.message, "plugin failed; skipped (on_error = allow)");
-                None
+                false
             }
             OnError::Deny => {
                 tracing::error!(plugin = %entry.plugin.name, version, kind = %kind, error = %failure.message, "plugin failed; request denied (on_error = deny)");
-                let (status, reason) = match kind {
-                    FailureKind::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "plugin timeout"),
-                    _ => (StatusCode::INTERNAL_SERVER_ERROR, "plugin failure"),
-                };
-                let mut headers = HeaderMap::new();
-                headers.insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                Some(LocalReply {
-                    status,
-                    headers,
-                    body: Bytes::from(format!("{{\"error\":\"{reason}\"}}\n")),
-                })
+                true
             }
         }
     }

@@ -170,12 +170,17 @@ enum HeaderEdit {
 }
 
 impl HeaderEdit {
-    /// Checks the name and value a guest gave.
+    /// Checks the name and value a guest gave: a hop-by-hop name is refused.
     fn parse(edit: Edit, name: &str, value: &[u8]) -> Result<HeaderEdit, EditError> {
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| EditError::InvalidName(name.into()))?;
         if let Edit::Remove = edit {
             return Ok(HeaderEdit::Remove(name));
+        }
+        // The gateway strips these once as a message arrives; a plugin adding one later
+        // would reach the next hop.
+        if crate::hop_by_hop::is_hop_by_hop(&name) {
+            return Err(EditError::InvalidName(name.as_str().into()));
         }
         let value = HeaderValue::from_bytes(value)
             .map_err(|_| EditError::InvalidValue(String::from_utf8_lossy(value).into_owned()))?;

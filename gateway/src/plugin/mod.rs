@@ -28,7 +28,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
-pub use chain::{BodyFlow, ChainRun, LocalReply, RequestFlow, RequestParts, ResponseFlow};
+pub use crate::reply::LocalReply;
+pub use chain::{ChainRun, Flow, RequestParts};
 pub use compile::WIT_VERSION;
 pub use inspect::Inspection;
 pub use instance::{Instance, PluginFailure};

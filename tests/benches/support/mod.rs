@@ -8,7 +8,7 @@ use std::sync::Arc;
 use http::HeaderMap;
 use http::uri::PathAndQuery;
 use weir_gateway::config::{Isolation, PluginSettings, PluginUse};
-use weir_gateway::plugin::{ChainEntry, ChainRun, PluginHost, RequestFlow, RequestParts};
+use weir_gateway::plugin::{ChainEntry, ChainRun, Flow, PluginHost, RequestParts};
 
 /// The allocator the `weir` binary uses, so allocation costs are the gateway's.
 #[global_allocator]
@@ -66,7 +66,7 @@ pub(crate) async fn request_phase(pass: &mut ChainRun, headers: &mut HeaderMap) 
         })
         .await;
     assert!(
-        matches!(flow, RequestFlow::Continue),
+        matches!(flow, Flow::Continue(())),
         "the bench request must pass"
     );
 }

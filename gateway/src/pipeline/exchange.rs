@@ -1,0 +1,221 @@
+//! One request on its way through the pipeline: the state its phases read and change,
+//! the routing step that creates it, the upstream phase, and how it ends.
+
+use std::borrow::Cow;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Request, Response, Uri, Version, header};
+
+use super::{Answer, Connection, Flow, Proxied, forwarding, trace, upgrade};
+use crate::config::HostRewrite;
+use crate::error::{ProxyError, ResponseBody};
+use crate::plugin::ChainRun;
+use crate::router::{self, RequestFacts, Route};
+use crate::snapshot::Snapshot;
+use crate::upstream::{Cluster, ForwardError, Forwarded, UpstreamBody, UpstreamHost};
+
+/// A routed request and what its phases have made of it so far.
+pub(super) struct Exchange<'s> {
+    pub(super) snapshot: &'s Snapshot,
+    pub(super) conn: &'s Connection,
+    pub(super) route: &'s Route,
+    /// The request head as it goes upstream: hop-by-hop headers gone, forwarding headers
+    /// added, the plugins' edits made. Taken when the request is sent.
+    pub(super) head: http::request::Parts,
+    /// The normalised path and the query, as the upstream gets them.
+    pub(super) path_and_query: PathAndQuery,
+    /// The host the client asked for (the absolute-form authority, or `Host`).
+    pub(super) original_host: Option<HeaderValue>,
+    /// The protocol the client asked to upgrade to.
+    pub(super) upgrade: Option<HeaderValue>,
+    /// The route's plugins' pass, when the route has plugins.
+    pub(super) plugins: Option<ChainRun>,
+    /// The request body, when a body phase read it whole (the mirror copies it).
+    pub(super) buffered: Option<Bytes>,
+    /// The cluster and endpoint that answered.
+    pub(super) upstream: Option<(Arc<str>, http::uri::Authority)>,
+    /// What went wrong, for the log, when the response reports a failure.
+    pub(super) error: Option<ProxyError>,
+    pub(super) trace_id: Option<trace::TraceId>,
+}
+
+/// What the upstream phase got.
+pub(super) enum Upstreamed {
+    /// A response to relay (through the response phases).
+    Relayed(Response<ResponseBody>),
+    /// The client's `101`: the upgraded connections are being bridged.
+    Switched(Response<ResponseBody>),
+}
+
+impl<'s> Exchange<'s> {
+    /// Normalises the path, routes on it, and cleans the head for forwarding (hop-by-hop
+    /// headers removed once, `X-Forwarded-*`, `Via`, the client certificate and the
+    /// trace context added).
+    pub(super) fn route(
+        snapshot: &'s Snapshot,
+        conn: &'s Connection,
+        mut head: http::request::Parts,
+    ) -> Result<Exchange<'s>, ProxyError> {
+        if head.method == http::Method::CONNECT {
+            return Err(ProxyError::ConnectNotAllowed);
+        }
+        let path = crate::path::normalize(head.uri.path(), snapshot.slashes)?;
+        let facts = RequestFacts {
+            host: router::request_host(&head.uri, &head.headers),
+            path: &path,
+            method: &head.method,
+            headers: &head.headers,
+        };
+        let route = snapshot.routes.find(&facts).ok_or(ProxyError::NoRoute)?;
+        let path_and_query = path_and_query(&head.uri, path)?;
+        let original_host = match head.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => head.headers.get(header::HOST).cloned(),
+        };
+        let via = match head.version {
+            Version::HTTP_2 => &snapshot.via.http2,
+            Version::HTTP_10 => &snapshot.via.http10,
+            _ => &snapshot.via.http11,
+        };
+        // Read before hygiene removes `Upgrade` and `Connection` with the other hop-by-hop
+        // headers: an upgrade puts them back for the upstream.
+        let upgrade = upgrade::requested(head.version, &head.headers);
+        let headers = &mut head.headers;
+        forwarding::clean_client_request(headers);
+        forwarding::add_forwarded(
+            headers,
+            &conn.client_ip,
+            conn.scheme,
+            original_host.as_ref(),
+        );
+        forwarding::append_via(headers, via);
+        if let Some(client_cert) = &conn.client_cert {
+            forwarding::set_client_cert(headers, client_cert);
+        }
+        // Before the plugins, so they see the traceparent that goes upstream.
+        let trace_id = snapshot.trace_context.then(|| trace::propagate(headers));
+        Ok(Exchange {
+            snapshot,
+            conn,
+            route,
+            head,
+            path_and_query,
+            original_host,
+            upgrade,
+            plugins: None,
+            buffered: None,
+            upstream: None,
+            error: None,
+            trace_id,
+        })
+    }
+
+    /// The `Host` the upstream gets, by the route's `host_rewrite`.
+    pub(super) fn upstream_host(&self) -> UpstreamHost {
+        match &self.route.host_rewrite {
+            HostRewrite::Preserve => UpstreamHost::Fixed(self.original_host.clone()),
+            HostRewrite::Literal(value) => UpstreamHost::Fixed(Some(value.clone())),
+            HostRewrite::Endpoint => UpstreamHost::Endpoint,
+        }
+    }
+
+    /// The upstream phase: picks a cluster (a split draws one) and an endpoint, sends
+    /// the request and waits for the response head; an upgrade goes over a dedicated
+    /// connection and is bridged on `101`.
+    pub(super) async fn upstream(&mut self, body: UpstreamBody) -> Flow<Upstreamed> {
+        let snapshot = self.snapshot;
+        let cluster = &snapshot.clusters[self.route.target.pick()];
+        let host = self.upstream_host();
+        let key = cluster.hash_key(&self.head.headers, self.conn.client.ip());
+        let mut head = std::mem::replace(&mut self.head, Request::new(()).into_parts().0);
+        // HTTP/1.1 upstreams take the origin form: path and query only.
+        let path_and_query =
+            std::mem::replace(&mut self.path_and_query, PathAndQuery::from_static("/"));
+        head.uri = Uri::from(path_and_query);
+        head.version = Version::HTTP_11;
+        let request = Request::from_parts(head, body);
+        let sent = match self.upgrade.take() {
+            None => cluster
+                .forward(self.conn.worker, request, &host, key)
+                .await
+                .map(|Forwarded { response, endpoint }| {
+                    let response = response.map(ResponseBody::upstream);
+                    (Ok(Upstreamed::Relayed(response)), endpoint)
+                }),
+            // Boxed: only upgrades carry this state in their future.
+            Some(protocol) => {
+                let tunnel = upgrade::Tunnel {
+                    cluster,
+                    host: &host,
+                    key,
+                    tunnels: &self.conn.tunnels,
+                    via: &snapshot.via.http11,
+                };
+                Box::pin(tunnel.open(request, protocol)).await
+            }
+        };
+        match sent {
+            Ok((upstreamed, endpoint)) => {
+                self.upstream = Some((cluster.name.clone(), endpoint));
+                super::answered(upstreamed)
+            }
+            Err(e) => ControlFlow::Break(upstream_error(cluster, e).into()),
+        }
+    }
+
+    /// Sends an answer made on the response side as it is.
+    pub(super) fn send(&mut self, answer: Answer) -> Response<ResponseBody> {
+        if answer.error.is_some() {
+            self.error = answer.error;
+        }
+        answer.reply.into_response(Some(&self.snapshot.via.http11))
+    }
+
+    /// What the pipeline reports for this request.
+    pub(super) fn finish(self, response: Response<ResponseBody>) -> Proxied<'s> {
+        Proxied {
+            response,
+            route: Some(self.route),
+            trace_id: self.trace_id,
+            upstream: self.upstream,
+            error: self.error,
+            log: self.plugins.filter(ChainRun::wants_log),
+        }
+    }
+}
+
+/// The path and query the upstream gets: the request's own when normalising changed
+/// nothing, else the normalised path with the query.
+fn path_and_query(uri: &Uri, path: Cow<'_, str>) -> Result<PathAndQuery, ProxyError> {
+    let bad_path = |_| ProxyError::BadPath(crate::path::PathError::BadEscape);
+    match (path, uri.query()) {
+        (Cow::Borrowed(_), _) => Ok(uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"))),
+        (Cow::Owned(p), None) => PathAndQuery::try_from(p).map_err(bad_path),
+        (Cow::Owned(p), Some(q)) => PathAndQuery::try_from(format!("{p}?{q}")).map_err(bad_path),
+    }
+}
+
+/// The client's error for a cluster that gave no answer.
+fn upstream_error(cluster: &Cluster, e: ForwardError) -> ProxyError {
+    match e {
+        ForwardError::Failed { endpoint, failure } => ProxyError::Upstream {
+            upstream: cluster.name.clone(),
+            endpoint,
+            failure,
+        },
+        ForwardError::Refused(refusal) => ProxyError::Refused {
+            upstream: cluster.name.clone(),
+            refusal,
+        },
+    }
+}
+
+#[cfg(test)]
+#[path = "exchange_tests.rs"]
+mod tests;

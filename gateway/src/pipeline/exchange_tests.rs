@@ -1,0 +1,158 @@
+//! The routing step in process: what a request looks like when its phases begin.
+
+use std::path::Path;
+
+use http::{HeaderMap, Method};
+
+use super::*;
+use crate::config::Config;
+
+fn snapshot(extra: &str) -> Snapshot {
+    let text = format!(
+        "[[upstream]]\nname = \"up\"\nendpoints = [\"127.0.0.1:9\"]\n\
+         [[route]]\nname = \"api\"\nupstream = \"up\"\nmatch = {{ path_prefix = \"/api/\" }}\n{extra}"
+    );
+    let config = Arc::new(Config::parse(Path::new("weir.toml"), &text).expect("valid config"));
+    let routes = config.routes.len();
+    let chains = (0..routes).map(|_| Arc::from(Vec::new())).collect();
+    Snapshot::new(config, 1, chains, None).expect("no plugins")
+}
+
+fn connection() -> Connection {
+    Connection {
+        client: "192.0.2.7:50000".parse().unwrap(),
+        client_ip: HeaderValue::from_static("192.0.2.7"),
+        scheme: "http",
+        worker: 0,
+        client_cert: None,
+        tunnels: tokio_util::task::TaskTracker::new(),
+    }
+}
+
+fn head(method: Method, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(()).unwrap().into_parts().0
+}
+
+fn routed<'s>(
+    snapshot: &'s Snapshot,
+    conn: &'s Connection,
+    head: http::request::Parts,
+) -> Exchange<'s> {
+    match Exchange::route(snapshot, conn, head) {
+        Ok(exchange) => exchange,
+        Err(e) => panic!("not routed: {e}"),
+    }
+}
+
+#[test]
+fn a_request_is_routed_on_its_normalised_path_and_cleaned_for_forwarding() {
+    let (snapshot, conn) = (snapshot(""), connection());
+    let request = head(
+        Method::GET,
+        "/static/../api/./users?id=7",
+        &[
+            ("host", "shop.example"),
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("keep-alive", "timeout=5"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-client-cert", "Hash=forged"),
+            ("x-kept", "yes"),
+        ],
+    );
+    let exchange = routed(&snapshot, &conn, request);
+    assert_eq!(&*exchange.route.name, "api");
+    assert_eq!(exchange.path_and_query.as_str(), "/api/users?id=7");
+    let headers: &HeaderMap = &exchange.head.headers;
+    for gone in [
+        "connection",
+        "x-private",
+        "keep-alive",
+        "x-forwarded-client-cert",
+    ] {
+        assert!(!headers.contains_key(gone), "{gone}: {headers:?}");
+    }
+    assert_eq!(headers["x-kept"], "yes");
+    assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(headers["x-forwarded-host"], "shop.example");
+    assert_eq!(headers["via"], "1.1 weir");
+    assert!(
+        headers.contains_key("traceparent"),
+        "trace context is on by default"
+    );
+    assert!(exchange.trace_id.is_some());
+    assert!(exchange.upgrade.is_none());
+    assert!(matches!(
+        exchange.upstream_host(),
+        UpstreamHost::Fixed(Some(h)) if h == "shop.example"
+    ));
+}
+
+#[test]
+fn an_unchanged_path_keeps_its_exact_bytes() {
+    let (snapshot, conn) = (snapshot(""), connection());
+    let exchange = routed(&snapshot, &conn, head(Method::GET, "/api/a%20b?q=%2F", &[]));
+    assert_eq!(exchange.path_and_query.as_str(), "/api/a%20b?q=%2F");
+}
+
+#[test]
+fn an_upgrade_is_remembered_while_its_headers_are_cleaned() {
+    let (snapshot, conn) = (snapshot(""), connection());
+    let request = head(
+        Method::GET,
+        "/api/ws",
+        &[("connection", "Upgrade"), ("upgrade", "websocket")],
+    );
+    let exchange = routed(&snapshot, &conn, request);
+    assert_eq!(
+        exchange.upgrade,
+        Some(HeaderValue::from_static("websocket"))
+    );
+    assert!(!exchange.head.headers.contains_key("upgrade"));
+    assert!(!exchange.head.headers.contains_key("connection"));
+}
+
+#[test]
+fn requests_that_cannot_be_routed_get_their_error() {
+    let (snapshot, conn) = (snapshot(""), connection());
+    let refused = |method, uri| match Exchange::route(&snapshot, &conn, head(method, uri, &[])) {
+        Ok(_) => panic!("{uri} was routed"),
+        Err(e) => e,
+    };
+    assert!(matches!(
+        refused(Method::GET, "/other"),
+        ProxyError::NoRoute
+    ));
+    assert!(matches!(
+        refused(Method::GET, "/api/%zz"),
+        ProxyError::BadPath(crate::path::PathError::BadEscape)
+    ));
+    assert!(matches!(
+        refused(Method::CONNECT, "example.com:443"),
+        ProxyError::ConnectNotAllowed
+    ));
+}
+
+#[test]
+fn the_upstream_host_follows_the_routes_host_rewrite() {
+    let snapshot = snapshot(
+        "[[route]]\nname = \"literal\"\nupstream = \"up\"\nhost_rewrite = \"users.internal\"\n\
+         match = { path_prefix = \"/lit/\" }\n\
+         [[route]]\nname = \"auto\"\nupstream = \"up\"\nauto_host_rewrite = true\n",
+    );
+    let conn = connection();
+    let host = [("host", "shop.example")];
+    let literal = routed(&snapshot, &conn, head(Method::GET, "/lit/x", &host));
+    assert!(matches!(
+        literal.upstream_host(),
+        UpstreamHost::Fixed(Some(h)) if h == "users.internal"
+    ));
+    let auto = routed(&snapshot, &conn, head(Method::GET, "/x", &host));
+    assert_eq!(&*auto.route.name, "auto");
+    assert!(matches!(auto.upstream_host(), UpstreamHost::Endpoint));
+}

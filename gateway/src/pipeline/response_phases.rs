@@ -1,0 +1,78 @@
+//! The response side: the upstream's head cleaned, then the plugins' response-headers
+//! and response-body phases in reverse chain order; and the same response phases over
+//! an answer made on the request side.
+
+use std::ops::ControlFlow;
+
+use http::{HeaderValue, Response, header};
+
+use super::exchange::Exchange;
+use super::{Answer, Flow, answered, buffering, forwarding, plugins_flow};
+use crate::error::{ProxyError, ResponseBody, error_reply};
+use crate::plugin;
+
+impl Exchange<'_> {
+    /// Hop-by-hop hygiene and `Via` on the upstream's head, then the plugins'
+    /// response-headers phases, editing it in place.
+    pub(super) async fn response_headers(
+        &mut self,
+        response: Response<ResponseBody>,
+    ) -> Flow<Response<ResponseBody>> {
+        let (mut head, body) = response.into_parts();
+        crate::hop_by_hop::remove(&mut head.headers);
+        forwarding::append_via(&mut head.headers, &self.snapshot.via.http11);
+        if let Some(pass) = &mut self.plugins {
+            plugins_flow(
+                pass.response_headers(&mut head.status, &mut head.headers)
+                    .await,
+            )?;
+        }
+        ControlFlow::Continue(Response::from_parts(head, body))
+    }
+
+    /// The plugins' response-body phases over the whole body, read up to their smallest
+    /// limit. Without such a phase the body streams.
+    pub(super) async fn response_body(
+        &mut self,
+        response: Response<ResponseBody>,
+    ) -> Flow<Response<ResponseBody>> {
+        let Some(pass) = self.plugins.as_mut() else {
+            return ControlFlow::Continue(response);
+        };
+        let Some(limit) = pass.response_body_limit() else {
+            return ControlFlow::Continue(response);
+        };
+        let (mut head, body) = response.into_parts();
+        let bytes = answered(buffering::read_response(body, limit).await)?;
+        let flow = pass
+            .response_body(head.status, &mut head.headers, bytes)
+            .await;
+        let bytes = plugins_flow(flow)?;
+        head.headers.remove(header::TRANSFER_ENCODING);
+        head.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        ControlFlow::Continue(Response::from_parts(head, ResponseBody::full(bytes)))
+    }
+
+    /// An answer made on the request side (a plugin's, or the gateway's once the route
+    /// is known): the response phases of the plugins passed so far see it first.
+    pub(super) async fn answer_locally(&mut self, answer: Answer) -> Response<ResponseBody> {
+        let Answer { mut reply, error } = answer;
+        self.error = error;
+        if let Some(pass) = &mut self.plugins {
+            match pass
+                .response_headers(&mut reply.status, &mut reply.headers)
+                .await
+            {
+                plugin::Flow::Continue(()) => {}
+                plugin::Flow::Respond(replacement) => reply = replacement,
+                plugin::Flow::Deny(failure) => {
+                    let error = ProxyError::Plugin(failure);
+                    reply = error_reply(&error);
+                    self.error.get_or_insert(error);
+                }
+            }
+        }
+        reply.into_response(Some(&self.snapshot.via.http11))
+    }
+}
