@@ -60,7 +60,7 @@ enum PluginCommand {
 }
 
 /// mimalloc: measurably cheaper than glibc malloc for the many small, short-lived
-/// allocations of request handling (see the README's benchmark figures).
+/// allocations of request handling (docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

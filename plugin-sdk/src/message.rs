@@ -41,7 +41,11 @@ impl Local {
 /// byte values (`get_str` gives them as text when they are UTF-8).
 ///
 /// An edit with an invalid name (not an RFC 9110 token) or value (CR, LF, NUL or another
-/// control byte) is ignored, and the gateway logs it with the plugin's name.
+/// control byte) is ignored, and the gateway logs it with the plugin's name. So is
+/// setting or appending a hop-by-hop field (`connection`, `keep-alive`,
+/// `transfer-encoding`, `upgrade`, `trailer`, `te`, `proxy-*`): those describe the
+/// gateway's own connections, which it manages (removing one is allowed). A local
+/// response's fields are sent as given.
 #[derive(Debug)]
 pub struct Headers<'a> {
     source: Source<'a>,

@@ -4,11 +4,9 @@
 //! The guest gets a borrowed handle, not a copy: it asks for the header it needs, and
 //! its edits go straight to the gateway's `HeaderMap`. The chain runner moves the
 //! message into the store before a call and takes it back after, so nothing is cloned
-//! per plugin. The choice was measured (`cargo bench -p weir-tests --bench
-//! plugin_call`, 2026-11-27): with whole header lists in and edit lists out, every
-//! header crossing the boundary cost ~0.22 µs per call and a reused instance's
-//! header-only call took 2.6 µs with five headers; with handles the same call takes
-//! ~1.3 µs and the plugin pays only for the headers it reads.
+//! per plugin. Copying whole header lists in and edit lists out made every header cost
+//! on every call; with handles a plugin pays only for the headers it reads
+//! (`cargo bench -p weir-tests --bench plugin_call` compares; docs/performance.md).
 
 use std::sync::Arc;
 

@@ -23,6 +23,7 @@ async fn refused_connection_is_502() {
     let gw = TestGateway::start(&route_to(&format!("127.0.0.1:{port}"), ""));
     let reply = get(&gw.url("/")).await;
     assert_eq!(reply.status, 502);
+    assert_eq!(reply.header("via").as_deref(), Some("1.1 weir"));
     assert!(
         reply.text().contains("upstream connection failed"),
         "{}",

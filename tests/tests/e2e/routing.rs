@@ -117,6 +117,8 @@ async fn unmatched_request_gets_404_json() {
         Some("application/json")
     );
     assert!(reply.text().contains("\"error\""), "{}", reply.text());
+    // A local answer carries the gateway's Via like a relayed one.
+    assert_eq!(reply.header("via").as_deref(), Some("1.1 weir"));
     assert!(a.seen().is_empty() && b.seen().is_empty());
 }
 
