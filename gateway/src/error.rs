@@ -156,6 +156,10 @@ impl ProxyError {
                 UpstreamFailure::Overloaded(_) => {
                     ErrorAnswer::new(S::SERVICE_UNAVAILABLE, "upstream overloaded")
                 }
+                // The client's fault, found while its body streamed upstream.
+                UpstreamFailure::ClientBody(_) => {
+                    ErrorAnswer::new(S::BAD_REQUEST, "malformed request body")
+                }
             },
             ProxyError::Refused { refusal, .. } => match refusal {
                 Refusal::NoEndpoints => {

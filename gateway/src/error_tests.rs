@@ -128,6 +128,11 @@ async fn proxy_table() -> Vec<(ProxyError, StatusCode, &'static str)> {
             "upstream connection reset or invalid response",
         ),
         (
+            upstream(UpstreamFailure::ClientBody(hyper_error().await)),
+            S::BAD_REQUEST,
+            "malformed request body",
+        ),
+        (
             upstream(UpstreamFailure::ClosedBeforeSend),
             S::BAD_GATEWAY,
             "upstream connection failed",

@@ -59,6 +59,25 @@ pub enum UpstreamFailure {
     /// A circuit breaker refused the request before it was sent.
     #[error("overloaded: {0} reached")]
     Overloaded(Limit),
+    /// The client's request body broke off or was malformed (a bad chunk) while it
+    /// streamed upstream: the client's fault, not the endpoint's. The upstream saw an
+    /// aborted request at most.
+    #[error("the client's request body failed: {0}")]
+    ClientBody(#[source] hyper::Error),
+}
+
+impl UpstreamFailure {
+    /// A failed exchange, told apart from a failure of the client's body streaming
+    /// through it (the only body in an upstream request that can fail).
+    pub(crate) fn exchange(e: hyper::Error) -> UpstreamFailure {
+        let client_body = std::error::Error::source(&e)
+            .is_some_and(|source| source.downcast_ref::<hyper::Error>().is_some());
+        if client_body {
+            UpstreamFailure::ClientBody(e)
+        } else {
+            UpstreamFailure::Exchange(e)
+        }
+    }
 }
 
 /// A failed [`UpstreamClient::send`]: what went wrong and, when the request never left
@@ -221,7 +240,7 @@ impl UpstreamClient {
             .writev(false) // see the server's builder: one flat write per request
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(UpstreamFailure::Exchange)?;
+            .map_err(UpstreamFailure::exchange)?;
         Ok(Box::new(PooledConn {
             sender,
             conn,
@@ -290,7 +309,7 @@ impl UpstreamClient {
                             });
                         }
                         None => {
-                            return Err(SendFailure::sent(UpstreamFailure::Exchange(
+                            return Err(SendFailure::sent(UpstreamFailure::exchange(
                                 e.into_error(),
                             )));
                         }
@@ -372,7 +391,7 @@ async fn exchange(
         Ok(Ok(response)) => Ok((response, (!conn_ended).then_some(conn))),
         Ok(Err(mut e)) => match e.take_message() {
             Some(req) => Err(Exchange::NotSent(Box::new(req))),
-            None => Err(Exchange::Failed(UpstreamFailure::Exchange(e.into_error()))),
+            None => Err(Exchange::Failed(UpstreamFailure::exchange(e.into_error()))),
         },
     }
 }

@@ -221,8 +221,8 @@ fn outcome_failed(outcome: Outcome) -> bool {
     match outcome {
         Outcome::Answered(status) => status.is_server_error(),
         Outcome::ConnectFailure | Outcome::Reset | Outcome::Timeout => true,
-        // The gateway's own limit, not the endpoint's fault.
-        Outcome::Overloaded => false,
+        // The gateway's own limit, or the client's body: not the endpoint's fault.
+        Outcome::Overloaded | Outcome::ClientBody => false,
     }
 }
 

@@ -150,7 +150,7 @@ impl MultiplexPool {
             .initial_max_send_streams(assumed)
             .handshake(TokioIo::new(io))
             .await
-            .map_err(UpstreamFailure::Exchange)?;
+            .map_err(UpstreamFailure::exchange)?;
         tokio::spawn(drive(conn, slot, endpoint.authority.clone()));
         self.lock().push(MuxConn {
             sender: sender.clone(),

@@ -33,6 +33,9 @@ pub(super) enum Outcome {
     Timeout,
     /// A circuit breaker refused the try: never retried (that would defeat it).
     Overloaded,
+    /// The client's body failed while it streamed: never retried (it is gone), and not
+    /// the endpoint's fault.
+    ClientBody,
 }
 
 impl Outcome {
@@ -45,6 +48,7 @@ impl Outcome {
             UpstreamFailure::Exchange(_) => Outcome::Reset,
             UpstreamFailure::Timeout(_) => Outcome::Timeout,
             UpstreamFailure::Overloaded(_) => Outcome::Overloaded,
+            UpstreamFailure::ClientBody(_) => Outcome::ClientBody,
         }
     }
 }
@@ -56,7 +60,7 @@ pub(super) fn wanted(policy: &Retries, outcome: Outcome) -> bool {
     match outcome {
         Outcome::ConnectFailure => on.connect_failure || any_failure,
         Outcome::Reset | Outcome::Timeout => on.reset || any_failure,
-        Outcome::Overloaded => false,
+        Outcome::Overloaded | Outcome::ClientBody => false,
         Outcome::Answered(status) => {
             let code = status.as_u16();
             (on.server_error && status.is_server_error())

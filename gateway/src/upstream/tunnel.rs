@@ -100,7 +100,7 @@ impl Cluster {
         let (mut sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(UpstreamFailure::Exchange)?;
+            .map_err(UpstreamFailure::exchange)?;
         // Driven by a task of its own: after a 101 it hands the socket to the tunnel.
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
@@ -111,7 +111,7 @@ impl Cluster {
         tokio::time::timeout(request, sender.send_request(req))
             .await
             .map_err(|_| UpstreamFailure::Timeout(request))?
-            .map_err(UpstreamFailure::Exchange)
+            .map_err(UpstreamFailure::exchange)
     }
 }
 

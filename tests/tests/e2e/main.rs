@@ -11,6 +11,7 @@ mod examples;
 mod failures;
 mod first_party;
 mod forwarding;
+mod hostile_clients;
 mod jwt_tokens;
 mod metrics;
 mod mirror;

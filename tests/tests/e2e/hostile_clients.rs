@@ -1,0 +1,60 @@
+//! Hostile or broken clients get a 4xx and lose their connection; the upstream is never
+//! blamed and never sees more than an aborted request.
+
+use weir_tests::{TestGateway, TestUpstream, raw_request};
+
+fn gateway(upstream: &TestUpstream, route_extra: &str) -> TestGateway {
+    TestGateway::start(&format!(
+        "[[upstream]]\nname = \"up\"\nendpoints = [\"{}\"]\n\
+         [[route]]\nname = \"all\"\nupstream = \"up\"\n{route_extra}",
+        upstream.addr
+    ))
+}
+
+/// Chunked request bodies whose framing is broken, each after a valid head.
+const BROKEN_CHUNKS: [(&str, &str); 3] = [
+    ("an invalid chunk size", "zz\r\nhello\r\n0\r\n\r\n"),
+    (
+        "a chunk size that overflows",
+        "fffffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+    ),
+    ("chunk lines ended by a bare LF", "5\nhello\n0\n\n"),
+];
+
+#[tokio::test]
+async fn a_broken_chunked_body_is_the_clients_400_and_closes_its_connection() {
+    let upstream = TestUpstream::start("up");
+    let gw = gateway(&upstream, "");
+    for (what, body) in BROKEN_CHUNKS {
+        // No `Connection: close`: the gateway must close by itself (else this times out).
+        let request = format!(
+            "POST /upload HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+        );
+        let reply = raw_request(gw.addr, &request).await;
+        assert!(reply.starts_with("HTTP/1.1 400 "), "{what}: {reply}");
+        assert!(reply.contains("malformed request body"), "{what}: {reply}");
+    }
+    let answered = |status| format!("weir_requests_total{{route=\"all\",status=\"{status}\"}}");
+    assert_eq!(gw.metric(&answered(400)).await, 3.0);
+    assert_eq!(gw.metric(&answered(502)).await, 0.0);
+}
+
+#[tokio::test]
+async fn a_broken_body_read_for_a_plugin_is_a_400_too() {
+    let upstream = TestUpstream::start("up");
+    let dir = weir_tests::gateway::plugin_dir(&[(weir_tests::guest_wasm!("bodies"), "bodies")]);
+    // The bodies guest reads the request body whole (its log phase posts to a closed port).
+    let plugins = format!(
+        "plugins = [{{ name = \"bodies\", config = {{ log_url = \"http://127.0.0.1:9/log\" }} }}]\n\
+         [plugins]\ndir = \"{}\"\n",
+        dir.join("plugins").display()
+    );
+    let gw = gateway(&upstream, &plugins);
+    let (what, body) = BROKEN_CHUNKS[0];
+    let request = format!(
+        "POST /upload HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+    );
+    let reply = raw_request(gw.addr, &request).await;
+    assert!(reply.starts_with("HTTP/1.1 400 "), "{what}: {reply}");
+    assert!(upstream.seen().is_empty(), "nothing reached the upstream");
+}
