@@ -22,6 +22,9 @@ pub enum ProxyError {
     /// The request path could not be normalised.
     #[error("bad request path: {0}")]
     BadPath(#[from] PathError),
+    /// The request's `Host` is missing (HTTP/1.1), repeated or invalid (RFC 9112 §3.2).
+    #[error("bad Host header: {0}")]
+    BadHost(&'static str),
     /// No route matches.
     #[error("no route matches the request")]
     NoRoute,
@@ -115,6 +118,7 @@ impl ProxyError {
         use StatusCode as S;
         match self {
             ProxyError::BadPath(_) => ErrorAnswer::new(S::BAD_REQUEST, "bad request path"),
+            ProxyError::BadHost(_) => ErrorAnswer::new(S::BAD_REQUEST, "bad Host header"),
             ProxyError::NoRoute => ErrorAnswer::new(S::NOT_FOUND, "no route matches the request"),
             ProxyError::ConnectNotAllowed => {
                 ErrorAnswer::new(S::METHOD_NOT_ALLOWED, "CONNECT is not supported")

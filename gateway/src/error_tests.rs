@@ -56,6 +56,11 @@ async fn proxy_table() -> Vec<(ProxyError, StatusCode, &'static str)> {
             "bad request path",
         ),
         (
+            ProxyError::BadHost("more than one Host header"),
+            S::BAD_REQUEST,
+            "bad Host header",
+        ),
+        (
             ProxyError::NoRoute,
             S::NOT_FOUND,
             "no route matches the request",
@@ -165,6 +170,7 @@ fn listed(table: &[(ProxyError, StatusCode, &str)], error: &ProxyError) -> bool 
     let same = |other: &ProxyError| std::mem::discriminant(other) == std::mem::discriminant(error);
     match error {
         ProxyError::BadPath(_)
+        | ProxyError::BadHost(_)
         | ProxyError::NoRoute
         | ProxyError::ConnectNotAllowed
         | ProxyError::BodyTooLarge { .. }

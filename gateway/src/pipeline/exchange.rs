@@ -62,6 +62,7 @@ impl<'s> Exchange<'s> {
         if head.method == http::Method::CONNECT {
             return Err(ProxyError::ConnectNotAllowed);
         }
+        check_host(head.version, &head.headers)?;
         let path = crate::path::normalize(head.uri.path(), snapshot.slashes)?;
         let facts = RequestFacts {
             host: router::request_host(&head.uri, &head.headers),
@@ -198,6 +199,23 @@ fn path_and_query(uri: &Uri, path: Cow<'_, str>) -> Result<PathAndQuery, ProxyEr
             .unwrap_or_else(|| PathAndQuery::from_static("/"))),
         (Cow::Owned(p), None) => PathAndQuery::try_from(p).map_err(bad_path),
         (Cow::Owned(p), Some(q)) => PathAndQuery::try_from(format!("{p}?{q}")).map_err(bad_path),
+    }
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request names its host in one `Host` header, and no
+/// request has two or an invalid one (empty is allowed: a target without authority). A
+/// request in absolute form is routed on its target's authority whatever `Host` says.
+fn check_host(version: Version, headers: &http::HeaderMap) -> Result<(), ProxyError> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => Err(ProxyError::BadHost("more than one Host header")),
+        (None, None) if version == Version::HTTP_11 => Err(ProxyError::BadHost("no Host header")),
+        (Some(host), None)
+            if !host.is_empty() && http::uri::Authority::try_from(host.as_bytes()).is_err() =>
+        {
+            Err(ProxyError::BadHost("not a valid host"))
+        }
+        _ => Ok(()),
     }
 }
 

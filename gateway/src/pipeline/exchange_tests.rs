@@ -29,8 +29,15 @@ fn connection() -> Connection {
     }
 }
 
+/// An HTTP/1.1 request head; `Host: example.com` unless `headers` names one.
 fn head(method: Method, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
     let mut request = Request::builder().method(method).uri(uri);
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request = request.header("host", "example.com");
+    }
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -155,4 +162,38 @@ fn the_upstream_host_follows_the_routes_host_rewrite() {
     let auto = routed(&snapshot, &conn, head(Method::GET, "/x", &host));
     assert_eq!(&*auto.route.name, "auto");
     assert!(matches!(auto.upstream_host(), UpstreamHost::Endpoint));
+}
+
+#[test]
+fn an_http_1_1_request_names_its_host_once_and_validly() {
+    let (snapshot, conn) = (snapshot(""), connection());
+    let host_error = |head| match Exchange::route(&snapshot, &conn, head) {
+        Ok(_) => None,
+        Err(ProxyError::BadHost(why)) => Some(why),
+        Err(e) => panic!("{e}"),
+    };
+    let mut none = head(Method::GET, "/api/x", &[]);
+    none.headers.remove("host");
+    assert_eq!(host_error(none), Some("no Host header"));
+    let mut two = head(Method::GET, "/api/x", &[("host", "a.example")]);
+    two.headers
+        .append("host", HeaderValue::from_static("b.example"));
+    assert_eq!(host_error(two), Some("more than one Host header"));
+    let invalid = head(Method::GET, "/api/x", &[("host", "a b/c")]);
+    assert_eq!(host_error(invalid), Some("not a valid host"));
+    let empty = head(Method::GET, "/api/x", &[("host", "")]);
+    assert_eq!(host_error(empty), None, "empty: a target without authority");
+
+    // HTTP/1.0 may leave it out; an absolute-form target's authority wins over Host.
+    let mut old = head(Method::GET, "/api/x", &[]);
+    old.headers.remove("host");
+    old.version = Version::HTTP_10;
+    assert_eq!(host_error(old), None);
+    let absolute = head(
+        Method::GET,
+        "http://target.example/api/x",
+        &[("host", "header.example")],
+    );
+    let exchange = routed(&snapshot, &conn, absolute);
+    assert_eq!(exchange.head.headers["x-forwarded-host"], "target.example");
 }

@@ -58,3 +58,25 @@ async fn a_broken_body_read_for_a_plugin_is_a_400_too() {
     assert!(reply.starts_with("HTTP/1.1 400 "), "{what}: {reply}");
     assert!(upstream.seen().is_empty(), "nothing reached the upstream");
 }
+
+#[tokio::test]
+async fn an_http_1_1_request_without_one_valid_host_is_a_400_and_goes_nowhere() {
+    let upstream = TestUpstream::start("up");
+    let gw = gateway(&upstream, "");
+    for (what, head) in [
+        ("no Host", "GET / HTTP/1.1\r\n"),
+        (
+            "two Host headers",
+            "GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n",
+        ),
+        ("an invalid Host", "GET / HTTP/1.1\r\nHost: a b\r\n"),
+    ] {
+        let reply = raw_request(gw.addr, &format!("{head}Connection: close\r\n\r\n")).await;
+        assert!(reply.starts_with("HTTP/1.1 400 "), "{what}: {reply}");
+        assert!(reply.contains("bad Host header"), "{what}: {reply}");
+    }
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+    // HTTP/1.0 may leave it out.
+    let reply = raw_request(gw.addr, "GET / HTTP/1.0\r\n\r\n").await;
+    assert!(reply.starts_with("HTTP/1.0 200 "), "{reply}");
+}
