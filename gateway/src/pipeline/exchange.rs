@@ -29,6 +29,8 @@ pub(super) struct Exchange<'s> {
     pub(super) path_and_query: PathAndQuery,
     /// The host the client asked for (the absolute-form authority, or `Host`).
     pub(super) original_host: Option<HeaderValue>,
+    /// The HTTP version of the client's connection, which its response speaks.
+    pub(super) client_version: Version,
     /// The protocol the client asked to upgrade to.
     pub(super) upgrade: Option<HeaderValue>,
     /// The route's plugins' pass, when the route has plugins.
@@ -84,6 +86,7 @@ impl<'s> Exchange<'s> {
         // Read before hygiene removes `Upgrade` and `Connection` with the other hop-by-hop
         // headers: an upgrade puts them back for the upstream.
         let upgrade = upgrade::requested(head.version, &head.headers);
+        let client_version = head.version;
         let headers = &mut head.headers;
         forwarding::clean_client_request(headers);
         forwarding::add_forwarded(
@@ -105,6 +108,7 @@ impl<'s> Exchange<'s> {
             head,
             path_and_query,
             original_host,
+            client_version,
             upgrade,
             plugins: None,
             buffered: None,

@@ -12,13 +12,16 @@ use crate::error::{ProxyError, ResponseBody, error_reply};
 use crate::plugin;
 
 impl Exchange<'_> {
-    /// Hop-by-hop hygiene and `Via` on the upstream's head, then the plugins'
-    /// response-headers phases, editing it in place.
+    /// The upstream's head in the client's HTTP version, hop-by-hop hygiene and `Via`,
+    /// then the plugins' response-headers phases, editing it in place.
     pub(super) async fn response_headers(
         &mut self,
         response: Response<ResponseBody>,
     ) -> Flow<Response<ResponseBody>> {
         let (mut head, body) = response.into_parts();
+        // The client hears its own connection's version, and keep-alive follows its
+        // connection, whatever the upstream spoke (an HTTP/1.0 upstream, or HTTP/2).
+        head.version = self.client_version;
         crate::hop_by_hop::remove(&mut head.headers);
         forwarding::append_via(&mut head.headers, &self.snapshot.via.http11);
         if let Some(pass) = &mut self.plugins {

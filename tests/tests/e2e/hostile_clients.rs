@@ -80,3 +80,55 @@ async fn an_http_1_1_request_without_one_valid_host_is_a_400_and_goes_nowhere() 
     let reply = raw_request(gw.addr, "GET / HTTP/1.0\r\n\r\n").await;
     assert!(reply.starts_with("HTTP/1.0 200 "), "{reply}");
 }
+
+/// An upstream that answers every request in HTTP/1.0 and closes its connection.
+fn http_1_0_upstream() -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let _ = stream.write_all(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_http_1_1_client_gets_http_1_1_and_keep_alive_from_an_http_1_0_upstream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = http_1_0_upstream();
+    let gw = TestGateway::start(&format!(
+        "[[upstream]]\nname = \"old\"\nendpoints = [\"{addr}\"]\n\
+         [[route]]\nname = \"all\"\nupstream = \"old\"\n"
+    ));
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    for round in 0..2 {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !reply.ends_with(b"\r\n\r\nok") {
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
+                    .await
+                    .expect("a whole response within 5 s")
+                    .unwrap();
+            assert!(
+                read > 0,
+                "round {round}: the gateway closed the client's connection"
+            );
+            reply.extend_from_slice(&buf[..read]);
+        }
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("HTTP/1.1 200 "), "round {round}: {reply}");
+    }
+}
