@@ -1,4 +1,5 @@
-//! Builds the first-party `request-id` and `api-key` plugins for `wasm32-wasip2` so the
+//! Hands the `weir:plugin` version in `wit/plugin.wit` to the crate
+//! (`WEIR_WIT_VERSION`), and builds the first-party `request-id` and `api-key` plugins for `wasm32-wasip2` so the
 //! quickstart (`weir run` with no config) can embed them and show a plugin acting in
 //! the first minute. Installs the wasm target with rustup when it is missing. If the
 //! plugins cannot be built (no rustup, offline), the gateway still builds: the embedded
@@ -6,6 +7,8 @@
 
 #[path = "../xtask/src/guest_build.rs"]
 mod guest_build;
+#[path = "../xtask/src/wit_version.rs"]
+mod wit_version;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,6 +21,7 @@ fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let root = manifest_dir.parent().expect("gateway/ is in the workspace");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
+    wit_version::emit(root);
     for watched in [
         "plugin-sdk",
         "wit",

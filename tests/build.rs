@@ -1,43 +1,21 @@
 //! Builds the test guests (`tests/guests/`, a workspace of its own), the first-party
 //! plugins (`plugins/`) and the example plugin for `wasm32-wasip2` once, so that plain
-//! `cargo test` has real `.wasm` plugins, and exposes their paths as `GUEST_<NAME>`
-//! environment variables at compile time. Cargo's own freshness checks
-//! keep rebuilds to what changed.
+//! `cargo test` has real `.wasm` plugins. Which guests there are is read from the
+//! directories (every crate under `tests/guests/` and `plugins/`), never listed by hand.
+//! Their paths reach the tests as `GUEST_<NAME>` environment variables and as the table
+//! in `$OUT_DIR/guests.rs` that `guest_wasm!` looks names up in. Cargo's own freshness
+//! checks keep rebuilds to what changed.
 
 #[path = "../xtask/src/guest_build.rs"]
 mod guest_build;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-const GUESTS: &[&str] = &[
-    "probe",
-    "probe_local",
-    "future",
-    "bodies",
-    "minor",
-    "older",
-    "swap_a",
-    "swap_b",
-];
-
-/// Workspaces to build: (directory under the repository root, target subdirectory,
-/// the `.wasm` files it produces).
-const WORKSPACES: &[(&str, &str, &[&str])] = &[
-    ("tests/guests", "guests", GUESTS),
-    ("examples/hello-plugin", "example-guests", &["hello_plugin"]),
-    (
-        "plugins",
-        "plugins",
-        &[
-            "api_key",
-            "cors",
-            "headers",
-            "ip_filter",
-            "jwt_auth",
-            "rate_limit",
-            "request_id",
-        ],
-    ),
+/// Workspaces to build: (directory under the repository root, target subdirectory).
+const WORKSPACES: &[(&str, &str)] = &[
+    ("tests/guests", "guests"),
+    ("examples/hello-plugin", "example-guests"),
+    ("plugins", "plugins"),
 ];
 
 fn main() {
@@ -46,26 +24,19 @@ fn main() {
         .parent()
         .expect("tests/ is inside the workspace")
         .to_owned();
-    for watched in [
-        "tests/guests",
-        "examples/hello-plugin/src",
-        "examples/hello-plugin/Cargo.toml",
-        "plugin-sdk",
-        "plugins/Cargo.toml",
-        "plugins/api-key",
-        "plugins/cors",
-        "plugins/headers",
-        "plugins/ip-filter",
-        "plugins/jwt-auth",
-        "plugins/rate-limit",
-        "plugins/request-id",
-        "wit",
-    ] {
+    for watched in ["plugin-sdk", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     // Rebuild with the component linker once `cargo xtask setup` installs it.
     guest_build::watch_tools(&root);
-    for (dir, target, outputs) in WORKSPACES {
+    let mut table = String::from(
+        "/// Every guest `build.rs` built: (name, path of its `.wasm`).\n\
+         pub const GUESTS: &[(&str, &str)] = &[\n",
+    );
+    for (dir, target) in WORKSPACES {
+        let crates = crates_in(&root.join(dir));
+        // Scanned whole by cargo: a new guest crate counts as a change too.
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
         // A separate target directory: the outer cargo holds the lock on the main one.
         let target_dir = root.join("target").join(target);
         let status = guest_build::cargo_build(&root, &root.join(dir), &target_dir)
@@ -75,7 +46,8 @@ fn main() {
             status.success(),
             "building {dir} for wasm32-wasip2 failed (is the target installed? `cargo xtask test` adds it)"
         );
-        for output in *outputs {
+        for name in crates {
+            let output = name.replace('-', "_");
             let wasm = target_dir
                 .join("wasm32-wasip2")
                 .join("release")
@@ -83,9 +55,47 @@ fn main() {
             assert!(wasm.is_file(), "{} was not built", wasm.display());
             println!(
                 "cargo:rustc-env=GUEST_{}={}",
-                output.to_ascii_uppercase().replace('-', "_"),
+                output.to_ascii_uppercase(),
                 wasm.display()
             );
+            table.push_str(&format!(
+                "    ({output:?}, {:?}),\n",
+                wasm.display().to_string()
+            ));
         }
     }
+    table.push_str("];\n");
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
+    std::fs::write(out.join("guests.rs"), table).expect("write guests.rs");
+}
+
+/// The package names of the workspace at `dir`: the root package if it is one, and
+/// every subdirectory with a `Cargo.toml` that names a package.
+fn crates_in(dir: &Path) -> Vec<String> {
+    let mut dirs = vec![dir.to_owned()];
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.join("Cargo.toml").is_file())
+        .collect();
+    entries.sort();
+    dirs.extend(entries);
+    dirs.into_iter()
+        .filter_map(|dir| package_name(&std::fs::read_to_string(dir.join("Cargo.toml")).ok()?))
+        .collect()
+}
+
+/// The `name` of a manifest's `[package]` table, if it has one.
+fn package_name(manifest: &str) -> Option<String> {
+    let mut in_package = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_package = line == "[package]";
+        } else if in_package && let Some(value) = line.strip_prefix("name") {
+            let value = value.trim_start().strip_prefix('=')?.trim();
+            return Some(value.trim_matches('"').to_owned());
+        }
+    }
+    None
 }

@@ -165,8 +165,9 @@ pub mod __private {
     pub use crate::plugin::{Adapter, Slot};
 }
 
-/// The version of the `weir:plugin` WIT package this SDK builds plugins for.
-pub const WIT_VERSION: &str = "0.1.2";
+/// The version of the `weir:plugin` WIT package this SDK builds plugins for (read from
+/// `wit/plugin.wit` when the SDK is built).
+pub const WIT_VERSION: &str = env!("WEIR_WIT_VERSION");
 
 /// Exports a [`Plugin`] type as the component's implementation of `weir:plugin`. Use it
 /// once, at the top level of the plugin crate.

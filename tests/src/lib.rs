@@ -25,55 +25,26 @@ macro_rules! weir_bin {
     };
 }
 
-/// Path of a test guest `.wasm` built by `build.rs` (e.g. `guest!("probe")`).
+include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+
+/// Path of a test guest `.wasm` built by `build.rs`, by crate name with `_` for `-`
+/// (e.g. `guest_wasm!("probe")`, `guest_wasm!("rate_limit")`): every crate under
+/// `tests/guests/` and `plugins/`, and the example plugin (`hello_plugin`).
 #[macro_export]
 macro_rules! guest_wasm {
-    ("probe") => {
-        ::std::path::Path::new(env!("GUEST_PROBE"))
+    ($name:expr) => {
+        $crate::guest_path($name)
     };
-    ("probe_local") => {
-        ::std::path::Path::new(env!("GUEST_PROBE_LOCAL"))
-    };
-    ("minor") => {
-        ::std::path::Path::new(env!("GUEST_MINOR"))
-    };
-    ("older") => {
-        ::std::path::Path::new(env!("GUEST_OLDER"))
-    };
-    ("future") => {
-        ::std::path::Path::new(env!("GUEST_FUTURE"))
-    };
-    ("bodies") => {
-        ::std::path::Path::new(env!("GUEST_BODIES"))
-    };
-    ("swap_a") => {
-        ::std::path::Path::new(env!("GUEST_SWAP_A"))
-    };
-    ("swap_b") => {
-        ::std::path::Path::new(env!("GUEST_SWAP_B"))
-    };
-    ("request_id") => {
-        ::std::path::Path::new(env!("GUEST_REQUEST_ID"))
-    };
-    ("api_key") => {
-        ::std::path::Path::new(env!("GUEST_API_KEY"))
-    };
-    ("cors") => {
-        ::std::path::Path::new(env!("GUEST_CORS"))
-    };
-    ("headers") => {
-        ::std::path::Path::new(env!("GUEST_HEADERS"))
-    };
-    ("ip_filter") => {
-        ::std::path::Path::new(env!("GUEST_IP_FILTER"))
-    };
-    ("jwt_auth") => {
-        ::std::path::Path::new(env!("GUEST_JWT_AUTH"))
-    };
-    ("rate_limit") => {
-        ::std::path::Path::new(env!("GUEST_RATE_LIMIT"))
-    };
-    ("hello_plugin") => {
-        ::std::path::Path::new(env!("GUEST_HELLO_PLUGIN"))
-    };
+}
+
+/// The `.wasm` of the guest `name` (see [`guest_wasm!`]); panics naming the guests
+/// there are when there is none of that name.
+pub fn guest_path(name: &str) -> &'static std::path::Path {
+    match GUESTS.iter().find(|(guest, _)| *guest == name) {
+        Some((_, path)) => std::path::Path::new(path),
+        None => {
+            let known: Vec<&str> = GUESTS.iter().map(|(guest, _)| *guest).collect();
+            panic!("no test guest `{name}`; there are {known:?}")
+        }
+    }
 }

@@ -11,8 +11,8 @@ use wasmtime::component::Component;
 
 use super::PluginError;
 
-/// The `weir:plugin` version this gateway implements.
-pub const WIT_VERSION: &str = "0.1.2";
+/// The `weir:plugin` version this gateway implements, as `wit/plugin.wit` declares it.
+pub const WIT_VERSION: &str = env!("WEIR_WIT_VERSION");
 
 /// A compiled component and where it came from.
 pub(crate) struct Compiled {

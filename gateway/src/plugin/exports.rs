@@ -8,7 +8,7 @@ use wasmtime::component::{Component, ComponentExportIndex, Resource, TypedFunc};
 use super::bindings::types;
 
 /// The interface every plugin exports.
-pub(crate) const HANDLER: &str = "weir:plugin/handler@0.1.2";
+pub(crate) const HANDLER: &str = concat!("weir:plugin/handler@", env!("WEIR_WIT_VERSION"));
 
 /// Where each handler function is in a component.
 #[derive(Debug, Clone, Copy)]

@@ -3,10 +3,11 @@
 
 use weir_tests::{TestGateway, TestUpstream, raw_request};
 
-fn gateway(upstream: &TestUpstream, route_extra: &str) -> TestGateway {
+/// A gateway with one route, `route` (metrics are per process: each test names its own).
+fn gateway(upstream: &TestUpstream, route: &str, route_extra: &str) -> TestGateway {
     TestGateway::start(&format!(
         "[[upstream]]\nname = \"up\"\nendpoints = [\"{}\"]\n\
-         [[route]]\nname = \"all\"\nupstream = \"up\"\n{route_extra}",
+         [[route]]\nname = \"{route}\"\nupstream = \"up\"\n{route_extra}",
         upstream.addr
     ))
 }
@@ -24,7 +25,7 @@ const BROKEN_CHUNKS: [(&str, &str); 3] = [
 #[tokio::test]
 async fn a_broken_chunked_body_is_the_clients_400_and_closes_its_connection() {
     let upstream = TestUpstream::start("up");
-    let gw = gateway(&upstream, "");
+    let gw = gateway(&upstream, "broken-chunks", "");
     for (what, body) in BROKEN_CHUNKS {
         // No `Connection: close`: the gateway must close by itself (else this times out).
         let request = format!(
@@ -34,7 +35,8 @@ async fn a_broken_chunked_body_is_the_clients_400_and_closes_its_connection() {
         assert!(reply.starts_with("HTTP/1.1 400 "), "{what}: {reply}");
         assert!(reply.contains("malformed request body"), "{what}: {reply}");
     }
-    let answered = |status| format!("weir_requests_total{{route=\"all\",status=\"{status}\"}}");
+    let answered =
+        |status| format!("weir_requests_total{{route=\"broken-chunks\",status=\"{status}\"}}");
     assert_eq!(gw.metric(&answered(400)).await, 3.0);
     assert_eq!(gw.metric(&answered(502)).await, 0.0);
 }
@@ -49,7 +51,7 @@ async fn a_broken_body_read_for_a_plugin_is_a_400_too() {
          [plugins]\ndir = \"{}\"\n",
         dir.join("plugins").display()
     );
-    let gw = gateway(&upstream, &plugins);
+    let gw = gateway(&upstream, "broken-for-plugin", &plugins);
     let (what, body) = BROKEN_CHUNKS[0];
     let request = format!(
         "POST /upload HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
@@ -62,7 +64,7 @@ async fn a_broken_body_read_for_a_plugin_is_a_400_too() {
 #[tokio::test]
 async fn an_http_1_1_request_without_one_valid_host_is_a_400_and_goes_nowhere() {
     let upstream = TestUpstream::start("up");
-    let gw = gateway(&upstream, "");
+    let gw = gateway(&upstream, "hosts", "");
     for (what, head) in [
         ("no Host", "GET / HTTP/1.1\r\n"),
         (
