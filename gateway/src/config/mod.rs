@@ -7,10 +7,13 @@
 mod duration;
 mod error;
 mod schema;
+mod schema_upstream;
 mod tls;
 mod upstream;
 mod upstream_tls;
 mod validate;
+mod validate_plugin;
+mod validate_route;
 mod validate_upstream;
 
 use std::net::SocketAddr;
@@ -20,7 +23,8 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 
 pub use error::{ConfigError, Diagnostic};
-pub use schema::{Balancer, ConfigFile, Isolation, OnError, Protocol, Timeouts};
+pub use schema::{ConfigFile, Isolation, OnError};
+pub use schema_upstream::{Balancer, Protocol, Timeouts};
 pub use tls::{Tls, TlsCertificate, files_named_in as tls_files_named_in};
 pub use upstream::{Endpoint, HashOn, HealthCheck, Limits, Outlier, Retries, RetryOn, Upstream};
 pub use upstream_tls::UpstreamTls;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rustls::pki_types::ServerName;
 use toml::Spanned;
 
-use super::schema::{Protocol, UpstreamTlsConfig};
+use super::schema_upstream::{Protocol, UpstreamTlsConfig};
 use super::validate::Checker;
 use crate::tls::{self, ClientIdentity, FileDigest};
 

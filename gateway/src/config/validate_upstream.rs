@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use super::Balancer;
 use super::error::nearest;
-use super::schema::{
+use super::schema_upstream::{
     EndpointEntry, HealthConfig, LimitsConfig, OutlierConfig, RetriesConfig, UpstreamConfig,
 };
 use super::upstream::{

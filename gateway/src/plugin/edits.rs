@@ -1,0 +1,148 @@
+//! Header edits a plugin makes: checked once ([`HeaderEdit::parse`]: a valid name and
+//! value, and no hop-by-hop field), then applied to a message now, queued for the
+//! response ([`QueuedEdit`]), or declared in `init` for the gateway to make on every
+//! request ([`DeclaredEdits`]).
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::bindings::types::{self, EditError};
+
+/// A response edit queued by a request phase (`set-response-header` and kin), applied
+/// where the plugin's response phase would run.
+#[derive(Debug)]
+pub(crate) struct QueuedEdit {
+    /// The chain position of the plugin that queued it.
+    pub(crate) plugin: usize,
+    pub(super) edit: HeaderEdit,
+}
+
+impl QueuedEdit {
+    /// Applies the edit to the response's headers.
+    pub(crate) fn apply(self, headers: &mut HeaderMap) {
+        self.edit.apply(headers);
+    }
+}
+
+/// How a header edit goes.
+pub(super) enum Edit {
+    Set,
+    SetIfAbsent,
+    Append,
+    Remove,
+}
+
+/// A checked header edit.
+#[derive(Debug, Clone)]
+pub(super) enum HeaderEdit {
+    Set(HeaderName, HeaderValue),
+    SetIfAbsent(HeaderName, HeaderValue),
+    Append(HeaderName, HeaderValue),
+    Remove(HeaderName),
+}
+
+impl HeaderEdit {
+    /// Checks the name and value a guest gave: a hop-by-hop name is refused.
+    pub(super) fn parse(edit: Edit, name: &str, value: &[u8]) -> Result<HeaderEdit, EditError> {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| EditError::InvalidName(name.into()))?;
+        if let Edit::Remove = edit {
+            return Ok(HeaderEdit::Remove(name));
+        }
+        // The gateway strips these once as a message arrives; a plugin adding one later
+        // would reach the next hop.
+        if crate::hop_by_hop::is_hop_by_hop(&name) {
+            return Err(EditError::InvalidName(name.as_str().into()));
+        }
+        let value = HeaderValue::from_bytes(value)
+            .map_err(|_| EditError::InvalidValue(String::from_utf8_lossy(value).into_owned()))?;
+        Ok(match edit {
+            Edit::Set => HeaderEdit::Set(name, value),
+            Edit::SetIfAbsent => HeaderEdit::SetIfAbsent(name, value),
+            _ => HeaderEdit::Append(name, value),
+        })
+    }
+
+    /// Applies a copy of the edit (names and values are shared bytes: no allocation).
+    fn apply_copy(&self, headers: &mut HeaderMap) {
+        self.clone().apply(headers);
+    }
+
+    pub(super) fn apply(self, headers: &mut HeaderMap) {
+        match self {
+            HeaderEdit::Set(name, value) => {
+                headers.insert(name, value);
+            }
+            HeaderEdit::SetIfAbsent(name, value) => {
+                headers.entry(name).or_insert(value);
+            }
+            HeaderEdit::Append(name, value) => {
+                headers.append(name, value);
+            }
+            HeaderEdit::Remove(name) => {
+                headers.remove(name);
+            }
+        }
+    }
+}
+
+/// The header edits a route's config makes on every request and response, declared by
+/// the plugin in `init` (`host.declare-edits`) and made by the gateway at the plugin's
+/// place in the chain, without a call.
+#[derive(Debug, Default)]
+pub(crate) struct DeclaredEdits {
+    request: Vec<HeaderEdit>,
+    response: Vec<HeaderEdit>,
+}
+
+impl DeclaredEdits {
+    /// Checks what a guest declared.
+    pub(crate) fn parse(
+        request: Vec<types::HeaderEdit>,
+        response: Vec<types::HeaderEdit>,
+    ) -> Result<DeclaredEdits, EditError> {
+        let check = |edits: Vec<types::HeaderEdit>| {
+            edits
+                .into_iter()
+                .map(|edit| match edit {
+                    types::HeaderEdit::Set(h) => HeaderEdit::parse(Edit::Set, &h.name, &h.value),
+                    types::HeaderEdit::Append(h) => {
+                        HeaderEdit::parse(Edit::Append, &h.name, &h.value)
+                    }
+                    types::HeaderEdit::Remove(name) => HeaderEdit::parse(Edit::Remove, &name, &[]),
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(DeclaredEdits {
+            request: check(request)?,
+            response: check(response)?,
+        })
+    }
+
+    /// Makes the request edits.
+    pub(crate) fn apply_to_request(&self, headers: &mut HeaderMap) {
+        for edit in &self.request {
+            edit.apply_copy(headers);
+        }
+    }
+
+    /// Makes the response edits.
+    pub(crate) fn apply_to_response(&self, headers: &mut HeaderMap) {
+        for edit in &self.response {
+            edit.apply_copy(headers);
+        }
+    }
+
+    /// Whether there are response edits.
+    pub(crate) fn edits_responses(&self) -> bool {
+        !self.response.is_empty()
+    }
+}
+
+pub(super) fn edit_headers(
+    headers: &mut HeaderMap,
+    edit: Edit,
+    name: &str,
+    value: &[u8],
+) -> Result<(), EditError> {
+    HeaderEdit::parse(edit, name, value).map(|edit| edit.apply(headers))
+}

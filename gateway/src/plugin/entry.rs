@@ -1,0 +1,88 @@
+//! One entry of a route's plugin chain ([`ChainEntry`]) and the idle instances it keeps
+//! for reuse under worker isolation.
+
+use std::sync::Arc;
+
+use super::state::PluginContext;
+use super::{Image, Instance, LoadedPlugin, Phases, PluginFailure, PluginMetrics, message};
+use crate::config::{Isolation, PluginSettings, PluginUse};
+
+/// With `isolation = "worker"`, an instance serves at most this many requests.
+const MAX_REUSE: u32 = 10_000;
+/// With `isolation = "worker"`, at most this many idle instances are kept per entry.
+const MAX_IDLE_INSTANCES: usize = 64;
+
+/// One entry of a route's plugin chain: a loaded plugin with that route's config and
+/// limits.
+#[derive(Debug, Clone)]
+pub struct ChainEntry {
+    /// The plugin.
+    pub plugin: Arc<LoadedPlugin>,
+    /// Its limits and failure policy on this route.
+    pub settings: PluginSettings,
+    /// The route's use of the plugin as configured (a reload keeps an entry whose use
+    /// and plugin version did not change, with its idle instances).
+    pub usage: PluginUse,
+    /// The phases called on this route: what the plugin asked for after `init` with
+    /// the route's config (a subset of the plugin's phases).
+    pub phases: Phases,
+    pub(super) ctx: Arc<PluginContext>,
+    /// The header edits this route's `init` declared, made by the gateway at the
+    /// plugin's place without a call.
+    pub(crate) declared: Option<Arc<message::DeclaredEdits>>,
+    /// What instances start from: a snapshot taken after this route's `init` when one
+    /// could be taken, else the plugin as loaded.
+    pub(super) image: Arc<Image>,
+    pub(super) idle: Arc<std::sync::Mutex<Vec<Instance>>>,
+}
+
+impl ChainEntry {
+    /// An instance for one request: fresh with request isolation; with worker
+    /// isolation, a reused one when an idle one exists.
+    pub async fn instantiate(&self) -> Result<Instance, PluginFailure> {
+        if self.settings.isolation == Isolation::Worker {
+            let reused = self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop();
+            if let Some(mut instance) = reused {
+                instance.reset_for_request();
+                return Ok(instance);
+            }
+        }
+        // Boxed for the same reason as a fiber call: instantiation's future is large.
+        Box::pin(Instance::new(
+            &self.image,
+            self.ctx.clone(),
+            self.settings.memory_limit,
+            self.settings.timeout,
+        ))
+        .await
+    }
+
+    /// Hands back an instance after a request it served without failing. Request
+    /// isolation drops it; worker isolation keeps it for reuse up to a bound.
+    pub(crate) fn release(&self, instance: Instance) {
+        if self.settings.isolation != Isolation::Worker || instance.uses >= MAX_REUSE {
+            return;
+        }
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() < MAX_IDLE_INSTANCES {
+            idle.push(instance);
+        }
+    }
+
+    /// Whether instances start from a snapshot taken after this route's `init`.
+    pub fn preinitialised(&self) -> bool {
+        self.image.preinitialised
+    }
+
+    /// What the plugin reported through the metrics import.
+    pub fn metrics(&self) -> &PluginMetrics {
+        &self.ctx.metrics
+    }
+}
