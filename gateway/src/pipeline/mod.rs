@@ -6,9 +6,9 @@
 //!   → response-headers → response-body? → write → log
 //! ```
 //!
-//! [`proxy`] is that list: each phase is a method of the request's [`Exchange`] and
-//! returns a [`Flow`], which either goes on to the next phase or stops with the
-//! [`Answer`] the gateway (or a plugin) makes instead. An answer made on the request side
+//! `proxy` is that list: each phase is a method of the request's `Exchange` and
+//! returns a `Flow`, which either goes on to the next phase or stops with the
+//! `Answer` the gateway (or a plugin) makes instead. An answer made on the request side
 //! still passes the response phases of the plugins passed so far; one made on the
 //! response side is sent as it is. Every answer leaves through
 //! [`LocalReply::into_response`](crate::reply::LocalReply::into_response), every error
