@@ -386,3 +386,23 @@ upstream = "users"
         "weir should exit 0 after SIGINT"
     );
 }
+
+#[test]
+fn a_second_weir_on_a_port_in_use_refuses_to_start() {
+    let config = |listen: &str| {
+        format!(
+            "[server]\nlisten = \"{listen}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [[upstream]]\nname = \"up\"\nendpoints = [\"127.0.0.1:9\"]\n\
+             [[route]]\nname = \"all\"\nupstream = \"up\"\n"
+        )
+    };
+    let first = WeirProcess::with_config(weir_bin!(), &config("127.0.0.1:0"));
+    // With SO_REUSEPORT alone, this one would start and take half the connections.
+    let path = write_config(&config(&first.addr.to_string()));
+    let second = weir(&["run", "--config", path_str(&path)]);
+    assert_ne!(second.code, Some(0), "{second:?}");
+    assert!(
+        second.stderr.contains(&first.addr.to_string()) && second.stderr.contains("already in use"),
+        "{second:?}"
+    );
+}
