@@ -88,14 +88,6 @@ fn crates_in(dir: &Path) -> Vec<String> {
 
 /// The `name` of a manifest's `[package]` table, if it has one.
 fn package_name(manifest: &str) -> Option<String> {
-    let mut in_package = false;
-    for line in manifest.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_package = line == "[package]";
-        } else if in_package && let Some(value) = line.strip_prefix("name") {
-            let value = value.trim_start().strip_prefix('=')?.trim();
-            return Some(value.trim_matches('"').to_owned());
-        }
-    }
-    None
+    let manifest: toml::Table = toml::from_str(manifest).ok()?;
+    Some(manifest.get("package")?.get("name")?.as_str()?.to_owned())
 }

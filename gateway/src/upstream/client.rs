@@ -298,23 +298,27 @@ impl UpstreamClient {
                     };
                     return Ok(Response::from_parts(parts, body));
                 }
-                Ok(Err(mut e)) => {
-                    stream.mark_broken();
-                    match e.take_message() {
-                        Some(back) if !fresh => req = back,
-                        Some(back) => {
+                Ok(Err(mut e)) => match e.take_message() {
+                    Some(back) => {
+                        stream.mark_broken();
+                        if fresh {
                             return Err(SendFailure {
                                 failure: UpstreamFailure::ClosedBeforeSend,
                                 unsent: Some(Box::new(back)),
                             });
                         }
-                        None => {
-                            return Err(SendFailure::sent(UpstreamFailure::exchange(
-                                e.into_error(),
-                            )));
-                        }
+                        req = back;
                     }
-                }
+                    None => {
+                        let failure = UpstreamFailure::exchange(e.into_error());
+                        // A client's broken body resets only its own stream: the
+                        // connection goes on serving the others.
+                        if !matches!(failure, UpstreamFailure::ClientBody(_)) {
+                            stream.mark_broken();
+                        }
+                        return Err(SendFailure::sent(failure));
+                    }
+                },
             }
         }
     }
