@@ -5,6 +5,11 @@
 //! (`%2e` → `.`, `%41` → `A`), other escapes get upper-case hex, runs of `/` merge, and
 //! dot segments are removed (`..` never climbs above the root). Escaped slashes (`%2F`,
 //! `%5C`) are kept, rejected or decoded as the operator chooses.
+//!
+//! A backend may read a path more leniently than the gateway routes it: decode `%2F`,
+//! treat `\` as `/`, drop `;` parameters. [`lenient_reading`] gives that reading, so
+//! the router can refuse a path that would reach a route's upstream while dodging its
+//! plugins (`/public/..%2Fadmin`, `/admin;x/secret`).
 
 use std::borrow::Cow;
 
@@ -34,6 +39,71 @@ pub enum PathError {
     /// An escaped slash under [`SlashPolicy::Reject`].
     #[error("the request path contains an escaped slash (%2F or %5C)")]
     EscapedSlash,
+    /// A `.` or `..` segment hidden behind an escaped slash, a backslash or a `;`
+    /// parameter, which a lenient backend would resolve (see [`lenient_reading`]).
+    #[error("the request path hides a dot segment behind %2F, %5C, `\\` or `;`")]
+    HiddenDotSegment,
+    /// The path routes one way as sent and another way as a lenient backend reads it.
+    #[error("the request path routes differently when %2F, %5C and `\\` are read as `/`")]
+    Ambiguous,
+}
+
+/// What to do with a path that a lenient backend would read differently from the
+/// gateway: `[server] ambiguous_paths` in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AmbiguousPaths {
+    /// Refuse (400) a path whose [`lenient_reading`] hides a dot segment or matches
+    /// another route than the path as sent (the default).
+    Reject,
+    /// Route on the path as sent and forward it; only safe when every backend reads
+    /// `%2F`, `%5C`, `\` and `;` strictly.
+    Forward,
+}
+
+/// How a lenient backend reads a normalised path: `%2F`, `%5C` and `\` act as `/`, and
+/// a segment's `;` parameters are dropped (as servlet containers do), before dot
+/// segments resolve. `None` when the path has none of those, so every backend reads it
+/// as the gateway does; `Err` when the reading holds a `.` or `..` segment, which the
+/// normalised path cannot (so one was hidden).
+pub fn lenient_reading(normalised: &str) -> Option<Result<String, PathError>> {
+    let bytes = normalised.as_bytes();
+    let escaped_slash = |i: usize| {
+        bytes[i] == b'%'
+            && bytes.get(i + 1) == Some(&b'2')
+            && matches!(bytes.get(i + 2), Some(b'F' | b'f'))
+            || bytes[i] == b'%'
+                && bytes.get(i + 1) == Some(&b'5')
+                && matches!(bytes.get(i + 2), Some(b'C' | b'c'))
+    };
+    if !(0..bytes.len()).any(|i| matches!(bytes[i], b'\\' | b';') || escaped_slash(i)) {
+        return None;
+    }
+    let mut read = String::with_capacity(normalised.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if escaped_slash(i) {
+            read.push('/');
+            i += 3;
+        } else {
+            read.push(if bytes[i] == b'\\' {
+                '/'
+            } else {
+                bytes[i] as char
+            });
+            i += 1;
+        }
+    }
+    let mut out = String::with_capacity(read.len());
+    for segment in read.split('/').skip(1) {
+        let segment = segment.split(';').next().unwrap_or_default();
+        if segment == "." || segment == ".." {
+            return Some(Err(PathError::HiddenDotSegment));
+        }
+        out.push('/');
+        out.push_str(segment);
+    }
+    Some(Ok(remove_dot_segments(&out)))
 }
 
 /// Normalises `path` (the path of a request target, without the query). Borrows when the

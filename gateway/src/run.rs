@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::config::Config;
+use crate::config::{Config, RouteUpstream};
 use crate::server::{Gateway, StartError};
 
 /// Why a gateway process stopped with an error.
@@ -161,21 +161,7 @@ pub fn summary(config: &Config, chains: &[std::sync::Arc<[crate::plugin::ChainEn
             "  {}  {}  -> {}",
             r.name,
             conditions.join(", "),
-            r.upstream
-                .targets()
-                .iter()
-                .map(|t| match &r.upstream {
-                    crate::config::RouteUpstream::Single(_) =>
-                        config.upstreams[t.upstream].name.clone(),
-                    crate::config::RouteUpstream::Split(_) => {
-                        format!(
-                            "{} (weight {})",
-                            config.upstreams[t.upstream].name, t.weight
-                        )
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
+            destination(config, &r.upstream)
         );
         if let Some(m) = &r.mirror {
             let _ = writeln!(
@@ -199,4 +185,20 @@ pub fn summary(config: &Config, chains: &[std::sync::Arc<[crate::plugin::ChainEn
         }
     }
     out
+}
+
+/// Where a route sends its requests, as the summary shows it.
+fn destination(config: &Config, upstream: &RouteUpstream) -> String {
+    let name = |index: usize| config.upstreams[index].name.as_str();
+    match upstream {
+        RouteUpstream::Single(index) => name(*index).to_owned(),
+        RouteUpstream::Split(targets) => targets
+            .iter()
+            .map(|t| format!("{} (weight {})", name(t.upstream), t.weight))
+            .collect::<Vec<_>>()
+            .join(", "),
+        RouteUpstream::Respond(direct) => {
+            format!("respond {} ({} bytes)", direct.status, direct.body.len())
+        }
+    }
 }

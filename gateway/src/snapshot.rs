@@ -7,9 +7,8 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 
 use crate::config::Config;
-use crate::path::SlashPolicy;
 use crate::plugin::ChainEntry;
-use crate::router::RouteTable;
+use crate::router::{PathRules, RouteTable};
 use crate::upstream::Cluster;
 
 /// Everything one request needs, consistent with one config version.
@@ -23,8 +22,6 @@ pub struct Snapshot {
     pub clusters: Vec<Arc<Cluster>>,
     /// Each route's plugin chain, indexed as the routes.
     pub chains: Vec<Arc<[ChainEntry]>>,
-    /// How request paths are normalised.
-    pub slashes: SlashPolicy,
     /// `Via` values to append, by the request's HTTP version.
     pub via: ViaValues,
     /// Whether to emit access-log events.
@@ -81,14 +78,19 @@ impl Snapshot {
                 .unwrap_or_else(|_| HeaderValue::from_static("1.1 weir"))
         };
         Ok(Snapshot {
-            routes: RouteTable::new(&config.routes),
+            routes: RouteTable::new(
+                &config.routes,
+                PathRules {
+                    slashes: config.server.escaped_slashes,
+                    ambiguous: config.server.ambiguous_paths,
+                },
+            ),
             chains,
             clusters: config
                 .upstreams
                 .iter()
                 .map(|u| kept(u).unwrap_or_else(|| Arc::new(Cluster::new(u, workers))))
                 .collect(),
-            slashes: config.server.escaped_slashes,
             via: ViaValues {
                 http10: via_for("1.0"),
                 http11: via_for("1.1"),

@@ -83,7 +83,7 @@ pub(super) fn routes(snapshot: &Snapshot) -> Value {
                 .collect();
             let name_of = |index: usize| config.upstreams[index].name.as_str();
             let split: Option<Vec<Value>> = match &r.upstream {
-                RouteUpstream::Single(_) => None,
+                RouteUpstream::Single(_) | RouteUpstream::Respond(_) => None,
                 RouteUpstream::Split(targets) => Some(
                     targets
                         .iter()
@@ -96,6 +96,14 @@ pub(super) fn routes(snapshot: &Snapshot) -> Value {
                 "match": Value::Object(conditions),
                 "upstream": r.upstream.single().map(name_of),
                 "split": split,
+                "respond": match &r.upstream {
+                    RouteUpstream::Respond(d) => json!({
+                        "status": d.status.as_u16(),
+                        "content_type": d.content_type.as_ref().map(|t| String::from_utf8_lossy(t.as_bytes()).into_owned()),
+                        "body_bytes": d.body.len(),
+                    }),
+                    _ => Value::Null,
+                },
                 "mirror": r.mirror.as_ref().map(|m| json!({
                     "upstream": name_of(m.upstream),
                     "percent": m.percent,

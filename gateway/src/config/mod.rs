@@ -103,6 +103,8 @@ pub struct Server {
     pub access_log: bool,
     /// Treatment of `%2F`/`%5C` in paths.
     pub escaped_slashes: crate::path::SlashPolicy,
+    /// Treatment of paths a lenient backend reads as another route.
+    pub ambiguous_paths: crate::path::AmbiguousPaths,
     /// The pseudonym this gateway adds to `Via` (e.g. `weir` in `1.1 weir`).
     pub via: String,
     /// Whether routed requests get W3C Trace Context (`traceparent`) handling.
@@ -197,6 +199,19 @@ pub enum RouteUpstream {
     Single(usize),
     /// Each request to one of these, drawn by weight.
     Split(Vec<SplitTarget>),
+    /// No upstream: every request gets this answer.
+    Respond(DirectResponse),
+}
+
+/// A route's fixed answer (`respond`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectResponse {
+    /// Its status.
+    pub status: http::StatusCode,
+    /// Its `Content-Type`, if any.
+    pub content_type: Option<HeaderValue>,
+    /// Its body.
+    pub body: bytes::Bytes,
 }
 
 impl RouteUpstream {
@@ -204,11 +219,12 @@ impl RouteUpstream {
     pub fn single(&self) -> Option<usize> {
         match self {
             RouteUpstream::Single(index) => Some(*index),
-            RouteUpstream::Split(_) => None,
+            RouteUpstream::Split(_) | RouteUpstream::Respond(_) => None,
         }
     }
 
-    /// Every upstream the route may send to, with its weight (1 for a single one).
+    /// Every upstream the route may send to, with its weight (1 for a single one; none
+    /// for a fixed answer).
     pub fn targets(&self) -> Vec<SplitTarget> {
         match self {
             RouteUpstream::Single(upstream) => vec![SplitTarget {
@@ -216,6 +232,7 @@ impl RouteUpstream {
                 weight: 1,
             }],
             RouteUpstream::Split(targets) => targets.clone(),
+            RouteUpstream::Respond(_) => Vec::new(),
         }
     }
 }

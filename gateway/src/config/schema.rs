@@ -13,7 +13,7 @@ use toml::Spanned;
 use super::duration;
 
 use super::schema_upstream::UpstreamConfig;
-use crate::path::SlashPolicy;
+use crate::path::{AmbiguousPaths, SlashPolicy};
 
 /// A whole configuration file as written (before semantic validation).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -57,6 +57,10 @@ pub struct ServerConfig {
     /// keep them as they are (the default), reject the request with 400, or decode them
     /// before normalising.
     pub escaped_slashes: SlashPolicy,
+    /// What to do with a path a lenient backend reads differently (`%2F`, `%5C` or `\`
+    /// as `/`, `;` parameters dropped): reject it with 400 when that reading hides a dot
+    /// segment or matches another route (the default), or forward it as it is.
+    pub ambiguous_paths: AmbiguousPaths,
     /// The pseudonym this gateway adds to `Via` (`1.1 weir` by default).
     pub via: Spanned<String>,
     /// W3C Trace Context on routed requests (default on): continue a valid incoming
@@ -75,6 +79,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             access_log: true,
             escaped_slashes: SlashPolicy::Keep,
+            ambiguous_paths: AmbiguousPaths::Reject,
             via: Spanned::new(0..0, "weir".to_owned()),
             trace_context: true,
             tls: None,
@@ -230,6 +235,9 @@ pub struct RouteConfig {
     /// Shadow traffic: a copy of (a share of) the requests goes to another upstream,
     /// fire-and-forget.
     pub mirror: Option<Spanned<MirrorConfig>>,
+    /// A fixed answer instead of an upstream (Envoy's `direct_response`): the route's
+    /// plugins still run, and nothing is sent anywhere.
+    pub respond: Option<Spanned<RespondConfig>>,
     /// The plugin chain (request phases in this order, response phases in reverse).
     #[serde(default)]
     pub plugins: Vec<PluginRef>,
@@ -248,6 +256,19 @@ pub struct SplitEntry {
     pub upstream: Spanned<String>,
     /// Its share relative to the other entries (a positive integer).
     pub weight: Spanned<i64>,
+}
+
+/// A route's `respond`: the fixed answer it gives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RespondConfig {
+    /// The status code, 200 to 599.
+    pub status: Spanned<i64>,
+    /// The body (none: an empty body).
+    #[serde(default)]
+    pub body: Option<Spanned<String>>,
+    /// Its `Content-Type` (default `text/plain; charset=utf-8` when there is a body).
+    pub content_type: Option<Spanned<String>>,
 }
 
 /// A route's `mirror`.

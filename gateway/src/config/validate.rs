@@ -192,6 +192,7 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
             shutdown_grace: raw.server.shutdown_grace,
             access_log: raw.server.access_log,
             escaped_slashes: raw.server.escaped_slashes,
+            ambiguous_paths: raw.server.ambiguous_paths,
             via,
             trace_context: raw.server.trace_context,
             tls: tls.flatten(),

@@ -6,16 +6,16 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use http::uri::Authority;
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
 use toml::Spanned;
 
 use super::error::nearest;
-use super::schema::{HeaderCondition, MatchConfig, RouteConfig};
+use super::schema::{HeaderCondition, MatchConfig, RespondConfig, RouteConfig};
 use super::validate::Checker;
 use super::validate_plugin::check_plugin;
 use super::{
-    HeaderMatch, HostPattern, HostRewrite, MAX_SPLIT_WEIGHT, Mirror, PathPattern, PluginSettings,
-    Route, RouteUpstream, SplitTarget,
+    DirectResponse, HeaderMatch, HostPattern, HostRewrite, MAX_SPLIT_WEIGHT, Mirror, PathPattern,
+    PluginSettings, Route, RouteUpstream, SplitTarget,
 };
 
 pub(super) fn check_routes(
@@ -128,7 +128,8 @@ pub(super) fn check_routes(
     out
 }
 
-/// A route's `upstream` or `split`: exactly one of them, naming defined upstreams.
+/// A route's `upstream`, `split` or `respond`: exactly one of them, naming defined
+/// upstreams.
 fn check_route_upstream(
     c: &mut Checker<'_>,
     key: &str,
@@ -136,6 +137,35 @@ fn check_route_upstream(
     upstreams: &HashMap<&str, usize>,
 ) -> RouteUpstream {
     let invalid = RouteUpstream::Single(usize::MAX);
+    if let Some(respond) = &r.respond {
+        if r.upstream.is_some() || r.split.is_some() {
+            c.error(
+                &respond.span(),
+                format!("{key}.respond"),
+                "set one of `upstream`, `split` or `respond`: a route that responds itself \
+                 sends nothing upstream",
+            );
+        }
+        let unused = [
+            ("mirror", r.mirror.as_ref().map(|m| m.span())),
+            ("host_rewrite", r.host_rewrite.as_ref().map(|h| h.span())),
+            (
+                "auto_host_rewrite",
+                r.auto_host_rewrite.then(|| respond.span()),
+            ),
+        ];
+        for (name, span) in unused {
+            if let Some(span) = span {
+                c.error(
+                    &span,
+                    format!("{key}.{name}"),
+                    format!("`{name}` has no effect on a route that responds itself: remove it"),
+                );
+            }
+        }
+        return check_respond(c, &format!("{key}.respond"), respond.get_ref())
+            .map_or(invalid, RouteUpstream::Respond);
+    }
     match (&r.upstream, &r.split) {
         (Some(name), None) => RouteUpstream::Single(
             upstream_index(c, &format!("{key}.upstream"), r, name, upstreams).unwrap_or(usize::MAX),
@@ -153,7 +183,8 @@ fn check_route_upstream(
                 &r.name.span(),
                 format!("{key}.upstream"),
                 format!(
-                    "route `{}` needs `upstream` (one upstream) or `split` (a weighted split)",
+                    "route `{}` needs `upstream` (one upstream), `split` (a weighted split) or \
+                     `respond` (a fixed answer)",
                     r.name.get_ref()
                 ),
             );
@@ -206,6 +237,60 @@ fn check_route_upstream(
             RouteUpstream::Split(targets)
         }
     }
+}
+
+/// A route's `respond`: a final status (200 to 599), a body only where the status may
+/// carry one, and a valid content type.
+fn check_respond(c: &mut Checker<'_>, key: &str, r: &RespondConfig) -> Option<DirectResponse> {
+    let status = match u16::try_from(*r.status.get_ref()).map(StatusCode::from_u16) {
+        Ok(Ok(status)) if (200..=599).contains(&status.as_u16()) => Some(status),
+        _ => {
+            c.error(
+                &r.status.span(),
+                format!("{key}.status"),
+                format!(
+                    "status must be a final status code from 200 to 599, not {}",
+                    r.status.get_ref()
+                ),
+            );
+            None
+        }
+    };
+    let body = r
+        .body
+        .as_ref()
+        .map(|b| b.get_ref().clone())
+        .unwrap_or_default();
+    if let (Some(status), Some(b)) = (status, &r.body)
+        && matches!(status.as_u16(), 204 | 304)
+        && !b.get_ref().is_empty()
+    {
+        c.error(
+            &b.span(),
+            format!("{key}.body"),
+            format!("a {status} response has no body: remove `body` or choose another status"),
+        );
+    }
+    let content_type = match &r.content_type {
+        Some(t) => match HeaderValue::from_str(t.get_ref()) {
+            Ok(v) if !t.get_ref().trim().is_empty() => Some(v),
+            _ => {
+                c.error(
+                    &t.span(),
+                    format!("{key}.content_type"),
+                    format!("`{}` is not a valid Content-Type value", t.get_ref()),
+                );
+                None
+            }
+        },
+        None if !body.is_empty() => Some(HeaderValue::from_static("text/plain; charset=utf-8")),
+        None => None,
+    };
+    Some(DirectResponse {
+        status: status?,
+        content_type,
+        body: bytes::Bytes::from(body),
+    })
 }
 
 /// The index of the upstream `name` names, or an error (with a did-you-mean) at `key`.

@@ -13,7 +13,8 @@ use super::{Answer, Connection, Flow, Proxied, forwarding, trace, upgrade};
 use crate::config::HostRewrite;
 use crate::error::{ProxyError, ResponseBody};
 use crate::plugin::ChainRun;
-use crate::router::{self, RequestFacts, Route};
+use crate::reply::LocalReply;
+use crate::router::{self, Destination, RequestFacts, Route};
 use crate::snapshot::Snapshot;
 use crate::upstream::{Cluster, ForwardError, Forwarded, UpstreamBody, UpstreamHost};
 
@@ -65,14 +66,12 @@ impl<'s> Exchange<'s> {
             return Err(ProxyError::ConnectNotAllowed);
         }
         check_host(head.version, &head.headers)?;
-        let path = crate::path::normalize(head.uri.path(), snapshot.slashes)?;
-        let facts = RequestFacts {
+        let (route, path) = snapshot.routes.resolve(RequestFacts {
             host: router::request_host(&head.uri, &head.headers),
-            path: &path,
+            path: head.uri.path(),
             method: &head.method,
             headers: &head.headers,
-        };
-        let route = snapshot.routes.find(&facts).ok_or(ProxyError::NoRoute)?;
+        })?;
         let path_and_query = path_and_query(&head.uri, path)?;
         let original_host = match head.uri.authority() {
             Some(a) => HeaderValue::from_str(a.as_str()).ok(),
@@ -129,10 +128,19 @@ impl<'s> Exchange<'s> {
 
     /// The upstream phase: picks a cluster (a split draws one) and an endpoint, sends
     /// the request and waits for the response head; an upgrade goes over a dedicated
-    /// connection and is bridged on `101`.
+    /// connection and is bridged on `101`. A route with `respond` answers here instead,
+    /// and its answer passes the plugins' response phases like any local answer.
     pub(super) async fn upstream(&mut self, body: UpstreamBody) -> Flow<Upstreamed> {
         let snapshot = self.snapshot;
-        let cluster = &snapshot.clusters[self.route.target.pick()];
+        let cluster = match self.route.target.pick() {
+            Destination::Cluster(index) => &snapshot.clusters[index],
+            Destination::Respond(direct) => {
+                return ControlFlow::Break(Answer {
+                    reply: LocalReply::direct(direct),
+                    error: None,
+                });
+            }
+        };
         let host = self.upstream_host();
         let key = cluster.hash_key(&self.head.headers, self.conn.client.ip());
         let mut head = std::mem::replace(&mut self.head, Request::new(()).into_parts().0);

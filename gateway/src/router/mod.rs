@@ -6,15 +6,18 @@
 
 pub mod split;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use http::{HeaderMap, HeaderName, Method};
 
 use crate::config::{self, HeaderMatch, HostPattern, HostRewrite, PathPattern};
+use crate::error::ProxyError;
+use crate::path::{AmbiguousPaths, PathError, SlashPolicy, lenient_reading};
 use crate::telemetry::metrics::{MirrorSeries, RouteSeries};
 
-pub use split::{Split, Target};
+pub use split::{Destination, Split, Target};
 
 /// The facts about a request that routing looks at.
 #[derive(Debug, Clone, Copy)]
@@ -149,15 +152,35 @@ fn cookie_matches(headers: &HeaderMap, name: &str, value: &str) -> bool {
         })
 }
 
+/// How request paths are read before routing: `[server] escaped_slashes` and
+/// `ambiguous_paths`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathRules {
+    /// What `%2F` and `%5C` become.
+    pub slashes: SlashPolicy,
+    /// Whether a path that a lenient backend reads as another route is refused.
+    pub ambiguous: AmbiguousPaths,
+}
+
+impl Default for PathRules {
+    fn default() -> Self {
+        PathRules {
+            slashes: SlashPolicy::Keep,
+            ambiguous: AmbiguousPaths::Reject,
+        }
+    }
+}
+
 /// All routes, in match order.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    paths: PathRules,
 }
 
 impl RouteTable {
     /// Compiles validated route configs.
-    pub fn new(routes: &[config::Route]) -> RouteTable {
+    pub fn new(routes: &[config::Route], paths: PathRules) -> RouteTable {
         let routes = routes
             .iter()
             .enumerate()
@@ -181,12 +204,43 @@ impl RouteTable {
                 cookies: r.cookies.clone(),
             })
             .collect();
-        RouteTable { routes }
+        RouteTable { routes, paths }
     }
 
     /// The first route whose conditions all hold.
     pub fn find(&self, req: &RequestFacts<'_>) -> Option<&Route> {
         self.routes.iter().find(|r| r.matches(req))
+    }
+
+    /// Routes a request whose `facts.path` is the path as sent: normalises it, finds its
+    /// route, and (unless `ambiguous_paths = "forward"`) refuses a path whose
+    /// [`lenient_reading`] hides a dot segment or matches another route, so no spelling
+    /// of a path reaches a route's upstream past another route's plugins. Returns the
+    /// route and the normalised path.
+    pub fn resolve<'p>(
+        &self,
+        facts: RequestFacts<'p>,
+    ) -> Result<(&Route, Cow<'p, str>), ProxyError> {
+        let path = crate::path::normalize(facts.path, self.paths.slashes)?;
+        let route = self
+            .find(&RequestFacts {
+                path: &path,
+                ..facts
+            })
+            .ok_or(ProxyError::NoRoute)?;
+        if self.paths.ambiguous == AmbiguousPaths::Reject
+            && let Some(reading) = lenient_reading(&path)
+        {
+            let reading = reading?;
+            let read_as = self.find(&RequestFacts {
+                path: &reading,
+                ..facts
+            });
+            if read_as.map(|r| r.index) != Some(route.index) {
+                return Err(PathError::Ambiguous.into());
+            }
+        }
+        Ok((route, path))
     }
 }
 
@@ -212,6 +266,9 @@ fn strip_port(authority: &str) -> &str {
 }
 
 #[cfg(test)]
+mod resolve_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::path::Path;
@@ -219,7 +276,7 @@ mod tests {
     fn table(routes: &str) -> RouteTable {
         let text = format!("[[upstream]]\nname = \"u\"\nendpoints = [\"127.0.0.1:1\"]\n{routes}");
         let config = config::Config::parse(Path::new("t.toml"), &text).unwrap();
-        RouteTable::new(&config.routes)
+        RouteTable::new(&config.routes, PathRules::default())
     }
 
     fn find<'a>(

@@ -1,8 +1,9 @@
 //! Weighted traffic splitting: a route whose `split` lists several upstreams sends each
 //! request to one of them, drawn by weight with one cheap random number (a per-thread
-//! generator: no lock, no allocation). A route with a plain `upstream` pays one branch.
+//! generator: no lock, no allocation). A route with a plain `upstream` pays one branch,
+//! and one with `respond` goes nowhere.
 
-use crate::config::{RouteUpstream, SplitTarget};
+use crate::config::{DirectResponse, RouteUpstream, SplitTarget};
 
 /// Where a route's requests go.
 #[derive(Debug)]
@@ -11,6 +12,17 @@ pub enum Target {
     Single(usize),
     /// One of several, drawn by weight per request.
     Split(Split),
+    /// Nowhere: the route answers itself.
+    Respond(DirectResponse),
+}
+
+/// Where one request goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Destination<'a> {
+    /// To this upstream cluster (its index in the snapshot).
+    Cluster(usize),
+    /// Nowhere: it gets this answer.
+    Respond(&'a DirectResponse),
 }
 
 impl Target {
@@ -19,15 +31,17 @@ impl Target {
         match upstream {
             RouteUpstream::Single(index) => Target::Single(*index),
             RouteUpstream::Split(targets) => Target::Split(Split::new(targets)),
+            RouteUpstream::Respond(direct) => Target::Respond(direct.clone()),
         }
     }
 
-    /// The upstream cluster for one request.
+    /// Where one request goes.
     #[inline]
-    pub fn pick(&self) -> usize {
+    pub fn pick(&self) -> Destination<'_> {
         match self {
-            Target::Single(index) => *index,
-            Target::Split(split) => split.pick(),
+            Target::Single(index) => Destination::Cluster(*index),
+            Target::Split(split) => Destination::Cluster(split.pick()),
+            Target::Respond(direct) => Destination::Respond(direct),
         }
     }
 }

@@ -134,3 +134,58 @@ async fn an_http_1_1_client_gets_http_1_1_and_keep_alive_from_an_http_1_0_upstre
         assert!(reply.starts_with("HTTP/1.1 200 "), "round {round}: {reply}");
     }
 }
+
+/// Spellings of `/admin/...` (and of the exact route `/files/a/b`) that a backend
+/// decoding `%2F`/`%5C`, reading `\` as `/` or dropping `;` parameters would serve as
+/// the protected path.
+const PROTECTED_SPELLINGS: [&str; 12] = [
+    "/public/..%2Fadmin/users",
+    "/public/..%2fadmin/users",
+    "/public/%2E%2E%2Fadmin/users",
+    "/public/..%5Cadmin/users",
+    "/public\\..\\admin/users",
+    "/public/..;/admin/users",
+    "/admin;x=1/users",
+    "/admin\\users",
+    "/admin%2Fusers",
+    "/files/a%2Fb",
+    "/files\\a\\b",
+    "/files/a;v=2/b",
+];
+
+#[tokio::test]
+async fn no_spelling_of_a_path_dodges_its_routes_auth_plugin() {
+    let upstream = TestUpstream::start("up");
+    let dir = weir_tests::first_party::plugin_dir();
+    let auth = "plugins = [{ name = \"api-key\", config = { consumers = { ops = \"k1\" } } }]";
+    let gw = TestGateway::start(&format!(
+        "[plugins]\ndir = \"{dir}/plugins\"\ncache_dir = \"{dir}/cache\"\n\
+         [[upstream]]\nname = \"up\"\nendpoints = [\"{}\"]\n\
+         [[route]]\nname = \"tricks-admin\"\nupstream = \"up\"\nmatch = {{ path_prefix = \"/admin\" }}\n{auth}\n\
+         [[route]]\nname = \"tricks-file\"\nupstream = \"up\"\nmatch = {{ path = \"/files/a/b\" }}\n{auth}\n\
+         [[route]]\nname = \"tricks-rest\"\nupstream = \"up\"\n",
+        upstream.addr,
+        dir = dir.display(),
+    ));
+    for spelled in PROTECTED_SPELLINGS {
+        let reply = raw_request(
+            gw.addr,
+            &format!("GET {spelled} HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        let status = reply.lines().next().unwrap_or_default();
+        assert!(
+            status.starts_with("HTTP/1.1 400 ") || status.starts_with("HTTP/1.1 401 "),
+            "{spelled}: {reply}"
+        );
+    }
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+    // Encoded slashes that no route reads differently still pass.
+    let reply = raw_request(
+        gw.addr,
+        "GET /docs/a%2Fb HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    assert_eq!(upstream.last().target, "/docs/a%2Fb");
+}

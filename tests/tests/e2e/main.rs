@@ -7,6 +7,7 @@ mod access_log;
 mod admin;
 mod cli;
 mod config_errors;
+mod direct_response;
 mod examples;
 mod failures;
 mod first_party;

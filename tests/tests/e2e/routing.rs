@@ -185,7 +185,19 @@ async fn escaped_slashes_can_be_rejected_or_decoded() {
     );
     let decode = TestGateway::start(&server("decode"));
     assert_eq!(reached(&decode, "GET", "/public/..%2Fadmin", "").await, "b");
+    // Kept, the path hides a `..` from the routes: refused by default...
     let keep = TestGateway::start(&server("keep"));
-    assert_eq!(reached(&keep, "GET", "/public/..%2Fadmin", "").await, "a");
+    assert!(
+        reached(&keep, "GET", "/public/..%2Fadmin", "")
+            .await
+            .contains("400")
+    );
+    // ...and forwarded as it is only when the operator says every backend reads it
+    // strictly.
+    let forward = TestGateway::start(&server("keep\"\nambiguous_paths = \"forward"));
+    assert_eq!(
+        reached(&forward, "GET", "/public/..%2Fadmin", "").await,
+        "a"
+    );
     assert_eq!(a.last().target, "/public/..%2Fadmin");
 }
