@@ -7,6 +7,7 @@
 
 mod admin;
 pub mod body;
+pub mod client_trust;
 pub mod config;
 pub mod error;
 pub mod hop_by_hop;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
+use crate::client_trust::ClientTrust;
 use crate::config::Config;
 use crate::plugin::ChainEntry;
 use crate::router::{PathRules, RouteTable};
@@ -22,6 +23,8 @@ pub struct Snapshot {
     pub clusters: Vec<Arc<Cluster>>,
     /// Each route's plugin chain, indexed as the routes.
     pub chains: Vec<Arc<[ChainEntry]>>,
+    /// Which clients' forwarding headers are believed, and what others may not send.
+    pub trust: ClientTrust,
     /// `Via` values to append, by the request's HTTP version.
     pub via: ViaValues,
     /// Whether to emit access-log events.
@@ -91,6 +94,10 @@ impl Snapshot {
                 .iter()
                 .map(|u| kept(u).unwrap_or_else(|| Arc::new(Cluster::new(u, workers))))
                 .collect(),
+            trust: ClientTrust::new(
+                &config.server.trusted_proxies,
+                &config.server.strip_client_headers,
+            ),
             via: ViaValues {
                 http10: via_for("1.0"),
                 http11: via_for("1.1"),

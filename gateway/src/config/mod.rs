@@ -105,6 +105,10 @@ pub struct Server {
     pub escaped_slashes: crate::path::SlashPolicy,
     /// Treatment of paths a lenient backend reads as another route.
     pub ambiguous_paths: crate::path::AmbiguousPaths,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Headers removed from requests not from a trusted proxy.
+    pub strip_client_headers: Vec<HeaderName>,
     /// The pseudonym this gateway adds to `Via` (e.g. `weir` in `1.1 weir`).
     pub via: String,
     /// Whether routed requests get W3C Trace Context (`traceparent`) handling.

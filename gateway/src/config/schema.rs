@@ -61,6 +61,14 @@ pub struct ServerConfig {
     /// as `/`, `;` parameters dropped): reject it with 400 when that reading hides a dot
     /// segment or matches another route (the default), or forward it as it is.
     pub ambiguous_paths: AmbiguousPaths,
+    /// Proxies in front of this gateway (CIDRs or addresses) whose forwarding headers
+    /// are believed: their `X-Forwarded-For` is appended to and the client's address is
+    /// read from it. Every other client's `X-Forwarded-*`, `Forwarded` and `X-Real-IP`
+    /// are replaced.
+    pub trusted_proxies: Vec<Spanned<String>>,
+    /// Headers removed from every request that does not come from a trusted proxy,
+    /// because the gateway or a plugin sets them for the upstream (an identity, an id).
+    pub strip_client_headers: Vec<Spanned<String>>,
     /// The pseudonym this gateway adds to `Via` (`1.1 weir` by default).
     pub via: Spanned<String>,
     /// W3C Trace Context on routed requests (default on): continue a valid incoming
@@ -80,12 +88,21 @@ impl Default for ServerConfig {
             access_log: true,
             escaped_slashes: SlashPolicy::Keep,
             ambiguous_paths: AmbiguousPaths::Reject,
+            trusted_proxies: Vec::new(),
+            strip_client_headers: DEFAULT_STRIPPED
+                .iter()
+                .map(|name| Spanned::new(0..0, (*name).to_owned()))
+                .collect(),
             via: Spanned::new(0..0, "weir".to_owned()),
             trace_context: true,
             tls: None,
         }
     }
 }
+
+/// What `strip_client_headers` holds unless the config says otherwise: the consumer
+/// the `api-key` plugin names and the id the `request-id` plugin keeps or makes.
+const DEFAULT_STRIPPED: [&str; 2] = ["x-consumer", "x-request-id"];
 
 /// `[server.tls]`: the client listener speaks TLS 1.2 and 1.3, with a certificate
 /// chosen by SNI, ALPN `h2` and `http/1.1`, and optionally client certificates.

@@ -8,7 +8,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::error::{Diagnostic, Source};
-use super::schema::ConfigFile;
+use super::schema::{ConfigFile, ServerConfig};
 use super::validate_plugin::settings;
 use super::validate_route::check_routes;
 use super::{Admin, Config, ConfigError, Overrides, PluginSettings, Plugins, Reload, Server};
@@ -151,6 +151,8 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
         }
     };
 
+    let (trusted_proxies, strip_client_headers) = check_forwarding(&mut c, &raw.server);
+
     let tls = raw
         .server
         .tls
@@ -193,6 +195,8 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
             access_log: raw.server.access_log,
             escaped_slashes: raw.server.escaped_slashes,
             ambiguous_paths: raw.server.ambiguous_paths,
+            trusted_proxies,
+            strip_client_headers,
             via,
             trace_context: raw.server.trace_context,
             tls: tls.flatten(),
@@ -214,4 +218,51 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
         upstreams,
         routes,
     })
+}
+
+/// `[server] trusted_proxies` (CIDRs or plain addresses) and `strip_client_headers`
+/// (header names; hop-by-hop ones and `Host` are refused, as the gateway handles them).
+fn check_forwarding(
+    c: &mut Checker<'_>,
+    server: &ServerConfig,
+) -> (Vec<ipnet::IpNet>, Vec<http::HeaderName>) {
+    let mut trusted = Vec::with_capacity(server.trusted_proxies.len());
+    for (i, entry) in server.trusted_proxies.iter().enumerate() {
+        let text = entry.get_ref().trim();
+        let parsed = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => trusted.push(net.trunc()),
+            Err(_) => c.error(
+                &entry.span(),
+                format!("server.trusted_proxies[{i}]"),
+                format!(
+                    "`{}` is not an address or a CIDR block (`10.0.0.0/8`, `2001:db8::/32`, \
+                     `192.0.2.7`)",
+                    entry.get_ref()
+                ),
+            ),
+        }
+    }
+    let mut stripped = Vec::with_capacity(server.strip_client_headers.len());
+    for (i, entry) in server.strip_client_headers.iter().enumerate() {
+        let key = format!("server.strip_client_headers[{i}]");
+        match http::HeaderName::from_bytes(entry.get_ref().as_bytes()) {
+            Ok(name) if name == http::header::HOST || crate::hop_by_hop::is_hop_by_hop(&name) => {
+                c.error(
+                    &entry.span(),
+                    key,
+                    format!("`{name}` is handled by the gateway itself and cannot be listed"),
+                );
+            }
+            Ok(name) => stripped.push(name),
+            Err(_) => c.error(
+                &entry.span(),
+                key,
+                format!("`{}` is not a valid header name", entry.get_ref()),
+            ),
+        }
+    }
+    (trusted, stripped)
 }

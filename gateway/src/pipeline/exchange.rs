@@ -2,6 +2,7 @@
 //! the routing step that creates it, the upstream phase, and how it ends.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -30,6 +31,10 @@ pub(super) struct Exchange<'s> {
     pub(super) path_and_query: PathAndQuery,
     /// The host the client asked for (the absolute-form authority, or `Host`).
     pub(super) original_host: Option<HeaderValue>,
+    /// The client's address: the peer's, or the one trusted proxies name.
+    pub(super) client: IpAddr,
+    /// The same as a header value, for the plugins.
+    pub(super) client_ip: HeaderValue,
     /// The HTTP version of the client's connection, which its response speaks.
     pub(super) client_version: Version,
     /// The protocol the client asked to upgrade to.
@@ -56,11 +61,14 @@ pub(super) enum Upstreamed {
 impl<'s> Exchange<'s> {
     /// Normalises the path, routes on it, and cleans the head for forwarding (hop-by-hop
     /// headers removed once, `X-Forwarded-*`, `Via`, the client certificate and the
-    /// trace context added).
+    /// trace context added). `client` is the client's address as
+    /// [`ClientTrust::client_address`](crate::client_trust::ClientTrust::client_address)
+    /// found it.
     pub(super) fn route(
         snapshot: &'s Snapshot,
         conn: &'s Connection,
         mut head: http::request::Parts,
+        client: IpAddr,
     ) -> Result<Exchange<'s>, ProxyError> {
         if head.method == http::Method::CONNECT {
             return Err(ProxyError::ConnectNotAllowed);
@@ -86,8 +94,18 @@ impl<'s> Exchange<'s> {
         // headers: an upgrade puts them back for the upstream.
         let upgrade = upgrade::requested(head.version, &head.headers);
         let client_version = head.version;
+        // Behind trusted proxies the client is the one they name, for the plugins, the
+        // balancer and the log; anyone else loses the headers it may not send.
+        let peer = conn.client.ip();
+        let trusted = snapshot.trust.trusts(peer);
+        let client_ip = match client == peer {
+            true => conn.client_ip.clone(),
+            false => {
+                HeaderValue::try_from(client.to_string()).unwrap_or_else(|_| conn.client_ip.clone())
+            }
+        };
         let headers = &mut head.headers;
-        forwarding::clean_client_request(headers);
+        forwarding::clean_client_request(headers, (!trusted).then_some(&snapshot.trust));
         forwarding::add_forwarded(
             headers,
             &conn.client_ip,
@@ -107,6 +125,8 @@ impl<'s> Exchange<'s> {
             head,
             path_and_query,
             original_host,
+            client,
+            client_ip,
             client_version,
             upgrade,
             plugins: None,
@@ -142,7 +162,7 @@ impl<'s> Exchange<'s> {
             }
         };
         let host = self.upstream_host();
-        let key = cluster.hash_key(&self.head.headers, self.conn.client.ip());
+        let key = cluster.hash_key(&self.head.headers, self.client);
         let mut head = std::mem::replace(&mut self.head, Request::new(()).into_parts().0);
         // HTTP/1.1 upstreams take the origin form: path and query only.
         let path_and_query =
@@ -192,6 +212,7 @@ impl<'s> Exchange<'s> {
         Proxied {
             response,
             route: Some(self.route),
+            client: self.client,
             trace_id: self.trace_id,
             upstream: self.upstream,
             error: self.error,

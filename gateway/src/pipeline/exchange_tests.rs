@@ -49,7 +49,7 @@ fn routed<'s>(
     conn: &'s Connection,
     head: http::request::Parts,
 ) -> Exchange<'s> {
-    match Exchange::route(snapshot, conn, head) {
+    match Exchange::route(snapshot, conn, head, conn.client.ip()) {
         Ok(exchange) => exchange,
         Err(e) => panic!("not routed: {e}"),
     }
@@ -84,7 +84,10 @@ fn a_request_is_routed_on_its_normalised_path_and_cleaned_for_forwarding() {
         assert!(!headers.contains_key(gone), "{gone}: {headers:?}");
     }
     assert_eq!(headers["x-kept"], "yes");
-    assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+    assert_eq!(
+        headers["x-forwarded-for"], "192.0.2.7",
+        "a client that is no trusted proxy"
+    );
     assert_eq!(headers["x-forwarded-proto"], "http");
     assert_eq!(headers["x-forwarded-host"], "shop.example");
     assert_eq!(headers["via"], "1.1 weir");
@@ -127,7 +130,12 @@ fn an_upgrade_is_remembered_while_its_headers_are_cleaned() {
 #[test]
 fn requests_that_cannot_be_routed_get_their_error() {
     let (snapshot, conn) = (snapshot(""), connection());
-    let refused = |method, uri| match Exchange::route(&snapshot, &conn, head(method, uri, &[])) {
+    let refused = |method, uri| match Exchange::route(
+        &snapshot,
+        &conn,
+        head(method, uri, &[]),
+        conn.client.ip(),
+    ) {
         Ok(_) => panic!("{uri} was routed"),
         Err(e) => e,
     };
@@ -167,7 +175,7 @@ fn the_upstream_host_follows_the_routes_host_rewrite() {
 #[test]
 fn an_http_1_1_request_names_its_host_once_and_validly() {
     let (snapshot, conn) = (snapshot(""), connection());
-    let host_error = |head| match Exchange::route(&snapshot, &conn, head) {
+    let host_error = |head| match Exchange::route(&snapshot, &conn, head, conn.client.ip()) {
         Ok(_) => None,
         Err(ProxyError::BadHost(why)) => Some(why),
         Err(e) => panic!("{e}"),

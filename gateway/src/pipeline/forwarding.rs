@@ -1,33 +1,44 @@
 //! Proxy header hygiene: hop-by-hop headers removed in both directions, `X-Forwarded-*`
-//! and `Via` added, `X-Forwarded-Client-Cert` set by the gateway alone, and the `Host`
-//! the upstream sees.
+//! and `Via` added (a trusted proxy's kept, anyone else's replaced, see
+//! [`ClientTrust`]), `X-Forwarded-Client-Cert` set by the gateway alone.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::client_trust::ClientTrust;
 use crate::hop_by_hop;
 
 /// Only the gateway sets it, from the verified client certificate.
 static CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 /// [`hop_by_hop::remove`] for a client's request, which also loses any
-/// `X-Forwarded-Client-Cert`: in the same pass over the names, so a request that carries
-/// neither costs no more than before.
-pub(super) fn clean_client_request(headers: &mut HeaderMap) {
+/// `X-Forwarded-Client-Cert` and, from a client that is not a trusted proxy
+/// (`untrusted`), what [`ClientTrust::refuses`]: in the same pass over the names, so a
+/// request that carries none of them costs no more than before.
+pub(super) fn clean_client_request(headers: &mut HeaderMap, untrusted: Option<&ClientTrust>) {
+    let refused = |k: &HeaderName| untrusted.is_some_and(|t| t.refuses(k));
     if !headers
         .keys()
-        .any(|k| hop_by_hop::is_hop_by_hop(k) || *k == CLIENT_CERT)
+        .any(|k| hop_by_hop::is_hop_by_hop(k) || *k == CLIENT_CERT || refused(k))
     {
         return;
     }
     headers.remove(&CLIENT_CERT);
+    if untrusted.is_some() {
+        let names: Vec<HeaderName> = headers.keys().filter(|k| refused(k)).cloned().collect();
+        for name in names {
+            headers.remove(&name);
+        }
+    }
     hop_by_hop::strip(headers);
 }
 
-/// Appends the client's address to `X-Forwarded-For`, and sets `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` to what this gateway saw (it is the edge, so it overwrites them).
+/// Adds the peer's address to `X-Forwarded-For` and sets `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` to what this gateway saw. A trusted proxy's own values are kept
+/// (its `X-Forwarded-For` chain is appended to, its scheme and host stand); anyone
+/// else's were removed by [`clean_client_request`], so theirs are replaced.
 pub(super) fn add_forwarded(
     headers: &mut HeaderMap,
-    client_ip: &HeaderValue,
+    peer_ip: &HeaderValue,
     scheme: &'static str,
     host: Option<&HeaderValue>,
 ) {
@@ -35,25 +46,30 @@ pub(super) fn add_forwarded(
     static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-    let xff = match headers.get(&XFF).map(HeaderValue::as_bytes) {
-        Some(prior) if !prior.trim_ascii().is_empty() => {
-            let mut joined = Vec::with_capacity(prior.len() + 2 + client_ip.len());
-            joined.extend_from_slice(prior);
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(client_ip.as_bytes());
-            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client_ip.clone())
+    let mut prior = headers
+        .get_all(&XFF)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .filter(|v| !v.trim_ascii().is_empty())
+        .peekable();
+    let xff = match prior.peek() {
+        None => peer_ip.clone(),
+        Some(_) => {
+            let mut joined = Vec::with_capacity(64);
+            for value in prior {
+                joined.extend_from_slice(value);
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(peer_ip.as_bytes());
+            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| peer_ip.clone())
         }
-        _ => client_ip.clone(),
     };
     headers.insert(&XFF, xff);
-    headers.insert(&XFP, HeaderValue::from_static(scheme));
-    match host {
-        Some(h) => {
-            headers.insert(&XFH, h.clone());
-        }
-        None => {
-            headers.remove(&XFH);
-        }
+    if !headers.contains_key(&XFP) {
+        headers.insert(&XFP, HeaderValue::from_static(scheme));
+    }
+    if let (Some(h), false) = (host, headers.contains_key(&XFH)) {
+        headers.insert(&XFH, h.clone());
     }
 }
 
@@ -79,7 +95,7 @@ mod tests {
         h.append("x-forwarded-client-cert", forged.clone());
         h.append("x-forwarded-client-cert", forged.clone());
         h.insert("x-keep", HeaderValue::from_static("yes"));
-        clean_client_request(&mut h);
+        clean_client_request(&mut h, None);
         assert!(!h.contains_key("x-forwarded-client-cert"));
         assert!(h.contains_key("x-keep"));
         h.append("x-forwarded-client-cert", forged);
@@ -95,16 +111,92 @@ mod tests {
         h.insert("x-secret", HeaderValue::from_static("1"));
         let forged = HeaderValue::from_static("Hash=forged");
         h.insert("x-forwarded-client-cert", forged);
-        clean_client_request(&mut h);
+        clean_client_request(&mut h, None);
         assert!(h.is_empty(), "{h:?}");
     }
 
-    #[test]
-    fn appends_to_x_forwarded_for() {
+    /// Every header a client must not control, as a client sends them.
+    fn forged() -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        add_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"), "http", None);
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(h["x-forwarded-proto"], "http");
+        for (name, value) in [
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-port", "443"),
+            ("forwarded", "for=1.1.1.1"),
+            ("x-real-ip", "1.1.1.1"),
+            ("x-consumer", "admin"),
+            ("x-request-id", "forged-id"),
+            ("x-forwarded-client-cert", "Hash=forged"),
+            ("x-kept", "yes"),
+        ] {
+            h.append(name, HeaderValue::from_static(value));
+        }
+        h
+    }
+
+    fn forward(h: &mut HeaderMap, untrusted: Option<&ClientTrust>) {
+        clean_client_request(h, untrusted);
+        let host = HeaderValue::from_static("shop.example");
+        add_forwarded(
+            h,
+            &HeaderValue::from_static("192.0.2.7"),
+            "http",
+            Some(&host),
+        );
+    }
+
+    #[test]
+    fn an_untrusted_clients_forwarding_and_identity_headers_are_replaced_or_removed() {
+        let trust = ClientTrust::new(
+            &[],
+            &[
+                HeaderName::from_static("x-consumer"),
+                HeaderName::from_static("x-request-id"),
+            ],
+        );
+        let mut h = forged();
+        forward(&mut h, Some(&trust));
+        let one = |name: &str| {
+            let values: Vec<_> = h.get_all(name).iter().collect();
+            assert_eq!(values.len(), 1, "{name}: {values:?}");
+            values[0].to_str().unwrap().to_owned()
+        };
+        assert_eq!(one("x-forwarded-for"), "192.0.2.7");
+        assert_eq!(one("x-forwarded-proto"), "http");
+        assert_eq!(one("x-forwarded-host"), "shop.example");
+        for gone in [
+            "x-forwarded-port",
+            "forwarded",
+            "x-real-ip",
+            "x-consumer",
+            "x-request-id",
+            "x-forwarded-client-cert",
+        ] {
+            assert!(!h.contains_key(gone), "{gone}: {h:?}");
+        }
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn a_trusted_proxys_headers_are_kept_and_appended_to() {
+        let mut h = forged();
+        forward(&mut h, None);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 192.0.2.7");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "evil.example");
+        for kept in [
+            "x-forwarded-port",
+            "forwarded",
+            "x-real-ip",
+            "x-consumer",
+            "x-request-id",
+        ] {
+            assert!(h.contains_key(kept), "{kept}: {h:?}");
+        }
+        // The client certificate header is the gateway's alone, whoever sends it.
+        assert!(!h.contains_key("x-forwarded-client-cert"));
     }
 }

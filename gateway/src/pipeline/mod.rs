@@ -76,6 +76,7 @@ pub async fn handle(
     let Proxied {
         mut response,
         route,
+        client,
         trace_id,
         upstream,
         error,
@@ -100,7 +101,7 @@ pub async fn handle(
     if let Some((method, uri)) = logged {
         tracing::info!(
             target: "weir::access",
-            client = %conn.client.ip(),
+            client = %client,
             method = %method,
             path = uri.path(),
             route,
@@ -124,10 +125,13 @@ async fn proxy<'s>(
     req: Request<Incoming>,
 ) -> Proxied<'s> {
     let (head, body) = req.into_parts();
+    let client = snapshot
+        .trust
+        .client_address(conn.client.ip(), &head.headers);
     // Normalise the path, route, and add the forwarding headers.
-    let mut exchange = match Exchange::route(snapshot, conn, head) {
+    let mut exchange = match Exchange::route(snapshot, conn, head, client) {
         Ok(exchange) => exchange,
-        Err(error) => return Proxied::unrouted(error, &snapshot.via.http11),
+        Err(error) => return Proxied::unrouted(error, client, &snapshot.via.http11),
     };
     let response = match exchange.request_side(body).await {
         ControlFlow::Continue(Upstreamed::Relayed(response)) => {
@@ -204,6 +208,8 @@ struct Proxied<'s> {
     response: Response<ResponseBody>,
     /// The matched route.
     route: Option<&'s Route>,
+    /// The client's address (the one trusted proxies name, else the peer's).
+    client: std::net::IpAddr,
     /// The trace id the request was forwarded with (trace context on, request routed).
     trace_id: Option<trace::TraceId>,
     /// The cluster and endpoint that answered.
@@ -216,10 +222,15 @@ struct Proxied<'s> {
 
 impl Proxied<'_> {
     /// A request refused before it was routed.
-    fn unrouted(error: ProxyError, via: &HeaderValue) -> Proxied<'static> {
+    fn unrouted(
+        error: ProxyError,
+        client: std::net::IpAddr,
+        via: &HeaderValue,
+    ) -> Proxied<'static> {
         Proxied {
             response: crate::error::error_response(&error, via),
             route: None,
+            client,
             trace_id: None,
             upstream: None,
             error: Some(error),

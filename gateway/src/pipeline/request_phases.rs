@@ -28,7 +28,7 @@ impl Exchange<'_> {
                 path_and_query: &mut self.path_and_query,
                 scheme: self.conn.scheme,
                 authority: self.original_host.clone(),
-                client: self.conn.client_ip.clone(),
+                client: self.client_ip.clone(),
                 route: self.route.name.clone(),
             })
             .await;

@@ -25,14 +25,34 @@ async fn request_id_generates_keeps_and_echoes_ids() {
     assert!(is_uuid_v7(&sent), "{sent}");
     assert_eq!(reply.header("x-request-id").as_deref(), Some(sent.as_str()));
 
+    // A client that is no trusted proxy cannot choose its id (strip_client_headers).
     let reply = get_with(&gw.url("/"), &[("x-request-id", "client-id-42")]).await;
+    let chosen = up.last().headers["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(is_uuid_v7(&chosen), "{chosen}");
+    assert_eq!(
+        reply.header("x-request-id").as_deref(),
+        Some(chosen.as_str())
+    );
+    // A trusted proxy's valid id is kept.
+    let trusting = TestGateway::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1\"]\n{}",
+        config(&up, "{ name = \"request-id\" }")
+    ));
+    let reply = get_with(&trusting.url("/"), &[("x-request-id", "client-id-42")]).await;
     assert_eq!(up.last().headers["x-request-id"], "client-id-42");
     assert_eq!(
         reply.header("x-request-id").as_deref(),
         Some("client-id-42")
     );
 
-    let reply = get_with(&gw.url("/"), &[("x-request-id", "not valid, has spaces")]).await;
+    let reply = get_with(
+        &trusting.url("/"),
+        &[("x-request-id", "not valid, has spaces")],
+    )
+    .await;
     let replaced = up.last().headers["x-request-id"]
         .to_str()
         .unwrap()
@@ -51,7 +71,10 @@ async fn the_gateways_own_502_carries_the_request_id_and_rate_limit_headers() {
     let plugins = "{ name = \"request-id\" }, \
                    { name = \"rate-limit\", config = { requests = 5, window = \"1m\" } }";
     let text = config(&up, plugins).replace(&up.addr.to_string(), &closed_addr());
-    let gw = TestGateway::start(&text);
+    // Trusted, so that the client's own id is kept.
+    let gw = TestGateway::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1\"]\n{text}"
+    ));
 
     let reply = get_with(&gw.url("/"), &[("x-request-id", "client-id-7")]).await;
     assert_eq!(reply.status, 502, "{}", reply.text());

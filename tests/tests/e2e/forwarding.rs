@@ -44,7 +44,8 @@ async fn strips_hop_by_hop_request_headers_and_sets_forwarding_headers() {
         );
     }
     assert_eq!(seen.headers["x-end-to-end"], "kept");
-    assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    // The test client is no trusted proxy: its X-Forwarded-For is replaced.
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
     assert_eq!(seen.headers["x-forwarded-host"], "shop.example");
     assert_eq!(seen.headers["via"], "1.1 weir");
@@ -151,4 +152,129 @@ async fn request_bodies_and_methods_pass_through() {
     let seen = up.last();
     assert_eq!(seen.method, http::Method::PUT);
     assert_eq!(seen.headers["content-length"], "7");
+}
+
+/// Every header a client must not control, as a forging client sends them.
+const FORGED: &str = "X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-For: 198.51.100.2\r\n\
+                      X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\n\
+                      X-Forwarded-Port: 443\r\nForwarded: for=203.0.113.7\r\n\
+                      X-Real-IP: 203.0.113.7\r\nX-Consumer: admin\r\nX-Request-Id: forged\r\n\
+                      X-Forwarded-Client-Cert: Hash=forged\r\nX-Team: kept\r\n";
+
+/// A gateway with an `ip-filter` that denies 203.0.113.0/24 in front of `up`; `server`
+/// is extra `[server]` settings.
+fn filtered(up: &TestUpstream, server: &str) -> TestGateway {
+    let dir = weir_tests::first_party::plugin_dir();
+    TestGateway::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n{server}\n\
+         [plugins]\ndir = \"{dir}/plugins\"\ncache_dir = \"{dir}/cache\"\n\
+         [[upstream]]\nname = \"up\"\nendpoints = [\"{}\"]\n\
+         [[route]]\nname = \"all\"\nupstream = \"up\"\n\
+         plugins = [{{ name = \"ip-filter\", config = {{ deny = [\"203.0.113.0/24\"] }} }}]\n",
+        up.addr,
+        dir = dir.display(),
+    ))
+}
+
+async fn forged_request(gw: &TestGateway) -> String {
+    raw_request(
+        gw.addr,
+        &format!("GET /who HTTP/1.1\r\nHost: shop.example\r\n{FORGED}Connection: close\r\n\r\n"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_client_that_is_no_trusted_proxy_cannot_speak_for_anyone() {
+    let up = TestUpstream::start("up");
+    let gw = filtered(&up, "");
+    let reply = forged_request(&gw).await;
+    // The forged X-Forwarded-For does not make it 203.0.113.7: the filter lets it in.
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    let seen = up.last();
+    let only = |name: &str| {
+        let values: Vec<_> = seen.headers.get_all(name).iter().collect();
+        assert_eq!(values.len(), 1, "{name}: {values:?}");
+        values[0].to_str().unwrap().to_owned()
+    };
+    assert_eq!(only("x-forwarded-for"), "127.0.0.1");
+    assert_eq!(only("x-forwarded-proto"), "http");
+    assert_eq!(only("x-forwarded-host"), "shop.example");
+    for gone in [
+        "x-forwarded-port",
+        "forwarded",
+        "x-real-ip",
+        "x-consumer",
+        "x-request-id",
+        "x-forwarded-client-cert",
+    ] {
+        assert!(
+            !seen.headers.contains_key(gone),
+            "{gone}: {:?}",
+            seen.headers
+        );
+    }
+    assert_eq!(seen.headers["x-team"], "kept");
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_names_the_client_and_keeps_its_headers() {
+    let up = TestUpstream::start("up");
+    let gw = filtered(
+        &up,
+        "trusted_proxies = [\"127.0.0.1\", \"198.51.100.0/24\"]\n\
+         strip_client_headers = [\"x-team\"]",
+    );
+    // Read from the right, 198.51.100.2 is trusted and 203.0.113.7 is the client, whom
+    // the ip-filter denies.
+    let reply = forged_request(&gw).await;
+    assert!(reply.starts_with("HTTP/1.1 403 "), "{reply}");
+    assert!(up.seen().is_empty());
+
+    let reply = raw_request(
+        gw.addr,
+        &format!(
+            "GET /who HTTP/1.1\r\nHost: shop.example\r\n{}Connection: close\r\n\r\n",
+            FORGED.replace("203.0.113.7", "192.0.2.1")
+        ),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    let seen = up.last();
+    assert_eq!(
+        seen.headers["x-forwarded-for"],
+        "192.0.2.1, 198.51.100.2, 127.0.0.1"
+    );
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+    assert_eq!(seen.headers["x-forwarded-host"], "evil.example");
+    for kept in [
+        "x-forwarded-port",
+        "forwarded",
+        "x-real-ip",
+        "x-consumer",
+        "x-request-id",
+        "x-team",
+    ] {
+        assert!(
+            seen.headers.contains_key(kept),
+            "{kept}: {:?}",
+            seen.headers
+        );
+    }
+    assert!(!seen.headers.contains_key("x-forwarded-client-cert"));
+
+    // The same headers from a client the list does not name are dropped, x-team too.
+    let strict = filtered(
+        &up,
+        "trusted_proxies = [\"10.0.0.0/8\"]\nstrip_client_headers = [\"x-team\"]",
+    );
+    let reply = forged_request(&strict).await;
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    let seen = up.last();
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert!(!seen.headers.contains_key("x-team"));
+    assert_eq!(
+        seen.headers["x-request-id"], "forged",
+        "not listed here: kept"
+    );
 }
