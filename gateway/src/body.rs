@@ -11,6 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use tokio::sync::oneshot;
 
+use crate::server::RequestSlot;
 use crate::upstream::{UnpooledBody, UpstreamResponseBody};
 
 /// A response body.
@@ -18,6 +19,8 @@ use crate::upstream::{UnpooledBody, UpstreamResponseBody};
 pub struct ResponseBody {
     inner: Inner,
     written: Option<oneshot::Sender<()>>,
+    /// The request's place on its connection, given up when the body is done with.
+    slot: Option<RequestSlot>,
 }
 
 /// Where the bytes come from.
@@ -37,6 +40,7 @@ impl ResponseBody {
         ResponseBody {
             inner: Inner::Upstream(body),
             written: None,
+            slot: None,
         }
     }
 
@@ -45,6 +49,7 @@ impl ResponseBody {
         ResponseBody {
             inner: Inner::Full(Full::new(bytes.into())),
             written: None,
+            slot: None,
         }
     }
 
@@ -53,6 +58,7 @@ impl ResponseBody {
         ResponseBody {
             inner: Inner::Unpooled(body),
             written: None,
+            slot: None,
         }
     }
 
@@ -63,6 +69,12 @@ impl ResponseBody {
         rx
     }
 
+    /// Keeps the request in flight on its connection until this body is written or
+    /// abandoned (see the server's client deadlines).
+    pub(crate) fn hold(&mut self, slot: RequestSlot) {
+        self.slot = Some(slot);
+    }
+
     /// The body's bytes as they stream, for a body phase to buffer (`Err`: a body in
     /// memory, returned as it was).
     pub fn into_streamed(self) -> Result<Streamed, ResponseBody> {
@@ -71,7 +83,11 @@ impl ResponseBody {
         match std::mem::replace(&mut this.inner, Inner::Full(Full::new(Bytes::new()))) {
             Inner::Upstream(body) => Ok(http_body_util::Either::Left(body)),
             Inner::Unpooled(body) => Ok(http_body_util::Either::Right(body)),
-            inner => Err(ResponseBody { inner, written }),
+            inner => Err(ResponseBody {
+                inner,
+                written,
+                slot: this.slot.take(),
+            }),
         }
     }
 }

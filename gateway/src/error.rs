@@ -25,13 +25,19 @@ pub enum ProxyError {
     /// The request's `Host` is missing (HTTP/1.1), repeated or invalid (RFC 9112 §3.2).
     #[error("bad Host header: {0}")]
     BadHost(&'static str),
+    /// The request target is longer than `[server.limits] max_uri_bytes`.
+    #[error("request target longer than the {limit}-byte limit")]
+    UriTooLong {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// No route matches.
     #[error("no route matches the request")]
     NoRoute,
     /// A `CONNECT` request: the gateway does not open TCP tunnels on request.
     #[error("CONNECT is not supported")]
     ConnectNotAllowed,
-    /// The request body is larger than a plugin or the mirror may read.
+    /// The request body is larger than the route, a plugin or the mirror takes.
     #[error("request body larger than the {limit}-byte limit")]
     BodyTooLarge {
         /// The limit, in bytes.
@@ -119,6 +125,9 @@ impl ProxyError {
         match self {
             ProxyError::BadPath(_) => ErrorAnswer::new(S::BAD_REQUEST, "bad request path"),
             ProxyError::BadHost(_) => ErrorAnswer::new(S::BAD_REQUEST, "bad Host header"),
+            ProxyError::UriTooLong { .. } => {
+                ErrorAnswer::new(S::URI_TOO_LONG, "request target too long")
+            }
             ProxyError::NoRoute => ErrorAnswer::new(S::NOT_FOUND, "no route matches the request"),
             ProxyError::ConnectNotAllowed => {
                 ErrorAnswer::new(S::METHOD_NOT_ALLOWED, "CONNECT is not supported")

@@ -61,6 +61,11 @@ async fn proxy_table() -> Vec<(ProxyError, StatusCode, &'static str)> {
             "bad Host header",
         ),
         (
+            ProxyError::UriTooLong { limit: 8192 },
+            S::URI_TOO_LONG,
+            "request target too long",
+        ),
+        (
             ProxyError::NoRoute,
             S::NOT_FOUND,
             "no route matches the request",
@@ -171,6 +176,7 @@ fn listed(table: &[(ProxyError, StatusCode, &str)], error: &ProxyError) -> bool 
     match error {
         ProxyError::BadPath(_)
         | ProxyError::BadHost(_)
+        | ProxyError::UriTooLong { .. }
         | ProxyError::NoRoute
         | ProxyError::ConnectNotAllowed
         | ProxyError::BodyTooLarge { .. }

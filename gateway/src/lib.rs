@@ -19,6 +19,7 @@ pub mod quickstart;
 mod random;
 pub mod reload;
 pub mod reply;
+pub mod request_body;
 pub mod router;
 pub mod run;
 mod server;

@@ -12,6 +12,7 @@ mod tls;
 mod upstream;
 mod upstream_tls;
 mod validate;
+mod validate_limits;
 mod validate_plugin;
 mod validate_route;
 mod validate_upstream;
@@ -115,6 +116,44 @@ pub struct Server {
     pub trace_context: bool,
     /// TLS on the client listener (`None`: plain HTTP).
     pub tls: Option<Tls>,
+    /// Bounds on what clients send and hold.
+    pub limits: ClientLimits,
+}
+
+/// `[server.limits]`, typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Request line and headers, in bytes (431).
+    pub max_header_bytes: usize,
+    /// Header fields per request (431).
+    pub max_headers: usize,
+    /// Request target, in bytes (414).
+    pub max_uri_bytes: usize,
+    /// Request body, in bytes, unless a route says otherwise (413).
+    pub max_request_body: Option<u64>,
+    /// Time to send a request head once started (or from accept).
+    pub header_read_timeout: Duration,
+    /// Time a connection may stay with no request in flight.
+    pub idle_timeout: Duration,
+    /// Client connections at once, over all workers.
+    pub max_connections: usize,
+    /// HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_uri_bytes: 8 * 1024,
+            max_request_body: None,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_concurrent_streams: 100,
+        }
+    }
 }
 
 /// `[admin]`, typed.
@@ -183,6 +222,8 @@ pub struct Route {
     pub host_rewrite: HostRewrite,
     /// The plugin chain.
     pub plugins: Vec<PluginUse>,
+    /// The largest request body, in bytes (the route's own or the server's limit).
+    pub max_request_body: Option<u64>,
 }
 
 /// A condition on a request header.

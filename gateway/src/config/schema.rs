@@ -77,6 +77,51 @@ pub struct ServerConfig {
     pub trace_context: bool,
     /// Serve clients over TLS instead of plain HTTP.
     pub tls: Option<Spanned<TlsConfig>>,
+    /// What one client may send and hold: sizes, timeouts, connections.
+    pub limits: ClientLimitsConfig,
+}
+
+/// `[server.limits]`: bounds on what clients send and hold, each refused with its own
+/// status (or a closed connection) past it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientLimitsConfig {
+    /// The request line and headers together (431 past it; HTTP/2: the header list).
+    pub max_header_bytes: Spanned<bytesize::ByteSize>,
+    /// Header fields in one request (431 past it).
+    pub max_headers: Spanned<i64>,
+    /// The request target (414 past it).
+    pub max_uri_bytes: Spanned<bytesize::ByteSize>,
+    /// A request body, streamed or not (413 past it); a route's `max_request_body`
+    /// overrides it. Default: no limit.
+    pub max_request_body: Option<bytesize::ByteSize>,
+    /// How long a client has to send a request's head once it started one (or since
+    /// its connection opened); then its connection is closed.
+    #[serde(with = "duration::positive")]
+    pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request in flight.
+    #[serde(with = "duration::positive")]
+    pub idle_timeout: Duration,
+    /// Client connections open at once, over all workers; past it a new connection is
+    /// closed as soon as it is accepted (and counted).
+    pub max_connections: Spanned<i64>,
+    /// HTTP/2 streams one connection may have open at once.
+    pub max_concurrent_streams: Spanned<i64>,
+}
+
+impl Default for ClientLimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: Spanned::new(0..0, bytesize::ByteSize::kib(32)),
+            max_headers: Spanned::new(0..0, 100),
+            max_uri_bytes: Spanned::new(0..0, bytesize::ByteSize::kib(8)),
+            max_request_body: None,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: Spanned::new(0..0, 10_000),
+            max_concurrent_streams: Spanned::new(0..0, 100),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -96,6 +141,7 @@ impl Default for ServerConfig {
             via: Spanned::new(0..0, "weir".to_owned()),
             trace_context: true,
             tls: None,
+            limits: ClientLimitsConfig::default(),
         }
     }
 }
@@ -263,6 +309,9 @@ pub struct RouteConfig {
     /// Replace the `Host` header sent upstream with the chosen endpoint's `host:port`.
     #[serde(default)]
     pub auto_host_rewrite: bool,
+    /// The largest request body on this route (413 past it), instead of
+    /// `[server.limits] max_request_body`.
+    pub max_request_body: Option<bytesize::ByteSize>,
 }
 
 /// One entry of a route's `split`.

@@ -152,6 +152,7 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
     };
 
     let (trusted_proxies, strip_client_headers) = check_forwarding(&mut c, &raw.server);
+    let limits = super::validate_limits::check_limits(&mut c, &raw.server.limits);
 
     let tls = raw
         .server
@@ -176,7 +177,7 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
         .enumerate()
         .map(|(i, u)| (u.name.get_ref().as_str(), i))
         .collect();
-    let routes = check_routes(&mut c, &raw.routes, &names, &defaults);
+    let routes = check_routes(&mut c, &raw.routes, &names, &defaults, &limits);
 
     if !c.problems.is_empty() {
         c.problems.sort_by_key(|d| (d.line, d.column));
@@ -200,6 +201,7 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
             via,
             trace_context: raw.server.trace_context,
             tls: tls.flatten(),
+            limits,
         },
         admin,
         plugins: Plugins {

@@ -14,8 +14,8 @@ use super::schema::{HeaderCondition, MatchConfig, RespondConfig, RouteConfig};
 use super::validate::Checker;
 use super::validate_plugin::check_plugin;
 use super::{
-    DirectResponse, HeaderMatch, HostPattern, HostRewrite, MAX_SPLIT_WEIGHT, Mirror, PathPattern,
-    PluginSettings, Route, RouteUpstream, SplitTarget,
+    ClientLimits, DirectResponse, HeaderMatch, HostPattern, HostRewrite, MAX_SPLIT_WEIGHT, Mirror,
+    PathPattern, PluginSettings, Route, RouteUpstream, SplitTarget,
 };
 
 pub(super) fn check_routes(
@@ -23,6 +23,7 @@ pub(super) fn check_routes(
     raw: &[RouteConfig],
     upstreams: &HashMap<&str, usize>,
     defaults: &PluginSettings,
+    limits: &ClientLimits,
 ) -> Vec<Route> {
     let mut seen: HashMap<&str, ()> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
@@ -123,6 +124,10 @@ pub(super) fn check_routes(
             mirror,
             host_rewrite,
             plugins,
+            max_request_body: r
+                .max_request_body
+                .map(|b| b.as_u64())
+                .or(limits.max_request_body),
         });
     }
     out

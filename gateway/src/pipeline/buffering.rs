@@ -3,19 +3,21 @@
 use bytes::Bytes;
 use http::{HeaderMap, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
 
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
+use crate::request_body::RequestBody;
 
 /// Reads a client's request body whole: 413 for one larger than `limit` (refused
 /// before reading when its `Content-Length` says so), 400 for one that breaks off or
 /// is malformed.
 pub(super) async fn read_request(
-    body: Incoming,
+    body: RequestBody,
     limit: u64,
     headers: &HeaderMap,
 ) -> Result<Bytes, ProxyError> {
+    // The route's own limit, when smaller, is the one the client hears of.
+    let limit = body.limit().map_or(limit, |route| route.min(limit));
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -29,7 +31,12 @@ pub(super) async fn read_request(
     {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<LengthLimitError>() => Err(ProxyError::BodyTooLarge { limit }),
-        Err(e) => Err(ProxyError::BadBody(e.to_string())),
+        Err(e) => match RequestBody::too_large(&*e) {
+            Some(too_large) => Err(ProxyError::BodyTooLarge {
+                limit: too_large.limit,
+            }),
+            None => Err(ProxyError::BadBody(e.to_string())),
+        },
     }
 }
 

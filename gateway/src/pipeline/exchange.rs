@@ -15,9 +15,13 @@ use crate::config::HostRewrite;
 use crate::error::{ProxyError, ResponseBody};
 use crate::plugin::ChainRun;
 use crate::reply::LocalReply;
+use crate::request_body::RequestBody;
 use crate::router::{self, Destination, RequestFacts, Route};
 use crate::snapshot::Snapshot;
-use crate::upstream::{Cluster, ForwardError, Forwarded, UpstreamBody, UpstreamHost};
+use crate::upstream::{
+    Cluster, ForwardError, Forwarded, UpstreamBody, UpstreamFailure, UpstreamHost,
+};
+use hyper::body::Incoming;
 
 /// A routed request and what its phases have made of it so far.
 pub(super) struct Exchange<'s> {
@@ -72,6 +76,10 @@ impl<'s> Exchange<'s> {
     ) -> Result<Exchange<'s>, ProxyError> {
         if head.method == http::Method::CONNECT {
             return Err(ProxyError::ConnectNotAllowed);
+        }
+        let limit = snapshot.config.server.limits.max_uri_bytes;
+        if target_length(&head.uri) > limit {
+            return Err(ProxyError::UriTooLong { limit });
         }
         check_host(head.version, &head.headers)?;
         let (route, path) = snapshot.routes.resolve(RequestFacts {
@@ -135,6 +143,21 @@ impl<'s> Exchange<'s> {
             error: None,
             trace_id,
         })
+    }
+
+    /// The client's body, limited to the route's `max_request_body`: refused with 413
+    /// before anything runs when its `Content-Length` is already past it, and cut off
+    /// (an aborted upstream request, then 413) when it streams past it.
+    pub(super) fn limit_body(&self, body: Incoming) -> Flow<RequestBody> {
+        let limit = self.route.max_request_body;
+        if let Some(limit) = limit
+            && http_body::Body::size_hint(&body)
+                .exact()
+                .is_some_and(|declared| declared > limit)
+        {
+            return ControlFlow::Break(ProxyError::BodyTooLarge { limit }.into());
+        }
+        ControlFlow::Continue(RequestBody::new(body, limit))
     }
 
     /// The `Host` the upstream gets, by the route's `host_rewrite`.
@@ -235,6 +258,15 @@ fn path_and_query(uri: &Uri, path: Cow<'_, str>) -> Result<PathAndQuery, ProxyEr
     }
 }
 
+/// The length of a request target as the client sent it (origin form: path and query;
+/// absolute form: scheme and authority too).
+fn target_length(uri: &Uri) -> usize {
+    let scheme = uri.scheme_str().map_or(0, |s| s.len() + 3);
+    let authority = uri.authority().map_or(0, |a| a.as_str().len());
+    let path = uri.path_and_query().map_or(0, |p| p.as_str().len());
+    scheme + authority + path
+}
+
 /// RFC 9112 §3.2: an HTTP/1.1 request names its host in one `Host` header, and no
 /// request has two or an invalid one (empty is allowed: a target without authority). A
 /// request in absolute form is routed on its target's authority whatever `Host` says.
@@ -254,6 +286,17 @@ fn check_host(version: Version, headers: &http::HeaderMap) -> Result<(), ProxyEr
 
 /// The client's error for a cluster that gave no answer.
 fn upstream_error(cluster: &Cluster, e: ForwardError) -> ProxyError {
+    // The client's body passing the route's limit while it streamed is the client's 413.
+    if let ForwardError::Failed {
+        failure: UpstreamFailure::ClientBody(e),
+        ..
+    } = &e
+        && let Some(too_large) = RequestBody::too_large(e)
+    {
+        return ProxyError::BodyTooLarge {
+            limit: too_large.limit,
+        };
+    }
     match e {
         ForwardError::Failed { endpoint, failure } => ProxyError::Upstream {
             upstream: cluster.name.clone(),

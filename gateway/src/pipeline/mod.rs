@@ -147,8 +147,10 @@ async fn proxy<'s>(
 }
 
 impl Exchange<'_> {
-    /// request-headers → request-body → mirror → upstream.
+    /// request-headers → request-body → mirror → upstream, after the body's declared
+    /// length is checked against the route's limit.
     async fn request_side(&mut self, body: Incoming) -> Flow<Upstreamed> {
+        let body = self.limit_body(body)?;
         self.request_headers().await?;
         let body = self.request_body(body).await?;
         let body = self.mirror(body).await?;

@@ -4,12 +4,12 @@ use std::ops::ControlFlow;
 
 use http::{HeaderValue, header};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 
 use super::exchange::Exchange;
 use super::{Flow, answered, buffering, mirror, plugins_flow};
 use crate::error::ProxyError;
 use crate::plugin::{ChainRun, RequestParts};
+use crate::request_body::RequestBody;
 use crate::router::MirrorTarget;
 use crate::upstream::UpstreamBody;
 
@@ -38,7 +38,7 @@ impl Exchange<'_> {
 
     /// The plugins' request-body phases over the whole body, read up to their smallest
     /// limit. Without such a phase the body streams.
-    pub(super) async fn request_body(&mut self, body: Incoming) -> Flow<UpstreamBody> {
+    pub(super) async fn request_body(&mut self, body: RequestBody) -> Flow<UpstreamBody> {
         let Some(limit) = self.plugins.as_ref().and_then(ChainRun::request_body_limit) else {
             return ControlFlow::Continue(Either::Left(body));
         };

@@ -46,6 +46,8 @@ pub struct Route {
     pub mirror: Option<MirrorTarget>,
     /// What `Host` the upstream sees.
     pub host_rewrite: HostRewrite,
+    /// The largest request body it takes, in bytes.
+    pub max_request_body: Option<u64>,
     /// Its request metrics, resolved once.
     pub series: RouteSeries,
     host: Option<HostPattern>,
@@ -196,6 +198,7 @@ impl RouteTable {
                     max_in_flight: m.max_in_flight as usize,
                 }),
                 host_rewrite: r.host_rewrite.clone(),
+                max_request_body: r.max_request_body,
                 series: RouteSeries::new(&r.name),
                 host: r.host.clone(),
                 path: r.path.clone(),

@@ -1,6 +1,7 @@
 //! The client-facing server: binds listeners, runs one worker thread per listener, and
 //! shuts down gracefully.
 
+mod deadlines;
 mod listener;
 mod tls;
 mod worker;
@@ -17,6 +18,7 @@ use crate::reload::{Control, Reloader, StartFailure};
 use crate::snapshot::ChainMismatch;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
+pub(crate) use deadlines::RequestSlot;
 pub(crate) use listener::bind_reuseport;
 
 /// Why the gateway could not start.
@@ -124,9 +126,11 @@ impl Gateway {
         let snapshot: SharedSnapshot = control.shared_snapshot();
         let shutdown = CancellationToken::new();
         let mut threads = Vec::with_capacity(workers + 1);
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for (id, listener) in listeners.into_iter().enumerate() {
             let worker = worker::Worker {
                 id,
+                connections: connections.clone(),
                 listener,
                 snapshot: snapshot.clone(),
                 shutdown: shutdown.clone(),

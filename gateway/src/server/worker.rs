@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -15,12 +16,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::deadlines::{Activity, Expiry, Watched};
 use super::tls::{self, Alpn};
+use crate::config::ClientLimits;
 use crate::pipeline::{self, Connection};
 use crate::snapshot::SharedSnapshot;
+use crate::telemetry::metrics::CLIENT_CONNECTIONS;
 
 pub(crate) struct Worker {
     pub(crate) id: usize,
+    /// Client connections open over all workers, against `max_connections`.
+    pub(crate) connections: Arc<AtomicUsize>,
     pub(crate) listener: std::net::TcpListener,
     pub(crate) snapshot: SharedSnapshot,
     pub(crate) shutdown: CancellationToken,
@@ -40,7 +46,8 @@ impl Worker {
 
     async fn serve(self) -> std::io::Result<()> {
         let listener = TcpListener::from_std(self.listener)?;
-        let builders = Arc::new(HttpBuilders::new());
+        let mut limits = self.snapshot.load().config.server.limits;
+        let mut builders = Arc::new(HttpBuilders::new(&limits));
         let graceful = GracefulShutdown::new();
         // Upgraded connections (WebSocket tunnels) outlive their HTTP connection.
         let tunnels = TaskTracker::new();
@@ -59,6 +66,22 @@ impl Worker {
                     }
                 },
             };
+            // Past `max_connections` (over all workers) a connection is closed as it is
+            // accepted: the client sees the close at once instead of waiting on a
+            // backlog, and the gateway keeps serving the ones it has.
+            let snapshot = self.snapshot.load();
+            if snapshot.config.server.limits != limits {
+                limits = snapshot.config.server.limits;
+                builders = Arc::new(HttpBuilders::new(&limits));
+            }
+            let Some(open) = OpenConnection::claim(&self.connections, limits.max_connections)
+            else {
+                CLIENT_CONNECTIONS.over_limit.inc();
+                tracing::debug!(%client, max = limits.max_connections, "connection refused: max_connections reached");
+                drop(stream);
+                continue;
+            };
+            drop(snapshot);
             let _ = stream.set_nodelay(true);
             let conn = Connection {
                 client,
@@ -70,15 +93,29 @@ impl Worker {
                 tunnels: tunnels.clone(),
             };
             if self.tls {
-                accept_tls(&self.snapshot, stream, conn, &builders, &graceful);
+                accept_tls(
+                    &self.snapshot,
+                    stream,
+                    conn,
+                    &builders,
+                    &graceful,
+                    open,
+                    limits,
+                );
                 continue;
             }
+            let activity = Activity::new();
             tokio::spawn(serve_connection(
                 &builders.auto,
-                TokioIo::new(stream),
-                self.snapshot.clone(),
-                conn,
-                graceful.watcher(),
+                Watched::new(stream, activity.clone()),
+                Served {
+                    snapshot: self.snapshot.clone(),
+                    conn,
+                    watcher: graceful.watcher(),
+                    activity,
+                    limits,
+                    open,
+                },
             ));
         }
 
@@ -113,6 +150,8 @@ fn accept_tls(
     mut conn: Connection,
     builders: &Arc<HttpBuilders>,
     graceful: &GracefulShutdown,
+    open: OpenConnection,
+    limits: ClientLimits,
 ) {
     let Some(config) = snapshot.load().tls.clone() else {
         tracing::error!(
@@ -139,8 +178,18 @@ fn accept_tls(
             Alpn::Http1 => &builders.http1,
             Alpn::None => &builders.auto,
         };
-        let io = TokioIo::new(accepted.stream);
-        serve_connection(builder, io, snapshot, conn, watcher).await;
+        // The handshake has its own timeout; the head deadline starts after it.
+        let activity = Activity::new();
+        let io = Watched::new(accepted.stream, activity.clone());
+        let served = Served {
+            snapshot,
+            conn,
+            watcher,
+            activity,
+            limits,
+            open,
+        };
+        serve_connection(builder, io, served).await;
     });
 }
 
@@ -155,55 +204,131 @@ struct HttpBuilders {
 }
 
 impl HttpBuilders {
-    fn new() -> HttpBuilders {
+    fn new(limits: &ClientLimits) -> HttpBuilders {
         HttpBuilders {
-            auto: http_builder(),
-            http1: http_builder().http1_only(),
-            http2: http_builder().http2_only(),
+            auto: http_builder(limits),
+            http1: http_builder(limits).http1_only(),
+            http2: http_builder(limits).http2_only(),
         }
     }
 }
 
-fn http_builder() -> auto::Builder<TokioExecutor> {
+/// hyper's settings for `[server.limits]`: a head past `max_header_bytes` or
+/// `max_headers` is a 431 and a closed connection; HTTP/2 gets the same header list
+/// bound and its stream limit. The head and idle deadlines are the gateway's own
+/// ([`super::deadlines`]): hyper's header timer would also close idle keep-alive
+/// connections.
+fn http_builder(limits: &ClientLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = builder.http1();
+    http1
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(None)
+        // The read buffer's bound is the head's: a head that does not fit is a 431.
+        .max_buf_size(limits.max_header_bytes)
         // One flat write per response instead of writev of head and body: fewer
         // kernel cycles per small response (measured with bench/run.sh).
         .writev(false);
-    builder.http2().timer(TokioTimer::new());
+    // hyper keeps up to 100 headers on the stack; another bound costs a heap
+    // allocation per request, so it is only set when it differs.
+    if limits.max_headers != 100 {
+        http1.max_headers(limits.max_headers);
+    }
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.max_concurrent_streams);
     builder
 }
 
-/// Serves the requests of one connection through the pipeline until it closes, or
-/// closes it gracefully when `watcher` says the worker is shutting down.
-fn serve_connection<I>(
-    builder: &auto::Builder<TokioExecutor>,
-    io: I,
+/// A connection counted against `max_connections`, until it is dropped.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    /// Counts a new connection, unless `max` are open already.
+    fn claim(open: &Arc<AtomicUsize>, max: usize) -> Option<OpenConnection> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()?;
+        CLIENT_CONNECTIONS.open.inc();
+        Some(OpenConnection(open.clone()))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+        CLIENT_CONNECTIONS.open.dec();
+    }
+}
+
+/// What serving one connection needs besides its transport.
+struct Served {
     snapshot: SharedSnapshot,
     conn: Connection,
+    /// Closes it gracefully when the worker shuts down.
     watcher: Watcher,
+    /// Its requests and reads, for its deadlines.
+    activity: Arc<Activity>,
+    limits: ClientLimits,
+    open: OpenConnection,
+}
+
+/// Serves the requests of one connection through the pipeline until it closes, closes
+/// it gracefully when its watcher says the worker is shutting down, or drops it when it
+/// passes one of its client deadlines.
+fn serve_connection<IO>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: IO,
+    served: Served,
 ) -> impl Future<Output = ()> + Send + 'static
 where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let Served {
+        snapshot,
+        conn,
+        watcher,
+        activity,
+        limits,
+        open,
+    } = served;
     let client = conn.client;
     let conn = Arc::new(conn);
-    let service = service_fn(move |req| {
+    let requests = activity.clone();
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let slot = requests.request_started(req.version() == http::Version::HTTP_2);
         let snapshot = snapshot.load_full();
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(pipeline::handle(&snapshot, &conn, req).await) }
+        async move {
+            let mut response = pipeline::handle(&snapshot, &conn, req).await;
+            response.body_mut().hold(slot);
+            Ok::<_, Infallible>(response)
+        }
     });
     let served = watcher.watch(
         builder
-            .serve_connection_with_upgrades(io, service)
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned(),
     );
     async move {
-        if let Err(e) = served.await {
-            tracing::debug!(%client, error = %e, "connection ended with an error");
+        let _open = open;
+        tokio::select! {
+            ended = served => {
+                if let Err(e) = ended {
+                    tracing::debug!(%client, error = %e, "connection ended with an error");
+                }
+            }
+            expiry = activity.expired(limits) => {
+                let (counter, reason) = match expiry {
+                    Expiry::HeaderRead => (&CLIENT_CONNECTIONS.header_timeout, "header_read_timeout"),
+                    Expiry::Idle => (&CLIENT_CONNECTIONS.idle, "idle_timeout"),
+                };
+                counter.inc();
+                tracing::debug!(%client, reason, "connection closed");
+            }
         }
     }
 }

@@ -517,6 +517,51 @@ pub fn config_reloaded(ok: bool) {
     RELOADS.config[usize::from(!ok)].inc();
 }
 
+/// Client connections: `weir_client_connections` open now, and
+/// `weir_client_connections_closed_total{reason}` closed by the gateway for a limit:
+/// `max_connections` (closed as accepted), `header_read_timeout`, `idle_timeout`.
+#[derive(Debug)]
+pub struct ClientConnections {
+    /// Open now.
+    pub open: IntGauge,
+    /// Closed at `max_connections`.
+    pub over_limit: IntCounter,
+    /// Closed for a slow request head.
+    pub header_timeout: IntCounter,
+    /// Closed after `idle_timeout`.
+    pub idle: IntCounter,
+}
+
+/// The client connection series.
+pub static CLIENT_CONNECTIONS: LazyLock<ClientConnections> = LazyLock::new(|| {
+    let open = IntGauge::new("weir_client_connections", "Client connections open now.")
+        .expect("static metric options are valid");
+    let closed = IntCounterVec::new(
+        Opts::new(
+            "weir_client_connections_closed_total",
+            "Client connections the gateway closed for a limit, by reason (max_connections, \
+             header_read_timeout, idle_timeout).",
+        ),
+        &["reason"],
+    )
+    .expect("static metric options are valid");
+    for collector in [
+        Box::new(open.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(closed.clone()),
+    ] {
+        METRICS
+            .registry
+            .register(collector)
+            .expect("each family is registered once");
+    }
+    ClientConnections {
+        open,
+        over_limit: closed.with_label_values(&["max_connections"]),
+        header_timeout: closed.with_label_values(&["header_read_timeout"]),
+        idle: closed.with_label_values(&["idle_timeout"]),
+    }
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;

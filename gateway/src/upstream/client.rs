@@ -19,6 +19,8 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version, header};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+
+use crate::request_body::RequestBody;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 
@@ -32,7 +34,7 @@ use crate::config::{Protocol, Timeouts};
 
 /// The body type sent upstream: the client's body streamed through untouched, or a
 /// body a plugin's request-body phase produced.
-pub type UpstreamBody = http_body_util::Either<Incoming, http_body_util::Full<Bytes>>;
+pub type UpstreamBody = http_body_util::Either<RequestBody, http_body_util::Full<Bytes>>;
 
 /// Why an upstream exchange failed, as far as the client's answer is concerned.
 #[derive(Debug, thiserror::Error)]
@@ -68,10 +70,15 @@ pub enum UpstreamFailure {
 
 impl UpstreamFailure {
     /// A failed exchange, told apart from a failure of the client's body streaming
-    /// through it (the only body in an upstream request that can fail).
+    /// through it (the only body in an upstream request that can fail: broken, or past
+    /// the route's size limit).
     pub(crate) fn exchange(e: hyper::Error) -> UpstreamFailure {
-        let client_body = std::error::Error::source(&e)
-            .is_some_and(|source| source.downcast_ref::<hyper::Error>().is_some());
+        let client_body = std::error::Error::source(&e).is_some_and(|source| {
+            source.downcast_ref::<hyper::Error>().is_some()
+                || source
+                    .downcast_ref::<crate::request_body::TooLarge>()
+                    .is_some()
+        });
         if client_body {
             UpstreamFailure::ClientBody(e)
         } else {

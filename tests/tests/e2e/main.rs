@@ -6,6 +6,7 @@
 mod access_log;
 mod admin;
 mod cli;
+mod client_limits;
 mod config_errors;
 mod direct_response;
 mod examples;

@@ -1,0 +1,235 @@
+//! Client deadlines, per connection: a request head must arrive whole within
+//! `header_read_timeout` of its first byte (or of the connection opening), and a
+//! connection with no request in flight closes after `idle_timeout`. HTTP/2 connections,
+//! once a request showed them to be, only have the idle deadline: their pings and window
+//! updates are not slow headers.
+//!
+//! The state is a few atomics the connection's reads, its requests and their response
+//! bodies update; one timer per connection looks at it when a deadline may have passed,
+//! and wakes at least every `header_read_timeout`, so no request pays for a wake-up.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::config::ClientLimits;
+
+/// What a connection is doing, as its deadlines need to know.
+#[derive(Debug)]
+pub(super) struct Activity {
+    /// Requests whose response is not yet written.
+    in_flight: AtomicU32,
+    /// When the last request finished (milliseconds on [`now_ms`]'s clock).
+    idle_since: AtomicU64,
+    /// When the first byte of a request head arrived with no request in flight
+    /// ([`NONE`] when none has).
+    head_since: AtomicU64,
+    /// Whether the connection turned out to speak HTTP/2.
+    http2: AtomicBool,
+}
+
+/// No head under way.
+const NONE: u64 = u64::MAX;
+
+/// Milliseconds since the first call, on a monotonic clock.
+fn now_ms() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    START.elapsed().as_millis() as u64
+}
+
+/// Why a connection was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Expiry {
+    /// A request head was not whole within `header_read_timeout`.
+    HeaderRead,
+    /// No request for `idle_timeout`.
+    Idle,
+}
+
+impl Activity {
+    /// A connection just accepted: its first head is under way from now.
+    pub(super) fn new() -> Arc<Activity> {
+        let now = now_ms();
+        Arc::new(Activity {
+            in_flight: AtomicU32::new(0),
+            idle_since: AtomicU64::new(now),
+            head_since: AtomicU64::new(now),
+            http2: AtomicBool::new(false),
+        })
+    }
+
+    /// A request's head arrived whole; it is in flight until the returned slot drops
+    /// (with its response body, once written or abandoned).
+    pub(super) fn request_started(self: &Arc<Self>, http2: bool) -> RequestSlot {
+        if http2 && !self.http2.load(Relaxed) {
+            self.http2.store(true, Relaxed);
+        }
+        self.in_flight.fetch_add(1, Relaxed);
+        self.head_since.store(NONE, Relaxed);
+        RequestSlot(self.clone())
+    }
+
+    /// Bytes arrived: with no request in flight they start the next head.
+    fn bytes_arrived(&self) {
+        if self.in_flight.load(Relaxed) == 0 && self.head_since.load(Relaxed) == NONE {
+            self.head_since.store(now_ms(), Relaxed);
+        }
+    }
+
+    /// The deadline in force and what passing it means; `None` while requests are in
+    /// flight.
+    fn deadline(&self, limits: &ClientLimits) -> Option<(u64, Expiry)> {
+        if self.in_flight.load(Relaxed) > 0 {
+            return None;
+        }
+        let head = self.head_since.load(Relaxed);
+        if head != NONE && !self.http2.load(Relaxed) {
+            return Some((
+                head + millis(limits.header_read_timeout),
+                Expiry::HeaderRead,
+            ));
+        }
+        let idle = self.idle_since.load(Relaxed);
+        Some((idle + millis(limits.idle_timeout), Expiry::Idle))
+    }
+
+    /// Resolves when the connection passed one of its deadlines.
+    pub(super) async fn expired(&self, limits: ClientLimits) -> Expiry {
+        let check_every = limits.header_read_timeout.min(limits.idle_timeout);
+        loop {
+            let now = now_ms();
+            let wait = match self.deadline(&limits) {
+                Some((at, why)) if at <= now => return why,
+                Some((at, _)) => Duration::from_millis(at - now).min(check_every),
+                None => check_every,
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2)
+}
+
+/// A request in flight on its connection; dropping it finishes the request.
+#[derive(Debug)]
+pub(crate) struct RequestSlot(Arc<Activity>);
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        activity.idle_since.store(now_ms(), Relaxed);
+        activity.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A connection's transport, telling its [`Activity`] when bytes arrive.
+#[derive(Debug)]
+pub(super) struct Watched<IO> {
+    io: IO,
+    activity: Arc<Activity>,
+}
+
+impl<IO> Watched<IO> {
+    pub(super) fn new(io: IO, activity: Arc<Activity>) -> Watched<IO> {
+        Watched { io, activity }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.bytes_arrived();
+        }
+        polled
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(header_read_ms: u64, idle_ms: u64) -> ClientLimits {
+        ClientLimits {
+            header_read_timeout: Duration::from_millis(header_read_ms),
+            idle_timeout: Duration::from_millis(idle_ms),
+            ..ClientLimits::default()
+        }
+    }
+
+    #[test]
+    fn a_request_in_flight_has_no_deadline_and_its_end_starts_the_idle_one() {
+        let activity = Activity::new();
+        let l = limits(10_000, 60_000);
+        assert_eq!(activity.deadline(&l).map(|d| d.1), Some(Expiry::HeaderRead));
+        let slot = activity.request_started(false);
+        assert_eq!(activity.deadline(&l), None);
+        activity.bytes_arrived();
+        assert_eq!(activity.deadline(&l), None, "body bytes start no head");
+        drop(slot);
+        assert_eq!(activity.deadline(&l).map(|d| d.1), Some(Expiry::Idle));
+        activity.bytes_arrived();
+        assert_eq!(activity.deadline(&l).map(|d| d.1), Some(Expiry::HeaderRead));
+    }
+
+    #[test]
+    fn http2_connections_only_go_idle() {
+        let activity = Activity::new();
+        drop(activity.request_started(true));
+        activity.bytes_arrived();
+        let l = limits(10_000, 60_000);
+        assert_eq!(activity.deadline(&l).map(|d| d.1), Some(Expiry::Idle));
+    }
+
+    #[tokio::test]
+    async fn a_passed_deadline_resolves() {
+        let activity = Activity::new();
+        let why =
+            tokio::time::timeout(Duration::from_secs(5), activity.expired(limits(20, 60_000)))
+                .await
+                .expect("the header deadline passes within 5 s");
+        assert_eq!(why, Expiry::HeaderRead);
+    }
+}
