@@ -211,6 +211,7 @@ pub(super) fn upstreams(snapshot: &Snapshot) -> Value {
                     "base_ejection": duration(o.base_ejection),
                     "max_ejection": duration(o.max_ejection),
                     "max_ejected_percent": o.max_ejected_percent,
+                    "connect_failures_only": o.connect_failures_only,
                 })),
                 "panic_threshold": u.panic_threshold,
                 "panic": cluster.panicking(),

@@ -63,6 +63,24 @@ pub struct Outlier {
     /// The most of the cluster ejected at once, in percent of its endpoints, rounded
     /// down but at least one endpoint unless 0 (default 10).
     pub max_ejected_percent: u8,
+    /// Only failures to connect count (the default set-aside of a cluster without an
+    /// `outlier` table); a configured `outlier` counts every failure.
+    pub connect_failures_only: bool,
+}
+
+impl Outlier {
+    /// What a cluster without an `outlier` table gets: an endpoint that refused three
+    /// connections in a row is set aside for 10 s (longer each time, up to a minute),
+    /// at most half the cluster at once. Responses, even 5xx, never count.
+    pub fn connect_failures() -> Outlier {
+        Outlier {
+            consecutive_failures: 3,
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(60),
+            max_ejected_percent: 50,
+            connect_failures_only: true,
+        }
+    }
 }
 
 impl Default for Outlier {
@@ -72,6 +90,7 @@ impl Default for Outlier {
             base_ejection: Duration::from_secs(30),
             max_ejection: Duration::from_secs(300),
             max_ejected_percent: 10,
+            connect_failures_only: false,
         }
     }
 }
@@ -123,6 +142,24 @@ pub struct Retries {
     pub budget_percent: u8,
     /// ...or this many, whichever is more (default 3).
     pub min_retry_concurrency: u32,
+}
+
+impl Retries {
+    /// What a cluster without a `retries` table gets: one more try, elsewhere, for an
+    /// idempotent request without a streamed body whose connection failed after it was
+    /// sent (a request that could not be sent always goes to another endpoint anyway).
+    /// Its budget is half the requests in flight: when one of two endpoints dies, the
+    /// requests caught on it are all tried again.
+    pub fn implicit() -> Retries {
+        Retries {
+            on: RetryOn {
+                reset: true,
+                ..RetryOn::default()
+            },
+            budget_percent: 50,
+            ..Retries::default()
+        }
+    }
 }
 
 impl Default for Retries {

@@ -4,6 +4,9 @@
 //! once a request showed them to be, only have the idle deadline: their pings and window
 //! updates are not slow headers.
 //!
+//! A connection whose client abandons more than [`MAX_CANCELS_PER_SECOND`] requests in
+//! a second before their answer (HTTP/2 rapid reset) is closed too.
+//!
 //! The state is a few atomics the connection's reads, its requests and their response
 //! bodies update; one timer per connection looks at it when a deadline may have passed,
 //! and wakes at least every `header_read_timeout`, so no request pays for a wake-up.
@@ -16,6 +19,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 
 use crate::config::ClientLimits;
 
@@ -31,7 +35,19 @@ pub(super) struct Activity {
     head_since: AtomicU64,
     /// Whether the connection turned out to speak HTTP/2.
     http2: AtomicBool,
+    /// Requests the client abandoned before their answer, in the window below.
+    cancels: AtomicU32,
+    /// When the current one-second window of cancellations began.
+    cancel_window: AtomicU64,
+    /// Woken when cancellations pass [`MAX_CANCELS_PER_SECOND`].
+    reset_flood: Notify,
 }
+
+/// Requests a client may abandon before their answer within one second (HTTP/2
+/// streams reset by the client, in the main): past it the connection is a rapid-reset
+/// flood (CVE-2023-44487) and is closed. Each abandoned request cost the gateway its
+/// routing and, often, an upstream request.
+const MAX_CANCELS_PER_SECOND: u32 = 200;
 
 /// No head under way.
 const NONE: u64 = u64::MAX;
@@ -49,6 +65,8 @@ pub(super) enum Expiry {
     HeaderRead,
     /// No request for `idle_timeout`.
     Idle,
+    /// More than [`MAX_CANCELS_PER_SECOND`] requests abandoned in a second.
+    ResetFlood,
 }
 
 impl Activity {
@@ -60,18 +78,41 @@ impl Activity {
             idle_since: AtomicU64::new(now),
             head_since: AtomicU64::new(now),
             http2: AtomicBool::new(false),
+            cancels: AtomicU32::new(0),
+            cancel_window: AtomicU64::new(now),
+            reset_flood: Notify::new(),
         })
     }
 
     /// A request's head arrived whole; it is in flight until the returned slot drops
-    /// (with its response body, once written or abandoned).
-    pub(super) fn request_started(self: &Arc<Self>, http2: bool) -> RequestSlot {
+    /// (with its response body, once written or abandoned). One dropped before
+    /// [`PendingRequest::answered`] is an abandoned request.
+    pub(super) fn request_started(self: &Arc<Self>, http2: bool) -> PendingRequest {
         if http2 && !self.http2.load(Relaxed) {
             self.http2.store(true, Relaxed);
         }
         self.in_flight.fetch_add(1, Relaxed);
         self.head_since.store(NONE, Relaxed);
-        RequestSlot(self.clone())
+        PendingRequest(Some(self.clone()))
+    }
+
+    /// A request is over: the connection is idle from now unless others are in flight.
+    fn request_finished(&self) {
+        self.idle_since.store(now_ms(), Relaxed);
+        self.in_flight.fetch_sub(1, Relaxed);
+    }
+
+    /// A request was abandoned before its answer.
+    fn cancelled(&self) {
+        let now = now_ms();
+        if now.saturating_sub(self.cancel_window.load(Relaxed)) >= 1000 {
+            self.cancel_window.store(now, Relaxed);
+            self.cancels.store(1, Relaxed);
+            return;
+        }
+        if self.cancels.fetch_add(1, Relaxed) + 1 == MAX_CANCELS_PER_SECOND {
+            self.reset_flood.notify_one();
+        }
     }
 
     /// Bytes arrived: with no request in flight they start the next head.
@@ -108,7 +149,10 @@ impl Activity {
                 Some((at, _)) => Duration::from_millis(at - now).min(check_every),
                 None => check_every,
             };
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.reset_flood.notified() => return Expiry::ResetFlood,
+            }
         }
     }
 }
@@ -117,15 +161,35 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2)
 }
 
-/// A request in flight on its connection; dropping it finishes the request.
+/// A request in flight that has no answer yet; dropped as it is, the client abandoned
+/// it.
+#[derive(Debug)]
+pub(crate) struct PendingRequest(Option<Arc<Activity>>);
+
+impl PendingRequest {
+    /// The request has its answer; it stays in flight until the returned slot drops
+    /// (with the response body).
+    pub(crate) fn answered(mut self) -> RequestSlot {
+        RequestSlot(self.0.take().expect("a pending request is answered once"))
+    }
+}
+
+impl Drop for PendingRequest {
+    fn drop(&mut self) {
+        if let Some(activity) = self.0.take() {
+            activity.cancelled();
+            activity.request_finished();
+        }
+    }
+}
+
+/// An answered request in flight on its connection; dropping it finishes the request.
 #[derive(Debug)]
 pub(crate) struct RequestSlot(Arc<Activity>);
 
 impl Drop for RequestSlot {
     fn drop(&mut self) {
-        let activity = &self.0;
-        activity.idle_since.store(now_ms(), Relaxed);
-        activity.in_flight.fetch_sub(1, Relaxed);
+        self.0.request_finished();
     }
 }
 
@@ -221,6 +285,23 @@ mod tests {
         activity.bytes_arrived();
         let l = limits(10_000, 60_000);
         assert_eq!(activity.deadline(&l).map(|d| d.1), Some(Expiry::Idle));
+    }
+
+    #[tokio::test]
+    async fn abandoning_requests_fast_is_a_flood() {
+        let activity = Activity::new();
+        for _ in 0..MAX_CANCELS_PER_SECOND {
+            drop(activity.request_started(true));
+        }
+        // Answered requests never count.
+        drop(activity.request_started(true).answered());
+        let why = tokio::time::timeout(
+            Duration::from_secs(5),
+            activity.expired(limits(60_000, 60_000)),
+        )
+        .await
+        .expect("the flood is noticed at once");
+        assert_eq!(why, Expiry::ResetFlood);
     }
 
     #[tokio::test]

@@ -304,7 +304,7 @@ where
         let conn = conn.clone();
         async move {
             let mut response = pipeline::handle(&snapshot, &conn, req).await;
-            response.body_mut().hold(slot);
+            response.body_mut().hold(slot.answered());
             Ok::<_, Infallible>(response)
         }
     });
@@ -325,6 +325,7 @@ where
                 let (counter, reason) = match expiry {
                     Expiry::HeaderRead => (&CLIENT_CONNECTIONS.header_timeout, "header_read_timeout"),
                     Expiry::Idle => (&CLIENT_CONNECTIONS.idle, "idle_timeout"),
+                    Expiry::ResetFlood => (&CLIENT_CONNECTIONS.reset_flood, "reset_flood"),
                 };
                 counter.inc();
                 tracing::debug!(%client, reason, "connection closed");

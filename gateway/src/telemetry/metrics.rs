@@ -519,7 +519,8 @@ pub fn config_reloaded(ok: bool) {
 
 /// Client connections: `weir_client_connections` open now, and
 /// `weir_client_connections_closed_total{reason}` closed by the gateway for a limit:
-/// `max_connections` (closed as accepted), `header_read_timeout`, `idle_timeout`.
+/// `max_connections` (closed as accepted), `header_read_timeout`, `idle_timeout`,
+/// `reset_flood` (requests abandoned too fast: HTTP/2 rapid reset).
 #[derive(Debug)]
 pub struct ClientConnections {
     /// Open now.
@@ -530,6 +531,8 @@ pub struct ClientConnections {
     pub header_timeout: IntCounter,
     /// Closed after `idle_timeout`.
     pub idle: IntCounter,
+    /// Closed for abandoning requests too fast (HTTP/2 rapid reset).
+    pub reset_flood: IntCounter,
 }
 
 /// The client connection series.
@@ -540,7 +543,7 @@ pub static CLIENT_CONNECTIONS: LazyLock<ClientConnections> = LazyLock::new(|| {
         Opts::new(
             "weir_client_connections_closed_total",
             "Client connections the gateway closed for a limit, by reason (max_connections, \
-             header_read_timeout, idle_timeout).",
+             header_read_timeout, idle_timeout, reset_flood).",
         ),
         &["reason"],
     )
@@ -559,6 +562,7 @@ pub static CLIENT_CONNECTIONS: LazyLock<ClientConnections> = LazyLock::new(|| {
         over_limit: closed.with_label_values(&["max_connections"]),
         header_timeout: closed.with_label_values(&["header_read_timeout"]),
         idle: closed.with_label_values(&["idle_timeout"]),
+        reset_flood: closed.with_label_values(&["reset_flood"]),
     }
 });
 

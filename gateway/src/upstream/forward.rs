@@ -4,7 +4,7 @@
 //! its outcome to outlier detection; the request counts as in flight until its
 //! response body ends.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use http::uri::Authority;
 use http::{HeaderValue, Request, Response, header};
@@ -78,55 +78,11 @@ impl Cluster {
     ) -> Result<Forwarded, ForwardError> {
         let in_flight = InFlight::admit(self)
             .map_err(|limit| ForwardError::Refused(Refusal::Overloaded(limit)))?;
-        match &self.source.retries {
-            None => self.try_once(worker, req, host, key, in_flight).await,
-            // Boxed: the retry loop keeps more state across its awaits, and requests to
-            // clusters without retries must not carry (and copy) it.
-            Some(policy) => {
-                let tries = self.try_until_done(worker, req, host, key, in_flight, policy);
-                Box::pin(tries).await
-            }
-        }
-    }
-
-    /// One try, for clusters without retries.
-    async fn try_once(
-        &self,
-        worker: usize,
-        mut req: Request<UpstreamBody>,
-        host: &UpstreamHost,
-        key: Option<u64>,
-        mut in_flight: InFlight,
-    ) -> Result<Forwarded, ForwardError> {
-        let index = self
-            .pick(key, Avoid::default())
-            .ok_or(ForwardError::Refused(Refusal::NoEndpoints))?;
-        let endpoint = self.authority(index);
-        set_host(&mut req, host, endpoint);
-        in_flight.count_against(index);
-        let sent = Instant::now();
-        let result = self
-            .client(worker)
-            .send(index, self.endpoint(index), req, self.timeouts.request)
-            .await;
-        match result {
-            Ok(mut response) => {
-                self.exchange_duration.observe(sent.elapsed().as_secs_f64());
-                self.record_outcome(index, response.status().is_server_error());
-                response.body_mut().hold(in_flight);
-                Ok(Forwarded {
-                    response,
-                    endpoint: endpoint.clone(),
-                })
-            }
-            Err(SendFailure { failure, .. }) => {
-                self.record_outcome(index, outcome_failed(Outcome::of(&failure)));
-                Err(ForwardError::Failed {
-                    endpoint: endpoint.clone(),
-                    failure,
-                })
-            }
-        }
+        // Validation gives every cluster a policy; the default is the fallback here.
+        static DEFAULT: LazyLock<Retries> = LazyLock::new(Retries::implicit);
+        let policy = self.source.retries.as_ref().unwrap_or(&DEFAULT);
+        // Boxed: the retry loop keeps its state across awaits.
+        Box::pin(self.try_until_done(worker, req, host, key, in_flight, policy)).await
     }
 
     /// Tries until an answer the policy accepts, or until it allows no more retries.
@@ -145,10 +101,14 @@ impl Cluster {
         let mut tried = Avoid::default();
         let mut retries = 0;
         let mut slot = None;
+        let mut failover = None;
         loop {
-            let index = self
-                .pick(key, tried)
-                .ok_or(ForwardError::Refused(Refusal::NoEndpoints))?;
+            let index = match failover.take() {
+                Some(index) => index,
+                None => self
+                    .pick(key, tried)
+                    .ok_or(ForwardError::Refused(Refusal::NoEndpoints))?,
+            };
             tried.add(index);
             let endpoint = self.authority(index);
             set_host(&mut req, host, endpoint);
@@ -174,8 +134,31 @@ impl Cluster {
                 Ok(response) => Outcome::Answered(response.status()),
                 Err(failure) => Outcome::of(failure),
             };
-            self.record_outcome(index, outcome_failed(outcome));
+            self.record_outcome(index, outcome);
 
+            // A request that never left goes to another endpoint whatever the policy:
+            // no endpoint saw it. It takes no retry, budget or backoff.
+            let unsent = match (outcome, unsent) {
+                (Outcome::ConnectFailure, Some(back)) => {
+                    let next = self.pick(key, tried).filter(|&next| !tried.has(next));
+                    match next.filter(|_| Instant::now() < deadline) {
+                        Some(next) => {
+                            tracing::debug!(
+                                upstream = %self.name,
+                                endpoint = %endpoint,
+                                next = %self.authority(next),
+                                "connect failed: sending to another endpoint"
+                            );
+                            self.retries_sent.inc();
+                            req = *back;
+                            failover = Some(next);
+                            continue;
+                        }
+                        None => Some(back),
+                    }
+                }
+                (_, unsent) => unsent,
+            };
             if retries < policy.attempts && retry::wanted(policy, outcome) {
                 // A request that never left comes back whole; others go again from
                 // their copy, if they have one.
@@ -213,16 +196,6 @@ impl Cluster {
                 }),
             };
         }
-    }
-}
-
-/// Whether a try that ended with `outcome` counts as failed for outlier detection.
-fn outcome_failed(outcome: Outcome) -> bool {
-    match outcome {
-        Outcome::Answered(status) => status.is_server_error(),
-        Outcome::ConnectFailure | Outcome::Reset | Outcome::Timeout => true,
-        // The gateway's own limit, or the client's body: not the endpoint's fault.
-        Outcome::Overloaded | Outcome::ClientBody => false,
     }
 }
 

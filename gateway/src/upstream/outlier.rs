@@ -6,11 +6,14 @@
 //! returns when its time is up: the first request after that moment puts it back (the
 //! cluster keeps the earliest end, so a request only compares two numbers). An
 //! endpoint that stays in rotation for `max_ejection` starts counting ejections afresh.
+//! A cluster without an `outlier` table gets [`Outlier::connect_failures`]: only
+//! refused connections count, so endpoints that are down leave rotation by default.
 
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
 use super::Cluster;
+use super::retry::Outcome;
 use crate::config::Outlier;
 
 impl Cluster {
@@ -20,9 +23,16 @@ impl Cluster {
     }
 
     /// Records the outcome of one exchange with endpoint `index`.
-    pub(super) fn record_outcome(&self, index: usize, failed: bool) {
+    pub(super) fn record_outcome(&self, index: usize, outcome: Outcome) {
         let Some(outlier) = &self.source.outlier else {
             return;
+        };
+        let failed = match outcome {
+            Outcome::ConnectFailure => true,
+            Outcome::Answered(status) => !outlier.connect_failures_only && status.is_server_error(),
+            Outcome::Reset | Outcome::Timeout => !outlier.connect_failures_only,
+            // The gateway's own limit, or the client's body: not the endpoint's fault.
+            Outcome::Overloaded | Outcome::ClientBody => false,
         };
         let endpoint = &self.endpoints[index];
         if !failed {
@@ -88,6 +98,22 @@ impl Cluster {
             "endpoint ejected: too many failures in a row"
         );
         self.rebuild_picker();
+    }
+
+    /// Ends endpoint `index`'s ejection now, if it is ejected. Call with `rotation` held.
+    pub(super) fn end_ejection(&self, index: usize) {
+        let endpoint = &self.endpoints[index];
+        if endpoint.ejected_until.swap(0, Ordering::Relaxed) != 0 {
+            endpoint
+                .returned_at
+                .store(self.now_ms().max(1), Ordering::Relaxed);
+            self.ejected.fetch_sub(1, Ordering::Relaxed);
+            tracing::info!(
+                upstream = %self.name,
+                endpoint = %endpoint.authority,
+                "endpoint passed its health checks: ejection over"
+            );
+        }
     }
 
     /// Puts back the endpoints whose ejection is over. Costs one atomic load while no

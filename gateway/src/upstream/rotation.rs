@@ -34,7 +34,7 @@ pub struct EndpointStatus {
 
 impl Cluster {
     /// Records endpoint `index`'s health-check verdict and, if it changed, rebuilds the
-    /// picker.
+    /// picker; an endpoint back to healthy is no longer ejected either.
     pub(crate) fn set_healthy(&self, index: usize, healthy: bool) {
         let _one_at_a_time = self.rotation.lock().unwrap_or_else(PoisonError::into_inner);
         let endpoint = &self.endpoints[index];
@@ -42,6 +42,10 @@ impl Cluster {
             return;
         }
         endpoint.set_healthy(healthy);
+        // Passing its checks again also ends an ejection: the endpoint proved it serves.
+        if healthy {
+            self.end_ejection(index);
+        }
         endpoint.report();
         self.rebuild_picker();
     }

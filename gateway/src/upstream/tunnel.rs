@@ -24,6 +24,7 @@ use super::balancer::Avoid;
 use super::forward::set_host;
 use super::inflight::InFlight;
 use super::limits::{ConnectionSlot, Limit};
+use super::retry::Outcome;
 use super::{Cluster, ForwardError, Refusal, UpstreamBody, UpstreamFailure, UpstreamHost};
 
 /// The answer to an upgrade request, on its own connection.
@@ -76,8 +77,13 @@ impl Cluster {
         };
         let sent = Instant::now();
         let outcome = self.exchange_on_new_connection(index, req).await;
-        let failed_exchange = !matches!(&outcome, Ok(r) if !r.status().is_server_error());
-        self.record_outcome(index, failed_exchange);
+        self.record_outcome(
+            index,
+            match &outcome {
+                Ok(response) => Outcome::Answered(response.status()),
+                Err(failure) => Outcome::of(failure),
+            },
+        );
         let response = outcome.map_err(failed)?;
         self.exchange_duration.observe(sent.elapsed().as_secs_f64());
         Ok(Tunnel {

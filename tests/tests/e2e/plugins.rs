@@ -591,6 +591,53 @@ fn a_restart_loads_the_compiled_plugin_from_the_cache() {
     assert_eq!(plugin.wit_version, "0.1.2");
 }
 
+#[test]
+fn a_compile_cache_others_may_write_is_not_loaded() {
+    use std::os::unix::fs::PermissionsExt;
+    let up = TestUpstream::start("up");
+    let dir = plugin_dir();
+    let text = config(&dir, &up, &route("r", "/", "{ name = \"probe\" }"));
+    drop(TestGateway::start(&text));
+    let cache = dir.join("cache");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let artifacts: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
+    assert!(!artifacts.is_empty(), "the first start cached its compiles");
+    let set_all = |mode: u32| {
+        for artifact in &artifacts {
+            std::fs::set_permissions(artifact, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    };
+    for artifact in &artifacts {
+        assert_eq!(
+            mode(artifact),
+            0o600,
+            "cached artifacts are the gateway user's alone"
+        );
+    }
+
+    // Anyone may write the artifacts: they could be anything, so they are compiled afresh.
+    set_all(0o666);
+    let gw = TestGateway::start(&text);
+    assert!(!gw.snapshot().chains[0][0].plugin.from_cache);
+    drop(gw);
+    set_all(0o600);
+    // The same for a cache directory anyone may write.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let gw = TestGateway::start(&text);
+    assert!(!gw.snapshot().chains[0][0].plugin.from_cache);
+    drop(gw);
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let gw = TestGateway::start(&text);
+    assert!(
+        gw.snapshot().chains[0][0].plugin.from_cache,
+        "trusted again"
+    );
+}
+
 #[tokio::test]
 async fn worker_isolation_reuses_instances() {
     let up = TestUpstream::start("up");

@@ -192,10 +192,19 @@ retries = { on = ["retriable-status-codes"] }
     assert_eq!((r.budget_percent, r.min_retry_concurrency), (20, 3));
     let plain = parse("[[upstream]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\n")
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        plain.upstreams[0].retries.is_none(),
-        "no retries unless asked"
-    );
+    // Without a table: one more try after a reset, and refused endpoints set aside.
+    let implicit = plain.upstreams[0]
+        .retries
+        .as_ref()
+        .expect("the implicit policy");
+    assert_eq!(implicit.attempts, 1);
+    assert!(implicit.on.reset && !implicit.on.connect_failure);
+    let outlier = plain.upstreams[0]
+        .outlier
+        .as_ref()
+        .expect("the implicit set-aside");
+    assert!(outlier.connect_failures_only);
+    assert_eq!(outlier.consecutive_failures, 3);
 }
 
 #[test]

@@ -55,10 +55,11 @@ async fn a_request_that_never_left_is_retried_elsewhere_whatever_its_method() {
         assert_eq!(reply.text(), format!("/p/{i} body {i}"));
     }
     assert_eq!(live.served(), 20);
+    // Until the dead endpoint is set aside (after three refusals in a row).
     assert!(
         gw.metric("weir_upstream_retries_total{upstream=\"unsent\"}")
             .await
-            >= 5.0
+            >= 1.0
     );
 }
 
