@@ -61,6 +61,13 @@ pub struct ChainMismatch {
 }
 
 impl Snapshot {
+    /// Looks up the DNS names of its clusters' endpoints that have no address yet
+    /// (concurrently, each bounded): done before the snapshot serves, so its first
+    /// requests find addresses, and never on a worker.
+    pub async fn resolve_names(&self) {
+        futures_util::future::join_all(self.clusters.iter().map(|c| c.resolve())).await;
+    }
+
     /// Builds the runtime state for `config`, with one upstream pool per worker and
     /// `chains` holding one chain per route, exactly the plugins the route names.
     /// Clusters whose config did not change are taken over from `previous`, with their

@@ -145,6 +145,7 @@ impl Reloader {
         reloader.started = true;
         let snapshot =
             Snapshot::new(config, workers, chains, None).map_err(StartFailure::Chains)?;
+        crate::plugin::block_on(snapshot.resolve_names());
         reloader.health.watch(&snapshot.clusters);
         Ok((reloader, snapshot))
     }
@@ -265,7 +266,10 @@ impl Reloader {
                     _ => in_force.clone(),
                 };
                 match Snapshot::new(config, self.workers, chains, Some(previous)) {
-                    Ok(next) => Some(next),
+                    Ok(next) => {
+                        next.resolve_names().await;
+                        Some(next)
+                    }
                     Err(e) => {
                         tracing::error!("reload abandoned, nothing changes: {e}");
                         return (ReloadReport::default(), None);

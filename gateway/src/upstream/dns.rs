@@ -1,15 +1,17 @@
 //! Endpoints given by DNS name (`api.internal:8080`), Envoy's STRICT_DNS: the name is
-//! resolved when the cluster is built and again every `dns_refresh`, off the request
-//! path, and new connections go to the addresses of the latest answer (every address
-//! in turn until one connects). An endpoint written as an IP address is never looked up.
+//! resolved before a snapshot holding the cluster starts serving and again every
+//! `dns_refresh`, off the request path and off every runtime thread (tokio's resolver
+//! runs lookups on its blocking pool; each is bounded by [`LOOKUP_TIMEOUT`]), and new
+//! connections go to the addresses of the latest answer (every address in turn until
+//! one connects). An endpoint written as an IP address is never looked up.
 //!
-//! A name that does not resolve when the cluster is built leaves the endpoint with no
+//! A name that does not resolve before its snapshot serves leaves the endpoint with no
 //! address: it stays in the cluster (health checks and outlier detection treat it like
 //! any endpoint that refuses connections), requests sent to it fail with 502, and it
 //! serves as soon as a refresh resolves it. A refresh that fails keeps the last good
 //! addresses. Both are logged.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -28,9 +30,9 @@ pub(crate) struct Resolved {
 }
 
 impl Resolved {
-    /// The addresses of `authority` now: the address itself for an IP, else a lookup
-    /// (blocking: clusters are built off the request path).
-    pub(crate) fn new(upstream: &str, authority: &Authority) -> Resolved {
+    /// The address itself for an IP; for a name, no address until [`Cluster::resolve`]
+    /// or a refresh looks it up (building a cluster never waits on DNS).
+    pub(crate) fn new(authority: &Authority) -> Resolved {
         let port = authority.port_u16().unwrap_or(80);
         let host = authority
             .host()
@@ -42,21 +44,9 @@ impl Resolved {
                 addresses: ArcSwap::from_pointee(vec![SocketAddr::new(ip, port)]),
             };
         }
-        let addresses = match authority.as_str().to_socket_addrs() {
-            Ok(found) => found.collect(),
-            Err(e) => {
-                tracing::warn!(
-                    upstream,
-                    endpoint = %authority,
-                    error = %e,
-                    "endpoint does not resolve: it takes no connections until it does"
-                );
-                Vec::new()
-            }
-        };
         Resolved {
             dns: true,
-            addresses: ArcSwap::from_pointee(addresses),
+            addresses: ArcSwap::from_pointee(Vec::new()),
         }
     }
 
@@ -72,7 +62,16 @@ impl Resolved {
 
     /// Looks the name up again; keeps the last good addresses when that fails.
     async fn refresh(&self, upstream: &str, authority: &Authority) {
-        match tokio::net::lookup_host(authority.as_str()).await {
+        let lookup =
+            tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host(authority.as_str()));
+        let found = match lookup.await {
+            Ok(found) => found,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {LOOKUP_TIMEOUT:?}"),
+            )),
+        };
+        match found {
             Ok(found) => {
                 let mut fresh: Vec<SocketAddr> = found.collect();
                 let mut old = (*self.current()).clone();
@@ -88,6 +87,12 @@ impl Resolved {
                     self.addresses.store(Arc::new(fresh));
                 }
             }
+            Err(e) if self.current().is_empty() => tracing::warn!(
+                upstream,
+                endpoint = %authority,
+                error = %e,
+                "endpoint does not resolve: it takes no connections until it does"
+            ),
             Err(e) => tracing::warn!(
                 upstream,
                 endpoint = %authority,
@@ -104,6 +109,17 @@ impl Cluster {
         self.endpoints.iter().any(|e| e.resolved.is_dns())
     }
 
+    /// Resolves the DNS-named endpoints that have no address yet, all at once: before a
+    /// snapshot holding the cluster serves.
+    pub(crate) async fn resolve(&self) {
+        let unresolved = self
+            .endpoints
+            .iter()
+            .filter(|e| e.resolved.is_dns() && e.resolved.current().is_empty())
+            .map(|e| e.resolved.refresh(&self.name, &e.authority));
+        futures_util::future::join_all(unresolved).await;
+    }
+
     /// Resolves every DNS-named endpoint again.
     async fn refresh_dns(&self) {
         for endpoint in self.endpoints.iter().filter(|e| e.resolved.is_dns()) {
@@ -117,13 +133,16 @@ impl Cluster {
 
 /// Re-resolves `cluster`'s DNS endpoints every `every` until the cluster is dropped or
 /// `retired` is cancelled. Holds the cluster weakly between rounds.
+/// How long one lookup may take before it counts as failed.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub(crate) async fn refresh_cluster(
     cluster: Weak<Cluster>,
     retired: CancellationToken,
     every: Duration,
 ) {
     let mut rounds = super::health::Rounds::new(cluster, retired, every);
-    // The first round is now: the cluster was resolved when it was built.
+    // The first round is now: the cluster was resolved before it served.
     rounds.next().await;
     while let Some(cluster) = rounds.next().await {
         cluster.refresh_dns().await;
@@ -137,18 +156,20 @@ mod tests {
 
     #[test]
     fn ip_endpoints_are_not_looked_up() {
-        let r = Resolved::new("u", &Authority::from_str("10.1.2.3:8080").unwrap());
+        let r = Resolved::new(&Authority::from_str("10.1.2.3:8080").unwrap());
         assert!(!r.is_dns());
         assert_eq!(*r.current(), ["10.1.2.3:8080".parse().unwrap()]);
-        let v6 = Resolved::new("u", &Authority::from_str("[::1]:81").unwrap());
+        let v6 = Resolved::new(&Authority::from_str("[::1]:81").unwrap());
         assert_eq!(*v6.current(), ["[::1]:81".parse().unwrap()]);
     }
 
     #[tokio::test]
     async fn names_resolve_and_a_failed_refresh_keeps_the_last_addresses() {
         let local = Authority::from_str("localhost:8080").unwrap();
-        let r = Resolved::new("u", &local);
+        let r = Resolved::new(&local);
         assert!(r.is_dns());
+        assert!(r.current().is_empty(), "building looks nothing up");
+        r.refresh("u", &local).await;
         assert!(
             r.current()
                 .iter()
@@ -160,7 +181,8 @@ mod tests {
         // `.invalid` never resolves (RFC 6761): no addresses at first, and a failed
         // refresh keeps what a name had.
         let bad = Authority::from_str("no-such-host.invalid:80").unwrap();
-        let unresolved = Resolved::new("u", &bad);
+        let unresolved = Resolved::new(&bad);
+        unresolved.refresh("u", &bad).await;
         assert!(unresolved.current().is_empty());
         let before = r.current();
         r.refresh("u", &bad).await;

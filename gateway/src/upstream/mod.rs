@@ -114,7 +114,7 @@ impl Cluster {
                 let address = e.authority.as_str();
                 EndpointState::new(
                     e.authority.clone(),
-                    dns::Resolved::new(&config.name, &e.authority),
+                    dns::Resolved::new(&e.authority),
                     e.weight,
                     metrics::endpoint_health(&config.name, address),
                     metrics::endpoint_ejections(&config.name, address),
