@@ -176,26 +176,7 @@ pub(super) fn upstreams(snapshot: &Snapshot) -> Value {
                     "pending": load.pending,
                     "retries": load.retries,
                 },
-                "retries": u.retries.as_ref().map(|r| {
-                    let on = [
-                        (r.on.connect_failure, "connect-failure"),
-                        (r.on.reset, "reset"),
-                        (r.on.server_error, "5xx"),
-                        (r.on.gateway_error, "gateway-error"),
-                        (r.on.retriable_statuses, "retriable-status-codes"),
-                    ];
-                    json!({
-                        "attempts": r.attempts,
-                        "on": on.iter().filter(|(set, _)| *set).map(|(_, n)| *n).collect::<Vec<_>>(),
-                        "retriable_statuses": r.retriable_statuses,
-                        "per_try_timeout": r.per_try_timeout.map(duration),
-                        "allow_non_idempotent": r.allow_non_idempotent,
-                        "backoff_base": duration(r.backoff_base),
-                        "backoff_max": duration(r.backoff_max),
-                        "budget_percent": r.budget_percent,
-                        "min_retry_concurrency": r.min_retry_concurrency,
-                    })
-                }),
+                "retries": retries_view(&u.retries, duration),
                 "health": u.health.as_ref().map(|h| json!({
                     "path": h.path,
                     "interval": duration(h.interval),
@@ -206,13 +187,13 @@ pub(super) fn upstreams(snapshot: &Snapshot) -> Value {
                         .map(|(low, high)| if low == high { low.to_string() } else { format!("{low}-{high}") })
                         .collect::<Vec<_>>(),
                 })),
-                "outlier": u.outlier.as_ref().map(|o| json!({
-                    "consecutive_failures": o.consecutive_failures,
-                    "base_ejection": duration(o.base_ejection),
-                    "max_ejection": duration(o.max_ejection),
-                    "max_ejected_percent": o.max_ejected_percent,
-                    "connect_failures_only": o.connect_failures_only,
-                })),
+                "outlier": json!({
+                    "consecutive_failures": u.outlier.consecutive_failures,
+                    "base_ejection": duration(u.outlier.base_ejection),
+                    "max_ejection": duration(u.outlier.max_ejection),
+                    "max_ejected_percent": u.outlier.max_ejected_percent,
+                    "connect_failures_only": u.outlier.connect_failures_only,
+                }),
                 "panic_threshold": u.panic_threshold,
                 "panic": cluster.panicking(),
                 "endpoints": endpoints,
@@ -281,5 +262,30 @@ pub(super) fn plugins(status: &Status, snapshot: &Snapshot) -> Value {
             "at": rfc3339(*at),
             "report": report,
         })),
+    })
+}
+
+/// A retry policy as `/admin/upstreams` shows it.
+fn retries_view(
+    r: &crate::config::Retries,
+    duration: impl Fn(std::time::Duration) -> String,
+) -> Value {
+    let on = [
+        (r.on.connect_failure, "connect-failure"),
+        (r.on.reset, "reset"),
+        (r.on.server_error, "5xx"),
+        (r.on.gateway_error, "gateway-error"),
+        (r.on.retriable_statuses, "retriable-status-codes"),
+    ];
+    json!({
+        "attempts": r.attempts,
+        "on": on.iter().filter(|(set, _)| *set).map(|(_, n)| *n).collect::<Vec<_>>(),
+        "retriable_statuses": r.retriable_statuses,
+        "per_try_timeout": r.per_try_timeout.map(&duration),
+        "allow_non_idempotent": r.allow_non_idempotent,
+        "backoff_base": duration(r.backoff_base),
+        "backoff_max": duration(r.backoff_max),
+        "budget_percent": r.budget_percent,
+        "min_retry_concurrency": r.min_retry_concurrency,
     })
 }

@@ -26,10 +26,11 @@ pub struct Upstream {
     pub panic_threshold: u8,
     /// Active health checks (none by default).
     pub health: Option<HealthCheck>,
-    /// Passive outlier detection (none by default).
-    pub outlier: Option<Outlier>,
-    /// Retries (none by default).
-    pub retries: Option<Retries>,
+    /// Passive outlier detection ([`Outlier::connect_failures`] without an `outlier`
+    /// table).
+    pub outlier: Outlier,
+    /// Retries ([`Retries::implicit`] without a `retries` table).
+    pub retries: Retries,
     /// Circuit breakers (Envoy's defaults: 1024 each).
     pub limits: Limits,
     /// Connect, request and idle timeouts.

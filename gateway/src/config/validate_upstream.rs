@@ -53,16 +53,15 @@ pub(super) fn check_upstreams(c: &mut Checker<'_>, raw: &[UpstreamConfig]) -> Ve
             .and_then(|h| check_health(c, &format!("{key}.health"), h));
         // Without their tables a cluster still sets aside endpoints that refuse
         // connections and retries what failed before an answer, as nginx does.
-        let outlier = Some(
-            u.outlier
-                .as_ref()
-                .map_or_else(Outlier::connect_failures, |o| {
-                    check_outlier(c, &format!("{key}.outlier"), o)
-                }),
-        );
-        let retries = Some(u.retries.as_ref().map_or_else(Retries::implicit, |r| {
+        let outlier = u
+            .outlier
+            .as_ref()
+            .map_or_else(Outlier::connect_failures, |o| {
+                check_outlier(c, &format!("{key}.outlier"), o)
+            });
+        let retries = u.retries.as_ref().map_or_else(Retries::implicit, |r| {
             check_retries(c, &format!("{key}.retries"), r)
-        }));
+        });
         let limits = u.limits.as_ref().map_or_else(Limits::default, |l| {
             check_limits(c, &format!("{key}.limits"), l)
         });

@@ -92,31 +92,19 @@ impl Worker {
                 client_cert: None,
                 tunnels: tunnels.clone(),
             };
+            // Taken now, so a shutdown that starts during a TLS handshake waits for it too.
+            let served = Served {
+                snapshot: self.snapshot.clone(),
+                conn,
+                watcher: graceful.watcher(),
+                limits,
+                open,
+            };
             if self.tls {
-                accept_tls(
-                    &self.snapshot,
-                    stream,
-                    conn,
-                    &builders,
-                    &graceful,
-                    open,
-                    limits,
-                );
+                accept_tls(stream, served, &builders);
                 continue;
             }
-            let activity = Activity::new();
-            tokio::spawn(serve_connection(
-                &builders.auto,
-                Watched::new(stream, activity.clone()),
-                Served {
-                    snapshot: self.snapshot.clone(),
-                    conn,
-                    watcher: graceful.watcher(),
-                    activity,
-                    limits,
-                    open,
-                },
-            ));
+            tokio::spawn(serve_connection(&builders.auto, stream, served));
         }
 
         drop(listener);
@@ -144,52 +132,32 @@ impl Worker {
 /// Completes the TLS handshake with the certificates of the snapshot in force, then
 /// serves the HTTP version ALPN chose; all in the connection's own task, so a slow
 /// handshake never holds up accepting.
-fn accept_tls(
-    snapshot: &SharedSnapshot,
-    stream: TcpStream,
-    mut conn: Connection,
-    builders: &Arc<HttpBuilders>,
-    graceful: &GracefulShutdown,
-    open: OpenConnection,
-    limits: ClientLimits,
-) {
-    let Some(config) = snapshot.load().tls.clone() else {
+fn accept_tls(stream: TcpStream, mut served: Served, builders: &Arc<HttpBuilders>) {
+    let Some(config) = served.snapshot.load().tls.clone() else {
         tracing::error!(
-            worker = conn.worker,
+            worker = served.conn.worker,
             "no TLS configuration in force: connection closed"
         );
         return;
     };
-    // Taken now, so a shutdown that starts during the handshake waits for it too.
-    let watcher = graceful.watcher();
-    let (builders, snapshot) = (builders.clone(), snapshot.clone());
+    let builders = builders.clone();
     tokio::spawn(async move {
         let accepted = match tls::handshake(config, stream).await {
             Ok(accepted) => accepted,
             Err(e) => {
-                tracing::debug!(client = %conn.client, error = %e, "connection closed");
+                tracing::debug!(client = %served.conn.client, error = %e, "connection closed");
                 return;
             }
         };
-        conn.scheme = "https";
-        conn.client_cert = accepted.client_cert;
+        served.conn.scheme = "https";
+        served.conn.client_cert = accepted.client_cert;
         let builder = match accepted.alpn {
             Alpn::H2 => &builders.http2,
             Alpn::Http1 => &builders.http1,
             Alpn::None => &builders.auto,
         };
         // The handshake has its own timeout; the head deadline starts after it.
-        let activity = Activity::new();
-        let io = Watched::new(accepted.stream, activity.clone());
-        let served = Served {
-            snapshot,
-            conn,
-            watcher,
-            activity,
-            limits,
-            open,
-        };
-        serve_connection(builder, io, served).await;
+        serve_connection(builder, accepted.stream, served).await;
     });
 }
 
@@ -270,8 +238,6 @@ struct Served {
     conn: Connection,
     /// Closes it gracefully when the worker shuts down.
     watcher: Watcher,
-    /// Its requests and reads, for its deadlines.
-    activity: Arc<Activity>,
     limits: ClientLimits,
     open: OpenConnection,
 }
@@ -291,10 +257,12 @@ where
         snapshot,
         conn,
         watcher,
-        activity,
         limits,
         open,
     } = served;
+    // Its requests and reads, for its deadlines, from now on.
+    let activity = Activity::new();
+    let io = Watched::new(io, activity.clone());
     let client = conn.client;
     let conn = Arc::new(conn);
     let requests = activity.clone();

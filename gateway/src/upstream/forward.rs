@@ -4,7 +4,7 @@
 //! its outcome to outlier detection; the request counts as in flight until its
 //! response body ends.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use http::uri::Authority;
 use http::{HeaderValue, Request, Response, header};
@@ -78,9 +78,7 @@ impl Cluster {
     ) -> Result<Forwarded, ForwardError> {
         let in_flight = InFlight::admit(self)
             .map_err(|limit| ForwardError::Refused(Refusal::Overloaded(limit)))?;
-        // Validation gives every cluster a policy; the default is the fallback here.
-        static DEFAULT: LazyLock<Retries> = LazyLock::new(Retries::implicit);
-        let policy = self.source.retries.as_ref().unwrap_or(&DEFAULT);
+        let policy = &self.source.retries;
         // Boxed: the retry loop keeps its state across awaits.
         Box::pin(self.try_until_done(worker, req, host, key, in_flight, policy)).await
     }

@@ -24,9 +24,7 @@ impl Cluster {
 
     /// Records the outcome of one exchange with endpoint `index`.
     pub(super) fn record_outcome(&self, index: usize, outcome: Outcome) {
-        let Some(outlier) = &self.source.outlier else {
-            return;
-        };
+        let outlier = &self.source.outlier;
         let failed = match outcome {
             Outcome::ConnectFailure => true,
             Outcome::Answered(status) => !outlier.connect_failures_only && status.is_server_error(),

@@ -138,7 +138,7 @@ outlier = { consecutive_failures = 0, base_ejection = "1m", max_ejection = "10s"
     );
     let config = parse("[[upstream]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\noutlier = {}\n")
         .unwrap_or_else(|e| panic!("{e}"));
-    let o = config.upstreams[0].outlier.expect("outlier");
+    let o = config.upstreams[0].outlier;
     assert_eq!(o.consecutive_failures, 5);
     assert_eq!(o.base_ejection, Duration::from_secs(30));
     assert_eq!(o.max_ejection, Duration::from_secs(300));
@@ -181,7 +181,7 @@ retries = { on = ["retriable-status-codes"] }
 
     let config = parse("[[upstream]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\nretries = {}\n")
         .unwrap_or_else(|e| panic!("{e}"));
-    let r = config.upstreams[0].retries.clone().expect("retries");
+    let r = config.upstreams[0].retries.clone();
     assert_eq!(r.attempts, 1);
     assert!(r.on.connect_failure && r.on.reset);
     assert!(!r.on.server_error && !r.on.gateway_error && !r.on.retriable_statuses);
@@ -193,16 +193,10 @@ retries = { on = ["retriable-status-codes"] }
     let plain = parse("[[upstream]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\n")
         .unwrap_or_else(|e| panic!("{e}"));
     // Without a table: one more try after a reset, and refused endpoints set aside.
-    let implicit = plain.upstreams[0]
-        .retries
-        .as_ref()
-        .expect("the implicit policy");
+    let implicit = &plain.upstreams[0].retries;
     assert_eq!(implicit.attempts, 1);
     assert!(implicit.on.reset && !implicit.on.connect_failure);
-    let outlier = plain.upstreams[0]
-        .outlier
-        .as_ref()
-        .expect("the implicit set-aside");
+    let outlier = &plain.upstreams[0].outlier;
     assert!(outlier.connect_failures_only);
     assert_eq!(outlier.consecutive_failures, 3);
 }
@@ -272,8 +266,8 @@ timeouts = { connect = "1s", request = "15s", idle = "60s" }
     let u = &config.upstreams[0];
     assert_eq!(u.endpoints[1].weight, 3);
     assert_eq!(u.limits.max_pending, 256);
-    assert_eq!(u.retries.as_ref().map(|r| r.attempts), Some(2));
-    assert_eq!(u.outlier.map(|o| o.max_ejected_percent), Some(50));
+    assert_eq!(u.retries.attempts, 2);
+    assert_eq!(u.outlier.max_ejected_percent, 50);
 }
 
 #[test]
