@@ -283,8 +283,11 @@ where
     );
     async move {
         let _open = open;
+        // Pinned out here so that a connection closed for a deadline is counted before
+        // it is dropped: whoever sees the close and then reads the metrics finds it.
+        tokio::pin!(served);
         tokio::select! {
-            ended = served => {
+            ended = &mut served => {
                 if let Err(e) = ended {
                     tracing::debug!(%client, error = %e, "connection ended with an error");
                 }
