@@ -138,6 +138,9 @@ impl ProxyError {
             ProxyError::BadBody(_) => ErrorAnswer::new(S::BAD_REQUEST, "malformed request body"),
             ProxyError::Plugin(failure) => match failure.kind {
                 FailureKind::Timeout => ErrorAnswer::new(S::SERVICE_UNAVAILABLE, "plugin timeout"),
+                FailureKind::Suspended => {
+                    ErrorAnswer::new(S::SERVICE_UNAVAILABLE, "plugin suspended")
+                }
                 FailureKind::Trap | FailureKind::Memory | FailureKind::Error => {
                     ErrorAnswer::new(S::INTERNAL_SERVER_ERROR, "plugin failure")
                 }

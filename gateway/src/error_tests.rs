@@ -30,6 +30,7 @@ fn failure(kind: FailureKind) -> PluginFailure {
         plugin: "auth".into(),
         kind,
         message: "details for the log".into(),
+        spent: std::time::Duration::ZERO,
     }
 }
 

@@ -16,6 +16,7 @@ pub struct Config {
     tag: String,
     path: Option<String>,
     url: String,
+    size: Option<usize>,
 }
 
 pub struct Probe {
@@ -103,6 +104,57 @@ impl Plugin for Probe {
                     std::hint::black_box(&hoard);
                 }
             }
+            "recurse" => {
+                let depth = recurse(std::hint::black_box(1));
+                request.headers.set("x-depth", depth.to_string());
+            }
+            "huge" => {
+                // A local answer of `config.size` bytes (default 8 MiB).
+                let size = self.config.size.unwrap_or(8 << 20);
+                return Action::Respond(LocalResponse::new(200).body(vec![b'x'; size]));
+            }
+            "forbidden" => {
+                // Each is the gateway's to decide, and refused.
+                request.headers.set("content-length", "0");
+                request.headers.set("transfer-encoding", "chunked");
+                request.headers.set("host", "evil.example");
+                request.headers.remove("host");
+                request.response_headers.set("content-length", "1");
+                request.headers.set("x-after-forbidden", "yes");
+            }
+            "forbidden-respond" => {
+                return Action::Respond(
+                    LocalResponse::new(200)
+                        .header("content-length", "1000")
+                        .header("transfer-encoding", "chunked")
+                        .header("connection", "close")
+                        .header("x-kept", "yes")
+                        .body("short"),
+                );
+            }
+            "log-flood" => {
+                // Far past the log budget, with lines far past the longest kept.
+                let long = "y".repeat(64 * 1024);
+                for i in 0..self.config.size.unwrap_or(5_000) {
+                    host::log(host::Level::Warn, &format!("flood {i} {long}"));
+                }
+            }
+            #[cfg(feature = "fetch")]
+            "call-loop" => {
+                // Calls until the gateway refuses, then reports how many got through.
+                let mut made = 0;
+                let refusal = loop {
+                    match host::http::call(&host::http::OutboundRequest::get(&self.config.url)) {
+                        Ok(_) => made += 1,
+                        Err(e) => break e.to_string(),
+                    }
+                    if made > 1_000 {
+                        break "never refused".to_owned();
+                    }
+                };
+                request.headers.set("x-calls-made", made.to_string());
+                request.headers.set("x-calls-refusal", refusal);
+            }
             "count" => {
                 let n = kv::increment("hits", 1, None);
                 request.headers.set("x-count", n.to_string());
@@ -187,7 +239,8 @@ impl Plugin for Probe {
                 response.headers.set(&format!("x-seen-queued-{}", self.config.tag), seen);
             }
             "deny" | "trap" | "panic" | "loop" | "oom" | "count" | "state" | "fetch" | "print" | "sleep"
-            | "hop-by-hop"
+            | "hop-by-hop" | "recurse" | "huge" | "forbidden" | "forbidden-respond" | "log-flood"
+            | "call-loop"
             | "init-count" | "init-print" | "connection" => {}
             _ => {
                 let chain = response
@@ -204,6 +257,13 @@ impl Plugin for Probe {
         }
         Action::Continue
     }
+}
+
+/// Recurses until the stack runs out (the black boxes keep every frame).
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 64]);
+    recurse(std::hint::black_box(frame[63] + 1)) + std::hint::black_box(1)
 }
 
 /// Queues response edits from a request phase: an append, a set, a default, a removal

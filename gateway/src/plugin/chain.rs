@@ -10,17 +10,20 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 
 use super::bindings::types;
+use super::edits::{Edit, HeaderEdit};
 use super::message::{QueuedEdit, RequestInfo, RequestView, ResponseView};
-use super::{ChainEntry, Instance, PluginFailure};
+use super::{ChainEntry, FailureKind, Instance, PluginFailure};
 use crate::config::OnError;
 use crate::reply::LocalReply;
+use crate::telemetry::metrics::Refusal;
 
 impl Drop for ChainRun {
     /// Instances that served this request without failing go back to their entry
@@ -95,7 +98,13 @@ impl ChainRun {
         }
     }
 
+    /// The request's instance of entry `index`; a suspended entry is not called (see
+    /// [`super::suspension`]).
     async fn instance(&mut self, index: usize) -> Result<&mut Instance, PluginFailure> {
+        let entry = &self.chain[index];
+        if entry.suspension.paused() {
+            return Err(PluginFailure::suspended(&entry.plugin.name));
+        }
         if self.instances[index].is_none() {
             self.instances[index] = Some(self.chain[index].instantiate().await?);
         }
@@ -147,14 +156,13 @@ impl ChainRun {
                 Ok(instance) => instance.on_request_headers(view).await,
                 Err(failure) => Err(failure),
             };
+            let called = self.answered(index, called);
             if called.is_err() {
                 drop_queued(view, queued);
             }
             match called {
-                Ok(types::Action::Continue) => {}
-                Ok(types::Action::Respond(local)) => {
-                    return Flow::Respond(local_reply(local, &entry.plugin.name));
-                }
+                Ok(None) => {}
+                Ok(Some(reply)) => return Flow::Respond(reply),
                 Err(failure) => {
                     self.instances[index] = None; // never entered again
                     if self.denies(entry, &failure) {
@@ -241,11 +249,9 @@ impl ChainRun {
                 Ok(instance) => instance.on_response_headers(request, response).await,
                 Err(failure) => Err(failure),
             };
-            match called {
-                Ok(types::Action::Continue) => {}
-                Ok(types::Action::Respond(local)) => {
-                    return Flow::Respond(local_reply(local, &entry.plugin.name));
-                }
+            match self.answered(index, called) {
+                Ok(None) => {}
+                Ok(Some(reply)) => return Flow::Respond(reply),
                 Err(failure) => {
                     self.instances[index] = None;
                     if self.denies(entry, &failure) {
@@ -379,15 +385,20 @@ impl ChainRun {
         called: Result<types::BodyAction, PluginFailure>,
         body: &mut Bytes,
     ) -> Option<Flow<Bytes>> {
+        let called = called.and_then(|action| match action {
+            types::BodyAction::Continue(new) => Ok(Ok(new)),
+            types::BodyAction::Respond(local) => self.local_reply(index, local).map(Err),
+        });
+        if called.is_ok() {
+            entry.suspension.succeeded();
+        }
         match called {
-            Ok(types::BodyAction::Continue(Some(new))) => {
+            Ok(Ok(Some(new))) => {
                 *body = Bytes::from(new);
                 None
             }
-            Ok(types::BodyAction::Continue(None)) => None,
-            Ok(types::BodyAction::Respond(local)) => {
-                Some(Flow::Respond(local_reply(local, &entry.plugin.name)))
-            }
+            Ok(Ok(None)) => None,
+            Ok(Err(reply)) => Some(Flow::Respond(reply)),
             Err(failure) => {
                 self.instances[index] = None;
                 self.denies(entry, &failure).then(|| Flow::Deny(failure))
@@ -416,19 +427,117 @@ impl ChainRun {
                 Ok(instance) => instance.on_log(&mut request, &mut response).await,
                 Err(failure) => Err(failure),
             };
-            if let Err(failure) = called {
-                self.instances[index] = None;
-                entry.plugin.stats.failed(failure.kind);
-                tracing::warn!(plugin = %entry.plugin.name, kind = %failure.kind, error = %failure.message, "plugin failed in the log phase");
+            match called {
+                Ok(()) => entry.suspension.succeeded(),
+                Err(failure) => {
+                    self.instances[index] = None;
+                    if self.counted(entry, &failure) && entry.ctx.may_log() {
+                        tracing::warn!(plugin = %entry.plugin.name, kind = %failure.kind, error = %failure.message, "plugin failed in the log phase");
+                    }
+                }
             }
         }
     }
 
     /// Logs and counts a failure; whether the plugin's policy denies the request.
+    /// A header phase's result with a local answer checked: `Some` when the plugin
+    /// answered. A call that succeeded counts as one for the entry's suspension.
+    fn answered(
+        &self,
+        index: usize,
+        called: Result<types::Action, PluginFailure>,
+    ) -> Result<Option<LocalReply>, PluginFailure> {
+        let answered = match called? {
+            types::Action::Continue => None,
+            types::Action::Respond(local) => Some(self.local_reply(index, local)?),
+        };
+        self.chain[index].suspension.succeeded();
+        Ok(answered)
+    }
+
+    /// Entry `index`'s local answer, checked: headers the gateway owns, hop-by-hop
+    /// ones and invalid ones are dropped (and counted); a body larger than the plugin's
+    /// `max_body_bytes` is a failure, so a plugin cannot make the gateway hold and send
+    /// whatever its memory allows.
+    fn local_reply(
+        &self,
+        index: usize,
+        local: types::LocalResponse,
+    ) -> Result<LocalReply, PluginFailure> {
+        let entry = &self.chain[index];
+        let plugin = entry.plugin.name.as_str();
+        let limit = entry.settings.max_body_bytes;
+        if local.body.len() as u64 > limit {
+            entry.ctx.series.refused(Refusal::LocalResponse);
+            return Err(PluginFailure {
+                plugin: plugin.to_owned(),
+                kind: FailureKind::Error,
+                message: format!(
+                    "its local response body of {} bytes is over max_body_bytes ({limit})",
+                    local.body.len()
+                ),
+                spent: self.instances[index]
+                    .as_ref()
+                    .map_or(Duration::ZERO, Instance::last_call_time),
+            });
+        }
+        let status = StatusCode::from_u16(local.status).unwrap_or_else(|_| {
+            tracing::warn!(
+                plugin,
+                status = local.status,
+                "plugin answered with an invalid status; sending 500"
+            );
+            StatusCode::INTERNAL_SERVER_ERROR
+        });
+        let mut headers = HeaderMap::with_capacity(local.headers.len());
+        for types::Header { name, value } in local.headers {
+            match HeaderEdit::parse(Edit::Append, &name, &value) {
+                Ok(edit) => edit.apply(&mut headers),
+                Err(refused) => {
+                    entry.ctx.series.refused(Refusal::LocalResponse);
+                    if entry.ctx.may_log() {
+                        tracing::warn!(plugin, "header dropped from a local response: {refused:?}");
+                    }
+                }
+            }
+        }
+        Ok(LocalReply {
+            status,
+            headers,
+            body: Bytes::from(local.body),
+        })
+    }
+
+    /// Counts a failure (a suspended call as a refusal), and suspends the entry when
+    /// its failures wasted too much time. Whether it was a real failure (worth a log
+    /// line: a suspended call is not).
+    fn counted(&self, entry: &ChainEntry, failure: &PluginFailure) -> bool {
+        if failure.kind == FailureKind::Suspended {
+            entry.ctx.series.refused(Refusal::Suspended);
+            return false;
+        }
+        entry.plugin.stats.failed(failure.kind);
+        if let Some(pause) = entry.suspension.failed(failure.spent) {
+            tracing::error!(
+                plugin = %entry.plugin.name,
+                route = self.info.as_ref().map_or("", |info| &*info.route),
+                pause = ?pause,
+                "plugin suspended: its failed calls took over {:?} of CPU in a second",
+                super::suspension::WASTE_BUDGET
+            );
+        }
+        true
+    }
+
     fn denies(&self, entry: &ChainEntry, failure: &PluginFailure) -> bool {
         let kind = failure.kind;
-        entry.plugin.stats.failed(kind);
+        if !self.counted(entry, failure) {
+            return entry.settings.on_error == OnError::Deny;
+        }
         let version = &entry.plugin.version[..entry.plugin.version.len().min(12)];
+        if !entry.ctx.may_log() {
+            return entry.settings.on_error == OnError::Deny;
+        }
         match entry.settings.on_error {
             OnError::Allow => {
                 tracing::warn!(plugin = %entry.plugin.name, version, kind = %kind, error = %failure.message, "plugin failed; skipped (on_error = allow)");
@@ -456,40 +565,5 @@ fn calling(view: &mut Option<RequestView>, index: usize) -> usize {
 fn drop_queued(view: &mut Option<RequestView>, before: usize) {
     if let Some(view) = view.as_mut() {
         view.queued.truncate(before);
-    }
-}
-
-fn header(plugin: &str, name: &str, value: &[u8]) -> Option<(HeaderName, HeaderValue)> {
-    match (
-        HeaderName::from_bytes(name.as_bytes()),
-        HeaderValue::from_bytes(value),
-    ) {
-        (Ok(n), Ok(v)) => Some((n, v)),
-        _ => {
-            tracing::warn!(plugin, name, "plugin set an invalid header; ignored");
-            None
-        }
-    }
-}
-
-fn local_reply(local: types::LocalResponse, plugin: &str) -> LocalReply {
-    let status = StatusCode::from_u16(local.status).unwrap_or_else(|_| {
-        tracing::warn!(
-            plugin,
-            status = local.status,
-            "plugin answered with an invalid status; sending 500"
-        );
-        StatusCode::INTERNAL_SERVER_ERROR
-    });
-    let mut headers = HeaderMap::new();
-    for types::Header { name, value } in &local.headers {
-        if let Some((n, v)) = header(plugin, name, value) {
-            headers.append(n, v);
-        }
-    }
-    LocalReply {
-        status,
-        headers,
-        body: Bytes::from(local.body),
     }
 }

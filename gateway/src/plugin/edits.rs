@@ -45,6 +45,9 @@ impl HeaderEdit {
     pub(super) fn parse(edit: Edit, name: &str, value: &[u8]) -> Result<HeaderEdit, EditError> {
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| EditError::InvalidName(name.into()))?;
+        if gateway_owned(&name) {
+            return Err(EditError::InvalidName(name.as_str().into()));
+        }
         if let Edit::Remove = edit {
             return Ok(HeaderEdit::Remove(name));
         }
@@ -83,6 +86,13 @@ impl HeaderEdit {
             }
         }
     }
+}
+
+/// Whether the gateway alone decides this header: `content-length` frames the body the
+/// gateway relays (a plugin's value would desynchronise the next hop's reading of it),
+/// and `host` is what the route sends upstream (`host_rewrite`), not a plugin.
+pub(super) fn gateway_owned(name: &HeaderName) -> bool {
+    name == http::header::CONTENT_LENGTH || name == http::header::HOST
 }
 
 /// The header edits a route's config makes on every request and response, declared by

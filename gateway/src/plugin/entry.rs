@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::state::PluginContext;
+use super::suspension::Suspension;
 use super::{Image, Instance, LoadedPlugin, Phases, PluginFailure, PluginMetrics, message};
 use crate::config::{Isolation, PluginSettings, PluginUse};
 
@@ -34,6 +35,8 @@ pub struct ChainEntry {
     /// could be taken, else the plugin as loaded.
     pub(super) image: Arc<Image>,
     pub(super) idle: Arc<std::sync::Mutex<Vec<Instance>>>,
+    /// Whether its failures have it set aside for a while.
+    pub(super) suspension: Arc<Suspension>,
 }
 
 impl ChainEntry {

@@ -13,8 +13,13 @@ pub enum FailureKind {
     Timeout,
     /// The guest hit its memory limit.
     Memory,
-    /// Anything else: instantiation failed, a malformed result.
+    /// Anything else: instantiation failed, a malformed result, a local response
+    /// over `max_body_bytes`.
     Error,
+    /// Not a call's failure: the call was not made because the route's plugin is
+    /// suspended after failures that wasted too much time (counted as a refusal,
+    /// `weir_plugin_refusals_total{reason="suspended"}`, not as a failure).
+    Suspended,
 }
 
 impl FailureKind {
@@ -25,6 +30,7 @@ impl FailureKind {
             FailureKind::Timeout => "timeout",
             FailureKind::Memory => "memory",
             FailureKind::Error => "error",
+            FailureKind::Suspended => "suspended",
         }
     }
 }

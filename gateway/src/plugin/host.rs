@@ -356,6 +356,7 @@ impl PluginHost {
             usage: usage.clone(),
             ctx,
             idle: Arc::default(),
+            suspension: Arc::default(),
         };
         // An instance as requests will get it, to run `init` in when no snapshot holds
         // it, and to ask which phases this config needs.

@@ -27,6 +27,20 @@ pub struct PluginFailure {
     pub kind: FailureKind,
     /// Details for the log (never sent to clients).
     pub message: String,
+    /// The guest time the failed call took (what the failure wasted).
+    pub spent: Duration,
+}
+
+impl PluginFailure {
+    /// A call not made: the route's plugin is suspended after wasteful failures.
+    pub(crate) fn suspended(plugin: &str) -> PluginFailure {
+        PluginFailure {
+            plugin: plugin.to_owned(),
+            kind: FailureKind::Suspended,
+            message: "suspended after repeated failures".to_owned(),
+            spent: Duration::ZERO,
+        }
+    }
 }
 
 /// A live instance, used for the phases of one request (or, with worker isolation, of
@@ -46,6 +60,8 @@ pub struct Instance {
     pub(crate) uses: u32,
     /// Whether calls run on a fiber (the plugin can wait) or directly.
     on_fiber: bool,
+    /// The guest time of the last call.
+    last_call: Duration,
 }
 
 impl std::fmt::Debug for Instance {
@@ -95,6 +111,7 @@ impl Instance {
             Ok(UpdateDeadline::Continue(tick.deadline_ticks(left)))
         });
         store.set_epoch_deadline(ctx.tick.deadline_ticks(timeout));
+        let started = Instant::now();
         let instantiated = if image.on_fiber {
             image.pre.instantiate_async(&mut store).await
         } else {
@@ -108,6 +125,7 @@ impl Instance {
                     plugin: ctx.name.clone(),
                     kind,
                     message: format!("instantiation failed: {e:#}"),
+                    spent: started.elapsed(),
                 });
             }
         };
@@ -122,6 +140,7 @@ impl Instance {
             ctx,
             uses: 0,
             on_fiber: image.on_fiber,
+            last_call: Duration::ZERO,
         })
     }
 
@@ -133,6 +152,11 @@ impl Instance {
     /// Whether the guest has made a WASI call (its WASI context exists).
     pub(crate) fn used_wasi(&self) -> bool {
         self.store.data().wasi.is_some()
+    }
+
+    /// The guest time of the last call (time waiting in host calls excluded).
+    pub(crate) fn last_call_time(&self) -> Duration {
+        self.last_call
     }
 
     /// Prepares a reused instance for a new request.
@@ -154,6 +178,7 @@ impl Instance {
             plugin: self.ctx.name.clone(),
             kind: classify(error, self.store.data()),
             message: format!("{phase}: {error:#}"),
+            spent: self.last_call,
         }
     }
 
@@ -215,8 +240,9 @@ impl Instance {
         let data = self.store.data_mut();
         *request = data.request.take();
         *response = data.response.take();
+        let took = data.call_started.elapsed();
+        self.last_call = took.saturating_sub(data.waited);
         if let Some(series) = series {
-            let took = data.call_started.elapsed();
             self.ctx.series.durations[series].observe(took.as_secs_f64());
         }
         result.map_err(|e| self.failure(name, &e))

@@ -88,7 +88,11 @@ impl PluginStats {
         }
     }
 
+    /// Counts a failed call (a suspended one is not a call).
     pub(crate) fn failed(&self, kind: FailureKind) {
+        if kind == FailureKind::Suspended {
+            return;
+        }
         self.failures[kind as usize].fetch_add(1, Ordering::Relaxed);
         self.series.failures[kind as usize].inc();
     }

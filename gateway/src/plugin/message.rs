@@ -18,6 +18,7 @@ use wasmtime::component::Resource;
 use super::bindings::types::{self, EditError};
 use super::edits::{Edit, HeaderEdit, edit_headers};
 use super::state::HostState;
+use crate::telemetry::metrics::Refusal;
 
 pub(crate) use super::edits::{DeclaredEdits, QueuedEdit};
 
@@ -100,6 +101,7 @@ impl HostState {
 
     /// Logs a refused edit under the plugin's log budget, and hands the error back.
     fn refused(&self, error: EditError) -> Result<(), EditError> {
+        self.ctx.series.refused(Refusal::Edit);
         if self.ctx.may_log() {
             tracing::warn!(target: "weir::plugin", plugin = %self.ctx.name, version = self.ctx.short_version(), "edit refused: {error:?}");
         }

@@ -23,6 +23,7 @@ mod message;
 mod output;
 mod preinit;
 mod state;
+mod suspension;
 mod sync_io;
 
 pub use crate::reply::LocalReply;

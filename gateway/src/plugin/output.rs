@@ -10,7 +10,9 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 use super::state::PluginContext;
 
-const MAX_LINE: usize = 4096;
+/// The longest line a plugin gets into the log (stdout, stderr or `host.log`); the rest
+/// of a longer one is cut.
+pub(super) const MAX_LINE: usize = 4096;
 
 /// Which stream.
 #[derive(Debug, Clone, Copy)]

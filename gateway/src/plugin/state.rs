@@ -16,10 +16,10 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{host, http_client, kv, metrics, types};
-use super::output::{GuestOutput, Stream};
+use super::output::{GuestOutput, MAX_LINE, Stream};
 use crate::kv::KvStore;
 use crate::telemetry;
-use crate::telemetry::metrics::{MAX_PLUGIN_SERIES, PluginSeries};
+use crate::telemetry::metrics::{MAX_PLUGIN_SERIES, PluginSeries, Refusal};
 use prometheus::{Histogram, IntCounter};
 
 /// Longest an outbound call may take, whatever the plugin asks for.
@@ -211,9 +211,15 @@ impl ResourceLimiter for MemoryLimit {
 impl types::Host for HostState {}
 
 impl host::Host for HostState {
-    fn log(&mut self, level: host::Level, message: String) -> wasmtime::Result<()> {
+    fn log(&mut self, level: host::Level, mut message: String) -> wasmtime::Result<()> {
         if !self.ctx.may_log() {
             return Ok(());
+        }
+        if message.len() > MAX_LINE {
+            let cut = message.floor_char_boundary(MAX_LINE);
+            let dropped = message.len() - cut;
+            message.truncate(cut);
+            message.push_str(&format!(" [{dropped} more bytes cut]"));
         }
         let (plugin, version) = (&self.ctx.name, self.ctx.short_version());
         match level {
@@ -374,6 +380,7 @@ impl http_client::Host for HostState {
             return Ok(Err(HttpError::NotAllowed(host_port)));
         }
         if self.outbound_calls >= self.ctx.max_outbound_calls {
+            self.ctx.series.refused(Refusal::OutboundCalls);
             return Ok(Err(HttpError::LimitExceeded));
         }
         self.outbound_calls += 1;

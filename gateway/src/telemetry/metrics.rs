@@ -56,6 +56,7 @@ struct Metrics {
     plugin_call_duration: HistogramVec,
     plugin_failures: IntCounterVec,
     plugin_logs_dropped: IntCounterVec,
+    plugin_refusals: IntCounterVec,
     /// Families defined by plugins, by full metric name.
     plugin_defined: Mutex<HashMap<String, PluginDefined>>,
 }
@@ -167,6 +168,18 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["plugin"],
     )
     .expect("static metric options are valid");
+    let plugin_refusals = IntCounterVec::new(
+        Opts::new(
+            "weir_plugin_refusals_total",
+            "What the gateway refused a plugin, by reason: edit (a header, path or status \
+             edit refused: a header the gateway owns, an invalid value, a read-only message), local_response (a local answer too large, or \
+             headers dropped from it), outbound_calls (http-call past its per-request \
+             limit), kv_full (a write past the plugin's key-value bounds), suspended (a \
+             call not made because the plugin's failures were suspended for a while).",
+        ),
+        &["plugin", "reason"],
+    )
+    .expect("static metric options are valid");
     for collector in [
         Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(request_duration.clone()),
@@ -179,6 +192,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(plugin_call_duration.clone()),
         Box::new(plugin_failures.clone()),
         Box::new(plugin_logs_dropped.clone()),
+        Box::new(plugin_refusals.clone()),
     ] {
         registry
             .register(collector)
@@ -197,6 +211,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         plugin_call_duration,
         plugin_failures,
         plugin_logs_dropped,
+        plugin_refusals,
         plugin_defined: Mutex::default(),
     }
 });
@@ -371,6 +386,33 @@ pub struct PluginSeries {
     pub failures: [IntCounter; 4],
     /// Dropped log lines.
     pub logs_dropped: IntCounter,
+    /// Refusals by reason, in [`REFUSAL_REASONS`] order ([`Refusal`] indexes it).
+    pub refusals: [IntCounter; 5],
+}
+
+/// The `reason` label values of `weir_plugin_refusals_total`.
+pub const REFUSAL_REASONS: [&str; 5] = [
+    "edit",
+    "local_response",
+    "outbound_calls",
+    "kv_full",
+    "suspended",
+];
+
+/// Why the gateway refused a plugin something (an index into [`REFUSAL_REASONS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A header, path or status edit: a header the gateway owns, an invalid name or
+    /// value, a message the phase may only read.
+    Edit,
+    /// A local response too large, or headers dropped from it.
+    LocalResponse,
+    /// `http-call` past the per-request limit.
+    OutboundCalls,
+    /// A key-value write past the plugin's bounds.
+    KvFull,
+    /// A call not made: the plugin was suspended after repeated failures.
+    Suspended,
 }
 
 /// The `phase` label values.
@@ -394,7 +436,14 @@ impl PluginSeries {
                 .map(|phase| m.plugin_call_duration.with_label_values(&[name, phase])),
             failures: FAILURE_KINDS.map(|kind| m.plugin_failures.with_label_values(&[name, kind])),
             logs_dropped: m.plugin_logs_dropped.with_label_values(&[name]),
+            refusals: REFUSAL_REASONS
+                .map(|reason| m.plugin_refusals.with_label_values(&[name, reason])),
         }
+    }
+
+    /// Counts one refusal.
+    pub fn refused(&self, why: Refusal) {
+        self.refusals[why as usize].inc();
     }
 }
 

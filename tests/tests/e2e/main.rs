@@ -16,6 +16,7 @@ mod first_party;
 mod forwarding;
 mod h2_floods;
 mod hostile_clients;
+mod hostile_plugins;
 mod jwt_tokens;
 mod metrics;
 mod mirror;

@@ -16,6 +16,16 @@
 //!   so tests can prove instances are not shared between requests;
 //! - `fetch`: calls `config.url` with `http-call` and reports the outcome in
 //!   `x-fetch-status` / `x-fetch-body` or `x-fetch-error`;
+//! - `recurse`: recurses without bound in the request phase;
+//! - `huge`: answers locally with a body of `config.size` bytes (8 MiB by default);
+//! - `forbidden`: tries to set `content-length`, `transfer-encoding` and `host` on the
+//!   request (and to remove `host`), and to queue a response `content-length`; then
+//!   sets `x-after-forbidden`;
+//! - `forbidden-respond`: answers locally with `content-length: 1000`,
+//!   `transfer-encoding: chunked`, `connection: close`, `x-kept: yes` and a 5-byte body;
+//! - `log-flood`: writes `config.size` (5000 by default) 64 KiB lines through `host.log`;
+//! - `call-loop`: calls `config.url` until the gateway refuses, and reports the calls
+//!   made and the refusal in `x-calls-made` / `x-calls-refusal`;
 //! - `print`: writes 200 lines to stdout and one to stderr;
 //! - `sleep`: sleeps 20 ms in the request phase (which the gateway refuses: plugins may
 //!   not wait);
