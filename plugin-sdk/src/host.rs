@@ -66,19 +66,35 @@ pub mod kv {
         crate::testing::with(|fake| fake.kv_get(key))
     }
 
+    /// The store refused a write: this plugin already holds as many entries or bytes
+    /// as the gateway allows it (`[kv] max_entries` / `max_bytes`). Nothing was written
+    /// and nothing was evicted; the write succeeds again once entries expire or are
+    /// deleted.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct KvFull;
+
+    impl std::fmt::Display for KvFull {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("the plugin's key-value store is full")
+        }
+    }
+
+    impl std::error::Error for KvFull {}
+
     /// Sets `key` to `value`, expiring after `ttl` if given.
-    pub fn set(key: &str, value: &[u8], ttl: Option<Duration>) {
+    pub fn set(key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), KvFull> {
         #[cfg(target_family = "wasm")]
-        wit::kv::set(key, value, ttl_ms(ttl));
+        return wit::kv::try_set(key, value, ttl_ms(ttl)).map_err(|_| KvFull);
         #[cfg(not(target_family = "wasm"))]
-        crate::testing::with(|fake| fake.kv_set(key, value.to_vec(), ttl_ms(ttl)));
+        crate::testing::with(|fake| fake.kv_set(key, value.to_vec(), ttl_ms(ttl)))
     }
 
     /// Atomically adds `delta` to the integer at `key` (absent counts as 0) and returns
-    /// the new value; `ttl` applies when the key is created.
-    pub fn increment(key: &str, delta: i64, ttl: Option<Duration>) -> i64 {
+    /// the new value; `ttl` applies when the key is created. Refused (the counter
+    /// unchanged) only when the key must be created or grow and the store is full.
+    pub fn increment(key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, KvFull> {
         #[cfg(target_family = "wasm")]
-        return wit::kv::increment(key, delta, ttl_ms(ttl));
+        return wit::kv::try_increment(key, delta, ttl_ms(ttl)).map_err(|_| KvFull);
         #[cfg(not(target_family = "wasm"))]
         crate::testing::with(|fake| fake.kv_increment(key, delta, ttl_ms(ttl)))
     }
@@ -90,9 +106,9 @@ pub mod kv {
         expected: Option<&[u8]>,
         new: &[u8],
         ttl: Option<Duration>,
-    ) -> bool {
+    ) -> Result<bool, KvFull> {
         #[cfg(target_family = "wasm")]
-        return wit::kv::compare_and_swap(key, expected, new, ttl_ms(ttl));
+        return wit::kv::try_compare_and_swap(key, expected, new, ttl_ms(ttl)).map_err(|_| KvFull);
         #[cfg(not(target_family = "wasm"))]
         crate::testing::with(|fake| fake.kv_cas(key, expected, new.to_vec(), ttl_ms(ttl)))
     }

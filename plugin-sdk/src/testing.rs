@@ -7,8 +7,8 @@
 //! use weir_plugin_sdk::host::kv;
 //!
 //! testing::reset();
-//! assert_eq!(kv::increment("hits", 1, None), 1);
-//! assert_eq!(kv::increment("hits", 1, None), 2);
+//! assert_eq!(kv::increment("hits", 1, None), Ok(1));
+//! assert_eq!(kv::increment("hits", 1, None), Ok(2));
 //! testing::with(|fake| assert_eq!(fake.kv.len(), 1));
 //! ```
 //!
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::host::Level;
 use crate::host::http::{HttpError, OutboundRequest, OutboundResponse};
+use crate::host::kv::KvFull;
 
 /// The fake gateway's state: inspect it in assertions, or prepare it (config, canned
 /// HTTP responses) before calling the plugin.
@@ -31,6 +32,10 @@ pub struct FakeHost {
     pub logs: Vec<(Level, String)>,
     /// The key-value store: value and expiry.
     pub kv: HashMap<String, (Vec<u8>, Option<Instant>)>,
+    /// Entries the store takes before writes of new keys fail with
+    /// [`KvFull`](crate::host::kv::KvFull), as at the gateway's `[kv] max_entries`
+    /// (`None`: no bound).
+    pub kv_max_entries: Option<usize>,
     /// Counter totals by name.
     pub counters: HashMap<String, u64>,
     /// Histogram observations by name.
@@ -84,11 +89,32 @@ impl FakeHost {
         }
     }
 
-    pub(crate) fn kv_set(&mut self, key: &str, value: Vec<u8>, ttl_ms: Option<u64>) {
-        self.kv.insert(key.to_owned(), (value, expiry(ttl_ms)));
+    /// Whether a write of `key` needs room the store does not have.
+    fn kv_full(&mut self, key: &str) -> Result<(), KvFull> {
+        let full = self
+            .kv_max_entries
+            .is_some_and(|max| self.kv_get(key).is_none() && self.kv.len() >= max);
+        if full { Err(KvFull) } else { Ok(()) }
     }
 
-    pub(crate) fn kv_increment(&mut self, key: &str, delta: i64, ttl_ms: Option<u64>) -> i64 {
+    pub(crate) fn kv_set(
+        &mut self,
+        key: &str,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), KvFull> {
+        self.kv_full(key)?;
+        self.kv.insert(key.to_owned(), (value, expiry(ttl_ms)));
+        Ok(())
+    }
+
+    pub(crate) fn kv_increment(
+        &mut self,
+        key: &str,
+        delta: i64,
+        ttl_ms: Option<u64>,
+    ) -> Result<i64, KvFull> {
+        self.kv_full(key)?;
         let current = self.kv_get(key);
         let expires = match current {
             Some(_) => self.kv.get(key).and_then(|(_, at)| *at),
@@ -100,7 +126,7 @@ impl FakeHost {
         let new = old.saturating_add(delta);
         self.kv
             .insert(key.to_owned(), (new.to_string().into_bytes(), expires));
-        new
+        Ok(new)
     }
 
     pub(crate) fn kv_cas(
@@ -109,12 +135,12 @@ impl FakeHost {
         expected: Option<&[u8]>,
         new: Vec<u8>,
         ttl_ms: Option<u64>,
-    ) -> bool {
+    ) -> Result<bool, KvFull> {
         if self.kv_get(key).as_deref() != expected {
-            return false;
+            return Ok(false);
         }
-        self.kv_set(key, new, ttl_ms);
-        true
+        self.kv_set(key, new, ttl_ms)?;
+        Ok(true)
     }
 
     pub(crate) fn http_call(

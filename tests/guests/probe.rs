@@ -34,7 +34,7 @@ impl Plugin for Probe {
             return Err("mode `bad-config` is refused on purpose".into());
         }
         if config.mode.starts_with("init-") {
-            kv::increment("inits", 1, None);
+            let _ = kv::increment("inits", 1, None);
         }
         if config.mode == "init-print" {
             println!("probe initialised");
@@ -156,8 +156,27 @@ impl Plugin for Probe {
                 request.headers.set("x-calls-refusal", refusal);
             }
             "count" => {
-                let n = kv::increment("hits", 1, None);
+                let n = kv::increment("hits", 1, None).unwrap_or(-1);
                 request.headers.set("x-count", n.to_string());
+            }
+            "kv-fill" => {
+                // Writes distinct keys until the store refuses; reports how many it took.
+                let mut written = 0u64;
+                let refused = loop {
+                    let key = format!("fill-{}-{written}", self.config.tag);
+                    match kv::set(&key, &[7u8; 100], None) {
+                        Ok(()) => written += 1,
+                        Err(full) => break full.to_string(),
+                    }
+                    if written >= 10_000_000 {
+                        break "never refused".to_owned();
+                    }
+                };
+                request.headers.set("x-kv-written", written.to_string());
+                request.headers.set("x-kv-refused", refused);
+                // What is there can still be read and counted.
+                let first = kv::get(&format!("fill-{}-0", self.config.tag)).map_or(0, |v| v.len());
+                request.headers.set("x-kv-first", first.to_string());
             }
             #[cfg(feature = "fetch")]
             "fetch" => {
@@ -240,7 +259,7 @@ impl Plugin for Probe {
             }
             "deny" | "trap" | "panic" | "loop" | "oom" | "count" | "state" | "fetch" | "print" | "sleep"
             | "hop-by-hop" | "recurse" | "huge" | "forbidden" | "forbidden-respond" | "log-flood"
-            | "call-loop"
+            | "call-loop" | "kv-fill"
             | "init-count" | "init-print" | "connection" => {}
             _ => {
                 let chain = response

@@ -43,6 +43,8 @@ pub struct Config {
     pub plugins: Plugins,
     /// Live reloading.
     pub reload: Reload,
+    /// The key-value store's bounds per plugin.
+    pub kv: KvSettings,
     /// Command-line settings applied over the file's (kept so a reloaded file gets
     /// them too).
     pub overrides: Overrides,
@@ -332,6 +334,24 @@ pub enum HostRewrite {
     Literal(HeaderValue),
     /// The chosen endpoint's `host:port`.
     Endpoint,
+}
+
+/// `[kv]`, typed: what each plugin may hold in the key-value store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvSettings {
+    /// Entries per plugin.
+    pub max_entries: u64,
+    /// Bytes per plugin (keys, values and a fixed overhead per entry).
+    pub max_bytes: u64,
+}
+
+impl Default for KvSettings {
+    fn default() -> Self {
+        KvSettings {
+            max_entries: 100_000,
+            max_bytes: 32 * 1024 * 1024,
+        }
+    }
 }
 
 /// `[plugins]`, typed.

@@ -31,6 +31,9 @@ pub struct ConfigFile {
     /// How changes to the config file and the plugins directory are picked up.
     #[serde(default)]
     pub reload: ReloadConfig,
+    /// The key-value store behind plugins.
+    #[serde(default)]
+    pub kv: KvConfig,
     /// Upstream clusters, by name.
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
@@ -79,6 +82,25 @@ pub struct ServerConfig {
     pub tls: Option<Spanned<TlsConfig>>,
     /// What one client may send and hold: sizes, timeouts, connections.
     pub limits: ClientLimitsConfig,
+}
+
+/// `[kv]`: the key-value store plugins share, and what each plugin may hold in it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KvConfig {
+    /// Entries one plugin may hold; past it, writes needing a new entry fail.
+    pub max_entries: Spanned<i64>,
+    /// Bytes one plugin may hold (keys, values and 96 bytes per entry).
+    pub max_bytes: Spanned<bytesize::ByteSize>,
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: Spanned::new(0..0, 100_000),
+            max_bytes: Spanned::new(0..0, bytesize::ByteSize::mib(32)),
+        }
+    }
 }
 
 /// `[server.limits]`: bounds on what clients send and hold, each refused with its own

@@ -153,6 +153,7 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
 
     let (trusted_proxies, strip_client_headers) = check_forwarding(&mut c, &raw.server);
     let limits = super::validate_limits::check_limits(&mut c, &raw.server.limits);
+    let kv = super::validate_limits::check_kv(&mut c, &raw.kv);
 
     let tls = raw
         .server
@@ -216,6 +217,7 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
             watch: raw.reload.watch,
             debounce: raw.reload.debounce,
         },
+        kv,
         overrides: Overrides::default(),
         upstreams,
         routes,

@@ -1,12 +1,13 @@
-//! Validation of `[server.limits]`: each bound within the range the server can honour.
+//! Validation of `[server.limits]` and `[kv]`: each bound within the range the gateway
+//! can honour.
 
 use std::ops::RangeInclusive;
 
 use toml::Spanned;
 
-use super::ClientLimits;
-use super::schema::ClientLimitsConfig;
+use super::schema::{ClientLimitsConfig, KvConfig};
 use super::validate::Checker;
+use super::{ClientLimits, KvSettings};
 
 /// The typed limits; a bound out of its range is reported and its default kept.
 pub(super) fn check_limits(c: &mut Checker<'_>, raw: &ClientLimitsConfig) -> ClientLimits {
@@ -80,13 +81,25 @@ fn within(
     range: RangeInclusive<usize>,
     fallback: usize,
 ) -> usize {
+    within_table(c, "server.limits", key, value, range, fallback)
+}
+
+/// `value` when it is in `range`; else an error at `TABLE.KEY` and `fallback`.
+fn within_table(
+    c: &mut Checker<'_>,
+    table: &str,
+    key: &str,
+    value: Spanned<(i128, String)>,
+    range: RangeInclusive<usize>,
+    fallback: usize,
+) -> usize {
     let (number, shown) = value.get_ref();
     match usize::try_from(*number) {
         Ok(n) if range.contains(&n) => n,
         _ => {
             c.error(
                 &value.span(),
-                format!("server.limits.{key}"),
+                format!("{table}.{key}"),
                 format!(
                     "{key} must be from {} to {}, not {shown}",
                     range.start(),
@@ -95,5 +108,28 @@ fn within(
             );
             fallback
         }
+    }
+}
+
+/// The key-value store's per-plugin bounds (`[kv]`).
+pub(super) fn check_kv(c: &mut Checker<'_>, raw: &KvConfig) -> KvSettings {
+    let defaults = KvSettings::default();
+    KvSettings {
+        max_entries: within_table(
+            c,
+            "kv",
+            "max_entries",
+            count(&raw.max_entries),
+            1..=1_000_000_000,
+            defaults.max_entries as usize,
+        ) as u64,
+        max_bytes: within_table(
+            c,
+            "kv",
+            "max_bytes",
+            bytes(&raw.max_bytes),
+            1024..=1 << 40,
+            defaults.max_bytes as usize,
+        ) as u64,
     }
 }

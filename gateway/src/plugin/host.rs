@@ -118,6 +118,11 @@ impl PluginHost {
         })
     }
 
+    /// Bounds what each plugin may hold in the key-value store (`[kv]`), from now on.
+    pub fn set_kv_bounds(&self, bounds: crate::config::KvSettings) {
+        self.kv.set_bounds(bounds);
+    }
+
     /// The wasmtime engine every plugin runs on, so that a benchmark can measure
     /// wasmtime's own cost for a component beside a plugin's.
     #[doc(hidden)]
@@ -289,7 +294,7 @@ impl PluginHost {
             name: plugin.name.clone(),
             version: plugin.version.clone(),
             config_json: config_json.to_owned(),
-            kv_prefix: format!("{}\u{0}", plugin.name),
+            kv_ns: self.kv.namespace(&plugin.name),
             allowed_hosts: allowed_hosts.to_vec(),
             max_outbound_calls,
             kv: self.kv.clone(),

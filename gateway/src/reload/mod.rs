@@ -62,6 +62,7 @@ pub fn check_plugins(config: &Config) -> Result<LoadedPlugins, Vec<PluginError>>
         None
     } else {
         let host = PluginHost::new(config.plugins.cache_dir.clone()).map_err(|e| vec![e])?;
+        host.set_kv_bounds(config.kv);
         Some(Arc::new(host))
     };
     let (chains, _) = crate::plugin::block_on(build::build_config(host.as_deref(), config))?;
@@ -214,6 +215,9 @@ impl Reloader {
                         let previous = control.snapshot();
                         let (report, next) = self.reload(&previous).await;
                         if let Some(next) = next {
+                            if let Some(host) = &self.host {
+                                host.set_kv_bounds(next.config.kv);
+                            }
                             control.snapshot.store(Arc::new(next));
                         }
                         if let Some(watcher) = &mut watcher {
@@ -359,6 +363,7 @@ impl Reloader {
             return Ok(host.clone());
         }
         let host = Arc::new(PluginHost::new(config.plugins.cache_dir.clone())?);
+        host.set_kv_bounds(config.kv);
         self.host = Some(host.clone());
         Ok(host)
     }

@@ -57,6 +57,8 @@ struct Metrics {
     plugin_failures: IntCounterVec,
     plugin_logs_dropped: IntCounterVec,
     plugin_refusals: IntCounterVec,
+    kv_entries: IntGaugeVec,
+    kv_bytes: IntGaugeVec,
     /// Families defined by plugins, by full metric name.
     plugin_defined: Mutex<HashMap<String, PluginDefined>>,
 }
@@ -180,6 +182,23 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["plugin", "reason"],
     )
     .expect("static metric options are valid");
+    let kv_entries = IntGaugeVec::new(
+        Opts::new(
+            "weir_kv_entries",
+            "Entries a plugin holds in the key-value store ([kv] max_entries bounds it).",
+        ),
+        &["plugin"],
+    )
+    .expect("static metric options are valid");
+    let kv_bytes = IntGaugeVec::new(
+        Opts::new(
+            "weir_kv_bytes",
+            "Bytes a plugin holds in the key-value store: keys, values and a fixed \
+             overhead per entry ([kv] max_bytes bounds it).",
+        ),
+        &["plugin"],
+    )
+    .expect("static metric options are valid");
     for collector in [
         Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(request_duration.clone()),
@@ -193,6 +212,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(plugin_failures.clone()),
         Box::new(plugin_logs_dropped.clone()),
         Box::new(plugin_refusals.clone()),
+        Box::new(kv_entries.clone()),
+        Box::new(kv_bytes.clone()),
     ] {
         registry
             .register(collector)
@@ -212,6 +233,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         plugin_failures,
         plugin_logs_dropped,
         plugin_refusals,
+        kv_entries,
+        kv_bytes,
         plugin_defined: Mutex::default(),
     }
 });
@@ -388,6 +411,26 @@ pub struct PluginSeries {
     pub logs_dropped: IntCounter,
     /// Refusals by reason, in [`REFUSAL_REASONS`] order ([`Refusal`] indexes it).
     pub refusals: [IntCounter; 5],
+}
+
+/// What one plugin holds in the key-value store.
+#[derive(Debug)]
+pub struct KvSeries {
+    /// `weir_kv_entries{plugin}`.
+    pub entries: IntGauge,
+    /// `weir_kv_bytes{plugin}`.
+    pub bytes: IntGauge,
+}
+
+impl KvSeries {
+    /// The series of plugin `name`.
+    pub fn new(name: &str) -> KvSeries {
+        let m = &*METRICS;
+        KvSeries {
+            entries: m.kv_entries.with_label_values(&[name]),
+            bytes: m.kv_bytes.with_label_values(&[name]),
+        }
+    }
 }
 
 /// The `reason` label values of `weir_plugin_refusals_total`.

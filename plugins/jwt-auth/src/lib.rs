@@ -654,7 +654,8 @@ impl JwtAuth {
                     &token.signature,
                     now,
                 )?;
-                kv::set(&memo, b"1", Some(Duration::from_secs(CACHE_SECONDS)));
+                // A memo the store has no room for only costs the next check again.
+                let _ = kv::set(&memo, b"1", Some(Duration::from_secs(CACHE_SECONDS)));
             }
         }
         let claims = token.claims().map_err(Refusal::invalid)?;

@@ -84,7 +84,8 @@ impl Remote {
                 fetched: true,
             }),
             Err(why) => {
-                kv::set(&self.failed_key, b"1", Some(self.min_refetch));
+                // Without room to remember the failure, the next request tries again.
+                let _ = kv::set(&self.failed_key, b"1", Some(self.min_refetch));
                 host::log(
                     Level::Warn,
                     &format!("jwks_url {}: fetch failed: {why}", self.url),
@@ -98,7 +99,8 @@ impl Remote {
     /// (by any instance); the new body, or `None` (held off, or failed: the cached set
     /// stays).
     pub fn refetch(&self, now: u64) -> Option<Vec<u8>> {
-        if !kv::compare_and_swap(&self.refetch_key, None, b"1", Some(self.min_refetch)) {
+        // A full store holds refetches off too: the cached set stays in use.
+        if kv::compare_and_swap(&self.refetch_key, None, b"1", Some(self.min_refetch)) != Ok(true) {
             return None;
         }
         match self.fetch(now) {
@@ -134,7 +136,15 @@ impl Remote {
         let mut entry = format!("{now}\n").into_bytes();
         entry.extend_from_slice(&response.body);
         let keep = Duration::from_secs(self.fresh_for).saturating_add(KEEP_STALE);
-        kv::set(&self.cache_key, &entry, Some(keep));
+        if kv::set(&self.cache_key, &entry, Some(keep)).is_err() {
+            host::log(
+                Level::Warn,
+                &format!(
+                    "jwks_url {}: the key-value store is full; the set is not cached",
+                    self.url
+                ),
+            );
+        }
         host::log(
             Level::Info,
             &format!("jwks_url {}: fetched {} usable keys", self.url, keys.len()),

@@ -28,7 +28,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
-use weir_plugin_sdk::host::{kv, metrics};
+use weir_plugin_sdk::host::{self, Level, kv, metrics};
 use weir_plugin_sdk::{
     Action, Headers, LocalResponse, Phase, Plugin, QueuedHeaders, Request, Response, is_header_name,
 };
@@ -265,8 +265,16 @@ impl RateLimit {
         let index = now_ms / self.window_ms;
         let left_ms = (index + 1) * self.window_ms - now_ms;
         let ttl = Duration::from_millis(left_ms + TTL_SLACK_MS);
-        let count = kv::increment(&self.bucket(request, index), 1, Some(ttl));
-        let count = u64::try_from(count).unwrap_or(0);
+        // A request whose counter the store has no room for is not admitted: a limit
+        // that cannot be counted is not granted (its quota reads as spent).
+        let count = match kv::increment(&self.bucket(request, index), 1, Some(ttl)) {
+            Ok(count) => u64::try_from(count).unwrap_or(0),
+            Err(full) => {
+                host::log(Level::Warn, &format!("request refused: {full}"));
+                metrics::counter_add("store_full", 1);
+                u64::MAX
+            }
+        };
         let quota = Quota {
             limit: self.limit,
             remaining: self.limit.saturating_sub(count),
@@ -399,6 +407,31 @@ mod tests {
 
     fn header(headers: &Headers<'_>, name: &str) -> Option<String> {
         headers.get_str(name)
+    }
+
+    #[test]
+    fn a_client_the_store_has_no_room_for_is_refused_and_counted() {
+        testing::reset();
+        testing::with(|fake| fake.kv_max_entries = Some(1));
+        let limit = plugin(3, "1m", 0, "header:x-client");
+        let client = |id: &str| get().with_header("x-client", id);
+        assert!(admits(&limit, &client("a"), NOON));
+        assert!(
+            !admits(&limit, &client("b"), NOON),
+            "no room for b's counter"
+        );
+        assert!(
+            admits(&limit, &client("a"), NOON),
+            "a's counter still counts"
+        );
+        testing::with(|fake| {
+            assert_eq!(fake.counters.get("store_full"), Some(&1));
+            assert!(
+                fake.logs
+                    .iter()
+                    .any(|(_, line)| line.contains("store is full"))
+            );
+        });
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod h2_floods;
 mod hostile_clients;
 mod hostile_plugins;
 mod jwt_tokens;
+mod kv_bounds;
 mod metrics;
 mod mirror;
 mod observability;

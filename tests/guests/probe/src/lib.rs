@@ -26,6 +26,9 @@
 //! - `log-flood`: writes `config.size` (5000 by default) 64 KiB lines through `host.log`;
 //! - `call-loop`: calls `config.url` until the gateway refuses, and reports the calls
 //!   made and the refusal in `x-calls-made` / `x-calls-refusal`;
+//! - `kv-fill`: writes distinct 100-byte values under `fill-TAG-N` until the store
+//!   refuses, and reports the count, the refusal and the first value's length in
+//!   `x-kv-written` / `x-kv-refused` / `x-kv-first`;
 //! - `print`: writes 200 lines to stdout and one to stderr;
 //! - `sleep`: sleeps 20 ms in the request phase (which the gateway refuses: plugins may
 //!   not wait);
