@@ -155,6 +155,32 @@ impl Plugin for Probe {
                 request.headers.set("x-calls-made", made.to_string());
                 request.headers.set("x-calls-refusal", refusal);
             }
+            "escape" => {
+                // Everything outside the imports must fail from inside the sandbox.
+                let outcome = |r: Result<String, std::io::Error>| match r {
+                    Ok(what) => format!("allowed: {what}"),
+                    Err(e) => format!("refused: {e}"),
+                };
+                let file = std::fs::read_to_string("/etc/hostname").map(|_| "read".to_owned());
+                request.headers.set("x-escape-file", outcome(file));
+                let dir = std::fs::read_dir(".").map(|d| format!("{} entries", d.count()));
+                request.headers.set("x-escape-dir", outcome(dir));
+                let created = std::fs::write("/tmp/weir-escape", b"x").map(|()| "written".to_owned());
+                request.headers.set("x-escape-write", outcome(created));
+                request.headers.set("x-escape-env", std::env::vars_os().count().to_string());
+                request.headers.set("x-escape-args", std::env::args_os().count().to_string());
+                let tcp = std::net::TcpStream::connect(self.config.url.as_str())
+                    .map(|_| "connected".to_owned());
+                request.headers.set("x-escape-tcp", outcome(tcp));
+                let udp = std::net::UdpSocket::bind("127.0.0.1:0").map(|_| "bound".to_owned());
+                request.headers.set("x-escape-udp", outcome(udp));
+                let listen =
+                    std::net::TcpListener::bind("127.0.0.1:0").map(|_| "listening".to_owned());
+                request.headers.set("x-escape-listen", outcome(listen));
+                let lookup = std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 80))
+                    .map(|a| format!("{} addresses", a.count()));
+                request.headers.set("x-escape-dns", outcome(lookup));
+            }
             "count" => {
                 let n = kv::increment("hits", 1, None).unwrap_or(-1);
                 request.headers.set("x-count", n.to_string());
@@ -259,7 +285,7 @@ impl Plugin for Probe {
             }
             "deny" | "trap" | "panic" | "loop" | "oom" | "count" | "state" | "fetch" | "print" | "sleep"
             | "hop-by-hop" | "recurse" | "huge" | "forbidden" | "forbidden-respond" | "log-flood"
-            | "call-loop" | "kv-fill"
+            | "call-loop" | "kv-fill" | "escape"
             | "init-count" | "init-print" | "connection" => {}
             _ => {
                 let chain = response

@@ -189,3 +189,82 @@ async fn no_spelling_of_a_path_dodges_its_routes_auth_plugin() {
     assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
     assert_eq!(upstream.last().target, "/docs/a%2Fb");
 }
+
+/// An upstream that records the raw bytes of the first request on each connection
+/// (what arrives within 300 ms), answers 200 and closes.
+fn recording_upstream() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let Ok(mut stream) = stream else { continue };
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+                .unwrap();
+            let mut bytes = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                bytes.extend_from_slice(&buf[..n]);
+            }
+            record
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&bytes).into_owned());
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn content_length_beside_transfer_encoding_reaches_the_upstream_with_one_framing() {
+    let (addr, seen) = recording_upstream();
+    let gw = TestGateway::start(&format!(
+        "[[upstream]]\nname = \"raw\"\nendpoints = [\"{addr}\"]\n\
+         [[route]]\nname = \"cl-te\"\nupstream = \"raw\"\n"
+    ));
+    // Both orders; a Content-Length that disagrees with the chunked body, which ends in
+    // what would be a second request to a reader trusting the Content-Length.
+    let body = "5\r\nhello\r\n0\r\n\r\n";
+    for head in [
+        "Content-Length: 4\r\nTransfer-Encoding: chunked",
+        "Transfer-Encoding: chunked\r\nContent-Length: 4",
+    ] {
+        let request = format!(
+            "POST /upload HTTP/1.1\r\nHost: example.com\r\n{head}\r\nConnection: close\r\n\r\n{body}"
+        );
+        let reply = raw_request(gw.addr, &request).await;
+        assert!(
+            reply.starts_with("HTTP/1.1 200 ") || reply.starts_with("HTTP/1.1 400 "),
+            "{head:?}: {reply}"
+        );
+    }
+    let seen = seen.lock().unwrap().clone();
+    for raw in &seen {
+        let (head, body) = raw.split_once("\r\n\r\n").expect("a whole head");
+        let head = head.to_ascii_lowercase();
+        let lengths = head.matches("\r\ncontent-length:").count();
+        let chunked = head.contains("\r\ntransfer-encoding:");
+        assert!(lengths + usize::from(chunked) <= 1, "two framings: {raw:?}");
+        if lengths == 1 {
+            let declared: usize = head
+                .split("\r\ncontent-length:")
+                .nth(1)
+                .and_then(|v| v.split("\r\n").next())
+                .and_then(|v| v.trim().parse().ok())
+                .expect("a number");
+            assert_eq!(declared, body.len(), "the length the body has: {raw:?}");
+            assert_eq!(body, "hello", "{raw:?}");
+        }
+    }
+}

@@ -148,20 +148,20 @@ async fn a_plugin_whose_failures_waste_time_is_suspended_and_tried_again_later()
         "hostile-suspend",
         &[(
             "spin",
-            "config = { mode = \"loop\" }, timeout = \"30ms\", on_error = \"deny\"",
+            "config = { mode = \"loop\" }, timeout = \"80ms\", on_error = \"deny\"",
         )],
     );
-    // Each timeout wastes 30 ms; past 200 ms in a second the plugin is set aside and
-    // its requests are answered at once, without a call.
+    // Each timeout wastes 80 ms or more; past 200 ms in a second the plugin is set
+    // aside and its requests are answered at once, without a call. (On a loaded
+    // machine a second may pass before the budget is spent; then it takes a few more.)
     let mut statuses = Vec::new();
-    let started = Instant::now();
     for _ in 0..20 {
         let reply = get(&gw.url("/spin")).await;
         statuses.push((reply.status, reply.text()));
     }
     let timeouts = failures(&gw, FailureKind::Timeout);
     assert!(
-        (4..=8).contains(&timeouts),
+        (2..=10).contains(&timeouts),
         "{timeouts} timeouts before the suspension: {statuses:?}"
     );
     let suspended = statuses
@@ -173,7 +173,6 @@ async fn a_plugin_whose_failures_waste_time_is_suspended_and_tried_again_later()
         refusals(&gw, "hostile-suspend", "suspended").await,
         suspended as f64
     );
-    assert!(started.elapsed() < Duration::from_secs(1) + Duration::from_millis(500));
     assert_eq!(get(&gw.url("/other")).await.status, 200);
 
     // After the pause (1 s) the plugin is tried again: one more timeout suspends it
@@ -247,5 +246,64 @@ async fn a_clean_route_serves_every_request_while_hostile_routes_are_hammered() 
     assert!(
         refusals(&gw, "hostile-load", "suspended").await > 0.0,
         "the looping plugin was suspended"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_cannot_reach_files_the_environment_or_the_network() {
+    let up = TestUpstream::start("up");
+    // A listener the plugin is told about and must not reach.
+    let bait = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    bait.set_nonblocking(true).unwrap();
+    let bait_addr = bait.local_addr().unwrap();
+    let gw = gateway(
+        &up,
+        "hostile-escape",
+        &[(
+            "escape",
+            &format!("config = {{ mode = \"escape\", url = \"{bait_addr}\" }}"),
+        )],
+    );
+    let reply = get(&gw.url("/escape")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = up.last();
+    let header = |name: &str| seen.headers[name].to_str().unwrap().to_owned();
+    for name in [
+        "x-escape-file",
+        "x-escape-dir",
+        "x-escape-write",
+        "x-escape-tcp",
+        "x-escape-udp",
+        "x-escape-listen",
+        "x-escape-dns",
+    ] {
+        assert!(
+            header(name).starts_with("refused: "),
+            "{name}: {}",
+            header(name)
+        );
+    }
+    // Sockets are refused by the host (the WASI context allows no address), not merely
+    // unimplemented; files are not there at all (no directory is preopened).
+    for name in ["x-escape-tcp", "x-escape-udp", "x-escape-listen"] {
+        assert!(
+            header(name).contains("Permission denied"),
+            "{name}: {}",
+            header(name)
+        );
+    }
+    assert_eq!(header("x-escape-env"), "0");
+    assert_eq!(header("x-escape-args"), "0");
+    assert!(
+        matches!(bait.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "nothing connected to the bait"
+    );
+    assert!(!std::path::Path::new("/tmp/weir-escape").exists());
+    eprintln!(
+        "escape attempts: {:?}",
+        seen.headers
+            .iter()
+            .filter(|(n, _)| n.as_str().starts_with("x-escape"))
+            .collect::<Vec<_>>()
     );
 }

@@ -29,6 +29,9 @@
 //! - `kv-fill`: writes distinct 100-byte values under `fill-TAG-N` until the store
 //!   refuses, and reports the count, the refusal and the first value's length in
 //!   `x-kv-written` / `x-kv-refused` / `x-kv-first`;
+//! - `escape`: tries to read, list and write files, read the environment and arguments,
+//!   connect to `config.url` (`host:port`), bind UDP and TCP sockets and resolve a name,
+//!   and reports each outcome in an `x-escape-*` header;
 //! - `print`: writes 200 lines to stdout and one to stderr;
 //! - `sleep`: sleeps 20 ms in the request phase (which the gateway refuses: plugins may
 //!   not wait);
