@@ -272,6 +272,9 @@ fn strip_port(authority: &str) -> &str {
 mod resolve_tests;
 
 #[cfg(test)]
+mod table_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::path::Path;
