@@ -18,6 +18,7 @@
 #   bench/hostile.sh            # builds weir (release) and the probe guest, then runs
 #   WEIR_BIN=target/release/weir bench/hostile.sh
 # Environment: DURATION=10 CONNS=32 HAMMER_CONNS=8 LG_CPU=0 PROXY_CPU=1
+#   HOSTILE="loop oom recurse huge trap flood" (the hostile routes the hammer takes in turn)
 set -euo pipefail
 
 HOST=127.0.0.1
@@ -30,6 +31,10 @@ CONNS=${CONNS:-32}
 HAMMER_CONNS=${HAMMER_CONNS:-8}
 LG_CPU=${LG_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
+HOSTILE=${HOSTILE:-loop oom recurse huge trap flood}
+for route in $HOSTILE; do
+  [[ " loop oom recurse huge trap flood " == *" $route "* ]] || { echo "unknown hostile route '$route'" >&2; exit 2; }
+done
 UP_PORT=18080
 WEIR_PORT=18095
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
@@ -81,9 +86,11 @@ route() { # name plugin-entry
   route flood '{ name = "probe", config = { mode = "log-flood", size = 1000 } }'
   printf '[[route]]\nname = "clean"\nmatch = { path_prefix = "/" }\nupstream = "origin"\n'
 } >"$OUT/weir.toml"
-cat >"$OUT/hammer.lua" <<'EOF'
+lua_paths=""
+for route in $HOSTILE; do lua_paths+="\"/$route\", "; done
+cat >"$OUT/hammer.lua" <<EOF
 -- Each request goes to the next hostile route.
-local paths = { "/loop", "/oom", "/recurse", "/huge", "/trap", "/flood" }
+local paths = { $lua_paths }
 local i = 0
 request = function()
   i = i % #paths + 1
@@ -144,6 +151,7 @@ printf '%-34s %10s %10s   (hammer: %s req/s)\n' "with hostile routes hammered" "
   "$(p99 "$OUT/clean-hostile.txt")" "$(wrk_rps "$OUT/hammer-hostile.txt")"
 awk -v a="$alone" -v b="$benign" -v h="$hostile" \
   'BEGIN { printf "hostile/alone %.2f   hostile/benign %.2f\n", h / a, h / b }'
-curl -s "http://$HOST:18096/metrics" | grep -E '^weir_plugin_(refusals|failures)_total\{plugin="probe"' |
+curl -s "http://$HOST:18096/metrics" |
+  grep -E '^weir_plugin_(refusals|failures)_total\{.*plugin="probe"|^weir_requests_total\{' |
   grep -v ' 0$' || true
 log "files in $OUT"

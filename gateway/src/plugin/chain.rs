@@ -18,7 +18,7 @@ use http::header::{HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 
 use super::bindings::types;
-use super::edits::{Edit, HeaderEdit};
+use super::edits::local_head;
 use super::message::{QueuedEdit, RequestInfo, RequestView, ResponseView};
 use super::{ChainEntry, FailureKind, Instance, PluginFailure};
 use crate::config::OnError;
@@ -481,31 +481,17 @@ impl ChainRun {
                     .map_or(Duration::ZERO, Instance::last_call_time),
             });
         }
-        let status = StatusCode::from_u16(local.status).unwrap_or_else(|_| {
-            tracing::warn!(
-                plugin,
-                status = local.status,
-                "plugin answered with an invalid status; sending 500"
-            );
-            StatusCode::INTERNAL_SERVER_ERROR
-        });
-        let mut headers = HeaderMap::with_capacity(local.headers.len());
-        for types::Header { name, value } in local.headers {
-            match HeaderEdit::parse(Edit::Append, &name, &value) {
-                Ok(edit) => edit.apply(&mut headers),
-                Err(refused) => {
-                    entry.ctx.series.refused(Refusal::LocalResponse);
-                    if entry.ctx.may_log() {
-                        tracing::warn!(plugin, "header dropped from a local response: {refused:?}");
-                    }
+        Ok(local_head(
+            local.status,
+            local.headers,
+            local.body,
+            |refused| {
+                entry.ctx.series.refused(Refusal::LocalResponse);
+                if entry.ctx.may_log() {
+                    tracing::warn!(plugin, "local response: {refused}");
                 }
-            }
-        }
-        Ok(LocalReply {
-            status,
-            headers,
-            body: Bytes::from(local.body),
-        })
+            },
+        ))
     }
 
     /// Counts a failure (a suspended call as a refusal), and suspends the entry when

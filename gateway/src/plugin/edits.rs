@@ -3,7 +3,11 @@
 //! response ([`QueuedEdit`]), or declared in `init` for the gateway to make on every
 //! request ([`DeclaredEdits`]).
 
+use bytes::Bytes;
+use http::StatusCode;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::reply::LocalReply;
 
 use super::bindings::types::{self, EditError};
 
@@ -155,4 +159,64 @@ pub(super) fn edit_headers(
     value: &[u8],
 ) -> Result<(), EditError> {
     HeaderEdit::parse(edit, name, value).map(|edit| edit.apply(headers))
+}
+
+/// A plugin's local answer as the gateway will send it: an invalid status becomes 500;
+/// headers an edit could not set (invalid, hop-by-hop, `content-length`, `host`) are
+/// dropped, each reported to `refused`; the body is framed by the gateway.
+pub(crate) fn local_head(
+    status: u16,
+    headers: Vec<types::Header>,
+    body: Vec<u8>,
+    mut refused: impl FnMut(String),
+) -> LocalReply {
+    let status = StatusCode::from_u16(status).unwrap_or_else(|_| {
+        refused(format!("invalid status {status}; sending 500"));
+        StatusCode::INTERNAL_SERVER_ERROR
+    });
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for types::Header { name, value } in headers {
+        match HeaderEdit::parse(Edit::Append, &name, &value) {
+            Ok(edit) => edit.apply(&mut map),
+            Err(e) => refused(format!("header dropped: {e:?}")),
+        }
+    }
+    LocalReply {
+        status,
+        headers: map,
+        body: Bytes::from(body),
+    }
+}
+
+/// Entry points for the fuzz targets in `fuzz/` (not a stable API).
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// [`local_head`] over raw parts; the refusals are counted.
+    pub fn local_head(
+        status: u16,
+        headers: Vec<(String, Vec<u8>)>,
+        body: Vec<u8>,
+    ) -> (LocalReply, usize) {
+        let mut refusals = 0;
+        let headers = headers
+            .into_iter()
+            .map(|(name, value)| types::Header { name, value })
+            .collect();
+        let reply = super::local_head(status, headers, body, |_| refusals += 1);
+        (reply, refusals)
+    }
+
+    /// Parses a header edit as a plugin's `set-header` would and applies it to
+    /// `headers`; whether it was accepted.
+    pub fn set_header(headers: &mut HeaderMap, name: &str, value: &[u8]) -> bool {
+        match HeaderEdit::parse(Edit::Set, name, value) {
+            Ok(edit) => {
+                edit.apply(headers);
+                true
+            }
+            Err(_) => false,
+        }
+    }
 }

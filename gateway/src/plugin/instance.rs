@@ -91,6 +91,7 @@ impl Instance {
             outbound_calls: 0,
             call_started: Instant::now(),
             waited: Duration::ZERO,
+            logged: 0,
             request: None,
             response: None,
             declared: None,
@@ -169,6 +170,7 @@ impl Instance {
         let state = self.store.data_mut();
         state.call_started = Instant::now();
         state.waited = Duration::ZERO;
+        state.logged = 0;
         self.store
             .set_epoch_deadline(self.ctx.tick.deadline_ticks(self.timeout));
     }

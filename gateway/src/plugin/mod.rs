@@ -29,6 +29,8 @@ mod sync_io;
 pub use crate::reply::LocalReply;
 pub use chain::{ChainRun, Flow, RequestParts};
 pub use compile::WIT_VERSION;
+#[doc(hidden)]
+pub use edits::fuzzing;
 pub use entry::ChainEntry;
 pub use error::{FailureKind, PluginError};
 pub use host::{PluginHost, block_on, version_of};

@@ -26,6 +26,8 @@ use prometheus::{Histogram, IntCounter};
 const MAX_OUTBOUND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Log lines a plugin may write per second; more are dropped.
 const LOG_LINES_PER_SECOND: u32 = 100;
+/// `host.log` calls one phase call may make (logged or dropped): past it the call fails.
+const MAX_LOG_CALLS_PER_CALL: u32 = 100;
 /// Largest outbound response body a plugin receives.
 const MAX_OUTBOUND_BODY: usize = 4 * 1024 * 1024;
 
@@ -144,6 +146,8 @@ pub(crate) struct HostState {
     /// host calls (which does not count against the CPU deadline).
     pub(crate) call_started: Instant,
     pub(crate) waited: Duration,
+    /// `host.log` calls made by the current call.
+    pub(crate) logged: u32,
     /// The messages lent for the current phase call.
     pub(crate) request: Option<super::message::RequestView>,
     pub(crate) response: Option<super::message::ResponseView>,
@@ -213,6 +217,14 @@ impl types::Host for HostState {}
 
 impl host::Host for HostState {
     fn log(&mut self, level: host::Level, mut message: String) -> wasmtime::Result<()> {
+        self.logged += 1;
+        if self.logged > MAX_LOG_CALLS_PER_CALL {
+            // Only a flood logs this much in one call: end it as a failure, so the
+            // plugin is handled (and, if it goes on, suspended) like a loop.
+            return Err(wasmtime::format_err!(
+                "log flood: more than {MAX_LOG_CALLS_PER_CALL} host.log calls in one call"
+            ));
+        }
         if !self.ctx.may_log() {
             return Ok(());
         }

@@ -57,6 +57,10 @@ async fn each_hostile_plugin_is_held_by_its_limit_and_counted() {
             ("respond", "config = { mode = \"forbidden-respond\" }"),
             (
                 "flood",
+                "config = { mode = \"log-flood\", size = 90 }, timeout = \"1s\"",
+            ),
+            (
+                "deluge",
                 "config = { mode = \"log-flood\", size = 300 }, timeout = \"1s\"",
             ),
             ("calls", &call_loop),
@@ -102,13 +106,24 @@ async fn each_hostile_plugin_is_held_by_its_limit_and_counted() {
     assert_eq!(reply.header("connection"), None);
     assert_eq!(refusals(&gw, "hostile-limits", "local_response").await, 4.0);
 
-    // 300 lines of 64 KiB: 100 are logged (cut to 4 KiB), the rest dropped and counted.
-    let reply = get(&gw.url("/flood")).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
+    // 2 × 90 lines of 64 KiB: 100 a second are logged (cut to 4 KiB), the rest dropped
+    // and counted.
+    for _ in 0..2 {
+        let reply = get(&gw.url("/flood")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
     let dropped = gw
         .metric("weir_plugin_logs_dropped_total{plugin=\"hostile-limits\"}")
         .await;
-    assert!(dropped >= 200.0, "{dropped}");
+    assert!(dropped >= 80.0, "{dropped}");
+    // Over 100 log calls in one call is a flood: the call fails.
+    let reply = get(&gw.url("/deluge")).await;
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert_eq!(
+        failures(&gw, FailureKind::Error),
+        2,
+        "the huge answer and the deluge"
+    );
 
     // http-call in a loop: the per-request limit (4 by default) stops it.
     let reply = get(&gw.url("/calls")).await;
@@ -214,11 +229,12 @@ async fn a_clean_route_serves_every_request_while_hostile_routes_are_hammered() 
                 "config = { mode = \"huge\", size = 4000000 }, memory_limit = \"8MiB\"",
             ),
             ("trap", "config = { mode = \"trap\" }"),
+            ("flood", "config = { mode = \"log-flood\", size = 1000 }"),
         ],
     ));
     let hammered = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(3);
-    let hammers: Vec<_> = ["/loop", "/oom", "/recurse", "/huge", "/trap"]
+    let hammers: Vec<_> = ["/loop", "/oom", "/recurse", "/huge", "/trap", "/flood"]
         .into_iter()
         .map(|path| {
             let (gw, hammered) = (gw.clone(), hammered.clone());
