@@ -79,21 +79,24 @@ pub fn lenient_reading(normalised: &str) -> Option<Result<String, PathError>> {
     if !(0..bytes.len()).any(|i| matches!(bytes[i], b'\\' | b';') || escaped_slash(i)) {
         return None;
     }
+    // Separators are ASCII, so the runs between them are whole characters.
     let mut read = String::with_capacity(normalised.len());
-    let mut i = 0;
+    let (mut i, mut run) = (0, 0);
     while i < bytes.len() {
-        if escaped_slash(i) {
-            read.push('/');
-            i += 3;
+        let width = if escaped_slash(i) {
+            3
+        } else if bytes[i] == b'\\' {
+            1
         } else {
-            read.push(if bytes[i] == b'\\' {
-                '/'
-            } else {
-                bytes[i] as char
-            });
             i += 1;
-        }
+            continue;
+        };
+        read.push_str(&normalised[run..i]);
+        read.push('/');
+        i += width;
+        run = i;
     }
+    read.push_str(&normalised[run..]);
     let mut out = String::with_capacity(read.len());
     for segment in read.split('/').skip(1) {
         let segment = segment.split(';').next().unwrap_or_default();
@@ -147,11 +150,16 @@ fn decode_unreserved(path: &str, slashes: SlashPolicy) -> Result<String, PathErr
     let mut out = String::with_capacity(path.len());
     let mut i = 0;
     while i < bytes.len() {
-        let b = bytes[i];
-        if b != b'%' {
-            // The path came from a parsed URI, so it is ASCII; copy byte-wise.
-            out.push(b as char);
-            i += 1;
+        if bytes[i] != b'%' {
+            // Copy up to the next escape whole: a path may hold non-ASCII characters
+            // (found by fuzzing: copying byte by byte re-encoded them), and `%` is ASCII,
+            // so the slice ends on a character boundary.
+            let end = bytes[i..]
+                .iter()
+                .position(|&b| b == b'%')
+                .map_or(bytes.len(), |n| i + n);
+            out.push_str(&path[i..end]);
+            i = end;
             continue;
         }
         let (Some(hi), Some(lo)) = (
@@ -214,6 +222,22 @@ mod tests {
 
     fn keep(p: &str) -> String {
         normalize(p, SlashPolicy::Keep).unwrap().into_owned()
+    }
+
+    #[test]
+    fn non_ascii_characters_survive_decoding_and_a_second_pass() {
+        // The input `cargo fuzz run path_normalize` found (fuzz/README.md).
+        let found = "/,$//$%FF$//$/P\u{470}/\u{1}\0$";
+        let once = keep(found);
+        assert_eq!(once, "/,$/$%FF$/$/P\u{470}/\u{1}\0$");
+        assert_eq!(keep(&once), once, "idempotent");
+        assert_eq!(keep("/caf\u{e9}/%7E/x//y"), "/caf\u{e9}/~/x/y");
+        assert_eq!(
+            lenient_reading("/caf\u{e9}\\x%2Fy;p")
+                .map(Result::unwrap)
+                .as_deref(),
+            Some("/caf\u{e9}/x/y")
+        );
     }
 
     #[test]
