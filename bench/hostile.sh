@@ -59,13 +59,7 @@ PROBE=$ROOT/target/guests/wasm32-wasip2/release/probe.wasm
 
 OUT=$(mktemp -d /tmp/weir-hostile.XXXXXX)
 PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
-  sleep 0.5
-  for pid in "${PIDS[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+trap stop_started EXIT
 
 mkdir -p "$OUT/plugins" "$OUT/tmp/upstream"
 cp "$PROBE" "$OUT/plugins/probe.wasm"

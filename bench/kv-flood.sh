@@ -39,13 +39,7 @@ fi
 
 OUT=$(mktemp -d /tmp/weir-kv-flood.XXXXXX)
 PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
-  sleep 0.5
-  for pid in "${PIDS[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+trap stop_started EXIT
 mkdir -p "$OUT/plugins" "$OUT/tmp/upstream"
 cp "$PLUGIN" "$OUT/plugins/rate-limit.wasm"
 upstream_conf "$OUT" "$HOST:$UP_PORT" >"$OUT/upstream.conf"

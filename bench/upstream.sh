@@ -3,7 +3,8 @@
 #
 #   bench/upstream.sh DIR HOST:PORT   # writes DIR/upstream.conf, execs nginx (files in DIR)
 #
-# bench/pairs.sh runs it; bench/run.sh sources it for upstream_conf and nginx_temp_paths.
+# bench/pairs.sh runs it; bench/run.sh sources it for upstream_conf and nginx_temp_paths,
+# bench/hostile.sh and bench/kv-flood.sh also for stop_started.
 # Environment: NGINX (default: nginx on PATH, else /usr/sbin/nginx).
 
 nginx_temp_paths() { # prefix -> *_temp_path lines for the modules this nginx has
@@ -13,6 +14,13 @@ nginx_temp_paths() { # prefix -> *_temp_path lines for the modules this nginx ha
   for m in proxy fastcgi uwsgi scgi; do
     [[ $v == *"--without-http_${m}_module"* ]] || echo "  ${m}_temp_path $p/$m;"
   done
+}
+
+stop_started() { # TERM, then KILL, the process group of every PID in PIDS (setsid-started)
+  local pid
+  for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  sleep 0.5
+  for pid in "${PIDS[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
 }
 
 upstream_conf() { # dir host:port -> the origin's nginx config, its files under dir
