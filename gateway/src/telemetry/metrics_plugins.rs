@@ -95,7 +95,7 @@ impl PluginSeries {
 
 /// A metric name a plugin chose, made valid for Prometheus: lower-case letters, digits
 /// and `_` (anything else becomes `_`), starting with a letter.
-fn sanitize(name: &str) -> Option<String> {
+pub(super) fn sanitize(name: &str) -> Option<String> {
     let clean: String = name
         .chars()
         .map(|c| match c {

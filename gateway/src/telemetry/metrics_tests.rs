@@ -1,4 +1,5 @@
 //! The registry's series: names, labels, bounds.
+use super::plugins::sanitize;
 use super::*;
 
 #[test]
