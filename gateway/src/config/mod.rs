@@ -17,6 +17,9 @@ mod validate_plugin;
 mod validate_route;
 mod validate_upstream;
 
+#[cfg(test)]
+mod roundtrip_tests;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
