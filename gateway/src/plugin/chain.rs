@@ -508,8 +508,11 @@ impl ChainRun {
                 plugin = %entry.plugin.name,
                 route = self.info.as_ref().map_or("", |info| &*info.route),
                 pause = ?pause,
-                "plugin suspended: its failed calls took over {:?} of CPU in a second",
-                super::suspension::WASTE_BUDGET
+                "plugin suspended: its failed calls took over {:?} of CPU in a second, or \
+                 over {:?} while failed calls took over {:?} of its worker's second",
+                super::suspension::WASTE_BUDGET,
+                super::suspension::WORKER_WASTE_SHARE,
+                super::suspension::WORKER_WASTE_BUDGET,
             );
         }
         true

@@ -212,6 +212,48 @@ async fn a_plugin_whose_failures_waste_time_is_suspended_and_tried_again_later()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_routes_each_within_their_own_budget_are_suspended_for_the_workers() {
+    let up = TestUpstream::start("up");
+    let dir = weir_tests::gateway::plugin_dir(&[(guest_wasm!("probe"), "hostile-spread")]);
+    // One worker, three routes whose plugin loops to a 40 ms timeout: taken in turn, each
+    // wastes 160 ms in 12 requests, under its own 200 ms a second, but together they
+    // take the worker's second past its 100 ms budget.
+    let mut toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n[plugins]\ndir = \"{}/plugins\"\n\
+         [[upstream]]\nname = \"up\"\nendpoints = [\"{}\"]\n",
+        dir.display(),
+        up.addr
+    );
+    for name in ["a", "b", "c"] {
+        toml.push_str(&format!(
+            "[[route]]\nname = \"spread-{name}\"\nupstream = \"up\"\nmatch = {{ path_prefix = \"/{name}\" }}\n\
+             plugins = [{{ name = \"hostile-spread\", config = {{ mode = \"loop\" }}, timeout = \"40ms\" }}]\n"
+        ));
+    }
+    let gw = TestGateway::start(&toml);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        for name in ["a", "b", "c"] {
+            let reply = get(&gw.url(&format!("/{name}"))).await;
+            statuses.push((reply.status, reply.text()));
+        }
+    }
+    let timeouts = failures(&gw, FailureKind::Timeout);
+    let suspended = statuses
+        .iter()
+        .filter(|(status, text)| *status == 503 && text.contains("plugin suspended"))
+        .count() as u64;
+    assert_eq!(timeouts + suspended, 12, "{statuses:?}");
+    // Past 100 ms of the worker's second (three timeouts), each route is suspended at
+    // its next failure. (On a loaded machine the second may run out first: a few more.)
+    assert!(timeouts <= 7, "{timeouts} timeouts: {statuses:?}");
+    assert_eq!(
+        refusals(&gw, "hostile-spread", "suspended").await,
+        suspended as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_route_serves_every_request_while_hostile_routes_are_hammered() {
     let up = TestUpstream::start("up");
     let gw = Arc::new(gateway(
