@@ -59,8 +59,11 @@ impl<K, V> Default for Recent<K, V> {
 }
 
 impl<K: std::hash::Hash + Eq, V> Recent<K, V> {
-    /// Unused values kept beyond those in use.
-    const SPARE: usize = 8;
+    /// Unused values kept beyond those in use: a reload back to the previous version
+    /// or config (a rollback) costs nothing; older ones come from the disk cache or a
+    /// fresh pre-initialisation. Each is megabytes of code or memory image, so a
+    /// gateway that is sent a new plugin build every minute holds only a few.
+    const SPARE: usize = 2;
 
     fn get(&self, key: &K) -> Option<Arc<V>> {
         self.entries.get(key).map(|(_, v)| v.clone())
