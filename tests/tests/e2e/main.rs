@@ -5,6 +5,7 @@
 
 mod access_log;
 mod admin;
+mod bench_scripts;
 mod cli;
 mod client_limits;
 mod config_errors;
