@@ -247,6 +247,15 @@ impl Plugin for Probe {
                 request.headers.set("proxy-authorization", "Basic eA==");
                 request.headers.set("x-after-hop", "yes");
             }
+            #[cfg(feature = "fetch")]
+            "fetch-state" => {
+                // 1 in instance memory while the call is under way, 0 once it returns:
+                // an instance whose call was abandoned still says 1.
+                let before = REMEMBERED.swap(1, Ordering::Relaxed);
+                request.headers.set("x-state-before", before.to_string());
+                let _ = host::http::call(&host::http::OutboundRequest::get(&self.config.url));
+                REMEMBERED.store(0, Ordering::Relaxed);
+            }
             "state" => {
                 let before = REMEMBERED.swap(7, Ordering::Relaxed);
                 request.headers.set("x-state-before", before.to_string());
@@ -283,7 +292,8 @@ impl Plugin for Probe {
                 let seen = response.headers.get("x-queued-set").unwrap_or_default();
                 response.headers.set(&format!("x-seen-queued-{}", self.config.tag), seen);
             }
-            "deny" | "trap" | "panic" | "loop" | "oom" | "count" | "state" | "fetch" | "print" | "sleep"
+            "deny" | "trap" | "panic" | "loop" | "oom" | "count" | "state" | "fetch" | "fetch-state"
+            | "print" | "sleep"
             | "hop-by-hop" | "recurse" | "huge" | "forbidden" | "forbidden-respond" | "log-flood"
             | "call-loop" | "kv-fill" | "escape"
             | "init-count" | "init-print" | "connection" => {}

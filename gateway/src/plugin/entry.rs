@@ -65,9 +65,13 @@ impl ChainEntry {
     }
 
     /// Hands back an instance after a request it served without failing. Request
-    /// isolation drops it; worker isolation keeps it for reuse up to a bound.
+    /// isolation drops it; worker isolation keeps it for reuse up to a bound, unless a
+    /// call into it was abandoned half-way (the request was dropped mid-call).
     pub(crate) fn release(&self, instance: Instance) {
-        if self.settings.isolation != Isolation::Worker || instance.uses >= MAX_REUSE {
+        if self.settings.isolation != Isolation::Worker
+            || instance.uses >= MAX_REUSE
+            || !instance.finished
+        {
             return;
         }
         let mut idle = self

@@ -62,6 +62,10 @@ pub struct Instance {
     on_fiber: bool,
     /// The guest time of the last call.
     last_call: Duration,
+    /// Every call made into it returned. A call abandoned mid-way (the request's
+    /// future dropped while the guest waited in `http-call`) leaves the guest's memory
+    /// half-way through its code: such an instance is never reused.
+    pub(crate) finished: bool,
 }
 
 impl std::fmt::Debug for Instance {
@@ -142,6 +146,7 @@ impl Instance {
             uses: 0,
             on_fiber: image.on_fiber,
             last_call: Duration::ZERO,
+            finished: true,
         })
     }
 
@@ -229,6 +234,7 @@ impl Instance {
         R: ComponentNamedList + Lift + Send + Sync + 'static,
     {
         self.begin();
+        self.finished = false;
         let data = self.store.data_mut();
         data.request = request.take();
         data.response = response.take();
@@ -239,6 +245,7 @@ impl Instance {
             Ok(func) => func.call(&mut self.store, params),
             Err(e) => Err(e),
         };
+        self.finished = true;
         let data = self.store.data_mut();
         *request = data.request.take();
         *response = data.response.take();

@@ -639,6 +639,76 @@ fn a_compile_cache_others_may_write_is_not_loaded() {
 }
 
 #[tokio::test]
+async fn an_instance_whose_call_was_abandoned_is_not_reused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = TestUpstream::start("up");
+    // The plugin's outbound target: the first connection is held unanswered (the
+    // plugin waits in `http-call`), later ones are answered at once.
+    let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target_addr = target.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        let mut first = true;
+        while let Ok((mut conn, _)) = target.accept().await {
+            if std::mem::take(&mut first) {
+                held.push(conn);
+                continue;
+            }
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = conn.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if conn.write_all(reply).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let gw = TestGateway::start(&config(
+        &plugin_dir(),
+        &up,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n{}",
+            route(
+                "r",
+                "/",
+                &format!(
+                    "{{ name = \"probe\", config = {{ mode = \"fetch-state\", url = \"http://{target_addr}/\" }}, \
+                     allowed_hosts = [\"{target_addr}\"], isolation = \"worker\" }}"
+                )
+            )
+        ),
+    ));
+    // A client that goes away while the plugin waits on its outbound call.
+    let mut client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The next request gets an instance whose last call returned: a fresh one.
+    for _ in 0..3 {
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+    }
+    let before: Vec<String> = up
+        .seen()
+        .iter()
+        .map(|s| s.headers["x-state-before"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        before,
+        ["0", "0", "0"],
+        "an instance abandoned mid-call was reused"
+    );
+}
+
+#[tokio::test]
 async fn worker_isolation_reuses_instances() {
     let up = TestUpstream::start("up");
     let gw = TestGateway::start(&config(

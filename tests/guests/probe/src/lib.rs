@@ -16,6 +16,9 @@
 //!   so tests can prove instances are not shared between requests;
 //! - `fetch`: calls `config.url` with `http-call` and reports the outcome in
 //!   `x-fetch-status` / `x-fetch-body` or `x-fetch-error`;
+//! - `fetch-state`: reports `state`'s value in `x-state-before`, sets it to 1, calls
+//!   `config.url` and sets it back to 0, so an instance reused after an abandoned call
+//!   reports 1;
 //! - `recurse`: recurses without bound in the request phase;
 //! - `huge`: answers locally with a body of `config.size` bytes (8 MiB by default);
 //! - `forbidden`: tries to set `content-length`, `transfer-encoding` and `host` on the
