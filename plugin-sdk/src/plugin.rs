@@ -30,8 +30,9 @@ pub enum Phase {
 ///
 /// The value is built by [`Plugin::new`] from the route's configuration once, when the
 /// gateway loads the route: it runs `new` in an instance and snapshots that instance's
-/// memory, and every later instance (a fresh one per request with `isolation =
-/// "request"`, the default) starts from the snapshot with the value already built. So
+/// memory, and every later instance (a worker's instances under `isolation = "worker"`,
+/// the default; a fresh one per request with `"request"`) starts from the snapshot with
+/// the value already built. So
 /// parse keys, compile regexes and build tables in `new`: that cost is paid once per
 /// route, not per request.
 ///

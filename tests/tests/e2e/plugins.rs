@@ -391,14 +391,14 @@ async fn the_key_value_store_is_shared_and_atomic() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_request_gets_a_fresh_instance() {
+async fn request_isolation_gives_each_request_a_fresh_instance() {
     let up = TestUpstream::start("up");
     let gw = gateway(
         &up,
         &route(
             "r",
             "/",
-            "{ name = \"probe\", config = { mode = \"state\" } }",
+            "{ name = \"probe\", config = { mode = \"state\" }, isolation = \"request\" }",
         ),
     );
     let mut tasks = Vec::new();
@@ -458,7 +458,7 @@ async fn a_plugin_whose_init_uses_wasi_is_initialised_per_instance() {
         &route(
             "r",
             "/",
-            "{ name = \"probe\", config = { mode = \"init-print\" } }",
+            "{ name = \"probe\", config = { mode = \"init-print\" }, isolation = \"request\" }",
         ),
     );
     assert!(!gw.snapshot().chains[0][0].preinitialised());
