@@ -1,4 +1,4 @@
-//! Hands the `weir:plugin` version in `wit/plugin.wit` to the crate
+//! Hands the `weir:plugin` version in `plugin-sdk/wit/plugin.wit` to the crate
 //! (`WEIR_WIT_VERSION`), and builds the first-party `request-id` and `api-key` plugins for `wasm32-wasip2` so the
 //! quickstart (`weir run` with no config) can embed them and show a plugin acting in
 //! the first minute. Installs the wasm target with rustup when it is missing. If the
@@ -7,7 +7,7 @@
 
 #[path = "../xtask/src/guest_build.rs"]
 mod guest_build;
-#[path = "../xtask/src/wit_version.rs"]
+#[path = "../plugin-sdk/wit_version.rs"]
 mod wit_version;
 
 use std::path::{Path, PathBuf};
@@ -21,10 +21,9 @@ fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let root = manifest_dir.parent().expect("gateway/ is in the workspace");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
-    wit_version::emit(root);
+    wit_version::emit(&root.join("plugin-sdk"));
     for watched in [
         "plugin-sdk",
-        "wit",
         "plugins/Cargo.toml",
         "plugins/Cargo.lock",
     ] {

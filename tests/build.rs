@@ -24,7 +24,7 @@ fn main() {
         .parent()
         .expect("tests/ is inside the workspace")
         .to_owned();
-    for watched in ["plugin-sdk", "wit"] {
+    for watched in ["plugin-sdk"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     // Rebuild with the component linker once `cargo xtask setup` installs it.

@@ -2,7 +2,7 @@
 //! crate's own types and the [`export_plugin!`](crate::export_plugin) macro.
 
 wit_bindgen::generate!({
-    path: "../wit",
+    path: "wit",
     world: "plugin",
     pub_export_macro: true,
     export_macro_name: "__export_weir_plugin",

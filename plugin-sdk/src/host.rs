@@ -49,6 +49,24 @@ pub fn config_json() -> String {
     crate::testing::with(|fake| fake.config.clone())
 }
 
+/// Which request this instance serves (see [`Plugin::State`](crate::Plugin::State)).
+pub(crate) fn request_serial() -> u64 {
+    #[cfg(target_family = "wasm")]
+    return wit::host::request_serial();
+    #[cfg(not(target_family = "wasm"))]
+    crate::testing::with(|fake| fake.request_serial)
+}
+
+/// Fails the current phase call with `message` (a phase's `Err`).
+pub(crate) fn fail(message: &str) {
+    #[cfg(target_family = "wasm")]
+    wit::host::fail(message);
+    #[cfg(not(target_family = "wasm"))]
+    crate::testing::with(|fake| {
+        fake.failure.get_or_insert_with(|| message.to_owned());
+    });
+}
+
 fn ttl_ms(ttl: Option<Duration>) -> Option<u64> {
     ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1))
 }

@@ -1,74 +1,117 @@
 //! Write plugins for the [Weir](https://github.com/weir-gateway/weir) HTTP gateway in
 //! Rust.
 //!
-//! A plugin is a type that implements [`Plugin`]: it gets typed configuration from the
-//! route that names it, lists the pipeline phases it implements, and in each phase reads
-//! and edits the request or response — or answers the client itself. It is compiled to a
-//! WebAssembly component and dropped into the gateway's plugins directory as `NAME.wasm`.
+//! A plugin is a type that implements [`Plugin`] in a block marked [`#[plugin]`](plugin):
+//! it gets typed configuration from the route that names it, and in each phase it
+//! implements (an `on_*` method) it reads and edits the request or response, or answers
+//! the client itself. It is compiled to a WebAssembly component and dropped into the
+//! gateway's plugins directory as `NAME.wasm`.
+//!
+//! # A worked plugin
+//!
+//! A per-client quota: it counts each client's requests in the shared key-value store,
+//! answers 429 with a JSON body over the limit, carries the count from the request
+//! phase to the response in its per-request state, and logs slow answers.
 //!
 //! ```
-//! use serde::Deserialize;
-//! use weir_plugin_sdk::{Action, LocalResponse, Phase, Plugin, Request, host};
+//! use std::time::Duration;
 //!
-//! /// Answers 403 unless the request carries the configured header; tags responses.
-//! pub struct RequireHeader {
-//!     header: String,
+//! use serde::{Deserialize, Serialize};
+//! use weir_plugin_sdk::host::{self, kv};
+//! use weir_plugin_sdk::{Action, LocalResponse, PhaseResult, Plugin, Request, Response, plugin};
+//!
+//! pub struct Quota {
+//!     limit: i64,
+//!     window: Duration,
 //! }
 //!
+//! /// The route's `config = { ... }`; every field has a default, so the plugin also
+//! /// loads with no config at all.
 //! #[derive(Deserialize)]
+//! #[serde(default, deny_unknown_fields)]
 //! pub struct Config {
-//!     header: String,
+//!     limit: i64,
+//!     window_seconds: u64,
 //! }
 //!
-//! impl Plugin for RequireHeader {
+//! impl Default for Config {
+//!     fn default() -> Self {
+//!         Config { limit: 100, window_seconds: 60 }
+//!     }
+//! }
+//!
+//! /// What one request carries from phase to phase; no other request ever sees it.
+//! #[derive(Default)]
+//! pub struct State {
+//!     used: i64,
+//! }
+//!
+//! #[derive(Serialize)]
+//! struct Refusal<'a> {
+//!     error: &'a str,
+//!     limit: i64,
+//! }
+//!
+//! #[plugin]
+//! impl Plugin for Quota {
 //!     type Config = Config;
-//!     const PHASES: &'static [Phase] = &[Phase::RequestHeaders];
+//!     type State = State;
 //!
 //!     fn new(config: Config) -> Result<Self, String> {
-//!         if config.header.is_empty() {
-//!             return Err("`header` must not be empty".into());
+//!         if config.limit < 1 {
+//!             return Err("`limit` must be at least 1".into());
 //!         }
-//!         Ok(RequireHeader { header: config.header })
+//!         Ok(Quota { limit: config.limit, window: Duration::from_secs(config.window_seconds) })
 //!     }
 //!
-//!     fn on_request_headers(&self, request: &mut Request) -> Action {
-//!         if !request.headers.contains(&self.header) {
-//!             host::log(host::Level::Info, "request without the header refused");
-//!             return Action::Respond(LocalResponse::json(
-//!                 403,
-//!                 &serde_json::json!({ "error": "missing header" }),
-//!             ));
+//!     fn on_request_headers(&self, request: &mut Request<'_>, state: &mut State) -> PhaseResult {
+//!         let key = format!("quota:{}", request.client_address());
+//!         // `?`: a full store fails the call, and the route's `on_error` decides.
+//!         state.used = kv::increment(&key, 1, Some(self.window))?;
+//!         if state.used > self.limit {
+//!             let body = Refusal { error: "quota exceeded", limit: self.limit };
+//!             return Ok(Action::Respond(LocalResponse::json(429, &body)));
 //!         }
-//!         request.headers.remove(&self.header); // the upstream need not see it
-//!         // Tag the response from here: no response phase, one call per request.
-//!         request.response_headers.set("x-checked-by", "require-header");
-//!         Action::Continue
+//!         // The one way to put a header on the response from a request phase.
+//!         request.response_headers.set("x-quota-remaining", (self.limit - state.used).to_string())?;
+//!         Ok(Action::Continue)
+//!     }
+//!
+//!     fn on_log(&self, request: &Request<'_>, response: &Response<'_>, state: State) {
+//!         if response.status() >= 500 {
+//!             host::log(host::Level::Warn, &format!("{} failed after {} requests", request.path(), state.used));
+//!         }
 //!     }
 //! }
 //!
-//! // In the plugin crate (a `cdylib`), export it:
-//! // weir_plugin_sdk::export_plugin!(RequireHeader);
+//! // Phases are plain methods, and `testing::Harness` runs whole requests natively:
+//! use weir_plugin_sdk::testing::Harness;
 //!
-//! // Phases are plain methods, so plugin logic unit-tests natively:
-//! let plugin = RequireHeader::new(Config { header: "x-token".into() }).unwrap();
-//! let mut request = Request::new("GET", "/").with_header("X-Token", "t");
-//! assert_eq!(plugin.on_request_headers(&mut request), Action::Continue);
-//! let edits = request.edits();
-//! assert_eq!(edits.removed, ["x-token"]);
-//! assert_eq!(edits.response_set, [("x-checked-by".to_owned(), b"require-header".to_vec())]);
+//! let mut quota = Harness::<Quota>::new(serde_json::json!({ "limit": 2 }));
+//! assert_eq!(quota.run(Request::new("GET", "/")).header("x-quota-remaining"), Some("1"));
+//! assert_eq!(quota.run(Request::new("GET", "/")).header("x-quota-remaining"), Some("0"));
+//! let refused = quota.run(Request::new("GET", "/"));
+//! assert_eq!(refused.status(), 429);
+//! assert_eq!(refused.body_json()["error"], "quota exceeded");
+//! assert!(refused.upstream_request().is_none());
+//! // Another client has its own count.
+//! let other = quota.run(Request::new("GET", "/").with_client_address("192.0.2.1"));
+//! assert_eq!(other.status(), 200);
+//! assert_eq!(Harness::<Quota>::new(serde_json::json!({ "limit": 0 })).build_error(),
+//!            Some("`limit` must be at least 1"));
 //! ```
 //!
 //! # Building
 //!
 //! The plugin crate has `crate-type = ["cdylib"]` and depends on `weir-plugin-sdk`,
-//! `serde` and (for JSON bodies) `serde_json`. Build it with
-//! `cargo build --release --target wasm32-wasip2` (add the target once with
-//! `rustup target add wasm32-wasip2`); the `.wasm` under
-//! `target/wasm32-wasip2/release/` is the plugin. Small, fast plugins come from a
-//! release profile with `opt-level = "s"`, `lto = true`, `codegen-units = 1`,
-//! `strip = true` and `panic = "abort"`. `weir plugin inspect FILE.wasm` shows what the
-//! gateway sees in it. `examples/hello-plugin/` in the Weir repository is a complete
-//! out-of-tree plugin.
+//! `serde` and (for JSON) `serde_json`. `weir plugin new NAME` writes such a crate,
+//! ready to build. Build it with `cargo build --release --target wasm32-wasip2` (add the
+//! target once with `rustup target add wasm32-wasip2`); the `.wasm` under
+//! `target/wasm32-wasip2/release/` is the plugin (cargo writes `my_plugin.wasm` for a
+//! crate named `my-plugin`: copy it into the plugins directory as `my-plugin.wasm`, the
+//! name routes use). Small, fast plugins come from a release profile with
+//! `opt-level = "s"`, `lto = true`, `codegen-units = 1`, `strip = true` and
+//! `panic = "abort"`. `weir plugin inspect FILE.wasm` shows what the gateway sees in it.
 //!
 //! Routes that run the plugin with `isolation = "request"` (a fresh instance per request)
 //! pay less per request when it is linked with `wasm-component-ld` 0.5.31 or newer and
@@ -83,8 +126,8 @@
 //!   cargo build --release --target wasm32-wasip2
 //! ```
 //!
-//! The plugin behaves the same either way; Weir's own plugins are built so. `weir plugin
-//! inspect` tells which way a `.wasm` was linked (its `linking` line).
+//! The plugin behaves the same either way. `weir plugin inspect` tells which way a
+//! `.wasm` was linked (its `linking` line).
 //!
 //! # Configuration
 //!
@@ -94,37 +137,45 @@
 //! [[route]]
 //! name = "api"
 //! upstream = "api"
-//! plugins = [{ name = "require-header", config = { header = "x-token" } }]
+//! plugins = [{ name = "quota", config = { limit = 1000 } }]
 //! ```
 //!
 //! The gateway hands the table to the plugin as JSON; [`Plugin::new`] receives it
 //! deserialised into [`Plugin::Config`]. An error from `new` refuses the config at load
 //! time with that message, so a typo never reaches traffic.
 //!
-//! # Requests and responses
+//! # Requests, responses and edits
 //!
 //! Inside the gateway, a phase's [`Request`] and [`Response`] are handles on the
-//! gateway's own message, not copies: [`Headers::get`] asks for one header, and
-//! [`Headers::set`], [`Headers::remove`], [`Request::set_path`] and
-//! [`Response::set_status`] change the real message at once. A plugin pays for the
-//! headers it reads, not for every header of the request, so read what you need
-//! ([`Headers::all`] copies them all). Method, path and the other request fields are
-//! fetched once per phase and then cached. An invalid edit (a header name that is not an
-//! HTTP token, a value with CR or LF, a path not starting with `/`) is ignored and
-//! logged with the plugin's name. In response phases the request is read-only; in the
-//! response-body and log phases the response is too.
+//! gateway's own message, not copies: [`Headers::get`] asks for one header and lends it
+//! (a second read of it is free), and [`Headers::set`], [`Headers::remove`],
+//! [`Request::set_path`] and [`Response::set_status`] change the real message at once.
+//! A plugin pays for the headers it reads, not for every header of the request.
 //!
-//! A request phase can also edit the response to come, through
-//! [`Request::response_headers`]: the gateway applies those edits where the plugin's
-//! response phase would run. Implement [`Plugin::on_response_headers`] only when the
-//! edit depends on the response itself (its status, the upstream's headers); each phase
-//! a plugin lists is one more call per request.
+//! Every edit returns `Result<(), EditError>`: the gateway refuses an invalid name or
+//! value, a hop-by-hop header, `content-length` and `host`, and any edit of a message
+//! that is read-only in that phase. A phase returns [`PhaseResult`], so `?` passes a
+//! refusal on as the phase's [`Error`]; the gateway then applies the route's
+//! `on_error` policy. Native tests follow the same rules (the gateway and this crate
+//! pass one table of cases).
 //!
-//! Edits that are the same for every request (a header a route's config sets, whatever
-//! the request carries) need no call at all: return them from
-//! [`Plugin::static_edits`], and the gateway makes them itself at the plugin's place in
-//! the chain. A plugin left with nothing else to do in a phase leaves it out of
-//! [`Plugin::phases`] and costs nothing per request (the `headers` plugin works so).
+//! To put a header on the response from a request phase, use
+//! [`Request::response_headers`]: the gateway applies it where the plugin's response
+//! phase would run, with no second call. Implement [`Plugin::on_response_headers`] only
+//! when the edit depends on the response itself (its status, the upstream's headers).
+//! Edits that are the same on every request, whatever it carries, are the fast path of
+//! the same thing: return them from [`Plugin::static_edits`] and the gateway makes them
+//! with no call at all (a phase with nothing else to do is then left out of
+//! [`Plugin::phases`]).
+//!
+//! # State
+//!
+//! [`Plugin::State`] is per request: created when the request reaches the plugin, lent
+//! to each phase, handed to [`Plugin::on_log`], and never seen by another request. The
+//! plugin value is built once from the config and shared by every request. The shared
+//! key-value store ([`host::kv`]) is for what outlives a request; it survives plugin
+//! version swaps and reloads. The [`Plugin`] trait's docs say exactly what lives how
+//! long under each isolation mode.
 //!
 //! # The host
 //!
@@ -136,14 +187,21 @@
 //! # Testing
 //!
 //! Built for the host target (`cargo test`), the host functions talk to an in-memory fake
-//! instead of the gateway: see [`testing`]. Call the phase methods directly with
-//! [`Request::new`] and [`Response::new`], and assert on the edits, the action, and the
-//! fake's logs, key-value store and metrics.
+//! instead of the gateway: see [`testing`]. [`testing::Harness`] runs whole requests
+//! through the plugin and returns what the client got; phase methods can also be
+//! called directly with [`Request::new`] and [`Response::new`].
+//!
+//! # Compatibility
+//!
+//! This is SDK 0.2, for gateways speaking `weir:plugin` 0.1.4 or later ([`WIT_VERSION`]).
+//! Plugins built with SDK 0.1 keep loading in those gateways.
 #![deny(missing_docs)]
 
 #[doc(hidden)]
 pub mod bindings;
 mod edits;
+mod error;
+mod headers;
 pub mod host;
 mod message;
 mod plugin;
@@ -153,32 +211,48 @@ pub mod testing;
 #[doc(hidden)]
 pub use bindings as __bindings;
 pub use edits::{HeaderEdit, StaticEdits};
+pub use error::{EditError, Error};
+pub use headers::{Headers, is_header_name, is_header_value};
 pub use message::{
-    Action, Headers, LocalResponse, QueuedHeaders, Request, RequestEdits, Response, is_header_name,
-    is_header_value,
+    Action, Body, LocalResponse, QueuedHeaders, Request, RequestEdits, Response,
 };
-pub use plugin::{Phase, Plugin, build, parse_config};
+pub use plugin::{Phase, PhaseResult, Plugin, build, parse_config};
+/// Marks a plugin's `impl Plugin for X` block: its phases are the `on_*` methods
+/// written in it, and `X` is exported as the component's plugin when built for
+/// WebAssembly. Use it once per plugin crate.
+pub use weir_plugin_sdk_macros::plugin;
 
-/// Internals used by [`export_plugin!`]; not part of the API.
+/// Internals used by the `#[plugin]` attribute; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::plugin::{Adapter, Slot};
+    pub use crate::plugin::{Adapter, Slot, phase_of};
 }
 
 /// The version of the `weir:plugin` WIT package this SDK builds plugins for (read from
 /// `wit/plugin.wit` when the SDK is built).
 pub const WIT_VERSION: &str = env!("WEIR_WIT_VERSION");
 
-/// Exports a [`Plugin`] type as the component's implementation of `weir:plugin`. Use it
-/// once, at the top level of the plugin crate.
+/// Exports a [`Plugin`] type as the component's implementation of `weir:plugin`; the
+/// `#[plugin]` attribute writes it.
+#[doc(hidden)]
 #[macro_export]
-macro_rules! export_plugin {
+macro_rules! __export_plugin {
     ($plugin:ty) => {
         impl $crate::__private::Slot for $plugin {
             fn slot() -> &'static ::std::sync::OnceLock<::std::result::Result<Self, ::std::string::String>> {
                 static SLOT: ::std::sync::OnceLock<::std::result::Result<$plugin, ::std::string::String>> =
                     ::std::sync::OnceLock::new();
                 &SLOT
+            }
+            fn state() -> &'static ::std::thread::LocalKey<
+                ::std::cell::RefCell<::std::option::Option<(u64, <$plugin as $crate::Plugin>::State)>>,
+            > {
+                ::std::thread_local! {
+                    static STATE: ::std::cell::RefCell<
+                        ::std::option::Option<(u64, <$plugin as $crate::Plugin>::State)>,
+                    > = const { ::std::cell::RefCell::new(::std::option::Option::None) };
+                }
+                &STATE
             }
         }
         type __WeirPluginAdapter = $crate::__private::Adapter<$plugin>;

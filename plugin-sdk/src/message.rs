@@ -1,5 +1,4 @@
-//! Requests, responses and local responses as a plugin sees them: header helpers that
-//! handle bytes and case-insensitive names.
+//! Requests, responses, bodies and local responses as a plugin sees them.
 //!
 //! Inside the gateway, [`Request`] and [`Response`] are handles on the gateway's own
 //! message: reading a header asks the gateway for that one header, and an edit changes
@@ -10,298 +9,98 @@
 use std::cell::OnceCell;
 
 use crate::bindings::weir::plugin::types as wit;
+use crate::error::EditError;
+use crate::headers::{EditKind, Headers, Local, Source, check_edit};
 
-/// Where a message lives: in the gateway (a borrowed handle for one phase call), or
-/// here (tests, local responses).
-#[derive(Debug)]
-enum Source<'a> {
-    Local(Local),
-    Request(&'a wit::Request),
-    Response(&'a wit::Response),
+/// An edit queued for the response, in a native test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Queued {
+    Set(String, Vec<u8>),
+    SetIfAbsent(String, Vec<u8>),
+    Append(String, Vec<u8>),
+    Remove(String),
 }
 
-/// A message held by the plugin itself, with the edits made to it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Local {
-    fields: Vec<(String, Vec<u8>)>,
-    removed: Vec<String>,
-    set: Vec<(String, Vec<u8>)>,
-    appended: Vec<(String, Vec<u8>)>,
-}
-
-impl Local {
-    /// Drops earlier set/append edits of `name`: a later set or remove overrides them.
-    fn forget(&mut self, name: &str) {
-        self.set.retain(|(n, _)| n != name);
-        self.appended.retain(|(n, _)| n != name);
-    }
-}
-
-/// The header fields of a request, response or local response: case-insensitive names,
-/// byte values (`get_str` gives them as text when they are UTF-8).
-///
-/// An edit with an invalid name (not an RFC 9110 token) or value (CR, LF, NUL or another
-/// control byte) is ignored, and the gateway logs it with the plugin's name. So is
-/// setting or appending a hop-by-hop field (`connection`, `keep-alive`,
-/// `transfer-encoding`, `upgrade`, `trailer`, `te`, `proxy-*`): those describe the
-/// gateway's own connections, which it manages (removing one is allowed). A local
-/// response's fields are sent as given.
-#[derive(Debug)]
-pub struct Headers<'a> {
-    source: Source<'a>,
-}
-
-impl Headers<'static> {
-    /// Headers from `(name, value)` pairs (names are lower-cased), e.g. for a
-    /// [`LocalResponse`] or a test.
-    pub fn from_pairs<N: AsRef<str>, V: AsRef<[u8]>>(
-        pairs: impl IntoIterator<Item = (N, V)>,
-    ) -> Headers<'static> {
-        Headers {
-            source: Source::Local(Local {
-                fields: pairs
-                    .into_iter()
-                    .map(|(n, v)| (n.as_ref().to_ascii_lowercase(), v.as_ref().to_vec()))
-                    .collect(),
-                ..Local::default()
-            }),
-        }
-    }
-
-    /// Adds a field as if it had been received: not recorded as an edit (test builders).
-    fn push_received(&mut self, name: &str, value: &[u8]) {
-        if let Source::Local(local) = &mut self.source {
-            local
-                .fields
-                .push((name.to_ascii_lowercase(), value.to_vec()));
-        }
-    }
-}
-
-impl Default for Headers<'static> {
-    fn default() -> Self {
-        Headers::from_pairs(std::iter::empty::<(&str, &[u8])>())
-    }
-}
-
-impl Clone for Headers<'static> {
-    fn clone(&self) -> Self {
-        Headers::from_pairs(self.all())
-    }
-}
-
-impl PartialEq for Headers<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.all() == other.all()
-    }
-}
-
-impl Headers<'_> {
-    /// The first value of `name`.
-    pub fn get(&self, name: &str) -> Option<Vec<u8>> {
-        match &self.source {
-            Source::Local(local) => local
-                .fields
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone()),
-            Source::Request(r) => r.header(name),
-            Source::Response(r) => r.header(name),
-        }
-    }
-
-    /// The first value of `name`, if it is UTF-8.
-    pub fn get_str(&self, name: &str) -> Option<String> {
-        self.get(name).and_then(|v| String::from_utf8(v).ok())
-    }
-
-    /// Every value of `name`, in order.
-    pub fn get_all(&self, name: &str) -> Vec<Vec<u8>> {
-        match &self.source {
-            Source::Local(local) => local
-                .fields
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone())
-                .collect(),
-            Source::Request(r) => r.header_all(name),
-            Source::Response(r) => r.header_all(name),
-        }
-    }
-
-    /// Whether `name` is present.
-    pub fn contains(&self, name: &str) -> bool {
-        self.get(name).is_some()
-    }
-
-    /// All fields, in order, names lower-case. Inside the gateway this copies every
-    /// header: prefer [`Headers::get`] for the ones you need.
-    pub fn all(&self) -> Vec<(String, Vec<u8>)> {
-        let fields = match &self.source {
-            Source::Local(local) => return local.fields.clone(),
-            Source::Request(r) => r.headers(),
-            Source::Response(r) => r.headers(),
-        };
-        fields.into_iter().map(|h| (h.name, h.value)).collect()
-    }
-
-    /// Replaces every field of `name` with one field of `value`.
-    pub fn set(&mut self, name: &str, value: impl AsRef<[u8]>) {
-        let value = value.as_ref();
-        let _ = match &mut self.source {
-            Source::Local(local) => {
-                if let Some(name) = checked(name, value) {
-                    local.fields.retain(|(n, _)| *n != name);
-                    local.fields.push((name.clone(), value.to_vec()));
-                    local.forget(&name);
-                    local.set.push((name, value.to_vec()));
-                }
-                Ok(())
-            }
-            Source::Request(r) => r.set_header(name, value),
-            Source::Response(r) => r.set_header(name, value),
-        };
-    }
-
-    /// Adds a field, keeping any others of the same name.
-    pub fn append(&mut self, name: &str, value: impl AsRef<[u8]>) {
-        let value = value.as_ref();
-        let _ = match &mut self.source {
-            Source::Local(local) => {
-                if let Some(name) = checked(name, value) {
-                    local.fields.push((name.clone(), value.to_vec()));
-                    local.appended.push((name, value.to_vec()));
-                }
-                Ok(())
-            }
-            Source::Request(r) => r.append_header(name, value),
-            Source::Response(r) => r.append_header(name, value),
-        };
-    }
-
-    /// Removes every field of `name`.
-    pub fn remove(&mut self, name: &str) {
-        let _ = match &mut self.source {
-            Source::Local(local) => {
-                let name = name.to_ascii_lowercase();
-                local.fields.retain(|(n, _)| *n != name);
-                local.forget(&name);
-                local.removed.push(name);
-                Ok(())
-            }
-            Source::Request(r) => r.remove_header(name),
-            Source::Response(r) => r.remove_header(name),
-        };
-    }
-
-    fn local(&self) -> Option<&Local> {
-        match &self.source {
-            Source::Local(local) => Some(local),
-            _ => None,
-        }
-    }
-
-    fn into_wit_fields(self) -> Vec<wit::Header> {
-        self.all()
-            .into_iter()
-            .map(|(name, value)| wit::Header { name, value })
-            .collect()
-    }
-}
-
-/// Whether `name` can be an HTTP header name (an RFC 9110 token: letters, digits and
-/// ``!#$%&'*+-.^_`|~``). Use it to check header names in a plugin's config at load,
-/// rather than finding out per request that an edit was refused.
-pub fn is_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-/// Whether `value` can be an HTTP header value: no control characters except tab (so
-/// no CR, LF or NUL).
-pub fn is_header_value(value: impl AsRef<[u8]>) -> bool {
-    value
-        .as_ref()
-        .iter()
-        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-}
-
-/// The lower-cased name when `name` and `value` are valid HTTP; otherwise `None`, after
-/// logging why (as the gateway does for a plugin inside it).
-fn checked(name: &str, value: &[u8]) -> Option<String> {
-    if is_header_name(name) && is_header_value(value) {
-        return Some(name.to_ascii_lowercase());
-    }
-    crate::host::log(
-        crate::host::Level::Warn,
-        &format!("invalid header `{name}` ignored"),
-    );
-    None
-}
-
-/// Header edits a request phase queues for the response (see
+/// Header edits a request phase makes on the response this request will get (see
 /// [`Request::response_headers`]). Write-only: the response does not exist yet.
 #[derive(Debug)]
 pub struct QueuedHeaders<'a> {
     /// The gateway's request, inside the gateway; `None` in native tests, where the
     /// edits are recorded instead.
     host: Option<&'a wit::Request>,
-    recorded: Local,
-    recorded_if_absent: Vec<(String, Vec<u8>)>,
+    pub(crate) recorded: Vec<Queued>,
 }
 
 impl QueuedHeaders<'_> {
     fn new(host: Option<&wit::Request>) -> QueuedHeaders<'_> {
         QueuedHeaders {
             host,
-            recorded: Local::default(),
-            recorded_if_absent: Vec::new(),
+            recorded: Vec::new(),
         }
     }
 
-    /// Queues replacing every field of `name` with one field of `value`.
-    pub fn set(&mut self, name: &str, value: impl AsRef<[u8]>) {
-        let value = value.as_ref();
+    fn queue(
+        &mut self,
+        kind: EditKind,
+        if_absent: bool,
+        name: &str,
+        value: &[u8],
+    ) -> Result<(), EditError> {
         if let Some(r) = self.host {
-            let _ = r.set_response_header(name, value);
-        } else if let Some(name) = checked(name, value) {
-            self.recorded.forget(&name);
-            self.recorded.set.push((name, value.to_vec()));
+            let done = match kind {
+                EditKind::Set if if_absent => r.set_response_header_if_absent(name, value),
+                EditKind::Set => r.set_response_header(name, value),
+                EditKind::Append => r.append_response_header(name, value),
+                EditKind::Remove => r.remove_response_header(name),
+            };
+            return done.map_err(EditError::from);
         }
+        let name = check_edit(kind, name, value)?;
+        let value = value.to_vec();
+        self.recorded.push(match kind {
+            EditKind::Set if if_absent => Queued::SetIfAbsent(name, value),
+            EditKind::Set => Queued::Set(name, value),
+            EditKind::Append => Queued::Append(name, value),
+            EditKind::Remove => Queued::Remove(name),
+        });
+        Ok(())
     }
 
-    /// Queues setting `name` to `value` only if the response has no field of `name` by
+    /// Sets `name` to `value` on the response, replacing every field of that name.
+    pub fn set(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), EditError> {
+        self.queue(EditKind::Set, false, name, value.as_ref())
+    }
+
+    /// Sets `name` to `value` on the response only if it has no field of `name` by
     /// then: a default that the upstream's own header, or a local response from a later
     /// plugin, overrides.
-    pub fn set_if_absent(&mut self, name: &str, value: impl AsRef<[u8]>) {
-        let value = value.as_ref();
-        if let Some(r) = self.host {
-            let _ = r.set_response_header_if_absent(name, value);
-        } else if let Some(name) = checked(name, value) {
-            self.recorded_if_absent.push((name, value.to_vec()));
-        }
+    pub fn set_if_absent(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), EditError> {
+        self.queue(EditKind::Set, true, name, value.as_ref())
     }
 
-    /// Queues adding a field, keeping any others of the same name.
-    pub fn append(&mut self, name: &str, value: impl AsRef<[u8]>) {
-        let value = value.as_ref();
-        if let Some(r) = self.host {
-            let _ = r.append_response_header(name, value);
-        } else if let Some(name) = checked(name, value) {
-            self.recorded.appended.push((name, value.to_vec()));
-        }
+    /// Adds a field to the response, keeping any others of the same name.
+    pub fn append(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), EditError> {
+        self.queue(EditKind::Append, false, name, value.as_ref())
     }
 
-    /// Queues removing every field of `name`.
-    pub fn remove(&mut self, name: &str) {
-        if let Some(r) = self.host {
-            let _ = r.remove_response_header(name);
-        } else {
-            let name = name.to_ascii_lowercase();
-            self.recorded.forget(&name);
-            self.recorded.removed.push(name);
+    /// Removes every field of `name` from the response.
+    pub fn remove(&mut self, name: &str) -> Result<(), EditError> {
+        self.queue(EditKind::Remove, false, name, &[])
+    }
+
+    /// Applies the recorded edits to a test response, as the gateway does.
+    pub(crate) fn apply_recorded(&self, headers: &mut Headers<'_>) {
+        for edit in &self.recorded {
+            // Checked when queued: the same rules cannot refuse them now.
+            let _ = match edit {
+                Queued::Set(name, value) => headers.set(name, value),
+                Queued::SetIfAbsent(name, value) if !headers.contains(name) => {
+                    headers.set(name, value)
+                }
+                Queued::SetIfAbsent(..) => Ok(()),
+                Queued::Append(name, value) => headers.append(name, value),
+                Queued::Remove(name) => headers.remove(name),
+            };
         }
     }
 }
@@ -312,16 +111,17 @@ impl QueuedHeaders<'_> {
 pub struct Request<'a> {
     /// The request headers.
     pub headers: Headers<'a>,
-    /// Edits for the response this request will get, queued from a request phase and
-    /// applied by the gateway where this plugin's response phase would run (in reverse
-    /// chain order, just before [`Plugin::on_response_headers`](crate::Plugin) if the
-    /// plugin has one). A plugin that only tags responses (an id, quota headers, CORS)
-    /// uses this instead of a response phase, saving the gateway a second call per
-    /// request; leave [`Phase::ResponseHeaders`](crate::Phase) out of its phases then.
-    /// They apply exactly when the plugin's response phase would be called: edits
-    /// queued in an `on_request_headers` that answers locally do not reach that local
-    /// response (a refusal from `on_request_body` does get them). Needs a gateway
-    /// speaking `weir:plugin` 0.1.1 or later.
+    /// The way to set a response header from a request phase: edits made here apply
+    /// to the response this request gets (the upstream's, or the gateway's own error),
+    /// where this plugin's [`on_response_headers`](crate::Plugin::on_response_headers)
+    /// would run (in reverse chain order, just before it if the plugin has one). A
+    /// plugin that only tags responses (an id, quota headers, CORS) needs no response
+    /// phase then, and the gateway makes one call per request instead of two. They
+    /// apply exactly when the plugin's response phase would be called: edits queued in
+    /// an `on_request_headers` that answers locally do not reach that local response
+    /// (put the header on the [`LocalResponse`] itself). For edits that are the same on
+    /// every response, whatever the request, see [`Plugin::static_edits`](crate::Plugin::static_edits):
+    /// the same edits, declared once and made with no call at all.
     pub response_headers: QueuedHeaders<'a>,
     method: OnceCell<String>,
     scheme: OnceCell<String>,
@@ -349,7 +149,7 @@ impl Request<'static> {
         }
     }
 
-    /// Adds a header (builder style, for tests).
+    /// Adds a header, as received (builder style, for tests).
     pub fn with_header(mut self, name: &str, value: impl AsRef<[u8]>) -> Request<'static> {
         self.headers.push_received(name, value.as_ref());
         self
@@ -383,9 +183,7 @@ impl Request<'static> {
 impl<'a> Request<'a> {
     pub(crate) fn from_host(handle: &'a wit::Request) -> Request<'a> {
         Request {
-            headers: Headers {
-                source: Source::Request(handle),
-            },
+            headers: Headers::host(Source::Request(handle)),
             response_headers: QueuedHeaders::new(Some(handle)),
             method: OnceCell::new(),
             scheme: OnceCell::new(),
@@ -463,43 +261,57 @@ impl<'a> Request<'a> {
     }
 
     /// Sends the request upstream with this path (and query) instead. It must start
-    /// with `/` and be a valid request target; otherwise it is ignored and logged.
-    pub fn set_path(&mut self, path: impl Into<String>) {
+    /// with `/` and be a valid request target.
+    pub fn set_path(&mut self, path: impl Into<String>) -> Result<(), EditError> {
         let path = path.into();
-        let accepted = match &self.headers.source {
-            Source::Request(handle) => handle.set_path(&path).is_ok(),
+        match &self.headers.source {
+            Source::Request(handle) => handle.set_path(&path)?,
             _ => {
                 let ok = path.starts_with('/')
                     && path.bytes().all(|b| b.is_ascii_graphic() && b != b'#');
                 if !ok {
-                    crate::host::log(
-                        crate::host::Level::Warn,
-                        &format!("invalid path `{path}` ignored"),
-                    );
+                    return Err(EditError::InvalidPath(path));
                 }
-                ok
             }
-        };
-        if accepted {
-            self.new_path = Some(path);
         }
+        self.new_path = Some(path);
+        Ok(())
     }
 
     /// The changes made so far to a request built with [`Request::new`] (for tests;
     /// empty inside the gateway, where edits apply at once).
     pub fn edits(&self) -> RequestEdits {
-        let local = self.headers.local().cloned().unwrap_or_default();
-        let response = &self.response_headers;
-        RequestEdits {
+        let local = self.headers.local_fields().cloned().unwrap_or_default();
+        let mut edits = RequestEdits {
             removed: local.removed,
             set: local.set,
             appended: local.appended,
             path: self.new_path.clone(),
-            response_removed: response.recorded.removed.clone(),
-            response_set: response.recorded.set.clone(),
-            response_set_if_absent: response.recorded_if_absent.clone(),
-            response_appended: response.recorded.appended.clone(),
+            ..RequestEdits::default()
+        };
+        let mut response = Local::default();
+        for edit in &self.response_headers.recorded {
+            match edit.clone() {
+                Queued::Set(name, value) => {
+                    response.set.retain(|(n, _)| *n != name);
+                    response.appended.retain(|(n, _)| *n != name);
+                    response.set.push((name, value));
+                }
+                Queued::SetIfAbsent(name, value) => {
+                    edits.response_set_if_absent.push((name, value));
+                }
+                Queued::Append(name, value) => response.appended.push((name, value)),
+                Queued::Remove(name) => {
+                    response.set.retain(|(n, _)| *n != name);
+                    response.appended.retain(|(n, _)| *n != name);
+                    response.removed.push(name);
+                }
+            }
         }
+        edits.response_removed = response.removed;
+        edits.response_set = response.set;
+        edits.response_appended = response.appended;
+        edits
     }
 }
 
@@ -542,7 +354,7 @@ impl Response<'static> {
         }
     }
 
-    /// Adds a header (builder style, for tests).
+    /// Adds a header, as received (builder style, for tests).
     pub fn with_header(mut self, name: &str, value: impl AsRef<[u8]>) -> Response<'static> {
         self.headers.push_received(name, value.as_ref());
         self
@@ -552,9 +364,7 @@ impl Response<'static> {
 impl<'a> Response<'a> {
     pub(crate) fn from_host(handle: &'a wit::Response) -> Response<'a> {
         Response {
-            headers: Headers {
-                source: Source::Response(handle),
-            },
+            headers: Headers::host(Source::Response(handle)),
             status: OnceCell::new(),
         }
     }
@@ -567,16 +377,69 @@ impl<'a> Response<'a> {
         })
     }
 
-    /// Changes the status code sent to the client (100..=999; others are ignored and
-    /// logged).
-    pub fn set_status(&mut self, status: u16) {
-        let accepted = match &self.headers.source {
-            Source::Response(handle) => handle.set_status(status).is_ok(),
-            _ => (100..=999).contains(&status),
-        };
-        if accepted {
-            self.status = OnceCell::from(status);
+    /// Changes the status code sent to the client (100..=999).
+    pub fn set_status(&mut self, status: u16) -> Result<(), EditError> {
+        match &self.headers.source {
+            Source::Response(handle) => handle.set_status(status)?,
+            _ if (100..=999).contains(&status) => {}
+            _ => return Err(EditError::InvalidStatus(status)),
         }
+        self.status = OnceCell::from(status);
+        Ok(())
+    }
+}
+
+/// A whole request or response body, as a body phase gets it. Read it through
+/// [`std::ops::Deref`] (it is a `[u8]`); change it with [`Body::set`] or
+/// [`Body::to_mut`]. Only a body that was changed is sent back to the gateway.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Body {
+    bytes: Vec<u8>,
+    changed: bool,
+}
+
+impl Body {
+    /// A body, as received (for tests).
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Body {
+        Body {
+            bytes: bytes.into(),
+            changed: false,
+        }
+    }
+
+    /// The body as text, if it is UTF-8.
+    pub fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.bytes).ok()
+    }
+
+    /// Replaces the body.
+    pub fn set(&mut self, bytes: impl Into<Vec<u8>>) {
+        self.bytes = bytes.into();
+        self.changed = true;
+    }
+
+    /// The bytes, to change in place (the body counts as changed).
+    pub fn to_mut(&mut self) -> &mut Vec<u8> {
+        self.changed = true;
+        &mut self.bytes
+    }
+
+    /// Whether [`Body::set`] or [`Body::to_mut`] was called.
+    pub fn is_changed(&self) -> bool {
+        self.changed
+    }
+
+    /// The bytes.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+impl std::ops::Deref for Body {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
     }
 }
 
@@ -585,9 +448,10 @@ impl<'a> Response<'a> {
 pub struct LocalResponse {
     /// Status code.
     pub status: u16,
-    /// Headers.
+    /// Headers. The gateway drops (and counts) any an edit could not set: invalid
+    /// ones, hop-by-hop ones, `content-length` and `host` (it frames the body itself).
     pub headers: Headers<'static>,
-    /// Body bytes.
+    /// Body bytes (at most the plugin's `max_body_bytes`, else the call fails).
     pub body: Vec<u8>,
 }
 
@@ -601,16 +465,27 @@ impl LocalResponse {
         }
     }
 
-    /// A JSON response: `content-type: application/json` and `value` serialised.
-    pub fn json(status: u16, value: &serde_json::Value) -> LocalResponse {
-        LocalResponse::new(status)
-            .header("content-type", "application/json")
-            .body(value.to_string())
+    /// A JSON response: `content-type: application/json` and `value` serialised with
+    /// serde. A value serde cannot write as JSON (a map with non-string keys) gives a
+    /// 500 with an empty body, and a log line.
+    pub fn json<T: serde::Serialize + ?Sized>(status: u16, value: &T) -> LocalResponse {
+        match serde_json::to_vec(value) {
+            Ok(body) => LocalResponse::new(status)
+                .header("content-type", "application/json")
+                .body(body),
+            Err(e) => {
+                crate::host::log(
+                    crate::host::Level::Error,
+                    &format!("LocalResponse::json: {e}"),
+                );
+                LocalResponse::new(500)
+            }
+        }
     }
 
     /// Adds a header.
     pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> LocalResponse {
-        self.headers.append(name, value);
+        self.headers.push_received(name, value.as_ref());
         self
     }
 
@@ -647,11 +522,11 @@ mod tests {
         let mut r = Request::new("GET", "/")
             .with_header("X-A", "1")
             .with_header("x-b", "2");
-        r.headers.append("x-a", "2");
-        r.headers.set("x-a", "3");
-        r.headers.remove("x-b");
-        r.headers.append("x-c", "4");
-        assert_eq!(r.headers.get_str("X-A").as_deref(), Some("3"));
+        r.headers.append("x-a", "2").unwrap();
+        r.headers.set("x-a", "3").unwrap();
+        r.headers.remove("x-b").unwrap();
+        r.headers.append("x-c", "4").unwrap();
+        assert_eq!(r.headers.get_str("X-A"), Some("3"));
         assert!(!r.headers.contains("x-b"));
         let edits = r.edits();
         assert_eq!(edits.removed, ["x-b"]);
@@ -662,12 +537,13 @@ mod tests {
     #[test]
     fn queued_response_edits_are_recorded_apart_from_request_edits() {
         let mut r = Request::new("GET", "/");
-        r.response_headers.append("x-a", "1");
-        r.response_headers.set("X-A", "2");
-        r.response_headers.remove("x-b");
-        r.response_headers.append("vary", "origin");
+        r.response_headers.append("x-a", "1").unwrap();
+        r.response_headers.set("X-A", "2").unwrap();
+        r.response_headers.remove("x-b").unwrap();
+        r.response_headers.append("vary", "origin").unwrap();
         r.response_headers
-            .set_if_absent("cache-control", "no-store");
+            .set_if_absent("cache-control", "no-store")
+            .unwrap();
         let edits = r.edits();
         assert_eq!(
             edits.response_set_if_absent,
@@ -681,26 +557,67 @@ mod tests {
             [("vary".to_owned(), b"origin".to_vec())]
         );
         assert!(r.headers.all().is_empty());
+        let mut response = Response::new(200).with_header("cache-control", "max-age=1");
+        r.response_headers.apply_recorded(&mut response.headers);
+        assert_eq!(response.headers.get_str("x-a"), Some("2"));
+        assert_eq!(response.headers.get_str("cache-control"), Some("max-age=1"));
     }
 
     #[test]
-    fn header_name_and_value_checks() {
-        assert!(is_header_name("x-request-id") && is_header_name("X_Odd!~"));
-        assert!(!is_header_name("") && !is_header_name("bad name") && !is_header_name("a:b"));
-        assert!(is_header_value("text\twith tab") && is_header_value(b"\x80bytes"));
-        assert!(!is_header_value("line\nbreak") && !is_header_value(b"nul\0"));
-    }
-
-    #[test]
-    fn invalid_edits_are_ignored_and_logged() {
-        crate::testing::reset();
+    fn refused_edits_are_errors_and_change_nothing() {
         let mut r = Request::new("GET", "/");
-        r.headers.set("bad name", "v");
-        r.headers.set("x-ok", "line\r\nbreak");
-        r.set_path("no-slash");
+        assert_eq!(
+            r.headers.set("bad name", "v"),
+            Err(EditError::InvalidName("bad name".into()))
+        );
+        assert_eq!(
+            r.headers.set("x-ok", "line\r\nbreak"),
+            Err(EditError::InvalidValue("line\r\nbreak".into()))
+        );
+        assert_eq!(
+            r.headers.append("Transfer-Encoding", "chunked"),
+            Err(EditError::InvalidName("transfer-encoding".into()))
+        );
+        assert_eq!(
+            r.response_headers.set("content-length", "1"),
+            Err(EditError::InvalidName("content-length".into()))
+        );
+        assert_eq!(
+            r.set_path("no-slash"),
+            Err(EditError::InvalidPath("no-slash".into()))
+        );
+        let mut response = Response::new(200);
+        assert_eq!(response.set_status(42), Err(EditError::InvalidStatus(42)));
+        assert_eq!(response.status(), 200);
         assert!(r.headers.all().is_empty());
         assert_eq!(r.path(), "/");
-        crate::testing::with(|fake| assert_eq!(fake.logs.len(), 3));
+        assert_eq!(r.edits(), RequestEdits::default());
+    }
+
+    #[test]
+    fn a_body_is_changed_only_when_written() {
+        let mut body = Body::new("abc");
+        assert_eq!(&*body, b"abc");
+        assert!(!body.is_changed());
+        body.to_mut().push(b'd');
+        assert!(body.is_changed());
+        assert_eq!(body.as_str(), Some("abcd"));
+    }
+
+    #[test]
+    fn json_responses_take_any_serialize() {
+        #[derive(serde::Serialize)]
+        struct Denied<'a> {
+            error: &'a str,
+        }
+        let r = LocalResponse::json(403, &Denied { error: "no" });
+        assert_eq!(r.body, br#"{"error":"no"}"#);
+        assert_eq!(
+            r.headers.get_str("content-type"),
+            Some("application/json")
+        );
+        let map: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        assert_eq!(LocalResponse::json(200, &map).status, 500);
     }
 
     #[test]

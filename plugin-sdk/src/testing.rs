@@ -13,12 +13,18 @@
 //! ```
 //!
 //! State is per thread, so tests running in parallel do not see each other's.
+//!
+//! [`Harness`] runs whole requests through a plugin, as the gateway would: its phases in
+//! order with one per-request state, its queued and declared edits applied, an upstream
+//! response of your choosing, and an [`Outcome`] to assert on.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::host::Level;
+use crate::plugin::{Phase, Plugin, active_phases, parse_config};
+use crate::{Action, Body, Headers, LocalResponse, Request, Response, StaticEdits};
 use crate::host::http::{HttpError, OutboundRequest, OutboundResponse};
 use crate::host::kv::KvFull;
 
@@ -44,6 +50,11 @@ pub struct FakeHost {
     pub http: HashMap<String, OutboundResponse>,
     /// Outbound requests made, in order.
     pub http_calls: Vec<OutboundRequest>,
+    /// What `host.request-serial` answers: which request the plugin is serving. A
+    /// [`Harness`] moves it on for each request it runs.
+    pub request_serial: u64,
+    /// The message of the last phase that failed (returned `Err`), until taken.
+    pub failure: Option<String>,
 }
 
 thread_local! {
@@ -152,5 +163,297 @@ impl FakeHost {
             .get(&request.url)
             .cloned()
             .ok_or_else(|| HttpError::NotAllowed(request.url.clone()))
+    }
+}
+
+/// Runs requests through plugin `P` the way the gateway does, against this thread's
+/// fake host: built once from a config (as for a route), then each [`Harness::run`] is
+/// one request with its own [`Plugin::State`].
+///
+/// ```
+/// use weir_plugin_sdk::{Action, Plugin, PhaseResult, Request, plugin, testing::Harness};
+///
+/// struct Tag;
+///
+/// #[plugin]
+/// impl Plugin for Tag {
+///     type Config = ();
+///     type State = ();
+///     fn new(_: ()) -> Result<Self, String> {
+///         Ok(Tag)
+///     }
+///     fn on_request_headers(&self, request: &mut Request<'_>, _: &mut ()) -> PhaseResult {
+///         request.response_headers.set("x-tag", "1")?;
+///         Ok(Action::Continue)
+///     }
+/// }
+///
+/// let mut harness = Harness::<Tag>::new(serde_json::json!(null));
+/// let outcome = harness.run(Request::new("GET", "/"));
+/// assert_eq!(outcome.status(), 200);
+/// assert_eq!(outcome.header("x-tag"), Some("1"));
+/// ```
+#[derive(Debug)]
+pub struct Harness<P: Plugin> {
+    plugin: Result<P, String>,
+    phases: Vec<Phase>,
+    edits: StaticEdits,
+    upstream: (u16, Vec<(String, Vec<u8>)>, Vec<u8>),
+}
+
+impl<P: Plugin> Harness<P> {
+    /// Resets this thread's fake host, gives it `config` (the route's `config` table
+    /// as JSON; `null` for none) and builds the plugin, as the gateway does at load.
+    pub fn new(config: serde_json::Value) -> Harness<P> {
+        reset();
+        let json = if config.is_null() {
+            "{}".to_owned()
+        } else {
+            config.to_string()
+        };
+        with(|fake| fake.config = json.clone());
+        let plugin = parse_config(&json).and_then(P::new);
+        let (phases, edits) = match &plugin {
+            Ok(p) => (active_phases(Some(p)), p.static_edits()),
+            Err(_) => (Vec::new(), StaticEdits::default()),
+        };
+        Harness {
+            plugin,
+            phases,
+            edits,
+            upstream: (200, Vec::new(), Vec::new()),
+        }
+    }
+
+    /// The plugin, built.
+    ///
+    /// # Panics
+    /// If the config was refused (see [`Harness::build_error`]).
+    pub fn plugin(&self) -> &P {
+        match &self.plugin {
+            Ok(p) => p,
+            Err(e) => panic!("the plugin was not built: {e}"),
+        }
+    }
+
+    /// Why the config was refused (the message the gateway would give), if it was.
+    pub fn build_error(&self) -> Option<&str> {
+        self.plugin.as_ref().err().map(String::as_str)
+    }
+
+    /// The phases the gateway would call with this config.
+    pub fn phases(&self) -> &[Phase] {
+        &self.phases
+    }
+
+    /// What the upstream answers from now on (by default 200, no headers, no body).
+    pub fn upstream(&mut self, response: Response<'static>, body: impl Into<Vec<u8>>) {
+        self.upstream = (response.status(), response.headers.all(), body.into());
+    }
+
+    /// One request without a body.
+    ///
+    /// # Panics
+    /// If the config was refused.
+    pub fn run(&mut self, request: Request<'static>) -> Outcome {
+        self.run_with_body(request, Vec::new())
+    }
+
+    /// One request with a body (the request-body phase runs when the plugin has it).
+    ///
+    /// # Panics
+    /// If the config was refused.
+    pub fn run_with_body(&mut self, mut request: Request<'static>, body: impl Into<Vec<u8>>) -> Outcome {
+        let plugin = match &self.plugin {
+            Ok(p) => p,
+            Err(e) => panic!("the plugin was not built: {e}"),
+        };
+        let logged = with(|fake| {
+            fake.request_serial += 1;
+            fake.failure = None;
+            fake.logs.len()
+        });
+        let has = |phase| self.phases.contains(&phase);
+        let mut state = P::State::default();
+        let mut outcome = Outcome::default();
+        for edit in &self.edits.request {
+            let _ = edit.apply(&mut request.headers);
+        }
+        if has(Phase::RequestHeaders) {
+            match phase_result(plugin.on_request_headers(&mut request, &mut state)) {
+                Ok(Action::Continue) => {}
+                // Answered here, the plugin is not called again for this request (its
+                // queued edits do not reach its own answer).
+                Ok(Action::Respond(local)) => {
+                    outcome.answered_locally = true;
+                    return outcome.finish(local, logged);
+                }
+                Err(e) => return outcome.failed(e, logged),
+            }
+        }
+        let mut answer = None;
+        let mut body = Body::new(body);
+        if answer.is_none() && has(Phase::RequestBody) {
+            match phase_result(plugin.on_request_body(&mut request, &mut body, &mut state)) {
+                Ok(Action::Continue) => {}
+                Ok(Action::Respond(local)) => answer = Some(local),
+                Err(e) => return outcome.failed(e, logged),
+            }
+        }
+        let (mut response, mut response_body) = match answer {
+            // Answered from the body phase: its response phases still run on it.
+            Some(local) => {
+                outcome.answered_locally = true;
+                let mut response = Response::new(local.status);
+                response.headers = local.headers;
+                (response, local.body)
+            }
+            None => {
+                outcome.upstream_request = Some(UpstreamRequest {
+                    method: request.method().to_owned(),
+                    path: request.path().to_owned(),
+                    headers: Headers::from_pairs(request.headers.all()),
+                    body: body.to_vec(),
+                });
+                let (status, headers, body) = self.upstream.clone();
+                let mut response = Response::new(status);
+                response.headers = Headers::from_pairs(headers);
+                (response, body)
+            }
+        };
+        request.response_headers.apply_recorded(&mut response.headers);
+        for edit in &self.edits.response {
+            let _ = edit.apply(&mut response.headers);
+        }
+        if has(Phase::ResponseHeaders) {
+            match phase_result(plugin.on_response_headers(&request, &mut response, &mut state)) {
+                Ok(Action::Continue) => {}
+                Ok(Action::Respond(local)) => return outcome.finish(local, logged),
+                Err(e) => return outcome.failed(e, logged),
+            }
+        }
+        if has(Phase::ResponseBody) {
+            let mut body = Body::new(response_body);
+            match phase_result(plugin.on_response_body(&request, &response, &mut body, &mut state)) {
+                Ok(Action::Continue) => response_body = body.into_bytes(),
+                Ok(Action::Respond(local)) => return outcome.finish(local, logged),
+                Err(e) => return outcome.failed(e, logged),
+            }
+        }
+        if has(Phase::Log) {
+            plugin.on_log(&request, &response, state);
+        }
+        let local = LocalResponse {
+            status: response.status(),
+            headers: Headers::from_pairs(response.headers.all()),
+            body: response_body,
+        };
+        outcome.finish(local, logged)
+    }
+}
+
+/// A phase's result, with a failure reported through the fake host (`host.fail`)
+/// counted as one.
+fn phase_result(result: crate::PhaseResult) -> crate::PhaseResult {
+    let failed = with(|fake| fake.failure.take());
+    match (result, failed) {
+        (Err(e), _) => Err(e),
+        (Ok(_), Some(message)) => Err(crate::Error::msg(message)),
+        (Ok(action), None) => Ok(action),
+    }
+}
+
+/// The request as it went upstream, after the plugin's edits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamRequest {
+    /// The method.
+    pub method: String,
+    /// The path with query, as rewritten.
+    pub path: String,
+    /// The headers.
+    pub headers: Headers<'static>,
+    /// The body, as changed.
+    pub body: Vec<u8>,
+}
+
+/// What the client got from one [`Harness::run`], and what went upstream.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    status: u16,
+    headers: Headers<'static>,
+    body: Vec<u8>,
+    upstream_request: Option<UpstreamRequest>,
+    answered_locally: bool,
+    failure: Option<String>,
+    logs: Vec<(Level, String)>,
+}
+
+impl Outcome {
+    fn finish(mut self, response: LocalResponse, logged: usize) -> Outcome {
+        self.status = response.status;
+        self.headers = response.headers;
+        self.body = response.body;
+        self.logs = with(|fake| fake.logs[logged.min(fake.logs.len())..].to_vec());
+        self
+    }
+
+    /// A failed phase: the gateway answers 500 (with `on_error = "deny"`, the default).
+    fn failed(mut self, error: crate::Error, logged: usize) -> Outcome {
+        self.failure = Some(error.message().to_owned());
+        self.finish(LocalResponse::new(500), logged)
+    }
+
+    /// The status the client got.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// A response header, as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get_str(name)
+    }
+
+    /// The response headers.
+    pub fn headers(&self) -> &Headers<'static> {
+        &self.headers
+    }
+
+    /// The response body.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The response body as text (lossy).
+    pub fn body_str(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The response body parsed as JSON.
+    ///
+    /// # Panics
+    /// If it is not JSON.
+    pub fn body_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("the body is not JSON ({e}): {}", self.body_str()))
+    }
+
+    /// The request as it went upstream; `None` if the plugin answered or failed.
+    pub fn upstream_request(&self) -> Option<&UpstreamRequest> {
+        self.upstream_request.as_ref()
+    }
+
+    /// Whether the plugin answered the request itself.
+    pub fn answered_locally(&self) -> bool {
+        self.answered_locally
+    }
+
+    /// Why a phase failed (its `Err`), if one did; the client then got a 500.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    /// What the plugin logged during this request.
+    pub fn logs(&self) -> &[(Level, String)] {
+        &self.logs
     }
 }

@@ -3,7 +3,7 @@
 
 mod generated {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../plugin-sdk/wit",
         world: "plugin",
         imports: {
             "weir:plugin/http-client.call": async | trappable,

@@ -220,3 +220,77 @@ pub mod fuzzing {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    struct Table {
+        cases: Vec<Case>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Case {
+        name: String,
+        start: Vec<(String, String)>,
+        edits: Vec<(String, String, String, String)>,
+        end: Vec<(String, String)>,
+    }
+
+    fn by_name(headers: &HeaderMap) -> BTreeMap<String, Vec<Vec<u8>>> {
+        let mut map: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+        for (name, value) in headers {
+            map.entry(name.as_str().to_owned())
+                .or_default()
+                .push(value.as_bytes().to_vec());
+        }
+        map
+    }
+
+    /// The table the SDK's native fake passes too: a plugin's native tests see the
+    /// gateway's rules.
+    #[test]
+    fn plugin_edits_pass_the_shared_table() {
+        let table: Table = serde_json::from_str(include_str!(
+            "../../../plugin-sdk/tests/header-semantics.json"
+        ))
+        .unwrap();
+        assert!(table.cases.len() >= 9);
+        for case in table.cases {
+            let mut headers = HeaderMap::new();
+            for (name, value) in &case.start {
+                headers.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            for (op, name, value, expected) in &case.edits {
+                let edit = || match op.as_str() {
+                    "set" => Edit::Set,
+                    "append" => Edit::Append,
+                    "remove" => Edit::Remove,
+                    other => panic!("unknown op {other}"),
+                };
+                let outcome = |result: Result<(), EditError>| match result {
+                    Ok(()) => "ok",
+                    Err(EditError::InvalidName(_)) => "invalid-name",
+                    Err(EditError::InvalidValue(_)) => "invalid-value",
+                    Err(_) => "other",
+                };
+                let result = edit_headers(&mut headers, edit(), name, value.as_bytes());
+                assert_eq!(outcome(result), expected, "{}: {op} {name:?}", case.name);
+                // What a request phase queues for the response is checked the same way.
+                let queued = HeaderEdit::parse(edit(), name, value.as_bytes()).map(drop);
+                assert_eq!(outcome(queued), expected, "{} (queued): {op}", case.name);
+            }
+            let mut end: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+            for (name, value) in case.end {
+                end.entry(name).or_default().push(value.into_bytes());
+            }
+            assert_eq!(by_name(&headers), end, "{}", case.name);
+        }
+    }
+}

@@ -99,6 +99,9 @@ impl Instance {
             request: None,
             response: None,
             declared: None,
+            serial: 1,
+            in_phase: false,
+            failed: None,
         };
         let mut store = Store::new(image.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -167,7 +170,9 @@ impl Instance {
 
     /// Prepares a reused instance for a new request.
     pub(crate) fn reset_for_request(&mut self) {
-        self.store.data_mut().outbound_calls = 0;
+        let state = self.store.data_mut();
+        state.outbound_calls = 0;
+        state.serial += 1;
         self.uses += 1;
     }
 
@@ -238,6 +243,8 @@ impl Instance {
         let data = self.store.data_mut();
         data.request = request.take();
         data.response = response.take();
+        data.in_phase = series.is_some();
+        data.failed = None;
         let result = match func {
             // Boxed: the fiber call's future is large, and every caller up to the
             // pipeline would otherwise hold (and move) it inline.
@@ -249,12 +256,25 @@ impl Instance {
         let data = self.store.data_mut();
         *request = data.request.take();
         *response = data.response.take();
+        data.in_phase = false;
+        let failed = data.failed.take();
         let took = data.call_started.elapsed();
         self.last_call = took.saturating_sub(data.waited);
         if let Some(series) = series {
             self.ctx.series.durations[series].observe(took.as_secs_f64());
         }
-        result.map_err(|e| self.failure(name, &e))
+        let result = result.map_err(|e| self.failure(name, &e))?;
+        match failed {
+            // The plugin said its call failed (`host.fail`): what it returned is
+            // ignored. The call itself finished, so the instance stays usable.
+            Some(message) => Err(PluginFailure {
+                plugin: self.ctx.name.clone(),
+                kind: FailureKind::Error,
+                message: format!("{name}: {message}"),
+                spent: self.last_call,
+            }),
+            None => Ok(result),
+        }
     }
 
     /// Calls `init`: the plugin checks its configuration. `Ok` carries the header edits

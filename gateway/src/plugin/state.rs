@@ -154,6 +154,13 @@ pub(crate) struct HostState {
     /// What the guest declared with `host.declare-edits`. Only the gateway's call of
     /// `init` reads it (right after); a declaration at any other time changes nothing.
     pub(crate) declared: Option<Arc<super::message::DeclaredEdits>>,
+    /// Which request the instance serves (`host.request-serial`): 1 for a fresh
+    /// instance's first, one more for each later one.
+    pub(crate) serial: u64,
+    /// A phase call is under way (`request-serial` and `fail` mean something).
+    pub(crate) in_phase: bool,
+    /// The message of the current phase call's `host.fail`, if it called it.
+    pub(crate) failed: Option<String>,
 }
 
 impl WasiView for HostState {
@@ -266,6 +273,20 @@ impl host::Host for HostState {
     ) -> wasmtime::Result<Result<(), types::EditError>> {
         Ok(super::message::DeclaredEdits::parse(request, response)
             .map(|declared| self.declared = Some(Arc::new(declared))))
+    }
+
+    fn request_serial(&mut self) -> wasmtime::Result<u64> {
+        Ok(if self.in_phase { self.serial } else { 0 })
+    }
+
+    fn fail(&mut self, mut message: String) -> wasmtime::Result<()> {
+        if self.in_phase && self.failed.is_none() {
+            if message.len() > MAX_LINE {
+                message.truncate(message.floor_char_boundary(MAX_LINE));
+            }
+            self.failed = Some(message);
+        }
+        Ok(())
     }
 }
 

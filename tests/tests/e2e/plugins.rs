@@ -588,7 +588,7 @@ fn a_restart_loads_the_compiled_plugin_from_the_cache() {
         64,
         "the version is the file's SHA-256"
     );
-    assert_eq!(plugin.wit_version, "0.1.3");
+    assert_eq!(plugin.wit_version, "0.1.4");
 }
 
 #[test]
@@ -749,7 +749,7 @@ fn a_plugin_for_another_wit_version_is_refused_naming_both() {
         &route("r", "/", "{ name = \"future\" }"),
     ));
     assert!(
-        message.contains("plugin `future` was built for weir:plugin 0.2.0, but this gateway supports weir:plugin 0.1.3"),
+        message.contains("plugin `future` was built for weir:plugin 0.2.0, but this gateway supports weir:plugin 0.1.4"),
         "{message}"
     );
 }
@@ -758,7 +758,7 @@ fn a_plugin_for_another_wit_version_is_refused_naming_both() {
 async fn a_plugin_for_a_newer_patch_version_loads() {
     // The guest's WIT must be the gateway's with only the version changed.
     let ours =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../wit/plugin.wit")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugin-sdk/wit/plugin.wit")).unwrap();
     let theirs = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/guests/minor/wit/plugin.wit"
@@ -766,21 +766,21 @@ async fn a_plugin_for_a_newer_patch_version_loads() {
     .unwrap();
     assert_eq!(
         theirs,
-        ours.replace("package weir:plugin@0.1.3;", "package weir:plugin@0.1.4;"),
+        ours.replace("package weir:plugin@0.1.4;", "package weir:plugin@0.1.5;"),
         "tests/guests/minor/wit/plugin.wit drifted from wit/plugin.wit"
     );
     let up = TestUpstream::start("up");
     let dir = plugin_dir();
     std::fs::copy(guest_wasm!("minor"), dir.join("plugins/minor.wasm")).unwrap();
     let gw = TestGateway::start(&config(&dir, &up, &route("r", "/", "{ name = \"minor\" }")));
-    assert_eq!(gw.snapshot().chains[0][0].plugin.wit_version, "0.1.4");
+    assert_eq!(gw.snapshot().chains[0][0].plugin.wit_version, "0.1.5");
     let reply = get(&gw.url("/")).await;
     assert_eq!(reply.status, 200);
-    assert_eq!(up.last().headers["x-minor"], "0.1.4");
-    assert_eq!(reply.header("x-minor").as_deref(), Some("0.1.4"));
+    assert_eq!(up.last().headers["x-minor"], "0.1.5");
+    assert_eq!(reply.header("x-minor").as_deref(), Some("0.1.5"));
     assert_eq!(
         reply.header("x-minor-declared").as_deref(),
-        Some("0.1.4"),
+        Some("0.1.5"),
         "a declared edit"
     );
 }
@@ -812,13 +812,13 @@ fn plugin_inspect_shows_version_phases_imports_and_hash() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("weir:plugin 0.1.3 (compatible"), "{text}");
+    assert!(text.contains("weir:plugin 0.1.4 (compatible"), "{text}");
     assert!(
         text.contains("phases      request-headers, response-headers"),
         "{text}"
     );
-    assert!(text.contains("weir:plugin/kv@0.1.3"), "{text}");
-    assert!(text.contains("weir:plugin/handler@0.1.3"), "{text}");
+    assert!(text.contains("weir:plugin/kv@0.1.4"), "{text}");
+    assert!(text.contains("weir:plugin/handler@0.1.4"), "{text}");
     assert!(text.contains("\n  linking     memory "), "{text}");
     let bytes = std::fs::read(guest_wasm!("probe")).unwrap();
     assert!(

@@ -1,10 +1,12 @@
-//! The `weir:plugin` package version, read from `wit/plugin.wit`: the one place it is
-//! written. The gateway's and the SDK's build scripts hand it to their crates as the
-//! `WEIR_WIT_VERSION` environment variable.
+//! The `weir:plugin` package version, read from `plugin-sdk/wit/plugin.wit`: the one
+//! place it is written. The SDK's and the gateway's build scripts hand it to their
+//! crates as the `WEIR_WIT_VERSION` environment variable. (It lives in the SDK's
+//! directory so that the packaged SDK carries it.)
 
 use std::path::Path;
 
-/// The `X.Y.Z` of `package weir:plugin@X.Y.Z;` in `wit/plugin.wit` under `root`.
+/// The `X.Y.Z` of `package weir:plugin@X.Y.Z;` in `wit/plugin.wit` under `root` (the
+/// SDK's directory).
 fn read(root: &Path) -> String {
     let path = root.join("wit").join("plugin.wit");
     let text = std::fs::read_to_string(&path)
