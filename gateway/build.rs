@@ -22,11 +22,7 @@ fn main() {
     let root = manifest_dir.parent().expect("gateway/ is in the workspace");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
     wit_version::emit(&root.join("plugin-sdk"));
-    for watched in [
-        "plugin-sdk",
-        "plugins/Cargo.toml",
-        "plugins/Cargo.lock",
-    ] {
+    for watched in ["plugin-sdk", "plugins/Cargo.toml", "plugins/Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     // Every plugin crate (the whole workspace is built), but not `plugins/target`.

@@ -22,6 +22,7 @@ pub mod reply;
 pub mod request_body;
 pub mod router;
 pub mod run;
+pub mod scaffold;
 mod server;
 pub mod snapshot;
 pub mod telemetry;

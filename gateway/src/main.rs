@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use weir_gateway::config::Overrides;
+use weir_gateway::scaffold::{self, SdkSource};
 use weir_gateway::telemetry::{self, LogFormat};
 use weir_gateway::{Config, Gateway, quickstart, run};
 
@@ -57,6 +58,19 @@ enum PluginCommand {
         /// The plugin file.
         file: PathBuf,
     },
+    /// Write a ready plugin crate: Cargo.toml, a plugin with one phase, per-request
+    /// state and a config with defaults, native tests, and a README with the build and
+    /// copy commands.
+    New {
+        /// The plugin's name (what routes call it; its file is NAME.wasm).
+        name: String,
+        /// Where to write it (default: ./NAME). Must not exist or be empty.
+        dir: Option<PathBuf>,
+        /// Depend on the SDK at this path (default: this build's checkout if it is
+        /// still there, else Weir's git repository).
+        #[arg(long, value_name = "DIR")]
+        sdk_path: Option<PathBuf>,
+    },
 }
 
 /// mimalloc: measurably cheaper than glibc malloc for the many small, short-lived
@@ -105,6 +119,14 @@ fn main() -> ExitCode {
         Command::Plugin {
             command: PluginCommand::Inspect { file },
         } => inspect(&file),
+        Command::Plugin {
+            command:
+                PluginCommand::New {
+                    name,
+                    dir,
+                    sdk_path,
+                },
+        } => new_plugin(&name, dir, sdk_path),
     }
 }
 
@@ -174,6 +196,24 @@ fn inspect(file: &std::path::Path) -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn new_plugin(name: &str, dir: Option<PathBuf>, sdk_path: Option<PathBuf>) -> ExitCode {
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    let sdk = sdk_path.map_or_else(SdkSource::default_for_this_build, SdkSource::Path);
+    match scaffold::new_plugin(name, &dir, &sdk) {
+        Ok(files) => {
+            for file in files {
+                println!("wrote {}", file.display());
+            }
+            println!(
+                "\nnext: cd {} && cargo test && cargo build --release --target wasm32-wasip2 (README.md)",
+                dir.display()
+            );
+            ExitCode::SUCCESS
         }
         Err(e) => fail(&e),
     }

@@ -44,6 +44,29 @@ impl StaticEdits {
         self.request.is_empty() && self.response.is_empty()
     }
 
+    /// Checks the edits by the gateway's rules, as [`StaticEdits::declare`] has the
+    /// gateway do (native tests); `Err` names the first refused.
+    #[cfg(not(target_family = "wasm"))]
+    pub(crate) fn check(&self) -> Result<(), String> {
+        use crate::headers::{EditKind, check_edit};
+        for edit in self.request.iter().chain(&self.response) {
+            let (kind, name, value) = match edit {
+                HeaderEdit::Set(name, value) => (EditKind::Set, name, value.as_slice()),
+                HeaderEdit::Append(name, value) => (EditKind::Append, name, value.as_slice()),
+                HeaderEdit::Remove(name) => (EditKind::Remove, name, &[][..]),
+            };
+            check_edit(kind, name, value).map_err(|e| {
+                let why = match e {
+                    EditError::InvalidName(name) => format!("invalid name {name:?}"),
+                    EditError::InvalidValue(value) => format!("invalid value {value:?}"),
+                    other => other.to_string(),
+                };
+                format!("the gateway refused a declared header edit: {why}")
+            })?;
+        }
+        Ok(())
+    }
+
     /// Hands the edits to the gateway (in `init`); `Err` names the first it refused.
     pub(crate) fn declare(&self) -> Result<(), String> {
         #[cfg(target_family = "wasm")]

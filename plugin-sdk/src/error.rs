@@ -36,6 +36,15 @@ impl std::fmt::Debug for Error {
     }
 }
 
+/// Errors compare by message (for assertions in tests).
+impl PartialEq for Error {
+    fn eq(&self, other: &Error) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for Error {}
+
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)

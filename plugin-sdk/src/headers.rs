@@ -67,6 +67,20 @@ pub(crate) fn check_edit(kind: EditKind, name: &str, value: &[u8]) -> Result<Str
     Ok(name)
 }
 
+/// Whether a plugin may set or append header `name` (any case): a valid name that is
+/// not hop-by-hop, `content-length` or `host`. Check names from a plugin's config with
+/// it in [`Plugin::new`](crate::Plugin::new), so that a config naming one is refused at
+/// load rather than every request failing.
+pub fn is_settable_header_name(name: &str) -> bool {
+    check_edit(EditKind::Set, name, b"").is_ok()
+}
+
+/// Whether a plugin may remove header `name` (any case): a valid name other than
+/// `content-length` and `host` (hop-by-hop ones may be removed).
+pub fn is_removable_header_name(name: &str) -> bool {
+    check_edit(EditKind::Remove, name, b"").is_ok()
+}
+
 /// Whether a (lower-case) header name describes one connection (RFC 9110 §7.6.1).
 fn is_hop_by_hop(name: &str) -> bool {
     matches!(
@@ -325,6 +339,10 @@ mod tests {
 
     #[test]
     fn header_name_and_value_checks() {
+        assert!(is_settable_header_name("X-Request-Id") && is_removable_header_name("x-a"));
+        assert!(!is_settable_header_name("Connection") && is_removable_header_name("connection"));
+        assert!(!is_settable_header_name("host") && !is_removable_header_name("Content-Length"));
+        assert!(!is_settable_header_name("bad name") && !is_removable_header_name(""));
         assert!(is_header_name("x-request-id") && is_header_name("X_Odd!~"));
         assert!(!is_header_name("") && !is_header_name("bad name") && !is_header_name("a:b"));
         assert!(is_header_value("text\twith tab") && is_header_value(b"\x80bytes"));
@@ -343,7 +361,10 @@ mod tests {
             Some(&b"1"[..])
         );
         assert_eq!(fetched.get("x-b", || None), None);
-        assert_eq!(fetched.get("x-a", || unreachable!("cached")), Some(&b"1"[..]));
+        assert_eq!(
+            fetched.get("x-a", || unreachable!("cached")),
+            Some(&b"1"[..])
+        );
         assert_eq!(fetched.get("x-b", || unreachable!("cached")), None);
         assert_eq!(calls, 1);
     }

@@ -212,10 +212,10 @@ pub mod testing;
 pub use bindings as __bindings;
 pub use edits::{HeaderEdit, StaticEdits};
 pub use error::{EditError, Error};
-pub use headers::{Headers, is_header_name, is_header_value};
-pub use message::{
-    Action, Body, LocalResponse, QueuedHeaders, Request, RequestEdits, Response,
+pub use headers::{
+    Headers, is_header_name, is_header_value, is_removable_header_name, is_settable_header_name,
 };
+pub use message::{Action, Body, LocalResponse, QueuedHeaders, Request, RequestEdits, Response};
 pub use plugin::{Phase, PhaseResult, Plugin, build, parse_config};
 /// Marks a plugin's `impl Plugin for X` block: its phases are the `on_*` methods
 /// written in it, and `X` is exported as the component's plugin when built for
@@ -225,7 +225,7 @@ pub use weir_plugin_sdk_macros::plugin;
 /// Internals used by the `#[plugin]` attribute; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::plugin::{Adapter, Slot, phase_of};
+    pub use crate::plugin::{Adapter, Slot, StateSlot, phase_of};
 }
 
 /// The version of the `weir:plugin` WIT package this SDK builds plugins for (read from
@@ -245,14 +245,19 @@ macro_rules! __export_plugin {
                 &SLOT
             }
             fn state() -> &'static ::std::thread::LocalKey<
-                ::std::cell::RefCell<::std::option::Option<(u64, <$plugin as $crate::Plugin>::State)>>,
+                $crate::__private::StateSlot<<$plugin as $crate::Plugin>::State>,
             > {
                 ::std::thread_local! {
-                    static STATE: ::std::cell::RefCell<
-                        ::std::option::Option<(u64, <$plugin as $crate::Plugin>::State)>,
-                    > = const { ::std::cell::RefCell::new(::std::option::Option::None) };
+                    static STATE: $crate::__private::StateSlot<<$plugin as $crate::Plugin>::State> =
+                        const { ::std::cell::RefCell::new(::std::option::Option::None) };
                 }
                 &STATE
+            }
+            fn crosses_phases() -> &'static ::std::thread::LocalKey<::std::cell::OnceCell<bool>> {
+                ::std::thread_local! {
+                    static CROSSES: ::std::cell::OnceCell<bool> = const { ::std::cell::OnceCell::new() };
+                }
+                &CROSSES
             }
         }
         type __WeirPluginAdapter = $crate::__private::Adapter<$plugin>;

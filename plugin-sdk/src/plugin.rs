@@ -240,6 +240,10 @@ const fn stateless<S>() -> bool {
     std::mem::size_of::<S>() == 0 && !std::mem::needs_drop::<S>()
 }
 
+/// An instance's current request state: the request's serial and its state.
+#[doc(hidden)]
+pub type StateSlot<S> = RefCell<Option<(u64, S)>>;
+
 /// The glue the export macro instantiates for a plugin type `P`.
 #[doc(hidden)]
 #[derive(Debug)]
@@ -251,7 +255,8 @@ pub struct Adapter<P>(std::marker::PhantomData<P>);
 #[doc(hidden)]
 pub trait Slot: Plugin {
     fn slot() -> &'static OnceLock<Result<Self, String>>;
-    fn state() -> &'static std::thread::LocalKey<RefCell<Option<(u64, Self::State)>>>;
+    fn state() -> &'static std::thread::LocalKey<StateSlot<Self::State>>;
+    fn crosses_phases() -> &'static std::thread::LocalKey<std::cell::OnceCell<bool>>;
 }
 
 fn instance<P: Slot>() -> Result<&'static P, &'static str> {
@@ -264,7 +269,7 @@ fn instance<P: Slot>() -> Result<&'static P, &'static str> {
 /// Runs `f` with the current request's state, created when the request is new to this
 /// instance (dropping the previous request's, if it was not handed to `on_log`).
 fn with_state<P: Slot, R>(f: impl FnOnce(&mut P::State) -> R) -> R {
-    if stateless::<P::State>() {
+    if stateless::<P::State>() || !state_crosses_phases::<P>() {
         return f(&mut P::State::default());
     }
     let serial = crate::host::request_serial();
@@ -278,9 +283,24 @@ fn with_state<P: Slot, R>(f: impl FnOnce(&mut P::State) -> R) -> R {
     })
 }
 
+/// Whether the plugin, as configured, has two phases or more, so that a request's
+/// state can pass from one to another; with one, each call gets a fresh state and the
+/// instance keeps none (one host call less per request). Worked out once per instance.
+fn state_crosses_phases<P: Slot>() -> bool {
+    P::crosses_phases().with(|crosses| {
+        *crosses.get_or_init(|| {
+            let plugin = match P::slot().get() {
+                Some(Ok(plugin)) => Some(plugin),
+                _ => None,
+            };
+            active_phases::<P>(plugin).len() > 1
+        })
+    })
+}
+
 /// Takes the current request's state out, for `on_log`: nothing is left behind.
 fn take_state<P: Slot>() -> P::State {
-    if stateless::<P::State>() {
+    if stateless::<P::State>() || !state_crosses_phases::<P>() {
         return P::State::default();
     }
     let serial = crate::host::request_serial();

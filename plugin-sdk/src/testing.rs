@@ -23,10 +23,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::host::Level;
-use crate::plugin::{Phase, Plugin, active_phases, parse_config};
-use crate::{Action, Body, Headers, LocalResponse, Request, Response, StaticEdits};
 use crate::host::http::{HttpError, OutboundRequest, OutboundResponse};
 use crate::host::kv::KvFull;
+use crate::plugin::{Phase, Plugin, active_phases, parse_config};
+use crate::{Action, Body, Headers, LocalResponse, Request, Response, StaticEdits};
 
 /// The fake gateway's state: inspect it in assertions, or prepare it (config, canned
 /// HTTP responses) before calling the plugin.
@@ -198,12 +198,17 @@ pub struct Harness<P: Plugin> {
     plugin: Result<P, String>,
     phases: Vec<Phase>,
     edits: StaticEdits,
-    upstream: (u16, Vec<(String, Vec<u8>)>, Vec<u8>),
+    upstream: Upstream,
 }
+
+/// What the harness's upstream answers: status, headers, body.
+type Upstream = (u16, Vec<(String, Vec<u8>)>, Vec<u8>);
 
 impl<P: Plugin> Harness<P> {
     /// Resets this thread's fake host, gives it `config` (the route's `config` table
-    /// as JSON; `null` for none) and builds the plugin, as the gateway does at load.
+    /// as JSON; `null` for none) and builds the plugin, as the gateway does at load:
+    /// a config `new` refuses, or whose [`Plugin::static_edits`] the gateway would
+    /// refuse, is a [`Harness::build_error`].
     pub fn new(config: serde_json::Value) -> Harness<P> {
         reset();
         let json = if config.is_null() {
@@ -212,7 +217,9 @@ impl<P: Plugin> Harness<P> {
             config.to_string()
         };
         with(|fake| fake.config = json.clone());
-        let plugin = parse_config(&json).and_then(P::new);
+        let plugin = parse_config(&json)
+            .and_then(P::new)
+            .and_then(|p| p.static_edits().check().map(|()| p));
         let (phases, edits) = match &plugin {
             Ok(p) => (active_phases(Some(p)), p.static_edits()),
             Err(_) => (Vec::new(), StaticEdits::default()),
@@ -263,7 +270,11 @@ impl<P: Plugin> Harness<P> {
     ///
     /// # Panics
     /// If the config was refused.
-    pub fn run_with_body(&mut self, mut request: Request<'static>, body: impl Into<Vec<u8>>) -> Outcome {
+    pub fn run_with_body(
+        &mut self,
+        mut request: Request<'static>,
+        body: impl Into<Vec<u8>>,
+    ) -> Outcome {
         let plugin = match &self.plugin {
             Ok(p) => p,
             Err(e) => panic!("the plugin was not built: {e}"),
@@ -321,7 +332,9 @@ impl<P: Plugin> Harness<P> {
                 (response, body)
             }
         };
-        request.response_headers.apply_recorded(&mut response.headers);
+        request
+            .response_headers
+            .apply_recorded(&mut response.headers);
         for edit in &self.edits.response {
             let _ = edit.apply(&mut response.headers);
         }
@@ -334,7 +347,8 @@ impl<P: Plugin> Harness<P> {
         }
         if has(Phase::ResponseBody) {
             let mut body = Body::new(response_body);
-            match phase_result(plugin.on_response_body(&request, &response, &mut body, &mut state)) {
+            match phase_result(plugin.on_response_body(&request, &response, &mut body, &mut state))
+            {
                 Ok(Action::Continue) => response_body = body.into_bytes(),
                 Ok(Action::Respond(local)) => return outcome.finish(local, logged),
                 Err(e) => return outcome.failed(e, logged),

@@ -22,7 +22,9 @@ struct Case {
 fn by_name(fields: impl IntoIterator<Item = (String, Vec<u8>)>) -> BTreeMap<String, Vec<Vec<u8>>> {
     let mut map: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
     for (name, value) in fields {
-        map.entry(name.to_ascii_lowercase()).or_default().push(value);
+        map.entry(name.to_ascii_lowercase())
+            .or_default()
+            .push(value);
     }
     map
 }
@@ -52,14 +54,24 @@ fn native_headers_pass_the_shared_table() {
                 "remove" => request.headers.remove(name),
                 other => panic!("unknown op {other}"),
             };
-            assert_eq!(outcome(result), expected, "{}: {op} {name:?} {value:?}", case.name);
+            assert_eq!(
+                outcome(result),
+                expected,
+                "{}: {op} {name:?} {value:?}",
+                case.name
+            );
             // Queued response edits follow the same rules.
             let queued = match op.as_str() {
                 "set" => request.response_headers.set(name, value),
                 "append" => request.response_headers.append(name, value),
                 _ => request.response_headers.remove(name),
             };
-            assert_eq!(outcome(queued), expected, "{} (queued): {op} {name:?}", case.name);
+            assert_eq!(
+                outcome(queued),
+                expected,
+                "{} (queued): {op} {name:?}",
+                case.name
+            );
         }
         let end = by_name(case.end.into_iter().map(|(n, v)| (n, v.into_bytes())));
         assert_eq!(by_name(request.headers.all()), end, "{}", case.name);

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Deserialize;
 use weir_plugin_sdk::host::{self, kv};
 use weir_plugin_sdk::{
-    Action, HeaderEdit, LocalResponse, Phase, Plugin, Request, Response, StaticEdits,
+    Action, Error, HeaderEdit, LocalResponse, PhaseResult, Plugin, Request, Response,
+    StaticEdits, plugin,
 };
 
 #[derive(Deserialize, Default)]
@@ -25,9 +26,20 @@ pub struct Probe {
 
 static REMEMBERED: AtomicU64 = AtomicU64::new(0);
 
+/// Requests this instance has served (the `secret` mode reports it, so a test knows
+/// two requests met the same instance).
+static SERVED: AtomicU64 = AtomicU64::new(0);
+
+/// Per-request state: what the `secret` mode keeps between its two phases.
+#[derive(Default)]
+pub struct Secret {
+    secret: String,
+}
+
+#[plugin]
 impl Plugin for Probe {
     type Config = Config;
-    const PHASES: &'static [Phase] = &[Phase::RequestHeaders, Phase::ResponseHeaders];
+    type State = Secret;
 
     fn new(config: Config) -> Result<Self, String> {
         if config.mode == "bad-config" {
@@ -59,35 +71,62 @@ impl Plugin for Probe {
         }
     }
 
-    fn on_request_headers(&self, request: &mut Request) -> Action {
+    fn on_request_headers(&self, request: &mut Request, state: &mut Secret) -> PhaseResult {
         match self.config.mode.as_str() {
             "deny" => {
-                return Action::Respond(
+                return Ok(Action::Respond(
                     LocalResponse::json(
                         403,
                         &serde_json::json!({ "error": "denied", "tag": self.config.tag }),
                     )
                     .header("x-denied-by", &self.config.tag),
-                );
+                ));
             }
             "edit" => {
-                request.headers.set("x-added", "yes");
-                request.headers.remove("x-remove-me");
-                // Invalid edits are refused and logged; the request goes on.
-                request.headers.set("bad name", "v");
-                request.headers.append("x-bad-value", "a\r\nb");
+                request.headers.set("x-added", "yes")?;
+                request.headers.remove("x-remove-me")?;
+                // Invalid edits are refused (and logged by the gateway); the plugin sees
+                // the refusals and reports them, and the request goes on.
+                let refused = [
+                    request.headers.set("bad name", "v"),
+                    request.headers.append("x-bad-value", "a\r\nb"),
+                ]
+                .iter()
+                .filter(|r| r.is_err())
+                .count();
+                request.headers.set("x-refused-edits", refused.to_string())?;
                 if let Some(path) = &self.config.path {
-                    request.set_path(path.clone());
+                    request.set_path(path.clone())?;
                 }
             }
-            "queue" => queue(request, &self.config.tag),
+            "queue" => queue(request, &self.config.tag)?,
             "queue-deny" => {
-                queue(request, &self.config.tag);
-                return Action::Respond(LocalResponse::new(403).header("x-denied-by", &self.config.tag));
+                queue(request, &self.config.tag)?;
+                return Ok(Action::Respond(
+                    LocalResponse::new(403).header("x-denied-by", &self.config.tag),
+                ));
             }
             "queue-trap" => {
-                queue(request, &self.config.tag);
+                queue(request, &self.config.tag)?;
                 core::arch::wasm32::unreachable()
+            }
+            "queue-fail" => {
+                queue(request, &self.config.tag)?;
+                return Err(Error::msg("the probe fails on purpose after queueing"));
+            }
+            "fail" => return Err(Error::msg("the probe fails on purpose")),
+            "secret" => {
+                // What this request's state held before it: always nothing, even on an
+                // instance that served an earlier request with a secret.
+                let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
+                request.headers.set("x-served", served.to_string())?;
+                request
+                    .response_headers
+                    .set("x-state-before", format!("[{}]", state.secret))?;
+                if let Some(secret) = request.headers.get_str("x-secret") {
+                    state.secret = secret.to_owned();
+                }
+                request.headers.remove("x-secret")?;
             }
             "trap" => core::arch::wasm32::unreachable(),
             "panic" => panic!("the probe panics on purpose"),
@@ -106,31 +145,38 @@ impl Plugin for Probe {
             }
             "recurse" => {
                 let depth = recurse(std::hint::black_box(1));
-                request.headers.set("x-depth", depth.to_string());
+                request.headers.set("x-depth", depth.to_string())?;
             }
             "huge" => {
                 // A local answer of `config.size` bytes (default 8 MiB).
                 let size = self.config.size.unwrap_or(8 << 20);
-                return Action::Respond(LocalResponse::new(200).body(vec![b'x'; size]));
+                return Ok(Action::Respond(LocalResponse::new(200).body(vec![b'x'; size])));
             }
             "forbidden" => {
-                // Each is the gateway's to decide, and refused.
-                request.headers.set("content-length", "0");
-                request.headers.set("transfer-encoding", "chunked");
-                request.headers.set("host", "evil.example");
-                request.headers.remove("host");
-                request.response_headers.set("content-length", "1");
-                request.headers.set("x-after-forbidden", "yes");
+                // Each is the gateway's to decide, and refused: the plugin sees five
+                // refusals.
+                let refused = [
+                    request.headers.set("content-length", "0"),
+                    request.headers.set("transfer-encoding", "chunked"),
+                    request.headers.set("host", "evil.example"),
+                    request.headers.remove("host"),
+                    request.response_headers.set("content-length", "1"),
+                ]
+                .iter()
+                .filter(|r| r.is_err())
+                .count();
+                request.headers.set("x-after-forbidden", "yes")?;
+                request.headers.set("x-refused-edits", refused.to_string())?;
             }
             "forbidden-respond" => {
-                return Action::Respond(
+                return Ok(Action::Respond(
                     LocalResponse::new(200)
                         .header("content-length", "1000")
                         .header("transfer-encoding", "chunked")
                         .header("connection", "close")
                         .header("x-kept", "yes")
                         .body("short"),
-                );
+                ));
             }
             "log-flood" => {
                 // Far past the log budget, with lines far past the longest kept.
@@ -152,8 +198,8 @@ impl Plugin for Probe {
                         break "never refused".to_owned();
                     }
                 };
-                request.headers.set("x-calls-made", made.to_string());
-                request.headers.set("x-calls-refusal", refusal);
+                request.headers.set("x-calls-made", made.to_string())?;
+                request.headers.set("x-calls-refusal", refusal)?;
             }
             "escape" => {
                 // Everything outside the imports must fail from inside the sandbox.
@@ -162,28 +208,28 @@ impl Plugin for Probe {
                     Err(e) => format!("refused: {e}"),
                 };
                 let file = std::fs::read_to_string("/etc/hostname").map(|_| "read".to_owned());
-                request.headers.set("x-escape-file", outcome(file));
+                request.headers.set("x-escape-file", outcome(file))?;
                 let dir = std::fs::read_dir(".").map(|d| format!("{} entries", d.count()));
-                request.headers.set("x-escape-dir", outcome(dir));
+                request.headers.set("x-escape-dir", outcome(dir))?;
                 let created = std::fs::write("/tmp/weir-escape", b"x").map(|()| "written".to_owned());
-                request.headers.set("x-escape-write", outcome(created));
-                request.headers.set("x-escape-env", std::env::vars_os().count().to_string());
-                request.headers.set("x-escape-args", std::env::args_os().count().to_string());
+                request.headers.set("x-escape-write", outcome(created))?;
+                request.headers.set("x-escape-env", std::env::vars_os().count().to_string())?;
+                request.headers.set("x-escape-args", std::env::args_os().count().to_string())?;
                 let tcp = std::net::TcpStream::connect(self.config.url.as_str())
                     .map(|_| "connected".to_owned());
-                request.headers.set("x-escape-tcp", outcome(tcp));
+                request.headers.set("x-escape-tcp", outcome(tcp))?;
                 let udp = std::net::UdpSocket::bind("127.0.0.1:0").map(|_| "bound".to_owned());
-                request.headers.set("x-escape-udp", outcome(udp));
+                request.headers.set("x-escape-udp", outcome(udp))?;
                 let listen =
                     std::net::TcpListener::bind("127.0.0.1:0").map(|_| "listening".to_owned());
-                request.headers.set("x-escape-listen", outcome(listen));
+                request.headers.set("x-escape-listen", outcome(listen))?;
                 let lookup = std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 80))
                     .map(|a| format!("{} addresses", a.count()));
-                request.headers.set("x-escape-dns", outcome(lookup));
+                request.headers.set("x-escape-dns", outcome(lookup))?;
             }
             "count" => {
                 let n = kv::increment("hits", 1, None).unwrap_or(-1);
-                request.headers.set("x-count", n.to_string());
+                request.headers.set("x-count", n.to_string())?;
             }
             "kv-fill" => {
                 // Writes distinct keys until the store refuses; reports how many it took.
@@ -198,11 +244,11 @@ impl Plugin for Probe {
                         break "never refused".to_owned();
                     }
                 };
-                request.headers.set("x-kv-written", written.to_string());
-                request.headers.set("x-kv-refused", refused);
+                request.headers.set("x-kv-written", written.to_string())?;
+                request.headers.set("x-kv-refused", refused)?;
                 // What is there can still be read and counted.
                 let first = kv::get(&format!("fill-{}-0", self.config.tag)).map_or(0, |v| v.len());
-                request.headers.set("x-kv-first", first.to_string());
+                request.headers.set("x-kv-first", first.to_string())?;
             }
             #[cfg(feature = "fetch")]
             "fetch" => {
@@ -210,10 +256,10 @@ impl Plugin for Probe {
                     Ok(response) => {
                         request
                             .headers
-                            .set("x-fetch-status", response.status.to_string());
-                        request.headers.set("x-fetch-body", response.body);
+                            .set("x-fetch-status", response.status.to_string())?;
+                        request.headers.set("x-fetch-body", response.body)?;
                     }
-                    Err(e) => request.headers.set("x-fetch-error", e.to_string()),
+                    Err(e) => request.headers.set("x-fetch-error", e.to_string())?,
                 }
             }
             "sleep" => std::thread::sleep(std::time::Duration::from_millis(20)),
@@ -225,40 +271,48 @@ impl Plugin for Probe {
             }
             "init-count" | "init-print" => {
                 let inits = kv::get("inits").unwrap_or_default();
-                request.headers.set("x-inits", inits);
+                request.headers.set("x-inits", inits)?;
             }
             "connection" => {
                 let scheme = request.scheme().to_owned();
-                request.headers.set("x-seen-scheme", scheme);
+                request.headers.set("x-seen-scheme", scheme)?;
                 let authority = request.authority().to_owned();
-                request.headers.set("x-seen-authority", authority);
+                request.headers.set("x-seen-authority", authority)?;
                 let client = request.client_address().to_owned();
-                request.headers.set("x-seen-client", client);
+                request.headers.set("x-seen-client", client)?;
                 let cert = request
                     .headers
                     .get("x-forwarded-client-cert")
-                    .unwrap_or_default();
-                request.headers.set("x-seen-client-cert", cert);
+                    .unwrap_or_default()
+                    .to_vec();
+                request.headers.set("x-seen-client-cert", cert)?;
             }
             "hop-by-hop" => {
                 // Each is refused: they describe the gateway's connections.
-                request.headers.set("connection", "close");
-                request.headers.append("te", "gzip");
-                request.headers.set("proxy-authorization", "Basic eA==");
-                request.headers.set("x-after-hop", "yes");
+                let refused = [
+                    request.headers.set("connection", "close"),
+                    request.headers.append("te", "gzip"),
+                    request.headers.set("proxy-authorization", "Basic eA=="),
+                ]
+                .iter()
+                .filter(|r| r.is_err())
+                .count();
+                request.headers.set("x-after-hop", "yes")?;
+                request.headers.set("x-refused-edits", refused.to_string())?;
             }
             #[cfg(feature = "fetch")]
             "fetch-state" => {
                 // 1 in instance memory while the call is under way, 0 once it returns:
                 // an instance whose call was abandoned still says 1.
                 let before = REMEMBERED.swap(1, Ordering::Relaxed);
-                request.headers.set("x-state-before", before.to_string());
+                request.headers.set("x-state-before", before.to_string())?;
+                // Whether the call succeeds does not matter: the test abandons it.
                 let _ = host::http::call(&host::http::OutboundRequest::get(&self.config.url));
                 REMEMBERED.store(0, Ordering::Relaxed);
             }
             "state" => {
                 let before = REMEMBERED.swap(7, Ordering::Relaxed);
-                request.headers.set("x-state-before", before.to_string());
+                request.headers.set("x-state-before", before.to_string())?;
             }
             _ => {
                 let chain = request.headers.get_str("x-chain").unwrap_or_default();
@@ -267,36 +321,45 @@ impl Plugin for Probe {
                 } else {
                     format!("{chain},{}", self.config.tag)
                 };
-                request.headers.set("x-chain", chain);
+                request.headers.set("x-chain", chain)?;
                 host::log(
                     host::Level::Debug,
                     &format!("probe {} saw {}", self.config.tag, request.path()),
                 );
             }
         }
-        Action::Continue
+        Ok(Action::Continue)
     }
 
-    fn on_response_headers(&self, request: &Request, response: &mut Response) -> Action {
+    fn on_response_headers(
+        &self,
+        request: &Request,
+        response: &mut Response,
+        state: &mut Secret,
+    ) -> PhaseResult {
         match self.config.mode.as_str() {
             "edit" => {
-                response.headers.set("x-resp-added", "yes");
-                response.headers.remove("x-upstream");
+                response.headers.set("x-resp-added", "yes")?;
+                response.headers.remove("x-upstream")?;
                 // The request as the request phases left it, read-only here.
-                response.headers.set("x-seen-path", request.path());
-                let added = request.headers.get("x-added").unwrap_or_default();
-                response.headers.set("x-seen-added", added);
+                response.headers.set("x-seen-path", request.path())?;
+                let added = request.headers.get("x-added").unwrap_or_default().to_vec();
+                response.headers.set("x-seen-added", added)?;
             }
             "queue" => {
                 // The edits this plugin queued were applied just before this call.
-                let seen = response.headers.get("x-queued-set").unwrap_or_default();
-                response.headers.set(&format!("x-seen-queued-{}", self.config.tag), seen);
+                let seen = response.headers.get("x-queued-set").unwrap_or_default().to_vec();
+                response.headers.set(&format!("x-seen-queued-{}", self.config.tag), seen)?;
+            }
+            "secret" => {
+                // The secret the request phase kept, carried in this request's state.
+                response.headers.set("x-state-secret", &state.secret)?;
             }
             "deny" | "trap" | "panic" | "loop" | "oom" | "count" | "state" | "fetch" | "fetch-state"
             | "print" | "sleep"
             | "hop-by-hop" | "recurse" | "huge" | "forbidden" | "forbidden-respond" | "log-flood"
             | "call-loop" | "kv-fill" | "escape"
-            | "init-count" | "init-print" | "connection" => {}
+            | "init-count" | "init-print" | "connection" | "fail" => {}
             _ => {
                 let chain = response
                     .headers
@@ -307,10 +370,10 @@ impl Plugin for Probe {
                 } else {
                     format!("{chain},{}", self.config.tag)
                 };
-                response.headers.set("x-chain-response", chain);
+                response.headers.set("x-chain-response", chain)?;
             }
         }
-        Action::Continue
+        Ok(Action::Continue)
     }
 }
 
@@ -322,13 +385,14 @@ fn recurse(depth: u64) -> u64 {
 }
 
 /// Queues response edits from a request phase: an append, a set, a default, a removal
-/// of the upstream's `x-upstream`, and an invalid one (refused and logged).
-fn queue(request: &mut Request, tag: &str) {
-    request.response_headers.append("x-queued", tag);
-    request.response_headers.set("x-queued-set", tag);
-    request.response_headers.set_if_absent("x-queued-default", tag);
-    request.response_headers.remove("x-upstream");
-    request.response_headers.set("bad name", tag);
+/// of the upstream's `x-upstream`, and an invalid one (refused; the gateway logs it).
+fn queue(request: &mut Request, tag: &str) -> Result<(), Error> {
+    request.response_headers.append("x-queued", tag)?;
+    request.response_headers.set("x-queued-set", tag)?;
+    request.response_headers.set_if_absent("x-queued-default", tag)?;
+    request.response_headers.remove("x-upstream")?;
+    if request.response_headers.set("bad name", tag).is_ok() {
+        return Err(Error::msg("an invalid queued edit was accepted"));
+    }
+    Ok(())
 }
-
-weir_plugin_sdk::export_plugin!(Probe);

@@ -7,7 +7,7 @@
 // makes `new` refuse the config (a new version that rejects a route's config).
 
 use serde::Deserialize;
-use weir_plugin_sdk::{Action, Phase, Plugin, Request, Response};
+use weir_plugin_sdk::{Action, PhaseResult, Plugin, Request, Response, plugin};
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -17,9 +17,10 @@ pub struct Config {
 
 pub struct Swap;
 
+#[plugin]
 impl Plugin for Swap {
     type Config = Config;
-    const PHASES: &'static [Phase] = &[Phase::RequestHeaders, Phase::ResponseHeaders];
+    type State = ();
 
     fn new(config: Config) -> Result<Self, String> {
         if config.refuse == VERSION {
@@ -28,16 +29,19 @@ impl Plugin for Swap {
         Ok(Swap)
     }
 
-    fn on_request_headers(&self, request: &mut Request) -> Action {
-        request.headers.set("x-swap-request", VERSION);
-        Action::Continue
+    fn on_request_headers(&self, request: &mut Request, _: &mut ()) -> PhaseResult {
+        request.headers.set("x-swap-request", VERSION)?;
+        Ok(Action::Continue)
     }
 
-    fn on_response_headers(&self, request: &Request, response: &mut Response) -> Action {
+    fn on_response_headers(
+        &self,
+        request: &Request,
+        response: &mut Response,
+        _: &mut (),
+    ) -> PhaseResult {
         let seen = request.headers.get_str("x-swap-request").unwrap_or_default();
-        response.headers.set("x-swap", format!("{seen}/{VERSION}"));
-        Action::Continue
+        response.headers.set("x-swap", format!("{seen}/{VERSION}"))?;
+        Ok(Action::Continue)
     }
 }
-
-weir_plugin_sdk::export_plugin!(Swap);

@@ -4,16 +4,24 @@
 //! plugins = [{ name = "hello", config = { greeting = "Hello from Weir" } }]
 //! ```
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use weir_plugin_sdk::host::{self, Level, metrics};
-use weir_plugin_sdk::{Action, LocalResponse, Phase, Plugin, Request, Response};
+use weir_plugin_sdk::{Action, LocalResponse, PhaseResult, Plugin, Request, plugin};
 
 /// The plugin's configuration (the route's `config` table).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// What `/hello` answers.
     greeting: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            greeting: "Hello".to_owned(),
+        }
+    }
 }
 
 /// The plugin: its parsed configuration.
@@ -21,9 +29,16 @@ pub struct Hello {
     greeting: String,
 }
 
+/// The body of a greeting.
+#[derive(Serialize)]
+struct Greeting {
+    message: String,
+}
+
+#[plugin]
 impl Plugin for Hello {
     type Config = Config;
-    const PHASES: &'static [Phase] = &[Phase::RequestHeaders, Phase::ResponseHeaders];
+    type State = ();
 
     fn new(config: Config) -> Result<Self, String> {
         if config.greeting.trim().is_empty() {
@@ -34,9 +49,13 @@ impl Plugin for Hello {
         })
     }
 
-    fn on_request_headers(&self, request: &mut Request) -> Action {
+    fn on_request_headers(&self, request: &mut Request, _: &mut ()) -> PhaseResult {
         if request.path_only() != "/hello" {
-            return Action::Continue;
+            // Tag the response this request will get: no response phase needed.
+            request
+                .response_headers
+                .set("x-hello", "passed through the hello plugin")?;
+            return Ok(Action::Continue);
         }
         metrics::counter_add("greetings", 1);
         host::log(
@@ -44,65 +63,48 @@ impl Plugin for Hello {
             &format!("greeting {}", request.client_address()),
         );
         let name = request.query_param("name").unwrap_or("world");
-        Action::Respond(LocalResponse::json(
+        let message = format!("{}, {name}!", self.greeting);
+        Ok(Action::Respond(LocalResponse::json(
             200,
-            &serde_json::json!({ "message": format!("{}, {name}!", self.greeting) }),
-        ))
-    }
-
-    fn on_response_headers(&self, _request: &Request, response: &mut Response) -> Action {
-        response
-            .headers
-            .set("x-hello", "passed through the hello plugin");
-        Action::Continue
+            &Greeting { message },
+        )))
     }
 }
-
-weir_plugin_sdk::export_plugin!(Hello);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_plugin_sdk::testing;
-
-    fn plugin() -> Hello {
-        Hello::new(Config {
-            greeting: "Hi".into(),
-        })
-        .unwrap()
-    }
+    use weir_plugin_sdk::testing::{self, Harness};
+    use weir_plugin_sdk::{Phase, Response};
 
     #[test]
     fn greets_on_hello() {
-        testing::reset();
-        let mut request = Request::new("GET", "/hello?name=Ada");
-        let Action::Respond(response) = plugin().on_request_headers(&mut request) else {
-            panic!("expected a local response");
-        };
-        assert_eq!(response.status, 200);
-        assert_eq!(
-            String::from_utf8(response.body).unwrap(),
-            r#"{"message":"Hi, Ada!"}"#
-        );
+        let mut hello = Harness::<Hello>::new(serde_json::json!({ "greeting": "Hi" }));
+        let outcome = hello.run(Request::new("GET", "/hello?name=Ada"));
+        assert_eq!(outcome.status(), 200);
+        assert_eq!(outcome.body_str(), r#"{"message":"Hi, Ada!"}"#);
+        assert!(outcome.upstream_request().is_none());
         testing::with(|fake| assert_eq!(fake.counters["greetings"], 1));
     }
 
     #[test]
     fn passes_other_requests_and_tags_responses() {
-        let mut request = Request::new("GET", "/other");
-        assert_eq!(plugin().on_request_headers(&mut request), Action::Continue);
-        let mut response = Response::new(200);
-        plugin().on_response_headers(&request, &mut response);
-        assert!(response.headers.contains("x-hello"));
+        let mut hello = Harness::<Hello>::new(serde_json::json!(null));
+        hello.upstream(Response::new(404), "nope");
+        let outcome = hello.run(Request::new("GET", "/other"));
+        assert_eq!(outcome.status(), 404);
+        assert_eq!(outcome.body_str(), "nope");
+        assert_eq!(
+            outcome.header("x-hello"),
+            Some("passed through the hello plugin")
+        );
+        assert_eq!(outcome.upstream_request().unwrap().path, "/other");
+        assert_eq!(hello.phases(), [Phase::RequestHeaders]);
     }
 
     #[test]
     fn refuses_an_empty_greeting() {
-        assert!(
-            Hello::new(Config {
-                greeting: " ".into()
-            })
-            .is_err()
-        );
+        let hello = Harness::<Hello>::new(serde_json::json!({ "greeting": " " }));
+        assert_eq!(hello.build_error(), Some("`greeting` must not be empty"));
     }
 }

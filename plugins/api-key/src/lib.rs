@@ -21,7 +21,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use weir_plugin_sdk::{Action, LocalResponse, Phase, Plugin, Request, is_header_name};
+use weir_plugin_sdk::{
+    Action, Headers, LocalResponse, PhaseResult, Plugin, Request, is_header_name,
+};
 
 /// The header naming the authenticated consumer on the upstream request.
 pub const CONSUMER_HEADER: &str = "x-consumer";
@@ -128,14 +130,24 @@ impl ApiKey {
     }
 }
 
+#[weir_plugin_sdk::plugin]
 impl Plugin for ApiKey {
     type Config = Config;
-    const PHASES: &'static [Phase] = &[Phase::RequestHeaders];
+    type State = ();
 
     fn new(config: Config) -> Result<Self, String> {
         if !is_header_name(&config.header) {
             return Err(format!(
                 "`header`: {:?} is not a valid HTTP header name",
+                config.header
+            ));
+        }
+        // The key header is removed from every authenticated request: refuse a name the
+        // gateway would not let the plugin remove (`host`, `content-length`) now, rather
+        // than fail each request. The SDK applies the gateway's rules to a local message.
+        if let Err(e) = Headers::default().remove(&config.header) {
+            return Err(format!(
+                "`header`: {:?} cannot carry the key: the plugin could not remove it ({e})",
                 config.header
             ));
         }
@@ -182,7 +194,7 @@ impl Plugin for ApiKey {
         })
     }
 
-    fn on_request_headers(&self, request: &mut Request<'_>) -> Action {
+    fn on_request_headers(&self, request: &mut Request<'_>, _state: &mut ()) -> PhaseResult {
         let mut from_header = request.headers.get_all(&self.header);
         let in_header = !from_header.is_empty();
         let presented: Option<Vec<u8>> = match from_header.len() {
@@ -192,36 +204,43 @@ impl Plugin for ApiKey {
                 .as_deref()
                 .and_then(|q| request.query_param(q))
                 .map(|v| v.as_bytes().to_vec()),
-            _ => return unauthorized("more than one API key"),
+            _ => return Ok(unauthorized("more than one API key")),
         };
         let Some(presented) = presented else {
-            return unauthorized("missing API key");
+            return Ok(unauthorized("missing API key"));
         };
         let Some(consumer) = self.consumer(&presented) else {
-            return unauthorized("invalid API key");
+            return Ok(unauthorized("invalid API key"));
         };
-        request.headers.set(CONSUMER_HEADER, consumer);
+        // The header names and consumer names were checked in `new`; should the gateway
+        // still refuse an edit, the request fails rather than reach the upstream with a
+        // spoofed consumer or with the key.
+        request.headers.set(CONSUMER_HEADER, consumer)?;
         if in_header {
-            request.headers.remove(&self.header);
+            request.headers.remove(&self.header)?;
         }
         if let Some(param) = &self.query
             && request.query_param(param).is_some()
             && let Some(path) = ApiKey::without_param(request.path(), param)
         {
-            request.set_path(path);
+            request.set_path(path)?;
         }
-        Action::Continue
+        Ok(Action::Continue)
     }
 }
-
-weir_plugin_sdk::export_plugin!(ApiKey);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weir_plugin_sdk::testing::Harness;
 
     fn plugin(json: &str) -> Result<ApiKey, String> {
         ApiKey::new(weir_plugin_sdk::parse_config(json)?)
+    }
+
+    /// The request phase's answer, which is never a failure here.
+    fn call(plugin: &ApiKey, request: &mut Request<'_>) -> Action {
+        plugin.on_request_headers(request, &mut ()).unwrap()
     }
 
     fn status(action: &Action) -> Option<(u16, String)> {
@@ -237,29 +256,29 @@ mod tests {
         let mut request = Request::new("GET", "/")
             .with_header("X-Api-Key", "k-bob")
             .with_header("x-consumer", "spoofed");
-        assert_eq!(p.on_request_headers(&mut request), Action::Continue);
-        assert_eq!(
-            request.headers.get_str("x-consumer").as_deref(),
-            Some("bob")
-        );
+        assert_eq!(call(&p, &mut request), Action::Continue);
+        assert_eq!(request.headers.get_str("x-consumer"), Some("bob"));
         assert!(!request.headers.contains("x-api-key"));
     }
 
     #[test]
     fn missing_unknown_and_repeated_keys_get_401_json() {
         let p = plugin(r#"{"consumers": {"alice": "k-alice"}}"#).unwrap();
-        let missing = p.on_request_headers(&mut Request::new("GET", "/"));
+        let missing = call(&p, &mut Request::new("GET", "/"));
         assert_eq!(
             status(&missing),
             Some((401, r#"{"error":"missing API key"}"#.to_owned()))
         );
-        let unknown =
-            p.on_request_headers(&mut Request::new("GET", "/").with_header("x-api-key", "nope"));
+        let unknown = call(
+            &p,
+            &mut Request::new("GET", "/").with_header("x-api-key", "nope"),
+        );
         assert_eq!(
             status(&unknown),
             Some((401, r#"{"error":"invalid API key"}"#.to_owned()))
         );
-        let twice = p.on_request_headers(
+        let twice = call(
+            &p,
             &mut Request::new("GET", "/")
                 .with_header("x-api-key", "k-alice")
                 .with_header("x-api-key", "k-alice"),
@@ -271,14 +290,11 @@ mod tests {
     fn the_query_parameter_is_read_and_stripped() {
         let p = plugin(r#"{"consumers": {"alice": "k-alice"}, "query": "apikey"}"#).unwrap();
         let mut request = Request::new("GET", "/items?apikey=k-alice&page=2");
-        assert_eq!(p.on_request_headers(&mut request), Action::Continue);
-        assert_eq!(
-            request.headers.get_str("x-consumer").as_deref(),
-            Some("alice")
-        );
+        assert_eq!(call(&p, &mut request), Action::Continue);
+        assert_eq!(request.headers.get_str("x-consumer"), Some("alice"));
         assert_eq!(request.edits().path.as_deref(), Some("/items?page=2"));
         let mut only = Request::new("GET", "/items?apikey=k-alice");
-        p.on_request_headers(&mut only);
+        assert_eq!(call(&p, &mut only), Action::Continue);
         assert_eq!(only.edits().path.as_deref(), Some("/items"));
     }
 
@@ -307,10 +323,35 @@ mod tests {
                 "`header`",
             ),
             (r#"{"consumers": {"a": "k"}, "query": ""}"#, "`query`"),
+            (r#"{"consumers": {"a": "k"}, "header": "Host"}"#, "`header`"),
             (r#"{"consumer": {"a": "k"}}"#, "`consumer`"),
         ] {
             let message = plugin(json).unwrap_err();
             assert!(message.contains(key), "{json}: {message}");
         }
+    }
+
+    #[test]
+    fn the_upstream_sees_the_consumer_and_never_the_key() {
+        let mut harness = Harness::<ApiKey>::new(serde_json::json!({
+            "consumers": { "alice": "k-alice" },
+            "query": "apikey",
+        }));
+        let outcome = harness.run(
+            Request::new("GET", "/items?apikey=k-alice&page=2")
+                .with_header("x-api-key", "k-alice")
+                .with_header("x-consumer", "spoofed"),
+        );
+        assert_eq!(outcome.status(), 200);
+        let sent = outcome.upstream_request().unwrap();
+        assert_eq!(sent.headers.get_str("x-consumer"), Some("alice"));
+        assert!(!sent.headers.contains("x-api-key"));
+        assert_eq!(sent.path, "/items?page=2");
+        let refused = harness.run(Request::new("GET", "/").with_header("x-api-key", "nope"));
+        assert_eq!(refused.status(), 401);
+        assert_eq!(refused.header("www-authenticate"), Some("ApiKey"));
+        assert_eq!(refused.header("content-type"), Some("application/json"));
+        assert_eq!(refused.body_json()["error"], "invalid API key");
+        assert!(refused.upstream_request().is_none());
     }
 }

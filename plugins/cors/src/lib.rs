@@ -14,7 +14,7 @@
 
 use serde::Deserialize;
 use weir_plugin_sdk::{
-    Action, LocalResponse, Phase, Plugin, QueuedHeaders, Request, is_header_name,
+    Action, EditError, LocalResponse, PhaseResult, Plugin, QueuedHeaders, Request, is_header_name,
 };
 
 /// The plugin's configuration.
@@ -149,30 +149,32 @@ impl Cors {
     }
 
     /// The edits for the response to an actual request from `origin`.
-    fn tag(&self, origin: &str, response: &mut QueuedHeaders<'_>) {
-        response.append("vary", "origin");
+    fn tag(&self, origin: &str, response: &mut QueuedHeaders<'_>) -> Result<(), EditError> {
+        response.append("vary", "origin")?;
         match self.allowed_origin(origin) {
             Some(allow_origin) => {
-                response.set("access-control-allow-origin", allow_origin);
+                response.set("access-control-allow-origin", allow_origin)?;
                 if self.allow_credentials {
-                    response.set("access-control-allow-credentials", "true");
+                    response.set("access-control-allow-credentials", "true")?;
                 }
                 if let Some(expose) = &self.expose_headers {
-                    response.set("access-control-expose-headers", expose);
+                    response.set("access-control-expose-headers", expose)?;
                 }
             }
             None => {
                 for name in CORS_RESPONSE_HEADERS {
-                    response.remove(name);
+                    response.remove(name)?;
                 }
             }
         }
+        Ok(())
     }
 }
 
+#[weir_plugin_sdk::plugin]
 impl Plugin for Cors {
     type Config = Config;
-    const PHASES: &'static [Phase] = &[Phase::RequestHeaders];
+    type State = ();
 
     fn new(config: Config) -> Result<Self, String> {
         if config.allow_origins.is_empty() {
@@ -214,25 +216,28 @@ impl Plugin for Cors {
         })
     }
 
-    fn on_request_headers(&self, request: &mut Request<'_>) -> Action {
+    fn on_request_headers(&self, request: &mut Request<'_>, _state: &mut ()) -> PhaseResult {
         let Some(origin) = request.headers.get_str("origin") else {
-            return Action::Continue;
+            return Ok(Action::Continue);
         };
         let is_preflight = request.method() == "OPTIONS"
             && request.headers.contains("access-control-request-method");
         if is_preflight {
-            return Action::Respond(self.preflight(request, &origin));
+            return Ok(Action::Respond(self.preflight(request, origin)));
         }
-        self.tag(&origin, &mut request.response_headers);
-        Action::Continue
+        // Constant names, values checked in `new` or echoed from the request's own
+        // `Origin`: a refusal would be a gateway bug, and a response without the CORS
+        // headers it should have (or with the upstream's) must not pass for a success.
+        self.tag(origin, &mut request.response_headers)?;
+        Ok(Action::Continue)
     }
 }
-
-weir_plugin_sdk::export_plugin!(Cors);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weir_plugin_sdk::Response;
+    use weir_plugin_sdk::testing::Harness;
 
     fn cors(config: Config) -> Cors {
         Cors::new(config).unwrap()
@@ -253,7 +258,7 @@ mod tests {
     }
 
     fn answer(plugin: &Cors, request: &mut Request<'_>) -> LocalResponse {
-        match plugin.on_request_headers(request) {
+        match plugin.on_request_headers(request, &mut ()).unwrap() {
             Action::Respond(r) => r,
             Action::Continue => panic!("the preflight was not answered"),
         }
@@ -269,26 +274,21 @@ mod tests {
         let r = answer(&plugin, &mut preflight("https://app.example"));
         assert_eq!(r.status, 204);
         assert_eq!(
-            r.headers.get_str("access-control-allow-origin").as_deref(),
+            r.headers.get_str("access-control-allow-origin"),
             Some("https://app.example")
         );
         assert_eq!(
-            r.headers.get_str("access-control-allow-methods").as_deref(),
+            r.headers.get_str("access-control-allow-methods"),
             Some("GET, HEAD, POST, PUT, PATCH, DELETE")
         );
         assert_eq!(
-            r.headers.get_str("access-control-allow-headers").as_deref(),
+            r.headers.get_str("access-control-allow-headers"),
             Some("x-token, content-type"),
             "with no allow_headers configured, the asked ones are echoed"
         );
+        assert_eq!(r.headers.get_str("access-control-max-age"), Some("600"));
         assert_eq!(
-            r.headers.get_str("access-control-max-age").as_deref(),
-            Some("600")
-        );
-        assert_eq!(
-            r.headers
-                .get_str("access-control-allow-credentials")
-                .as_deref(),
+            r.headers.get_str("access-control-allow-credentials"),
             Some("true")
         );
     }
@@ -307,7 +307,10 @@ mod tests {
     fn a_plain_options_request_goes_upstream() {
         let plugin = cors(origins(&["*"]));
         let mut request = Request::new("OPTIONS", "/").with_header("origin", "https://a.example");
-        assert_eq!(plugin.on_request_headers(&mut request), Action::Continue);
+        assert_eq!(
+            plugin.on_request_headers(&mut request, &mut ()).unwrap(),
+            Action::Continue
+        );
     }
 
     #[test]
@@ -317,7 +320,10 @@ mod tests {
             ..origins(&["https://App.Example"])
         });
         let mut request = Request::new("GET", "/").with_header("origin", "https://app.example");
-        assert_eq!(plugin.on_request_headers(&mut request), Action::Continue);
+        assert_eq!(
+            plugin.on_request_headers(&mut request, &mut ()).unwrap(),
+            Action::Continue
+        );
         let edits = request.edits();
         assert_eq!(
             edits.response_set,
@@ -344,10 +350,29 @@ mod tests {
     fn a_disallowed_origin_loses_the_upstreams_cors_headers() {
         let plugin = cors(origins(&["https://app.example"]));
         let mut request = Request::new("GET", "/").with_header("origin", "https://evil.example");
-        plugin.on_request_headers(&mut request);
+        assert_eq!(
+            plugin.on_request_headers(&mut request, &mut ()).unwrap(),
+            Action::Continue
+        );
         let edits = request.edits();
         assert_eq!(edits.response_removed, CORS_RESPONSE_HEADERS);
         assert!(edits.response_set.is_empty());
+
+        let mut harness = Harness::<Cors>::new(serde_json::json!({
+            "allow_origins": ["https://app.example"],
+        }));
+        harness.upstream(
+            Response::new(200)
+                .with_header("access-control-allow-origin", "*")
+                .with_header("access-control-allow-credentials", "true"),
+            "",
+        );
+        let outcome =
+            harness.run(Request::new("GET", "/").with_header("origin", "https://evil.example"));
+        for name in CORS_RESPONSE_HEADERS {
+            assert!(!outcome.headers().contains(name), "{name}");
+        }
+        assert_eq!(outcome.header("vary"), Some("origin"));
     }
 
     #[test]
@@ -373,7 +398,10 @@ mod tests {
     fn requests_without_origin_are_untouched() {
         let plugin = cors(origins(&["*"]));
         let mut request = Request::new("GET", "/");
-        plugin.on_request_headers(&mut request);
+        assert_eq!(
+            plugin.on_request_headers(&mut request, &mut ()).unwrap(),
+            Action::Continue
+        );
         assert_eq!(request.edits(), Default::default());
     }
 
@@ -401,5 +429,44 @@ mod tests {
             let message = Cors::new(config).unwrap_err();
             assert!(message.contains(key), "{message} lacks {key}");
         }
+    }
+
+    #[test]
+    fn whole_requests_preflight_locally_and_tag_actual_responses() {
+        let mut harness = Harness::<Cors>::new(serde_json::json!({
+            "allow_origins": ["https://app.example"],
+            "allow_credentials": true,
+        }));
+        let answered = harness.run(preflight("https://app.example"));
+        assert_eq!(answered.status(), 204);
+        assert!(
+            answered.upstream_request().is_none(),
+            "a preflight stays here"
+        );
+        assert_eq!(
+            answered.header("access-control-allow-origin"),
+            Some("https://app.example")
+        );
+        harness.upstream(
+            Response::new(200).with_header("vary", "accept-encoding"),
+            "{}",
+        );
+        let actual =
+            harness.run(Request::new("GET", "/").with_header("origin", "https://app.example"));
+        assert_eq!(actual.status(), 200);
+        assert_eq!(
+            actual.header("access-control-allow-origin"),
+            Some("https://app.example")
+        );
+        assert_eq!(
+            actual.header("access-control-allow-credentials"),
+            Some("true")
+        );
+        assert_eq!(
+            actual.headers().get_all("vary"),
+            [b"accept-encoding".to_vec(), b"origin".to_vec()],
+            "the upstream's vary is kept"
+        );
+        assert_eq!(actual.body_str(), "{}");
     }
 }

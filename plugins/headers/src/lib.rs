@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 use regex::Regex;
 use serde::Deserialize;
 use weir_plugin_sdk::{
-    Action, HeaderEdit, Phase, Plugin, Request, StaticEdits, is_header_name, is_header_value,
+    Action, EditError, HeaderEdit, Headers, Phase, PhaseResult, Plugin, Request, StaticEdits,
+    is_header_name, is_header_value,
 };
 
 /// Header edits for one direction.
@@ -98,6 +99,14 @@ pub struct HeadersPlugin {
     rewrite: Option<(Regex, String)>,
 }
 
+/// Whether the gateway lets a plugin make `edit`: it keeps `host` and `content-length`
+/// to itself, and hop-by-hop fields can only be removed. The SDK applies the gateway's
+/// rules to a local message, so an edit the gateway would refuse when the plugin
+/// declares it (refusing the whole config, with no key named) is refused here first.
+fn gateway_allows(edit: &HeaderEdit) -> Result<(), EditError> {
+    edit.apply(&mut Headers::default())
+}
+
 fn check_edits(key: &str, edits: HeaderEdits) -> Result<Edits, String> {
     let pairs = |op: &str, map: BTreeMap<String, String>| {
         map.into_iter()
@@ -110,6 +119,12 @@ fn check_edits(key: &str, edits: HeaderEdits) -> Result<Edits, String> {
                         "`{key}.{op}.{name}`: the value has control characters"
                     ));
                 }
+                let edit = match op {
+                    "set" => HeaderEdit::Set(name.clone(), value.clone().into_bytes()),
+                    _ => HeaderEdit::Append(name.clone(), value.clone().into_bytes()),
+                };
+                gateway_allows(&edit)
+                    .map_err(|e| format!("`{key}.{op}`: {e}: a plugin may not {op} it"))?;
                 Ok((name.to_ascii_lowercase(), value))
             })
             .collect::<Result<Vec<_>, String>>()
@@ -121,13 +136,14 @@ fn check_edits(key: &str, edits: HeaderEdits) -> Result<Edits, String> {
         .into_iter()
         .enumerate()
         .map(|(i, name)| {
-            if is_header_name(&name) {
-                Ok(name.to_ascii_lowercase())
-            } else {
-                Err(format!(
+            if !is_header_name(&name) {
+                return Err(format!(
                     "`{key}.remove[{i}]`: {name:?} is not a valid header name"
-                ))
+                ));
             }
+            gateway_allows(&HeaderEdit::Remove(name.clone()))
+                .map_err(|e| format!("`{key}.remove[{i}]`: {e}: a plugin may not remove it"))?;
+            Ok(name.to_ascii_lowercase())
         })
         .collect::<Result<_, String>>()?;
     Ok(Edits { set, add, remove })
@@ -179,9 +195,10 @@ impl HeadersPlugin {
     }
 }
 
+#[weir_plugin_sdk::plugin]
 impl Plugin for HeadersPlugin {
     type Config = Config;
-    const PHASES: &'static [Phase] = &[Phase::RequestHeaders];
+    type State = ();
 
     fn new(config: Config) -> Result<Self, String> {
         let rewrite = match config.rewrite {
@@ -214,7 +231,7 @@ impl Plugin for HeadersPlugin {
     /// ([`Plugin::static_edits`]) and the gateway makes them itself.
     fn phases(&self) -> &[Phase] {
         if self.strip_prefix.is_some() || self.add_prefix.is_some() || self.rewrite.is_some() {
-            Self::PHASES
+            &[Phase::RequestHeaders]
         } else {
             &[]
         }
@@ -227,28 +244,34 @@ impl Plugin for HeadersPlugin {
         }
     }
 
-    fn on_request_headers(&self, request: &mut Request<'_>) -> Action {
+    fn on_request_headers(&self, request: &mut Request<'_>, _state: &mut ()) -> PhaseResult {
         let path = request.path_only();
         if let Some(new) = self.new_path(path) {
             let full = match request.query() {
                 Some(query) => format!("{new}?{query}"),
                 None => new,
             };
-            request.set_path(full);
+            // A rewrite can make a path that is not a valid request target (the
+            // replacement is free text): the call fails, and the route's `on_error`
+            // decides, rather than the request going upstream with the wrong path.
+            request.set_path(full)?;
         }
-        Action::Continue
+        Ok(Action::Continue)
     }
 }
-
-weir_plugin_sdk::export_plugin!(HeadersPlugin);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use weir_plugin_sdk::Response;
+    use weir_plugin_sdk::testing::Harness;
 
     fn plugin(json: &str) -> Result<HeadersPlugin, String> {
         HeadersPlugin::new(weir_plugin_sdk::parse_config(json)?)
+    }
+
+    fn harness(json: &str) -> Harness<HeadersPlugin> {
+        Harness::new(json.parse().expect("the test's config is JSON"))
     }
 
     #[test]
@@ -283,10 +306,10 @@ mod tests {
             .with_header("x-env", "dev")
             .with_header("x-tag", "client");
         for edit in p.static_edits().request {
-            edit.apply(&mut request.headers);
+            edit.apply(&mut request.headers).unwrap();
         }
-        assert_eq!(request.headers.get_str("x-env").as_deref(), Some("prod"));
-        assert_eq!(request.headers.get_str("x-drop").as_deref(), Some("again"));
+        assert_eq!(request.headers.get_str("x-env"), Some("prod"));
+        assert_eq!(request.headers.get_str("x-drop"), Some("again"));
         assert_eq!(
             request.headers.get_all("x-tag"),
             vec![b"client".to_vec(), b"gw".to_vec()]
@@ -300,13 +323,10 @@ mod tests {
                 .unwrap();
         let mut response = Response::new(200).with_header("server", "secret/1.0");
         for edit in p.static_edits().response {
-            edit.apply(&mut response.headers);
+            edit.apply(&mut response.headers).unwrap();
         }
         assert!(!response.headers.contains("server"));
-        assert_eq!(
-            response.headers.get_str("x-frame-options").as_deref(),
-            Some("DENY")
-        );
+        assert_eq!(response.headers.get_str("x-frame-options"), Some("DENY"));
     }
 
     #[test]
@@ -326,10 +346,16 @@ mod tests {
         )
         .unwrap();
         let mut request = Request::new("GET", "/users/42/profile?full=1");
-        p.on_request_headers(&mut request);
+        assert_eq!(
+            p.on_request_headers(&mut request, &mut ()).unwrap(),
+            Action::Continue
+        );
         assert_eq!(request.edits().path.as_deref(), Some("/profiles/42?full=1"));
         let mut other = Request::new("GET", "/users/abc/profile");
-        p.on_request_headers(&mut other);
+        assert_eq!(
+            p.on_request_headers(&mut other, &mut ()).unwrap(),
+            Action::Continue
+        );
         assert_eq!(other.edits().path, None);
     }
 
@@ -352,6 +378,18 @@ mod tests {
                 r#"{"request": {"remove": ["ok", "not ok"]}}"#,
                 "`request.remove[1]`",
             ),
+            (
+                r#"{"request": {"set": {"Connection": "close"}}}"#,
+                "`request.set`: header name `connection` refused",
+            ),
+            (
+                r#"{"response": {"add": {"host": "evil"}}}"#,
+                "`response.add`: header name `host` refused",
+            ),
+            (
+                r#"{"request": {"remove": ["connection", "Content-Length"]}}"#,
+                "`request.remove[1]`: header name `content-length` refused",
+            ),
             (r#"{"strip_prefix": "api"}"#, "`strip_prefix`"),
             (r#"{"add_prefix": "/"}"#, "`add_prefix`"),
             (r#"{"request": {"sett": {}}}"#, "`request.sett`"),
@@ -360,5 +398,34 @@ mod tests {
             let message = plugin(json).unwrap_err();
             assert!(message.contains(key), "{json}: {message}");
         }
+    }
+
+    #[test]
+    fn a_whole_request_gets_the_declared_edits_and_the_new_path() {
+        let mut h = harness(
+            r#"{"strip_prefix": "/api", "request": {"set": {"x-forwarded-prefix": "/api"},
+                "remove": ["x-debug"]}, "response": {"remove": ["server"]}}"#,
+        );
+        h.upstream(Response::new(200).with_header("server", "secret/1.0"), "");
+        let outcome = h.run(Request::new("GET", "/api/users?page=2").with_header("x-debug", "1"));
+        let sent = outcome.upstream_request().unwrap();
+        assert_eq!(sent.path, "/users?page=2");
+        assert_eq!(sent.headers.get_str("x-forwarded-prefix"), Some("/api"));
+        assert!(!sent.headers.contains("x-debug"));
+        assert!(!outcome.headers().contains("server"));
+        let headers_only = harness(r#"{"response": {"set": {"x-frame-options": "DENY"}}}"#);
+        assert_eq!(headers_only.phases(), [], "never called per request");
+    }
+
+    #[test]
+    fn a_rewrite_to_an_invalid_path_fails_the_call() {
+        let mut h = harness(r#"{"rewrite": {"pattern": "^/old$", "replacement": "/new path"}}"#);
+        let outcome = h.run(Request::new("GET", "/old"));
+        assert_eq!(outcome.status(), 500, "under on_error = \"deny\"");
+        assert!(outcome.upstream_request().is_none());
+        let failure = outcome.failure().unwrap();
+        assert!(failure.contains("/new path"), "{failure}");
+        let untouched = h.run(Request::new("GET", "/other"));
+        assert_eq!(untouched.upstream_request().unwrap().path, "/other");
     }
 }

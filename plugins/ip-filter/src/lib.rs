@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::Deserialize;
-use weir_plugin_sdk::{Action, LocalResponse, Phase, Plugin, Request};
+use weir_plugin_sdk::{Action, LocalResponse, PhaseResult, Plugin, Request};
 
 /// The plugin's configuration.
 #[derive(Debug, Default, Deserialize)]
@@ -90,9 +90,10 @@ fn forbidden() -> Action {
     ))
 }
 
+#[weir_plugin_sdk::plugin]
 impl Plugin for IpFilter {
     type Config = Config;
-    const PHASES: &'static [Phase] = &[Phase::RequestHeaders];
+    type State = ();
 
     fn new(config: Config) -> Result<Self, String> {
         if config.allow.is_empty() && config.deny.is_empty() {
@@ -104,21 +105,20 @@ impl Plugin for IpFilter {
         })
     }
 
-    fn on_request_headers(&self, request: &mut Request<'_>) -> Action {
+    fn on_request_headers(&self, request: &mut Request<'_>, _state: &mut ()) -> PhaseResult {
         // The gateway always knows the peer's address; one it cannot parse is denied
         // rather than waved through.
-        match request.client_address().parse::<IpAddr>() {
+        Ok(match request.client_address().parse::<IpAddr>() {
             Ok(ip) if self.admits(ip) => Action::Continue,
             _ => forbidden(),
-        }
+        })
     }
 }
-
-weir_plugin_sdk::export_plugin!(IpFilter);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weir_plugin_sdk::testing::Harness;
 
     fn filter(allow: &[&str], deny: &[&str]) -> IpFilter {
         IpFilter::new(Config {
@@ -172,9 +172,12 @@ mod tests {
     fn requests_are_answered_403_or_continued() {
         let f = filter(&["127.0.0.1"], &[]);
         let mut ok = Request::new("GET", "/").with_client_address("127.0.0.1");
-        assert_eq!(f.on_request_headers(&mut ok), Action::Continue);
+        assert_eq!(
+            f.on_request_headers(&mut ok, &mut ()).unwrap(),
+            Action::Continue
+        );
         let mut other = Request::new("GET", "/").with_client_address("127.0.0.2");
-        match f.on_request_headers(&mut other) {
+        match f.on_request_headers(&mut other, &mut ()).unwrap() {
             Action::Respond(r) => {
                 assert_eq!(r.status, 403);
                 assert_eq!(r.body, br#"{"error":"forbidden"}"#);
@@ -199,5 +202,27 @@ mod tests {
         assert!(bad.contains("`deny[0]`"), "{bad}");
         let empty = IpFilter::new(Config::default()).unwrap_err();
         assert!(empty.contains("`allow`"), "{empty}");
+    }
+
+    #[test]
+    fn a_denied_client_never_reaches_the_upstream() {
+        let mut harness = Harness::<IpFilter>::new(serde_json::json!({ "deny": ["192.0.2.0/24"] }));
+        let denied = harness.run(Request::new("GET", "/").with_client_address("192.0.2.9"));
+        assert_eq!(denied.status(), 403);
+        assert_eq!(denied.header("content-type"), Some("application/json"));
+        assert_eq!(
+            denied.body_json(),
+            serde_json::json!({ "error": "forbidden" })
+        );
+        assert!(denied.upstream_request().is_none());
+        let admitted = harness.run(Request::new("GET", "/").with_client_address("198.51.100.1"));
+        assert_eq!(admitted.status(), 200);
+        assert!(admitted.upstream_request().is_some());
+        let unparsable = harness.run(Request::new("GET", "/").with_client_address("not-an-ip"));
+        assert_eq!(
+            unparsable.status(),
+            403,
+            "an odd address is denied, not waved through"
+        );
     }
 }

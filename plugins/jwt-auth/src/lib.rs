@@ -45,7 +45,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use weir_plugin_sdk::host::{self, Level, kv};
 use weir_plugin_sdk::{
-    Action, Headers, LocalResponse, Phase, Plugin, Request, is_header_name, is_header_value,
+    Action, EditError, Headers, LocalResponse, PhaseResult, Plugin, Request, is_header_name,
+    is_header_value, is_removable_header_name, is_settable_header_name, plugin,
 };
 
 use crate::alg::{Alg, AlgSet};
@@ -191,6 +192,13 @@ impl Refusal {
     fn invalid(why: &'static str) -> Refusal {
         Refusal::Invalid(Cow::Borrowed(why))
     }
+}
+
+/// The JSON body of a refusal (RFC 6750 §3's error codes).
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    error_description: &'a str,
 }
 
 /// What a verified token contributes to requests: the claim header values (in
@@ -402,9 +410,10 @@ fn algorithms(
     Ok(set)
 }
 
+#[plugin]
 impl Plugin for JwtAuth {
     type Config = Config;
-    const PHASES: &'static [Phase] = &[Phase::RequestHeaders];
+    type State = ();
 
     fn new(config: Config) -> Result<Self, String> {
         let fingerprint =
@@ -416,6 +425,11 @@ impl Plugin for JwtAuth {
             ));
         }
         let header = config.header.to_ascii_lowercase();
+        if !config.forward_token && !is_removable_header_name(&header) {
+            return Err(format!(
+                "`header`: {header:?} cannot be removed by a plugin, so `forward_token` must stay true"
+            ));
+        }
         let scheme = match config.scheme.as_str() {
             "" => None,
             s if is_header_name(s) => Some(s.to_owned()),
@@ -493,6 +507,11 @@ impl Plugin for JwtAuth {
                 ));
             }
             let target = target.to_ascii_lowercase();
+            if !is_settable_header_name(&target) {
+                return Err(format!(
+                    "`claims_to_headers`: {target:?} (for claim {claim:?}) is a header only the gateway sets"
+                ));
+            }
             if target == header {
                 return Err(format!(
                     "`claims_to_headers`: {target:?} is the header the token comes in"
@@ -528,13 +547,13 @@ impl Plugin for JwtAuth {
         })
     }
 
-    fn on_request_headers(&self, request: &mut Request<'_>) -> Action {
+    fn on_request_headers(&self, request: &mut Request<'_>, _: &mut ()) -> PhaseResult {
         match self.authenticate(&request.headers, now()) {
             Ok(values) => {
-                self.forward(request, &values);
-                Action::Continue
+                self.forward(request, &values)?;
+                Ok(Action::Continue)
             }
-            Err(refusal) => Action::Respond(self.refuse(refusal)),
+            Err(refusal) => Ok(Action::Respond(self.refuse(refusal))),
         }
     }
 }
@@ -739,16 +758,24 @@ impl JwtAuth {
     }
 
     /// Sets (or clears) the claim headers, and drops the token if it is not forwarded.
-    fn forward(&self, request: &mut Request<'_>, values: &[Option<String>]) {
+    /// The names were checked in `new` and the values by [`header_text`], so the
+    /// gateway has no reason to refuse an edit; if it does, the call fails (the route's
+    /// `on_error` decides) rather than letting a client's copy of a claim header through.
+    fn forward(
+        &self,
+        request: &mut Request<'_>,
+        values: &[Option<String>],
+    ) -> Result<(), EditError> {
         for ((_, header), value) in self.claims.iter().zip(values) {
             match value {
-                Some(value) => request.headers.set(header, value),
-                None => request.headers.remove(header),
+                Some(value) => request.headers.set(header, value)?,
+                None => request.headers.remove(header)?,
             }
         }
         if !self.forward_token {
-            request.headers.remove(&self.header);
+            request.headers.remove(&self.header)?;
         }
+        Ok(())
     }
 
     /// The response for a refused request.
@@ -773,11 +800,11 @@ impl JwtAuth {
             ),
         };
         host::log(Level::Debug, &format!("request refused: {description}"));
-        let response = LocalResponse::json(
-            status,
-            &serde_json::json!({ "error": error, "error_description": description }),
-        )
-        .header("cache-control", "no-store");
+        let body = ErrorBody {
+            error,
+            error_description: &description,
+        };
+        let response = LocalResponse::json(status, &body).header("cache-control", "no-store");
         match refusal {
             Refusal::Missing => response.header("www-authenticate", &self.challenge),
             Refusal::Invalid(_) | Refusal::BadRequest(_) => {
@@ -800,8 +827,6 @@ impl JwtAuth {
         }
     }
 }
-
-weir_plugin_sdk::export_plugin!(JwtAuth);
 
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,8 @@ use hmac::{KeyInit as _, Mac as _};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use weir_plugin_sdk::host::http::OutboundResponse;
-use weir_plugin_sdk::{Action, Plugin, Request, testing};
+use weir_plugin_sdk::testing::{self, Harness};
+use weir_plugin_sdk::{Action, Phase, Plugin, Request};
 
 use super::*;
 
@@ -506,17 +507,14 @@ fn refusals_carry_rfc6750_challenges() {
     let auth = hs_plugin();
     let respond = |request: Request<'static>| {
         let mut request = request;
-        match auth.on_request_headers(&mut request) {
+        match auth.on_request_headers(&mut request, &mut ()).unwrap() {
             Action::Respond(response) => response,
             Action::Continue => panic!("continued"),
         }
     };
     let missing = respond(Request::new("GET", "/"));
     assert_eq!(missing.status, 401);
-    assert_eq!(
-        missing.headers.get_str("www-authenticate").as_deref(),
-        Some("Bearer")
-    );
+    assert_eq!(missing.headers.get_str("www-authenticate"), Some("Bearer"));
     let body: Value = serde_json::from_slice(&missing.body).unwrap();
     assert_eq!(body["error"], "missing_token");
 
@@ -528,7 +526,7 @@ fn refusals_carry_rfc6750_challenges() {
     let response = respond(bearer(&expired));
     assert_eq!(response.status, 401);
     assert_eq!(
-        response.headers.get_str("www-authenticate").as_deref(),
+        response.headers.get_str("www-authenticate"),
         Some(r#"Bearer error="invalid_token", error_description="the token has expired""#)
     );
     let body: Value = serde_json::from_slice(&response.body).unwrap();
@@ -536,35 +534,32 @@ fn refusals_carry_rfc6750_challenges() {
         body,
         json!({"error": "invalid_token", "error_description": "the token has expired"})
     );
-    assert_eq!(
-        response.headers.get_str("cache-control").as_deref(),
-        Some("no-store")
-    );
+    assert_eq!(response.headers.get_str("cache-control"), Some("no-store"));
 
     let realm = plugin(json!({"secret": SECRET, "realm": "api"}));
     let mut request = bearer("x.y.z");
-    let Action::Respond(response) = realm.on_request_headers(&mut request) else {
+    let Action::Respond(response) = realm.on_request_headers(&mut request, &mut ()).unwrap() else {
         panic!("continued")
     };
     assert_eq!(
-        response.headers.get_str("www-authenticate").as_deref(),
+        response.headers.get_str("www-authenticate"),
         Some(
             r#"Bearer realm="api", error="invalid_token", error_description="the token header is not base64url""#
         )
     );
     let mut request = Request::new("GET", "/");
-    let Action::Respond(response) = realm.on_request_headers(&mut request) else {
+    let Action::Respond(response) = realm.on_request_headers(&mut request, &mut ()).unwrap() else {
         panic!("continued")
     };
     assert_eq!(
-        response.headers.get_str("www-authenticate").as_deref(),
+        response.headers.get_str("www-authenticate"),
         Some(r#"Bearer realm="api""#)
     );
 
     let mut request = Request::new("GET", "/")
         .with_header("authorization", "Bearer a")
         .with_header("authorization", "Bearer b");
-    let Action::Respond(response) = auth.on_request_headers(&mut request) else {
+    let Action::Respond(response) = auth.on_request_headers(&mut request, &mut ()).unwrap() else {
         panic!("continued")
     };
     assert_eq!(response.status, 400);
@@ -606,7 +601,10 @@ fn claims_are_copied_and_spoofed_copies_dropped() {
         .with_header("x-absent", "spoofed")
         .with_header("x-obj", "spoofed")
         .with_header("x-evil", "spoofed");
-    assert_eq!(auth.on_request_headers(&mut request), Action::Continue);
+    assert_eq!(
+        auth.on_request_headers(&mut request, &mut ()).unwrap(),
+        Action::Continue
+    );
     let get = |name: &str| request.headers.get_all(name);
     assert_eq!(get("x-user-id"), [b"user-42".to_vec()]);
     assert_eq!(get("x-n"), [b"42".to_vec()]);
@@ -629,14 +627,41 @@ fn custom_header_bare_token_and_not_forwarding() {
         plugin(json!({"secret": SECRET, "header": "X-Jwt", "scheme": "", "forward_token": false}));
     let token = sign(&hmac_key(), "HS256", &good_claims());
     let mut request = Request::new("GET", "/").with_header("x-jwt", &token);
-    assert_eq!(auth.on_request_headers(&mut request), Action::Continue);
+    assert_eq!(
+        auth.on_request_headers(&mut request, &mut ()).unwrap(),
+        Action::Continue
+    );
     assert!(!request.headers.contains("x-jwt"));
     assert_eq!(request.edits().removed, ["x-jwt"]);
     let mut request = bearer(&token);
-    let Action::Respond(response) = auth.on_request_headers(&mut request) else {
+    let Action::Respond(response) = auth.on_request_headers(&mut request, &mut ()).unwrap() else {
         panic!("the authorization header is not this route's")
     };
     assert_eq!(response.status, 401);
+}
+
+#[test]
+fn whole_requests_reach_the_upstream_only_with_a_valid_token() {
+    let mut auth = Harness::<JwtAuth>::new(json!({
+        "secret": SECRET,
+        "claims_to_headers": {"sub": "x-user-id"},
+        "forward_token": false,
+    }));
+    assert_eq!(auth.phases(), [Phase::RequestHeaders]);
+    let token = sign(&hmac_key(), "HS256", &good_claims());
+    let admitted = auth.run(bearer(&token).with_header("x-user-id", "admin"));
+    assert_eq!(admitted.status(), 200);
+    assert_eq!(admitted.failure(), None);
+    let upstream = admitted.upstream_request().expect("sent upstream");
+    assert_eq!(upstream.headers.get_all("x-user-id"), [b"user-42".to_vec()]);
+    assert!(!upstream.headers.contains("authorization"), "not forwarded");
+
+    let refused = auth.run(Request::new("GET", "/").with_header("x-user-id", "admin"));
+    assert_eq!(refused.status(), 401);
+    assert!(refused.upstream_request().is_none());
+    assert_eq!(refused.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(refused.header("cache-control"), Some("no-store"));
+    assert_eq!(refused.body_json()["error"], "missing_token");
 }
 
 // --- the cache of verified tokens ---
@@ -816,6 +841,26 @@ fn bad_configs_are_refused_naming_the_key() {
             "`claims_to_headers`",
         ),
         (
+            json!({"secret": SECRET, "claims_to_headers": {"sub": "Host"}}),
+            "`claims_to_headers`: \"host\" (for claim \"sub\") is a header only the gateway sets",
+        ),
+        (
+            json!({"secret": SECRET, "claims_to_headers": {"sub": "content-length"}}),
+            "only the gateway sets",
+        ),
+        (
+            json!({"secret": SECRET, "claims_to_headers": {"sub": "Connection"}}),
+            "only the gateway sets",
+        ),
+        (
+            json!({"secret": SECRET, "claims_to_headers": {"sub": "proxy-user"}}),
+            "only the gateway sets",
+        ),
+        (
+            json!({"secret": SECRET, "header": "Host", "scheme": "", "forward_token": false}),
+            "`header`: \"host\" cannot be removed",
+        ),
+        (
             json!({"secret": SECRET, "secret_b64": true}),
             "unknown field `secret_b64`",
         ),
@@ -862,6 +907,18 @@ fn good_configs_and_their_default_algorithms() {
         plugin(json!({"jwks": ed_jwk("solo")})).keys.unwrap().len(),
         1
     );
+    // A hop-by-hop token header can still be removed (not forwarded).
+    let proxy =
+        plugin(json!({"secret": SECRET, "header": "Proxy-Authorization", "forward_token": false}));
+    assert_eq!(proxy.header, "proxy-authorization");
+    let token = sign(&hmac_key(), "HS256", &good_claims());
+    let mut request =
+        Request::new("GET", "/").with_header("proxy-authorization", format!("Bearer {token}"));
+    assert_eq!(
+        proxy.on_request_headers(&mut request, &mut ()).unwrap(),
+        Action::Continue
+    );
+    assert_eq!(request.edits().removed, ["proxy-authorization"]);
     let lists = plugin(json!({"secret": SECRET, "issuer": ["a", "b"], "audience": "c"}));
     assert_eq!(lists.rules.issuers, ["a", "b"]);
     assert_eq!(lists.rules.audiences, ["c"]);
@@ -991,14 +1048,11 @@ fn an_unreachable_jwks_url_answers_503_and_backs_off() {
     let auth = remote_plugin();
     let token = es256("k1", &p256_key());
     let mut request = bearer(&token);
-    let Action::Respond(response) = auth.on_request_headers(&mut request) else {
+    let Ok(Action::Respond(response)) = auth.on_request_headers(&mut request, &mut ()) else {
         panic!("continued without keys")
     };
     assert_eq!(response.status, 503);
-    assert_eq!(
-        response.headers.get_str("retry-after").as_deref(),
-        Some("10")
-    );
+    assert_eq!(response.headers.get_str("retry-after"), Some("10"));
     assert!(!response.headers.contains("www-authenticate"));
     assert_eq!(fetches(), 1);
     // Within the back-off, no new fetch.

@@ -24,13 +24,13 @@
 //! plugins = [{ name = "rate-limit", config = { requests = 100, window = "1m", key = "header:x-user" } }]
 //! ```
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use weir_plugin_sdk::host::{self, Level, kv, metrics};
 use weir_plugin_sdk::{
-    Action, Headers, LocalResponse, Phase, Plugin, QueuedHeaders, Request, Response, is_header_name,
+    Action, EditError, Headers, LocalResponse, Phase, PhaseResult, Plugin, QueuedHeaders, Request,
+    Response, is_header_name, plugin,
 };
 
 /// The header the `api-key` plugin sets to the authenticated consumer's name.
@@ -110,34 +110,53 @@ pub struct Quota {
     pub reset: u64,
 }
 
+/// The body of a 429.
+#[derive(Serialize)]
+struct Refusal {
+    error: &'static str,
+}
+
 impl Quota {
     /// Passes each `RateLimit-*` header field to `field`, its value written without an
-    /// allocation (this runs on every request).
-    fn fields(&self, mut field: impl FnMut(&'static str, &str)) {
+    /// allocation (this runs on every request); stops at the first edit refused.
+    fn fields(
+        &self,
+        mut field: impl FnMut(&'static str, &str) -> Result<(), EditError>,
+    ) -> Result<(), EditError> {
         let mut digits = itoa::Buffer::new();
-        field(LIMIT_HEADER, digits.format(self.limit));
-        field(REMAINING_HEADER, digits.format(self.remaining));
-        field(RESET_HEADER, digits.format(self.reset));
+        field(LIMIT_HEADER, digits.format(self.limit))?;
+        field(REMAINING_HEADER, digits.format(self.remaining))?;
+        field(RESET_HEADER, digits.format(self.reset))
     }
 
     /// Sets the `RateLimit-*` headers.
-    fn write(&self, headers: &mut Headers<'_>) {
-        self.fields(|name, value| headers.set(name, value));
+    fn write(&self, headers: &mut Headers<'_>) -> Result<(), EditError> {
+        self.fields(|name, value| headers.set(name, value))
     }
 
     /// Queues the `RateLimit-*` headers for the response, unless it has them.
-    fn queue(&self, response: &mut QueuedHeaders<'_>) {
-        self.fields(|name, value| response.set_if_absent(name, value));
+    fn queue(&self, response: &mut QueuedHeaders<'_>) -> Result<(), EditError> {
+        self.fields(|name, value| response.set_if_absent(name, value))
     }
 
     /// The 429 for a request past the limit.
-    fn refusal(&self) -> LocalResponse {
+    fn refusal(&self) -> Result<LocalResponse, EditError> {
+        let body = Refusal {
+            error: "rate limit exceeded",
+        };
         let mut response =
-            LocalResponse::json(429, &serde_json::json!({ "error": "rate limit exceeded" }))
-                .header("retry-after", self.reset.to_string());
-        self.write(&mut response.headers);
-        response
+            LocalResponse::json(429, &body).header("retry-after", self.reset.to_string());
+        self.write(&mut response.headers)?;
+        Ok(response)
     }
+}
+
+/// What one request carries from its request phase to its response phase (with
+/// `headers = "tightest"`): the quota it counted, if it was admitted. Per request, so no
+/// other request (under `isolation = "worker"` the instance serves many) ever sees it.
+#[derive(Debug, Default)]
+pub struct State {
+    quota: Option<Quota>,
 }
 
 /// The plugin.
@@ -151,11 +170,6 @@ pub struct RateLimit {
     /// different settings on one route count separately.
     scope: String,
     headers: HeadersMode,
-    /// What this request's request phase counted, taken by its response phase
-    /// (`headers = "tightest"`). An
-    /// instance serves one request at a time (its phases in order), and under worker
-    /// isolation serves later requests too: every request phase overwrites this.
-    pending: Mutex<Option<Quota>>,
 }
 
 /// Parses `window` into whole milliseconds.
@@ -249,7 +263,7 @@ impl RateLimit {
         match value {
             Some(value) => {
                 key.push_str("v=");
-                push_escaped(&mut key, &value);
+                push_escaped(&mut key, value);
             }
             None => {
                 key.push_str("ip=");
@@ -282,15 +296,12 @@ impl RateLimit {
         };
         (count <= self.limit, quota)
     }
-
-    fn pending(&self) -> MutexGuard<'_, Option<Quota>> {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
+#[plugin]
 impl Plugin for RateLimit {
     type Config = Config;
-    const PHASES: &'static [Phase] = &[Phase::RequestHeaders, Phase::ResponseHeaders];
+    type State = State;
 
     fn new(config: Config) -> Result<Self, String> {
         if config.requests == 0 {
@@ -309,34 +320,37 @@ impl Plugin for RateLimit {
             by,
             scope: format!("{window_ms}|{limit}|{form}|"),
             headers: config.headers,
-            pending: Mutex::new(None),
         })
     }
 
     fn phases(&self) -> &[Phase] {
         match self.headers {
             HeadersMode::UnlessPresent => &[Phase::RequestHeaders],
-            HeadersMode::Tightest => Self::PHASES,
+            HeadersMode::Tightest => &[Phase::RequestHeaders, Phase::ResponseHeaders],
         }
     }
 
-    fn on_request_headers(&self, request: &mut Request<'_>) -> Action {
+    fn on_request_headers(&self, request: &mut Request<'_>, state: &mut State) -> PhaseResult {
         let (admitted, quota) = self.count(request, now_ms());
         if admitted {
             match self.headers {
-                HeadersMode::UnlessPresent => quota.queue(&mut request.response_headers),
-                HeadersMode::Tightest => *self.pending() = Some(quota),
+                HeadersMode::UnlessPresent => quota.queue(&mut request.response_headers)?,
+                HeadersMode::Tightest => state.quota = Some(quota),
             }
-            return Action::Continue;
+            return Ok(Action::Continue);
         }
-        *self.pending() = None;
         metrics::counter_add("rate_limited", 1);
-        Action::Respond(quota.refusal())
+        Ok(Action::Respond(quota.refusal()?))
     }
 
-    fn on_response_headers(&self, _request: &Request<'_>, response: &mut Response<'_>) -> Action {
-        let Some(quota) = self.pending().take() else {
-            return Action::Continue;
+    fn on_response_headers(
+        &self,
+        _request: &Request<'_>,
+        response: &mut Response<'_>,
+        state: &mut State,
+    ) -> PhaseResult {
+        let Some(quota) = state.quota.take() else {
+            return Ok(Action::Continue);
         };
         // Another limit on the way (a second rate-limit, the upstream) may be tighter:
         // the client hears about the one that runs out first.
@@ -346,18 +360,16 @@ impl Plugin for RateLimit {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .is_some_and(|remaining| remaining < quota.remaining);
         if !tighter {
-            quota.write(&mut response.headers);
+            quota.write(&mut response.headers)?;
         }
-        Action::Continue
+        Ok(Action::Continue)
     }
 }
-
-weir_plugin_sdk::export_plugin!(RateLimit);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_plugin_sdk::testing;
+    use weir_plugin_sdk::testing::{self, Harness};
 
     /// 12:00:00 UTC on 1 January 2025, in milliseconds: a whole hour, minute and second.
     const NOON: u64 = 1_735_732_800_000;
@@ -405,7 +417,7 @@ mod tests {
         plugin.count(request, now).0
     }
 
-    fn header(headers: &Headers<'_>, name: &str) -> Option<String> {
+    fn header<'h>(headers: &'h Headers<'_>, name: &str) -> Option<&'h str> {
         headers.get_str(name)
     }
 
@@ -464,38 +476,34 @@ mod tests {
             )
         );
 
-        let response = limit.count(&get(), now).1.refusal();
+        let response = limit.count(&get(), now).1.refusal().unwrap();
         assert_eq!(response.status, 429);
+        assert_eq!(header(&response.headers, "retry-after"), Some("45"));
         assert_eq!(
-            header(&response.headers, "retry-after").as_deref(),
-            Some("45")
-        );
-        assert_eq!(
-            header(&response.headers, "content-type").as_deref(),
+            header(&response.headers, "content-type"),
             Some("application/json")
         );
         let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
         assert_eq!(body, serde_json::json!({ "error": "rate limit exceeded" }));
-        assert_eq!(
-            header(&response.headers, LIMIT_HEADER).as_deref(),
-            Some("3")
-        );
-        assert_eq!(
-            header(&response.headers, REMAINING_HEADER).as_deref(),
-            Some("0")
-        );
-        assert_eq!(
-            header(&response.headers, RESET_HEADER).as_deref(),
-            Some("45")
-        );
+        assert_eq!(header(&response.headers, LIMIT_HEADER), Some("3"));
+        assert_eq!(header(&response.headers, REMAINING_HEADER), Some("0"));
+        assert_eq!(header(&response.headers, RESET_HEADER), Some("45"));
     }
 
     #[test]
     fn the_phases_refuse_past_the_limit_and_count_refusals() {
         testing::reset();
         let limit = plugin(1, "1h", 0, "ip");
-        assert_eq!(limit.on_request_headers(&mut get()), Action::Continue);
-        match limit.on_request_headers(&mut get()) {
+        assert_eq!(
+            limit
+                .on_request_headers(&mut get(), &mut State::default())
+                .unwrap(),
+            Action::Continue
+        );
+        match limit
+            .on_request_headers(&mut get(), &mut State::default())
+            .unwrap()
+        {
             Action::Respond(response) => {
                 assert_eq!(response.status, 429);
                 let retry: u64 = header(&response.headers, "retry-after")
@@ -647,7 +655,15 @@ mod tests {
         let limit = plugin(5, "1m", 0, "ip");
         assert_eq!(limit.phases(), [Phase::RequestHeaders]);
         let mut request = get();
-        assert_eq!(limit.on_request_headers(&mut request), Action::Continue);
+        let mut state = State::default();
+        assert_eq!(
+            limit.on_request_headers(&mut request, &mut state).unwrap(),
+            Action::Continue
+        );
+        assert!(
+            state.quota.is_none(),
+            "nothing is left for a response phase"
+        );
         let edits = request.edits();
         let queued = &edits.response_set_if_absent;
         let names: Vec<&str> = queued.iter().map(|(n, _)| n.as_str()).collect();
@@ -661,22 +677,26 @@ mod tests {
     fn the_response_phase_reports_the_counted_quota_once() {
         testing::reset();
         let limit = tightest(5);
-        assert_eq!(limit.phases(), RateLimit::PHASES);
-        let mut request = get();
-        assert_eq!(limit.on_request_headers(&mut request), Action::Continue);
-        let mut response = Response::new(200);
         assert_eq!(
-            limit.on_response_headers(&request, &mut response),
+            limit.phases(),
+            [Phase::RequestHeaders, Phase::ResponseHeaders]
+        );
+        let mut request = get();
+        let mut state = State::default();
+        assert_eq!(
+            limit.on_request_headers(&mut request, &mut state).unwrap(),
             Action::Continue
         );
+        assert!(request.edits().response_set_if_absent.is_empty());
+        let mut response = Response::new(200);
         assert_eq!(
-            header(&response.headers, LIMIT_HEADER).as_deref(),
-            Some("5")
+            limit
+                .on_response_headers(&request, &mut response, &mut state)
+                .unwrap(),
+            Action::Continue
         );
-        assert_eq!(
-            header(&response.headers, REMAINING_HEADER).as_deref(),
-            Some("4")
-        );
+        assert_eq!(header(&response.headers, LIMIT_HEADER), Some("5"));
+        assert_eq!(header(&response.headers, REMAINING_HEADER), Some("4"));
         let reset: u64 = header(&response.headers, RESET_HEADER)
             .unwrap()
             .parse()
@@ -685,23 +705,43 @@ mod tests {
 
         // The state was taken: a response phase without a request phase adds nothing.
         let mut response = Response::new(200);
-        limit.on_response_headers(&request, &mut response);
+        limit
+            .on_response_headers(&request, &mut response, &mut state)
+            .unwrap();
+        assert!(response.headers.all().is_empty());
+        let mut response = Response::new(200);
+        limit
+            .on_response_headers(&request, &mut response, &mut State::default())
+            .unwrap();
         assert!(response.headers.all().is_empty());
     }
 
     #[test]
-    fn a_refusal_clears_the_state_of_an_earlier_request() {
+    fn a_refusal_carries_no_state_of_an_earlier_request() {
         testing::reset();
         let limit = tightest(1);
-        assert_eq!(limit.on_request_headers(&mut get()), Action::Continue);
+        let mut first = State::default();
+        assert_eq!(
+            limit.on_request_headers(&mut get(), &mut first).unwrap(),
+            Action::Continue
+        );
+        assert!(
+            first.quota.is_some(),
+            "kept for the first request's response"
+        );
         // Under worker isolation the next request may reuse the instance; if the first
-        // never reached its response phase, its state must not leak into the next.
+        // never reached its response phase, its state must not leak into the next: each
+        // request has its own.
+        let mut second = State::default();
         assert!(matches!(
-            limit.on_request_headers(&mut get()),
-            Action::Respond(_)
+            limit.on_request_headers(&mut get(), &mut second),
+            Ok(Action::Respond(_))
         ));
+        assert!(second.quota.is_none());
         let mut response = Response::new(200);
-        limit.on_response_headers(&get(), &mut response);
+        limit
+            .on_response_headers(&get(), &mut response, &mut second)
+            .unwrap();
         assert!(response.headers.all().is_empty());
     }
 
@@ -710,28 +750,88 @@ mod tests {
         testing::reset();
         let limit = tightest(5);
         let mut request = get();
-        limit.on_request_headers(&mut request);
+        let mut state = State::default();
+        limit.on_request_headers(&mut request, &mut state).unwrap();
         let mut response = Response::new(200)
             .with_header(LIMIT_HEADER, "2")
             .with_header(REMAINING_HEADER, "1")
             .with_header(RESET_HEADER, "9");
-        limit.on_response_headers(&request, &mut response);
-        assert_eq!(
-            header(&response.headers, LIMIT_HEADER).as_deref(),
-            Some("2")
-        );
-        assert_eq!(
-            header(&response.headers, REMAINING_HEADER).as_deref(),
-            Some("1")
-        );
+        limit
+            .on_response_headers(&request, &mut response, &mut state)
+            .unwrap();
+        assert_eq!(header(&response.headers, LIMIT_HEADER), Some("2"));
+        assert_eq!(header(&response.headers, REMAINING_HEADER), Some("1"));
 
-        limit.on_request_headers(&mut request);
+        let mut state = State::default();
+        limit.on_request_headers(&mut request, &mut state).unwrap();
         let mut response = Response::new(200).with_header(REMAINING_HEADER, "100");
-        limit.on_response_headers(&request, &mut response);
+        limit
+            .on_response_headers(&request, &mut response, &mut state)
+            .unwrap();
+        assert_eq!(header(&response.headers, REMAINING_HEADER), Some("3"));
+    }
+
+    #[test]
+    fn whole_requests_by_default_get_the_quota_unless_the_response_has_one() {
+        let mut limit =
+            Harness::<RateLimit>::new(serde_json::json!({ "requests": 2, "window": "1h" }));
+        assert_eq!(limit.phases(), [Phase::RequestHeaders]);
+        let first = limit.run(get());
+        assert_eq!(first.status(), 200);
+        assert_eq!(first.header(LIMIT_HEADER), Some("2"));
+        assert_eq!(first.header(REMAINING_HEADER), Some("1"));
+        let reset: u64 = first.header(RESET_HEADER).unwrap().parse().unwrap();
+        assert!((1..=3600).contains(&reset), "{reset}");
+        // The upstream's own report is kept.
+        limit.upstream(Response::new(200).with_header(REMAINING_HEADER, "7"), "");
+        let second = limit.run(get());
+        assert_eq!(second.header(REMAINING_HEADER), Some("7"));
+        assert_eq!(second.header(LIMIT_HEADER), Some("2"));
+        // Past the limit: answered here, nothing goes upstream.
+        let refused = limit.run(get());
+        assert_eq!(refused.status(), 429);
+        assert!(refused.upstream_request().is_none());
+        assert_eq!(refused.header(REMAINING_HEADER), Some("0"));
+        assert_eq!(refused.header("retry-after"), refused.header(RESET_HEADER));
         assert_eq!(
-            header(&response.headers, REMAINING_HEADER).as_deref(),
-            Some("3")
+            refused.body_json(),
+            serde_json::json!({ "error": "rate limit exceeded" })
         );
+        assert!(refused.failure().is_none());
+    }
+
+    #[test]
+    fn whole_requests_with_tightest_carry_the_quota_to_the_response_phase() {
+        let mut limit = Harness::<RateLimit>::new(
+            serde_json::json!({ "requests": 3, "window": "1h", "headers": "tightest" }),
+        );
+        assert_eq!(
+            limit.phases(),
+            [Phase::RequestHeaders, Phase::ResponseHeaders]
+        );
+        let first = limit.run(get());
+        assert_eq!(first.status(), 200);
+        assert_eq!(first.header(REMAINING_HEADER), Some("2"));
+        assert_eq!(first.header(LIMIT_HEADER), Some("3"));
+        // A tighter limit reported by the upstream is kept; a looser one is replaced.
+        limit.upstream(Response::new(200).with_header(REMAINING_HEADER, "0"), "");
+        assert_eq!(limit.run(get()).header(REMAINING_HEADER), Some("0"));
+        limit.upstream(
+            Response::new(200)
+                .with_header(LIMIT_HEADER, "100")
+                .with_header(REMAINING_HEADER, "50"),
+            "",
+        );
+        let third = limit.run(get());
+        assert_eq!(third.header(REMAINING_HEADER), Some("0"));
+        assert_eq!(
+            third.header(LIMIT_HEADER),
+            Some("3"),
+            "ours, not the upstream's"
+        );
+        let refused = limit.run(get());
+        assert_eq!(refused.status(), 429);
+        assert!(refused.upstream_request().is_none());
     }
 
     #[test]

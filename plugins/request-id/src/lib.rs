@@ -12,7 +12,7 @@
 //! ```
 
 use serde::Deserialize;
-use weir_plugin_sdk::{Action, Phase, Plugin, Request, is_header_name};
+use weir_plugin_sdk::{Action, Headers, PhaseResult, Plugin, Request, is_header_name};
 
 /// The longest incoming id that is kept.
 const MAX_ID_LEN: usize = 200;
@@ -52,9 +52,10 @@ pub fn new_id() -> String {
     uuid::Uuid::now_v7().hyphenated().to_string()
 }
 
+#[weir_plugin_sdk::plugin]
 impl Plugin for RequestId {
     type Config = Config;
-    const PHASES: &'static [Phase] = &[Phase::RequestHeaders];
+    type State = ();
 
     fn new(config: Config) -> Result<Self, String> {
         if !is_header_name(&config.header) {
@@ -63,37 +64,56 @@ impl Plugin for RequestId {
                 config.header
             ));
         }
+        // The id is set on every request and response: refuse a name the gateway would
+        // not let the plugin set (`host`, `content-length`, a hop-by-hop header) now,
+        // rather than fail each request. The SDK applies the gateway's rules to a local
+        // message.
+        if let Err(e) = Headers::default().set(&config.header, "id") {
+            return Err(format!(
+                "`header`: {:?} cannot carry the id: the plugin could not set it ({e})",
+                config.header
+            ));
+        }
         Ok(RequestId {
             header: config.header.to_ascii_lowercase(),
         })
     }
 
-    fn on_request_headers(&self, request: &mut Request<'_>) -> Action {
+    fn on_request_headers(&self, request: &mut Request<'_>, _state: &mut ()) -> PhaseResult {
+        // The header name was checked in `new` and the id is either a valid incoming
+        // value or a UUID: the gateway has no reason to refuse these edits, and if it
+        // ever did, the request must not go on without its id.
         let incoming = request.headers.get_all(&self.header);
         let id = match incoming.as_slice() {
             [one] if is_valid_id(one) => one.clone(),
             _ => {
                 let id = new_id().into_bytes();
-                request.headers.set(&self.header, &id);
+                request.headers.set(&self.header, &id)?;
                 id
             }
         };
-        request.response_headers.set(&self.header, id);
-        Action::Continue
+        request.response_headers.set(&self.header, id)?;
+        Ok(Action::Continue)
     }
 }
-
-weir_plugin_sdk::export_plugin!(RequestId);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weir_plugin_sdk::Response;
+    use weir_plugin_sdk::testing::Harness;
 
     fn plugin(header: &str) -> RequestId {
         RequestId::new(Config {
             header: header.to_owned(),
         })
         .unwrap()
+    }
+
+    /// Runs the request phase, which always lets the request go on.
+    fn tag(plugin: &RequestId, request: &mut Request<'_>) {
+        let action = plugin.on_request_headers(request, &mut ()).unwrap();
+        assert_eq!(action, Action::Continue);
     }
 
     fn is_uuid_v7(id: &str) -> bool {
@@ -103,8 +123,8 @@ mod tests {
     #[test]
     fn generates_a_uuid_v7_when_absent() {
         let mut request = Request::new("GET", "/");
-        plugin("x-request-id").on_request_headers(&mut request);
-        let id = request.headers.get_str("x-request-id").unwrap();
+        tag(&plugin("x-request-id"), &mut request);
+        let id = request.headers.get_str("x-request-id").unwrap().to_owned();
         assert!(is_uuid_v7(&id), "{id}");
         assert_eq!(
             request.edits().response_set,
@@ -116,9 +136,9 @@ mod tests {
     #[test]
     fn keeps_a_valid_incoming_id() {
         let mut request = Request::new("GET", "/").with_header("X-Request-Id", "abc-123:def.456");
-        plugin("x-request-id").on_request_headers(&mut request);
+        tag(&plugin("x-request-id"), &mut request);
         assert_eq!(
-            request.headers.get_str("x-request-id").as_deref(),
+            request.headers.get_str("x-request-id"),
             Some("abc-123:def.456")
         );
         let edits = request.edits();
@@ -141,7 +161,7 @@ mod tests {
             for value in &bad {
                 request = request.with_header("x-request-id", value);
             }
-            plugin("x-request-id").on_request_headers(&mut request);
+            tag(&plugin("x-request-id"), &mut request);
             let all = request.headers.get_all("x-request-id");
             assert_eq!(all.len(), 1, "{bad:?}");
             assert!(is_uuid_v7(std::str::from_utf8(&all[0]).unwrap()), "{bad:?}");
@@ -162,7 +182,7 @@ mod tests {
     #[test]
     fn a_custom_header_is_used_and_a_bad_one_refused() {
         let mut request = Request::new("GET", "/");
-        plugin("X-Correlation-Id").on_request_headers(&mut request);
+        tag(&plugin("X-Correlation-Id"), &mut request);
         assert!(request.headers.contains("x-correlation-id"));
         assert!(!request.headers.contains("x-request-id"));
         let refused = RequestId::new(Config {
@@ -170,5 +190,35 @@ mod tests {
         })
         .unwrap_err();
         assert!(refused.contains("`header`"), "{refused}");
+        for name in ["Host", "content-length", "connection", "proxy-id"] {
+            let refused = RequestId::new(Config {
+                header: name.to_owned(),
+            })
+            .unwrap_err();
+            assert!(refused.contains("`header`"), "{refused}");
+        }
+    }
+
+    #[test]
+    fn the_upstream_and_the_client_see_the_same_id() {
+        // The crate has no serde_json of its own: the config is parsed from its text.
+        let mut harness = Harness::<RequestId>::new("{}".parse().unwrap());
+        harness.upstream(
+            Response::new(200).with_header("x-request-id", "from-upstream"),
+            "",
+        );
+        let outcome = harness.run(Request::new("GET", "/"));
+        let sent = outcome.upstream_request().unwrap();
+        let id = sent.headers.get_str("x-request-id").unwrap();
+        assert!(is_uuid_v7(id), "{id}");
+        assert_eq!(
+            outcome.header("x-request-id"),
+            Some(id),
+            "the queued id replaces the upstream's"
+        );
+        let kept = harness.run(Request::new("GET", "/").with_header("x-request-id", "abc"));
+        let sent = kept.upstream_request().unwrap();
+        assert_eq!(sent.headers.get_str("x-request-id"), Some("abc"));
+        assert_eq!(kept.header("x-request-id"), Some("abc"));
     }
 }

@@ -738,6 +738,103 @@ async fn worker_isolation_reuses_instances() {
     );
 }
 
+#[tokio::test]
+async fn per_request_state_carries_a_secret_between_phases_and_never_to_the_next_request() {
+    let up = TestUpstream::start("up");
+    let gw = TestGateway::start(&config(
+        &plugin_dir(),
+        &up,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n{}",
+            route(
+                "r",
+                "/",
+                "{ name = \"probe\", config = { mode = \"secret\" } }"
+            )
+        ),
+    ));
+    assert_eq!(
+        gw.snapshot().chains[0][0].settings.isolation,
+        weir_gateway::config::Isolation::Worker,
+        "worker isolation is the default"
+    );
+    let first = weir_tests::first_party::get_with(&gw.url("/"), &[("x-secret", "hunter2")]).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("x-state-before").as_deref(), Some("[]"));
+    assert_eq!(
+        first.header("x-state-secret").as_deref(),
+        Some("hunter2"),
+        "the response phase sees what the request phase kept"
+    );
+    for n in 2..=4 {
+        let next = get(&gw.url("/")).await;
+        assert_eq!(next.status, 200);
+        assert_eq!(
+            next.header("x-state-before").as_deref(),
+            Some("[]"),
+            "request {n} saw an earlier request's state"
+        );
+        assert_eq!(next.header("x-state-secret").as_deref(), Some(""));
+    }
+    let served: Vec<String> = up
+        .seen()
+        .iter()
+        .map(|s| s.headers["x-served"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        served,
+        ["1", "2", "3", "4"],
+        "the four requests met one instance"
+    );
+    assert!(
+        up.seen()
+            .iter()
+            .all(|s| !s.headers.contains_key("x-secret"))
+    );
+}
+
+#[tokio::test]
+async fn a_phase_error_fails_the_call_under_the_routes_policy() {
+    let up = TestUpstream::start("up");
+    let gw = gateway(
+        &up,
+        &(route(
+            "deny",
+            "/deny",
+            "{ name = \"probe\", config = { mode = \"fail\" } }",
+        ) + &route(
+            "allow",
+            "/allow",
+            "{ name = \"probe\", config = { mode = \"fail\" }, on_error = \"allow\" }, \
+                 { name = \"probe-local\", config = { tag = \"after\" } }",
+        ) + &route(
+            "queued",
+            "/queued",
+            "{ name = \"probe\", config = { mode = \"queue-fail\", tag = \"q\" }, on_error = \"allow\" }",
+        )),
+    );
+    let denied = get(&gw.url("/deny")).await;
+    assert_eq!(denied.status, 500, "{}", denied.text());
+    assert!(up.seen().is_empty());
+    let allowed = get(&gw.url("/allow")).await;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(
+        up.last().headers["x-chain"],
+        "after",
+        "the failed plugin was skipped and the next one ran"
+    );
+    let queued = get(&gw.url("/queued")).await;
+    assert_eq!(queued.status, 200);
+    assert!(
+        queued.header("x-queued-set").is_none(),
+        "a failed call's queued edits are dropped"
+    );
+    let snapshot = gw.snapshot();
+    let stats = &snapshot.chains[0][0].plugin.stats;
+    assert_eq!(stats.failures(FailureKind::Error), 3);
+    assert_eq!(stats.failures(FailureKind::Trap), 0);
+}
+
 #[test]
 fn a_plugin_for_another_wit_version_is_refused_naming_both() {
     let up = TestUpstream::start("up");
@@ -757,8 +854,11 @@ fn a_plugin_for_another_wit_version_is_refused_naming_both() {
 #[tokio::test]
 async fn a_plugin_for_a_newer_patch_version_loads() {
     // The guest's WIT must be the gateway's with only the version changed.
-    let ours =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugin-sdk/wit/plugin.wit")).unwrap();
+    let ours = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../plugin-sdk/wit/plugin.wit"
+    ))
+    .unwrap();
     let theirs = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/guests/minor/wit/plugin.wit"
@@ -945,12 +1045,16 @@ async fn body_phases_rewrite_bodies_and_the_log_phase_runs_after_the_response() 
         Some("7"),
         "a request-body phase can queue response edits too"
     );
-    // The log phase reports to the sink once the response is written.
+    // The log phase reports to the sink once the response is written, with what the
+    // request-body phase kept in the request's state.
     let deadline = Instant::now() + Duration::from_secs(5);
     while sink.seen().is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(sink.last().target, "/log?status=200&path=/echo");
+    assert_eq!(
+        sink.last().target,
+        "/log?status=200&path=/echo&request_bytes=7"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -965,7 +1069,10 @@ async fn the_log_phase_runs_for_an_upstream_failure() {
     while sink.seen().is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(sink.last().target, "/log?status=502&path=/echo");
+    assert_eq!(
+        sink.last().target,
+        "/log?status=502&path=/echo&request_bytes=7"
+    );
 }
 
 #[tokio::test]

@@ -4,11 +4,15 @@
 //!   answered with 400), the request gets `x-body-bytes` with the original length, and
 //!   the response (a queued edit) `x-request-body-bytes` with the same;
 //! - response body: upper-cased;
-//! - log: reports the final status to `config.log_url` with `http-call`.
+//! - log: reports the final status, the path and the request body's length (kept in
+//!   the request's state since the request-body phase) to `config.log_url` with
+//!   `http-call`.
 
 use serde::Deserialize;
 use weir_plugin_sdk::host::http::{OutboundRequest, call};
-use weir_plugin_sdk::{Action, LocalResponse, Phase, Plugin, Request, Response};
+use weir_plugin_sdk::{
+    Action, Body, LocalResponse, PhaseResult, Plugin, Request, Response, plugin,
+};
 
 #[derive(Deserialize)]
 pub struct Config {
@@ -19,9 +23,16 @@ pub struct Bodies {
     log_url: String,
 }
 
+/// What the log phase learns from the request-body phase of the same request.
+#[derive(Default)]
+pub struct Seen {
+    request_bytes: Option<usize>,
+}
+
+#[plugin]
 impl Plugin for Bodies {
     type Config = Config;
-    const PHASES: &'static [Phase] = &[Phase::RequestBody, Phase::ResponseBody, Phase::Log];
+    type State = Seen;
 
     fn new(config: Config) -> Result<Self, String> {
         Ok(Bodies {
@@ -29,41 +40,52 @@ impl Plugin for Bodies {
         })
     }
 
-    fn on_request_body(&self, request: &mut Request, body: &mut Vec<u8>) -> Action {
-        request.headers.set("x-body-bytes", body.len().to_string());
+    fn on_request_body(
+        &self,
+        request: &mut Request,
+        body: &mut Body,
+        seen: &mut Seen,
+    ) -> PhaseResult {
+        seen.request_bytes = Some(body.len());
+        request
+            .headers
+            .set("x-body-bytes", body.len().to_string())?;
         request
             .response_headers
-            .set("x-request-body-bytes", body.len().to_string());
+            .set("x-request-body-bytes", body.len().to_string())?;
         let Ok(serde_json::Value::Object(mut object)) = serde_json::from_slice(body) else {
-            return Action::Respond(LocalResponse::json(
+            return Ok(Action::Respond(LocalResponse::json(
                 400,
                 &serde_json::json!({ "error": "a JSON object is required" }),
-            ));
+            )));
         };
         object.insert("seen_by".into(), "bodies".into());
-        *body = serde_json::Value::Object(object).to_string().into_bytes();
-        Action::Continue
+        body.set(serde_json::Value::Object(object).to_string());
+        Ok(Action::Continue)
     }
 
     fn on_response_body(
         &self,
         _request: &Request,
         _response: &Response,
-        body: &mut Vec<u8>,
-    ) -> Action {
-        body.make_ascii_uppercase();
-        Action::Continue
+        body: &mut Body,
+        _: &mut Seen,
+    ) -> PhaseResult {
+        body.to_mut().make_ascii_uppercase();
+        Ok(Action::Continue)
     }
 
-    fn on_log(&self, request: &Request, response: &Response) {
+    fn on_log(&self, request: &Request, response: &Response, seen: Seen) {
+        let bytes = seen
+            .request_bytes
+            .map_or("none".to_owned(), |n| n.to_string());
         let url = format!(
-            "{}?status={}&path={}",
+            "{}?status={}&path={}&request_bytes={bytes}",
             self.log_url,
             response.status(),
             request.path_only()
         );
+        // Nothing can be done about a failed report in the log phase.
         let _ = call(&OutboundRequest::get(&url));
     }
 }
-
-weir_plugin_sdk::export_plugin!(Bodies);
