@@ -29,6 +29,7 @@ mod plugin_headers;
 mod plugin_ip_filter;
 mod plugin_jwt_auth;
 mod plugin_rate_limit;
+mod plugin_scaffold;
 mod plugins;
 mod pooling;
 mod reload;
