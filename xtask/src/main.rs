@@ -102,6 +102,21 @@ fn test(extra: Vec<String>) -> Result<(), String> {
             .join("plugins")
             .join("Cargo.toml")
             .to_string_lossy(),
+    ]))?;
+    // The example plugin's own tests, as its author would run them.
+    run(Command::new(&cargo).args([
+        "test",
+        "--manifest-path",
+        &Path::new(ROOT)
+            .join("examples")
+            .join("hello-plugin")
+            .join("Cargo.toml")
+            .to_string_lossy(),
+        "--target-dir",
+        &Path::new(ROOT)
+            .join("target")
+            .join("example-tests")
+            .to_string_lossy(),
     ]))
 }
 
