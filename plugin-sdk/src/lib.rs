@@ -219,7 +219,8 @@ pub use message::{Action, Body, LocalResponse, QueuedHeaders, Request, RequestEd
 pub use plugin::{Phase, PhaseResult, Plugin, build, parse_config};
 /// Marks a plugin's `impl Plugin for X` block: its phases are the `on_*` methods
 /// written in it, and `X` is exported as the component's plugin when built for
-/// WebAssembly. Use it once per plugin crate.
+/// WebAssembly. Use it once per plugin crate, which must depend on this crate under its
+/// own name (`weir-plugin-sdk`, not renamed in `Cargo.toml`).
 pub use weir_plugin_sdk_macros::plugin;
 
 /// Internals used by the `#[plugin]` attribute; not part of the API.
