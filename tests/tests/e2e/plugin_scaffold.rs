@@ -112,7 +112,14 @@ async fn a_new_plugin_builds_against_the_packaged_sdk_tests_and_loads() {
         .arg(&target));
     assert!(tested.contains("test result: ok. 3 passed"), "{tested}");
     run(cargo(&crate_dir)
-        .args(["build", "--offline", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--offline",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(&target));
     let wasm = target.join("wasm32-wasip2/release/tenant_gate.wasm");
 
