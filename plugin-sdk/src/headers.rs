@@ -26,7 +26,7 @@ pub(crate) struct Local {
 
 impl Local {
     /// Drops earlier set/append edits of `name`: a later set or remove overrides them.
-    fn forget(&mut self, name: &str) {
+    pub(crate) fn forget(&mut self, name: &str) {
         self.set.retain(|(n, _)| n != name);
         self.appended.retain(|(n, _)| n != name);
     }

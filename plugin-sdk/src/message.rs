@@ -294,8 +294,7 @@ impl<'a> Request<'a> {
         for edit in &self.response_headers.recorded {
             match edit.clone() {
                 Queued::Set(name, value) => {
-                    response.set.retain(|(n, _)| *n != name);
-                    response.appended.retain(|(n, _)| *n != name);
+                    response.forget(&name);
                     response.set.push((name, value));
                 }
                 Queued::SetIfAbsent(name, value) => {
@@ -303,8 +302,7 @@ impl<'a> Request<'a> {
                 }
                 Queued::Append(name, value) => response.appended.push((name, value)),
                 Queued::Remove(name) => {
-                    response.set.retain(|(n, _)| *n != name);
-                    response.appended.retain(|(n, _)| *n != name);
+                    response.forget(&name);
                     response.removed.push(name);
                 }
             }

@@ -339,9 +339,10 @@ fn body_action(result: PhaseResult, body: Body) -> wit::BodyAction {
     }
 }
 
-/// The plugin could not be built in this instance: the call fails with why.
-fn unbuilt(why: &str) {
-    crate::host::fail(why);
+/// The instance's plugin, or `None` after failing the call with why it could not be
+/// built.
+fn built<P: Slot>() -> Option<&'static P> {
+    instance::<P>().map_err(crate::host::fail).ok()
 }
 
 impl<P: Slot> Guest for Adapter<P> {
@@ -364,12 +365,8 @@ impl<P: Slot> Guest for Adapter<P> {
     }
 
     fn on_request_headers(request: &wit::Request) -> wit::Action {
-        let plugin = match instance::<P>() {
-            Ok(p) => p,
-            Err(e) => {
-                unbuilt(e);
-                return wit::Action::Continue;
-            }
+        let Some(plugin) = built::<P>() else {
+            return wit::Action::Continue;
         };
         let mut request = Request::from_host(request);
         action(with_state::<P, _>(|state| {
@@ -378,12 +375,8 @@ impl<P: Slot> Guest for Adapter<P> {
     }
 
     fn on_request_body(request: &wit::Request, body: Vec<u8>) -> wit::BodyAction {
-        let plugin = match instance::<P>() {
-            Ok(p) => p,
-            Err(e) => {
-                unbuilt(e);
-                return wit::BodyAction::Continue(None);
-            }
+        let Some(plugin) = built::<P>() else {
+            return wit::BodyAction::Continue(None);
         };
         let mut request = Request::from_host(request);
         let mut body = Body::new(body);
@@ -393,12 +386,8 @@ impl<P: Slot> Guest for Adapter<P> {
     }
 
     fn on_response_headers(request: &wit::Request, response: &wit::Response) -> wit::Action {
-        let plugin = match instance::<P>() {
-            Ok(p) => p,
-            Err(e) => {
-                unbuilt(e);
-                return wit::Action::Continue;
-            }
+        let Some(plugin) = built::<P>() else {
+            return wit::Action::Continue;
         };
         let request = Request::from_host(request);
         let mut response = Response::from_host(response);
@@ -412,12 +401,8 @@ impl<P: Slot> Guest for Adapter<P> {
         response: &wit::Response,
         body: Vec<u8>,
     ) -> wit::BodyAction {
-        let plugin = match instance::<P>() {
-            Ok(p) => p,
-            Err(e) => {
-                unbuilt(e);
-                return wit::BodyAction::Continue(None);
-            }
+        let Some(plugin) = built::<P>() else {
+            return wit::BodyAction::Continue(None);
         };
         let request = Request::from_host(request);
         let response = Response::from_host(response);
@@ -429,13 +414,12 @@ impl<P: Slot> Guest for Adapter<P> {
     }
 
     fn on_log(request: &wit::Request, response: &wit::Response) {
-        match instance::<P>() {
-            Ok(plugin) => plugin.on_log(
+        if let Some(plugin) = built::<P>() {
+            plugin.on_log(
                 &Request::from_host(request),
                 &Response::from_host(response),
                 take_state::<P>(),
-            ),
-            Err(e) => unbuilt(e),
+            );
         }
     }
 }

@@ -87,13 +87,10 @@ impl Plugin for Probe {
                 request.headers.remove("x-remove-me")?;
                 // Invalid edits are refused (and logged by the gateway); the plugin sees
                 // the refusals and reports them, and the request goes on.
-                let refused = [
+                let refused = refusals(&[
                     request.headers.set("bad name", "v"),
                     request.headers.append("x-bad-value", "a\r\nb"),
-                ]
-                .iter()
-                .filter(|r| r.is_err())
-                .count();
+                ]);
                 request.headers.set("x-refused-edits", refused.to_string())?;
                 if let Some(path) = &self.config.path {
                     request.set_path(path.clone())?;
@@ -155,16 +152,13 @@ impl Plugin for Probe {
             "forbidden" => {
                 // Each is the gateway's to decide, and refused: the plugin sees five
                 // refusals.
-                let refused = [
+                let refused = refusals(&[
                     request.headers.set("content-length", "0"),
                     request.headers.set("transfer-encoding", "chunked"),
                     request.headers.set("host", "evil.example"),
                     request.headers.remove("host"),
                     request.response_headers.set("content-length", "1"),
-                ]
-                .iter()
-                .filter(|r| r.is_err())
-                .count();
+                ]);
                 request.headers.set("x-after-forbidden", "yes")?;
                 request.headers.set("x-refused-edits", refused.to_string())?;
             }
@@ -289,14 +283,11 @@ impl Plugin for Probe {
             }
             "hop-by-hop" => {
                 // Each is refused: they describe the gateway's connections.
-                let refused = [
+                let refused = refusals(&[
                     request.headers.set("connection", "close"),
                     request.headers.append("te", "gzip"),
                     request.headers.set("proxy-authorization", "Basic eA=="),
-                ]
-                .iter()
-                .filter(|r| r.is_err())
-                .count();
+                ]);
                 request.headers.set("x-after-hop", "yes")?;
                 request.headers.set("x-refused-edits", refused.to_string())?;
             }
@@ -395,4 +386,9 @@ fn queue(request: &mut Request, tag: &str) -> Result<(), Error> {
         return Err(Error::msg("an invalid queued edit was accepted"));
     }
     Ok(())
+}
+
+/// How many of these edits the gateway refused.
+fn refusals(edits: &[Result<(), weir_plugin_sdk::EditError>]) -> usize {
+    edits.iter().filter(|r| r.is_err()).count()
 }
