@@ -738,6 +738,60 @@ async fn worker_isolation_reuses_instances() {
     );
 }
 
+/// `max_reuse` bounds the requests one worker instance serves: the probe's `state`
+/// mode reports what an earlier request left in the instance's memory (7) or a fresh
+/// instance's 0, so the instance's lifetimes show as runs. The `[plugins]` default
+/// applies, and a route's plugin entry overrides it.
+#[tokio::test]
+async fn worker_instances_are_recycled_after_max_reuse_requests() {
+    let up = TestUpstream::start("up");
+    let routes = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n{}{}",
+        route(
+            "default",
+            "/default",
+            "{ name = \"probe\", config = { mode = \"state\" }, isolation = \"worker\" }"
+        ),
+        route(
+            "override",
+            "/override",
+            "{ name = \"probe\", config = { mode = \"state\", tag = \"o\" }, max_reuse = 2 }"
+        ),
+    );
+    let text = config(&plugin_dir(), &up, &routes);
+    let gw = TestGateway::start(&text.replacen("[plugins]\n", "[plugins]\nmax_reuse = 3\n", 1));
+    let settings: Vec<u32> = gw
+        .snapshot()
+        .chains
+        .iter()
+        .map(|chain| chain[0].settings.max_reuse)
+        .collect();
+    assert_eq!(settings, [3, 2]);
+    let mut runs = Vec::new();
+    for path in ["/default", "/override"] {
+        for _ in 0..7 {
+            assert_eq!(get(&gw.url(path)).await.status, 200);
+        }
+        let before: Vec<String> = up
+            .seen()
+            .iter()
+            .skip(runs.len() * 7)
+            .map(|s| s.headers["x-state-before"].to_str().unwrap().to_owned())
+            .collect();
+        runs.push(before);
+    }
+    assert_eq!(
+        runs[0],
+        ["0", "7", "7", "0", "7", "7", "0"],
+        "max_reuse = 3 from [plugins]: a fresh instance every third request"
+    );
+    assert_eq!(
+        runs[1],
+        ["0", "7", "0", "7", "0", "7", "0"],
+        "max_reuse = 2 on the route: a fresh instance every second request"
+    );
+}
+
 #[test]
 fn a_plugin_for_another_wit_version_is_refused_naming_both() {
     let up = TestUpstream::start("up");
