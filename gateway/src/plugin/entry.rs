@@ -103,6 +103,20 @@ impl ChainEntry {
         self.image.preinitialised
     }
 
+    /// Why instances do not start from a snapshot (`None` when they do): the WASI
+    /// interfaces this route's `init` called, say.
+    pub fn not_preinitialised_because(&self) -> Option<String> {
+        if self.preinitialised() {
+            return None;
+        }
+        Some(
+            super::preinit::fallback(&self.plugin.version, &self.usage.config_json).map_or_else(
+                || "no snapshot could be taken".to_owned(),
+                |why| why.to_string(),
+            ),
+        )
+    }
+
     /// What the plugin reported through the metrics import.
     pub fn metrics(&self) -> &PluginMetrics {
         &self.ctx.metrics
