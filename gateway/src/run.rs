@@ -182,6 +182,12 @@ pub fn summary(config: &Config, chains: &[std::sync::Arc<[crate::plugin::ChainEn
                 entry.settings.isolation,
                 entry.settings.on_error,
             );
+            if let Some(why) = entry.not_preinitialised_because() {
+                let _ = writeln!(
+                    out,
+                    "        NOT pre-initialised, so `init` runs in every fresh instance: {why}"
+                );
+            }
         }
     }
     out

@@ -224,6 +224,8 @@ pub(super) fn plugins(status: &Status, snapshot: &Snapshot) -> Value {
                 "routes": routes,
                 "loaded_at": record.loaded_at.map(rfc3339),
                 "last_error": record.last_error,
+                // History, marked as such: a refusal a good version has since cleared.
+                "previous_error": record.previous_error,
             });
             if let Some(p) = &record.current {
                 let failures: serde_json::Map<String, Value> = [

@@ -383,6 +383,9 @@ pub struct PluginSettings {
     pub max_body_bytes: u64,
     /// Outbound calls per request.
     pub max_outbound_calls: u32,
+    /// With worker isolation, how many requests an instance serves before it is
+    /// dropped and a fresh one takes its place (at least 1).
+    pub max_reuse: u32,
 }
 
 impl Default for PluginSettings {
@@ -397,6 +400,7 @@ impl Default for PluginSettings {
             isolation: Isolation::Worker,
             max_body_bytes: 1024 * 1024,
             max_outbound_calls: 4,
+            max_reuse: 10_000,
         }
     }
 }

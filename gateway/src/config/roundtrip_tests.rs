@@ -31,6 +31,7 @@ struct Spec {
     kv_kib: u64,
     plugin_timeout_ms: Option<u64>,
     plugin_on_error: Option<OnError>,
+    plugin_max_reuse: Option<u32>,
     upstreams: Vec<UpstreamSpec>,
     routes: Vec<RouteSpec>,
 }
@@ -69,6 +70,7 @@ struct PluginSpec {
     timeout_ms: Option<u64>,
     isolation: Option<Isolation>,
     memory_mib: Option<u64>,
+    max_reuse: Option<u32>,
 }
 
 /// How the text is spelled: each choice is an equivalent way of writing the same config.
@@ -130,14 +132,16 @@ fn plugin() -> impl Strategy<Value = PluginSpec> {
         prop::option::of(1u64..5_000),
         prop::option::of(isolation()),
         prop::option::of(1u64..64),
+        prop::option::of(1u32..=u32::MAX),
     )
         .prop_map(
-            |(name, config, timeout_ms, isolation, memory_mib)| PluginSpec {
+            |(name, config, timeout_ms, isolation, memory_mib, max_reuse)| PluginSpec {
                 name,
                 config,
                 timeout_ms,
                 isolation,
                 memory_mib,
+                max_reuse,
             },
         )
 }
@@ -208,6 +212,7 @@ fn spec() -> impl Strategy<Value = Spec> {
         1u64..1_000_000,
         prop::option::of(1u64..10_000),
         prop::option::of(prop_oneof![Just(OnError::Deny), Just(OnError::Allow)]),
+        prop::option::of(1u32..=u32::MAX),
     );
     (
         server,
@@ -235,6 +240,7 @@ fn spec() -> impl Strategy<Value = Spec> {
             kv_kib: kv.1,
             plugin_timeout_ms: kv.2,
             plugin_on_error: kv.3,
+            plugin_max_reuse: kv.4,
             upstreams,
             routes,
         })
@@ -275,6 +281,7 @@ fn check(spec: &Spec, config: &Config) -> Result<(), TestCaseError> {
         defaults.on_error,
         spec.plugin_on_error.unwrap_or(OnError::Deny)
     );
+    prop_assert_eq!(defaults.max_reuse, spec.plugin_max_reuse.unwrap_or(10_000));
 
     prop_assert_eq!(config.upstreams.len(), spec.upstreams.len());
     for (i, (u, want)) in config.upstreams.iter().zip(&spec.upstreams).enumerate() {
@@ -338,6 +345,10 @@ fn check(spec: &Spec, config: &Config) -> Result<(), TestCaseError> {
                 p.settings.memory_limit,
                 wp.memory_mib.map_or(defaults.memory_limit, |m| m << 20)
             );
+            prop_assert_eq!(
+                p.settings.max_reuse,
+                wp.max_reuse.unwrap_or(defaults.max_reuse)
+            );
         }
     }
     Ok(())
@@ -386,6 +397,7 @@ fn every_style_of_a_fixed_config_loads() {
         kv_kib: 128,
         plugin_timeout_ms: Some(20),
         plugin_on_error: Some(OnError::Allow),
+        plugin_max_reuse: Some(250),
         upstreams: vec![UpstreamSpec {
             endpoints: vec![(8080, None), (8081, Some(3))],
             connect_timeout_ms: Some(250),
@@ -400,6 +412,7 @@ fn every_style_of_a_fixed_config_loads() {
                 timeout_ms: Some(1001),
                 isolation: Some(Isolation::Worker),
                 memory_mib: Some(8),
+                max_reuse: Some(4_000_000_000),
             }],
             max_request_body_kib: None,
         }],

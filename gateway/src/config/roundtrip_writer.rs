@@ -124,6 +124,9 @@ fn plugin_pairs(p: &PluginSpec, style: Style) -> Vec<String> {
     if let Some(mib) = p.memory_mib {
         pairs.push(format!("memory_limit = {}", style.mib(mib)));
     }
+    if let Some(n) = p.max_reuse {
+        pairs.push(format!("max_reuse = {n}"));
+    }
     pairs
 }
 
@@ -204,6 +207,9 @@ pub(super) fn write(spec: &Spec, style: Style) -> String {
             "allow"
         };
         writeln!(t, "on_error = \"{name}\"").unwrap();
+    }
+    if let Some(n) = spec.plugin_max_reuse {
+        writeln!(t, "max_reuse = {n}").unwrap();
     }
     for (i, u) in spec.upstreams.iter().enumerate() {
         let endpoints: Vec<String> = u

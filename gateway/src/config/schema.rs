@@ -265,6 +265,9 @@ pub struct PluginsConfig {
     pub max_body_bytes: Option<bytesize::ByteSize>,
     /// Outbound HTTP calls one request may make through `http-call`.
     pub max_outbound_calls: Option<u32>,
+    /// With `isolation = "worker"`: requests an instance serves before it is replaced
+    /// by a fresh one (at least 1).
+    pub max_reuse: Option<Spanned<i64>>,
 }
 
 impl Default for PluginsConfig {
@@ -278,6 +281,7 @@ impl Default for PluginsConfig {
             isolation: None,
             max_body_bytes: None,
             max_outbound_calls: None,
+            max_reuse: None,
         }
     }
 }
@@ -476,4 +480,7 @@ pub struct PluginRef {
     pub max_body_bytes: Option<bytesize::ByteSize>,
     /// Outbound HTTP calls one request may make through `http-call`.
     pub max_outbound_calls: Option<u32>,
+    /// With `isolation = "worker"`: requests an instance serves before it is replaced
+    /// by a fresh one (at least 1).
+    pub max_reuse: Option<Spanned<i64>>,
 }

@@ -162,7 +162,7 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
         .map(|t| super::tls::check(&mut c, t));
 
     let p = &raw.plugins;
-    let defaults = settings(
+    let mut defaults = settings(
         &PluginSettings::default(),
         p.memory_limit,
         p.timeout,
@@ -170,6 +170,12 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
         p.isolation,
         p.max_body_bytes,
         p.max_outbound_calls,
+    );
+    defaults.max_reuse = super::validate_plugin::max_reuse(
+        &mut c,
+        "plugins.max_reuse",
+        p.max_reuse.as_ref(),
+        defaults.max_reuse,
     );
     let upstreams = super::validate_upstream::check_upstreams(&mut c, &raw.upstreams);
     let names: HashMap<&str, usize> = raw

@@ -106,7 +106,7 @@ impl ChainRun {
             return Err(PluginFailure::suspended(&entry.plugin.name));
         }
         if self.instances[index].is_none() {
-            self.instances[index] = Some(self.chain[index].instantiate().await?);
+            self.instances[index] = Some(self.chain[index].instantiate_for_request().await?);
         }
         Ok(self.instances[index]
             .as_mut()

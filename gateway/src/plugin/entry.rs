@@ -8,8 +8,6 @@ use super::suspension::Suspension;
 use super::{Image, Instance, LoadedPlugin, Phases, PluginFailure, PluginMetrics, message};
 use crate::config::{Isolation, PluginSettings, PluginUse};
 
-/// With `isolation = "worker"`, an instance serves at most this many requests.
-const MAX_REUSE: u32 = 10_000;
 /// With `isolation = "worker"`, at most this many idle instances are kept per entry.
 const MAX_IDLE_INSTANCES: usize = 64;
 
@@ -43,6 +41,16 @@ impl ChainEntry {
     /// An instance for one request: fresh with request isolation; with worker
     /// isolation, a reused one when an idle one exists.
     pub async fn instantiate(&self) -> Result<Instance, PluginFailure> {
+        self.instance(false).await
+    }
+
+    /// [`ChainEntry::instantiate`] for a request, which a fresh instance counts as its
+    /// first use (a reused one counts each of its requests when it is taken).
+    pub(crate) async fn instantiate_for_request(&self) -> Result<Instance, PluginFailure> {
+        self.instance(true).await
+    }
+
+    async fn instance(&self, for_request: bool) -> Result<Instance, PluginFailure> {
         if self.settings.isolation == Isolation::Worker {
             let reused = self
                 .idle
@@ -55,21 +63,28 @@ impl ChainEntry {
             }
         }
         // Boxed for the same reason as a fiber call: instantiation's future is large.
-        Box::pin(Instance::new(
+        let mut instance = Box::pin(Instance::new(
             &self.image,
             self.ctx.clone(),
             self.settings.memory_limit,
             self.settings.timeout,
         ))
-        .await
+        .await?;
+        if for_request {
+            instance.uses = 1;
+        }
+        Ok(instance)
     }
 
     /// Hands back an instance after a request it served without failing. Request
-    /// isolation drops it; worker isolation keeps it for reuse up to a bound, unless a
-    /// call into it was abandoned half-way (the request was dropped mid-call).
+    /// isolation drops it; worker isolation keeps it for reuse until it has served
+    /// `max_reuse` requests, unless a call into it was abandoned half-way (the request
+    /// was dropped mid-call).
     pub(crate) fn release(&self, instance: Instance) {
+        // `uses` counts the requests it served: one per `instantiate_for_request` that
+        // returned it (none for the instance `configure` made to ask for the phases).
         if self.settings.isolation != Isolation::Worker
-            || instance.uses >= MAX_REUSE
+            || instance.uses >= self.settings.max_reuse
             || !instance.finished
         {
             return;
@@ -86,6 +101,20 @@ impl ChainEntry {
     /// Whether instances start from a snapshot taken after this route's `init`.
     pub fn preinitialised(&self) -> bool {
         self.image.preinitialised
+    }
+
+    /// Why instances do not start from a snapshot (`None` when they do): the WASI
+    /// interfaces this route's `init` called, say.
+    pub fn not_preinitialised_because(&self) -> Option<String> {
+        if self.preinitialised() {
+            return None;
+        }
+        Some(
+            super::preinit::fallback(&self.plugin.version, &self.usage.config_json).map_or_else(
+                || "no snapshot could be taken".to_owned(),
+                |why| why.to_string(),
+            ),
+        )
     }
 
     /// What the plugin reported through the metrics import.

@@ -26,6 +26,20 @@ pub struct Inspection {
     pub exports: Vec<String>,
     /// How its core modules were linked, which sets what a fresh instance costs.
     pub linking: Linking,
+    /// Whether it is pre-initialised with an empty config (when it loads).
+    pub preinit: Option<Preinitialised>,
+}
+
+/// Whether a plugin configured with an empty config (`{}`, what a route's entry
+/// without `config` gives it) starts its instances from a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Preinitialised {
+    /// Yes.
+    Yes,
+    /// No, and why: every fresh instance runs `init`.
+    No(String),
+    /// Unknown: `init` refused the empty config, with this message.
+    Refused(String),
 }
 
 /// How a component's core modules were linked. A module that exports its memory can only
@@ -112,9 +126,12 @@ impl PluginHost {
             .collect();
         let wit_version = compile::plugin_wit_version(&self.engine, &compiled.component);
         let compatible = wit_version.as_deref().is_some_and(compile::compatible);
-        let (phases, load_error) = match self.load(&name, path).await {
-            Ok(plugin) => (plugin.phases.names(), None),
-            Err(e) => (Vec::new(), Some(e.to_string())),
+        let (phases, load_error, preinit) = match self.load(&name, path).await {
+            Ok(plugin) => {
+                let phases = plugin.phases.names();
+                (phases, None, Some(self.preinit_empty(plugin).await))
+            }
+            Err(e) => (Vec::new(), Some(e.to_string()), None),
         };
         Ok(Inspection {
             linking: Linking::of(&bytes),
@@ -126,7 +143,26 @@ impl PluginHost {
             load_error,
             imports,
             exports,
+            preinit,
         })
+    }
+
+    /// Configures `plugin` with an empty config, as a route would, to see whether its
+    /// instances start from a snapshot.
+    async fn preinit_empty(&self, plugin: std::sync::Arc<super::LoadedPlugin>) -> Preinitialised {
+        let usage = crate::config::PluginUse {
+            name: plugin.name.clone(),
+            config_json: "{}".to_owned(),
+            allowed_hosts: Vec::new(),
+            settings: crate::config::PluginSettings::default(),
+        };
+        match self.configure("inspect", plugin, &usage).await {
+            Ok(entry) => entry
+                .not_preinitialised_because()
+                .map_or(Preinitialised::Yes, Preinitialised::No),
+            Err(PluginError::Config { reason, .. }) => Preinitialised::Refused(reason),
+            Err(e) => Preinitialised::Refused(e.to_string()),
+        }
     }
 }
 
@@ -176,6 +212,27 @@ impl Inspection {
         );
         if let Some(error) = &self.load_error {
             let _ = writeln!(out, "  load error  {error}");
+        }
+        match &self.preinit {
+            None => {}
+            Some(Preinitialised::Yes) => {
+                let _ = writeln!(
+                    out,
+                    "  preinit     yes: instances start from a snapshot taken after `init` (with an empty config)"
+                );
+            }
+            Some(Preinitialised::No(why)) => {
+                let _ = writeln!(
+                    out,
+                    "  preinit     NO: not pre-initialised, so `init` runs in every fresh instance: {why}"
+                );
+            }
+            Some(Preinitialised::Refused(why)) => {
+                let _ = writeln!(
+                    out,
+                    "  preinit     unknown: `init` refuses an empty config ({why}); `weir check` tells for each route"
+                );
+            }
         }
         let _ = writeln!(out, "  imports");
         for import in &self.imports {
@@ -234,5 +291,47 @@ mod tests {
             }
         );
         assert_eq!(Linking::of(b"not wasm"), Linking::default());
+    }
+
+    #[test]
+    fn the_report_says_whether_the_plugin_is_preinitialised_and_why_not() {
+        let mut found = Inspection {
+            size: 1,
+            sha256: "0".repeat(64),
+            wit_version: Some(compile::WIT_VERSION.to_owned()),
+            compatible: true,
+            phases: vec!["request-headers"],
+            load_error: None,
+            imports: Vec::new(),
+            exports: Vec::new(),
+            linking: Linking::default(),
+            preinit: Some(Preinitialised::No(
+                "`init` (the plugin's `new`) called wasi:random/insecure-seed".to_owned(),
+            )),
+        };
+        let line = |found: &Inspection| {
+            found
+                .report(Path::new("p.wasm"))
+                .lines()
+                .find(|l| l.starts_with("  preinit     "))
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            line(&found).as_deref(),
+            Some(
+                "  preinit     NO: not pre-initialised, so `init` runs in every fresh instance: \
+                 `init` (the plugin's `new`) called wasi:random/insecure-seed"
+            )
+        );
+        found.preinit = Some(Preinitialised::Refused("`keys` is required".to_owned()));
+        assert!(
+            line(&found)
+                .unwrap()
+                .contains("unknown: `init` refuses an empty config (`keys` is required)")
+        );
+        found.preinit = Some(Preinitialised::Yes);
+        assert!(line(&found).unwrap().starts_with("  preinit     yes: "));
+        found.preinit = None;
+        assert_eq!(line(&found), None);
     }
 }

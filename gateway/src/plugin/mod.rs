@@ -25,6 +25,7 @@ mod preinit;
 mod state;
 mod suspension;
 mod sync_io;
+mod wasi_calls;
 
 pub use crate::reply::LocalReply;
 pub use chain::{ChainRun, Flow, RequestParts};
@@ -34,7 +35,7 @@ pub use edits::fuzzing;
 pub use entry::ChainEntry;
 pub use error::{FailureKind, PluginError};
 pub use host::{PluginHost, block_on, version_of};
-pub use inspect::Inspection;
+pub use inspect::{Inspection, Preinitialised};
 pub use instance::{Instance, PluginFailure};
 use loaded::{Image, imports_waiting};
 pub use loaded::{LoadedPlugin, Phases, PluginStats};

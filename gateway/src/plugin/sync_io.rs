@@ -21,6 +21,8 @@ use wasmtime_wasi_io::bindings::wasi::io::streams as async_streams;
 
 /// Links `wasi:io/poll` and `wasi:io/streams` over any earlier definition of them.
 pub(crate) fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    // The other WASI interfaces, noting which one a pre-initialising `init` calls.
+    super::wasi_calls::add_to_linker(linker)?;
     linker.allow_shadowing(true);
     poll::add_to_linker::<T, Immediate>(linker, |t| Table(t.ctx().table))?;
     streams::add_to_linker::<T, Immediate>(linker, |t| Table(t.ctx().table))?;

@@ -45,11 +45,19 @@ pub(crate) async fn read_plugins(
     for &name in names {
         let path = dir.join(format!("{name}.wasm"));
         let file = match std::fs::read(&path) {
-            Err(e) => File::Missing(PluginError::Read {
-                name: name.to_owned(),
-                path,
-                reason: e.to_string(),
-            }),
+            Err(e) => {
+                let mut reason = e.to_string();
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && let Some(hint) = near_miss_hint(dir, name)
+                {
+                    reason = format!("{reason}; {hint}");
+                }
+                File::Missing(PluginError::Read {
+                    name: name.to_owned(),
+                    path,
+                    reason,
+                })
+            }
             Ok(bytes) => {
                 let key = (name.to_owned(), crate::plugin::version_of(&bytes));
                 let load = if loaded.contains_key(&key) {
@@ -77,6 +85,35 @@ pub(crate) async fn read_plugins(
         files.insert(name.to_owned(), file);
     }
     files
+}
+
+/// When plugin `name` has no `NAME.wasm` in `dir`, the files there whose names differ
+/// from it only by `_` for `-` (the way cargo names a crate's output: crate
+/// `tenant-gate` builds `tenant_gate.wasm`) or by case, as a sentence saying which to
+/// rename. `None` when there is no such file.
+fn near_miss_hint(dir: &Path, name: &str) -> Option<String> {
+    let fold = |s: &str| s.to_ascii_lowercase().replace('_', "-");
+    let wanted = fold(&format!("{name}.wasm"));
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|file| fold(file) == wanted && dir.join(file).is_file())
+        .collect();
+    found.sort();
+    let listed: Vec<String> = found.iter().map(|f| format!("`{f}`")).collect();
+    let there = match listed.as_slice() {
+        [] => return None,
+        [one] => format!("{one} is there: rename it"),
+        [first @ .., last] => format!(
+            "{} and {last} are there: rename one of them",
+            first.join(", ")
+        ),
+    };
+    Some(format!(
+        "{there} to `{name}.wasm` (the file must be named exactly as the plugin; cargo \
+         writes a crate's `-` as `_`)"
+    ))
 }
 
 /// The configs a plan is about.
@@ -237,5 +274,76 @@ pub(crate) async fn build_config(
             Ok((chains, plugins))
         }
         _ => Err(errors),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::near_miss_hint;
+
+    /// A fresh directory holding empty files named `files`.
+    fn dir_with(test: &str, files: &[&str]) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("weir-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in files {
+            std::fs::write(dir.join(file), b"").unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn a_file_named_the_cargo_way_or_in_another_case_is_pointed_at() {
+        let dir = dir_with(
+            "near-miss",
+            &[
+                "tenant_gate.wasm",
+                "Auth.WASM",
+                "rate_limit.wasm",
+                "other.wasm",
+            ],
+        );
+        assert_eq!(
+            near_miss_hint(&dir, "tenant-gate").as_deref(),
+            Some(
+                "`tenant_gate.wasm` is there: rename it to `tenant-gate.wasm` (the file must \
+                 be named exactly as the plugin; cargo writes a crate's `-` as `_`)"
+            )
+        );
+        let auth = near_miss_hint(&dir, "auth").unwrap();
+        assert!(
+            auth.starts_with("`Auth.WASM` is there: rename it to `auth.wasm`"),
+            "{auth}"
+        );
+        // The other way round: the route says `_`, the file has `-`.
+        std::fs::write(dir.join("ip-filter.wasm"), b"").unwrap();
+        let ip = near_miss_hint(&dir, "ip_filter").unwrap();
+        assert!(
+            ip.starts_with("`ip-filter.wasm` is there: rename it to `ip_filter.wasm`"),
+            "{ip}"
+        );
+        // No near miss, or only a near miss that is not a file.
+        assert_eq!(near_miss_hint(&dir, "absent"), None);
+        std::fs::create_dir(dir.join("a_dir.wasm")).unwrap();
+        assert_eq!(near_miss_hint(&dir, "a-dir"), None);
+        assert_eq!(
+            near_miss_hint(&dir.join("nonexistent"), "tenant-gate"),
+            None
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn several_near_misses_are_all_named() {
+        let dir = dir_with("near-misses", &["tenant_gate.wasm", "Tenant-Gate.wasm"]);
+        let hint = near_miss_hint(&dir, "tenant-gate").unwrap();
+        assert!(
+            hint.starts_with(
+                "`Tenant-Gate.wasm` and `tenant_gate.wasm` are there: rename one of them to \
+                 `tenant-gate.wasm`"
+            ),
+            "{hint}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

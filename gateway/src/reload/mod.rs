@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use control::Control;
 pub(crate) use control::{ReloadQueue, Trigger};
-pub use records::{Failure, PluginRecord, Status};
+pub use records::{Failure, PastFailure, PluginRecord, Status};
 pub use report::{ConfigResult, PluginChange, PluginResult, ReloadReport, TlsResult};
 
 use crate::config::Config;

@@ -33,6 +33,17 @@ impl Failure {
     }
 }
 
+/// History: a refusal that no longer stands, because a good version of the plugin
+/// loaded (or its file holds the serving version again) after it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PastFailure {
+    /// The refusal as it stood.
+    #[serde(flatten)]
+    pub failure: Failure,
+    /// When it stopped standing (RFC 3339, UTC).
+    pub cleared_at: String,
+}
+
 /// One plugin named by the config.
 #[derive(Debug, Clone, Default)]
 pub struct PluginRecord {
@@ -42,8 +53,24 @@ pub struct PluginRecord {
     pub loaded_at: Option<SystemTime>,
     /// Whether `NAME.wasm` exists (a removed file keeps its last version serving).
     pub file_present: bool,
-    /// The last refused version of the file, until a new version loads.
+    /// The refusal of the file's current version: `None` once a good version loads
+    /// (or the file holds the serving version again).
     pub last_error: Option<Failure>,
+    /// History only: the last refusal that a good version cleared.
+    pub previous_error: Option<PastFailure>,
+}
+
+impl PluginRecord {
+    /// No refusal stands (a good version loaded, or the file holds the serving version
+    /// again): a standing one becomes `previous_error`.
+    pub(crate) fn clear_error(&mut self) {
+        if let Some(failure) = self.last_error.take() {
+            self.previous_error = Some(PastFailure {
+                failure,
+                cleared_at: rfc3339(SystemTime::now()),
+            });
+        }
+    }
 }
 
 /// The reload state, as of the last reload.

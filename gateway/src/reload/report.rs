@@ -187,7 +187,7 @@ impl Reloader {
                 PluginOutcome::Unchanged => {
                     // The file holds the serving version again: no refusal stands.
                     record.file_present = true;
-                    record.last_error = None;
+                    record.clear_error();
                 }
                 PluginOutcome::Loaded { version, previous } => {
                     let Some(plugin) = loaded.get(&(name.clone(), version.clone())) else {
@@ -196,7 +196,7 @@ impl Reloader {
                     record.current = Some(plugin.clone());
                     record.loaded_at = Some(SystemTime::now());
                     record.file_present = true;
-                    record.last_error = None;
+                    record.clear_error();
                     if previous.is_some() || self.started {
                         metrics::plugin_reloaded(true);
                     }

@@ -225,6 +225,42 @@ fn check_reports_a_typo_in_a_key() {
     assert!(out.stderr.contains("(did you mean `listen`?)"), "{out:?}");
 }
 
+/// A route asks for `tenant-gate`; the plugins directory has `tenant_gate.wasm`, the
+/// name cargo gives crate `tenant-gate`'s output. `check` points at that file and says
+/// to rename it; renamed, the config checks.
+#[test]
+fn check_points_at_a_plugin_file_named_the_cargo_way() {
+    let dir = weir_tests::gateway::plugin_dir(&[(weir_tests::guest_wasm!("probe"), "tenant_gate")]);
+    let path = write_config(&format!(
+        "[plugins]\ndir = \"{dir}/plugins\"\ncache_dir = \"{dir}/cache\"\n\
+         [[upstream]]\nname = \"up\"\nendpoints = [\"127.0.0.1:9\"]\n\
+         [[route]]\nname = \"r\"\nupstream = \"up\"\nplugins = [{{ name = \"tenant-gate\" }}]\n",
+        dir = dir.display()
+    ));
+    let out = weir(&["check", "--config", path_str(&path)]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    for expected in [
+        format!(
+            "plugin `tenant-gate`: cannot read {}/plugins/tenant-gate.wasm",
+            dir.display()
+        ),
+        "`tenant_gate.wasm` is there: rename it to `tenant-gate.wasm`".to_owned(),
+    ] {
+        assert!(
+            out.stderr.contains(&expected),
+            "stderr lacks {expected:?}:\n{out:?}"
+        );
+    }
+    std::fs::rename(
+        dir.join("plugins/tenant_gate.wasm"),
+        dir.join("plugins/tenant-gate.wasm"),
+    )
+    .unwrap();
+    let out = weir(&["check", "--config", path_str(&path)]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("plugin tenant-gate ("), "{out:?}");
+}
+
 #[test]
 fn check_of_a_missing_file_says_it_cannot_read_it() {
     let out = weir(&["check", "--config", "/nonexistent/weir.toml"]);

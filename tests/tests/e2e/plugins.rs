@@ -482,6 +482,97 @@ async fn a_plugin_whose_init_uses_wasi_is_initialised_per_instance() {
     );
 }
 
+/// A plugin whose `new` builds a std `HashMap` (which seeds itself from `wasi:random`)
+/// cannot be snapshotted, and says so loudly: `weir check` names the import under the
+/// route's plugin, the log warns once per (plugin version, config), and requests are
+/// served with `init` run in each fresh instance.
+#[tokio::test]
+async fn a_plugin_whose_init_seeds_a_hashmap_says_it_is_not_preinitialised_and_why() {
+    let up = TestUpstream::start("up");
+    let dir = plugin_dir();
+    let routes = [
+        route(
+            "seeded",
+            "/seeded",
+            "{ name = \"probe\", config = { mode = \"init-hashmap\" } }",
+        ),
+        route(
+            "same",
+            "/same",
+            "{ name = \"probe\", config = { mode = \"init-hashmap\" } }",
+        ),
+        route(
+            "printing",
+            "/printing",
+            "{ name = \"probe\", config = { mode = \"init-print\" } }",
+        ),
+        route(
+            "plain",
+            "/",
+            "{ name = \"probe\", config = { mode = \"state\" } }",
+        ),
+    ]
+    .concat();
+    let text = with_test_listeners(&config(&dir, &up, &routes));
+    let path = weir_tests::gateway::write_config(&text);
+    let out = std::process::Command::new(weir_tests::weir_bin!())
+        .args(["check", "--config", path.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // Each route's lines: its own, its plugin's, then what the plugin says.
+    let said = |name: &str| -> String {
+        let mut lines = stdout
+            .lines()
+            .skip_while(|l| !l.starts_with(&format!("  {name}  ")));
+        let first = lines
+            .next()
+            .unwrap_or_else(|| panic!("no route {name}: {stdout}"));
+        let rest: Vec<&str> = lines.take_while(|l| l.starts_with("    ")).collect();
+        format!("{first}\n{}", rest.join("\n"))
+    };
+    for name in ["seeded", "same"] {
+        let lines = said(name);
+        assert!(
+            lines.contains("NOT pre-initialised, so `init` runs in every fresh instance: `init` (the plugin's `new`) called wasi:random/"),
+            "{lines}"
+        );
+        assert!(lines.contains("BTreeMap"), "{lines}");
+    }
+    let printing = said("printing");
+    assert!(printing.contains("NOT pre-initialised"), "{printing}");
+    assert!(printing.contains("called wasi:cli/stdout"), "{printing}");
+    assert!(!said("plain").contains("pre-initialised"), "{stdout}");
+    // One warning per (version, config): two configs fell back.
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("plugin not pre-initialised"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{stderr}");
+    assert!(
+        warnings.iter().any(|w| w.contains("wasi:random/")),
+        "{stderr}"
+    );
+
+    let gw = TestGateway::start(&config(&dir, &up, &routes));
+    let entry = &gw.snapshot().chains[0][0];
+    assert!(!entry.preinitialised());
+    let why = entry.not_preinitialised_because().unwrap();
+    assert!(why.contains("wasi:random/"), "{why}");
+    assert_eq!(
+        gw.snapshot().chains[3][0].not_preinitialised_because(),
+        None
+    );
+    for path in ["/seeded", "/same", "/seeded"] {
+        assert_eq!(get(&gw.url(path)).await.status, 200);
+    }
+}
+
 fn start_error(text: &str) -> String {
     let config =
         Config::parse(Path::new("test.toml"), &with_test_listeners(text)).expect("valid config");
@@ -835,6 +926,60 @@ async fn a_phase_error_fails_the_call_under_the_routes_policy() {
     assert_eq!(stats.failures(FailureKind::Trap), 0);
 }
 
+/// `max_reuse` bounds the requests one worker instance serves: the probe's `state`
+/// mode reports what an earlier request left in the instance's memory (7) or a fresh
+/// instance's 0, so the instance's lifetimes show as runs. The `[plugins]` default
+/// applies, and a route's plugin entry overrides it.
+#[tokio::test]
+async fn worker_instances_are_recycled_after_max_reuse_requests() {
+    let up = TestUpstream::start("up");
+    let routes = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n{}{}",
+        route(
+            "default",
+            "/default",
+            "{ name = \"probe\", config = { mode = \"state\" }, isolation = \"worker\" }"
+        ),
+        route(
+            "override",
+            "/override",
+            "{ name = \"probe\", config = { mode = \"state\", tag = \"o\" }, max_reuse = 2 }"
+        ),
+    );
+    let text = config(&plugin_dir(), &up, &routes);
+    let gw = TestGateway::start(&text.replacen("[plugins]\n", "[plugins]\nmax_reuse = 3\n", 1));
+    let settings: Vec<u32> = gw
+        .snapshot()
+        .chains
+        .iter()
+        .map(|chain| chain[0].settings.max_reuse)
+        .collect();
+    assert_eq!(settings, [3, 2]);
+    let mut runs = Vec::new();
+    for path in ["/default", "/override"] {
+        for _ in 0..7 {
+            assert_eq!(get(&gw.url(path)).await.status, 200);
+        }
+        let before: Vec<String> = up
+            .seen()
+            .iter()
+            .skip(runs.len() * 7)
+            .map(|s| s.headers["x-state-before"].to_str().unwrap().to_owned())
+            .collect();
+        runs.push(before);
+    }
+    assert_eq!(
+        runs[0],
+        ["0", "7", "7", "0", "7", "7", "0"],
+        "max_reuse = 3 from [plugins]: a fresh instance every third request"
+    );
+    assert_eq!(
+        runs[1],
+        ["0", "7", "0", "7", "0", "7", "0"],
+        "max_reuse = 2 on the route: a fresh instance every second request"
+    );
+}
+
 #[test]
 fn a_plugin_for_another_wit_version_is_refused_naming_both() {
     let up = TestUpstream::start("up");
@@ -920,6 +1065,8 @@ fn plugin_inspect_shows_version_phases_imports_and_hash() {
     assert!(text.contains("weir:plugin/kv@0.1.4"), "{text}");
     assert!(text.contains("weir:plugin/handler@0.1.4"), "{text}");
     assert!(text.contains("\n  linking     memory "), "{text}");
+    // With an empty config the probe's `init` makes no WASI call.
+    assert!(text.contains("\n  preinit     yes: "), "{text}");
     let bytes = std::fs::read(guest_wasm!("probe")).unwrap();
     assert!(
         text.contains(&format!("size        {} bytes", bytes.len())),

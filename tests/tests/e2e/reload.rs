@@ -299,6 +299,87 @@ async fn broken_plugin_file_leaves_the_previous_version_serving() {
     assert!(doc["plugins"][0]["last_error"].is_null(), "{doc:#}");
 }
 
+/// Writes `bytes` to `dest` through a temporary file renamed over it, so that no reload
+/// reads it half-written.
+fn write_atomically(dest: &Path, bytes: &[u8]) {
+    let tmp = dest.with_extension("wasm.tmp");
+    std::fs::write(&tmp, bytes).expect("write temp plugin");
+    std::fs::rename(&tmp, dest).expect("rename plugin");
+}
+
+/// `/admin/plugins` once plugin 0 satisfies `done` (panics after 10 s).
+async fn plugin_shown(
+    gw: &TestGateway,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let doc = admin_json(gw, "/admin/plugins").await;
+        if done(&doc["plugins"][0]) {
+            return doc["plugins"][0].clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: not shown within 10 s: {doc:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Garbage dropped into the watched plugins directory shows as `last_error`; once a
+/// good version loads, `last_error` is null and the refusal is kept only as history,
+/// under `previous_error` with when it was cleared. The same when the file goes back to
+/// the version serving.
+#[tokio::test]
+async fn a_refusal_is_cleared_once_a_good_version_loads_and_kept_as_history() {
+    let up = TestUpstream::start("up");
+    let (plugins, config) = setup(&up, "{}", "");
+    let gw = TestGateway::from_file(&config);
+    let plugin = admin_json(&gw, "/admin/plugins").await["plugins"][0].clone();
+    assert!(plugin["last_error"].is_null(), "{plugin:#}");
+    assert!(plugin["previous_error"].is_null(), "{plugin:#}");
+
+    let garbage = b"\0asm garbage, not a component".to_vec();
+    let garbage_version = weir_gateway::plugin::version_of(&garbage);
+    write_atomically(&plugins.join("swap.wasm"), &garbage);
+    let refused = plugin_shown(&gw, "the refusal", |p| !p["last_error"].is_null()).await;
+    let error = refused["last_error"].clone();
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("plugin `swap`: not a loadable"),
+        "{refused:#}"
+    );
+    assert_eq!(error["version"], garbage_version.as_str(), "{refused:#}");
+
+    let b = std::fs::read(guest_wasm!("swap_b")).expect("read b");
+    let b_version = weir_gateway::plugin::version_of(&b);
+    write_atomically(&plugins.join("swap.wasm"), &b);
+    let loaded = plugin_shown(&gw, "version b", |p| p["version"] == b_version.as_str()).await;
+    assert!(loaded["last_error"].is_null(), "{loaded:#}");
+    let history = &loaded["previous_error"];
+    assert_eq!(history["message"], error["message"], "{loaded:#}");
+    assert_eq!(history["version"], error["version"], "{loaded:#}");
+    assert_eq!(history["at"], error["at"], "{loaded:#}");
+    assert!(history["cleared_at"].is_string(), "{loaded:#}");
+    assert_eq!(swap_header(&client::get(&gw.url("/")).await), "b/b");
+
+    // Garbage again, then the serving version's bytes again: cleared the same way.
+    let other = b"\0asm other garbage".to_vec();
+    write_atomically(&plugins.join("swap.wasm"), &other);
+    plugin_shown(&gw, "the second refusal", |p| !p["last_error"].is_null()).await;
+    write_atomically(&plugins.join("swap.wasm"), &b);
+    let restored = plugin_shown(&gw, "the refusal cleared", |p| p["last_error"].is_null()).await;
+    assert_eq!(restored["version"], b_version.as_str(), "{restored:#}");
+    assert_eq!(
+        restored["previous_error"]["version"],
+        weir_gateway::plugin::version_of(&other).as_str(),
+        "{restored:#}"
+    );
+}
+
 #[tokio::test]
 async fn new_version_refusing_the_route_config_is_not_swapped_in() {
     let up = TestUpstream::start("up");
