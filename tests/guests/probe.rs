@@ -51,6 +51,20 @@ impl Plugin for Probe {
         if config.mode == "init-print" {
             println!("probe initialised");
         }
+        if config.mode == "init-slow" {
+            // Busy for `size` iterations (default 20 million, tens of milliseconds):
+            // longer than a request's timeout, well within the load budget.
+            let mut n: u64 = 0;
+            for _ in 0..config.size.unwrap_or(20_000_000) {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        if config.mode == "init-loop" {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
         if config.mode == "init-hashmap" {
             // std's HashMap seeds itself from wasi:random: no snapshot can hold that.
             std::hint::black_box(std::collections::HashMap::<u8, u8>::new());
@@ -305,6 +319,26 @@ impl Plugin for Probe {
                 let _ = host::http::call(&host::http::OutboundRequest::get(&self.config.url));
                 REMEMBERED.store(0, Ordering::Relaxed);
             }
+            "dirty" => {
+                // Leaves 7 in instance memory, then ends the call the way the request's
+                // `x-then` asks: an instance that did not finish cleanly must never
+                // serve another request, so the next one reports 0 again.
+                let before = REMEMBERED.swap(7, Ordering::Relaxed);
+                request.headers.set("x-state-before", before.to_string())?;
+                match request.headers.get_str("x-then").unwrap_or_default() {
+                    "trap" => core::arch::wasm32::unreachable(),
+                    "loop" => loop {
+                        std::hint::black_box(&before);
+                    },
+                    "fail" => return Err(Error::msg("the probe fails on purpose")),
+                    // A host call the gateway refuses (no allowed hosts), passed on.
+                    #[cfg(feature = "fetch")]
+                    "host" => {
+                        host::http::call(&host::http::OutboundRequest::get(&self.config.url))?;
+                    }
+                    _ => {}
+                }
+            }
             "state" => {
                 let before = REMEMBERED.swap(7, Ordering::Relaxed);
                 request.headers.set("x-state-before", before.to_string())?;
@@ -350,7 +384,7 @@ impl Plugin for Probe {
                 // The secret the request phase kept, carried in this request's state.
                 response.headers.set("x-state-secret", &state.secret)?;
             }
-            "deny" | "trap" | "panic" | "loop" | "oom" | "count" | "state" | "fetch" | "fetch-state"
+            "deny" | "trap" | "panic" | "loop" | "oom" | "count" | "state" | "fetch" | "fetch-state" | "dirty"
             | "print" | "sleep"
             | "hop-by-hop" | "recurse" | "huge" | "forbidden" | "forbidden-respond" | "log-flood"
             | "call-loop" | "kv-fill" | "escape"

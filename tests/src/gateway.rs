@@ -159,11 +159,21 @@ impl WeirProcess {
             }
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("weir did not report listening within 20 s"));
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "weir did not report listening within 20 s; its log so far:\n{}",
+                    seen.join("\n")
+                ),
+                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "weir exited ({:?}) before listening; its log:\n{}",
+                    child.wait(),
+                    seen.join("\n")
+                ),
+            };
             if line.contains("weir listening") {
                 // The child is owned by the returned value, whose Drop kills and reaps it.
                 let addr = json_field(&line, "addr").expect("addr in listening line");
@@ -175,6 +185,7 @@ impl WeirProcess {
                     log: rx,
                 };
             }
+            seen.push(line);
         }
     }
 

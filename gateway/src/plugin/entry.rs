@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::instance::load_budget;
 use super::state::PluginContext;
 use super::suspension::Suspension;
 use super::{Image, Instance, LoadedPlugin, Phases, PluginFailure, PluginMetrics, message};
@@ -48,6 +49,18 @@ impl ChainEntry {
     /// first use (a reused one counts each of its requests when it is taken).
     pub(crate) async fn instantiate_for_request(&self) -> Result<Instance, PluginFailure> {
         self.instance(true).await
+    }
+
+    /// A fresh instance for the gateway's load-time calls, under [`load_budget`]; give it
+    /// the route's timeout back before releasing it to requests.
+    pub(crate) async fn instantiate_for_load(&self) -> Result<Instance, PluginFailure> {
+        Box::pin(Instance::new(
+            &self.image,
+            self.ctx.clone(),
+            self.settings.memory_limit,
+            load_budget(self.settings.timeout),
+        ))
+        .await
     }
 
     async fn instance(&self, for_request: bool) -> Result<Instance, PluginFailure> {

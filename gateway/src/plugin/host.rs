@@ -11,6 +11,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 use super::bindings::Plugin;
 use super::exports::Exports;
+use super::instance::load_budget;
 use super::state::{HostState, OutboundClient, PluginContext};
 use super::{
     ChainEntry, Image, Instance, LoadedPlugin, Phases, PluginError, PluginFailure, PluginMetrics,
@@ -224,7 +225,7 @@ impl PluginHost {
             &plugin.image,
             probe,
             PluginSettings::default().memory_limit,
-            PluginSettings::default().timeout,
+            load_budget(PluginSettings::default().timeout),
         )
         .await
         .map_err(|e| PluginError::Link {
@@ -369,7 +370,7 @@ impl PluginHost {
         // An instance as requests will get it, to run `init` in when no snapshot holds
         // it, and to ask which phases this config needs.
         let mut instance = entry
-            .instantiate()
+            .instantiate_for_load()
             .await
             .map_err(|e| refused(e.to_string()))?;
         if !preinitialised {
@@ -384,6 +385,7 @@ impl PluginHost {
             .await
             .map_err(|e| refused(e.to_string()))?;
         entry.phases = entry.plugin.phases.intersection(Phases::from_wit(&phases));
+        instance.set_timeout(entry.settings.timeout);
         entry.release(instance);
         Ok(entry)
     }

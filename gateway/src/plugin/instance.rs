@@ -54,7 +54,6 @@ pub struct Instance {
     request_headers: Option<RequestHeadersFn>,
     response_headers: Option<ResponseHeadersFn>,
     log: Option<LogFn>,
-    timeout: Duration,
     ctx: Arc<PluginContext>,
     /// Requests served (worker isolation recycles an instance after a bound).
     pub(crate) uses: u32,
@@ -76,8 +75,20 @@ impl std::fmt::Debug for Instance {
     }
 }
 
+/// Load-time calls (instantiating a plugin at load, its `init`, asking its phases) are off
+/// the request path, and may meet a busy machine: a reload beside full traffic, a test
+/// suite on two cores. The deadline is wall-clock time, so they get at least this long;
+/// an `init` that never returns is still cut.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The deadline for load-time calls of a plugin whose per-call `timeout` is this.
+pub(crate) fn load_budget(timeout: Duration) -> Duration {
+    timeout.max(LOAD_TIMEOUT)
+}
+
 impl Instance {
-    /// Instantiates `plugin` for the route entry `ctx`, with its memory cap and deadline.
+    /// Instantiates `plugin` for the route entry `ctx`, with its memory cap and deadline
+    /// (instantiation itself runs under it too).
     pub(crate) async fn new(
         image: &Image,
         ctx: Arc<PluginContext>,
@@ -95,6 +106,7 @@ impl Instance {
             outbound_calls: 0,
             call_started: Instant::now(),
             waited: Duration::ZERO,
+            budget: timeout,
             logged: 0,
             request: None,
             response: None,
@@ -105,17 +117,16 @@ impl Instance {
         };
         let mut store = Store::new(image.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
-        let budget = timeout;
         let tick = ctx.tick.clone();
         // The deadline measures the guest's own time: time spent waiting in host calls
         // (an outbound request) is given back.
         store.epoch_deadline_callback(move |ctx| {
             let state = ctx.data();
             let used = state.call_started.elapsed().saturating_sub(state.waited);
-            if used >= budget {
+            if used >= state.budget {
                 return Err(Trap::Interrupt.into());
             }
-            let left = budget - used;
+            let left = state.budget - used;
             Ok(UpdateDeadline::Continue(tick.deadline_ticks(left)))
         });
         store.set_epoch_deadline(ctx.tick.deadline_ticks(timeout));
@@ -144,7 +155,6 @@ impl Instance {
             request_headers: None,
             response_headers: None,
             log: None,
-            timeout,
             ctx,
             uses: 0,
             on_fiber: image.on_fiber,
@@ -181,8 +191,14 @@ impl Instance {
         state.call_started = Instant::now();
         state.waited = Duration::ZERO;
         state.logged = 0;
+        let budget = state.budget;
         self.store
-            .set_epoch_deadline(self.ctx.tick.deadline_ticks(self.timeout));
+            .set_epoch_deadline(self.ctx.tick.deadline_ticks(budget));
+    }
+
+    /// Sets the CPU deadline of later calls (see [`load_budget`]).
+    pub(crate) fn set_timeout(&mut self, timeout: Duration) {
+        self.store.data_mut().budget = timeout;
     }
 
     fn failure(&self, phase: &str, error: &wasmtime::Error) -> PluginFailure {

@@ -22,6 +22,7 @@ use wasmtime::Store;
 use wasmtime::component::{Instance as ComponentInstance, Lift, WasmList};
 use wasmtime_wizer::{ComponentInstanceState, Wizer};
 
+use super::instance::load_budget;
 use super::state::{HostState, PluginContext};
 use super::wasi_calls;
 use super::{Image, Instance, LoadedPlugin, PluginHost};
@@ -129,11 +130,17 @@ async fn snapshot(
         Ok(image) => image,
         Err(e) => return Preinit::Unavailable(e.to_string()),
     };
-    let mut instance =
-        match Instance::new(&image, ctx, settings.memory_limit, settings.timeout).await {
-            Ok(instance) => instance,
-            Err(e) => return Preinit::Unavailable(e.to_string()),
-        };
+    let mut instance = match Instance::new(
+        &image,
+        ctx,
+        settings.memory_limit,
+        load_budget(settings.timeout),
+    )
+    .await
+    {
+        Ok(instance) => instance,
+        Err(e) => return Preinit::Unavailable(e.to_string()),
+    };
     let (init, called) = wasi_calls::watch(instance.init()).await;
     let declared = match init {
         Ok(Ok(declared)) => declared,

@@ -146,6 +146,9 @@ pub(crate) struct HostState {
     /// host calls (which does not count against the CPU deadline).
     pub(crate) call_started: Instant,
     pub(crate) waited: Duration,
+    /// The CPU deadline of each call: the route's `timeout`, or the longer load budget
+    /// while the gateway instantiates the plugin and runs its `init` at load.
+    pub(crate) budget: Duration,
     /// `host.log` calls made by the current call.
     pub(crate) logged: u32,
     /// The messages lent for the current phase call.

@@ -415,6 +415,45 @@ async fn request_isolation_gives_each_request_a_fresh_instance() {
     );
 }
 
+/// Load-time calls (instantiation, `init`) are not held to a request's timeout: the
+/// gateway gives them a load budget (2 s), so a config that takes a while to build
+/// loads on a busy machine, and one whose `init` never returns is still refused.
+#[tokio::test]
+async fn init_gets_a_load_budget_longer_than_the_request_timeout() {
+    let up = TestUpstream::start("up");
+    let gw = gateway(
+        &up,
+        &route(
+            "slow",
+            "/",
+            "{ name = \"probe\", config = { mode = \"init-slow\", tag = \"s\" }, timeout = \"5ms\" }",
+        ),
+    );
+    assert!(gw.snapshot().chains[0][0].preinitialised());
+    for _ in 0..3 {
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+        assert_eq!(up.last().headers["x-chain"], "s");
+    }
+
+    let started = Instant::now();
+    let message = start_error(&config(
+        &plugin_dir(),
+        &up,
+        &route(
+            "endless",
+            "/",
+            "{ name = \"probe\", config = { mode = \"init-loop\" }, timeout = \"5ms\" }",
+        ),
+    ));
+    assert!(message.contains("route `endless`"), "{message}");
+    assert!(message.contains("(timeout)"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "an endless init is cut: {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn init_runs_once_per_route_config_not_per_request() {
     let up = TestUpstream::start("up");
@@ -797,6 +836,66 @@ async fn an_instance_whose_call_was_abandoned_is_not_reused() {
         ["0", "0", "0"],
         "an instance abandoned mid-call was reused"
     );
+}
+
+/// An instance whose call did not finish cleanly (a trap, a timeout, an error the
+/// plugin returned, a failed host call it passed on) never serves another request: the
+/// probe's `dirty` mode leaves 7 in instance memory and then ends its call as `x-then`
+/// asks, and the next request on the route (one worker, so one idle instance) must find
+/// a fresh instance's 0.
+#[tokio::test]
+async fn an_instance_whose_call_failed_is_not_reused() {
+    let up = TestUpstream::start("up");
+    let gw = TestGateway::start(&config(
+        &plugin_dir(),
+        &up,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n{}",
+            route(
+                "r",
+                "/",
+                &format!(
+                    "{{ name = \"probe\", config = {{ mode = \"dirty\", url = \"http://{}/\" }}, timeout = \"20ms\" }}",
+                    up.addr
+                )
+            )
+        ),
+    ));
+    let state_before = |up: &TestUpstream| {
+        up.last().headers["x-state-before"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(get(&gw.url("/")).await.status, 200);
+    assert_eq!(state_before(&up), "0", "a fresh instance");
+    for (then, status, kind) in [
+        ("trap", 500, FailureKind::Trap),
+        ("loop", 503, FailureKind::Timeout),
+        ("fail", 500, FailureKind::Error),
+        ("host", 500, FailureKind::Error),
+    ] {
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+        assert_eq!(
+            state_before(&up),
+            "7",
+            "before {then}: the instance is reused"
+        );
+        let failures = gw.snapshot().chains[0][0].plugin.stats.failures(kind);
+        let failed = weir_tests::first_party::get_with(&gw.url("/"), &[("x-then", then)]).await;
+        assert_eq!(failed.status, status, "{then}: {}", failed.text());
+        assert_eq!(
+            gw.snapshot().chains[0][0].plugin.stats.failures(kind),
+            failures + 1,
+            "{then} is counted as {kind:?}"
+        );
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+        assert_eq!(
+            state_before(&up),
+            "0",
+            "after {then}, the next request got a fresh instance"
+        );
+    }
 }
 
 #[tokio::test]
