@@ -612,6 +612,19 @@ async fn a_plugin_whose_init_seeds_a_hashmap_says_it_is_not_preinitialised_and_w
     }
 }
 
+/// A gateway with one worker (so one idle instance per route) and route `r` on `/`
+/// with `plugins`.
+fn one_worker(up: &TestUpstream, plugins: &str) -> TestGateway {
+    TestGateway::start(&config(
+        &plugin_dir(),
+        up,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n{}",
+            route("r", "/", plugins)
+        ),
+    ))
+}
+
 fn start_error(text: &str) -> String {
     let config =
         Config::parse(Path::new("test.toml"), &with_test_listeners(text)).expect("valid config");
@@ -798,21 +811,13 @@ async fn an_instance_whose_call_was_abandoned_is_not_reused() {
             });
         }
     });
-    let gw = TestGateway::start(&config(
-        &plugin_dir(),
+    let gw = one_worker(
         &up,
         &format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n{}",
-            route(
-                "r",
-                "/",
-                &format!(
-                    "{{ name = \"probe\", config = {{ mode = \"fetch-state\", url = \"http://{target_addr}/\" }}, \
+            "{{ name = \"probe\", config = {{ mode = \"fetch-state\", url = \"http://{target_addr}/\" }}, \
                      allowed_hosts = [\"{target_addr}\"], isolation = \"worker\" }}"
-                )
-            )
         ),
-    ));
+    );
     // A client that goes away while the plugin waits on its outbound call.
     let mut client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     client
@@ -846,21 +851,13 @@ async fn an_instance_whose_call_was_abandoned_is_not_reused() {
 #[tokio::test]
 async fn an_instance_whose_call_failed_is_not_reused() {
     let up = TestUpstream::start("up");
-    let gw = TestGateway::start(&config(
-        &plugin_dir(),
+    let gw = one_worker(
         &up,
         &format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n{}",
-            route(
-                "r",
-                "/",
-                &format!(
-                    "{{ name = \"probe\", config = {{ mode = \"dirty\", url = \"http://{}/\" }}, timeout = \"20ms\" }}",
-                    up.addr
-                )
-            )
+            "{{ name = \"probe\", config = {{ mode = \"dirty\", url = \"http://{}/\" }}, timeout = \"20ms\" }}",
+            up.addr
         ),
-    ));
+    );
     let state_before = |up: &TestUpstream| {
         up.last().headers["x-state-before"]
             .to_str()
@@ -901,18 +898,10 @@ async fn an_instance_whose_call_failed_is_not_reused() {
 #[tokio::test]
 async fn worker_isolation_reuses_instances() {
     let up = TestUpstream::start("up");
-    let gw = TestGateway::start(&config(
-        &plugin_dir(),
+    let gw = one_worker(
         &up,
-        &format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n{}",
-            route(
-                "r",
-                "/",
-                "{ name = \"probe\", config = { mode = \"state\" }, isolation = \"worker\" }"
-            )
-        ),
-    ));
+        "{ name = \"probe\", config = { mode = \"state\" }, isolation = \"worker\" }",
+    );
     for _ in 0..5 {
         assert_eq!(get(&gw.url("/")).await.status, 200);
     }
@@ -931,18 +920,7 @@ async fn worker_isolation_reuses_instances() {
 #[tokio::test]
 async fn per_request_state_carries_a_secret_between_phases_and_never_to_the_next_request() {
     let up = TestUpstream::start("up");
-    let gw = TestGateway::start(&config(
-        &plugin_dir(),
-        &up,
-        &format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n{}",
-            route(
-                "r",
-                "/",
-                "{ name = \"probe\", config = { mode = \"secret\" } }"
-            )
-        ),
-    ));
+    let gw = one_worker(&up, "{ name = \"probe\", config = { mode = \"secret\" } }");
     assert_eq!(
         gw.snapshot().chains[0][0].settings.isolation,
         weir_gateway::config::Isolation::Worker,
