@@ -270,7 +270,7 @@ impl PluginHost {
             name: name.to_owned(),
             reason,
         })?;
-        let on_fiber = self.always_on_fiber || imports_waiting(&self.engine, component);
+        let on_fiber = self.always_on_fiber || !imports_waiting(&self.engine, component).is_empty();
         Ok(Image {
             pre,
             exports,

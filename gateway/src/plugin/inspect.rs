@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{PluginError, PluginHost, compile};
+use super::{PluginError, PluginHost, compile, imports_waiting};
 
 /// A plugin file as the gateway sees it.
 #[derive(Debug, Clone)]
@@ -24,6 +24,9 @@ pub struct Inspection {
     pub imports: Vec<String>,
     /// The component's exports.
     pub exports: Vec<String>,
+    /// Its imports that can wait (`http-call`, WASI files or sockets): with any, each
+    /// call runs on a fiber, a stack switch per call; without, calls are direct.
+    pub waiting_imports: Vec<String>,
     /// How its core modules were linked, which sets what a fresh instance costs.
     pub linking: Linking,
     /// Whether it is pre-initialised with an empty config (when it loads).
@@ -124,6 +127,7 @@ impl PluginHost {
             .exports(&self.engine)
             .map(|(n, _)| n.to_owned())
             .collect();
+        let waiting_imports = imports_waiting(&self.engine, &compiled.component);
         let wit_version = compile::plugin_wit_version(&self.engine, &compiled.component);
         let compatible = wit_version.as_deref().is_some_and(compile::compatible);
         let (phases, load_error, preinit) = match self.load(&name, path).await {
@@ -143,6 +147,7 @@ impl PluginHost {
             load_error,
             imports,
             exports,
+            waiting_imports,
             preinit,
         })
     }
@@ -210,6 +215,15 @@ impl Inspection {
                 " (link with wasm-component-ld 0.5.31 and --import-memory for cheaper fresh instances)"
             }
         );
+        if self.waiting_imports.is_empty() {
+            let _ = writeln!(out, "  calls       directly (no import can wait)");
+        } else {
+            let _ = writeln!(
+                out,
+                "  calls       on a fiber, a stack switch per call, because it imports {}",
+                self.waiting_imports.join(", ")
+            );
+        }
         if let Some(error) = &self.load_error {
             let _ = writeln!(out, "  load error  {error}");
         }
@@ -304,6 +318,7 @@ mod tests {
             load_error: None,
             imports: Vec::new(),
             exports: Vec::new(),
+            waiting_imports: Vec::new(),
             linking: Linking::default(),
             preinit: Some(Preinitialised::No(
                 "`init` (the plugin's `new`) called wasi:random/insecure-seed".to_owned(),

@@ -157,24 +157,32 @@ impl std::fmt::Debug for LoadedPlugin {
     }
 }
 
-/// Whether `component` imports a function that can wait: anything but the plugin
-/// imports other than `http-client`, and WASI's clocks, randomness, command-line
-/// interfaces and `wasi:io` (whose waiting functions `sync_io` replaces).
-pub(super) fn imports_waiting(engine: &Engine, component: &wasmtime::component::Component) -> bool {
-    component.component_type().imports(engine).any(|(name, _)| {
-        let interface = name.split('@').next().unwrap_or(name);
-        let at_once = matches!(
-            interface,
-            "weir:plugin/types"
-                | "weir:plugin/host"
-                | "weir:plugin/kv"
-                | "weir:plugin/metrics"
-                | "wasi:io/error"
-                | "wasi:io/poll"
-                | "wasi:io/streams"
-        ) || ["wasi:cli/", "wasi:clocks/", "wasi:random/"]
-            .iter()
-            .any(|prefix| interface.starts_with(prefix));
-        !at_once
-    })
+/// The imports of `component` that can wait, which put its calls on a fiber: anything
+/// but the plugin imports other than `http-client`, and WASI's clocks, randomness,
+/// command-line interfaces and `wasi:io` (whose waiting functions `sync_io` replaces).
+pub(crate) fn imports_waiting(
+    engine: &Engine,
+    component: &wasmtime::component::Component,
+) -> Vec<String> {
+    component
+        .component_type()
+        .imports(engine)
+        .filter(|(name, _)| {
+            let interface = name.split('@').next().unwrap_or(name);
+            let at_once = matches!(
+                interface,
+                "weir:plugin/types"
+                    | "weir:plugin/host"
+                    | "weir:plugin/kv"
+                    | "weir:plugin/metrics"
+                    | "wasi:io/error"
+                    | "wasi:io/poll"
+                    | "wasi:io/streams"
+            ) || ["wasi:cli/", "wasi:clocks/", "wasi:random/"]
+                .iter()
+                .any(|prefix| interface.starts_with(prefix));
+            !at_once
+        })
+        .map(|(name, _)| name.to_owned())
+        .collect()
 }

@@ -1149,6 +1149,23 @@ fn plugin_inspect_shows_version_phases_imports_and_hash() {
         text.contains(&format!("size        {} bytes", bytes.len())),
         "{text}"
     );
+    // `http-call` can wait, so the probe runs on a fiber; `probe-local` must not, or
+    // the tests that run each mode through both (and the benches) lose their point.
+    assert!(
+        text.contains("\n  calls       on a fiber, a stack switch per call, because it imports ")
+            && text.contains("weir:plugin/http-client@0.1.4"),
+        "{text}"
+    );
+    let out = std::process::Command::new(bin)
+        .args(["plugin", "inspect"])
+        .arg(guest_wasm!("probe_local"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\n  calls       directly (no import can wait)\n"),
+        "{text}"
+    );
 
     let out = std::process::Command::new(bin)
         .args(["plugin", "inspect"])
