@@ -184,6 +184,11 @@
 //! [`host::metrics`] (Prometheus series labelled with the plugin), and outbound HTTP
 //! [`host::http::call`] to the hosts listed in the plugin's `allowed_hosts`.
 //!
+//! A plugin that uses [`host::http::call`] is called on a fiber (a stack switch per
+//! call), because the call waits on the network. So is one whose code uses `std::fs` or
+//! `std::net` anywhere: the sandbox refuses them, and they only cost. `weir plugin
+//! inspect` says how a plugin is called (its `calls` line).
+//!
 //! # Testing
 //!
 //! Built for the host target (`cargo test`), the host functions talk to an in-memory fake

@@ -46,9 +46,18 @@ pub(super) enum HeaderEdit {
 
 impl HeaderEdit {
     /// Checks the name and value a guest gave: a hop-by-hop name is refused.
-    pub(super) fn parse(edit: Edit, name: &str, value: &[u8]) -> Result<HeaderEdit, EditError> {
+    pub(super) fn parse(edit: Edit, name: &str, value: Bytes) -> Result<HeaderEdit, EditError> {
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| EditError::InvalidName(name.into()))?;
+        HeaderEdit::checked(edit, name, value)
+    }
+
+    /// [`HeaderEdit::parse`] with a name already read (see [`HeaderNames`]).
+    pub(super) fn checked(
+        edit: Edit,
+        name: HeaderName,
+        value: Bytes,
+    ) -> Result<HeaderEdit, EditError> {
         if gateway_owned(&name) {
             return Err(EditError::InvalidName(name.as_str().into()));
         }
@@ -60,8 +69,17 @@ impl HeaderEdit {
         if crate::hop_by_hop::is_hop_by_hop(&name) {
             return Err(EditError::InvalidName(name.as_str().into()));
         }
-        let value = HeaderValue::from_bytes(value)
-            .map_err(|_| EditError::InvalidValue(String::from_utf8_lossy(value).into_owned()))?;
+        // The value the guest's call handed over is kept, not copied: checked here first
+        // (http's rule: visible ASCII, spaces, tabs, and obs-text) so that a refusal can
+        // still quote it.
+        let valid = |b: &u8| *b >= 32 && *b != 127 || *b == b'\t';
+        if !value.iter().all(valid) {
+            return Err(EditError::InvalidValue(
+                String::from_utf8_lossy(&value).into_owned(),
+            ));
+        }
+        let value = HeaderValue::from_maybe_shared(value)
+            .map_err(|_| EditError::InvalidValue(String::new()))?;
         Ok(match edit {
             Edit::Set => HeaderEdit::Set(name, value),
             Edit::SetIfAbsent => HeaderEdit::SetIfAbsent(name, value),
@@ -99,6 +117,33 @@ pub(super) fn gateway_owned(name: &HeaderName) -> bool {
     name == http::header::CONTENT_LENGTH || name == http::header::HOST
 }
 
+/// The header names an instance's plugin edits, read once. A name the gateway does not
+/// know (`x-request-id`, say) costs an allocation each time it is read; a plugin edits
+/// the same few names on every request, so an instance keeps them. Bounded: a plugin
+/// that edits many different names reads the rest each time.
+#[derive(Debug, Default)]
+pub(crate) struct HeaderNames {
+    names: Vec<HeaderName>,
+}
+
+/// How many names an instance keeps.
+const KEPT_NAMES: usize = 16;
+
+impl HeaderNames {
+    /// `name` as a header name, if it is one.
+    pub(super) fn get(&mut self, name: &str) -> Option<HeaderName> {
+        if let Some(kept) = self.names.iter().find(|n| n.as_str() == name) {
+            return Some(kept.clone());
+        }
+        let parsed = HeaderName::from_bytes(name.as_bytes()).ok()?;
+        // Only a name given as it is kept (lower case) is found again by the search.
+        if self.names.len() < KEPT_NAMES && parsed.as_str() == name {
+            self.names.push(parsed.clone());
+        }
+        Some(parsed)
+    }
+}
+
 /// The header edits a route's config makes on every request and response, declared by
 /// the plugin in `init` (`host.declare-edits`) and made by the gateway at the plugin's
 /// place in the chain, without a call.
@@ -118,11 +163,15 @@ impl DeclaredEdits {
             edits
                 .into_iter()
                 .map(|edit| match edit {
-                    types::HeaderEdit::Set(h) => HeaderEdit::parse(Edit::Set, &h.name, &h.value),
-                    types::HeaderEdit::Append(h) => {
-                        HeaderEdit::parse(Edit::Append, &h.name, &h.value)
+                    types::HeaderEdit::Set(h) => {
+                        HeaderEdit::parse(Edit::Set, &h.name, Bytes::from(h.value))
                     }
-                    types::HeaderEdit::Remove(name) => HeaderEdit::parse(Edit::Remove, &name, &[]),
+                    types::HeaderEdit::Append(h) => {
+                        HeaderEdit::parse(Edit::Append, &h.name, Bytes::from(h.value))
+                    }
+                    types::HeaderEdit::Remove(name) => {
+                        HeaderEdit::parse(Edit::Remove, &name, Bytes::new())
+                    }
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
@@ -152,15 +201,6 @@ impl DeclaredEdits {
     }
 }
 
-pub(super) fn edit_headers(
-    headers: &mut HeaderMap,
-    edit: Edit,
-    name: &str,
-    value: &[u8],
-) -> Result<(), EditError> {
-    HeaderEdit::parse(edit, name, value).map(|edit| edit.apply(headers))
-}
-
 /// A plugin's local answer as the gateway will send it: an invalid status becomes 500;
 /// headers an edit could not set (invalid, hop-by-hop, `content-length`, `host`) are
 /// dropped, each reported to `refused`; the body is framed by the gateway.
@@ -176,7 +216,7 @@ pub(crate) fn local_head(
     });
     let mut map = HeaderMap::with_capacity(headers.len());
     for types::Header { name, value } in headers {
-        match HeaderEdit::parse(Edit::Append, &name, &value) {
+        match HeaderEdit::parse(Edit::Append, &name, Bytes::from(value)) {
             Ok(edit) => edit.apply(&mut map),
             Err(e) => refused(format!("header dropped: {e:?}")),
         }
@@ -211,7 +251,7 @@ pub mod fuzzing {
     /// Parses a header edit as a plugin's `set-header` would and applies it to
     /// `headers`; whether it was accepted.
     pub fn set_header(headers: &mut HeaderMap, name: &str, value: &[u8]) -> bool {
-        match HeaderEdit::parse(Edit::Set, name, value) {
+        match HeaderEdit::parse(Edit::Set, name, Bytes::copy_from_slice(value)) {
             Ok(edit) => {
                 edit.apply(headers);
                 true
@@ -226,6 +266,15 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    fn edit_headers(
+        headers: &mut HeaderMap,
+        edit: Edit,
+        name: &str,
+        value: Bytes,
+    ) -> Result<(), EditError> {
+        HeaderEdit::parse(edit, name, value).map(|edit| edit.apply(headers))
+    }
 
     #[derive(serde::Deserialize)]
     struct Table {
@@ -248,6 +297,25 @@ mod tests {
                 .push(value.as_bytes().to_vec());
         }
         map
+    }
+
+    #[test]
+    fn kept_names_are_bounded_and_read_as_the_gateway_reads_them() {
+        let mut names = HeaderNames::default();
+        for i in 0..40 {
+            let name = format!("x-name-{i}");
+            assert_eq!(names.get(&name).unwrap().as_str(), name);
+        }
+        assert_eq!(names.names.len(), KEPT_NAMES);
+        // A name given in another case is read (lower-cased) but not kept: the search
+        // compares as given.
+        let mut names = HeaderNames::default();
+        assert_eq!(names.get("X-Tenant").unwrap().as_str(), "x-tenant");
+        assert!(names.names.is_empty());
+        assert!(names.get("bad name").is_none());
+        assert_eq!(names.get("x-tenant").unwrap().as_str(), "x-tenant");
+        assert_eq!(names.get("x-tenant").unwrap().as_str(), "x-tenant");
+        assert_eq!(names.names.len(), 1);
     }
 
     /// The table the SDK's native fake passes too: a plugin's native tests see the
@@ -280,10 +348,21 @@ mod tests {
                     Err(EditError::InvalidValue(_)) => "invalid-value",
                     Err(_) => "other",
                 };
-                let result = edit_headers(&mut headers, edit(), name, value.as_bytes());
+                let value = || Bytes::copy_from_slice(value.as_bytes());
+                let result = edit_headers(&mut headers, edit(), name, value());
                 assert_eq!(outcome(result), expected, "{}: {op} {name:?}", case.name);
                 // What a request phase queues for the response is checked the same way.
-                let queued = HeaderEdit::parse(edit(), name, value.as_bytes()).map(drop);
+                let queued = HeaderEdit::parse(edit(), name, value()).map(drop);
+                // And so is an edit whose name an instance kept from an earlier call.
+                let mut names = HeaderNames::default();
+                for _ in 0..2 {
+                    let kept = names
+                        .get(name)
+                        .ok_or_else(|| EditError::InvalidName(name.clone()))
+                        .and_then(|n| HeaderEdit::checked(edit(), n, value()))
+                        .map(drop);
+                    assert_eq!(outcome(kept), expected, "{} (kept name): {op}", case.name);
+                }
                 assert_eq!(outcome(queued), expected, "{} (queued): {op}", case.name);
             }
             let mut end: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();

@@ -114,6 +114,7 @@ impl Instance {
             serial: 1,
             in_phase: false,
             failed: None,
+            names: Default::default(),
         };
         let mut store = Store::new(image.pre.engine(), state);
         store.limiter(|s| &mut s.limits);

@@ -10,13 +10,14 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, StatusCode};
 use wasmtime::component::Resource;
 
 use super::bindings::types::{self, EditError};
-use super::edits::{Edit, HeaderEdit, edit_headers};
+use super::edits::{Edit, HeaderEdit, HeaderNames};
 use super::state::HostState;
 use crate::telemetry::metrics::Refusal;
 
@@ -109,6 +110,19 @@ impl HostState {
     }
 }
 
+/// A guest's header edit, its name read through the instance's kept names.
+fn header_edit(
+    names: &mut HeaderNames,
+    edit: Edit,
+    name: &str,
+    value: Bytes,
+) -> Result<HeaderEdit, EditError> {
+    let checked = names.get(name);
+    checked
+        .ok_or_else(|| EditError::InvalidName(name.into()))
+        .and_then(|name| HeaderEdit::checked(edit, name, value))
+}
+
 /// A header value as text (empty when absent or not visible ASCII).
 fn text(value: Option<&HeaderValue>) -> String {
     value
@@ -144,11 +158,12 @@ impl HostState {
         &mut self,
         edit: Edit,
         name: &str,
-        value: &[u8],
+        value: Bytes,
     ) -> wasmtime::Result<Result<(), EditError>> {
-        let request = self.request()?;
+        let request = self.request.as_mut().ok_or_else(|| not_lent("request"))?;
         let result = if request.writable {
-            edit_headers(&mut request.headers, edit, name, value)
+            header_edit(&mut self.names, edit, name, value)
+                .map(|edit| edit.apply(&mut request.headers))
         } else {
             Err(EditError::ReadOnly)
         };
@@ -160,11 +175,11 @@ impl HostState {
         &mut self,
         edit: Edit,
         name: &str,
-        value: &[u8],
+        value: Bytes,
     ) -> wasmtime::Result<Result<(), EditError>> {
-        let request = self.request()?;
+        let request = self.request.as_mut().ok_or_else(|| not_lent("request"))?;
         let result = if request.writable {
-            HeaderEdit::parse(edit, name, value).map(|edit| {
+            header_edit(&mut self.names, edit, name, value).map(|edit| {
                 let plugin = request.caller;
                 request.queued.push(QueuedEdit { plugin, edit });
             })
@@ -178,11 +193,12 @@ impl HostState {
         &mut self,
         edit: Edit,
         name: &str,
-        value: &[u8],
+        value: Bytes,
     ) -> wasmtime::Result<Result<(), EditError>> {
-        let response = self.response()?;
+        let response = self.response.as_mut().ok_or_else(|| not_lent("response"))?;
         let result = if response.writable {
-            edit_headers(&mut response.headers, edit, name, value)
+            header_edit(&mut self.names, edit, name, value)
+                .map(|edit| edit.apply(&mut response.headers))
         } else {
             Err(EditError::ReadOnly)
         };
@@ -242,7 +258,7 @@ impl types::HostRequest for HostState {
         name: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), EditError>> {
-        self.edit_request(Edit::Set, &name, &value)
+        self.edit_request(Edit::Set, &name, Bytes::from(value))
     }
 
     fn append_header(
@@ -251,7 +267,7 @@ impl types::HostRequest for HostState {
         name: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), EditError>> {
-        self.edit_request(Edit::Append, &name, &value)
+        self.edit_request(Edit::Append, &name, Bytes::from(value))
     }
 
     fn remove_header(
@@ -259,7 +275,7 @@ impl types::HostRequest for HostState {
         _: Resource<types::Request>,
         name: String,
     ) -> wasmtime::Result<Result<(), EditError>> {
-        self.edit_request(Edit::Remove, &name, &[])
+        self.edit_request(Edit::Remove, &name, Bytes::new())
     }
 
     fn set_path(
@@ -288,7 +304,7 @@ impl types::HostRequest for HostState {
         name: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), EditError>> {
-        self.queue_response_edit(Edit::Set, &name, &value)
+        self.queue_response_edit(Edit::Set, &name, Bytes::from(value))
     }
 
     fn set_response_header_if_absent(
@@ -297,7 +313,7 @@ impl types::HostRequest for HostState {
         name: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), EditError>> {
-        self.queue_response_edit(Edit::SetIfAbsent, &name, &value)
+        self.queue_response_edit(Edit::SetIfAbsent, &name, Bytes::from(value))
     }
 
     fn append_response_header(
@@ -306,7 +322,7 @@ impl types::HostRequest for HostState {
         name: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), EditError>> {
-        self.queue_response_edit(Edit::Append, &name, &value)
+        self.queue_response_edit(Edit::Append, &name, Bytes::from(value))
     }
 
     fn remove_response_header(
@@ -314,7 +330,7 @@ impl types::HostRequest for HostState {
         _: Resource<types::Request>,
         name: String,
     ) -> wasmtime::Result<Result<(), EditError>> {
-        self.queue_response_edit(Edit::Remove, &name, &[])
+        self.queue_response_edit(Edit::Remove, &name, Bytes::new())
     }
 
     fn drop(&mut self, _: Resource<types::Request>) -> wasmtime::Result<()> {
@@ -373,7 +389,7 @@ impl types::HostResponse for HostState {
         name: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), EditError>> {
-        self.edit_response(Edit::Set, &name, &value)
+        self.edit_response(Edit::Set, &name, Bytes::from(value))
     }
 
     fn append_header(
@@ -382,7 +398,7 @@ impl types::HostResponse for HostState {
         name: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), EditError>> {
-        self.edit_response(Edit::Append, &name, &value)
+        self.edit_response(Edit::Append, &name, Bytes::from(value))
     }
 
     fn remove_header(
@@ -390,7 +406,7 @@ impl types::HostResponse for HostState {
         _: Resource<types::Response>,
         name: String,
     ) -> wasmtime::Result<Result<(), EditError>> {
-        self.edit_response(Edit::Remove, &name, &[])
+        self.edit_response(Edit::Remove, &name, Bytes::new())
     }
 
     fn drop(&mut self, _: Resource<types::Response>) -> wasmtime::Result<()> {

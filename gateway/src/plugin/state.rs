@@ -164,6 +164,8 @@ pub(crate) struct HostState {
     pub(crate) in_phase: bool,
     /// The message of the current phase call's `host.fail`, if it called it.
     pub(crate) failed: Option<String>,
+    /// The header names its edits used, kept for later calls.
+    pub(crate) names: super::edits::HeaderNames,
 }
 
 impl WasiView for HostState {
