@@ -142,6 +142,19 @@ impl HeaderNames {
         }
         Some(parsed)
     }
+
+    /// A guest's header edit ([`HeaderEdit::parse`]), its name read through the kept
+    /// names.
+    pub(super) fn edit(
+        &mut self,
+        edit: Edit,
+        name: &str,
+        value: Bytes,
+    ) -> Result<HeaderEdit, EditError> {
+        let read = self.get(name);
+        read.ok_or_else(|| EditError::InvalidName(name.into()))
+            .and_then(|name| HeaderEdit::checked(edit, name, value))
+    }
 }
 
 /// The header edits a route's config makes on every request and response, declared by
@@ -356,11 +369,7 @@ mod tests {
                 // And so is an edit whose name an instance kept from an earlier call.
                 let mut names = HeaderNames::default();
                 for _ in 0..2 {
-                    let kept = names
-                        .get(name)
-                        .ok_or_else(|| EditError::InvalidName(name.clone()))
-                        .and_then(|n| HeaderEdit::checked(edit(), n, value()))
-                        .map(drop);
+                    let kept = names.edit(edit(), name, value()).map(drop);
                     assert_eq!(outcome(kept), expected, "{} (kept name): {op}", case.name);
                 }
                 assert_eq!(outcome(queued), expected, "{} (queued): {op}", case.name);

@@ -17,7 +17,7 @@ use http::{Method, StatusCode};
 use wasmtime::component::Resource;
 
 use super::bindings::types::{self, EditError};
-use super::edits::{Edit, HeaderEdit, HeaderNames};
+use super::edits::Edit;
 use super::state::HostState;
 use crate::telemetry::metrics::Refusal;
 
@@ -110,19 +110,6 @@ impl HostState {
     }
 }
 
-/// A guest's header edit, its name read through the instance's kept names.
-fn header_edit(
-    names: &mut HeaderNames,
-    edit: Edit,
-    name: &str,
-    value: Bytes,
-) -> Result<HeaderEdit, EditError> {
-    let checked = names.get(name);
-    checked
-        .ok_or_else(|| EditError::InvalidName(name.into()))
-        .and_then(|name| HeaderEdit::checked(edit, name, value))
-}
-
 /// A header value as text (empty when absent or not visible ASCII).
 fn text(value: Option<&HeaderValue>) -> String {
     value
@@ -162,7 +149,8 @@ impl HostState {
     ) -> wasmtime::Result<Result<(), EditError>> {
         let request = self.request.as_mut().ok_or_else(|| not_lent("request"))?;
         let result = if request.writable {
-            header_edit(&mut self.names, edit, name, value)
+            self.names
+                .edit(edit, name, value)
                 .map(|edit| edit.apply(&mut request.headers))
         } else {
             Err(EditError::ReadOnly)
@@ -179,7 +167,7 @@ impl HostState {
     ) -> wasmtime::Result<Result<(), EditError>> {
         let request = self.request.as_mut().ok_or_else(|| not_lent("request"))?;
         let result = if request.writable {
-            header_edit(&mut self.names, edit, name, value).map(|edit| {
+            self.names.edit(edit, name, value).map(|edit| {
                 let plugin = request.caller;
                 request.queued.push(QueuedEdit { plugin, edit });
             })
@@ -197,7 +185,8 @@ impl HostState {
     ) -> wasmtime::Result<Result<(), EditError>> {
         let response = self.response.as_mut().ok_or_else(|| not_lent("response"))?;
         let result = if response.writable {
-            header_edit(&mut self.names, edit, name, value)
+            self.names
+                .edit(edit, name, value)
                 .map(|edit| edit.apply(&mut response.headers))
         } else {
             Err(EditError::ReadOnly)

@@ -1120,15 +1120,20 @@ async fn a_plugin_built_for_an_earlier_patch_version_keeps_loading() {
     assert_eq!(reply.header("x-older").as_deref(), Some("0.1.0"));
 }
 
-#[test]
-fn plugin_inspect_shows_version_phases_imports_and_hash() {
-    let bin = weir_tests::weir_bin!();
-    let out = std::process::Command::new(bin)
+/// `weir plugin inspect FILE`: whether it succeeded, and what it printed.
+fn inspect(file: &std::path::Path) -> (std::process::Output, String) {
+    let out = std::process::Command::new(weir_tests::weir_bin!())
         .args(["plugin", "inspect"])
-        .arg(guest_wasm!("probe"))
+        .arg(file)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out, text)
+}
+
+#[test]
+fn plugin_inspect_shows_version_phases_imports_and_hash() {
+    let (out, text) = inspect(guest_wasm!("probe"));
     assert!(
         out.status.success(),
         "{text}\n{}",
@@ -1156,23 +1161,13 @@ fn plugin_inspect_shows_version_phases_imports_and_hash() {
             && text.contains("weir:plugin/http-client@0.1.4"),
         "{text}"
     );
-    let out = std::process::Command::new(bin)
-        .args(["plugin", "inspect"])
-        .arg(guest_wasm!("probe_local"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (_, text) = inspect(guest_wasm!("probe_local"));
     assert!(
         text.contains("\n  calls       directly (no import can wait)\n"),
         "{text}"
     );
 
-    let out = std::process::Command::new(bin)
-        .args(["plugin", "inspect"])
-        .arg(guest_wasm!("future"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (out, text) = inspect(guest_wasm!("future"));
     assert!(
         !out.status.success(),
         "an incompatible plugin must exit non-zero"
