@@ -10,9 +10,9 @@ mod support;
 
 use std::sync::Arc;
 
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use http::HeaderMap;
-use support::{Use, chain, request_phase};
+use support::{Use, chain, iter_in_task, request_phase};
 use weir_gateway::config::Isolation;
 use weir_gateway::plugin::{ChainEntry, ChainRun, PluginHost};
 
@@ -57,11 +57,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function(
         "one plugin, isolation=request (instantiate + call + drop)",
         |b| {
-            b.iter_batched(
-                || headers.clone(),
-                |h| rt.block_on(run_chain(&request, h)),
-                BatchSize::SmallInput,
-            );
+            iter_in_task(b, &rt, || headers.clone(), |h| run_chain(&request, h));
         },
     );
     c.bench_function("instantiate + drop only (no call)", |b| {
@@ -83,11 +79,7 @@ fn bench(c: &mut Criterion) {
     });
     let worker = entries(&host, Isolation::Worker, 1);
     c.bench_function("one plugin, isolation=worker (reused instance)", |b| {
-        b.iter_batched(
-            || headers.clone(),
-            |h| rt.block_on(run_chain(&worker, h)),
-            BatchSize::SmallInput,
-        );
+        iter_in_task(b, &rt, || headers.clone(), |h| run_chain(&worker, h));
     });
     // How the cost of a call grows with the number of request headers. With the ABI's
     // header resources nothing is copied for headers the plugin does not read (with
@@ -104,11 +96,7 @@ fn bench(c: &mut Criterion) {
         c.bench_function(
             &format!("one plugin, isolation=worker, {count} headers"),
             |b| {
-                b.iter_batched(
-                    || many.clone(),
-                    |h| rt.block_on(run_chain(&worker, h)),
-                    BatchSize::SmallInput,
-                );
+                iter_in_task(b, &rt, || many.clone(), |h| run_chain(&worker, h));
             },
         );
     }
@@ -116,27 +104,15 @@ fn bench(c: &mut Criterion) {
     let fiber_host = PluginHost::new(None).unwrap().always_on_fiber();
     let fiber_worker = entries(&fiber_host, Isolation::Worker, 1);
     c.bench_function("one plugin, isolation=worker, on a fiber", |b| {
-        b.iter_batched(
-            || headers.clone(),
-            |h| rt.block_on(run_chain(&fiber_worker, h)),
-            BatchSize::SmallInput,
-        );
+        iter_in_task(b, &rt, || headers.clone(), |h| run_chain(&fiber_worker, h));
     });
     let fiber_request = entries(&fiber_host, Isolation::Request, 1);
     c.bench_function("one plugin, isolation=request, on a fiber", |b| {
-        b.iter_batched(
-            || headers.clone(),
-            |h| rt.block_on(run_chain(&fiber_request, h)),
-            BatchSize::SmallInput,
-        );
+        iter_in_task(b, &rt, || headers.clone(), |h| run_chain(&fiber_request, h));
     });
     let chain = entries(&host, Isolation::Request, 3);
     c.bench_function("three plugins, isolation=request", |b| {
-        b.iter_batched(
-            || headers.clone(),
-            |h| rt.block_on(run_chain(&chain, h)),
-            BatchSize::SmallInput,
-        );
+        iter_in_task(b, &rt, || headers.clone(), |h| run_chain(&chain, h));
     });
 }
 

@@ -53,7 +53,7 @@ pub enum Flow<T = ()> {
 #[derive(Debug)]
 pub struct ChainRun {
     chain: Arc<[ChainEntry]>,
-    instances: Vec<Option<Instance>>,
+    instances: Vec<Option<Box<Instance>>>,
     /// Entries whose request side was passed (their response phases run).
     reached: usize,
     /// The request as the request phases left it, kept read-only for the response and
@@ -478,7 +478,7 @@ impl ChainRun {
                 ),
                 spent: self.instances[index]
                     .as_ref()
-                    .map_or(Duration::ZERO, Instance::last_call_time),
+                    .map_or(Duration::ZERO, |instance| instance.last_call_time()),
             });
         }
         Ok(local_head(

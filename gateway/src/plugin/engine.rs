@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy,
+};
 
 /// The finest epoch tick, for timeouts of 10 ms and less.
 const MIN_TICK: Duration = Duration::from_millis(1);
@@ -54,6 +56,10 @@ fn micros(d: Duration) -> u64 {
 /// Largest linear memory any plugin may be configured with.
 pub(crate) const MAX_MEMORY: u64 = 256 * 1024 * 1024;
 
+/// Set to `1` to have the engine write `/tmp/perf-PID.map`, so that `perf report` names
+/// the plugins' compiled functions instead of showing their addresses (bench/README.md).
+pub(crate) const PERF_MAP_ENV: &str = "WEIR_PERF_MAP";
+
 /// Builds the engine and starts its epoch ticker (which runs as long as the engine).
 pub(crate) fn new_engine() -> wasmtime::Result<(Engine, Tick)> {
     let mut pool = PoolingAllocationConfig::default();
@@ -81,6 +87,9 @@ pub(crate) fn new_engine() -> wasmtime::Result<(Engine, Tick)> {
         .wasm_component_model(true)
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if std::env::var_os(PERF_MAP_ENV).is_some_and(|v| v == "1") {
+        config.profiler(ProfilingStrategy::PerfMap);
+    }
     let engine = Engine::new(&config)?;
 
     let tick = Tick::new();

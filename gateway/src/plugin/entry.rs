@@ -33,7 +33,10 @@ pub struct ChainEntry {
     /// What instances start from: a snapshot taken after this route's `init` when one
     /// could be taken, else the plugin as loaded.
     pub(super) image: Arc<Image>,
-    pub(super) idle: Arc<std::sync::Mutex<Vec<Instance>>>,
+    /// Boxed, as in [`ChainRun`](super::ChainRun): an instance is a few hundred bytes,
+    /// and it moves between the idle list and a request's chain on every request.
+    #[allow(clippy::vec_box)]
+    pub(super) idle: Arc<std::sync::Mutex<Vec<Box<Instance>>>>,
     /// Whether its failures have it set aside for a while.
     pub(super) suspension: Arc<Suspension>,
 }
@@ -41,19 +44,19 @@ pub struct ChainEntry {
 impl ChainEntry {
     /// An instance for one request: fresh with request isolation; with worker
     /// isolation, a reused one when an idle one exists.
-    pub async fn instantiate(&self) -> Result<Instance, PluginFailure> {
+    pub async fn instantiate(&self) -> Result<Box<Instance>, PluginFailure> {
         self.instance(false).await
     }
 
     /// [`ChainEntry::instantiate`] for a request, which a fresh instance counts as its
     /// first use (a reused one counts each of its requests when it is taken).
-    pub(crate) async fn instantiate_for_request(&self) -> Result<Instance, PluginFailure> {
+    pub(crate) async fn instantiate_for_request(&self) -> Result<Box<Instance>, PluginFailure> {
         self.instance(true).await
     }
 
     /// A fresh instance for the gateway's load-time calls, under [`load_budget`]; give it
     /// the route's timeout back before releasing it to requests.
-    pub(crate) async fn instantiate_for_load(&self) -> Result<Instance, PluginFailure> {
+    pub(crate) async fn instantiate_for_load(&self) -> Result<Box<Instance>, PluginFailure> {
         Box::pin(Instance::new(
             &self.image,
             self.ctx.clone(),
@@ -61,9 +64,10 @@ impl ChainEntry {
             load_budget(self.settings.timeout),
         ))
         .await
+        .map(Box::new)
     }
 
-    async fn instance(&self, for_request: bool) -> Result<Instance, PluginFailure> {
+    async fn instance(&self, for_request: bool) -> Result<Box<Instance>, PluginFailure> {
         if self.settings.isolation == Isolation::Worker {
             let reused = self
                 .idle
@@ -86,14 +90,14 @@ impl ChainEntry {
         if for_request {
             instance.uses = 1;
         }
-        Ok(instance)
+        Ok(Box::new(instance))
     }
 
     /// Hands back an instance after a request it served without failing. Request
     /// isolation drops it; worker isolation keeps it for reuse until it has served
     /// `max_reuse` requests, unless a call into it was abandoned half-way (the request
     /// was dropped mid-call).
-    pub(crate) fn release(&self, instance: Instance) {
+    pub(crate) fn release(&self, instance: Box<Instance>) {
         // `uses` counts the requests it served: one per `instantiate_for_request` that
         // returned it (none for the instance `configure` made to ask for the phases).
         if self.settings.isolation != Isolation::Worker

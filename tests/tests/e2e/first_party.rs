@@ -2,7 +2,7 @@
 //! loaded by a real gateway in front of a real upstream.
 
 use weir_tests::first_party::{config, get_with, refusal};
-use weir_tests::{TestGateway, TestUpstream, closed_addr};
+use weir_tests::{TestGateway, TestUpstream, WeirProcess, closed_addr, weir_bin};
 
 fn is_uuid_v7(id: &str) -> bool {
     let parts: Vec<&str> = id.split('-').collect();
@@ -123,5 +123,34 @@ fn request_id_bad_config_is_refused_naming_plugin_and_key() {
                 && message.contains(expected),
             "{message}"
         );
+    }
+}
+
+/// `WEIR_PERF_MAP=1` (bench/README.md, "Profiling") has the plugin engine write
+/// `/tmp/perf-PID.map`, so that `perf report` names plugin code; without it, no file.
+#[tokio::test]
+async fn weir_perf_map_names_plugin_code_for_perf() {
+    let up = TestUpstream::start("up");
+    let text = weir_tests::gateway::with_test_listeners(&config(&up, "{ name = \"request-id\" }"));
+    let path = weir_tests::gateway::write_config(&text);
+    let args = ["run", "--config", path.to_str().unwrap()];
+    for (env, wanted) in [("0", false), ("1", true)] {
+        let weir = WeirProcess::spawn_with_env(weir_bin!(), &args, &[("WEIR_PERF_MAP", env)]);
+        let reply = get_with(&format!("http://{}/", weir.addr), &[]).await;
+        assert_eq!(reply.status, 200);
+        let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", weir.pid()));
+        let written = std::fs::read_to_string(&map).ok();
+        let _ = std::fs::remove_file(&map);
+        match written {
+            Some(lines) => {
+                assert!(wanted, "WEIR_PERF_MAP={env} wrote {}", map.display());
+                assert!(
+                    lines.lines().any(|l| l.contains("wasm[")),
+                    "the map names plugin functions:\n{}",
+                    lines.lines().take(5).collect::<Vec<_>>().join("\n")
+                );
+            }
+            None => assert!(!wanted, "WEIR_PERF_MAP={env} wrote no {}", map.display()),
+        }
     }
 }
