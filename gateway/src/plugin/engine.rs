@@ -58,7 +58,7 @@ pub(crate) const MAX_MEMORY: u64 = 256 * 1024 * 1024;
 
 /// Set to `1` to have the engine write `/tmp/perf-PID.map`, so that `perf report` names
 /// the plugins' compiled functions instead of showing their addresses (bench/README.md).
-pub(crate) const PERF_MAP_ENV: &str = "WEIR_PERF_MAP";
+const PERF_MAP_ENV: &str = "WEIR_PERF_MAP";
 
 /// Builds the engine and starts its epoch ticker (which runs as long as the engine).
 pub(crate) fn new_engine() -> wasmtime::Result<(Engine, Tick)> {

@@ -85,19 +85,24 @@ pub(crate) fn response_handle() -> Resource<types::Response> {
     Resource::new_borrow(0)
 }
 
-/// A guest called a method on a message it was not lent (it kept a handle past its
-/// call, which the component model forbids for borrows): trap.
-fn not_lent(what: &str) -> wasmtime::Error {
-    wasmtime::format_err!("the {what} is not available outside the phase call it was passed to")
+/// The message lent to the current call (`what` names it). A guest that calls a method
+/// on a message it was not lent (it kept a handle past its call, which the component
+/// model forbids for borrows) traps. A function of the field rather than of
+/// `HostState`, so that an edit can hold the message beside the instance's kept header
+/// names.
+fn lent<'a, T>(view: &'a mut Option<T>, what: &str) -> wasmtime::Result<&'a mut T> {
+    view.as_mut().ok_or_else(|| {
+        wasmtime::format_err!("the {what} is not available outside the phase call it was passed to")
+    })
 }
 
 impl HostState {
     fn request(&mut self) -> wasmtime::Result<&mut RequestView> {
-        self.request.as_mut().ok_or_else(|| not_lent("request"))
+        lent(&mut self.request, "request")
     }
 
     fn response(&mut self) -> wasmtime::Result<&mut ResponseView> {
-        self.response.as_mut().ok_or_else(|| not_lent("response"))
+        lent(&mut self.response, "response")
     }
 
     /// Logs a refused edit under the plugin's log budget, and hands the error back.
@@ -147,7 +152,7 @@ impl HostState {
         name: &str,
         value: Bytes,
     ) -> wasmtime::Result<Result<(), EditError>> {
-        let request = self.request.as_mut().ok_or_else(|| not_lent("request"))?;
+        let request = lent(&mut self.request, "request")?;
         let result = if request.writable {
             self.names
                 .edit(edit, name, value)
@@ -165,7 +170,7 @@ impl HostState {
         name: &str,
         value: Bytes,
     ) -> wasmtime::Result<Result<(), EditError>> {
-        let request = self.request.as_mut().ok_or_else(|| not_lent("request"))?;
+        let request = lent(&mut self.request, "request")?;
         let result = if request.writable {
             self.names.edit(edit, name, value).map(|edit| {
                 let plugin = request.caller;
@@ -183,7 +188,7 @@ impl HostState {
         name: &str,
         value: Bytes,
     ) -> wasmtime::Result<Result<(), EditError>> {
-        let response = self.response.as_mut().ok_or_else(|| not_lent("response"))?;
+        let response = lent(&mut self.response, "response")?;
         let result = if response.writable {
             self.names
                 .edit(edit, name, value)
