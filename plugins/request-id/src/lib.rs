@@ -3,7 +3,7 @@
 //! An incoming id in the configured header (default `x-request-id`) is kept when it is
 //! valid: 1 to 200 visible ASCII characters, none of `"`, `,`, `;` or `\`. Otherwise
 //! (absent, empty, too long, odd characters, or several values) the plugin generates a
-//! UUID v7 (time-ordered, so ids sort by arrival) and sets it, replacing what came in.
+//! UUID v7 (time-ordered, see [`new_id`]) and sets it, replacing what came in.
 //! The response carries the same id in the same header, queued from the request phase
 //! so the plugin costs one call per request.
 //!
@@ -11,7 +11,11 @@
 //! plugins = [{ name = "request-id", config = { header = "x-correlation-id" } }]
 //! ```
 
+use std::cell::Cell;
+use std::time::{Duration, SystemTime};
+
 use serde::Deserialize;
+use uuid::{Builder, Uuid};
 use weir_plugin_sdk::{Action, Headers, PhaseResult, Plugin, Request, is_header_name};
 
 /// The longest incoming id that is kept.
@@ -47,9 +51,58 @@ pub fn is_valid_id(id: &[u8]) -> bool {
             .all(|&b| b.is_ascii_graphic() && !b"\",;\\".contains(&b))
 }
 
-/// A new id: a UUID v7 in its hyphenated lower-case form.
-pub fn new_id() -> String {
-    uuid::Uuid::now_v7().hyphenated().to_string()
+/// The length of an id this plugin makes: a hyphenated UUID.
+pub const ID_LEN: usize = 36;
+
+thread_local! {
+    /// The time field of the last id this instance made, so that the next one is later.
+    static LAST_TIME: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A new id: a UUID v7 (RFC 9562) in its hyphenated lower-case form. Its 48-bit
+/// millisecond timestamp is followed, in the 12 bits the RFC calls `rand_a`, by the
+/// fraction of the millisecond (its method 3), so the ids of one instance sort by when
+/// they were made, never repeat a time, and never go back if the clock does. The other
+/// 62 bits are random: one host call per id (a `uuid::Uuid::now_v7` makes two, and
+/// divides 128-bit numbers).
+pub fn new_id() -> Result<[u8; ID_LEN], getrandom::Error> {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let uuid = uuid_v7(next_time(now), getrandom::u64()?);
+    let mut id = [0; ID_LEN];
+    uuid.hyphenated().encode_lower(&mut id);
+    Ok(id)
+}
+
+/// The time field for an id made at `now` (since the Unix epoch): milliseconds above,
+/// 4096ths of a millisecond in the low 12 bits.
+fn time_field(now: Duration) -> u64 {
+    let millis = now.as_secs() * 1000 + u64::from(now.subsec_millis());
+    let fraction = u64::from(now.subsec_nanos() % 1_000_000) * 4096 / 1_000_000;
+    (millis << 12) | fraction
+}
+
+/// The time field of the next id, made at `now`: one more than the last if that is
+/// not later.
+fn next_time(now: Duration) -> u64 {
+    let time = time_field(now);
+    LAST_TIME.with(|last| {
+        let time = time.max(last.get() + 1);
+        last.set(time);
+        time
+    })
+}
+
+/// The UUID v7 of a time field (see [`next_time`]) and 62 random bits (of `random`).
+fn uuid_v7(time: u64, random: u64) -> Uuid {
+    let mut rest = [0; 10];
+    // The version takes the top four bits of the first byte, the variant the top two of
+    // the third: the fraction fills the 12 bits between them.
+    rest[0] = ((time >> 8) & 0x0f) as u8;
+    rest[1] = time as u8;
+    rest[2..].copy_from_slice(&random.to_be_bytes());
+    Builder::from_unix_timestamp_millis(time >> 12, &rest).into_uuid()
 }
 
 #[weir_plugin_sdk::plugin]
@@ -84,15 +137,14 @@ impl Plugin for RequestId {
         // value or a UUID: the gateway has no reason to refuse these edits, and if it
         // ever did, the request must not go on without its id.
         let incoming = request.headers.get_all(&self.header);
-        let id = match incoming.as_slice() {
-            [one] if is_valid_id(one) => one.clone(),
+        match incoming.as_slice() {
+            [one] if is_valid_id(one) => request.response_headers.set(&self.header, one)?,
             _ => {
-                let id = new_id().into_bytes();
-                request.headers.set(&self.header, &id)?;
-                id
+                let id = new_id()?;
+                request.headers.set(&self.header, id)?;
+                request.response_headers.set(&self.header, id)?;
             }
-        };
-        request.response_headers.set(&self.header, id)?;
+        }
         Ok(Action::Continue)
     }
 }
@@ -172,11 +224,53 @@ mod tests {
 
     #[test]
     fn ids_are_time_ordered_and_unique() {
-        let ids: Vec<String> = (0..100).map(|_| new_id()).collect();
+        let ids: Vec<[u8; ID_LEN]> = (0..1000).map(|_| new_id().unwrap()).collect();
         let mut sorted = ids.clone();
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted, ids);
+        for id in &ids {
+            assert!(is_uuid_v7(std::str::from_utf8(id).unwrap()));
+        }
+    }
+
+    #[test]
+    fn the_time_field_holds_milliseconds_then_their_fraction() {
+        // 2026-12-06T00:00:00.123750Z: 123 ms, then 0.75 of a millisecond = 3072/4096.
+        let now = Duration::new(1_796_515_200, 123_750_000);
+        let time = time_field(now);
+        assert_eq!(time >> 12, 1_796_515_200_123);
+        assert_eq!(time & 0xfff, 3072);
+        let uuid = uuid_v7(time, u64::MAX);
+        assert_eq!(uuid.get_version_num(), 7);
+        assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122);
+        let (secs, nanos) = uuid.get_timestamp().unwrap().to_unix();
+        assert_eq!((secs, nanos), (1_796_515_200, 123_000_000));
+        // 1_796_515_200_123 ms is 0x01a2_48a6_7c7b; then version 7 and the fraction 0xc00.
+        assert_eq!(
+            uuid.hyphenated().to_string(),
+            "01a248a6-7c7b-7c00-bfff-ffffffffffff"
+        );
+        assert_eq!(
+            uuid_v7(time, 0).hyphenated().to_string(),
+            "01a248a6-7c7b-7c00-8000-000000000000"
+        );
+    }
+
+    #[test]
+    fn the_time_field_never_repeats_or_goes_back() {
+        let now = Duration::new(2_000_000_000, 999_999_999);
+        let first = next_time(now);
+        let same = next_time(now);
+        let earlier = next_time(now - Duration::from_secs(5));
+        assert_eq!(same, first + 1, "the same instant: one step later");
+        assert_eq!(earlier, first + 2, "a clock gone back: still later");
+        assert_eq!(first & 0xfff, 4095, "the last fraction of a millisecond");
+        assert_eq!(
+            same >> 12,
+            (first >> 12) + 1,
+            "the step carries into the ms"
+        );
     }
 
     #[test]

@@ -110,6 +110,28 @@ async fn request_id_uses_the_configured_header() {
     );
 }
 
+/// Every request gets its own id, whether instances are reused (worker isolation) or
+/// every request starts a fresh one from the same pre-initialised snapshot (request
+/// isolation): nothing random may be captured in the snapshot.
+#[tokio::test]
+async fn request_ids_are_unique_under_both_isolations() {
+    let up = TestUpstream::start("up");
+    for isolation in ["worker", "request"] {
+        let gw = TestGateway::start(&config(
+            &up,
+            &format!("{{ name = \"request-id\", isolation = \"{isolation}\" }}"),
+        ));
+        let mut ids = std::collections::HashSet::new();
+        for _ in 0..40 {
+            let reply = get_with(&gw.url("/"), &[]).await;
+            assert_eq!(reply.status, 200);
+            let id = reply.header("x-request-id").unwrap();
+            assert!(is_uuid_v7(&id), "{id}");
+            assert!(ids.insert(id.clone()), "{isolation}: {id} came twice");
+        }
+    }
+}
+
 #[test]
 fn request_id_bad_config_is_refused_naming_plugin_and_key() {
     let up = TestUpstream::start("up");
