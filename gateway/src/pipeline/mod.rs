@@ -29,6 +29,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::future::Either;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
@@ -63,87 +64,116 @@ pub struct Connection {
 }
 
 /// Runs one request through the pipeline and returns the response to write.
-pub async fn handle(
+///
+/// Every request's future is moved several times (constructed, then moved into its
+/// caller's, up to hyper's), so its size is paid per request: the hot functions return
+/// an `async move` block instead of being `async fn`s, which keep each argument twice,
+/// and the state only some requests need (plugin phases, retries, new connections) is
+/// boxed.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` keeps its arguments twice in its future"
+)]
+pub fn handle(
     snapshot: &Snapshot,
     conn: &Connection,
     req: Request<Incoming>,
-) -> Response<ResponseBody> {
-    let arrived = Instant::now();
-    // Kept only for the access log; cloning a method and a URI is cheap (shared bytes).
-    let logged = snapshot
-        .access_log
-        .then(|| (req.method().clone(), req.uri().clone()));
-    let Proxied {
-        mut response,
-        route,
-        client,
-        trace_id,
-        upstream,
-        error,
-        log,
-    } = proxy(snapshot, conn, req).await;
-    if let Some(pass) = log {
-        // The log phase runs once the response is written, off the response's path.
-        let written = response.body_mut().on_written();
-        let (status, headers) = (response.status(), response.headers().clone());
-        tokio::spawn(async move {
-            let _ = written.await;
-            pass.log(status, headers).await;
-        });
-    }
-    let elapsed = arrived.elapsed();
-    let series = match route {
-        Some(route) => &route.series,
-        None => RouteSeries::unrouted(),
-    };
-    series.record(response.status(), elapsed);
-    let route = route.map_or("-", |r| &*r.name);
-    if let Some((method, uri)) = logged {
-        tracing::info!(
-            target: "weir::access",
-            client = %client,
-            method = %method,
-            path = uri.path(),
+) -> impl Future<Output = Response<ResponseBody>> {
+    async move {
+        let arrived = Instant::now();
+        // Kept only for the access log; cloning a method and a URI is cheap (shared bytes).
+        let logged = snapshot
+            .access_log
+            .then(|| (req.method().clone(), req.uri().clone()));
+        let Proxied {
+            mut response,
             route,
-            upstream = upstream.as_ref().map_or("-", |u| &*u.0),
-            endpoint = upstream.as_ref().map_or("-", |u| u.1.as_str()),
-            status = response.status().as_u16(),
-            duration_ms = elapsed.as_secs_f64() * 1e3,
-            trace_id = trace_id.as_ref().map(tracing::field::display),
-            error = error.as_ref().map(tracing::field::display),
-        );
-    } else if let Some(err) = &error {
-        tracing::debug!(route, error = %err, "request failed");
+            client,
+            trace_id,
+            upstream,
+            error,
+            log,
+        } = proxy(snapshot, conn, req).await;
+        if let Some(pass) = log {
+            // The log phase runs once the response is written, off the response's path.
+            let written = response.body_mut().on_written();
+            let (status, headers) = (response.status(), response.headers().clone());
+            tokio::spawn(async move {
+                let _ = written.await;
+                pass.log(status, headers).await;
+            });
+        }
+        let elapsed = arrived.elapsed();
+        let series = match route {
+            Some(route) => &route.series,
+            None => RouteSeries::unrouted(),
+        };
+        series.record(response.status(), elapsed);
+        let route = route.map_or("-", |r| &*r.name);
+        if let Some((method, uri)) = logged {
+            tracing::info!(
+                target: "weir::access",
+                client = %client,
+                method = %method,
+                path = uri.path(),
+                route,
+                upstream = upstream.as_ref().map_or("-", |u| &*u.0),
+                endpoint = upstream.as_ref().map_or("-", |u| u.1.as_str()),
+                status = response.status().as_u16(),
+                duration_ms = elapsed.as_secs_f64() * 1e3,
+                trace_id = trace_id.as_ref().map(tracing::field::display),
+                error = error.as_ref().map(tracing::field::display),
+            );
+        } else if let Some(err) = &error {
+            tracing::debug!(route, error = %err, "request failed");
+        }
+        response
     }
-    response
 }
 
 /// One request through the phases, in DESIGN.md's order.
-async fn proxy<'s>(
+fn proxy<'s>(
     snapshot: &'s Snapshot,
     conn: &'s Connection,
     req: Request<Incoming>,
-) -> Proxied<'s> {
+) -> impl Future<Output = Proxied<'s>> {
     let (head, body) = req.into_parts();
     let client = snapshot
         .trust
         .client_address(conn.client.ip(), &head.headers);
     // Normalise the path, route, and add the forwarding headers.
-    let mut exchange = match Exchange::route(snapshot, conn, head, client) {
-        Ok(exchange) => exchange,
-        Err(error) => return Proxied::unrouted(error, client, &snapshot.via.http11),
-    };
-    let response = match exchange.request_side(body).await {
-        ControlFlow::Continue(Upstreamed::Relayed(response)) => {
-            match exchange.response_side(response).await {
-                ControlFlow::Continue(response) => response,
-                ControlFlow::Break(answer) => exchange.send(answer),
-            }
+    match Exchange::route(snapshot, conn, head, client) {
+        Ok(exchange) => Either::Left(exchange.run(body)),
+        Err(error) => Either::Right(std::future::ready(Proxied::unrouted(
+            error,
+            client,
+            &snapshot.via.http11,
+        ))),
+    }
+}
+
+impl<'s> Exchange<'s> {
+    /// The phases of a routed request, then what the pipeline reports.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an `async fn` keeps its arguments twice in its future"
+    )]
+    fn run(mut self, body: Incoming) -> impl Future<Output = Proxied<'s>> {
+        async move {
+            let flow = self.request_side(body).await;
+            let response = match flow {
+                ControlFlow::Continue(Upstreamed::Relayed(response)) => {
+                    match self.response_side(response).await {
+                        ControlFlow::Continue(response) => response,
+                        ControlFlow::Break(answer) => self.send(answer),
+                    }
+                }
+                ControlFlow::Continue(Upstreamed::Switched(response)) => response,
+                ControlFlow::Break(answer) => self.answer_locally(answer).await,
+            };
+            self.finish(response)
         }
-        ControlFlow::Continue(Upstreamed::Switched(response)) => response,
-        ControlFlow::Break(answer) => exchange.answer_locally(answer).await,
-    };
-    exchange.finish(response)
+    }
 }
 
 impl Exchange<'_> {
@@ -238,5 +268,29 @@ impl Proxied<'_> {
             error: Some(error),
             log: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of what `make` returns, without calling it.
+    fn size_of_return<F>(_make: impl FnOnce() -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A request's future is moved several times per request (see [`handle`]): this
+    /// bound catches a change that makes every request carry a large state, such as an
+    /// inline `.await` on a future only some requests need. Box that one instead.
+    #[test]
+    #[allow(unreachable_code, clippy::diverging_sub_expression)]
+    fn a_requests_future_stays_small() {
+        let handle =
+            size_of_return(|| handle(unimplemented!(), unimplemented!(), unimplemented!()));
+        assert!(
+            handle <= 2560,
+            "pipeline::handle's future is {handle} bytes"
+        );
     }
 }

@@ -21,17 +21,18 @@ impl Exchange<'_> {
             return ControlFlow::Continue(());
         }
         let mut pass = ChainRun::new(chain.clone());
-        let flow = pass
-            .request_headers(RequestParts {
-                method: &self.head.method,
-                headers: &mut self.head.headers,
-                path_and_query: &mut self.path_and_query,
-                scheme: self.conn.scheme,
-                authority: self.original_host.clone(),
-                client: self.client_ip.clone(),
-                route: self.route.name.clone(),
-            })
-            .await;
+        // Boxed, as every plugin phase: only routes with plugins carry their state in
+        // the request's future, which every request moves (see `handle`).
+        let flow = Box::pin(pass.request_headers(RequestParts {
+            method: &self.head.method,
+            headers: &mut self.head.headers,
+            path_and_query: &mut self.path_and_query,
+            scheme: self.conn.scheme,
+            authority: self.original_host.clone(),
+            client: self.client_ip.clone(),
+            route: self.route.name.clone(),
+        }))
+        .await;
         self.plugins = Some(pass);
         plugins_flow(flow)
     }
@@ -42,11 +43,12 @@ impl Exchange<'_> {
         let Some(limit) = self.plugins.as_ref().and_then(ChainRun::request_body_limit) else {
             return ControlFlow::Continue(Either::Left(body));
         };
-        let bytes = answered(buffering::read_request(body, limit, &self.head.headers).await)?;
+        let bytes =
+            answered(Box::pin(buffering::read_request(body, limit, &self.head.headers)).await)?;
         let pass = self.plugins.as_mut().expect("the limit is the plugins'");
-        let flow = pass
-            .request_body(&mut self.head.headers, &mut self.path_and_query, bytes)
-            .await;
+        let flow =
+            Box::pin(pass.request_body(&mut self.head.headers, &mut self.path_and_query, bytes))
+                .await;
         let bytes = plugins_flow(flow)?;
         // The body goes upstream whole, in the length the phases left it.
         self.head

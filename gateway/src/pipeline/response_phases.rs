@@ -25,9 +25,9 @@ impl Exchange<'_> {
         crate::hop_by_hop::remove(&mut head.headers);
         forwarding::append_via(&mut head.headers, &self.snapshot.via.http11);
         if let Some(pass) = &mut self.plugins {
+            // Boxed: see `request_headers`.
             plugins_flow(
-                pass.response_headers(&mut head.status, &mut head.headers)
-                    .await,
+                Box::pin(pass.response_headers(&mut head.status, &mut head.headers)).await,
             )?;
         }
         ControlFlow::Continue(Response::from_parts(head, body))
@@ -46,10 +46,8 @@ impl Exchange<'_> {
             return ControlFlow::Continue(response);
         };
         let (mut head, body) = response.into_parts();
-        let bytes = answered(buffering::read_response(body, limit).await)?;
-        let flow = pass
-            .response_body(head.status, &mut head.headers, bytes)
-            .await;
+        let bytes = answered(Box::pin(buffering::read_response(body, limit)).await)?;
+        let flow = Box::pin(pass.response_body(head.status, &mut head.headers, bytes)).await;
         let bytes = plugins_flow(flow)?;
         head.headers.remove(header::TRANSFER_ENCODING);
         head.headers
@@ -63,10 +61,7 @@ impl Exchange<'_> {
         let Answer { mut reply, error } = answer;
         self.error = error;
         if let Some(pass) = &mut self.plugins {
-            match pass
-                .response_headers(&mut reply.status, &mut reply.headers)
-                .await
-            {
+            match Box::pin(pass.response_headers(&mut reply.status, &mut reply.headers)).await {
                 plugin::Flow::Continue(()) => {}
                 plugin::Flow::Respond(replacement) => reply = replacement,
                 plugin::Flow::Deny(failure) => {

@@ -270,11 +270,14 @@ where
         let slot = requests.request_started(req.version() == http::Version::HTTP_2);
         let snapshot = snapshot.load_full();
         let conn = conn.clone();
-        async move {
+        // Boxed: the pipeline's future is a few kilobytes, and hyper moves the service's
+        // future (into its dispatcher, and for HTTP/2 into a task of its own per
+        // stream); a box is moved as a pointer.
+        Box::pin(async move {
             let mut response = pipeline::handle(&snapshot, &conn, req).await;
             response.body_mut().hold(slot.answered());
             Ok::<_, Infallible>(response)
-        }
+        })
     });
     let served = watcher.watch(
         builder

@@ -160,51 +160,57 @@ impl UpstreamClient {
     /// waits up to `timeout` for the response head. A pooled connection that turns out
     /// to be closed is replaced before the request is written; a request is never sent
     /// twice.
-    pub(crate) async fn send(
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an `async fn` keeps its arguments twice in its future"
+    )]
+    pub(crate) fn send(
         &self,
         index: usize,
         endpoint: &EndpointState,
         mut req: Request<UpstreamBody>,
         timeout: Duration,
-    ) -> Result<Response<UpstreamResponseBody>, SendFailure> {
-        if !self.multiplexed.is_empty() {
-            // Boxed: `http1` requests must not carry (and move) this future's state.
-            return Box::pin(self.send_multiplexed(index, endpoint, req, timeout)).await;
-        }
-        let pool = &self.pools[index];
-        loop {
-            let (mut conn, fresh) = match self.connection(index, pool, endpoint).await {
-                Ok(got) => got,
-                Err(failure) => {
-                    return Err(SendFailure {
-                        failure,
-                        unsent: Some(Box::new(req)),
-                    });
-                }
-            };
-            if !fresh && !ready(&mut conn).await {
-                continue; // closed while idle: try the next one
+    ) -> impl Future<Output = Result<Response<UpstreamResponseBody>, SendFailure>> {
+        async move {
+            if !self.multiplexed.is_empty() {
+                // Boxed: `http1` requests must not carry (and move) this future's state.
+                return Box::pin(self.send_multiplexed(index, endpoint, req, timeout)).await;
             }
-            match exchange(conn, req, timeout).await {
-                Ok((response, conn)) => {
-                    let (parts, body) = response.into_parts();
-                    let body = UpstreamResponseBody {
-                        body,
-                        conn,
-                        pool: Some(pool.clone()),
-                        in_flight: None,
-                        stream: None,
-                    };
-                    return Ok(Response::from_parts(parts, body));
+            let pool = &self.pools[index];
+            loop {
+                let (mut conn, fresh) = match self.connection(index, pool, endpoint).await {
+                    Ok(got) => got,
+                    Err(failure) => {
+                        return Err(SendFailure {
+                            failure,
+                            unsent: Some(Box::new(req)),
+                        });
+                    }
+                };
+                if !fresh && !ready(&mut conn).await {
+                    continue; // closed while idle: try the next one
                 }
-                Err(Exchange::NotSent(back)) if !fresh => req = *back,
-                Err(Exchange::NotSent(back)) => {
-                    return Err(SendFailure {
-                        failure: UpstreamFailure::ClosedBeforeSend,
-                        unsent: Some(back),
-                    });
+                match exchange(conn, req, timeout).await {
+                    Ok((response, conn)) => {
+                        let (parts, body) = response.into_parts();
+                        let body = UpstreamResponseBody {
+                            body,
+                            conn,
+                            pool: Some(pool.clone()),
+                            in_flight: None,
+                            stream: None,
+                        };
+                        return Ok(Response::from_parts(parts, body));
+                    }
+                    Err(Exchange::NotSent(back)) if !fresh => req = *back,
+                    Err(Exchange::NotSent(back)) => {
+                        return Err(SendFailure {
+                            failure: UpstreamFailure::ClosedBeforeSend,
+                            unsent: Some(back),
+                        });
+                    }
+                    Err(Exchange::Failed(failure)) => return Err(SendFailure::sent(failure)),
                 }
-                Err(Exchange::Failed(failure)) => return Err(SendFailure::sent(failure)),
             }
         }
     }
@@ -233,7 +239,9 @@ impl UpstreamClient {
                 }
             },
         };
-        Ok((self.connect(index, endpoint, slot).await?, true))
+        // Boxed: connecting (and a TLS handshake) is a large state that requests sent on
+        // a pooled connection, nearly all of them, must not carry and move.
+        Ok((Box::pin(self.connect(index, endpoint, slot)).await?, true))
     }
 
     async fn connect(

@@ -84,115 +84,120 @@ impl Cluster {
     }
 
     /// Tries until an answer the policy accepts, or until it allows no more retries.
-    async fn try_until_done(
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an `async fn` keeps its arguments twice in its future"
+    )]
+    fn try_until_done(
         &self,
         worker: usize,
-        req: Request<UpstreamBody>,
+        mut req: Request<UpstreamBody>,
         host: &UpstreamHost,
         key: Option<u64>,
         mut in_flight: InFlight,
         policy: &Retries,
-    ) -> Result<Forwarded, ForwardError> {
-        let replay = Replay::capture(&req, policy);
-        let mut deadline = None;
-        let mut req = req;
-        let mut tried = Avoid::default();
-        let mut retries = 0;
-        let mut slot = None;
-        let mut failover = None;
-        loop {
-            let index = match failover.take() {
-                Some(index) => index,
-                None => self
-                    .pick(key, tried)
-                    .ok_or(ForwardError::Refused(Refusal::NoEndpoints))?,
-            };
-            tried.add(index);
-            let endpoint = self.authority(index);
-            set_host(&mut req, host, endpoint);
-            in_flight.count_against(index);
-            // The request timeout bounds every try together, from the first one's start.
-            let sent = Instant::now();
-            let deadline = *deadline.get_or_insert(sent + self.timeouts.request);
-            let left = deadline.saturating_duration_since(sent);
-            let timeout = policy.per_try_timeout.map_or(left, |t| t.min(left));
-            let result = self
-                .client(worker)
-                .send(index, self.endpoint(index), req, timeout)
-                .await;
-            drop(slot.take()); // this retry is over: free its place in the budget
-            let (result, unsent) = match result {
-                Ok(response) => {
-                    self.exchange_duration.observe(sent.elapsed().as_secs_f64());
-                    (Ok(response), None)
-                }
-                Err(SendFailure { failure, unsent }) => (Err(failure), unsent),
-            };
-            let outcome = match &result {
-                Ok(response) => Outcome::Answered(response.status()),
-                Err(failure) => Outcome::of(failure),
-            };
-            self.record_outcome(index, outcome);
+    ) -> impl Future<Output = Result<Forwarded, ForwardError>> {
+        async move {
+            let replay = Replay::capture(&req, policy);
+            let mut deadline = None;
+            let mut tried = Avoid::default();
+            let mut retries = 0;
+            let mut slot = None;
+            let mut failover = None;
+            loop {
+                let index = match failover.take() {
+                    Some(index) => index,
+                    None => self
+                        .pick(key, tried)
+                        .ok_or(ForwardError::Refused(Refusal::NoEndpoints))?,
+                };
+                tried.add(index);
+                let endpoint = self.authority(index);
+                set_host(&mut req, host, endpoint);
+                in_flight.count_against(index);
+                // The request timeout bounds every try together, from the first one's start.
+                let sent = Instant::now();
+                let deadline = *deadline.get_or_insert(sent + self.timeouts.request);
+                let left = deadline.saturating_duration_since(sent);
+                let timeout = policy.per_try_timeout.map_or(left, |t| t.min(left));
+                let result = self
+                    .client(worker)
+                    .send(index, self.endpoint(index), req, timeout)
+                    .await;
+                drop(slot.take()); // this retry is over: free its place in the budget
+                let (result, unsent) = match result {
+                    Ok(response) => {
+                        self.exchange_duration.observe(sent.elapsed().as_secs_f64());
+                        (Ok(response), None)
+                    }
+                    Err(SendFailure { failure, unsent }) => (Err(failure), unsent),
+                };
+                let outcome = match &result {
+                    Ok(response) => Outcome::Answered(response.status()),
+                    Err(failure) => Outcome::of(failure),
+                };
+                self.record_outcome(index, outcome);
 
-            // A request that never left goes to another endpoint whatever the policy:
-            // no endpoint saw it. It takes no retry, budget or backoff.
-            let unsent = match (outcome, unsent) {
-                (Outcome::ConnectFailure, Some(back)) => {
-                    let next = self.pick(key, tried).filter(|&next| !tried.has(next));
-                    match next.filter(|_| Instant::now() < deadline) {
-                        Some(next) => {
-                            tracing::debug!(
-                                upstream = %self.name,
-                                endpoint = %endpoint,
-                                next = %self.authority(next),
-                                "connect failed: sending to another endpoint"
-                            );
-                            self.retries_sent.inc();
-                            req = *back;
-                            failover = Some(next);
-                            continue;
+                // A request that never left goes to another endpoint whatever the policy:
+                // no endpoint saw it. It takes no retry, budget or backoff.
+                let unsent = match (outcome, unsent) {
+                    (Outcome::ConnectFailure, Some(back)) => {
+                        let next = self.pick(key, tried).filter(|&next| !tried.has(next));
+                        match next.filter(|_| Instant::now() < deadline) {
+                            Some(next) => {
+                                tracing::debug!(
+                                    upstream = %self.name,
+                                    endpoint = %endpoint,
+                                    next = %self.authority(next),
+                                    "connect failed: sending to another endpoint"
+                                );
+                                self.retries_sent.inc();
+                                req = *back;
+                                failover = Some(next);
+                                continue;
+                            }
+                            None => Some(back),
                         }
-                        None => Some(back),
+                    }
+                    (_, unsent) => unsent,
+                };
+                if retries < policy.attempts && retry::wanted(policy, outcome) {
+                    // A request that never left comes back whole; others go again from
+                    // their copy, if they have one.
+                    let again = unsent
+                        .map(|back| *back)
+                        .or_else(|| replay.as_deref().map(Replay::request));
+                    // Boxed: only retries carry the backoff's state.
+                    if let Some((again, taken)) =
+                        Box::pin(self.prepare_retry(policy, again, retries + 1, deadline)).await
+                    {
+                        retries += 1;
+                        tracing::debug!(
+                            upstream = %self.name,
+                            endpoint = %endpoint,
+                            ?outcome,
+                            retry = retries,
+                            "retrying on another endpoint"
+                        );
+                        req = again;
+                        slot = Some(taken);
+                        continue;
                     }
                 }
-                (_, unsent) => unsent,
-            };
-            if retries < policy.attempts && retry::wanted(policy, outcome) {
-                // A request that never left comes back whole; others go again from
-                // their copy, if they have one.
-                let again = unsent
-                    .map(|back| *back)
-                    .or_else(|| replay.as_deref().map(Replay::request));
-                if let Some((again, taken)) = self
-                    .prepare_retry(policy, again, retries + 1, deadline)
-                    .await
-                {
-                    retries += 1;
-                    tracing::debug!(
-                        upstream = %self.name,
-                        endpoint = %endpoint,
-                        ?outcome,
-                        retry = retries,
-                        "retrying on another endpoint"
-                    );
-                    req = again;
-                    slot = Some(taken);
-                    continue;
-                }
-            }
-            return match result {
-                Ok(mut response) => {
-                    response.body_mut().hold(in_flight);
-                    Ok(Forwarded {
-                        response,
+                return match result {
+                    Ok(mut response) => {
+                        response.body_mut().hold(in_flight);
+                        Ok(Forwarded {
+                            response,
+                            endpoint: endpoint.clone(),
+                        })
+                    }
+                    Err(failure) => Err(ForwardError::Failed {
                         endpoint: endpoint.clone(),
-                    })
-                }
-                Err(failure) => Err(ForwardError::Failed {
-                    endpoint: endpoint.clone(),
-                    failure,
-                }),
-            };
+                        failure,
+                    }),
+                };
+            }
         }
     }
 }
@@ -207,4 +212,36 @@ pub(super) fn set_host(req: &mut Request<UpstreamBody>, host: &UpstreamHost, end
         Some(h) => req.headers_mut().insert(header::HOST, h),
         None => req.headers_mut().remove(header::HOST),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of what `make` returns, without calling it.
+    fn size_of_return<F>(_make: impl FnOnce() -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// The retry loop's future is moved into its box on every request: see
+    /// `pipeline::tests::a_requests_future_stays_small`.
+    #[test]
+    #[allow(unreachable_code, unused_variables, clippy::diverging_sub_expression)]
+    fn the_retry_loops_future_stays_small() {
+        let size = size_of_return(|| {
+            let cluster: &Cluster = unimplemented!();
+            cluster.try_until_done(
+                0,
+                unimplemented!(),
+                unimplemented!(),
+                None,
+                unimplemented!(),
+                unimplemented!(),
+            )
+        });
+        assert!(
+            size <= 2048,
+            "Cluster::try_until_done's future is {size} bytes"
+        );
+    }
 }
