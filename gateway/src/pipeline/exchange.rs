@@ -43,8 +43,9 @@ pub(super) struct Exchange<'s> {
     pub(super) client_version: Version,
     /// The protocol the client asked to upgrade to.
     pub(super) upgrade: Option<HeaderValue>,
-    /// The route's plugins' pass, when the route has plugins.
-    pub(super) plugins: Option<ChainRun>,
+    /// The route's plugins' pass, when the route has plugins (boxed: it is large, and
+    /// the exchange is moved with every request's future).
+    pub(super) plugins: Option<Box<ChainRun>>,
     /// The request body, when a body phase read it whole (the mirror copies it).
     pub(super) buffered: Option<Bytes>,
     /// The cluster and endpoint that answered.
@@ -239,7 +240,7 @@ impl<'s> Exchange<'s> {
             trace_id: self.trace_id,
             upstream: self.upstream,
             error: self.error,
-            log: self.plugins.filter(ChainRun::wants_log),
+            log: self.plugins.filter(|pass| pass.wants_log()),
         }
     }
 }

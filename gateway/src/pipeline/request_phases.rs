@@ -20,7 +20,7 @@ impl Exchange<'_> {
         if chain.is_empty() {
             return ControlFlow::Continue(());
         }
-        let mut pass = ChainRun::new(chain.clone());
+        let mut pass = Box::new(ChainRun::new(chain.clone()));
         // Boxed, as every plugin phase: only routes with plugins carry their state in
         // the request's future, which every request moves (see `handle`).
         let flow = Box::pin(pass.request_headers(RequestParts {
@@ -40,7 +40,11 @@ impl Exchange<'_> {
     /// The plugins' request-body phases over the whole body, read up to their smallest
     /// limit. Without such a phase the body streams.
     pub(super) async fn request_body(&mut self, body: RequestBody) -> Flow<UpstreamBody> {
-        let Some(limit) = self.plugins.as_ref().and_then(ChainRun::request_body_limit) else {
+        let Some(limit) = self
+            .plugins
+            .as_deref()
+            .and_then(ChainRun::request_body_limit)
+        else {
             return ControlFlow::Continue(Either::Left(body));
         };
         let bytes =
