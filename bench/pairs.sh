@@ -18,9 +18,15 @@
 # per request, set on the request and queued for the response): DESIGN.md's "one
 # header-only plugin" rows.
 #
+# RATE=N sends N requests a second in total (h2load --h1 --rps, from Debian's
+# nghttp2-client) instead of as many as the gateway answers: both runs of a pair then do
+# the same work per second, so what the chain adds per request is not mixed with how
+# the kernel and the runtime batch work at a lower throughput. Pick N below what the
+# chain sustains; req/s then shows whether it kept up.
+#
 # Environment: WEIR_BIN (<repo>/target/release/weir), PLUGINS_DIR
 #   (<repo>/target/weir-plugins), PAIRS (8), DURATION (seconds per run, 4), CONNS (64),
-#   ISOLATION (worker | request), CHAIN (design | request-id).
+#   ISOLATION (worker | request), CHAIN (design | request-id), RATE (unset: closed loop).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -43,6 +49,12 @@ done
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 1 && $DURATION -le 60 ]] || die "DURATION must be 1..60"
 [[ $ISOLATION == worker || $ISOLATION == request ]] || die "ISOLATION must be worker or request"
 [[ $CHAIN == design || $CHAIN == request-id ]] || die "CHAIN must be design or request-id"
+RATE=${RATE:-}
+if [[ -n $RATE ]]; then
+  [[ $RATE =~ ^[0-9]+$ && $RATE -ge $CONNS && $RATE -le 1000000 ]] ||
+    die "RATE must be a number of requests a second, from CONNS ($CONNS) to 1000000"
+  command -v h2load >/dev/null || die "RATE needs h2load (apt-get install nghttp2-client)"
+fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [[ -x $NGINX ]] || die "nginx not found (bench/run.sh install)"
 command -v wrk >/dev/null || die "wrk not found (bench/run.sh install)"
@@ -106,6 +118,16 @@ for _ in $(seq 50); do curl -fs "http://$UP/" >/dev/null && break; sleep 0.1; do
 TICK_NS=$((1000000000 / $(getconf CLK_TCK)))
 cpu_ticks() { awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[12], f[13] }' "/proc/$1/stat"; }
 
+# load SECONDS: the load on the gateway, from cpu0: as fast as it answers (wrk), or
+# RATE requests a second (h2load, HTTP/1.1).
+load() {
+  if [[ -n $RATE ]]; then
+    taskset -c 0 h2load --h1 -t1 -c"$CONNS" --rps $((RATE / CONNS)) -D "$1" -H "$AUTH" "http://$GW/"
+  else
+    taskset -c 0 wrk -t1 -c"$CONNS" -d"${1}s" -H "$AUTH" "http://$GW/"
+  fi
+}
+
 # run EXTRA -> "rps user_ns sys_ns" (per request), the gateway's route with EXTRA
 run() {
   local extra=$1 pid u0 s0 u1 s1 requests rps
@@ -118,15 +140,20 @@ run() {
     curl -fs -H "$AUTH" "http://$GW/" >/dev/null && break
     sleep 0.1
   done
-  taskset -c 0 wrk -t1 -c"$CONNS" -d1s -H "$AUTH" "http://$GW/" >/dev/null
+  load 1 >/dev/null
   read -r u0 s0 < <(cpu_ticks "$pid")
-  taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "$AUTH" "http://$GW/" >"$OUT/wrk.txt"
+  load "$DURATION" >"$OUT/load.txt"
   read -r u1 s1 < <(cpu_ticks "$pid")
   kill -TERM -- "-$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   rm -f "$OUT/weir.pid"
-  requests=$(awk '/requests in/ { print $1 }' "$OUT/wrk.txt")
-  rps=$(awk '/Requests\/sec/ { print $2 }' "$OUT/wrk.txt")
+  if [[ -n $RATE ]]; then
+    requests=$(awk '/^requests:/ { print $8 }' "$OUT/load.txt")
+    rps=$(awk '/^finished in/ { print $4 }' "$OUT/load.txt")
+  else
+    requests=$(awk '/requests in/ { print $1 }' "$OUT/load.txt")
+    rps=$(awk '/Requests\/sec/ { print $2 }' "$OUT/load.txt")
+  fi
   [[ -n $requests && $requests -gt 0 ]] || { cat "$OUT/weir.log" >&2; return 1; }
   echo "$rps $(((u1 - u0) * TICK_NS / requests)) $(((s1 - s0) * TICK_NS / requests))"
 }
@@ -148,11 +175,12 @@ awk '
     for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
   }
-  { ua[NR] = $2; ub[NR] = $5
+  { ua[NR] = $2; ub[NR] = $5; sa[NR] = $3; sb[NR] = $6
     d = $6 - $3; if (d < 0) d = -d
     if (d <= 0.08 * $3) { same++; r[same] = $4 / $1; list = list sprintf(" %.3f", $4 / $1) } }
   END {
     printf "user CPU per request, medians: none %.0f ns, chain %.0f ns\n", median(ua, NR), median(ub, NR)
+    printf "system CPU per request, medians: none %.0f ns, chain %.0f ns\n", median(sa, NR), median(sb, NR)
     if (same) printf "same-state pairs: %d of %d, ratios%s; median chain/none throughput %.3f\n", same, NR, list, median(r, same)
     else print "no pair had both runs in the same kernel-cost state: run more PAIRS"
   }' "$OUT/pairs.txt"
