@@ -272,11 +272,12 @@ impl Proxied<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// The size of what `make` returns, without calling it.
-    fn size_of_return<F>(_make: impl FnOnce() -> F) -> usize {
+    /// The size of what `make` returns, without calling it: with `unimplemented!()`
+    /// arguments, the size of a future no test could build.
+    pub(crate) fn size_of_return<F>(_make: impl FnOnce() -> F) -> usize {
         std::mem::size_of::<F>()
     }
 

@@ -167,9 +167,9 @@ impl Cluster {
                     let again = unsent
                         .map(|back| *back)
                         .or_else(|| replay.as_deref().map(Replay::request));
-                    // Boxed: only retries carry the backoff's state.
-                    if let Some((again, taken)) =
-                        Box::pin(self.prepare_retry(policy, again, retries + 1, deadline)).await
+                    if let Some((again, taken)) = self
+                        .prepare_retry(policy, again, retries + 1, deadline)
+                        .await
                     {
                         retries += 1;
                         tracing::debug!(
@@ -217,11 +217,7 @@ pub(super) fn set_host(req: &mut Request<UpstreamBody>, host: &UpstreamHost, end
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The size of what `make` returns, without calling it.
-    fn size_of_return<F>(_make: impl FnOnce() -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
+    use crate::pipeline::tests::size_of_return;
 
     /// The retry loop's future is moved into its box on every request: see
     /// `pipeline::tests::a_requests_future_stays_small`.

@@ -15,6 +15,7 @@ use std::cell::Cell;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
+use uuid::fmt::Hyphenated;
 use uuid::{Builder, Uuid};
 use weir_plugin_sdk::{Action, Headers, PhaseResult, Plugin, Request, is_header_name};
 
@@ -51,9 +52,6 @@ pub fn is_valid_id(id: &[u8]) -> bool {
             .all(|&b| b.is_ascii_graphic() && !b"\",;\\".contains(&b))
 }
 
-/// The length of an id this plugin makes: a hyphenated UUID.
-pub const ID_LEN: usize = 36;
-
 thread_local! {
     /// The time field of the last id this instance made, so that the next one is later.
     static LAST_TIME: Cell<u64> = const { Cell::new(0) };
@@ -65,12 +63,12 @@ thread_local! {
 /// they were made, never repeat a time, and never go back if the clock does. The other
 /// 62 bits are random: one host call per id (a `uuid::Uuid::now_v7` makes two, and
 /// divides 128-bit numbers).
-pub fn new_id() -> Result<[u8; ID_LEN], getrandom::Error> {
+pub fn new_id() -> Result<[u8; Hyphenated::LENGTH], getrandom::Error> {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     let uuid = uuid_v7(next_time(now), getrandom::u64()?);
-    let mut id = [0; ID_LEN];
+    let mut id = [0; Hyphenated::LENGTH];
     uuid.hyphenated().encode_lower(&mut id);
     Ok(id)
 }
@@ -224,7 +222,7 @@ mod tests {
 
     #[test]
     fn ids_are_time_ordered_and_unique() {
-        let ids: Vec<[u8; ID_LEN]> = (0..1000).map(|_| new_id().unwrap()).collect();
+        let ids: Vec<[u8; Hyphenated::LENGTH]> = (0..1000).map(|_| new_id().unwrap()).collect();
         let mut sorted = ids.clone();
         sorted.sort();
         sorted.dedup();
