@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Deserialize;
 use weir_plugin_sdk::host::{self, kv};
 use weir_plugin_sdk::{
-    Action, Error, HeaderEdit, LocalResponse, PhaseResult, Plugin, Request, Response,
+    Action, Error, HeaderEdit, LocalResponse, Phase, PhaseResult, Plugin, Request, Response,
     StaticEdits, plugin,
 };
 
@@ -29,6 +29,10 @@ static REMEMBERED: AtomicU64 = AtomicU64::new(0);
 /// Requests this instance has served (the `secret` mode reports it, so a test knows
 /// two requests met the same instance).
 static SERVED: AtomicU64 = AtomicU64::new(0);
+
+/// This instance's number (0 until the `instance` mode first runs in it): taken from a
+/// shared KV counter, so no two instances of one gateway share one.
+static INSTANCE: AtomicU64 = AtomicU64::new(0);
 
 /// Per-request state: what the `secret` mode keeps between its two phases.
 #[derive(Default)]
@@ -70,6 +74,14 @@ impl Plugin for Probe {
             std::hint::black_box(std::collections::HashMap::<u8, u8>::new());
         }
         Ok(Probe { config })
+    }
+
+    /// `instance` runs in the request phase only; every other mode in both.
+    fn phases(&self) -> &[Phase] {
+        match self.config.mode.as_str() {
+            "instance" => &[Phase::RequestHeaders],
+            _ => &[Phase::RequestHeaders, Phase::ResponseHeaders],
+        }
     }
 
     /// `declare-bad`: declares an edit the gateway must refuse (a name with a space).
@@ -342,6 +354,14 @@ impl Plugin for Probe {
                     _ => {}
                 }
             }
+            "instance" => {
+                if INSTANCE.load(Ordering::Relaxed) == 0 {
+                    let number = kv::increment("instances", 1, None)?;
+                    INSTANCE.store(number.max(1) as u64, Ordering::Relaxed);
+                }
+                let number = INSTANCE.load(Ordering::Relaxed);
+                request.headers.set("x-instance", number.to_string())?;
+            }
             "state" => {
                 let before = REMEMBERED.swap(7, Ordering::Relaxed);
                 request.headers.set("x-state-before", before.to_string())?;
@@ -391,7 +411,7 @@ impl Plugin for Probe {
             | "print" | "sleep"
             | "hop-by-hop" | "recurse" | "huge" | "forbidden" | "forbidden-respond" | "log-flood"
             | "call-loop" | "kv-fill" | "escape"
-            | "init-count" | "init-print" | "connection" | "fail" => {}
+            | "init-count" | "init-print" | "connection" | "fail" | "instance" => {}
             _ => {
                 let chain = response
                     .headers

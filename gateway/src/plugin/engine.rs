@@ -60,14 +60,31 @@ pub(crate) const MAX_MEMORY: u64 = 256 * 1024 * 1024;
 /// the plugins' compiled functions instead of showing their addresses (bench/README.md).
 const PERF_MAP_ENV: &str = "WEIR_PERF_MAP";
 
+/// Instances (with their memories, tables and stacks) the pool holds.
+const POOL_SLOTS: u32 = 1000;
+
+/// Set to a smaller number of pool slots to run the gateway under valgrind, which
+/// cannot reserve the default pool's address space (a slot is ~4 GiB of reservation).
+const POOL_SLOTS_ENV: &str = "WEIR_POOL_SLOTS";
+
+/// The pool's slot count: [`POOL_SLOTS`] unless [`POOL_SLOTS_ENV`] names 1 to that many.
+fn pool_slots() -> u32 {
+    std::env::var(POOL_SLOTS_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| (1..=POOL_SLOTS).contains(n))
+        .unwrap_or(POOL_SLOTS)
+}
+
 /// Builds the engine and starts its epoch ticker (which runs as long as the engine).
 pub(crate) fn new_engine() -> wasmtime::Result<(Engine, Tick)> {
+    let slots = pool_slots();
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(1000)
-        .total_core_instances(2000)
-        .total_memories(1000)
-        .total_tables(1000)
-        .total_stacks(1000)
+    pool.total_component_instances(slots)
+        .total_core_instances(2 * slots)
+        .total_memories(slots)
+        .total_tables(slots)
+        .total_stacks(slots)
         .max_memories_per_component(4)
         .max_tables_per_component(4)
         .max_core_instances_per_component(32)

@@ -29,6 +29,20 @@ pub struct Phases {
 }
 
 impl Phases {
+    /// Whether the set holds a phase that runs after `phase` in a request, so that an
+    /// instance called in `phase` may be called again for the same request.
+    pub(crate) fn any_after(&self, phase: types::Phase) -> bool {
+        match phase {
+            types::Phase::RequestHeaders => {
+                self.request_body || self.response_headers || self.response_body || self.log
+            }
+            types::Phase::RequestBody => self.response_headers || self.response_body || self.log,
+            types::Phase::ResponseHeaders => self.response_body || self.log,
+            types::Phase::ResponseBody => self.log,
+            types::Phase::Log => false,
+        }
+    }
+
     pub(super) fn from_wit(list: &[types::Phase]) -> Phases {
         let mut phases = Phases::default();
         for phase in list {

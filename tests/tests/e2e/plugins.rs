@@ -918,6 +918,61 @@ async fn worker_isolation_reuses_instances() {
 }
 
 #[tokio::test]
+async fn a_single_phase_plugins_instance_is_handed_back_before_the_upstream_answers() {
+    // Eight requests wait on a slow upstream at once. The plugin's one phase ran before
+    // each was forwarded, so its instance went back at once and the worker's later
+    // requests reused it: one instance served all eight, not one per request in flight.
+    let up = TestUpstream::start("up");
+    up.set_delay(Duration::from_millis(400));
+    let gw = one_worker(
+        &up,
+        "{ name = \"probe\", config = { mode = \"instance\" } }",
+    );
+    let url = gw.url("/");
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url).await.status })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    let seen = up.seen();
+    assert_eq!(seen.len(), 8);
+    let instances: std::collections::BTreeSet<String> = seen
+        .iter()
+        .map(|s| s.headers["x-instance"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(instances.len(), 1, "instances seen: {instances:?}");
+}
+
+#[tokio::test]
+async fn concurrent_requests_each_keep_their_own_state_between_phases() {
+    // A two-phase plugin keeps its instance until the request's last phase: eight
+    // requests in flight at once each get back the secret they sent.
+    let up = TestUpstream::start("up");
+    up.set_delay(Duration::from_millis(300));
+    let gw = one_worker(&up, "{ name = \"probe\", config = { mode = \"secret\" } }");
+    let url = gw.url("/");
+    let requests: Vec<_> = (0..8)
+        .map(|i| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let secret = format!("secret-{i}");
+                let reply = weir_tests::first_party::get_with(&url, &[("x-secret", &secret)]).await;
+                (secret, reply.status, reply.header("x-state-secret"))
+            })
+        })
+        .collect();
+    for request in requests {
+        let (secret, status, kept) = request.await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(kept.as_deref(), Some(secret.as_str()));
+    }
+}
+
+#[tokio::test]
 async fn per_request_state_carries_a_secret_between_phases_and_never_to_the_next_request() {
     let up = TestUpstream::start("up");
     let gw = one_worker(&up, "{ name = \"probe\", config = { mode = \"secret\" } }");

@@ -14,6 +14,8 @@
 //! - `count`: increments the shared KV counter `hits` and reports it in `x-count`;
 //! - `state`: remembers a value in instance memory and reports what it found before,
 //!   so tests can prove instances are not shared between requests;
+//! - `instance`: reports the instance's number (one per instance, from a KV counter) in
+//!   `x-instance`; the only mode with a single phase (the request's headers);
 //! - `fetch`: calls `config.url` with `http-call` and reports the outcome in
 //!   `x-fetch-status` / `x-fetch-body` or `x-fetch-error`;
 //! - `fetch-state`: reports `state`'s value in `x-state-before`, sets it to 1, calls
