@@ -41,6 +41,7 @@ mod tls;
 mod upgrade;
 mod upstream_balancing;
 mod upstream_config;
+mod upstream_discovery;
 mod upstream_dns;
 mod upstream_grpc;
 mod upstream_health;
