@@ -15,6 +15,7 @@ mod failover;
 mod failures;
 mod first_party;
 mod forwarding;
+mod grpc_errors;
 mod h2_floods;
 mod hostile_clients;
 mod hostile_plugins;
