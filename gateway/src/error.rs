@@ -4,6 +4,7 @@
 //!
 //! Clients get a status and a short JSON reason (`{"error":"<reason>"}`), never internals
 //! (addresses, error chains); the full story goes to the log with the route and upstream.
+//! A gRPC client gets the same answer as a gRPC status instead ([`grpc_reply`]).
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -253,9 +254,86 @@ pub fn error_reply(error: impl Into<ErrorAnswer>) -> LocalReply {
     }
 }
 
+/// An answer to a gRPC request as a gRPC client reads it: a trailers-only response
+/// (HTTP 200, `content-type: application/grpc`, no body) whose `grpc-status` and
+/// `grpc-message` say what `reply` said: for the gateway's own `error`, the code its
+/// failure maps to and its reason; for a plugin's or a route's answer, the code its
+/// status maps to and its body when that is short text (see [`crate::grpc_status`]).
+/// The other headers stay (`www-authenticate`, rate-limit headers). A reply that
+/// already carries `grpc-status`, or a success, is returned as it is.
+pub fn grpc_reply(reply: LocalReply, error: Option<&ProxyError>) -> LocalReply {
+    use crate::grpc_status::{code_for_error, code_for_status, message_for, message_value};
+    const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+    const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+    if reply.headers.contains_key(&GRPC_STATUS) || reply.status.is_success() {
+        return reply;
+    }
+    let LocalReply {
+        status,
+        mut headers,
+        body,
+    } = reply;
+    let (code, message) = match error {
+        // The reply is still the one the error made (no plugin replaced it).
+        Some(error) if error.answer().status == status => {
+            (code_for_error(error), error.answer().reason.to_owned())
+        }
+        _ => (code_for_status(status), message_for(status, &body)),
+    };
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(GRPC_STATUS, code.header_value());
+    headers.insert(GRPC_MESSAGE, message_value(&message));
+    LocalReply {
+        status: StatusCode::OK,
+        headers,
+        body: Bytes::new(),
+    }
+}
+
+/// On a response sent as a gRPC status ([`grpc_reply`]), the HTTP status the answer
+/// had: what `weir_requests_total` and the access log count it as, so that failed gRPC
+/// calls do not pass for successes there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnsweredStatus(pub StatusCode);
+
+impl AnsweredStatus {
+    /// The status `response` is counted as: its own, or the one it stands for.
+    pub fn of<B>(response: &Response<B>) -> StatusCode {
+        response
+            .extensions()
+            .get::<AnsweredStatus>()
+            .map_or(response.status(), |answered| answered.0)
+    }
+}
+
+/// The response for `reply` on the proxy listener, as a gRPC status when the request
+/// was a gRPC call (`grpc`) and the reply an error; `error` is the gateway's own
+/// failure the reply reports, if it is one. `via` is appended to `Via`.
+pub fn local_response(
+    reply: LocalReply,
+    error: Option<&ProxyError>,
+    grpc: bool,
+    via: &HeaderValue,
+) -> Response<ResponseBody> {
+    if !grpc {
+        return reply.into_response(Some(via));
+    }
+    let answered = reply.status;
+    let mut response = grpc_reply(reply, error).into_response(Some(via));
+    if response.status() != answered {
+        response.extensions_mut().insert(AnsweredStatus(answered));
+    }
+    response
+}
+
 /// The response for `error` on the proxy listener, when no plugin is to see it.
-pub fn error_response(error: &ProxyError, via: &HeaderValue) -> Response<ResponseBody> {
-    error_reply(error).into_response(Some(via))
+pub fn error_response(error: &ProxyError, grpc: bool, via: &HeaderValue) -> Response<ResponseBody> {
+    local_response(error_reply(error), Some(error), grpc, via)
 }
 
 #[cfg(test)]

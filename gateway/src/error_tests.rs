@@ -204,7 +204,7 @@ async fn every_proxy_error_is_json_with_via_and_its_status() {
         assert!(listed(&table, error));
     }
     for (error, status, reason) in table {
-        let response = error_response(&error, &via);
+        let response = error_response(&error, false, &via);
         assert_eq!(response.status(), status, "{error}");
         let headers = response.headers();
         assert_eq!(headers[header::CONTENT_TYPE], "application/json", "{error}");
@@ -266,4 +266,119 @@ fn a_reason_cannot_break_out_of_its_json_string() {
     });
     let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(body["error"], "say 'no'");
+}
+
+/// The gRPC code each proxy error's status stands for in [`proxy_table`] (one error per
+/// status there is answered with another code: noted in the match).
+fn expected_grpc_code(error: &ProxyError, status: StatusCode) -> u16 {
+    match (error, status.as_u16()) {
+        (ProxyError::NoRoute | ProxyError::ConnectNotAllowed, _) => 12,
+        (ProxyError::BodyTooLarge { .. }, _) => 8,
+        (
+            ProxyError::Upstream {
+                failure: UpstreamFailure::Timeout(_),
+                ..
+            },
+            _,
+        ) => 4,
+        // A connect timeout is an endpoint that is down, not a slow answer.
+        (
+            ProxyError::Upstream {
+                failure: UpstreamFailure::ConnectTimeout(_),
+                ..
+            },
+            _,
+        ) => 14,
+        (ProxyError::ResponseBodyForPlugin { .. } | ProxyError::UpgradeImpossible, _) => 13,
+        (_, 400 | 414 | 500) => 13,
+        (_, 502 | 503) => 14,
+        (error, status) => panic!("no expected code for {error} ({status})"),
+    }
+}
+
+#[tokio::test]
+async fn every_proxy_error_has_a_grpc_status_for_grpc_calls() {
+    let via = HeaderValue::from_static("2 weir");
+    for (error, status, reason) in proxy_table().await {
+        let response = error_response(&error, true, &via);
+        assert_eq!(response.status(), StatusCode::OK, "{error}");
+        assert_eq!(AnsweredStatus::of(&response), status, "{error}");
+        let headers = response.headers();
+        assert_eq!(headers[header::CONTENT_TYPE], "application/grpc", "{error}");
+        assert_eq!(
+            headers["grpc-status"],
+            expected_grpc_code(&error, status).to_string().as_str(),
+            "{error}"
+        );
+        assert_eq!(headers["grpc-message"], reason, "{error}");
+        assert_eq!(headers[header::VIA], "2 weir");
+        assert!(!headers.contains_key(header::CONTENT_LENGTH));
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.is_empty(), "{error}: trailers-only, no body");
+    }
+}
+
+#[tokio::test]
+async fn answers_of_plugins_become_grpc_statuses_by_their_status() {
+    let reply = |status: u16, headers: &[(&'static str, &'static str)], body: &'static str| {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        LocalReply {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: map,
+            body: bytes::Bytes::from_static(body.as_bytes()),
+        }
+    };
+    let denied = grpc_reply(
+        reply(
+            401,
+            &[
+                ("content-type", "application/json"),
+                ("content-length", "29"),
+                ("www-authenticate", "ApiKey"),
+            ],
+            "{\"error\":\"missing api key\"}\n",
+        ),
+        None,
+    );
+    assert_eq!(denied.status, StatusCode::OK);
+    assert!(denied.body.is_empty());
+    assert_eq!(denied.headers["grpc-status"], "16");
+    assert_eq!(
+        denied.headers["grpc-message"],
+        "{\"error\":\"missing api key\"}"
+    );
+    assert_eq!(denied.headers["www-authenticate"], "ApiKey", "kept");
+    assert_eq!(denied.headers["content-type"], "application/grpc");
+    assert!(!denied.headers.contains_key("content-length"));
+
+    let forbidden = grpc_reply(reply(403, &[], ""), None);
+    assert_eq!(forbidden.headers["grpc-status"], "7");
+    assert_eq!(forbidden.headers["grpc-message"], "Forbidden");
+    let limited = grpc_reply(reply(429, &[("retry-after", "3")], "slow down 100%"), None);
+    assert_eq!(limited.headers["grpc-status"], "8");
+    assert_eq!(limited.headers["grpc-message"], "slow down 100%25");
+    assert_eq!(limited.headers["retry-after"], "3");
+
+    // A plugin that answers in gRPC already, and a success, are left alone.
+    let own = grpc_reply(
+        reply(
+            200,
+            &[("content-type", "application/grpc"), ("grpc-status", "5")],
+            "",
+        ),
+        None,
+    );
+    assert_eq!(own.headers["grpc-status"], "5");
+    let ok = grpc_reply(reply(200, &[("content-type", "text/plain")], "hi"), None);
+    assert_eq!(ok.headers["content-type"], "text/plain");
+    assert_eq!(ok.body, "hi");
+
+    // The gateway's error replaced by a plugin's answer: the answer's status decides.
+    let error = ProxyError::NoRoute;
+    let replaced = grpc_reply(reply(403, &[], "nope"), Some(&error));
+    assert_eq!(replaced.headers["grpc-status"], "7");
+    assert_eq!(replaced.headers["grpc-message"], "nope");
 }

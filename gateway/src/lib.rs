@@ -10,6 +10,7 @@ pub mod body;
 pub mod client_trust;
 pub mod config;
 pub mod error;
+pub mod grpc_status;
 pub mod hop_by_hop;
 pub mod kv;
 pub mod path;

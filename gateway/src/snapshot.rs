@@ -71,7 +71,8 @@ impl Snapshot {
     /// Builds the runtime state for `config`, with one upstream pool per worker and
     /// `chains` holding one chain per route, exactly the plugins the route names.
     /// Clusters whose config did not change are taken over from `previous`, with their
-    /// pooled connections.
+    /// pooled connections; those whose endpoints alone changed keep the connections of
+    /// the endpoints that stayed.
     pub fn new(
         config: Arc<Config>,
         workers: usize,
@@ -81,6 +82,15 @@ impl Snapshot {
         check_chains(&config, &chains)?;
         let kept = |u: &crate::config::Upstream| {
             previous?.clusters.iter().find(|c| c.source == *u).cloned()
+        };
+        // A cluster whose endpoints alone changed is built from the one it replaces, so
+        // the endpoints that stayed keep their pooled connections.
+        let cluster = |u: &crate::config::Upstream| {
+            let before = previous.and_then(|p| p.clusters.iter().find(|c| c.can_succeed(u)));
+            Arc::new(match before {
+                Some(before) => before.succeed(u, workers),
+                None => Cluster::new(u, workers),
+            })
         };
         let pseudonym = &config.server.via;
         let via_for = |version: &str| {
@@ -99,7 +109,7 @@ impl Snapshot {
             clusters: config
                 .upstreams
                 .iter()
-                .map(|u| kept(u).unwrap_or_else(|| Arc::new(Cluster::new(u, workers))))
+                .map(|u| kept(u).unwrap_or_else(|| cluster(u)))
                 .collect(),
             trust: ClientTrust::new(
                 &config.server.trusted_proxies,

@@ -109,7 +109,10 @@ async fn respond(control: &Control, req: &Request<Incoming>) -> Reply {
     match path {
         "/metrics" => metrics(),
         "/admin/routes" => json(StatusCode::OK, &views::routes(&snapshot)),
-        "/admin/upstreams" => json(StatusCode::OK, &views::upstreams(&snapshot)),
+        "/admin/upstreams" => json(
+            StatusCode::OK,
+            &views::upstreams(&snapshot, &control.status()),
+        ),
         "/admin/plugins" => json(
             StatusCode::OK,
             &views::plugins(&control.status(), &snapshot),

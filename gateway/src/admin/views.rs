@@ -120,8 +120,10 @@ pub(super) fn routes(snapshot: &Snapshot) -> Value {
     json!({ "routes": routes })
 }
 
-/// `GET /admin/upstreams`: every cluster, its settings and endpoints with their health.
-pub(super) fn upstreams(snapshot: &Snapshot) -> Value {
+/// `GET /admin/upstreams`: every cluster, its settings and endpoints with their health,
+/// and where its endpoints come from (an endpoints file: when it was read, and why its
+/// current contents are refused, if they are).
+pub(super) fn upstreams(snapshot: &Snapshot, status: &Status) -> Value {
     let upstreams: Vec<Value> = snapshot
         .clusters
         .iter()
@@ -196,6 +198,17 @@ pub(super) fn upstreams(snapshot: &Snapshot) -> Value {
                 }),
                 "panic_threshold": u.panic_threshold,
                 "panic": cluster.panicking(),
+                "endpoints_file": u.endpoints_file.as_ref().map(|path| {
+                    let record = status.endpoint_files.get(&u.name);
+                    json!({
+                        "path": path.display().to_string(),
+                        "loaded_at": record.map(|r| r.loaded_at.clone()),
+                        "error": record.and_then(|r| r.error.as_ref()).map(|f| json!({
+                            "message": f.message,
+                            "at": f.at,
+                        })),
+                    })
+                }),
                 "endpoints": endpoints,
             })
         })

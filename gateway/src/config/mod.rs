@@ -5,6 +5,7 @@
 //! back, or every problem found comes back together in one [`ConfigError`].
 
 mod duration;
+mod endpoints_file;
 mod error;
 mod schema;
 mod schema_upstream;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 
+pub use endpoints_file::EndpointsFileError;
 pub use error::{ConfigError, Diagnostic};
 pub use schema::{ConfigFile, Isolation, OnError};
 pub use schema_upstream::{Balancer, Protocol, Timeouts};
@@ -80,6 +82,13 @@ impl Config {
             digest.update(pick(tls.fingerprint, &|| tls.current_fingerprint()));
         }
         digest.finalize().into()
+    }
+
+    /// Every endpoints file the config's upstreams read.
+    pub fn endpoint_files(&self) -> impl Iterator<Item = &std::path::Path> {
+        self.upstreams
+            .iter()
+            .filter_map(|u| u.endpoints_file.as_deref())
     }
 
     /// Every TLS file the config reads: the listener's and each upstream's.

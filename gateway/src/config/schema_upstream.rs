@@ -16,7 +16,9 @@ pub struct UpstreamConfig {
     /// The name routes refer to.
     pub name: Spanned<String>,
     /// Every endpoint: `"host:port"`, or `{ address = "host:port", weight = 3 }`.
-    pub endpoints: Spanned<Vec<Spanned<EndpointEntry>>>,
+    pub endpoints: Option<Spanned<Vec<Spanned<EndpointEntry>>>>,
+    /// Or a JSON file listing them in the same forms, watched and applied live.
+    pub endpoints_file: Option<Spanned<String>>,
     /// How a request picks an endpoint.
     #[serde(default)]
     pub balancer: Balancer,

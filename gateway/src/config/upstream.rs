@@ -14,8 +14,12 @@ use super::{Balancer, Protocol, Timeouts, UpstreamTls};
 pub struct Upstream {
     /// Its unique name.
     pub name: String,
-    /// Its endpoints, in the order written.
+    /// Its endpoints, in the order written (for `endpoints_file`: as the file held them
+    /// when read).
     pub endpoints: Vec<Endpoint>,
+    /// The JSON file its endpoints come from, re-read when it changes (`None`: they
+    /// are listed in the config).
+    pub endpoints_file: Option<std::path::PathBuf>,
     /// Endpoint selection policy.
     pub balancer: Balancer,
     /// What `consistent_hash` hashes (present exactly when the balancer is

@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -39,7 +40,7 @@ pub(super) fn check_upstreams(c: &mut Checker<'_>, raw: &[UpstreamConfig]) -> Ve
                 format!("duplicate upstream name `{}`", u.name.get_ref()),
             );
         }
-        let endpoints = check_endpoints(c, &key, u);
+        let (endpoints, endpoints_file) = check_endpoint_source(c, &key, u);
         let hash_on = check_balancer(c, &key, u, &endpoints);
         let panic_threshold = u
             .panic_threshold
@@ -68,6 +69,7 @@ pub(super) fn check_upstreams(c: &mut Checker<'_>, raw: &[UpstreamConfig]) -> Ve
         out.push(Upstream {
             name: u.name.get_ref().clone(),
             endpoints,
+            endpoints_file,
             balancer: u.balancer,
             hash_on,
             panic_threshold,
@@ -89,42 +91,123 @@ pub(super) fn check_upstreams(c: &mut Checker<'_>, raw: &[UpstreamConfig]) -> Ve
     out
 }
 
-fn check_endpoints(c: &mut Checker<'_>, key: &str, u: &UpstreamConfig) -> Vec<Endpoint> {
-    if u.endpoints.get_ref().is_empty() {
+/// The endpoints of `u`: its `endpoints` list, or what its `endpoints_file` holds now
+/// (exactly one of the two), and the file's path.
+fn check_endpoint_source(
+    c: &mut Checker<'_>,
+    key: &str,
+    u: &UpstreamConfig,
+) -> (Vec<Endpoint>, Option<PathBuf>) {
+    match (&u.endpoints, &u.endpoints_file) {
+        (Some(_), Some(file)) => {
+            c.error(
+                &file.span(),
+                format!("{key}.endpoints_file"),
+                format!(
+                    "upstream `{}` sets both `endpoints` and `endpoints_file`: keep one",
+                    u.name.get_ref()
+                ),
+            );
+            (Vec::new(), None)
+        }
+        (Some(list), None) => (check_endpoints(c, key, u, list), None),
+        (None, Some(file)) => {
+            let path = PathBuf::from(file.get_ref());
+            let endpoints = match super::endpoints_file::read(&path, u.balancer) {
+                Ok(endpoints) => endpoints,
+                Err(e) => {
+                    c.error(&file.span(), format!("{key}.endpoints_file"), e.to_string());
+                    Vec::new()
+                }
+            };
+            (endpoints, Some(path))
+        }
+        (None, None) => {
+            c.error(
+                &u.name.span(),
+                format!("{key}.endpoints"),
+                format!(
+                    "upstream `{}` has no endpoints: set `endpoints` or `endpoints_file`",
+                    u.name.get_ref()
+                ),
+            );
+            (Vec::new(), None)
+        }
+    }
+}
+
+fn check_endpoints(
+    c: &mut Checker<'_>,
+    key: &str,
+    u: &UpstreamConfig,
+    list: &Spanned<Vec<Spanned<EndpointEntry>>>,
+) -> Vec<Endpoint> {
+    if list.get_ref().is_empty() {
         c.error(
-            &u.endpoints.span(),
+            &list.span(),
             format!("{key}.endpoints"),
             format!("upstream `{}` has no endpoints", u.name.get_ref()),
         );
     }
     let mut endpoints = Vec::new();
     let mut addresses = HashSet::new();
-    for (j, e) in u.endpoints.get_ref().iter().enumerate() {
-        let EndpointEntry { address, weight } = e.get_ref();
+    for (j, e) in list.get_ref().iter().enumerate() {
         let ekey = format!("{key}.endpoints[{j}]");
-        let weight = match weight {
-            None => 1,
-            Some(w) if (1..=i64::from(MAX_WEIGHT)).contains(w) => *w as u32,
-            Some(w) => {
-                c.error(
-                    &e.span(),
-                    format!("{ekey}.weight"),
-                    format!("weight {w} is out of range: write 1 to {MAX_WEIGHT}"),
-                );
-                1
+        match check_entry(e.get_ref(), &mut addresses) {
+            Ok(endpoint) => endpoints.push(endpoint),
+            Err(problems) => {
+                for problem in problems {
+                    match problem {
+                        EntryProblem::Weight(why) => {
+                            c.error(&e.span(), format!("{ekey}.weight"), why);
+                        }
+                        EntryProblem::Address(why) => c.error(&e.span(), ekey.clone(), why),
+                    }
+                }
             }
-        };
-        match parse_endpoint(address) {
-            Ok(authority) if !addresses.insert(authority.clone()) => c.error(
-                &e.span(),
-                ekey,
-                format!("endpoint `{address}` is listed twice (give it a weight instead)"),
-            ),
-            Ok(authority) => endpoints.push(Endpoint { authority, weight }),
-            Err(why) => c.error(&e.span(), ekey, why),
         }
     }
     endpoints
+}
+
+/// What is wrong with one endpoint entry.
+#[derive(Debug)]
+pub(super) enum EntryProblem {
+    /// Its weight is out of range.
+    Weight(String),
+    /// Its address is not `host:port`, or another entry has it.
+    Address(String),
+}
+
+/// One entry of `endpoints` (or of an endpoints file) as an endpoint; `seen` holds the
+/// addresses of the entries before it, to refuse duplicates.
+pub(super) fn check_entry(
+    entry: &EndpointEntry,
+    seen: &mut HashSet<Authority>,
+) -> Result<Endpoint, Vec<EntryProblem>> {
+    let EndpointEntry { address, weight } = entry;
+    let mut problems = Vec::new();
+    let weight = match weight {
+        None => 1,
+        Some(w) if (1..=i64::from(MAX_WEIGHT)).contains(w) => *w as u32,
+        Some(w) => {
+            problems.push(EntryProblem::Weight(format!(
+                "weight {w} is out of range: write 1 to {MAX_WEIGHT}"
+            )));
+            1
+        }
+    };
+    match parse_endpoint(address) {
+        Ok(authority) if !seen.insert(authority.clone()) => {
+            problems.push(EntryProblem::Address(format!(
+                "endpoint `{address}` is listed twice (give it a weight instead)"
+            )));
+        }
+        Ok(authority) if problems.is_empty() => return Ok(Endpoint { authority, weight }),
+        Ok(_) => {}
+        Err(why) => problems.push(EntryProblem::Address(why)),
+    }
+    Err(problems)
 }
 
 /// Checks `hash_on` against the balancer; returns what to hash for `consistent_hash`.
@@ -147,9 +230,14 @@ fn check_balancer(
         (Some(h), Balancer::ConsistentHash) => {
             let total: u64 = endpoints.iter().map(|e| u64::from(e.weight)).sum();
             if total > MAX_HASH_WEIGHT_SUM {
+                let (span, which) = match (&u.endpoints, &u.endpoints_file) {
+                    (Some(list), _) => (list.span(), "endpoints"),
+                    (None, Some(file)) => (file.span(), "endpoints_file"),
+                    (None, None) => (u.name.span(), "endpoints"),
+                };
                 c.error(
-                    &u.endpoints.span(),
-                    format!("{key}.endpoints"),
+                    &span,
+                    format!("{key}.{which}"),
                     format!(
                         "the weights of a `consistent_hash` upstream add up to {total}; at most \
                          {MAX_HASH_WEIGHT_SUM} (scale them down: only their ratios matter)"

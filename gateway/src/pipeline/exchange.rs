@@ -53,6 +53,22 @@ pub(super) struct Exchange<'s> {
     /// What went wrong, for the log, when the response reports a failure.
     pub(super) error: Option<ProxyError>,
     pub(super) trace_id: Option<trace::TraceId>,
+    /// Whether the request, sent upstream (its head gone), was a gRPC call.
+    grpc_sent: bool,
+}
+
+/// A request the gateway refused before it was routed.
+#[derive(Debug)]
+pub(super) struct Unrouted {
+    pub(super) error: ProxyError,
+    /// Whether it was a gRPC call (answered with a gRPC status).
+    pub(super) grpc: bool,
+}
+
+/// Whether a request with this head is a gRPC call (gRPC runs over HTTP/2 only). Read
+/// only when an answer is being made, or just before the head goes upstream.
+fn grpc_call(head: &http::request::Parts) -> bool {
+    head.version == Version::HTTP_2 && crate::grpc_status::is_grpc(&head.headers)
 }
 
 /// What the upstream phase got.
@@ -74,22 +90,14 @@ impl<'s> Exchange<'s> {
         conn: &'s Connection,
         mut head: http::request::Parts,
         client: IpAddr,
-    ) -> Result<Exchange<'s>, ProxyError> {
-        if head.method == http::Method::CONNECT {
-            return Err(ProxyError::ConnectNotAllowed);
-        }
-        let limit = snapshot.config.server.limits.max_uri_bytes;
-        if target_length(&head.uri) > limit {
-            return Err(ProxyError::UriTooLong { limit });
-        }
-        check_host(head.version, &head.headers)?;
-        let (route, path) = snapshot.routes.resolve(RequestFacts {
-            host: router::request_host(&head.uri, &head.headers),
-            path: head.uri.path(),
-            method: &head.method,
-            headers: &head.headers,
-        })?;
-        let path_and_query = path_and_query(&head.uri, path)?;
+    ) -> Result<Exchange<'s>, Unrouted> {
+        let (route, path_and_query) = match resolve(snapshot, &head) {
+            Ok(found) => found,
+            Err(error) => {
+                let grpc = grpc_call(&head);
+                return Err(Unrouted { error, grpc });
+            }
+        };
         let original_host = match head.uri.authority() {
             Some(a) => HeaderValue::from_str(a.as_str()).ok(),
             None => head.headers.get(header::HOST).cloned(),
@@ -143,7 +151,23 @@ impl<'s> Exchange<'s> {
             upstream: None,
             error: None,
             trace_id,
+            grpc_sent: false,
         })
+    }
+
+    /// Whether the request is a gRPC call, whose answers go as gRPC statuses.
+    pub(super) fn grpc(&self) -> bool {
+        self.grpc_sent || grpc_call(&self.head)
+    }
+
+    /// The response for an answer made here (`reply`, reporting `error` if it is the
+    /// gateway's own failure): a gRPC status for a gRPC call.
+    pub(super) fn local_response(
+        &self,
+        reply: LocalReply,
+        error: Option<&ProxyError>,
+    ) -> Response<ResponseBody> {
+        crate::error::local_response(reply, error, self.grpc(), &self.snapshot.via.http11)
     }
 
     /// The client's body, limited to the route's `max_request_body`: refused with 413
@@ -187,6 +211,8 @@ impl<'s> Exchange<'s> {
         };
         let host = self.upstream_host();
         let key = cluster.hash_key(&self.head.headers, self.client);
+        // The head goes upstream: what a failure's answer needs of it is kept.
+        self.grpc_sent = grpc_call(&self.head);
         let mut head = std::mem::replace(&mut self.head, Request::new(()).into_parts().0);
         // HTTP/1.1 upstreams take the origin form: path and query only.
         let path_and_query =
@@ -228,7 +254,7 @@ impl<'s> Exchange<'s> {
         if answer.error.is_some() {
             self.error = answer.error;
         }
-        answer.reply.into_response(Some(&self.snapshot.via.http11))
+        self.local_response(answer.reply, self.error.as_ref())
     }
 
     /// What the pipeline reports for this request.
@@ -243,6 +269,28 @@ impl<'s> Exchange<'s> {
             log: self.plugins.filter(|pass| pass.wants_log()),
         }
     }
+}
+
+/// The route for `head` and the path and query its upstream gets, or why there is none.
+fn resolve<'s>(
+    snapshot: &'s Snapshot,
+    head: &http::request::Parts,
+) -> Result<(&'s Route, PathAndQuery), ProxyError> {
+    if head.method == http::Method::CONNECT {
+        return Err(ProxyError::ConnectNotAllowed);
+    }
+    let limit = snapshot.config.server.limits.max_uri_bytes;
+    if target_length(&head.uri) > limit {
+        return Err(ProxyError::UriTooLong { limit });
+    }
+    check_host(head.version, &head.headers)?;
+    let (route, path) = snapshot.routes.resolve(RequestFacts {
+        host: router::request_host(&head.uri, &head.headers),
+        path: head.uri.path(),
+        method: &head.method,
+        headers: &head.headers,
+    })?;
+    Ok((route, path_and_query(&head.uri, path)?))
 }
 
 /// The path and query the upstream gets: the request's own when normalising changed

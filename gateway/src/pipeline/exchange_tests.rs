@@ -51,7 +51,7 @@ fn routed<'s>(
 ) -> Exchange<'s> {
     match Exchange::route(snapshot, conn, head, conn.client.ip()) {
         Ok(exchange) => exchange,
-        Err(e) => panic!("not routed: {e}"),
+        Err(e) => panic!("not routed: {}", e.error),
     }
 }
 
@@ -137,7 +137,7 @@ fn requests_that_cannot_be_routed_get_their_error() {
         conn.client.ip(),
     ) {
         Ok(_) => panic!("{uri} was routed"),
-        Err(e) => e,
+        Err(e) => e.error,
     };
     assert!(matches!(
         refused(Method::GET, "/other"),
@@ -177,8 +177,10 @@ fn an_http_1_1_request_names_its_host_once_and_validly() {
     let (snapshot, conn) = (snapshot(""), connection());
     let host_error = |head| match Exchange::route(&snapshot, &conn, head, conn.client.ip()) {
         Ok(_) => None,
-        Err(ProxyError::BadHost(why)) => Some(why),
-        Err(e) => panic!("{e}"),
+        Err(e) => match e.error {
+            ProxyError::BadHost(why) => Some(why),
+            e => panic!("{e}"),
+        },
     };
     let mut none = head(Method::GET, "/api/x", &[]);
     none.headers.remove("host");
@@ -204,4 +206,33 @@ fn an_http_1_1_request_names_its_host_once_and_validly() {
     );
     let exchange = routed(&snapshot, &conn, absolute);
     assert_eq!(exchange.head.headers["x-forwarded-host"], "target.example");
+}
+
+#[test]
+fn grpc_calls_are_told_apart_only_when_answered() {
+    let (snapshot, conn) = (snapshot(""), connection());
+    let unrouted = |version, content_type| {
+        let mut head = head(Method::POST, "/other", &[("content-type", content_type)]);
+        head.version = version;
+        match Exchange::route(&snapshot, &conn, head, conn.client.ip()) {
+            Ok(_) => panic!("routed"),
+            Err(e) => e.grpc,
+        }
+    };
+    assert!(unrouted(Version::HTTP_2, "application/grpc"));
+    assert!(unrouted(Version::HTTP_2, "application/grpc+proto"));
+    assert!(!unrouted(Version::HTTP_2, "application/grpc-web"));
+    assert!(!unrouted(Version::HTTP_2, "application/json"));
+    assert!(
+        !unrouted(Version::HTTP_11, "application/grpc"),
+        "gRPC runs over HTTP/2"
+    );
+    let mut call = head(
+        Method::POST,
+        "/api/x",
+        &[("content-type", "application/grpc")],
+    );
+    call.version = Version::HTTP_2;
+    assert!(routed(&snapshot, &conn, call).grpc());
+    assert!(!routed(&snapshot, &conn, head(Method::GET, "/api/x", &[])).grpc());
 }

@@ -108,7 +108,9 @@ pub fn handle(
             Some(route) => &route.series,
             None => RouteSeries::unrouted(),
         };
-        series.record(response.status(), elapsed);
+        // A failure answered as a gRPC status counts as the HTTP status it stands for.
+        let status = crate::error::AnsweredStatus::of(&response);
+        series.record(status, elapsed);
         let route = route.map_or("-", |r| &*r.name);
         if let Some((method, uri)) = logged {
             tracing::info!(
@@ -119,7 +121,7 @@ pub fn handle(
                 route,
                 upstream = upstream.as_ref().map_or("-", |u| &*u.0),
                 endpoint = upstream.as_ref().map_or("-", |u| u.1.as_str()),
-                status = response.status().as_u16(),
+                status = status.as_u16(),
                 duration_ms = elapsed.as_secs_f64() * 1e3,
                 trace_id = trace_id.as_ref().map(tracing::field::display),
                 error = error.as_ref().map(tracing::field::display),
@@ -144,8 +146,8 @@ fn proxy<'s>(
     // Normalise the path, route, and add the forwarding headers.
     match Exchange::route(snapshot, conn, head, client) {
         Ok(exchange) => Either::Left(exchange.run(body)),
-        Err(error) => Either::Right(std::future::ready(Proxied::unrouted(
-            error,
+        Err(unrouted) => Either::Right(std::future::ready(Proxied::unrouted(
+            unrouted,
             client,
             &snapshot.via.http11,
         ))),
@@ -255,12 +257,12 @@ struct Proxied<'s> {
 impl Proxied<'_> {
     /// A request refused before it was routed.
     fn unrouted(
-        error: ProxyError,
+        exchange::Unrouted { error, grpc }: exchange::Unrouted,
         client: std::net::IpAddr,
         via: &HeaderValue,
     ) -> Proxied<'static> {
         Proxied {
-            response: crate::error::error_response(&error, via),
+            response: crate::error::error_response(&error, grpc, via),
             route: None,
             client,
             trace_id: None,

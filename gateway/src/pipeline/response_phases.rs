@@ -71,6 +71,6 @@ impl Exchange<'_> {
                 }
             }
         }
-        reply.into_response(Some(&self.snapshot.via.http11))
+        self.local_response(reply, self.error.as_ref())
     }
 }

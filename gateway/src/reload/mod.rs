@@ -26,6 +26,7 @@
 mod build;
 mod config_file;
 mod control;
+mod endpoints;
 mod plan;
 pub mod records;
 mod report;
@@ -40,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use control::Control;
 pub(crate) use control::{ReloadQueue, Trigger};
+pub use endpoints::{EndpointsChange, EndpointsFileRecord, EndpointsResult};
 pub use records::{Failure, PastFailure, PluginRecord, Status};
 pub use report::{ConfigResult, PluginChange, PluginResult, ReloadReport, TlsResult};
 
@@ -99,6 +101,8 @@ pub(crate) struct Reloader {
     started: bool,
     /// The active health checks of the snapshot's clusters; they stop with the reloader.
     health: HealthChecks,
+    /// What each upstream's endpoints file gave, by upstream.
+    endpoint_files: std::collections::BTreeMap<String, EndpointsFileRecord>,
 }
 
 impl Reloader {
@@ -126,7 +130,9 @@ impl Reloader {
             failed: HashMap::new(),
             started: false,
             health: HealthChecks::new(),
+            endpoint_files: Default::default(),
         };
+        endpoints::follow(&reloader.config, &mut reloader.endpoint_files);
         let config = reloader.config.clone();
         let input = Input {
             candidate: Candidate::New(Uses::of(&config)),
@@ -158,6 +164,7 @@ impl Reloader {
             config_loaded_at: self.config_loaded_at,
             config_error: self.config_error.clone(),
             plugins: self.records.clone(),
+            endpoint_files: self.endpoint_files.clone(),
             last_reload: None,
         }
     }
@@ -236,9 +243,18 @@ impl Reloader {
             })
     }
 
-    /// One reload: re-read the config file and every plugin file the config in force
-    /// or the file names, plan, and return the new snapshot if requests see a change.
+    /// One reload: re-read the config file, the endpoints files and every plugin file
+    /// the config in force or the file names, plan, and return the new snapshot if
+    /// requests see a change.
     pub(crate) async fn reload(&mut self, previous: &Snapshot) -> (ReloadReport, Option<Snapshot>) {
+        // New endpoint lists change the config in force (not its text); a new config
+        // text, if it applies, read the files afresh itself.
+        let (refreshed, endpoint_changes) =
+            endpoints::refresh(&self.config, &mut self.endpoint_files);
+        let endpoints_changed = refreshed.is_some();
+        if let Some(config) = refreshed {
+            self.config = Arc::new(config);
+        }
         let read = config_file::read(&self.config, self.config_text.as_deref());
         let (candidate, candidate_config) = match &read {
             ConfigRead::NoFile => (Candidate::NoFile, None),
@@ -280,9 +296,29 @@ impl Reloader {
                     }
                 }
             }
+            // Only endpoint lists changed: the routes and chains serving stay.
+            _ if endpoints_changed => {
+                match Snapshot::new(
+                    in_force.clone(),
+                    self.workers,
+                    previous.chains.clone(),
+                    Some(previous),
+                ) {
+                    Ok(next) => {
+                        next.resolve_names().await;
+                        Some(next)
+                    }
+                    Err(e) => {
+                        tracing::error!("new endpoints not applied: {e}");
+                        None
+                    }
+                }
+            }
             _ => None,
         };
-        let report = self.settle(&read, &built.plan, &loaded);
+        let mut report = self.settle(&read, &built.plan, &loaded);
+        report.swapped |= next.is_some();
+        report.endpoints = endpoint_changes;
         if let (Some(next), ConfigRead::New { text, .. }) = (&next, &read)
             && built
                 .plan
@@ -293,6 +329,7 @@ impl Reloader {
             self.config = next.config.clone();
             self.config_text = Some(text.clone());
         }
+        endpoints::follow(&self.config, &mut self.endpoint_files);
         if self.failed.len() > MAX_FAILED {
             self.failed.clear();
         }

@@ -84,6 +84,8 @@ pub struct Status {
     pub config_error: Option<Failure>,
     /// The plugins the config names.
     pub plugins: BTreeMap<String, PluginRecord>,
+    /// What each upstream's endpoints file gave, by upstream.
+    pub endpoint_files: BTreeMap<String, super::EndpointsFileRecord>,
     /// The last reload: when, and its report.
     pub last_reload: Option<(SystemTime, ReloadReport)>,
 }

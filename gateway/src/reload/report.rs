@@ -34,6 +34,9 @@ pub struct ReloadReport {
     pub tls: Option<TlsResult>,
     /// Settings that changed in the file but only take effect after a restart.
     pub restart_required: Vec<String>,
+    /// Upstreams whose endpoints file brought news: a new list applied, or refused.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<super::EndpointsChange>,
     /// Whether requests now see a new snapshot.
     pub swapped: bool,
 }
@@ -41,7 +44,12 @@ pub struct ReloadReport {
 impl ReloadReport {
     /// Whether nothing was refused.
     pub fn ok(&self) -> bool {
-        self.config_error.is_none() && self.plugins.iter().all(|p| p.result != PluginResult::Error)
+        self.config_error.is_none()
+            && self.plugins.iter().all(|p| p.result != PluginResult::Error)
+            && self
+                .endpoints
+                .iter()
+                .all(|e| e.result != super::EndpointsResult::Refused)
     }
 }
 

@@ -30,7 +30,8 @@ struct Watched {
 /// The entries of a watched directory that matter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Entries {
-    /// Files with these names: the config file, TLS certificates, keys and CA bundles.
+    /// Files with these names: the config file, TLS certificates, keys and CA bundles,
+    /// endpoints files.
     Named(Vec<OsString>),
     /// Every `*.wasm` (the plugins directory).
     Wasm,
@@ -67,13 +68,15 @@ pub(super) struct Watcher {
 }
 
 /// The files `config` reads and the directories they are in: the config file, the
-/// plugins directory and the TLS files (the listener's and the upstreams').
+/// plugins directory, the TLS files (the listener's and the upstreams') and the
+/// upstreams' endpoints files.
 fn watch_list(config: &Config) -> Vec<Watched> {
     let mut watched: Vec<Watched> = Vec::new();
     if config.source.is_file() {
         add_named(&mut watched, [config.source.as_path()]);
     }
     add_named(&mut watched, config.tls_files());
+    add_named(&mut watched, config.endpoint_files());
     if config.plugins.dir.is_dir() {
         watched.push(Watched {
             dir: absolute(&config.plugins.dir),

@@ -112,7 +112,7 @@ pub struct UpstreamClient {
     /// Idle HTTP/1.1 connections per endpoint (`http1` clusters).
     pools: Vec<Arc<IdlePool>>,
     /// HTTP/2 connections per endpoint (`http2` clusters; empty otherwise).
-    multiplexed: Box<[MultiplexPool]>,
+    multiplexed: Box<[Arc<MultiplexPool>]>,
     connector: Arc<Connector>,
     connect_timeout: Duration,
     breaker: Arc<Breaker>,
@@ -120,9 +120,12 @@ pub struct UpstreamClient {
 
 impl UpstreamClient {
     /// A client for `endpoints` endpoints speaking `protocol`, its connections opened
-    /// by `connector` and counted by `breaker`.
+    /// by `connector` and counted by `breaker`. With `before` (the client this one
+    /// replaces, and for each endpoint its index there if it had it), an endpoint that
+    /// stayed keeps its pooled connections.
     pub(crate) fn new(
         endpoints: usize,
+        before: Option<(&UpstreamClient, &[Option<usize>])>,
         protocol: Protocol,
         timeouts: &Timeouts,
         connector: Arc<Connector>,
@@ -131,14 +134,26 @@ impl UpstreamClient {
         let (pools, multiplexed) = match protocol {
             Protocol::Http1 => (
                 (0..endpoints)
-                    .map(|_| Arc::new(IdlePool::new(timeouts.idle, breaker.clone())))
+                    .map(|j| {
+                        before
+                            .and_then(|(b, stayed)| kept(&b.pools, stayed, j))
+                            .unwrap_or_else(|| {
+                                Arc::new(IdlePool::new(timeouts.idle, breaker.clone()))
+                            })
+                    })
                     .collect(),
                 Box::default(),
             ),
             Protocol::Http2 => (
                 Vec::new(),
                 (0..endpoints)
-                    .map(|_| MultiplexPool::new(timeouts.idle, breaker.clone()))
+                    .map(|j| {
+                        before
+                            .and_then(|(b, stayed)| kept(&b.multiplexed, stayed, j))
+                            .unwrap_or_else(|| {
+                                Arc::new(MultiplexPool::new(timeouts.idle, breaker.clone()))
+                            })
+                    })
                     .collect(),
             ),
         };
@@ -263,6 +278,12 @@ impl UpstreamClient {
             _slot: slot,
         }))
     }
+}
+
+/// The pool endpoint `j` had in the client replaced, if it stayed (`stayed[j]` is its
+/// index there).
+fn kept<P>(pools: &[Arc<P>], stayed: &[Option<usize>], j: usize) -> Option<Arc<P>> {
+    pools.get(stayed.get(j).copied().flatten()?).cloned()
 }
 
 impl UpstreamClient {

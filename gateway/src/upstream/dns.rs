@@ -50,6 +50,14 @@ impl Resolved {
         }
     }
 
+    /// Takes the addresses `before` (the same name, in a cluster this one replaces)
+    /// resolved, so the endpoint serves without a new lookup.
+    pub(crate) fn carry_over(&self, before: &Resolved) {
+        if self.dns && before.dns {
+            self.addresses.store(before.current());
+        }
+    }
+
     /// Whether the endpoint is a DNS name.
     pub(crate) fn is_dns(&self) -> bool {
         self.dns

@@ -64,6 +64,16 @@ impl EndpointState {
         }
     }
 
+    /// Takes over what `before` (the same endpoint in the cluster this one replaces)
+    /// learned: its health-check verdict and error, and its resolved addresses.
+    /// Outlier ejections are not carried: they are short and start afresh.
+    pub(crate) fn carry_over(&self, before: &EndpointState) {
+        self.set_healthy(before.healthy());
+        self.set_check_error(before.check_error());
+        self.resolved.carry_over(&before.resolved);
+        self.report();
+    }
+
     /// Whether outlier detection has it out of rotation.
     pub(crate) fn ejected(&self) -> bool {
         self.ejected_until.load(Ordering::Relaxed) != 0

@@ -15,7 +15,9 @@
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use prometheus::IntCounter;
@@ -62,8 +64,9 @@ pub(crate) struct Breaker {
     freed: Notify,
     /// Whether the breaker refused the last request it judged.
     open: AtomicBool,
-    /// Every worker's idle pool of every endpoint, to find spare connections in.
-    pools: OnceLock<Box<[Weak<IdlePool>]>>,
+    /// Every worker's idle pool of every endpoint, to find spare connections in
+    /// (replaced when the cluster's endpoints change).
+    pools: ArcSwap<Vec<Weak<IdlePool>>>,
     /// `weir_upstream_overflow_total{upstream, limit}` for connections, pending,
     /// requests.
     refused: [IntCounter; 3],
@@ -90,14 +93,24 @@ impl Breaker {
             pending: AtomicUsize::new(0),
             freed: Notify::new(),
             open: AtomicBool::new(false),
-            pools: OnceLock::new(),
+            pools: ArcSwap::default(),
             refused,
         }
     }
 
-    /// Records the cluster's idle pools (once, when the cluster is built).
+    /// Records the idle pools of a cluster just built. A cluster that replaces one
+    /// sharing this breaker (its endpoints changed) adds its pools to those of the
+    /// one replaced that are still in use, so that cluster's idle connections, while
+    /// it drains, still count as spare.
     pub(crate) fn watch_pools(&self, pools: Vec<Weak<IdlePool>>) {
-        let _ = self.pools.set(pools.into());
+        let before = self.pools.load();
+        let mut all: Vec<Weak<IdlePool>> = before
+            .iter()
+            .filter(|old| old.strong_count() > 0 && !pools.iter().any(|p| p.ptr_eq(old)))
+            .cloned()
+            .collect();
+        all.extend(pools);
+        self.pools.store(Arc::new(all));
     }
 
     /// Counts a refusal by `limit`; logs when the breaker opens.
@@ -152,9 +165,8 @@ impl Breaker {
         }
         let evicted = self
             .pools
-            .get()
-            .into_iter()
-            .flat_map(|pools| pools.iter())
+            .load()
+            .iter()
             .filter_map(Weak::upgrade)
             .any(|pool| pool.evict_oldest());
         if evicted { self.reserve() } else { None }

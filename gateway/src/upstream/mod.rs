@@ -107,18 +107,63 @@ impl Cluster {
     /// starts in rotation (and reported healthy in `weir_upstream_endpoint_healthy`)
     /// until its health checks say otherwise; checks start with [`HealthChecks::watch`].
     pub fn new(config: &config::Upstream, workers: usize) -> Cluster {
+        Cluster::build(config, workers, None)
+    }
+
+    /// Whether a cluster for `next` can be built from this one with
+    /// [`Cluster::succeed`]: the two differ in their endpoints only.
+    pub fn can_succeed(&self, next: &config::Upstream) -> bool {
+        let without_endpoints = |u: &config::Upstream| config::Upstream {
+            endpoints: Vec::new(),
+            ..u.clone()
+        };
+        self.source.name == next.name && without_endpoints(&self.source) == without_endpoints(next)
+    }
+
+    /// A cluster for `config`, whose endpoints differ from this one's (see
+    /// [`Cluster::can_succeed`]): an endpoint that stayed keeps its pooled connections,
+    /// its health-check verdict and its resolved addresses, and the circuit breakers
+    /// (with the connections they count) are shared. Requests in flight finish on this
+    /// cluster.
+    pub fn succeed(&self, config: &config::Upstream, workers: usize) -> Cluster {
+        Cluster::build(config, workers, Some(self))
+    }
+
+    fn build(config: &config::Upstream, workers: usize, before: Option<&Cluster>) -> Cluster {
+        // For each endpoint, its index in `before` if it was there.
+        let stayed: Vec<Option<usize>> = match before {
+            Some(before) => {
+                let was: std::collections::HashMap<&Authority, usize> = before
+                    .endpoints
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (&e.authority, i))
+                    .collect();
+                config
+                    .endpoints
+                    .iter()
+                    .map(|e| was.get(&e.authority).copied())
+                    .collect()
+            }
+            None => vec![None; config.endpoints.len()],
+        };
         let endpoints: Box<[EndpointState]> = config
             .endpoints
             .iter()
-            .map(|e| {
+            .zip(&stayed)
+            .map(|(e, was)| {
                 let address = e.authority.as_str();
-                EndpointState::new(
+                let state = EndpointState::new(
                     e.authority.clone(),
                     dns::Resolved::new(&e.authority),
                     e.weight,
                     metrics::endpoint_health(&config.name, address),
                     metrics::endpoint_ejections(&config.name, address),
-                )
+                );
+                if let (Some(before), Some(i)) = (before, was) {
+                    state.carry_over(&before.endpoints[*i]);
+                }
+                state
             })
             .collect();
         let ring = (config.balancer == Balancer::ConsistentHash).then(|| {
@@ -137,12 +182,16 @@ impl Cluster {
             ring.clone(),
         );
         let name: Arc<str> = Arc::from(config.name.as_str());
-        let breaker = Arc::new(Breaker::new(name.clone(), config.limits));
+        let breaker = match before {
+            Some(before) => before.breaker.clone(),
+            None => Arc::new(Breaker::new(name.clone(), config.limits)),
+        };
         let connector = Arc::new(connect::Connector::new(config));
         let clients: Vec<UpstreamClient> = (0..workers.max(1))
-            .map(|_| {
+            .map(|worker| {
                 UpstreamClient::new(
                     endpoints.len(),
+                    before.map(|b| (b.client(worker), &stayed[..])),
                     config.protocol,
                     &config.timeouts,
                     connector.clone(),
@@ -157,7 +206,7 @@ impl Cluster {
                 .map(Arc::downgrade)
                 .collect(),
         );
-        Cluster {
+        let cluster = Cluster {
             name,
             timeouts: config.timeouts,
             source: config.clone(),
@@ -181,7 +230,16 @@ impl Cluster {
             health_started: AtomicBool::new(false),
             dns_started: AtomicBool::new(false),
             retired: CancellationToken::new(),
+        };
+        if before.is_some() {
+            // Endpoints that stayed out of rotation (failing their checks) stay out.
+            let _one_at_a_time = cluster
+                .rotation
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            cluster.rebuild_picker();
         }
+        cluster
     }
 
     /// The hash of the request's `hash_on` key (`consistent_hash` only).

@@ -137,11 +137,20 @@ fn cases() -> Vec<Case> {
         },
         Case {
             what: "missing required key",
-            text: "[[upstream]]\nname = \"u\"\n".into(),
+            text: "[[upstream]]\nendpoints = [\"127.0.0.1:9001\"]\n".into(),
             line: 1,
             column: 1,
             key: "upstream[0]",
-            message: &["missing field `endpoints`"],
+            message: &["missing field `name`"],
+            help: None,
+        },
+        Case {
+            what: "an upstream without endpoints or endpoints_file",
+            text: "[[upstream]]\nname = \"u\"\n".into(),
+            line: 2,
+            column: 8,
+            key: "upstream[0].endpoints",
+            message: &["has no endpoints: set `endpoints` or `endpoints_file`"],
             help: None,
         },
         Case {

@@ -96,3 +96,57 @@ async fn the_cors_example_answers_preflights() {
     );
     assert!(up.seen().is_empty());
 }
+
+/// `examples/file-discovery`: its config with the endpoints file moved to a temporary
+/// copy, fed by the example's own `set-endpoints.sh`.
+#[tokio::test]
+async fn the_file_discovery_example_follows_its_file() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/file-discovery");
+    let shipped = example.join("upstreams/users.json");
+    let text = std::fs::read_to_string(example.join("weir.toml")).expect("the example exists");
+    assert!(text.contains("endpoints_file = \"examples/file-discovery/upstreams/users.json\""));
+    // The shipped list loads as the example names it.
+    let as_shipped = text.replace(
+        "examples/file-discovery/upstreams/users.json",
+        &shipped.display().to_string(),
+    );
+    weir_gateway::Config::parse(&example.join("weir.toml"), &as_shipped)
+        .expect("the example loads");
+
+    let (one, two) = (TestUpstream::start("one"), TestUpstream::start("two"));
+    let file = weir_tests::gateway::fresh_dir().join("users.json");
+    std::fs::write(&file, format!("[\"{}\"]", one.addr)).expect("endpoints file");
+    let text = text
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9901", "127.0.0.1:0")
+        .replace(
+            "examples/file-discovery/upstreams/users.json",
+            &file.display().to_string(),
+        );
+    let gw = TestGateway::start(&text);
+    let reply = weir_tests::get(&gw.url("/")).await;
+    assert_eq!(reply.header("x-upstream").as_deref(), Some("one"));
+
+    let script = std::process::Command::new(example.join("set-endpoints.sh"))
+        .arg(format!("{}=3", two.addr))
+        .env("ENDPOINTS_FILE", &file)
+        .output()
+        .expect("run set-endpoints.sh");
+    assert!(script.status.success(), "{script:?}");
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("written"),
+        format!("[{{\"address\": \"{}\", \"weight\": 3}}]\n", two.addr)
+    );
+    weir_tests::poll::until(
+        std::time::Duration::from_secs(15),
+        "the new endpoint serves",
+        || async {
+            weir_tests::get(&gw.url("/"))
+                .await
+                .header("x-upstream")
+                .as_deref()
+                == Some("two")
+        },
+    )
+    .await;
+}
