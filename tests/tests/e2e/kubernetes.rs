@@ -465,6 +465,7 @@ async fn a_configmap_update_swaps_plugin_and_config_live_with_no_failed_request(
 
     stop.store(true, Ordering::Relaxed);
     let tally = traffic.await.expect("load");
+    eprintln!("load across both swaps: {tally:?}");
     assert!(tally.ok > 0, "{tally:?}");
     assert!(tally.failed.is_empty(), "failed requests: {tally:?}");
     // Still the new plugin on the catch-all route, after the config swap.
