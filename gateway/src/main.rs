@@ -26,8 +26,8 @@ enum Command {
     /// Serve traffic. Without --config, starts the quickstart: 127.0.0.1:8080 in front of
     /// a built-in demo upstream.
     Run {
-        /// The config file (TOML).
-        #[arg(long, short)]
+        /// The config file (TOML). The flag wins over `WEIR_CONFIG`.
+        #[arg(long, short, env = "WEIR_CONFIG")]
         config: Option<PathBuf>,
         /// Listen here instead of `[server] listen` (e.g. 127.0.0.1:0 for a free port).
         #[arg(long, value_name = "ADDR")]
@@ -39,8 +39,8 @@ enum Command {
     /// Validate a config file and every plugin it names, and print a summary of its
     /// listeners, upstreams, routes and plugins.
     Check {
-        /// The config file (TOML).
-        #[arg(long, short)]
+        /// The config file (TOML). The flag wins over `WEIR_CONFIG`.
+        #[arg(long, short, env = "WEIR_CONFIG")]
         config: PathBuf,
     },
     /// Plugin tools.

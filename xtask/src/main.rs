@@ -12,7 +12,11 @@
 //!   (`api-key.wasm`), ready for a config's `[plugins] dir`.
 //!
 //! `setup` also installs `wasm-component-ld` [`LINKER_VERSION`] under `target/tools`,
-//! which every guest build then links with (see `guest_build.rs`).
+//! which every guest build then links with (see `guest_build.rs`), and the PyPI
+//! package `kubernetes-validate` [`KUBERNETES_VALIDATE_VERSION`] in a virtual
+//! environment under `target/tools/kubernetes-validate`, which the tests run on
+//! `examples/kubernetes/` (`test` hands them its path in `WEIR_KUBERNETES_VALIDATE`, so
+//! there the test fails rather than skips when the validator is missing).
 
 mod guest_build;
 
@@ -23,6 +27,9 @@ use guest_build::{TARGET as WASM_TARGET, cargo_build, linker_path};
 
 /// The component linker version `setup` installs for the guest builds.
 const LINKER_VERSION: &str = "0.5.31";
+/// The `kubernetes-validate` (PyPI) version `setup` installs: it ships the schemas the
+/// Kubernetes manifests are checked against, offline.
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
 /// The repository root.
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -61,7 +68,46 @@ fn setup() -> Result<(), String> {
         run(Command::new("rustup").args(["target", "add", WASM_TARGET]))?;
     }
     install_linker();
+    install_kubernetes_validate();
     Ok(())
+}
+
+/// `kubernetes-validate` in its virtual environment, where [`install_kubernetes_validate`]
+/// puts it.
+fn kubernetes_validate_path() -> PathBuf {
+    guest_build::tools_dir(Path::new(ROOT))
+        .join("kubernetes-validate")
+        .join("bin")
+        .join("kubernetes-validate")
+}
+
+/// Installs `kubernetes-validate` [`KUBERNETES_VALIDATE_VERSION`] in a virtual
+/// environment under `target/tools` unless it is there. A failure (no Python, no
+/// registry) is reported; the manifest test then skips outside `cargo xtask test`.
+fn install_kubernetes_validate() {
+    let validator = kubernetes_validate_path();
+    let current = Command::new(&validator).arg("--version").output();
+    if current
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == KUBERNETES_VALIDATE_VERSION)
+    {
+        return;
+    }
+    eprintln!(
+        "xtask: installing kubernetes-validate {KUBERNETES_VALIDATE_VERSION} (the Kubernetes manifests' schemas)"
+    );
+    let Some(venv) = validator.parent().and_then(Path::parent) else {
+        return;
+    };
+    let installed = run(Command::new("python3").arg("-m").arg("venv").arg(venv)).and_then(|()| {
+        run(Command::new(venv.join("bin").join("pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!(
+                "kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"
+            )))
+    });
+    if let Err(e) = installed {
+        eprintln!("xtask: {e}; the Kubernetes manifests cannot be validated");
+    }
 }
 
 /// Installs `wasm-component-ld` [`LINKER_VERSION`] under `target/tools` unless it is
@@ -91,9 +137,13 @@ fn install_linker() {
 
 fn test(extra: Vec<String>) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    run(Command::new(&cargo)
-        .args(["test", "--workspace"])
-        .args(&extra))?;
+    let mut tests = Command::new(&cargo);
+    tests.args(["test", "--workspace"]).args(&extra);
+    let validator = kubernetes_validate_path();
+    if validator.is_file() {
+        tests.env("WEIR_KUBERNETES_VALIDATE", &validator);
+    }
+    run(&mut tests)?;
     run(Command::new(&cargo).args([
         "test",
         "--workspace",

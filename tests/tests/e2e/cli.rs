@@ -27,9 +27,16 @@ struct Finished {
 /// Runs `weir ARGS...` to completion; kills it and fails the test if it is still running
 /// after [`DEADLINE`].
 fn weir(args: &[&str]) -> Finished {
+    weir_with_env(args, &[])
+}
+
+/// [`weir`] with these environment variables set (`WEIR_CONFIG` is unset otherwise).
+fn weir_with_env(args: &[&str], env: &[(&str, &str)]) -> Finished {
     let mut child = Command::new(weir_bin!())
         .args(args)
         .env_remove("RUST_LOG")
+        .env_remove("WEIR_CONFIG")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -441,4 +448,139 @@ fn a_second_weir_on_a_port_in_use_refuses_to_start() {
         second.stderr.contains(&first.addr.to_string()) && second.stderr.contains("already in use"),
         "{second:?}"
     );
+}
+
+/// A config proxying `/users` to `upstream`, on free ports.
+fn users_config(upstream: &TestUpstream) -> std::path::PathBuf {
+    write_config(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\nshutdown_grace = \"5s\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[upstream]]\nname = \"users\"\nendpoints = [\"{}\"]\n\
+         [[route]]\nname = \"users-api\"\nupstream = \"users\"\nmatch = {{ path_prefix = \"/users\" }}\n",
+        upstream.addr
+    ))
+}
+
+#[test]
+fn check_takes_the_config_from_weir_config_and_the_flag_wins() {
+    let upstream = TestUpstream::start("users");
+    let good = users_config(&upstream);
+    let from_env = weir_with_env(&["check"], &[("WEIR_CONFIG", path_str(&good))]);
+    assert_eq!(from_env.code, Some(0), "{from_env:?}");
+    assert!(
+        from_env
+            .stdout
+            .contains(&format!("{}: configuration is valid", good.display())),
+        "{from_env:?}"
+    );
+
+    // Both given: the flag is used, the variable ignored.
+    let missing = "/nonexistent/weir.toml";
+    let flag_wins = weir_with_env(
+        &["check", "--config", path_str(&good)],
+        &[("WEIR_CONFIG", missing)],
+    );
+    assert_eq!(flag_wins.code, Some(0), "{flag_wins:?}");
+    let flag_wins = weir_with_env(
+        &["check", "--config", missing],
+        &[("WEIR_CONFIG", path_str(&good))],
+    );
+    assert_eq!(flag_wins.code, Some(1), "{flag_wins:?}");
+    assert!(
+        flag_wins.stderr.contains("cannot read config file"),
+        "{flag_wins:?}"
+    );
+
+    let help = weir(&["run", "--help"]);
+    assert!(help.stdout.contains("WEIR_CONFIG"), "{help:?}");
+}
+
+#[tokio::test]
+async fn run_takes_the_config_from_weir_config_and_stops_on_sigterm() {
+    let upstream = TestUpstream::start("users");
+    let path = users_config(&upstream);
+    // No --config: without the variable this would be the quickstart.
+    let mut weir =
+        WeirProcess::spawn_with_env(weir_bin!(), &["run"], &[("WEIR_CONFIG", path_str(&path))]);
+    let reply = get(&format!("http://{}/users/1", weir.addr)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.header("x-upstream").as_deref(), Some("users"));
+    weir.signal("TERM");
+    assert_eq!(weir.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+/// What a container runtime collects: with `--log-format json`, every log line is one
+/// JSON object, on standard error; standard output stays empty (it is the commands'
+/// output, such as `check`'s summary), and SIGTERM ends the process with 0.
+#[test]
+fn json_logs_are_one_object_per_line_on_stderr_and_sigterm_exits_zero() {
+    use std::io::BufRead as _;
+
+    let upstream = TestUpstream::start("users");
+    let path = users_config(&upstream);
+    let mut child = Command::new(weir_bin!())
+        .args(["--log-format", "json", "run", "--config", path_str(&path)])
+        .env("RUST_LOG", "info")
+        .env_remove("WEIR_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn weir");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let stdout = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let started = Instant::now();
+    while !lines.iter().any(|l: &String| l.contains("weir listening")) {
+        match rx.recv_timeout(DEADLINE.saturating_sub(started.elapsed())) {
+            Ok(line) => lines.push(line),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no listening line ({e}); log so far: {lines:#?}");
+            }
+        }
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(kill.success());
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("weir still running after SIGTERM; log: {lines:#?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    lines.extend(rx.iter());
+    assert_eq!(status.code(), Some(0), "{lines:#?}");
+    assert_eq!(stdout.join().expect("stdout reader"), "");
+    assert!(
+        lines.iter().any(|l| l.contains("shutdown complete")),
+        "{lines:#?}"
+    );
+    for line in &lines {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(event.get("level").is_some(), "{line}");
+        assert!(event.get("timestamp").is_some(), "{line}");
+    }
 }

@@ -20,6 +20,7 @@ mod h2_floods;
 mod hostile_clients;
 mod hostile_plugins;
 mod jwt_tokens;
+mod kubernetes;
 mod kv_bounds;
 mod metrics;
 mod mirror;
