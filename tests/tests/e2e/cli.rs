@@ -300,7 +300,7 @@ listen = "127.0.0.1:0"
         path.display()
     );
     assert!(out.stderr.contains(&expected), "{out:?}");
-    assert!(!out.stderr.contains("weir listening"), "{out:?}");
+    assert!(!out.stdout.contains("weir listening"), "{out:?}");
 }
 
 #[test]
@@ -509,17 +509,15 @@ async fn run_takes_the_config_from_weir_config_and_stops_on_sigterm() {
     assert_eq!(weir.wait_exit(Duration::from_secs(10)), Some(0));
 }
 
-/// What a container runtime collects: with `--log-format json`, every log line is one
-/// JSON object, on standard error; standard output stays empty (it is the commands'
-/// output, such as `check`'s summary), and SIGTERM ends the process with 0.
-#[test]
-fn json_logs_are_one_object_per_line_on_stderr_and_sigterm_exits_zero() {
+/// Runs `weir --log-format json ARGS...` until it logs that it listens, sends SIGTERM,
+/// and returns what it wrote on standard output, line by line, on standard error, and
+/// its exit code.
+fn json_run_until_sigterm(args: &[&str]) -> (Vec<String>, String, Option<i32>) {
     use std::io::BufRead as _;
 
-    let upstream = TestUpstream::start("users");
-    let path = users_config(&upstream);
     let mut child = Command::new(weir_bin!())
-        .args(["--log-format", "json", "run", "--config", path_str(&path)])
+        .args(["--log-format", "json"])
+        .args(args)
         .env("RUST_LOG", "info")
         .env_remove("WEIR_CONFIG")
         .stdin(Stdio::null())
@@ -527,16 +525,16 @@ fn json_logs_are_one_object_per_line_on_stderr_and_sigterm_exits_zero() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn weir");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let stdout = thread::spawn(move || {
+    let mut stderr = child.stderr.take().expect("stderr");
+    let stderr = thread::spawn(move || {
         let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
+        let _ = stderr.read_to_string(&mut text);
         text
     });
     let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
     thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
+        for line in stdout.lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
                 break;
             }
@@ -571,16 +569,63 @@ fn json_logs_are_one_object_per_line_on_stderr_and_sigterm_exits_zero() {
         thread::sleep(Duration::from_millis(20));
     };
     lines.extend(rx.iter());
-    assert_eq!(status.code(), Some(0), "{lines:#?}");
-    assert_eq!(stdout.join().expect("stdout reader"), "");
-    assert!(
-        lines.iter().any(|l| l.contains("shutdown complete")),
-        "{lines:#?}"
-    );
-    for line in &lines {
+    (lines, stderr.join().expect("stderr reader"), status.code())
+}
+
+/// Every line is one JSON log event.
+fn assert_json_lines(lines: &[String]) {
+    assert!(!lines.is_empty());
+    for line in lines {
         let event: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
         assert!(event.get("level").is_some(), "{line}");
         assert!(event.get("timestamp").is_some(), "{line}");
     }
+}
+
+/// What a container runtime collects: with `--log-format json`, every line `weir run`
+/// writes on standard output is one JSON log event; standard error stays empty (it is
+/// for errors that stop the process), and SIGTERM ends the process with 0.
+#[test]
+fn json_logs_are_one_object_per_line_on_stdout_and_sigterm_exits_zero() {
+    let upstream = TestUpstream::start("users");
+    let path = users_config(&upstream);
+    let (lines, stderr, code) = json_run_until_sigterm(&["run", "--config", path_str(&path)]);
+    assert_eq!(code, Some(0), "{lines:#?}\n{stderr}");
+    assert_eq!(stderr, "", "{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains("shutdown complete")),
+        "{lines:#?}"
+    );
+    assert_json_lines(&lines);
+}
+
+/// The quickstart's banner goes through the logger with `--log-format json` (one event
+/// carrying the addresses), so its standard output is JSON lines too.
+#[test]
+fn the_quickstart_banner_is_a_json_log_event_with_log_format_json() {
+    let (lines, stderr, code) = json_run_until_sigterm(&[
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, Some(0), "{lines:#?}\n{stderr}");
+    assert_json_lines(&lines);
+    let banner = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
+        .find(|e| e["message"] == "weir quickstart is running (no config file given)")
+        .unwrap_or_else(|| panic!("no quickstart event: {lines:#?}"));
+    for field in ["gateway", "admin", "demo_upstream"] {
+        let addr = banner[field].as_str().unwrap_or_default();
+        assert!(addr.parse::<std::net::SocketAddr>().is_ok(), "{banner}");
+    }
+    assert!(
+        banner["help"]
+            .as_str()
+            .is_some_and(|h| h.contains("curl -i http://")),
+        "{banner}"
+    );
 }

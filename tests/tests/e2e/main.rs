@@ -9,6 +9,7 @@ mod bench_scripts;
 mod cli;
 mod client_limits;
 mod config_errors;
+mod container;
 mod direct_response;
 mod examples;
 mod failover;
