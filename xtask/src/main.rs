@@ -12,7 +12,9 @@
 //!   (`api-key.wasm`), ready for a config's `[plugins] dir`.
 //!
 //! `setup` also installs `wasm-component-ld` [`LINKER_VERSION`] under `target/tools`,
-//! which every guest build then links with (see `guest_build.rs`).
+//! which every guest build then links with (see `guest_build.rs`), and `redis-server`
+//! (the Debian package, with `apt-get`) when it is missing: the key-value store's Redis
+//! tests start their own server.
 
 mod guest_build;
 
@@ -61,7 +63,36 @@ fn setup() -> Result<(), String> {
         run(Command::new("rustup").args(["target", "add", WASM_TARGET]))?;
     }
     install_linker();
-    Ok(())
+    install_redis()
+}
+
+/// Installs `redis-server` with `apt-get` unless it is on the `PATH` (the Redis tests
+/// start one of their own on a free loopback port). Without `apt-get`, says what to
+/// install.
+fn install_redis() -> Result<(), String> {
+    let present = Command::new("redis-server")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if present {
+        return Ok(());
+    }
+    eprintln!("xtask: installing redis-server (the key-value store's Redis tests run one)");
+    let install = || {
+        run(Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "redis-server"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    };
+    if install().is_ok() {
+        return Ok(());
+    }
+    // A machine whose package lists were never fetched.
+    run(Command::new("apt-get").args(["update", "-q"]))
+        .and_then(|()| install())
+        .map_err(|e| {
+            format!("{e}; install redis-server (Debian package `redis-server`) and run again")
+        })
 }
 
 /// Installs `wasm-component-ld` [`LINKER_VERSION`] under `target/tools` unless it is

@@ -20,6 +20,7 @@ mod hostile_clients;
 mod hostile_plugins;
 mod jwt_tokens;
 mod kv_bounds;
+mod kv_redis;
 mod metrics;
 mod mirror;
 mod observability;
