@@ -59,11 +59,7 @@ fn bench(c: &mut Criterion) {
     let remote = PluginHost::with_kv(
         None,
         &KvSettings {
-            backend: KvBackend::Redis(RedisSettings {
-                url: redis.url(),
-                password_env: None,
-                password: None,
-            }),
+            backend: KvBackend::Redis(RedisSettings::new(redis.url())),
             timeout: Duration::from_secs(1),
             ..KvSettings::default()
         },

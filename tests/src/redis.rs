@@ -7,7 +7,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,11 @@ const PROGRAM: &str = "redis-server";
 pub struct RedisServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where it also listens with TLS, if it does.
+    pub tls_addr: Option<SocketAddr>,
     dir: PathBuf,
+    /// Options added to the command line (TLS files, a password).
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -32,7 +36,9 @@ impl RedisServer {
             let addr = free_port();
             let mut server = RedisServer {
                 addr,
+                tls_addr: None,
                 dir: dir.clone(),
+                extra: Vec::new(),
                 child: None,
             };
             if server.spawn().is_ok() {
@@ -42,12 +48,47 @@ impl RedisServer {
         panic!("redis-server did not start on any of 5 free ports");
     }
 
+    /// Starts a server that also listens with TLS (certificate and key files, the
+    /// CA file) and requires `password` from every client.
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path, password: &str) -> RedisServer {
+        let dir = crate::gateway::fresh_dir();
+        for _ in 0..5 {
+            let tls_addr = free_port();
+            let mut extra: Vec<String> = ["--tls-port", &tls_addr.port().to_string()]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect();
+            for (option, path) in [
+                ("--tls-cert-file", cert),
+                ("--tls-key-file", key),
+                ("--tls-ca-cert-file", ca),
+            ] {
+                extra.push(option.to_owned());
+                extra.push(path.display().to_string());
+            }
+            extra.extend(["--tls-auth-clients", "no", "--requirepass", password].map(String::from));
+            let mut server = RedisServer {
+                addr: free_port(),
+                tls_addr: Some(tls_addr),
+                dir: dir.clone(),
+                extra,
+                child: None,
+            };
+            if server.spawn().is_ok() {
+                return server;
+            }
+        }
+        panic!("redis-server (TLS) did not start on any of 5 free ports");
+    }
+
     /// A server that will listen at `addr` once [`RedisServer::start_again`] is called:
     /// for a gateway that starts while Redis is not up.
     pub fn not_started() -> RedisServer {
         RedisServer {
             addr: free_port(),
+            tls_addr: None,
             dir: crate::gateway::fresh_dir(),
+            extra: Vec::new(),
             child: None,
         }
     }
@@ -133,6 +174,7 @@ impl RedisServer {
                 "--protected-mode",
                 "yes",
             ])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -174,7 +216,8 @@ impl RedisServer {
         stream.write_all(b"PING\r\n").is_ok()
             && stream
                 .read(&mut buf)
-                .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+                // A server that requires a password answers, refusing.
+                .is_ok_and(|n| buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"))
     }
 }
 

@@ -387,6 +387,24 @@ pub struct RedisSettings {
     pub password_env: Option<String>,
     /// That variable's value, read when the config was loaded.
     pub password: Option<String>,
+    /// The CA file that signs the server's certificate (`rediss://`), if not the
+    /// operating system's trusted CAs.
+    pub ca: Option<PathBuf>,
+    /// That file's PEM, read when the config was loaded.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl RedisSettings {
+    /// The server at `url`, with no password and the system's trusted CAs.
+    pub fn new(url: impl Into<String>) -> RedisSettings {
+        RedisSettings {
+            url: url.into(),
+            password_env: None,
+            password: None,
+            ca: None,
+            ca_pem: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisSettings {
@@ -395,6 +413,7 @@ impl std::fmt::Debug for RedisSettings {
         f.debug_struct("RedisSettings")
             .field("url", &redact_url(&self.url))
             .field("password_env", &self.password_env)
+            .field("ca", &self.ca)
             .finish_non_exhaustive()
     }
 }

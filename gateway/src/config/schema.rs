@@ -98,6 +98,9 @@ pub struct KvConfig {
     pub url: Option<Spanned<String>>,
     /// An environment variable holding the Redis password (kept out of the file).
     pub password_env: Option<Spanned<String>>,
+    /// PEM file of the CAs that sign the Redis server's certificate (`rediss://`);
+    /// without it, the operating system's trusted CAs.
+    pub ca: Option<Spanned<String>>,
     /// How long one key-value call may wait for Redis before it fails.
     #[serde(with = "duration::positive")]
     pub timeout: Duration,
@@ -122,6 +125,7 @@ impl Default for KvConfig {
             backend: Spanned::new(0..0, KvBackendName::Memory),
             url: None,
             password_env: None,
+            ca: None,
             timeout: Duration::from_millis(50),
         }
     }

@@ -156,7 +156,11 @@ pub(crate) fn check_redis_url(url: &str) -> Result<(), String> {
 /// reload keeps the previous config) rather than failing every call later.
 fn check_kv_backend(c: &mut Checker<'_>, raw: &KvConfig) -> KvBackend {
     if *raw.backend.get_ref() == KvBackendName::Memory {
-        for (key, value) in [("url", &raw.url), ("password_env", &raw.password_env)] {
+        for (key, value) in [
+            ("url", &raw.url),
+            ("password_env", &raw.password_env),
+            ("ca", &raw.ca),
+        ] {
             if let Some(value) = value {
                 c.error(
                     &value.span(),
@@ -195,11 +199,31 @@ fn check_kv_backend(c: &mut Checker<'_>, raw: &KvConfig) -> KvBackend {
         c.error(&var.span(), "kv.password_env", problem);
         None
     });
+    let ca_pem = raw.ca.as_ref().and_then(|ca| {
+        let problem = if !url.get_ref().starts_with("rediss://") {
+            "`ca` is only used with a `rediss://` (TLS) url".to_owned()
+        } else {
+            match std::fs::read(ca.get_ref()) {
+                Ok(pem) if has_pem_certificate(&pem) => return Some(pem),
+                Ok(_) => format!("`{}` holds no PEM certificate", ca.get_ref()),
+                Err(e) => format!("cannot read `{}`: {e}", ca.get_ref()),
+            }
+        };
+        c.error(&ca.span(), "kv.ca", problem);
+        None
+    });
     KvBackend::Redis(RedisSettings {
         url: url.get_ref().clone(),
         password_env: raw.password_env.as_ref().map(|v| v.get_ref().clone()),
         password,
+        ca: raw.ca.as_ref().map(|ca| ca.get_ref().into()),
+        ca_pem,
     })
+}
+
+/// Whether `pem` holds at least one PEM certificate.
+fn has_pem_certificate(pem: &[u8]) -> bool {
+    pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----")
 }
 
 /// The key-value store's per-plugin bounds.

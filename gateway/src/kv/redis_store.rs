@@ -177,7 +177,17 @@ impl RedisStore {
                 .set_nodelay(true)
                 .set_keepalive(keepalive),
         );
-        let client = redis::Client::open(info).map_err(|e| failed(e.to_string()))?;
+        let client = match &settings.ca_pem {
+            Some(pem) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(info),
+        }
+        .map_err(|e| failed(e.to_string()))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             // Each call has its own deadline; a late answer is dropped, not a reason to

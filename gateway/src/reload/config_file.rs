@@ -149,7 +149,7 @@ fn keep_running(running: &Config, new: &mut Config) -> Vec<String> {
             tls_state(new).to_owned(),
         ),
         (
-            "kv.backend, kv.url, kv.password_env",
+            "kv.backend, kv.url, kv.password_env, kv.ca",
             format!("{:?}", running.kv.backend),
             format!("{:?}", new.kv.backend),
         ),

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use weir_tests::certs::TestCa;
 use weir_tests::first_party::{config, get_with, plugin_dir};
 use weir_tests::{RedisServer, Reply, TestGateway, TestUpstream, WeirProcess, get};
 
@@ -205,4 +206,37 @@ async fn a_bad_kv_url_is_refused_on_reload_and_the_previous_config_keeps_serving
     );
     assert_eq!(get(&gw.url("/closed")).await.status, 200);
     assert_eq!(get(&gw.url("/open")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca_and_a_password_from_the_environment() {
+    let ca = TestCa::new("redis test CA");
+    let dir = weir_tests::gateway::fresh_dir();
+    let ca_file = ca.write(&dir, "ca");
+    let (cert, key) = ca.server(&["127.0.0.1"]).write(&dir, "redis");
+    let redis = RedisServer::start_tls(&cert, &key, &ca_file, "s3cret-pass");
+    let tls = redis.tls_addr.expect("a TLS port");
+    let up = TestUpstream::start("up");
+    let kv = format!(
+        "[kv]\nbackend = \"redis\"\nurl = \"rediss://{tls}\"\npassword_env = \"WEIR_TEST_REDIS_PASSWORD\"\n\
+         ca = \"{}\"\ntimeout = \"500ms\"\n",
+        ca_file.display()
+    );
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+        open_and_closed(&up, &kv)
+    );
+    let path = weir_tests::gateway::write_config(&text);
+    let weir = WeirProcess::spawn_with_env(
+        weir_tests::weir_bin!(),
+        &["run", "--config", path.to_str().expect("UTF-8 path")],
+        &[("WEIR_TEST_REDIS_PASSWORD", "s3cret-pass")],
+    );
+    // `/closed` fails closed: a 200 with a count means the increment went through TLS,
+    // authenticated.
+    let url = format!("http://{}/closed", weir.addr);
+    until_status(&url, 200).await;
+    let reply = get(&url).await;
+    assert_eq!(reply.status, 200);
+    assert!(remaining(&reply) < 999_999, "counted in Redis");
 }

@@ -10,16 +10,8 @@ use weir_gateway::kv::{KvError, RedisNamespace, RedisStore};
 use weir_tests::RedisServer;
 
 fn store(redis: &RedisServer, bounds: KvBounds, timeout: Duration) -> RedisStore {
-    RedisStore::new(
-        &RedisSettings {
-            url: redis.url(),
-            password_env: None,
-            password: None,
-        },
-        bounds,
-        timeout,
-    )
-    .expect("a valid URL makes a store")
+    RedisStore::new(&RedisSettings::new(redis.url()), bounds, timeout)
+        .expect("a valid URL makes a store")
 }
 
 const GENEROUS: Duration = Duration::from_secs(2);
