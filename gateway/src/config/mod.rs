@@ -48,7 +48,7 @@ pub struct Config {
     pub plugins: Plugins,
     /// Live reloading.
     pub reload: Reload,
-    /// The key-value store's bounds per plugin.
+    /// The key-value store: its backend, and its bounds per plugin.
     pub kv: KvSettings,
     /// Command-line settings applied over the file's (kept so a reloaded file gets
     /// them too).
@@ -348,21 +348,100 @@ pub enum HostRewrite {
     Endpoint,
 }
 
-/// `[kv]`, typed: what each plugin may hold in the key-value store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `[kv]`, typed: where the key-value store lives and what each plugin may hold in it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct KvSettings {
+    /// What each plugin may hold (these change live on a reload).
+    pub bounds: KvBounds,
+    /// Where the store lives (a change needs a restart).
+    pub backend: KvBackend,
+    /// How long one call may wait for a remote store (Redis) before it fails.
+    pub timeout: Duration,
+}
+
+/// What each plugin may hold in the key-value store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvBounds {
     /// Entries per plugin.
     pub max_entries: u64,
     /// Bytes per plugin (keys, values and a fixed overhead per entry).
     pub max_bytes: u64,
 }
 
-impl Default for KvSettings {
+impl Default for KvBounds {
     fn default() -> Self {
-        KvSettings {
+        KvBounds {
             max_entries: 100_000,
             max_bytes: 32 * 1024 * 1024,
         }
+    }
+}
+
+/// Where the key-value store lives.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum KvBackend {
+    /// In this process: fast, but each replica counts on its own.
+    #[default]
+    Memory,
+    /// In a Redis server that replicas share.
+    Redis(RedisSettings),
+}
+
+/// How to reach Redis.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://` or `rediss://` (TLS), as written (checked to parse).
+    pub url: String,
+    /// The environment variable the password was read from, if any.
+    pub password_env: Option<String>,
+    /// That variable's value, read when the config was loaded.
+    pub password: Option<String>,
+    /// The CA file that signs the server's certificate (`rediss://`), if not the
+    /// operating system's trusted CAs.
+    pub ca: Option<PathBuf>,
+    /// That file's PEM, read when the config was loaded.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl RedisSettings {
+    /// The server at `url`, with no password and the system's trusted CAs.
+    pub fn new(url: impl Into<String>) -> RedisSettings {
+        RedisSettings {
+            url: url.into(),
+            password_env: None,
+            password: None,
+            ca: None,
+            ca_pem: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisSettings {
+    /// Shows where the password came from, never the password (nor one in the URL).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(&self.url))
+            .field("password_env", &self.password_env)
+            .field("ca", &self.ca)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` with any password in it replaced by `***`, for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user_info = &rest[..at];
+            let user = user_info
+                .split_once(':')
+                .map_or(user_info, |(user, _)| user);
+            format!("{scheme}://{user}:***{}", &rest[at..])
+        }
+        None => url.to_owned(),
     }
 }
 

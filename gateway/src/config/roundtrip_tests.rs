@@ -273,8 +273,8 @@ fn check(spec: &Spec, config: &Config) -> Result<(), TestCaseError> {
         server.limits.max_request_body,
         spec.max_request_body_kib.map(|k| k * 1024)
     );
-    prop_assert_eq!(config.kv.max_entries, spec.kv_entries);
-    prop_assert_eq!(config.kv.max_bytes, spec.kv_kib * 1024);
+    prop_assert_eq!(config.kv.bounds.max_entries, spec.kv_entries);
+    prop_assert_eq!(config.kv.bounds.max_bytes, spec.kv_kib * 1024);
     let defaults = &config.plugins.defaults;
     prop_assert_eq!(ms(defaults.timeout), spec.plugin_timeout_ms.unwrap_or(50));
     prop_assert_eq!(

@@ -92,6 +92,29 @@ pub struct KvConfig {
     pub max_entries: Spanned<i64>,
     /// Bytes one plugin may hold (keys, values and 96 bytes per entry).
     pub max_bytes: Spanned<bytesize::ByteSize>,
+    /// Where the store lives: in this process, or in Redis (shared by replicas).
+    pub backend: Spanned<KvBackendName>,
+    /// The Redis server, `redis://` or `rediss://` (TLS); only with `backend = "redis"`.
+    pub url: Option<Spanned<String>>,
+    /// An environment variable holding the Redis password (kept out of the file).
+    pub password_env: Option<Spanned<String>>,
+    /// PEM file of the CAs that sign the Redis server's certificate (`rediss://`);
+    /// without it, the operating system's trusted CAs.
+    pub ca: Option<Spanned<String>>,
+    /// How long one key-value call may wait for Redis before it fails.
+    #[serde(with = "duration::positive")]
+    pub timeout: Duration,
+}
+
+/// `[kv] backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvBackendName {
+    /// In this process (the default).
+    #[default]
+    Memory,
+    /// In a Redis server.
+    Redis,
 }
 
 impl Default for KvConfig {
@@ -99,6 +122,11 @@ impl Default for KvConfig {
         Self {
             max_entries: Spanned::new(0..0, 100_000),
             max_bytes: Spanned::new(0..0, bytesize::ByteSize::mib(32)),
+            backend: Spanned::new(0..0, KvBackendName::Memory),
+            url: None,
+            password_env: None,
+            ca: None,
+            timeout: Duration::from_millis(50),
         }
     }
 }

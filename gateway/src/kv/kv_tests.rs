@@ -1,7 +1,7 @@
 use super::*;
 
 fn store(max_entries: u64, max_bytes: u64) -> KvStore {
-    KvStore::new(KvSettings {
+    KvStore::new(KvBounds {
         max_entries,
         max_bytes,
     })
@@ -200,7 +200,7 @@ fn new_bounds_apply_to_every_namespace() {
     kv.set(&ns, "a", b"1".to_vec(), None).unwrap();
     kv.set(&ns, "b", b"1".to_vec(), None).unwrap();
     assert!(kv.set(&ns, "c", b"1".to_vec(), None).is_err());
-    kv.set_bounds(KvSettings {
+    kv.set_bounds(KvBounds {
         max_entries: 3,
         max_bytes: 1 << 20,
     });

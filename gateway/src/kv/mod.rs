@@ -7,6 +7,13 @@
 //! the plugin sees, and nothing is evicted (evicting would let whoever fills the store
 //! reset others' counters). Expired entries are reclaimed as they are read, and by a
 //! sweep that looks at a few entries per write, never at a whole shard under its lock.
+//!
+//! With `[kv] backend = "redis"` the store is [`RedisStore`] instead (`redis_store`):
+//! the same operations, awaited, shared by every replica that uses the same server.
+
+pub mod redis_store;
+
+pub use redis_store::{KvError, RedisNamespace, RedisSetupError, RedisStore};
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -17,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 
-use crate::config::KvSettings;
+use crate::config::KvBounds;
 use crate::telemetry::metrics::KvSeries;
 
 const SHARDS: usize = 16;
@@ -197,18 +204,27 @@ impl Shard {
     }
 }
 
-/// The store.
+/// Where the store plugins share lives.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// In this process: each call is done at once.
+    Memory(Arc<KvStore>),
+    /// In Redis: each call is a round trip, awaited.
+    Redis(Arc<RedisStore>),
+}
+
+/// The in-memory store.
 #[derive(Debug)]
 pub struct KvStore {
     shards: Vec<Mutex<Shard>>,
     hasher: RandomState,
-    bounds: Mutex<KvSettings>,
+    bounds: Mutex<KvBounds>,
     namespaces: Mutex<HashMap<String, Arc<Namespace>>>,
 }
 
 impl Default for KvStore {
     fn default() -> Self {
-        KvStore::new(KvSettings::default())
+        KvStore::new(KvBounds::default())
     }
 }
 
@@ -218,7 +234,7 @@ fn deadline(ttl: Option<Duration>, now: Instant) -> Option<Instant> {
 
 impl KvStore {
     /// An empty store whose namespaces have `bounds`.
-    pub fn new(bounds: KvSettings) -> KvStore {
+    pub fn new(bounds: KvBounds) -> KvStore {
         KvStore {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
@@ -229,7 +245,7 @@ impl KvStore {
 
     /// Applies new bounds to every namespace (a reload); what is held stays, and
     /// writes needing room fail until enough is freed.
-    pub fn set_bounds(&self, bounds: KvSettings) {
+    pub fn set_bounds(&self, bounds: KvBounds) {
         *self.bounds.lock().unwrap_or_else(PoisonError::into_inner) = bounds;
         for ns in self
             .namespaces

@@ -12,13 +12,14 @@ use wasmtime::component::{HasSelf, Linker};
 use super::bindings::Plugin;
 use super::exports::Exports;
 use super::instance::load_budget;
+use super::kv_host::PluginKv;
 use super::state::{HostState, OutboundClient, PluginContext};
 use super::{
     ChainEntry, Image, Instance, LoadedPlugin, Phases, PluginError, PluginFailure, PluginMetrics,
     PluginStats, compile, engine, imports_waiting, preinit, state, sync_io,
 };
-use crate::config::{PluginSettings, PluginUse};
-use crate::kv::KvStore;
+use crate::config::{KvBackend, KvSettings, PluginSettings, PluginUse};
+use crate::kv::{Backend, KvStore, RedisNamespace, RedisStore};
 
 /// The engine, the linker with the host imports, and the services plugins share.
 pub struct PluginHost {
@@ -27,7 +28,8 @@ pub struct PluginHost {
     tick: engine::Tick,
     linker: Linker<HostState>,
     cache_dir: Option<PathBuf>,
-    kv: Arc<KvStore>,
+    /// The key-value store plugins share (its backend is fixed for the host's life).
+    kv: Backend,
     http: OutboundClient,
     metrics: std::sync::Mutex<HashMap<String, Arc<PluginMetrics>>>,
     /// Pre-initialised images by (plugin version, config): routes that configure a
@@ -97,8 +99,16 @@ impl std::fmt::Debug for PluginHost {
 }
 
 impl PluginHost {
-    /// Creates the engine (with its epoch ticker) and links the host imports.
+    /// Creates the engine (with its epoch ticker) and links the host imports, with the
+    /// key-value store in memory.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<PluginHost, PluginError> {
+        PluginHost::with_kv(cache_dir, &KvSettings::default())
+    }
+
+    /// [`PluginHost::new`] with the key-value store `kv` configures. With Redis, the
+    /// `kv` functions are linked `async` (a plugin that imports them runs on a fiber
+    /// and awaits each call); Redis need not be up yet.
+    pub fn with_kv(cache_dir: Option<PathBuf>, kv: &KvSettings) -> Result<PluginHost, PluginError> {
         let (engine, tick) =
             engine::new_engine().map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
@@ -107,12 +117,27 @@ impl PluginHost {
         sync_io::add_to_linker(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         Plugin::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let kv = match &kv.backend {
+            KvBackend::Memory => Backend::Memory(Arc::new(KvStore::new(kv.bounds))),
+            KvBackend::Redis(redis) => {
+                let store = RedisStore::new(redis, kv.bounds, kv.timeout)
+                    .map_err(|e| PluginError::Engine(e.to_string()))?;
+                linker.allow_shadowing(true);
+                super::bindings::remote_kv::add_to_linker::<_, HasSelf<HostState>>(
+                    &mut linker,
+                    |state| state,
+                )
+                .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+                linker.allow_shadowing(false);
+                Backend::Redis(Arc::new(store))
+            }
+        };
         Ok(PluginHost {
             engine,
             tick,
             linker,
             cache_dir,
-            kv: Arc::default(),
+            kv,
             http: state::outbound_client(),
             metrics: std::sync::Mutex::default(),
             snapshots: std::sync::Mutex::default(),
@@ -122,9 +147,18 @@ impl PluginHost {
         })
     }
 
-    /// Bounds what each plugin may hold in the key-value store (`[kv]`), from now on.
-    pub fn set_kv_bounds(&self, bounds: crate::config::KvSettings) {
-        self.kv.set_bounds(bounds);
+    /// Applies `[kv]`'s bounds (and, for Redis, its call deadline) from now on; its
+    /// backend stays the one the host was made with.
+    pub fn set_kv_limits(&self, kv: &KvSettings) {
+        match &self.kv {
+            Backend::Memory(store) => store.set_bounds(kv.bounds),
+            Backend::Redis(store) => store.set_limits(kv.bounds, kv.timeout),
+        }
+    }
+
+    /// Whether the `kv` functions wait (the store is in Redis).
+    pub(super) fn kv_waits(&self) -> bool {
+        matches!(self.kv, Backend::Redis(_))
     }
 
     /// The wasmtime engine every plugin runs on, so that a benchmark can measure
@@ -270,7 +304,8 @@ impl PluginHost {
             name: name.to_owned(),
             reason,
         })?;
-        let on_fiber = self.always_on_fiber || !imports_waiting(&self.engine, component).is_empty();
+        let on_fiber = self.always_on_fiber
+            || !imports_waiting(&self.engine, component, self.kv_waits()).is_empty();
         Ok(Image {
             pre,
             exports,
@@ -298,10 +333,18 @@ impl PluginHost {
             name: plugin.name.clone(),
             version: plugin.version.clone(),
             config_json: config_json.to_owned(),
-            kv_ns: self.kv.namespace(&plugin.name),
+            kv: match &self.kv {
+                Backend::Memory(store) => PluginKv::Memory {
+                    ns: store.namespace(&plugin.name),
+                    store: store.clone(),
+                },
+                Backend::Redis(store) => PluginKv::Redis {
+                    ns: Arc::new(RedisNamespace::new(&plugin.name)),
+                    store: store.clone(),
+                },
+            },
             allowed_hosts: allowed_hosts.to_vec(),
             max_outbound_calls,
-            kv: self.kv.clone(),
             metrics,
             http: self.http.clone(),
             log_window: std::sync::Mutex::new((std::time::Instant::now(), 0)),

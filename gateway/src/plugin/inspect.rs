@@ -127,7 +127,7 @@ impl PluginHost {
             .exports(&self.engine)
             .map(|(n, _)| n.to_owned())
             .collect();
-        let waiting_imports = imports_waiting(&self.engine, &compiled.component);
+        let waiting_imports = imports_waiting(&self.engine, &compiled.component, self.kv_waits());
         let wit_version = compile::plugin_wit_version(&self.engine, &compiled.component);
         let compatible = wit_version.as_deref().is_some_and(compile::compatible);
         let (phases, load_error, preinit) = match self.load(&name, path).await {

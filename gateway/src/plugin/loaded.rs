@@ -172,29 +172,32 @@ impl std::fmt::Debug for LoadedPlugin {
 }
 
 /// The imports of `component` that can wait, which put its calls on a fiber: anything
-/// but the plugin imports other than `http-client`, and WASI's clocks, randomness,
-/// command-line interfaces and `wasi:io` (whose waiting functions `sync_io` replaces).
+/// but the plugin imports other than `http-client` (and `kv` when `kv_waits`: the store
+/// is in Redis), and WASI's clocks, randomness, command-line interfaces and `wasi:io`
+/// (whose waiting functions `sync_io` replaces).
 pub(crate) fn imports_waiting(
     engine: &Engine,
     component: &wasmtime::component::Component,
+    kv_waits: bool,
 ) -> Vec<String> {
     component
         .component_type()
         .imports(engine)
         .filter(|(name, _)| {
             let interface = name.split('@').next().unwrap_or(name);
-            let at_once = matches!(
-                interface,
-                "weir:plugin/types"
-                    | "weir:plugin/host"
-                    | "weir:plugin/kv"
-                    | "weir:plugin/metrics"
-                    | "wasi:io/error"
-                    | "wasi:io/poll"
-                    | "wasi:io/streams"
-            ) || ["wasi:cli/", "wasi:clocks/", "wasi:random/"]
-                .iter()
-                .any(|prefix| interface.starts_with(prefix));
+            let at_once = (interface == "weir:plugin/kv" && !kv_waits)
+                || matches!(
+                    interface,
+                    "weir:plugin/types"
+                        | "weir:plugin/host"
+                        | "weir:plugin/metrics"
+                        | "wasi:io/error"
+                        | "wasi:io/poll"
+                        | "wasi:io/streams"
+                )
+                || ["wasi:cli/", "wasi:clocks/", "wasi:random/"]
+                    .iter()
+                    .any(|prefix| interface.starts_with(prefix));
             !at_once
         })
         .map(|(name, _)| name.to_owned())

@@ -18,6 +18,7 @@ mod exports;
 mod host;
 mod inspect;
 mod instance;
+mod kv_host;
 mod loaded;
 mod message;
 mod output;

@@ -15,9 +15,8 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{host, http_client, kv, metrics, types};
+use super::bindings::{host, http_client, metrics, types};
 use super::output::{GuestOutput, MAX_LINE, Stream};
-use crate::kv::{KvFull, KvStore, Namespace};
 use crate::telemetry;
 use crate::telemetry::metrics::{MAX_PLUGIN_SERIES, PluginSeries, Refusal};
 use prometheus::{Histogram, IntCounter};
@@ -92,10 +91,9 @@ pub(crate) struct PluginContext {
     pub(crate) version: String,
     pub(crate) config_json: String,
     /// The plugin's part of the key-value store.
-    pub(crate) kv_ns: Arc<Namespace>,
+    pub(crate) kv: super::kv_host::PluginKv,
     pub(crate) allowed_hosts: Vec<String>,
     pub(crate) max_outbound_calls: u32,
-    pub(crate) kv: Arc<KvStore>,
     pub(crate) metrics: Arc<PluginMetrics>,
     pub(crate) http: OutboundClient,
     pub(crate) log_window: Mutex<(Instant, u32)>,
@@ -292,92 +290,6 @@ impl host::Host for HostState {
             self.failed = Some(message);
         }
         Ok(())
-    }
-}
-
-fn ttl(ms: Option<u64>) -> Option<Duration> {
-    ms.map(Duration::from_millis)
-}
-
-impl HostState {
-    /// Counts a refused write (the plugin hears of it through the `try-` functions).
-    fn full<T>(&self, result: Result<T, KvFull>) -> Result<T, kv::KvError> {
-        result.map_err(|_| {
-            self.ctx.series.refused(Refusal::KvFull);
-            kv::KvError::Full
-        })
-    }
-}
-
-impl kv::Host for HostState {
-    fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.ctx.kv.get(&self.ctx.kv_ns, &key))
-    }
-
-    fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> wasmtime::Result<()> {
-        let _ = self.try_set(key, value, ttl_ms)?;
-        Ok(())
-    }
-
-    fn increment(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> wasmtime::Result<i64> {
-        Ok(self.try_increment(key, delta, ttl_ms)?.unwrap_or(i64::MAX))
-    }
-
-    fn compare_and_swap(
-        &mut self,
-        key: String,
-        expected: Option<Vec<u8>>,
-        new: Vec<u8>,
-        ttl_ms: Option<u64>,
-    ) -> wasmtime::Result<bool> {
-        Ok(self
-            .try_compare_and_swap(key, expected, new, ttl_ms)?
-            .unwrap_or(false))
-    }
-
-    fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        self.ctx.kv.delete(&self.ctx.kv_ns, &key);
-        Ok(())
-    }
-
-    fn try_set(
-        &mut self,
-        key: String,
-        value: Vec<u8>,
-        ttl_ms: Option<u64>,
-    ) -> wasmtime::Result<Result<(), kv::KvError>> {
-        let stored = self.ctx.kv.set(&self.ctx.kv_ns, &key, value, ttl(ttl_ms));
-        Ok(self.full(stored))
-    }
-
-    fn try_increment(
-        &mut self,
-        key: String,
-        delta: i64,
-        ttl_ms: Option<u64>,
-    ) -> wasmtime::Result<Result<i64, kv::KvError>> {
-        let counted = self
-            .ctx
-            .kv
-            .increment(&self.ctx.kv_ns, &key, delta, ttl(ttl_ms));
-        Ok(self.full(counted))
-    }
-
-    fn try_compare_and_swap(
-        &mut self,
-        key: String,
-        expected: Option<Vec<u8>>,
-        new: Vec<u8>,
-        ttl_ms: Option<u64>,
-    ) -> wasmtime::Result<Result<bool, kv::KvError>> {
-        let swapped = self.ctx.kv.compare_and_swap(
-            &self.ctx.kv_ns,
-            &key,
-            expected.as_deref(),
-            new,
-            ttl(ttl_ms),
-        );
-        Ok(self.full(swapped))
     }
 }
 

@@ -148,6 +148,11 @@ fn keep_running(running: &Config, new: &mut Config) -> Vec<String> {
             tls_state(running).to_owned(),
             tls_state(new).to_owned(),
         ),
+        (
+            "kv.backend, kv.url, kv.password_env, kv.ca",
+            format!("{:?}", running.kv.backend),
+            format!("{:?}", new.kv.backend),
+        ),
     ];
     let changed = settings
         .into_iter()
@@ -161,6 +166,7 @@ fn keep_running(running: &Config, new: &mut Config) -> Vec<String> {
     new.plugins.dir.clone_from(&running.plugins.dir);
     new.plugins.cache_dir.clone_from(&running.plugins.cache_dir);
     new.reload = running.reload;
+    new.kv.backend.clone_from(&running.kv.backend);
     if running.server.tls.is_some() != new.server.tls.is_some() {
         // Certificates change live; turning TLS on or off changes the listener.
         new.server.tls.clone_from(&running.server.tls);

@@ -63,8 +63,8 @@ pub fn check_plugins(config: &Config) -> Result<LoadedPlugins, Vec<PluginError>>
     let host = if Uses::of(config).names().is_empty() {
         None
     } else {
-        let host = PluginHost::new(config.plugins.cache_dir.clone()).map_err(|e| vec![e])?;
-        host.set_kv_bounds(config.kv);
+        let host = PluginHost::with_kv(config.plugins.cache_dir.clone(), &config.kv)
+            .map_err(|e| vec![e])?;
         Some(Arc::new(host))
     };
     let (chains, _) = crate::plugin::block_on(build::build_config(host.as_deref(), config))?;
@@ -223,7 +223,7 @@ impl Reloader {
                         let (report, next) = self.reload(&previous).await;
                         if let Some(next) = next {
                             if let Some(host) = &self.host {
-                                host.set_kv_bounds(next.config.kv);
+                                host.set_kv_limits(&next.config.kv);
                             }
                             control.snapshot.store(Arc::new(next));
                         }
@@ -399,8 +399,10 @@ impl Reloader {
         if let Some(host) = &self.host {
             return Ok(host.clone());
         }
-        let host = Arc::new(PluginHost::new(config.plugins.cache_dir.clone())?);
-        host.set_kv_bounds(config.kv);
+        let host = Arc::new(PluginHost::with_kv(
+            config.plugins.cache_dir.clone(),
+            &config.kv,
+        )?);
         self.host = Some(host.clone());
         Ok(host)
     }

@@ -59,6 +59,7 @@ struct Metrics {
     plugin_refusals: IntCounterVec,
     kv_entries: IntGaugeVec,
     kv_bytes: IntGaugeVec,
+    kv_errors: IntCounterVec,
     /// Families defined by plugins, by full metric name.
     plugin_defined: Mutex<HashMap<String, PluginDefined>>,
 }
@@ -199,6 +200,17 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["plugin"],
     )
     .expect("static metric options are valid");
+    let kv_errors = IntCounterVec::new(
+        Opts::new(
+            "weir_kv_errors_total",
+            "Key-value calls that failed in the store itself (the Redis backend), by plugin \
+             and kind: timeout (no answer within [kv] timeout), unavailable (no connection \
+             to Redis), error (Redis answered with an error). The plugin's call fails and \
+             its on_error policy applies.",
+        ),
+        &["plugin", "kind"],
+    )
+    .expect("static metric options are valid");
     for collector in [
         Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(request_duration.clone()),
@@ -214,6 +226,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(plugin_refusals.clone()),
         Box::new(kv_entries.clone()),
         Box::new(kv_bytes.clone()),
+        Box::new(kv_errors.clone()),
     ] {
         registry
             .register(collector)
@@ -235,6 +248,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         plugin_refusals,
         kv_entries,
         kv_bytes,
+        kv_errors,
         plugin_defined: Mutex::default(),
     }
 });

@@ -25,6 +25,21 @@ pub struct KvSeries {
     pub bytes: IntGauge,
 }
 
+/// The `kind` label values of `weir_kv_errors_total`, in [`KvErrorSeries`] order.
+pub const KV_ERROR_KINDS: [&str; 3] = ["timeout", "unavailable", "error"];
+
+/// One plugin's `weir_kv_errors_total` series, by kind in [`KV_ERROR_KINDS`] order.
+#[derive(Debug, Clone)]
+pub struct KvErrorSeries(pub [IntCounter; 3]);
+
+impl KvErrorSeries {
+    /// The series of plugin `name`, present at 0 from the start.
+    pub fn new(name: &str) -> KvErrorSeries {
+        let m = &*METRICS;
+        KvErrorSeries(KV_ERROR_KINDS.map(|kind| m.kv_errors.with_label_values(&[name, kind])))
+    }
+}
+
 impl KvSeries {
     /// The series of plugin `name`.
     pub fn new(name: &str) -> KvSeries {

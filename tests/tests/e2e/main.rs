@@ -23,6 +23,7 @@ mod hostile_plugins;
 mod jwt_tokens;
 mod kubernetes;
 mod kv_bounds;
+mod kv_redis;
 mod metrics;
 mod mirror;
 mod observability;

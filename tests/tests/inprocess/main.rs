@@ -4,3 +4,4 @@
 //! crate; everything end to end is in `tests/e2e`.
 
 mod chain;
+mod kv_redis;
