@@ -50,3 +50,26 @@ pub fn guest_path(name: &str) -> &'static std::path::Path {
         }
     }
 }
+
+/// A linter the tests run, installed by `cargo xtask setup` in a virtual environment
+/// under `target/tools/VENV`: the path in `env_var` (set by `cargo xtask test`, where a
+/// missing tool then fails its test), else the installed one, else `name` on `PATH`;
+/// `None` when there is none (the test then skips).
+pub fn installed_tool(env_var: &str, venv: &str, name: &str) -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os(env_var) {
+        return Some(path.into());
+    }
+    let installed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/tools")
+        .join(venv)
+        .join("bin")
+        .join(name);
+    if installed.is_file() {
+        return Some(installed);
+    }
+    std::process::Command::new(name)
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success())
+        .then(|| name.into())
+}

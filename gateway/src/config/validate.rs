@@ -48,6 +48,25 @@ impl Checker<'_> {
         self.problems.push(diag);
     }
 
+    /// The value of the environment variable `var` names (a secret the config refers to
+    /// rather than holds), or a problem recorded at `var` when it is unset, not UTF-8 or
+    /// blank.
+    pub(super) fn env_value(&mut self, var: &Spanned<String>, key: &str) -> Option<String> {
+        let name = var.get_ref();
+        let problem = match std::env::var(name) {
+            Ok(value) if !value.trim().is_empty() => return Some(value),
+            Ok(_) => format!("environment variable `{name}` is empty"),
+            Err(std::env::VarError::NotPresent) => {
+                format!("environment variable `{name}` is not set")
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                format!("environment variable `{name}` is not valid UTF-8")
+            }
+        };
+        self.error(&var.span(), key, problem);
+        None
+    }
+
     fn socket_addr(&mut self, value: &Spanned<String>, key: &str) -> Option<SocketAddr> {
         match value.get_ref().parse() {
             Ok(addr) => Some(addr),
@@ -101,23 +120,12 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
             format!("the admin listener cannot share the client listener's address {a}"),
         );
     }
-    let token = raw.admin.token_env.as_ref().and_then(|var| {
-        let problem = match std::env::var(var.get_ref()) {
-            Ok(token) if !token.trim().is_empty() => return Some(token.trim().to_owned()),
-            Ok(_) => format!("environment variable `{}` is empty", var.get_ref()),
-            Err(std::env::VarError::NotPresent) => {
-                format!("environment variable `{}` is not set", var.get_ref())
-            }
-            Err(std::env::VarError::NotUnicode(_)) => {
-                format!(
-                    "environment variable `{}` is not valid UTF-8",
-                    var.get_ref()
-                )
-            }
-        };
-        c.error(&var.span(), "admin.token_env", problem);
-        None
-    });
+    let token = raw
+        .admin
+        .token_env
+        .as_ref()
+        .and_then(|var| c.env_value(var, "admin.token_env"))
+        .map(|token| token.trim().to_owned());
     let admin = admin_listen.map(|listen| Admin {
         listen,
         token,

@@ -182,23 +182,10 @@ fn check_kv_backend(c: &mut Checker<'_>, raw: &KvConfig) -> KvBackend {
     if let Err(problem) = check_redis_url(url.get_ref()) {
         c.error(&url.span(), "kv.url", problem);
     }
-    let password = raw.password_env.as_ref().and_then(|var| {
-        let problem = match std::env::var(var.get_ref()) {
-            Ok(password) if !password.is_empty() => return Some(password),
-            Ok(_) => format!("environment variable `{}` is empty", var.get_ref()),
-            Err(std::env::VarError::NotPresent) => {
-                format!("environment variable `{}` is not set", var.get_ref())
-            }
-            Err(std::env::VarError::NotUnicode(_)) => {
-                format!(
-                    "environment variable `{}` is not valid UTF-8",
-                    var.get_ref()
-                )
-            }
-        };
-        c.error(&var.span(), "kv.password_env", problem);
-        None
-    });
+    let password = raw
+        .password_env
+        .as_ref()
+        .and_then(|var| c.env_value(var, "kv.password_env"));
     let ca_pem = raw.ca.as_ref().and_then(|ca| {
         let problem = if !url.get_ref().starts_with("rediss://") {
             "`ca` is only used with a `rediss://` (TLS) url".to_owned()

@@ -22,18 +22,7 @@ fn read(path: &str) -> String {
 /// missing linter fails the test), else the one `cargo xtask setup` installed, else one
 /// on `PATH`.
 fn hadolint() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("WEIR_HADOLINT") {
-        return Some(PathBuf::from(path));
-    }
-    let installed = root().join("target/tools/hadolint/bin/hadolint");
-    if installed.is_file() {
-        return Some(installed);
-    }
-    Command::new("hadolint")
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| out.status.success())
-        .then(|| PathBuf::from("hadolint"))
+    weir_tests::installed_tool("WEIR_HADOLINT", "hadolint", "hadolint")
 }
 
 /// hadolint on `dockerfile`, failing on any finding, style included; with an empty

@@ -11,10 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
-use http_body_util::BodyExt as _;
-use hyper::Request;
 use weir_tests::gateway::fresh_dir;
-use weir_tests::{TestUpstream, WeirProcess, client, guest_wasm, weir_bin};
+use weir_tests::{TestUpstream, WeirProcess, client, guest_wasm, load, weir_bin};
 
 /// `examples/kubernetes/`.
 fn examples_dir() -> PathBuf {
@@ -75,19 +73,11 @@ fn plugin_names(toml: &str) -> Vec<String> {
 /// The validator: `WEIR_KUBERNETES_VALIDATE` (set by `cargo xtask test`, which
 /// installs it), else the one `cargo xtask setup` installed, else one on `PATH`.
 fn validator() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("WEIR_KUBERNETES_VALIDATE") {
-        return Some(PathBuf::from(path));
-    }
-    let installed = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/tools/kubernetes-validate/bin/kubernetes-validate");
-    if installed.is_file() {
-        return Some(installed);
-    }
-    Command::new("kubernetes-validate")
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| out.status.success())
-        .then(|| PathBuf::from("kubernetes-validate"))
+    weir_tests::installed_tool(
+        "WEIR_KUBERNETES_VALIDATE",
+        "kubernetes-validate",
+        "kubernetes-validate",
+    )
 }
 
 /// The plugins ConfigMap as `kubectl create configmap weir-plugins --from-file=...
@@ -346,70 +336,6 @@ fn gateway_config(up: &TestUpstream, plugins: &Path, cache: &Path, extra_route: 
     .into_bytes()
 }
 
-/// What the load clients saw.
-#[derive(Debug, Default)]
-struct Tally {
-    ok: usize,
-    failed: Vec<String>,
-    versions: std::collections::BTreeMap<String, usize>,
-}
-
-/// `clients` keep-alive clients sending `GET url` until `stop`, at most `max` each.
-async fn load(url: String, clients: usize, max: usize, stop: Arc<AtomicBool>) -> Tally {
-    let tasks: Vec<_> = (0..clients)
-        .map(|_| {
-            let (url, stop) = (url.clone(), stop.clone());
-            tokio::spawn(async move {
-                let http = client::h1_client();
-                let mut tally = Tally::default();
-                for _ in 0..max {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let req = Request::get(&url).body(client::empty()).expect("request");
-                    let sent = tokio::time::timeout(Duration::from_secs(10), async {
-                        let response = http.request(req).await.map_err(|e| e.to_string())?;
-                        let (parts, body) = response.into_parts();
-                        body.collect().await.map_err(|e| e.to_string())?;
-                        Ok::<_, String>(parts)
-                    })
-                    .await;
-                    match sent {
-                        Ok(Ok(parts)) if parts.status == 200 => {
-                            let version = parts
-                                .headers
-                                .get("x-swap")
-                                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                                .unwrap_or_default();
-                            // Each response comes wholly from one version.
-                            if version == "a/a" || version == "b/b" {
-                                tally.ok += 1;
-                            } else {
-                                tally.failed.push(format!("x-swap {version:?}"));
-                            }
-                            *tally.versions.entry(version).or_default() += 1;
-                        }
-                        Ok(Ok(parts)) => tally.failed.push(format!("status {}", parts.status)),
-                        Ok(Err(e)) => tally.failed.push(e),
-                        Err(_) => tally.failed.push("no response within 10 s".to_owned()),
-                    }
-                }
-                tally
-            })
-        })
-        .collect();
-    let mut total = Tally::default();
-    for task in tasks {
-        let tally = task.await.expect("load task");
-        total.ok += tally.ok;
-        total.failed.extend(tally.failed);
-        for (version, n) in tally.versions {
-            *total.versions.entry(version).or_default() += n;
-        }
-    }
-    total
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_configmap_update_swaps_plugin_and_config_live_with_no_failed_request() {
     let up = TestUpstream::start("up");
@@ -440,7 +366,13 @@ async fn a_configmap_update_swaps_plugin_and_config_live_with_no_failed_request(
     assert_ne!(client::get(&v2).await.text(), "config v2\n");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let traffic = tokio::spawn(load(url.clone(), 4, 5_000, stop.clone()));
+    let traffic = tokio::spawn(load::until_stopped(
+        url.clone(),
+        4,
+        5_000,
+        stop.clone(),
+        "x-swap",
+    ));
     weir_tests::poll::until(Duration::from_secs(10), "load under way", || async {
         up.seen().len() >= 20
     })
@@ -468,6 +400,11 @@ async fn a_configmap_update_swaps_plugin_and_config_live_with_no_failed_request(
     eprintln!("load across both swaps: {tally:?}");
     assert!(tally.ok > 0, "{tally:?}");
     assert!(tally.failed.is_empty(), "failed requests: {tally:?}");
+    // Each response comes wholly from one version.
+    assert!(
+        tally.by_header.keys().all(|v| v == "a/a" || v == "b/b"),
+        "a response mixed versions: {tally:?}"
+    );
     // Still the new plugin on the catch-all route, after the config swap.
     assert_eq!(
         client::get(&url).await.header("x-swap").as_deref(),

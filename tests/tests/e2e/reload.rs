@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use http::Request;
-use http_body_util::BodyExt;
 use weir_tests::client::{self, Reply};
 use weir_tests::gateway::{TestGateway, WeirProcess, fresh_dir, with_test_listeners};
+use weir_tests::load;
 use weir_tests::{TestUpstream, guest_wasm, weir_bin};
 
 /// A directory with `plugins/swap.wasm` (version a) and `weir.toml` routing `/` to
@@ -91,64 +90,6 @@ fn swap_header(reply: &Reply) -> String {
     reply.header("x-swap").unwrap_or_default()
 }
 
-/// What a load client saw.
-#[derive(Debug, Default)]
-struct Tally {
-    ok: usize,
-    failed: Vec<String>,
-    versions: std::collections::BTreeMap<String, usize>,
-}
-
-/// `clients` keep-alive clients sending `GET url` until `stop` (at most `max` each).
-async fn load(url: String, clients: usize, max: usize, stop: Arc<AtomicBool>) -> Tally {
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (url, stop) = (url.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let http = client::h1_client();
-            let mut tally = Tally::default();
-            for _ in 0..max {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let req = Request::get(&url).body(client::empty()).expect("request");
-                let sent = tokio::time::timeout(Duration::from_secs(10), async {
-                    let response = http.request(req).await.map_err(|e| e.to_string())?;
-                    let (parts, body) = response.into_parts();
-                    body.collect().await.map_err(|e| e.to_string())?;
-                    Ok::<_, String>(parts)
-                })
-                .await;
-                match sent {
-                    Ok(Ok(parts)) if parts.status == 200 => {
-                        tally.ok += 1;
-                        let version = parts
-                            .headers
-                            .get("x-swap")
-                            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                            .unwrap_or_default();
-                        *tally.versions.entry(version).or_default() += 1;
-                    }
-                    Ok(Ok(parts)) => tally.failed.push(format!("status {}", parts.status)),
-                    Ok(Err(e)) => tally.failed.push(e),
-                    Err(_) => tally.failed.push("no response within 10 s".to_owned()),
-                }
-            }
-            tally
-        }));
-    }
-    let mut total = Tally::default();
-    for task in tasks {
-        let tally = task.await.expect("load task");
-        total.ok += tally.ok;
-        total.failed.extend(tally.failed);
-        for (version, n) in tally.versions {
-            *total.versions.entry(version).or_default() += n;
-        }
-    }
-    total
-}
-
 async fn admin_json(gw: &TestGateway, path: &str) -> serde_json::Value {
     let reply = client::get(&gw.admin_url(path)).await;
     assert_eq!(reply.status, 200, "{path}: {}", reply.text());
@@ -185,7 +126,13 @@ async fn plugin_swapped_20_times_under_load_loses_no_request() {
     assert_eq!(swap_header(&client::get(&url).await), "a/a");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(load(url.clone(), 4, 20_000, stop.clone()));
+    let load = tokio::spawn(load::until_stopped(
+        url.clone(),
+        4,
+        20_000,
+        stop.clone(),
+        "x-swap",
+    ));
     let target = plugins.join("swap.wasm");
     let mut latencies = Vec::new();
     for i in 0..20 {
@@ -212,7 +159,7 @@ async fn plugin_swapped_20_times_under_load_loses_no_request() {
         latencies[latencies.len() / 2],
         latencies[latencies.len() - 1],
         tally.ok,
-        tally.versions
+        tally.by_header
     );
     assert!(
         tally.failed.is_empty(),
@@ -224,17 +171,17 @@ async fn plugin_swapped_20_times_under_load_loses_no_request() {
         "too little load to mean anything: {}",
         tally.ok
     );
-    for version in tally.versions.keys() {
+    for version in tally.by_header.keys() {
         assert!(
             version == "a/a" || version == "b/b",
             "a response mixed versions or lost its header: {version:?} ({:?})",
-            tally.versions
+            tally.by_header
         );
     }
     assert!(
-        tally.versions.len() == 2,
+        tally.by_header.len() == 2,
         "both versions served: {:?}",
-        tally.versions
+        tally.by_header
     );
     assert!(metric(&gw, "weir_plugin_reloads_total{result=\"success\"}").await >= 20.0);
 }
@@ -248,7 +195,13 @@ async fn broken_plugin_file_leaves_the_previous_version_serving() {
     let errors_before = metric(&gw, "weir_plugin_reloads_total{result=\"error\"}").await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(load(url.clone(), 2, 5_000, stop.clone()));
+    let load = tokio::spawn(load::until_stopped(
+        url.clone(),
+        2,
+        5_000,
+        stop.clone(),
+        "x-swap",
+    ));
     std::fs::write(
         plugins.join("swap.wasm"),
         b"\0asm\x0d\0\x01\0 this is not a component",
@@ -275,7 +228,7 @@ async fn broken_plugin_file_leaves_the_previous_version_serving() {
         "failed requests: {:?}",
         tally.failed
     );
-    assert_eq!(tally.versions.keys().collect::<Vec<_>>(), ["a/a"]);
+    assert_eq!(tally.by_header.keys().collect::<Vec<_>>(), ["a/a"]);
 
     let message = plugin["last_error"]["message"].as_str().expect("message");
     assert!(message.contains("swap"), "{message}");
