@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use weir_gateway::config::Overrides;
+use weir_gateway::handover::Inherited;
 use weir_gateway::scaffold::{self, SdkSource};
 use weir_gateway::telemetry::{self, LogFormat, LogOutput};
 use weir_gateway::{Config, Gateway, quickstart, run};
@@ -79,6 +80,8 @@ enum PluginCommand {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Before any thread starts: this takes inherited sockets out of the environment.
+    let inherited = Inherited::from_env();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run {
         config: None,
@@ -92,6 +95,11 @@ fn main() -> ExitCode {
         Command::Check { .. } | Command::Plugin { .. } => LogOutput::Stderr,
     };
     telemetry::init(cli.log_format, output);
+    let mut inherited = match inherited {
+        Ok(inherited) => inherited,
+        Err(e) => return fail(&e),
+    };
+    inherited.log();
     match command {
         Command::Run {
             config,
@@ -106,10 +114,10 @@ fn main() -> ExitCode {
             };
             match config {
                 Some(path) => match Config::load(&path) {
-                    Ok(config) => serve(overrides(config)),
+                    Ok(config) => serve(overrides(config), &mut inherited),
                     Err(e) => fail(&e),
                 },
-                None => quickstart(overrides, cli.log_format),
+                None => quickstart(overrides, cli.log_format, &mut inherited),
             }
         }
         Command::Check { config } => match Config::load(&config) {
@@ -136,21 +144,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: Config) -> ExitCode {
+fn serve(config: Config, inherited: &mut Inherited) -> ExitCode {
     let signals = match run::Signals::install() {
         Ok(signals) => signals,
         Err(e) => return fail(&e),
     };
-    match Gateway::start(config)
+    match Gateway::start_with(config, inherited)
         .map_err(run::RunError::from)
-        .and_then(|gateway| signals.serve_until_signal(gateway))
-    {
+        .and_then(|gateway| {
+            inherited.report_ready();
+            signals.serve_until_signal(gateway)
+        }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
 }
 
-fn quickstart(overrides: impl FnOnce(Config) -> Config, format: LogFormat) -> ExitCode {
+fn quickstart(
+    overrides: impl FnOnce(Config) -> Config,
+    format: LogFormat,
+    inherited: &mut Inherited,
+) -> ExitCode {
     let demo = match quickstart::start_demo_upstream() {
         Ok(addr) => addr,
         Err(e) => return fail(&e),
@@ -170,7 +184,7 @@ fn quickstart(overrides: impl FnOnce(Config) -> Config, format: LogFormat) -> Ex
         Ok(signals) => signals,
         Err(e) => return fail(&e),
     };
-    let gateway = match Gateway::start(config) {
+    let gateway = match Gateway::start_with(config, inherited) {
         Ok(gateway) => gateway,
         Err(e) => return fail(&e),
     };
@@ -191,6 +205,7 @@ fn quickstart(overrides: impl FnOnce(Config) -> Config, format: LogFormat) -> Ex
         ),
         LogFormat::Text => println!("{banner}"),
     }
+    inherited.report_ready();
     match signals.serve_until_signal(gateway) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),

@@ -1,9 +1,11 @@
 //! Running a gateway as a process: start it, wait for SIGINT/SIGTERM, shut down
-//! gracefully, exit. Also the `check` summary.
+//! gracefully, exit; on SIGUSR2, hand the listening sockets over to a new process first
+//! ([`crate::handover`]). Also the `check` summary.
 
 use std::fmt::Write as _;
 
 use crate::config::{Config, RouteUpstream};
+use crate::handover::{self, HandoverError};
 use crate::server::{Gateway, StartError};
 
 /// Why a gateway process stopped with an error.
@@ -17,7 +19,7 @@ pub enum RunError {
     Signals(#[source] std::io::Error),
 }
 
-/// SIGINT and SIGTERM, caught. Install them before starting the gateway: once it logs
+/// SIGINT, SIGTERM, SIGHUP and SIGUSR2, caught. Install them before starting the gateway: once it logs
 /// that it listens, a supervisor may signal it at any moment, and a signal that arrives
 /// before the handlers would kill the process instead of shutting it down gracefully.
 #[derive(Debug)]
@@ -26,6 +28,7 @@ pub struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -46,36 +49,94 @@ impl Signals {
         let hup = runtime
             .block_on(async { signal(SignalKind::hangup()) })
             .map_err(RunError::Signals)?;
+        let usr2 = runtime
+            .block_on(async { signal(SignalKind::user_defined2()) })
+            .map_err(RunError::Signals)?;
         Ok(Signals {
             runtime,
             term,
             int,
             hup,
+            usr2,
         })
     }
 
     /// Serves `gateway` until SIGINT or SIGTERM, then shuts down gracefully: stop
     /// accepting, let in-flight requests finish within the grace period, return. A second
-    /// signal ends the wait at once. SIGHUP reloads the config and plugins.
+    /// signal ends the wait at once. SIGHUP reloads the config and plugins. SIGUSR2 starts
+    /// the same command line as a new process on the same listening sockets; once it
+    /// reports ready this one drains the same way (and tells systemd the new process is
+    /// the service's main one); if it fails, this one goes on serving and logs why.
     pub fn serve_until_signal(self, gateway: Gateway) -> Result<(), RunError> {
         let Signals {
             runtime,
             mut term,
             mut int,
             mut hup,
+            mut usr2,
         } = self;
-        runtime.block_on(async {
-            loop {
+        let handed_over = runtime.block_on(async {
+            // A new process started on SIGUSR2, until it is ready or has failed.
+            let mut pending: Option<(u32, tokio::task::JoinHandle<Result<u32, HandoverError>>)> =
+                None;
+            let handed_over = loop {
                 tokio::select! {
-                    _ = term.recv() => break tracing::info!("SIGTERM: shutting down gracefully"),
-                    _ = int.recv() => break tracing::info!("SIGINT: shutting down gracefully"),
+                    _ = term.recv() => {
+                        tracing::info!("SIGTERM: shutting down gracefully");
+                        break false;
+                    }
+                    _ = int.recv() => {
+                        tracing::info!("SIGINT: shutting down gracefully");
+                        break false;
+                    }
                     _ = hup.recv() => {
                         tracing::info!("SIGHUP: reloading");
                         gateway.control().request_reload("SIGHUP");
                     }
+                    _ = usr2.recv() => {
+                        if let Some((pid, _)) = &pending {
+                            tracing::warn!(pid, "SIGUSR2: a hand-over to a new process is already under way");
+                            continue;
+                        }
+                        match gateway.start_successor(handover::same_command()) {
+                            Ok(successor) => {
+                                let pid = successor.pid();
+                                tracing::info!(pid, "SIGUSR2: started a new process on the listening sockets; serving until it is ready");
+                                pending = Some((pid, tokio::spawn(successor.ready())));
+                            }
+                            Err(e) => tracing::error!(error = %e, "SIGUSR2: hand-over failed; still serving"),
+                        }
+                    }
+                    joined = async {
+                        match pending.as_mut() {
+                            Some((_, task)) => task.await,
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        pending = None;
+                        match joined {
+                            Ok(Ok(pid)) => {
+                                tracing::info!(pid, "hand-over: the new process is ready; draining");
+                                handover::notify(&[sd_notify::NotifyState::MainPid(pid)]);
+                                break true;
+                            }
+                            Ok(Err(e)) => tracing::error!(error = %e, "hand-over failed; still serving"),
+                            Err(e) => tracing::error!(error = %e, "hand-over failed; still serving"),
+                        }
+                    }
                 }
+            };
+            // Stopping while a new process is still starting stops it too.
+            if let Some((pid, task)) = pending.take() {
+                tracing::info!(pid, "stopping the new process that was not ready yet");
+                task.abort();
+                let _ = task.await;
             }
+            handed_over
         });
+        if !handed_over {
+            handover::notify_stopping();
+        }
         gateway.shutdown();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         std::thread::spawn(move || {

@@ -140,12 +140,24 @@ impl WeirProcess {
     /// [`WeirProcess::spawn`] with these environment variables set for the child.
     #[allow(clippy::zombie_processes)] // reaped by `Drop`, or by `wait_exit`
     pub fn spawn_with_env(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> WeirProcess {
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .arg("--log-format")
             .arg("json")
             .args(args)
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        WeirProcess::spawn_command(command)
+    }
+
+    /// Runs `command`, which starts `weir ... --log-format json run ...` (perhaps
+    /// through a wrapper, or with descriptors mapped), and waits for its "listening"
+    /// line. `RUST_LOG` is `info` unless the command sets it.
+    #[allow(clippy::zombie_processes)] // reaped by `Drop`, or by `wait_exit`
+    pub fn spawn_command(mut command: Command) -> WeirProcess {
+        if !command.get_envs().any(|(name, _)| name == "RUST_LOG") {
+            command.env("RUST_LOG", "info");
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -223,6 +235,19 @@ impl WeirProcess {
     /// output, in [`WeirProcess::log`]).
     pub fn stderr(&self) -> String {
         self.stderr.lock().expect("stderr buffer").clone()
+    }
+
+    /// Reads log lines until one contains `needle` and returns it; `None` if none does
+    /// within `limit` (or the process's output ended). Lines read on the way are gone.
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self.log.recv_timeout(left).ok()?;
+            if line.contains(needle) {
+                return Some(line);
+            }
+        }
     }
 
     /// The child's process id.

@@ -114,6 +114,8 @@ pub struct Server {
     pub workers: Option<usize>,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_grace: Duration,
+    /// How long a hand-over's new process may take to report ready.
+    pub handover_timeout: Duration,
     /// Whether to emit access-log events.
     pub access_log: bool,
     /// Treatment of `%2F`/`%5C` in paths.

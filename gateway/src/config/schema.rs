@@ -54,6 +54,10 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
+    /// How long a new process started by a hand-over (SIGUSR2) may take to report
+    /// ready before the running one gives up on it, stops it and goes on serving.
+    #[serde(with = "duration::positive")]
+    pub handover_timeout: Duration,
     /// Emit one structured access-log event per request (target `weir::access`).
     pub access_log: bool,
     /// What to do with `%2F` / `%5C` (escaped `/` and `\`) in a request path:
@@ -180,6 +184,7 @@ impl Default for ServerConfig {
             listen: Spanned::new(0..0, "127.0.0.1:8080".to_owned()),
             workers: None,
             shutdown_grace: Duration::from_secs(30),
+            handover_timeout: Duration::from_secs(60),
             access_log: true,
             escaped_slashes: SlashPolicy::Keep,
             ambiguous_paths: AmbiguousPaths::Reject,

@@ -208,6 +208,7 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
             listen,
             workers,
             shutdown_grace: raw.server.shutdown_grace,
+            handover_timeout: raw.server.handover_timeout,
             access_log: raw.server.access_log,
             escaped_slashes: raw.server.escaped_slashes,
             ambiguous_paths: raw.server.ambiguous_paths,

@@ -35,6 +35,8 @@ pub(super) struct Activity {
     head_since: AtomicU64,
     /// Whether the connection turned out to speak HTTP/2.
     http2: AtomicBool,
+    /// Whether bytes arrived since the last request began (the next head is under way).
+    head_bytes: AtomicBool,
     /// Requests the client abandoned before their answer, in the window below.
     cancels: AtomicU32,
     /// When the current one-second window of cancellations began.
@@ -78,6 +80,7 @@ impl Activity {
             idle_since: AtomicU64::new(now),
             head_since: AtomicU64::new(now),
             http2: AtomicBool::new(false),
+            head_bytes: AtomicBool::new(false),
             cancels: AtomicU32::new(0),
             cancel_window: AtomicU64::new(now),
             reset_flood: Notify::new(),
@@ -93,6 +96,7 @@ impl Activity {
         }
         self.in_flight.fetch_add(1, Relaxed);
         self.head_since.store(NONE, Relaxed);
+        self.head_bytes.store(false, Relaxed);
         PendingRequest(Some(self.clone()))
     }
 
@@ -117,9 +121,30 @@ impl Activity {
 
     /// Bytes arrived: with no request in flight they start the next head.
     fn bytes_arrived(&self) {
-        if self.in_flight.load(Relaxed) == 0 && self.head_since.load(Relaxed) == NONE {
-            self.head_since.store(now_ms(), Relaxed);
+        if self.in_flight.load(Relaxed) == 0 {
+            if !self.head_bytes.load(Relaxed) {
+                self.head_bytes.store(true, Relaxed);
+            }
+            if self.head_since.load(Relaxed) == NONE {
+                self.head_since.store(now_ms(), Relaxed);
+            }
         }
+    }
+
+    /// Whether a draining gateway may close the connection now without cutting a
+    /// request: an HTTP/2 one at once (its GOAWAY lets open streams finish and tells the
+    /// client to send new ones elsewhere); an HTTP/1 one when no request is in flight,
+    /// no byte of the next one arrived, and none has for `quiet`. A busy HTTP/1
+    /// connection is not closed: its next response says `Connection: close`. Closing
+    /// one the moment its client sends a request would fail that request, and a client
+    /// that sends again within `quiet` of its last response is likely to.
+    pub(super) fn drainable(&self, quiet: Duration) -> bool {
+        if self.http2.load(Relaxed) {
+            return true;
+        }
+        self.in_flight.load(Relaxed) == 0
+            && !self.head_bytes.load(Relaxed)
+            && now_ms().saturating_sub(self.idle_since.load(Relaxed)) >= millis(quiet)
     }
 
     /// The deadline in force and what passing it means; `None` while requests are in
@@ -276,6 +301,32 @@ mod tests {
         assert_eq!(activity.deadline(&l).map(|d| d.1), Some(Expiry::Idle));
         activity.bytes_arrived();
         assert_eq!(activity.deadline(&l).map(|d| d.1), Some(Expiry::HeaderRead));
+    }
+
+    #[test]
+    fn draining_closes_quiet_http1_connections_and_http2_ones_at_once() {
+        let activity = Activity::new();
+        assert!(activity.drainable(Duration::ZERO), "nothing sent yet");
+        assert!(
+            !activity.drainable(Duration::from_secs(60)),
+            "not quiet long enough"
+        );
+        activity.bytes_arrived();
+        assert!(!activity.drainable(Duration::ZERO), "a head is under way");
+        let slot = activity.request_started(false);
+        assert!(
+            !activity.drainable(Duration::ZERO),
+            "a request is in flight"
+        );
+        drop(slot);
+        assert!(activity.drainable(Duration::ZERO));
+        activity.bytes_arrived();
+        drop(activity.request_started(true));
+        activity.bytes_arrived();
+        assert!(
+            activity.drainable(Duration::from_secs(60)),
+            "HTTP/2: GOAWAY"
+        );
     }
 
     #[test]

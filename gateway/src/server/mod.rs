@@ -7,12 +7,13 @@ mod tls;
 mod worker;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::handover::{HandoverError, Inherited, Listening, Successor};
 use crate::plugin::PluginError;
 use crate::reload::{Control, Reloader, StartFailure};
 use crate::snapshot::ChainMismatch;
@@ -45,6 +46,9 @@ pub enum StartError {
     /// The admin listener would be reachable from other machines without a token.
     #[error("{0}")]
     AdminExposed(String),
+    /// Inherited sockets (socket activation, a hand-over) do not fit the config.
+    #[error("{0}")]
+    Inherited(String),
 }
 
 fn plugin_errors(errors: &[PluginError]) -> String {
@@ -78,12 +82,20 @@ pub struct Gateway {
     control: Arc<Control>,
     shutdown: CancellationToken,
     threads: Vec<JoinHandle<()>>,
+    /// Duplicates of the listening sockets for a successor; gone once shutting down.
+    listening: Mutex<Option<Listening>>,
 }
 
 impl Gateway {
     /// Loads the plugins, binds the listeners and starts the workers, the admin
     /// listener and live reloading.
     pub fn start(config: Config) -> Result<Gateway, StartError> {
+        Gateway::start_with(config, &mut Inherited::none())
+    }
+
+    /// [`Gateway::start`] on the listening sockets `inherited` holds (socket activation,
+    /// or a hand-over from an older `weir`), binding only the listeners it lacks.
+    pub fn start_with(config: Config, inherited: &mut Inherited) -> Result<Gateway, StartError> {
         if let Some(problem) = config.admin.exposure_problem() {
             return Err(StartError::AdminExposed(problem));
         }
@@ -96,29 +108,36 @@ impl Gateway {
         })?;
         let config = first.config.clone();
         let listen = config.server.listen;
-        let listeners = bind_reuseport(listen, workers).map_err(|source| StartError::Bind {
-            addr: listen,
-            source,
-        })?;
-        let addr = listeners[0]
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: listen,
-                source,
-            })?;
         let admin_listen = config.admin.listen;
-        let admin_listener = bind_reuseport(admin_listen, 1)
-            .map_err(|source| StartError::Bind {
-                addr: admin_listen,
-                source,
-            })?
-            .remove(0);
+        let bind_error = |addr| move |source| StartError::Bind { addr, source };
+        let sorted =
+            listener::sort_inherited(std::mem::take(&mut inherited.sockets), listen, admin_listen)
+                .map_err(StartError::Inherited)?;
+        let server_sockets = match sorted.server.is_empty() {
+            true => bind_reuseport(listen, workers).map_err(bind_error(listen))?,
+            false => sorted.server,
+        };
+        let admin_listener = match sorted.admin {
+            Some(admin) => admin,
+            None => bind_reuseport(admin_listen, 1)
+                .map_err(bind_error(admin_listen))?
+                .remove(0),
+        };
+        let addr = server_sockets[0].local_addr().map_err(bind_error(listen))?;
         let admin_addr = admin_listener
             .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: admin_listen,
-                source,
-            })?;
+            .map_err(bind_error(admin_listen))?;
+        let duplicate = |l: &std::net::TcpListener| l.try_clone().map(std::os::fd::OwnedFd::from);
+        let listening = Listening {
+            server: server_sockets
+                .iter()
+                .map(duplicate)
+                .collect::<Result<_, _>>()
+                .map_err(bind_error(listen))?,
+            admin: duplicate(&admin_listener).map_err(bind_error(admin_listen))?,
+        };
+        let sockets = server_sockets.len();
+        let listeners = listener::deal(server_sockets, workers).map_err(bind_error(listen))?;
 
         let grace = config.server.shutdown_grace;
         let tls = config.server.tls.is_some();
@@ -127,11 +146,11 @@ impl Gateway {
         let shutdown = CancellationToken::new();
         let mut threads = Vec::with_capacity(workers + 1);
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        for (id, listener) in listeners.into_iter().enumerate() {
+        for (id, listeners) in listeners.into_iter().enumerate() {
             let worker = worker::Worker {
                 id,
                 connections: connections.clone(),
-                listener,
+                listeners,
                 snapshot: snapshot.clone(),
                 shutdown: shutdown.clone(),
                 grace,
@@ -167,13 +186,14 @@ impl Gateway {
                 })
                 .map_err(StartError::Thread)?,
         );
-        tracing::info!(%addr, %admin_addr, workers, tls, "weir listening");
+        tracing::info!(%addr, %admin_addr, workers, sockets, tls, "weir listening");
         Ok(Gateway {
             addr,
             admin_addr,
             control,
             shutdown,
             threads,
+            listening: Mutex::new(Some(listening)),
         })
     }
 
@@ -197,11 +217,33 @@ impl Gateway {
         &self.control
     }
 
+    /// Starts `command` (normally [`crate::handover::same_command`]) as this gateway's
+    /// successor, with this gateway's listening sockets. Await
+    /// [`Successor::ready`], then [`Gateway::shutdown`]: until then this gateway serves
+    /// as before, and goes on doing so if the successor fails.
+    pub fn start_successor(
+        &self,
+        command: std::process::Command,
+    ) -> Result<Successor, HandoverError> {
+        let listening = self
+            .listening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let listening = listening.as_ref().ok_or(HandoverError::ShuttingDown)?;
+        let timeout = self.control.snapshot().config.server.handover_timeout;
+        Successor::spawn(command, listening, timeout)
+    }
+
     /// Stops accepting connections and lets in-flight requests finish within the grace
     /// period. Returns at once; [`Gateway::wait`] waits for the end.
     pub fn shutdown(&self) {
         self.control.drain();
         self.shutdown.cancel();
+        // Without a successor holding them, the sockets close with the workers'.
+        self.listening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
     }
 
     /// Blocks until every worker has finished (after [`Gateway::shutdown`]).

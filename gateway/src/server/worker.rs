@@ -1,17 +1,26 @@
 //! One worker: a single-threaded event loop that accepts on its own listener and serves
 //! HTTP/1.1 and h2c connections (or, with `[server.tls]`, HTTP/1.1 and h2 over TLS) until
 //! shutdown, then drains them within the grace period.
+//!
+//! Draining (at SIGTERM, or once a successor took over the sockets) closes each
+//! connection where no request can be cut: an HTTP/2 one with GOAWAY at once (open
+//! streams finish, and the client sends new ones on a new connection); an HTTP/1 one
+//! after its next response, which says `Connection: close`, or, when its client sends
+//! nothing, once it has been quiet for [`DRAIN_QUIET`]. Closing an idle keep-alive
+//! connection at the instant its client reuses it would fail that request: the client
+//! cannot know the server had not read it.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,11 +32,17 @@ use crate::pipeline::{self, Connection};
 use crate::snapshot::SharedSnapshot;
 use crate::telemetry::metrics::CLIENT_CONNECTIONS;
 
+/// How long a draining gateway lets an HTTP/1 connection sit with nothing sent before it
+/// closes it (see the module's doc).
+const DRAIN_QUIET: Duration = Duration::from_secs(1);
+
 pub(crate) struct Worker {
     pub(crate) id: usize,
     /// Client connections open over all workers, against `max_connections`.
     pub(crate) connections: Arc<AtomicUsize>,
-    pub(crate) listener: std::net::TcpListener,
+    /// The sockets it accepts on: its own one, usually; several when the gateway
+    /// inherited more sockets than it has workers, or one it shares when fewer.
+    pub(crate) listeners: Vec<std::net::TcpListener>,
     pub(crate) snapshot: SharedSnapshot,
     pub(crate) shutdown: CancellationToken,
     pub(crate) grace: Duration,
@@ -45,18 +60,25 @@ impl Worker {
     }
 
     async fn serve(self) -> std::io::Result<()> {
-        let listener = TcpListener::from_std(self.listener)?;
+        let listeners = self
+            .listeners
+            .into_iter()
+            .map(TcpListener::from_std)
+            .collect::<std::io::Result<Vec<_>>>()?;
         let mut limits = self.snapshot.load().config.server.limits;
         let mut builders = Arc::new(HttpBuilders::new(&limits));
-        let graceful = GracefulShutdown::new();
+        // Connections, each draining itself once `shutdown` is cancelled.
+        let open = TaskTracker::new();
+        let draining = Arc::new(AtomicBool::new(false));
         // Upgraded connections (WebSocket tunnels) outlive their HTTP connection.
         let tunnels = TaskTracker::new();
+        let mut next = 0;
 
         loop {
             let (stream, client) = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
-                accepted = listener.accept() => match accepted {
+                accepted = accept_any(&listeners, &mut next) => match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -74,7 +96,7 @@ impl Worker {
                 limits = snapshot.config.server.limits;
                 builders = Arc::new(HttpBuilders::new(&limits));
             }
-            let Some(open) = OpenConnection::claim(&self.connections, limits.max_connections)
+            let Some(counted) = OpenConnection::claim(&self.connections, limits.max_connections)
             else {
                 CLIENT_CONNECTIONS.over_limit.inc();
                 tracing::debug!(%client, max = limits.max_connections, "connection refused: max_connections reached");
@@ -92,25 +114,29 @@ impl Worker {
                 client_cert: None,
                 tunnels: tunnels.clone(),
             };
-            // Taken now, so a shutdown that starts during a TLS handshake waits for it too.
+            // Tracked now, so a shutdown that starts during a TLS handshake waits for it too.
             let served = Served {
                 snapshot: self.snapshot.clone(),
                 conn,
-                watcher: graceful.watcher(),
+                shutdown: self.shutdown.clone(),
+                draining: draining.clone(),
                 limits,
-                open,
+                open: counted,
             };
             if self.tls {
-                accept_tls(stream, served, &builders);
+                accept_tls(stream, served, &builders, &open);
                 continue;
             }
-            tokio::spawn(serve_connection(&builders.auto, stream, served));
+            open.spawn(serve_connection(&builders.auto, stream, served));
         }
 
-        drop(listener);
+        // The sockets stay open while a successor (or another worker) holds them.
+        drop(listeners);
+        draining.store(true, Ordering::Relaxed);
+        open.close();
         tunnels.close();
         let drained = async {
-            graceful.shutdown().await;
+            open.wait().await;
             tunnels.wait().await;
         };
         tokio::select! {
@@ -119,6 +145,7 @@ impl Worker {
                 tracing::warn!(
                     worker = self.id,
                     grace = ?self.grace,
+                    connections = open.len(),
                     tunnels = tunnels.len(),
                     "grace period over; closing remaining connections and tunnels"
                 );
@@ -129,10 +156,34 @@ impl Worker {
     }
 }
 
+/// Accepts the next connection on any of `listeners`, trying them in turn from `next`
+/// so none is starved.
+fn accept_any<'a>(
+    listeners: &'a [TcpListener],
+    next: &'a mut usize,
+) -> impl Future<Output = std::io::Result<(TcpStream, SocketAddr)>> + 'a {
+    std::future::poll_fn(move |cx| {
+        let count = listeners.len();
+        for i in 0..count {
+            let at = (*next + i) % count;
+            if let Poll::Ready(accepted) = listeners[at].poll_accept(cx) {
+                *next = (at + 1) % count;
+                return Poll::Ready(accepted);
+            }
+        }
+        Poll::Pending
+    })
+}
+
 /// Completes the TLS handshake with the certificates of the snapshot in force, then
 /// serves the HTTP version ALPN chose; all in the connection's own task, so a slow
 /// handshake never holds up accepting.
-fn accept_tls(stream: TcpStream, mut served: Served, builders: &Arc<HttpBuilders>) {
+fn accept_tls(
+    stream: TcpStream,
+    mut served: Served,
+    builders: &Arc<HttpBuilders>,
+    open: &TaskTracker,
+) {
     let Some(config) = served.snapshot.load().tls.clone() else {
         tracing::error!(
             worker = served.conn.worker,
@@ -141,7 +192,7 @@ fn accept_tls(stream: TcpStream, mut served: Served, builders: &Arc<HttpBuilders
         return;
     };
     let builders = builders.clone();
-    tokio::spawn(async move {
+    open.spawn(async move {
         let accepted = match tls::handshake(config, stream).await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -236,14 +287,17 @@ impl Drop for OpenConnection {
 struct Served {
     snapshot: SharedSnapshot,
     conn: Connection,
-    /// Closes it gracefully when the worker shuts down.
-    watcher: Watcher,
+    /// Cancelled when the gateway starts draining: the connection then closes where
+    /// no request is cut.
+    shutdown: CancellationToken,
+    /// Set once the worker drains: HTTP/1 responses then say `Connection: close`.
+    draining: Arc<AtomicBool>,
     limits: ClientLimits,
     open: OpenConnection,
 }
 
 /// Serves the requests of one connection through the pipeline until it closes, closes
-/// it gracefully when its watcher says the worker is shutting down, or drops it when it
+/// it gracefully when the gateway drains (see the module's doc), or drops it when it
 /// passes one of its client deadlines.
 fn serve_connection<IO>(
     builder: &auto::Builder<TokioExecutor>,
@@ -256,7 +310,8 @@ where
     let Served {
         snapshot,
         conn,
-        watcher,
+        shutdown,
+        draining,
         limits,
         open,
     } = served;
@@ -267,35 +322,58 @@ where
     let conn = Arc::new(conn);
     let requests = activity.clone();
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let slot = requests.request_started(req.version() == http::Version::HTTP_2);
+        let http1 = req.version() < http::Version::HTTP_2;
+        let slot = requests.request_started(!http1);
         let snapshot = snapshot.load_full();
         let conn = conn.clone();
+        let draining = draining.clone();
         // Boxed: the pipeline's future is a few kilobytes, and hyper moves the service's
         // future (into its dispatcher, and for HTTP/2 into a task of its own per
         // stream); a box is moved as a pointer.
         Box::pin(async move {
             let mut response = pipeline::handle(&snapshot, &conn, req).await;
+            if http1
+                && draining.load(Ordering::Relaxed)
+                && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
+            {
+                response
+                    .headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
             response.body_mut().hold(slot.answered());
             Ok::<_, Infallible>(response)
         })
     });
-    let served = watcher.watch(
-        builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .into_owned(),
-    );
+    let served = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
     async move {
         let _open = open;
         // Pinned out here so that a connection closed for a deadline is counted before
         // it is dropped: whoever sees the close and then reads the metrics finds it.
         tokio::pin!(served);
-        tokio::select! {
-            ended = &mut served => {
-                if let Err(e) = ended {
-                    tracing::debug!(%client, error = %e, "connection ended with an error");
-                }
+        let drainable = async {
+            shutdown.cancelled().await;
+            while !activity.drainable(DRAIN_QUIET) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            expiry = activity.expired(limits) => {
+        };
+        tokio::pin!(drainable);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                ended = &mut served => {
+                    if let Err(e) = ended {
+                        tracing::debug!(%client, error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                () = &mut drainable, if !closing => {
+                    // Idle HTTP/1 closes now; HTTP/2 sends GOAWAY and finishes its streams.
+                    served.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                expiry = activity.expired(limits) => {
                 let (counter, reason) = match expiry {
                     Expiry::HeaderRead => (&CLIENT_CONNECTIONS.header_timeout, "header_read_timeout"),
                     Expiry::Idle => (&CLIENT_CONNECTIONS.idle, "idle_timeout"),
@@ -303,6 +381,8 @@ where
                 };
                 counter.inc();
                 tracing::debug!(%client, reason, "connection closed");
+                break;
+            }
             }
         }
     }
