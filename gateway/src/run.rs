@@ -94,6 +94,12 @@ impl Signals {
                         gateway.control().request_reload("SIGHUP");
                     }
                     _ = usr2.recv() => {
+                        if std::process::id() == 1 {
+                            // A container's first process: its exit ends the container,
+                            // and the new process with it.
+                            tracing::error!("SIGUSR2 ignored: this is process 1 (a container's init), whose exit would end the container; replace the container instead");
+                            continue;
+                        }
                         if let Some((pid, _)) = &pending {
                             tracing::warn!(pid, "SIGUSR2: a hand-over to a new process is already under way");
                             continue;

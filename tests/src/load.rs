@@ -62,11 +62,23 @@ pub async fn until_stopped(
     stop: Arc<AtomicBool>,
     header: &'static str,
 ) -> Tally {
+    until_stopped_with(h1_client, url, clients, max, stop, header).await
+}
+
+/// [`until_stopped`] with clients made by `client` (e.g. [`crate::h2_client`]).
+pub async fn until_stopped_with(
+    client: fn() -> TestClient,
+    url: String,
+    clients: usize,
+    max: usize,
+    stop: Arc<AtomicBool>,
+    header: &'static str,
+) -> Tally {
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
             let (url, stop) = (url.clone(), stop.clone());
             tokio::spawn(async move {
-                let http = h1_client();
+                let http = client();
                 let mut tally = Tally::default();
                 for _ in 0..max {
                     if stop.load(Ordering::Relaxed) {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use command_fds::{CommandFdExt, FdMapping};
-use weir_tests::load::{Tally, until_stopped};
+use weir_tests::load::{Tally, until_stopped, until_stopped_with};
 use weir_tests::{TestUpstream, WeirProcess, get};
 
 /// A config with one route to `up` (whose replies say `x-upstream: NAME`), watching
@@ -106,11 +106,19 @@ async fn sigusr2_hands_over_to_a_new_process_without_failing_a_request() {
     let (addr, admin) = (weir.addr, weir.admin);
     let url = format!("http://{addr}/steady");
 
-    // Eight keep-alive clients, bounded in count and time.
+    // Eight HTTP/1.1 keep-alive clients and two HTTP/2 ones, bounded in count and time.
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(until_stopped(
         url.clone(),
         8,
+        50_000,
+        stop.clone(),
+        "x-upstream",
+    ));
+    let load_h2 = tokio::spawn(until_stopped_with(
+        weir_tests::h2_client,
+        url.clone(),
+        2,
         50_000,
         stop.clone(),
         "x-upstream",
@@ -130,15 +138,19 @@ async fn sigusr2_hands_over_to_a_new_process_without_failing_a_request() {
     // The new one alone serves, on the same sockets, the client and the admin one.
     tokio::time::sleep(Duration::from_millis(400)).await;
     stop.store(true, Ordering::Relaxed);
-    let tally = load.await.expect("load task");
-    eprintln!("answered: {:?}", tally.by_header);
-    assert_none_failed(&tally);
-    let (old, new) = (tally.by_header.get("old"), tally.by_header.get("new"));
-    assert!(
-        old.is_some_and(|n| *n > 0) && new.is_some_and(|n| *n > 0),
-        "both processes answered under load: {:?}",
-        tally.by_header
-    );
+    for (protocol, tally) in [
+        ("HTTP/1.1", load.await.expect("load task")),
+        ("HTTP/2", load_h2.await.expect("load task")),
+    ] {
+        eprintln!("{protocol} answered: {:?}", tally.by_header);
+        assert_none_failed(&tally);
+        let (old, new) = (tally.by_header.get("old"), tally.by_header.get("new"));
+        assert!(
+            old.is_some_and(|n| *n > 0) && new.is_some_and(|n| *n > 0),
+            "{protocol}: both processes answered under load: {:?}",
+            tally.by_header
+        );
+    }
     assert!(successor.running(), "the new process serves on");
     assert!(
         !Path::new(&format!("/proc/{old_pid}")).exists()
@@ -337,4 +349,56 @@ async fn systemd_hears_ready_the_new_main_pid_and_stopping() {
     assert_eq!(weir.exit_code(Duration::from_secs(20)).await, Some(0));
     successor.stop().await;
     assert_eq!(message(&notify), "STOPPING=1\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_socket_activate_hands_weir_its_socket() {
+    // systemd's own implementation of the protocol (LISTEN_PID set, the socket named by
+    // --fdname), in the `systemd` package.
+    if Command::new("systemd-socket-activate")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("systemd-socket-activate is not installed: skipped");
+        return;
+    }
+    let up = TestUpstream::start("up");
+    let addr = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        free.local_addr().expect("addr")
+    };
+    let path = weir_tests::gateway::write_config(&config(&up, &addr.to_string(), ""));
+    let mut command = Command::new("systemd-socket-activate");
+    command
+        .arg("-l")
+        .arg(addr.to_string())
+        .arg("--fdname=server")
+        .arg(weir_tests::weir_bin!())
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&path);
+    // It starts `weir` on the first connection, which waits in the socket's backlog.
+    let first = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for _ in 0..100 {
+            if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
+                stream
+                    .write_all(b"GET /first HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                    .expect("send");
+                let mut reply = String::new();
+                let _ = stream.read_to_string(&mut reply);
+                return reply;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("systemd-socket-activate did not listen on {addr}");
+    });
+    let weir = WeirProcess::spawn_command(command);
+    let reply = tokio::task::spawn_blocking(move || first.join().expect("first request"))
+        .await
+        .expect("join");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert_eq!(weir.addr, addr);
+    weir.signal("TERM");
+    assert_eq!(weir.exit_code(Duration::from_secs(10)).await, Some(0));
 }

@@ -45,6 +45,11 @@ async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let reply = in_flight.await.unwrap();
     assert_eq!(reply.status, 200, "the in-flight request completed");
     assert_eq!(reply.text(), "/slow/1500");
+    assert_eq!(
+        reply.header("connection").as_deref(),
+        Some("close"),
+        "a response while draining closes its HTTP/1.1 connection"
+    );
     let code = weir.exit_code(Duration::from_secs(10)).await;
     assert_eq!(code, Some(0));
     assert!(

@@ -73,7 +73,7 @@ fn the_service_is_hardened_and_wired_for_readiness_reload_and_hand_over() {
         stop > Duration::from_secs(30),
         "longer than the default shutdown_grace"
     );
-    assert_eq!(service("DynamicUser"), "yes");
+    assert_eq!(service("User"), "weir", "a dedicated user");
     assert_eq!(service("ProtectSystem"), "strict");
     assert_eq!(service("NoNewPrivileges"), "yes");
     assert_eq!(service("CapabilityBoundingSet"), "CAP_NET_BIND_SERVICE");
@@ -82,6 +82,12 @@ fn the_service_is_hardened_and_wired_for_readiness_reload_and_hand_over() {
         service("CacheDirectory"),
         "weir",
         "the plugin compile cache"
+    );
+    assert!(
+        unit.iter().any(|(s, k, v)| s == "Service"
+            && k == "Environment"
+            && v == "XDG_CACHE_HOME=/var/cache"),
+        "the compile cache in the CacheDirectory"
     );
 }
 
