@@ -1,5 +1,6 @@
-//! The client-facing server: binds listeners, runs one worker thread per listener, and
-//! shuts down gracefully.
+//! The client-facing server: binds listeners (or takes inherited ones, see
+//! [`crate::handover`]), runs one worker thread per client socket, and shuts down
+//! gracefully, or hands its sockets to a successor first.
 
 mod deadlines;
 mod listener;
