@@ -362,7 +362,6 @@ http {
   access_log off;
   keepalive_requests 10000000;
   keepalive_timeout 300s;
-  http2_max_requests 10000000;
 $(nginx_temp_paths "$OUT/tmp/nginx")
   upstream up {
     server $HOST:$UP_PORT;
@@ -533,7 +532,7 @@ start_target() {
   [[ $t == direct ]] && return 0
   port_busy "${PORT[$peer]}" && die "port ${PORT[$peer]} on $HOST is already in use; stop whatever holds it"
   cfgmode=$mode
-  [[ $mode == handshake ]] && cfgmode=tls
+  case $mode in tls-h1 | tls-h2 | handshake) cfgmode=tls ;; esac
   case $peer in
     nginx)
       nginx_conf "$cfgmode" >"$OUT/nginx.conf"
