@@ -304,7 +304,7 @@ write_origin() {
   local b
   for b in $BODY_SIZES; do truncate -s "$(size_bytes "$b")" "$OUT/www/body/$b"; done
   cat >"$OUT/origin.conf" <<EOF
-# the origin: 1 worker, "ok" on every path, static bodies under /body/, any upload read and dropped
+# the origin: 1 worker, "ok" on every path, static bodies under /body/, /upload read whole and dropped
 worker_processes 1;
 worker_rlimit_nofile $NOFILE;
 daemon off;
@@ -322,6 +322,13 @@ $(nginx_temp_paths "$OUT/tmp/origin")
     listen $HOST:$UP_PORT backlog=4096;
     default_type text/plain;
     location /body/ { root $OUT/www; default_type application/octet-stream; }
+    # an upload is read whole (in memory) before the answer: proxied to /ok without its body
+    location = /upload {
+      client_body_buffer_size 256m;
+      proxy_pass http://$HOST:$UP_PORT/ok;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+    }
     location / { return 200 "ok"; }
   }
 }
@@ -348,6 +355,7 @@ nginx_conf() {
   ssl_session_tickets on;" ;;
     body) stream="      proxy_buffering off;
       proxy_request_buffering off;
+      proxy_buffer_size 64k;
       client_max_body_size 0;" ;;
     idle) conns=$((IDLE_CONNS + 1024)) ;;
   esac
@@ -775,32 +783,37 @@ negotiated() { # target -> "TLSv1.3 TLS_AES_128_GCM_SHA256 X25519" as a client o
          /^ALPN protocol:/ { a = $3 } END { printf "%s %s %s alpn=%s\n", p, c, k, (a == "" ? "none" : a) }'
 }
 
-# body transfers: scenario target round size dir(down|up) -> MB/s and the proxy's RSS
+# body transfers: scenario target round size dir(down|up) -> MB/s and the proxy's RSS.
+# One curl process, one keep-alive connection, transfers one after the other: a first
+# one (discarded) sizes the run, then as many as fill DURATION seconds (at least 2).
 load_body() {
-  local scen=$1 t=$2 round=$3 size=$4 dir=$5 port f bytes url
+  local scen=$1 t=$2 round=$3 size=$4 dir=$5 port f bytes url one=()
   port=${PORT[$(peer_of "$t")]}
   bytes=$(size_bytes "$size")
   f=$OUT/$scen-$t-$size-$dir-r$round.txt
-  local curlcmd
   if [[ $dir == down ]]; then
     url="http://$HOST:$port/body/$size"
-    curlcmd="curl -sS -o /dev/null -w '%{size_download} %{time_total} %{http_code}\n' $url"
+    one=(-o /dev/null "$url")
   else
     url="http://$HOST:$port/upload"
-    curlcmd="curl -sS -o /dev/null -T $OUT/www/body/$size -H 'Expect:' -w '%{size_upload} %{time_total} %{http_code}\n' $url"
+    one=(-o /dev/null -T "$OUT/www/body/$size" "$url")
   fi
-  # at least 2 transfers, else as many as fit in DURATION seconds
-  local script="end=\$((SECONDS + $DURATION)); n=0; while ((n < 2 || SECONDS < end)); do $curlcmd || exit 1; n=\$((n + 1)); done"
-  ((WARMUP > 0)) && { run_lg "$f.warmup" "$LG_CPU" bash -c "$curlcmd" || true; }
+  local curl=(curl -sS -H 'Expect:' -w '%{size_download} %{size_upload} %{time_total} %{http_code}\n')
+  run_lg "$f.probe" "$LG_CPU" "${curl[@]}" "${one[@]}" || die "a $size $dir transfer through $t failed; see $f.probe"
+  local n i args=()
+  n=$(awk -v d="$DURATION" '{ t = $3 } END { n = (t > 0) ? int(d / t) + 1 : 2; if (n < 2) n = 2; if (n > 2000) n = 2000; print n }' "$f.probe")
+  for ((i = 0; i < n; i++)); do args+=("${one[@]}"); done
   local rss0 hwm
   rss0=$(group_mem_kib "${PIDOF[$t]}" VmRSS)
   wait_quiet
   snap_begin "$t"
-  run_lg "$f" "$LG_CPU" bash -c "$script" || die "a $size $dir transfer through $t failed; see $f"
+  run_lg "$f" "$LG_CPU" "${curl[@]}" "${args[@]}" || die "a $size $dir transfer through $t failed; see $f"
   snap_end "$t"
   hwm=$(group_mem_kib "${PIDOF[$t]}" VmHWM)
   local n total bad
-  read -r n total bad < <(awk -v want="$bytes" '{ n++; t += $1; if ($1 != want || $3 != 200) bad++ } END { print n + 0, t + 0, bad + 0 }' "$f")
+  local col=1
+  [[ $dir == up ]] && col=2
+  read -r n total bad < <(awk -v want="$bytes" -v c=$col '{ n++; t += $c; if ($c != want || $4 != 200) bad++ } END { print n + 0, t + 0, bad + 0 }' "$f")
   ((bad == 0)) || die "$bad of $n $size $dir transfers through $t were short or not 200; see $f"
   local case="$size $dir"
   emit "$scen" "$case" "$t" "$round" mb_s "$(awk -v b="$total" -v w="$M_WALL" 'BEGIN { printf "%.1f", b / 1e6 / w }')"
