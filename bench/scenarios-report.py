@@ -87,6 +87,8 @@ def medians(raw, noisy_pct):
 def fmt(v, digits=1):
     if v is None:
         return "–"
+    if abs(v) < 0.5 * 10 ** -digits:
+        v = 0.0  # no "-0.0"
     if abs(v) >= 1000 and digits <= 1:
         return f"{v / 1000:.1f}k"
     return f"{v:.{digits}f}"

@@ -755,9 +755,13 @@ load_handshake() {
   local scen=$1 t=$2 round=$3 mode=$4 port f i
   port=${PORT[$(peer_of "$t")]}
   f=$OUT/$scen-$t-$mode-r$round
-  local script="for i in \$(seq $HS_CLIENTS); do openssl s_time -connect $HOST:$port -$mode -time $DURATION -ciphersuites $TLS13_CIPHER -www / >$f.\$i.txt 2>&1 & done; wait"
+  # s_time sends "GET <page> HTTP/1.0" and nothing else; the page carries a Host header
+  # (without one nginx's origin answers Weir's forwarded request 400, see negotiated).
+  local page script
+  page=$(printf '%q' "$HS_PAGE")
+  script="for i in \$(seq $HS_CLIENTS); do openssl s_time -connect $HOST:$port -$mode -time $DURATION -ciphersuites $TLS13_CIPHER -www $page >$f.\$i.txt 2>&1 & done; wait"
   if ((WARMUP > 0)); then
-    run_lg "$f.warmup" "$LG_CPU" openssl s_time -connect "$HOST:$port" -"$mode" -time "$WARMUP" -ciphersuites "$TLS13_CIPHER" -www / || true
+    run_lg "$f.warmup" "$LG_CPU" openssl s_time -connect "$HOST:$port" -"$mode" -time "$WARMUP" -ciphersuites "$TLS13_CIPHER" -www "$HS_PAGE" || true
   fi
   wait_quiet
   snap_begin "$t"
@@ -780,11 +784,15 @@ load_handshake() {
   log "$scen $case round $round $t: $conns connections in ${M_WALL}s, $resumed resumed, proxy CPU ${M_PROXY_S}s"
 }
 
-negotiated() { # target -> "TLSv1.3 TLS_AES_128_GCM_SHA256 X25519" as a client of the bench sees it
-  local port; port=${PORT[$(peer_of "$1")]}
+HS_PAGE=$'/ HTTP/1.0\r\nHost: bench\r\nX-Bench: 1' # -> "GET / HTTP/1.0\r\nHost: bench\r\nX-Bench: 1 HTTP/1.0"
+
+negotiated() { # target -> "TLSv1.3 TLS_AES_128_GCM_SHA256 X25519 alpn=h2 answer=200" as the bench's clients see it
+  local port a; port=${PORT[$(peer_of "$1")]}
+  a=$(printf 'GET %s HTTP/1.0\r\n\r\n' "$HS_PAGE" | timeout 5 openssl s_client -quiet -connect "$HOST:$port" \
+    -ciphersuites "$TLS13_CIPHER" 2>/dev/null | awk 'NR == 1 { print $2 }' || true)
   { timeout 5 openssl s_client -connect "$HOST:$port" -ciphersuites "$TLS13_CIPHER" -alpn h2,http/1.1 </dev/null 2>/dev/null || true; } |
-    awk '/^New, / { p = $2; sub(",", "", p); c = $NF } /^Server Temp Key:/ { k = $4; sub(",", "", k) }
-         /^ALPN protocol:/ { a = $3 } END { printf "%s %s %s alpn=%s\n", p, c, k, (a == "" ? "none" : a) }'
+    awk -v ans="${a:-none}" '/^New, / { p = $2; sub(",", "", p); c = $NF } /^Server Temp Key:/ { k = $4; sub(",", "", k) }
+         /^ALPN protocol:/ { a = $3 } END { printf "%s %s %s alpn=%s answer=%s\n", p, c, k, (a == "" ? "none" : a), ans }'
 }
 
 # body transfers: scenario target round size dir(down|up) -> MB/s and the proxy's RSS.
@@ -870,7 +878,11 @@ run_scenario() {
         tls-h2) start_target "$t" tls-h2; load_http "$s" "$t" "$round" h2-tls ;;
         handshake)
           start_target "$t" handshake
-          ((round == 1)) && echo "$t $(negotiated "$t")" >>"$OUT/negotiated.txt"
+          if ((round == 1)); then
+            echo "$t $(negotiated "$t")" >>"$OUT/negotiated.txt"
+            grep -q "^$t .*answer=200\$" "$OUT/negotiated.txt" ||
+              log "WARNING: $t did not answer s_time's request with 200: $(grep "^$t " "$OUT/negotiated.txt")"
+          fi
           load_handshake "$s" "$t" "$round" new
           load_handshake "$s" "$t" "$round" reuse ;;
         body)
