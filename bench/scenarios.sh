@@ -919,7 +919,7 @@ write_meta() {
   {
     echo "date $(date -u +%Y-%m-%dT%H:%MZ)"
     echo "machine $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), kernel $(uname -r), load before $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "weir $WEIR_BIN (repo at $rev)"
+    echo "weir $WEIR_BIN ($("$WEIR_BIN" --version 2>/dev/null | head -n 1), $(date -u -r "$WEIR_BIN" +%Y-%m-%dT%H:%MZ)); bench scripts at $rev"
     versions | sed 's/^/tool /'
     echo "command SCENARIOS=\"$SCENARIOS\" PEERS=\"$PEERS\" ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS LG_THREADS=$LG_THREADS H2_STREAMS=$H2_STREAMS ISOLATION=$ISOLATION HS_CLIENTS=$HS_CLIENTS BODY_SIZES=\"$BODY_SIZES\" IDLE_CONNS=$IDLE_CONNS bench/scenarios.sh"
     echo "pinning proxy cpu$PROXY_CPU (1 worker), load generator cpu$LG_CPU, origin cpu$UP_CPU; weir-2w on cpus $SCALE_CPUS"
