@@ -177,7 +177,10 @@ fn scenarios_configs_pass_each_tools_own_check() {
     let dir = fresh_dir();
     let out = scenarios(
         &["configs", dir.to_str().unwrap()],
-        &[("WEIR_BIN", weir_bin!()), ("PLUGINS_DIR", &plugins)],
+        &[
+            ("WEIR_BIN", weir_bin!()),
+            ("PLUGINS_DIR", plugins.as_path()),
+        ],
     );
     let report = text(&out);
     assert!(out.status.success(), "{report}");
