@@ -194,6 +194,14 @@ impl ResponseCache {
             method: &get,
             ..*asked
         };
+        // The common hit, a request without cache directives for an entry without
+        // `Vary`, needs only the freshness; the full check builds a response head.
+        let plain = !asked.headers.contains_key(http::header::CACHE_CONTROL)
+            && !asked.headers.contains_key(http::header::PRAGMA)
+            && !entry.headers.contains_key(http::header::VARY);
+        if plain && !entry.policy.is_stale(now) {
+            return Lookup::Fresh(entry);
+        }
         if policy::fresh_for(&entry.policy, &asked, now) {
             Lookup::Fresh(entry)
         } else if policy::same_variant(&entry.policy, &asked, now) {
