@@ -6,6 +6,7 @@
 mod access_log;
 mod admin;
 mod bench_scripts;
+mod caching;
 mod cli;
 mod client_limits;
 mod config_errors;
