@@ -11,7 +11,7 @@
 //! plugins = [{ name = "request-id", config = { header = "x-correlation-id" } }]
 //! ```
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
@@ -52,49 +52,22 @@ pub fn is_valid_id(id: &[u8]) -> bool {
             .all(|&b| b.is_ascii_graphic() && !b"\",;\\".contains(&b))
 }
 
-/// How many ids' worth of random bits one host call fetches.
-const RANDOM_BATCH: usize = 32;
-
 thread_local! {
     /// The time field of the last id this instance made, so that the next one is later.
     static LAST_TIME: Cell<u64> = const { Cell::new(0) };
-    /// Random bits fetched from the host but not used yet, and how many words of them are
-    /// left (taken from the end).
-    static RANDOM: RefCell<([u64; RANDOM_BATCH], usize)> = const { RefCell::new(([0; RANDOM_BATCH], 0)) };
-}
-
-/// 64 random bits from the host's generator, fetched [`RANDOM_BATCH`] words at a time so
-/// that most ids make no host call for them. They are drawn at the first id after an
-/// instance starts, never in `init`: a pre-initialised snapshot must not hold them, or
-/// every instance made from it would share them.
-fn random_u64() -> Result<u64, getrandom::Error> {
-    RANDOM.with_borrow_mut(|(words, left)| {
-        if *left == 0 {
-            let mut bytes = [0u8; RANDOM_BATCH * 8];
-            getrandom::fill(&mut bytes)?;
-            for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
-                *word = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
-            }
-            *left = RANDOM_BATCH;
-        }
-        *left -= 1;
-        // A word is handed out once: it does not stay in memory after.
-        Ok(std::mem::take(&mut words[*left]))
-    })
 }
 
 /// A new id: a UUID v7 (RFC 9562) in its hyphenated lower-case form. Its 48-bit
 /// millisecond timestamp is followed, in the 12 bits the RFC calls `rand_a`, by the
 /// fraction of the millisecond (its method 3), so the ids of one instance sort by when
 /// they were made, never repeat a time, and never go back if the clock does. The other
-/// 62 bits are random, from the host's generator in batches (see [`random_u64`]): where
-/// `uuid::Uuid::now_v7` makes two host calls for them per id, and divides 128-bit numbers,
-/// this makes one per 32 ids.
+/// 62 bits are random: one host call per id (a `uuid::Uuid::now_v7` makes two, and
+/// divides 128-bit numbers).
 pub fn new_id() -> Result<[u8; Hyphenated::LENGTH], getrandom::Error> {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
-    let uuid = uuid_v7(next_time(now), random_u64()?);
+    let uuid = uuid_v7(next_time(now), getrandom::u64()?);
     let mut id = [0; Hyphenated::LENGTH];
     uuid.hyphenated().encode_lower(&mut id);
     Ok(id)
@@ -257,23 +230,6 @@ mod tests {
         for id in &ids {
             assert!(is_uuid_v7(std::str::from_utf8(id).unwrap()));
         }
-    }
-
-    #[test]
-    fn random_bits_come_in_batches_and_never_repeat() {
-        let words: Vec<u64> = (0..RANDOM_BATCH * 3 + 5)
-            .map(|_| random_u64().unwrap())
-            .collect();
-        let mut distinct = words.clone();
-        distinct.sort();
-        distinct.dedup();
-        assert_eq!(distinct.len(), words.len(), "a word was handed out twice");
-        RANDOM.with_borrow(|(left_over, left)| {
-            assert!(
-                left_over[*left..].iter().all(|&w| w == 0),
-                "used bits stay zeroed"
-            );
-        });
     }
 
     #[test]
