@@ -36,6 +36,7 @@ mod plugin_jwt_auth;
 mod plugin_rate_limit;
 mod plugin_scaffold;
 mod plugins;
+mod podman;
 mod pooling;
 mod reload;
 mod routing;
