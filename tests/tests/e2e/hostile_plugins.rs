@@ -168,9 +168,10 @@ async fn a_plugin_whose_failures_waste_time_is_suspended_and_tried_again_later()
     );
     // Each timeout wastes 80 ms or more; past 200 ms in a second the plugin is set
     // aside and its requests are answered at once, without a call. On a quiet machine
-    // the third timeout does it; on a loaded one the requests may come so far apart
-    // that a second holds fewer timeouts, so the loop goes on (bounded) until one is
-    // refused as suspended, then sends a few more that must all be refused.
+    // the third timeout does it. On a loaded one a single timeout can overrun past
+    // 200 ms, or the requests come so far apart that a second holds fewer timeouts, so
+    // the loop goes on (bounded) until one is refused as suspended, then sends a few
+    // more that must all be refused.
     let mut statuses = Vec::new();
     while statuses.len() < 60 {
         let reply = get(&gw.url("/spin")).await;
@@ -185,7 +186,7 @@ async fn a_plugin_whose_failures_waste_time_is_suspended_and_tried_again_later()
         statuses.push((reply.status, reply.text()));
     }
     let timeouts = failures(&gw, FailureKind::Timeout);
-    assert!(timeouts >= 2, "{timeouts} timeouts: {statuses:?}");
+    assert!(timeouts >= 1, "{timeouts} timeouts: {statuses:?}");
     let suspended = statuses
         .iter()
         .filter(|(status, text)| *status == 503 && text.contains("plugin suspended"))
