@@ -3,8 +3,9 @@
 //! - `cargo xtask test [ARGS...]`: makes sure the machine has what the suite needs (the
 //!   `wasm32-wasip2` Rust target, the guests' component linker), then runs
 //!   `cargo test --workspace [ARGS...]` and the native unit tests of the first-party plugins
-//!   (`plugins/`, a workspace of its own). This is the README's test command and what
-//!   `.ci/run` runs.
+//!   (`plugins/`, a workspace of its own); without ARGS it also compiles the criterion
+//!   benches, without running them. This is the README's test command and what `.ci/run`
+//!   runs.
 //! - `cargo xtask setup`: only the preparation step: the wasm target, and the component
 //!   linker the guests are built with (below).
 //! - `cargo xtask plugins [DIR]`: builds the first-party plugins for `wasm32-wasip2` and
@@ -264,6 +265,12 @@ fn test(extra: Vec<String>) -> Result<(), String> {
     tests.env("WEIR_HADOLINT", hadolint_path());
     tests.env("WEIR_PODMAN", "podman");
     run(&mut tests)?;
+    // The criterion benches are compiled, not run: they are measurements, not checks,
+    // and a shared 2-core CI machine gives no figure worth keeping. A filtered run
+    // (`cargo xtask test -- NAME`) skips them.
+    if extra.is_empty() {
+        run(Command::new(&cargo).args(["test", "--workspace", "--benches", "--no-run"]))?;
+    }
     run(Command::new(&cargo).args([
         "test",
         "--workspace",
