@@ -4,6 +4,7 @@
 #   cargo build --release && cargo xtask plugins
 #   bench/callgrind.sh                  # CHAIN=none, then design, then request-id
 #   CHAIN=design N=4000 bench/callgrind.sh
+#   CHAIN="none cached" bench/callgrind.sh   # the same route uncached, then cached (hits)
 #
 # Instruction counts do not drift with the VM or with what else the machine runs, so
 # two builds, or a run with and one without plugins, compare to a fraction of a
@@ -19,8 +20,9 @@
 # callgrind_annotate.
 #
 # Environment: WEIR_BIN (<repo>/target/release/weir), PLUGINS_DIR
-#   (<repo>/target/weir-plugins), CHAIN (none | design | request-id; default: all
-#   three), N (requests counted, 2000), ISOLATION (worker | request), OUT (a temp dir,
+#   (<repo>/target/weir-plugins), CHAIN (none | design | request-id | cached; default:
+#   the first three; cached is the no-plugin route with `cache`, every counted request a
+#   hit), N (requests counted, 2000), ISOLATION (worker | request), OUT (a temp dir,
 #   kept), TOP (functions listed, 15).
 set -euo pipefail
 
@@ -42,7 +44,7 @@ done
 [[ $N =~ ^[0-9]+$ && $N -ge 100 && $N -le 100000 ]] || die "N must be 100..100000"
 [[ $ISOLATION == worker || $ISOLATION == request ]] || die "ISOLATION must be worker or request"
 for c in $CHAINS; do
-  [[ $c == none || $c == design || $c == request-id ]] || die "unknown CHAIN '$c'"
+  [[ $c == none || $c == design || $c == request-id || $c == cached ]] || die "unknown CHAIN '$c'"
 done
 for tool in valgrind callgrind_control callgrind_annotate h2load curl; do
   command -v $tool >/dev/null || die "$tool not found (apt-get install valgrind nghttp2-client curl)"
@@ -57,6 +59,8 @@ chain_extra() {
   case $1 in
     design) sed -n '/^chain_design() {/,/^EOF/p' "$ROOT/bench/pairs.sh" | sed '1,2d;$d' ;;
     request-id) printf '[[route.plugins]]\nname = "request-id"\n' ;;
+    # Lands in the route (the config's last table): the origin's "ok" stays fresh an hour.
+    cached) printf 'cache = { ttl_default = "1h" }\n' ;;
     none) ;;
   esac
 }
@@ -84,7 +88,10 @@ EOF
 chmod +x "$OUT/under-callgrind.sh"
 
 load() {
-  h2load --h1 -n "$1" -c 8 -H "$AUTH" "http://127.0.0.1:$GW_PORT/" >"$OUT/load.txt"
+  # A request with Authorization is not stored by a shared cache: `cached` sends none.
+  local auth=(-H "$AUTH")
+  [[ $2 == cached ]] && auth=()
+  h2load --h1 -n "$1" -c 8 "${auth[@]}" "http://127.0.0.1:$GW_PORT/" >"$OUT/load.txt"
   grep -q "^requests: $1 total, $1 started, $1 done, $1 succeeded" "$OUT/load.txt" ||
     { cat "$OUT/load.txt" "$OUT/weir-$2.log" >&2; die "$2: not every request succeeded"; }
 }

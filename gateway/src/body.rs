@@ -11,6 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use tokio::sync::oneshot;
 
+use crate::cache::Recording;
 use crate::server::RequestSlot;
 use crate::upstream::{UnpooledBody, UpstreamResponseBody};
 
@@ -32,7 +33,51 @@ enum Inner {
     Full(Full<Bytes>),
     /// An upstream's body over a dedicated connection (a refused upgrade).
     Unpooled(UnpooledBody),
+    /// An upstream's body that the response cache keeps as it streams (boxed: only
+    /// cached routes' misses carry it).
+    Recorded(Box<Recorded>),
 }
+
+/// A body streamed to its client and recorded for the cache.
+#[derive(Debug)]
+struct Recorded {
+    body: ResponseBody,
+    /// Dropped (and nothing stored) when the body turns out not to be storable.
+    recording: Option<Recording>,
+}
+
+impl Recorded {
+    /// Hands the recording what the body just gave.
+    fn saw(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, BoxError>>>) {
+        let Some(recording) = &mut self.recording else {
+            return;
+        };
+        match polled {
+            Poll::Pending => return,
+            Poll::Ready(Some(Ok(frame))) => match frame.data_ref() {
+                Some(data) if recording.keep(data) => {}
+                // Too large, or trailers (not stored).
+                _ => {
+                    self.recording = None;
+                    return;
+                }
+            },
+            Poll::Ready(Some(Err(_))) => {
+                self.recording = None;
+                return;
+            }
+            Poll::Ready(None) => {}
+        }
+        // hyper stops polling a body that says it ended.
+        if (matches!(polled, Poll::Ready(None)) || self.body.is_end_stream())
+            && let Some(recording) = self.recording.take()
+        {
+            recording.finish();
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl ResponseBody {
     /// An upstream's body, streamed.
@@ -57,6 +102,23 @@ impl ResponseBody {
     pub fn unpooled(body: UnpooledBody) -> ResponseBody {
         ResponseBody {
             inner: Inner::Unpooled(body),
+            written: None,
+            slot: None,
+        }
+    }
+
+    /// `body` (an upstream's) streamed, and kept by `recording` for the cache as it goes.
+    pub fn recorded(body: ResponseBody, recording: Recording) -> ResponseBody {
+        let mut recorded = Recorded {
+            body,
+            recording: Some(recording),
+        };
+        // An empty body is never polled: it is whole already.
+        if recorded.body.is_end_stream() {
+            recorded.saw(&Poll::Ready(None));
+        }
+        ResponseBody {
+            inner: Inner::Recorded(Box::new(recorded)),
             written: None,
             slot: None,
         }
@@ -105,7 +167,7 @@ impl Drop for ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -115,6 +177,11 @@ impl Body for ResponseBody {
             Inner::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(|e| e.into()),
             Inner::Full(body) => Pin::new(body).poll_frame(cx).map_err(|e| match e {}),
             Inner::Unpooled(body) => Pin::new(body).poll_frame(cx).map_err(|e| e.into()),
+            Inner::Recorded(recorded) => {
+                let polled = Pin::new(&mut recorded.body).poll_frame(cx);
+                recorded.saw(&polled);
+                polled
+            }
         }
     }
 
@@ -123,6 +190,7 @@ impl Body for ResponseBody {
             Inner::Upstream(body) => body.is_end_stream(),
             Inner::Full(body) => body.is_end_stream(),
             Inner::Unpooled(body) => body.is_end_stream(),
+            Inner::Recorded(recorded) => recorded.body.is_end_stream(),
         }
     }
 
@@ -131,6 +199,7 @@ impl Body for ResponseBody {
             Inner::Upstream(body) => body.size_hint(),
             Inner::Full(body) => body.size_hint(),
             Inner::Unpooled(body) => body.size_hint(),
+            Inner::Recorded(recorded) => recorded.body.size_hint(),
         }
     }
 }

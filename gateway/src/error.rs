@@ -95,6 +95,9 @@ pub enum AdminError {
     /// The gateway is draining and takes no more reloads.
     #[error("shutting down")]
     ShuttingDown,
+    /// A cache purge that names neither one `key` nor one `prefix`.
+    #[error("purge takes one of ?key=KEY or ?prefix=PREFIX")]
+    BadPurge,
 }
 
 /// An error the gateway answers with: its status, the reason in its body and any header
@@ -198,6 +201,7 @@ impl AdminError {
             AdminError::NotFound => "not found",
             AdminError::MethodNotAllowed(_) => "method not allowed",
             AdminError::ShuttingDown => "shutting down",
+            AdminError::BadPurge => "purge takes one of ?key=KEY or ?prefix=PREFIX",
         };
         let (status, header) = match *self {
             AdminError::Unauthorized => (
@@ -209,6 +213,7 @@ impl AdminError {
                 (StatusCode::METHOD_NOT_ALLOWED, Some((header::ALLOW, allow)))
             }
             AdminError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, None),
+            AdminError::BadPurge => (StatusCode::BAD_REQUEST, None),
         };
         ErrorAnswer {
             status,

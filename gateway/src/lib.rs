@@ -7,6 +7,7 @@
 
 mod admin;
 pub mod body;
+pub mod cache;
 pub mod client_trust;
 pub mod config;
 pub mod error;

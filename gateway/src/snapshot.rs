@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
+use crate::cache::ResponseCache;
 use crate::client_trust::ClientTrust;
 use crate::config::Config;
 use crate::plugin::ChainEntry;
@@ -31,6 +32,11 @@ pub struct Snapshot {
     pub access_log: bool,
     /// Whether routed requests get W3C Trace Context handling.
     pub trace_context: bool,
+    /// The response cache, when a route caches (kept across reloads while `[cache]
+    /// memory` stays the same).
+    pub cache: Option<Arc<ResponseCache>>,
+    /// The header that reports `HIT`, `MISS` or `STALE` on cached routes.
+    pub cache_header: Option<http::HeaderName>,
     /// What TLS handshakes on the client listener use (`None`: plain HTTP). Taken per
     /// connection, so a reload's new certificates serve the next handshake.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -97,7 +103,16 @@ impl Snapshot {
             HeaderValue::try_from(format!("{version} {pseudonym}"))
                 .unwrap_or_else(|_| HeaderValue::from_static("1.1 weir"))
         };
+        let cache = config.routes.iter().any(|r| r.cache.is_some()).then(|| {
+            let memory = config.cache.memory;
+            previous
+                .and_then(|p| p.cache.clone())
+                .filter(|c| c.memory() == memory)
+                .unwrap_or_else(|| Arc::new(ResponseCache::new(memory)))
+        });
         Ok(Snapshot {
+            cache,
+            cache_header: config.cache.header.clone(),
             routes: RouteTable::new(
                 &config.routes,
                 PathRules {

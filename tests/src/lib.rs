@@ -7,6 +7,7 @@ pub mod client;
 pub mod first_party;
 pub mod gateway;
 pub mod load;
+pub mod origin;
 pub mod poll;
 pub mod proto_upstream;
 pub mod redis;

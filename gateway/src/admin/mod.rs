@@ -1,6 +1,7 @@
 //! The admin listener: health (`/healthz`, `/readyz`), Prometheus metrics (`/metrics`)
 //! and the admin API (`/admin/routes`, `/admin/upstreams`, `/admin/plugins`,
-//! `POST /admin/reload`), all JSON but the metrics.
+//! `POST /admin/reload`, `/admin/cache` and `POST /admin/cache/purge`), all JSON but
+//! the metrics.
 //!
 //! With `[admin] token_env` set, every path but the two health probes requires
 //! `Authorization: Bearer TOKEN` (probes disclose nothing and must work without
@@ -99,8 +100,8 @@ async fn respond(control: &Control, req: &Request<Incoming>) -> Reply {
     }
     let allowed = match path {
         "/healthz" | "/readyz" | "/metrics" | "/admin/routes" | "/admin/upstreams"
-        | "/admin/plugins" => "GET",
-        "/admin/reload" => "POST",
+        | "/admin/plugins" | "/admin/cache" => "GET",
+        "/admin/reload" | "/admin/cache/purge" => "POST",
         _ => return error(AdminError::NotFound),
     };
     if method.as_str() != allowed {
@@ -117,6 +118,17 @@ async fn respond(control: &Control, req: &Request<Incoming>) -> Reply {
             StatusCode::OK,
             &views::plugins(&control.status(), &snapshot),
         ),
+        "/admin/cache" => json(StatusCode::OK, &views::cache(&snapshot)),
+        "/admin/cache/purge" => match purge_target(req.uri().query()) {
+            Some((target, prefix)) => {
+                let purged = snapshot
+                    .cache
+                    .as_ref()
+                    .map_or(0, |c| c.purge(&target, prefix));
+                json(StatusCode::OK, &serde_json::json!({ "purged": purged }))
+            }
+            None => error(AdminError::BadPurge),
+        },
         _ => match control.reload("POST /admin/reload").await {
             Some(report) => {
                 let status = if report.ok() {
@@ -129,6 +141,29 @@ async fn respond(control: &Control, req: &Request<Incoming>) -> Reply {
             None => error(AdminError::ShuttingDown),
         },
     }
+}
+
+/// What a purge names: `?key=KEY` (that URL's entries, every variant) or
+/// `?prefix=PREFIX` (every key starting with it), percent-decoded; `true` for a prefix.
+fn purge_target(query: Option<&str>) -> Option<(String, bool)> {
+    let mut found = None;
+    for pair in query?.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let prefix = match name {
+            "key" => false,
+            "prefix" => true,
+            _ => return None,
+        };
+        let value = percent_encoding::percent_decode_str(&value.replace('+', " "))
+            .decode_utf8()
+            .ok()?
+            .into_owned();
+        if found.is_some() || (!prefix && value.is_empty()) {
+            return None;
+        }
+        found = Some((value, prefix));
+    }
+    found
 }
 
 /// Whether the request carries the bearer `token`. Digests are compared, so the time

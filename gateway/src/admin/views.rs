@@ -304,3 +304,18 @@ fn retries_view(
         "min_retry_concurrency": r.min_retry_concurrency,
     })
 }
+
+/// `GET /admin/cache`: the response cache's budget, what it holds, and its keys (the
+/// first 1000, sorted), which `POST /admin/cache/purge?key=` takes.
+pub(super) fn cache(snapshot: &Snapshot) -> Value {
+    match &snapshot.cache {
+        None => json!({ "enabled": false }),
+        Some(cache) => json!({
+            "enabled": true,
+            "memory": cache.memory(),
+            "bytes": cache.weighted_size(),
+            "entries": cache.entry_count(),
+            "keys": cache.keys(1000),
+        }),
+    }
+}

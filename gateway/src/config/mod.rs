@@ -13,6 +13,7 @@ mod tls;
 mod upstream;
 mod upstream_tls;
 mod validate;
+mod validate_cache;
 mod validate_limits;
 mod validate_plugin;
 mod validate_route;
@@ -50,6 +51,8 @@ pub struct Config {
     pub reload: Reload,
     /// The key-value store: its backend, and its bounds per plugin.
     pub kv: KvSettings,
+    /// The response cache's shared settings.
+    pub cache: CacheSettings,
     /// Command-line settings applied over the file's (kept so a reloaded file gets
     /// them too).
     pub overrides: Overrides,
@@ -240,6 +243,38 @@ pub struct Route {
     pub plugins: Vec<PluginUse>,
     /// The largest request body, in bytes (the route's own or the server's limit).
     pub max_request_body: Option<u64>,
+    /// How the route caches responses (`None`: it does not).
+    pub cache: Option<RouteCache>,
+}
+
+/// `[cache]`, typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Bytes all entries may take together.
+    pub memory: u64,
+    /// The header that reports `HIT`, `MISS` or `STALE` (`None`: not added).
+    pub header: Option<HeaderName>,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            memory: 256 * 1024 * 1024,
+            header: Some(HeaderName::from_static("x-cache")),
+        }
+    }
+}
+
+/// A route's `cache`, typed. Entries stored under one value are never served under
+/// another (see `crate::cache`), so a reload that changes it starts the route afresh.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RouteCache {
+    /// Freshness of a response that gives none (zero: such responses are not stored).
+    pub ttl_default: Duration,
+    /// The largest body stored, in bytes.
+    pub max_entry_size: u64,
+    /// Request headers that are part of the key, lower-case, without repeats.
+    pub vary: Vec<HeaderName>,
 }
 
 /// A condition on a request header.

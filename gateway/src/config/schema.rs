@@ -34,6 +34,9 @@ pub struct ConfigFile {
     /// The key-value store behind plugins.
     #[serde(default)]
     pub kv: KvConfig,
+    /// The response cache's process-wide settings (routes opt in with `cache`).
+    #[serde(default)]
+    pub cache: CacheConfig,
     /// Upstream clusters, by name.
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
@@ -133,6 +136,51 @@ impl Default for KvConfig {
             timeout: Duration::from_millis(50),
         }
     }
+}
+
+/// `[cache]`: what every route's response cache shares.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// The memory all cached responses may take together (bodies and headers).
+    pub memory: Spanned<bytesize::ByteSize>,
+    /// The response header that says `HIT`, `MISS` or `STALE` (empty: none).
+    pub header: Spanned<String>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            memory: Spanned::new(0..0, bytesize::ByteSize::mib(256)),
+            header: Spanned::new(0..0, "x-cache".to_owned()),
+        }
+    }
+}
+
+/// A route's `cache`: its responses are stored and served by the RFC 9111 rules for a
+/// shared cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCacheConfig {
+    /// How long a response without its own freshness (`max-age`, `s-maxage`,
+    /// `Expires`) stays fresh; `"0s"` stores only responses that say how long.
+    #[serde(default = "default_ttl", with = "duration")]
+    pub ttl_default: Duration,
+    /// The largest response body stored; larger ones stream through uncached.
+    #[serde(default = "default_max_entry_size")]
+    pub max_entry_size: Spanned<bytesize::ByteSize>,
+    /// Request headers whose values are part of the cache key (each value its own
+    /// entry), beside what a response's own `Vary` asks for.
+    #[serde(default)]
+    pub vary: Vec<Spanned<String>>,
+}
+
+fn default_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_max_entry_size() -> Spanned<bytesize::ByteSize> {
+    Spanned::new(0..0, bytesize::ByteSize::mib(1))
 }
 
 /// `[server.limits]`: bounds on what clients send and hold, each refused with its own
@@ -371,6 +419,8 @@ pub struct RouteConfig {
     /// The largest request body on this route (413 past it), instead of
     /// `[server.limits] max_request_body`.
     pub max_request_body: Option<bytesize::ByteSize>,
+    /// Cache the upstream's responses (see [`RouteCacheConfig`]).
+    pub cache: Option<Spanned<RouteCacheConfig>>,
 }
 
 /// One entry of a route's `split`.

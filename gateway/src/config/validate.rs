@@ -162,6 +162,7 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
     let (trusted_proxies, strip_client_headers) = check_forwarding(&mut c, &raw.server);
     let limits = super::validate_limits::check_limits(&mut c, &raw.server.limits);
     let kv = super::validate_limits::check_kv(&mut c, &raw.kv);
+    let cache = super::validate_cache::check_cache(&mut c, &raw.cache);
 
     let tls = raw
         .server
@@ -192,7 +193,7 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
         .enumerate()
         .map(|(i, u)| (u.name.get_ref().as_str(), i))
         .collect();
-    let routes = check_routes(&mut c, &raw.routes, &names, &defaults, &limits);
+    let routes = check_routes(&mut c, &raw.routes, &names, &defaults, &limits, &cache);
 
     if !c.problems.is_empty() {
         c.problems.sort_by_key(|d| (d.line, d.column));
@@ -233,6 +234,7 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
             debounce: raw.reload.debounce,
         },
         kv,
+        cache,
         overrides: Overrides::default(),
         upstreams,
         routes,

@@ -14,8 +14,8 @@ use super::schema::{HeaderCondition, MatchConfig, RespondConfig, RouteConfig};
 use super::validate::Checker;
 use super::validate_plugin::check_plugin;
 use super::{
-    ClientLimits, DirectResponse, HeaderMatch, HostPattern, HostRewrite, MAX_SPLIT_WEIGHT, Mirror,
-    PathPattern, PluginSettings, Route, RouteUpstream, SplitTarget,
+    CacheSettings, ClientLimits, DirectResponse, HeaderMatch, HostPattern, HostRewrite,
+    MAX_SPLIT_WEIGHT, Mirror, PathPattern, PluginSettings, Route, RouteUpstream, SplitTarget,
 };
 
 pub(super) fn check_routes(
@@ -24,6 +24,7 @@ pub(super) fn check_routes(
     upstreams: &HashMap<&str, usize>,
     defaults: &PluginSettings,
     limits: &ClientLimits,
+    cache: &CacheSettings,
 ) -> Vec<Route> {
     let mut seen: HashMap<&str, ()> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
@@ -113,6 +114,9 @@ pub(super) fn check_routes(
             .collect();
         let (host, path, methods, headers) = check_match(c, &key, &r.matcher);
         let cookies = check_cookies(c, &key, &r.matcher);
+        let route_cache = r.cache.as_ref().and_then(|raw| {
+            super::validate_cache::check_route_cache(c, &format!("{key}.cache"), raw, cache)
+        });
         out.push(Route {
             name: r.name.get_ref().clone(),
             host,
@@ -128,6 +132,7 @@ pub(super) fn check_routes(
                 .max_request_body
                 .map(|b| b.as_u64())
                 .or(limits.max_request_body),
+            cache: route_cache,
         });
     }
     out
@@ -154,6 +159,7 @@ fn check_route_upstream(
         let unused = [
             ("mirror", r.mirror.as_ref().map(|m| m.span())),
             ("host_rewrite", r.host_rewrite.as_ref().map(|h| h.span())),
+            ("cache", r.cache.as_ref().map(|h| h.span())),
             (
                 "auto_host_rewrite",
                 r.auto_host_rewrite.then(|| respond.span()),

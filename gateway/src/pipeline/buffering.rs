@@ -44,10 +44,9 @@ pub(super) async fn read_request(
 /// one larger than `limit`, or broken).
 pub(super) async fn read_response(body: ResponseBody, limit: u64) -> Result<Bytes, ProxyError> {
     let too_large = ProxyError::ResponseBodyForPlugin { limit };
-    let Ok(upstream) = body.into_streamed() else {
-        return Err(too_large);
-    };
-    Limited::new(upstream, usize::try_from(limit).unwrap_or(usize::MAX))
+    // The body itself, not its stream: a body the cache records is stored as the
+    // phases read it.
+    Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
         .collect()
         .await
         .map(http_body_util::Collected::to_bytes)

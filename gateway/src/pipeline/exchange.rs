@@ -199,6 +199,17 @@ impl<'s> Exchange<'s> {
     /// connection and is bridged on `101`. A route with `respond` answers here instead,
     /// and its answer passes the plugins' response phases like any local answer.
     pub(super) async fn upstream(&mut self, body: UpstreamBody) -> Flow<Upstreamed> {
+        if let Some(caching) = &self.route.cache
+            && self.upgrade.is_none()
+        {
+            // Boxed: only cached routes carry the cache's state in their future.
+            return Box::pin(self.cached(caching.clone(), body)).await;
+        }
+        self.forward(body).await
+    }
+
+    /// Sends the request to the route's upstream (see [`Exchange::upstream`]).
+    pub(super) async fn forward(&mut self, body: UpstreamBody) -> Flow<Upstreamed> {
         let snapshot = self.snapshot;
         let cluster = match self.route.target.pick() {
             Destination::Cluster(index) => &snapshot.clusters[index],

@@ -16,6 +16,7 @@
 //! its route's [`RouteSeries`] and, unless turned off, logged.
 
 mod buffering;
+mod caching;
 mod exchange;
 mod forwarding;
 mod mirror;

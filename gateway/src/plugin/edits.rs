@@ -72,8 +72,12 @@ impl HeaderEdit {
         // The value the guest's call handed over is kept, not copied: checked here first
         // (http's rule: visible ASCII, spaces, tabs, and obs-text) so that a refusal can
         // still quote it.
-        let valid = |b: &u8| *b >= 32 && *b != 127 || *b == b'\t';
-        if !value.iter().all(valid) {
+        // Without the early exit the loop is vectorised: it costs a few instructions for
+        // a typical value, not a few per byte (http's own check below has one per byte).
+        let valid = value
+            .iter()
+            .fold(true, |ok, &b| ok & ((b >= 32) & (b != 127) | (b == b'\t')));
+        if !valid {
             return Err(EditError::InvalidValue(
                 String::from_utf8_lossy(&value).into_owned(),
             ));

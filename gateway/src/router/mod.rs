@@ -50,6 +50,8 @@ pub struct Route {
     pub max_request_body: Option<u64>,
     /// Its request metrics, resolved once.
     pub series: RouteSeries,
+    /// How it caches responses (`None`: it does not).
+    pub cache: Option<Arc<crate::cache::RouteCaching>>,
     host: Option<HostPattern>,
     path: Option<PathPattern>,
     methods: Vec<Method>,
@@ -200,6 +202,10 @@ impl RouteTable {
                 host_rewrite: r.host_rewrite.clone(),
                 max_request_body: r.max_request_body,
                 series: RouteSeries::new(&r.name),
+                cache: r
+                    .cache
+                    .as_ref()
+                    .map(|c| Arc::new(crate::cache::RouteCaching::new(&r.name, c))),
                 host: r.host.clone(),
                 path: r.path.clone(),
                 methods: r.methods.clone(),

@@ -419,6 +419,11 @@ impl MirrorSeries {
 mod plugins;
 pub use plugins::*;
 
+/// The response cache's series.
+#[path = "metrics_cache.rs"]
+mod cache;
+pub use cache::*;
+
 /// Reload outcomes: `weir_plugin_reloads_total{result}` counts attempts to load a new
 /// or changed plugin file, `weir_config_reloads_total{result}` attempts to apply a
 /// changed config file or changed TLS files; `result` is `success` or `error`.

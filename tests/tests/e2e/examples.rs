@@ -150,3 +150,45 @@ async fn the_file_discovery_example_follows_its_file() {
     )
     .await;
 }
+
+/// `examples/caching`: a page is a miss, then a hit the upstream never sees, and a
+/// purge by the route's prefix makes it a miss again.
+#[tokio::test]
+async fn the_caching_example_serves_hits_and_purges() {
+    let up = TestUpstream::start("site");
+    let gw = start_example("caching", &up);
+    let first = get_with(&gw.url("/index.html"), &[("accept-language", "en")]).await;
+    assert_eq!(first.header("x-cache").as_deref(), Some("MISS"));
+    let second = get_with(&gw.url("/index.html"), &[("accept-language", "en")]).await;
+    assert_eq!(second.header("x-cache").as_deref(), Some("HIT"));
+    assert!(second.header("age").is_some());
+    assert_eq!(second.text(), first.text());
+    assert_eq!(up.served(), 1);
+    let other = get_with(&gw.url("/index.html"), &[("accept-language", "fr")]).await;
+    assert_eq!(
+        other.header("x-cache").as_deref(),
+        Some("MISS"),
+        "one entry per language"
+    );
+    let assets = get_with(&gw.url("/assets/app.js"), &[]).await;
+    assert_eq!(assets.header("x-cache").as_deref(), Some("MISS"));
+    let purged = request(
+        "POST",
+        &gw.admin_url("/admin/cache/purge?prefix=pages%3A"),
+        &[],
+    )
+    .await;
+    assert_eq!(purged.status, 200, "{}", purged.text());
+    assert_eq!(
+        purged.text().replace(char::is_whitespace, ""),
+        "{\"purged\":2}"
+    );
+    let again = get_with(&gw.url("/index.html"), &[("accept-language", "en")]).await;
+    assert_eq!(again.header("x-cache").as_deref(), Some("MISS"));
+    let asset = get_with(&gw.url("/assets/app.js"), &[]).await;
+    assert_eq!(
+        asset.header("x-cache").as_deref(),
+        Some("HIT"),
+        "another route's entry stays"
+    );
+}

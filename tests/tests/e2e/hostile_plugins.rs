@@ -167,23 +167,32 @@ async fn a_plugin_whose_failures_waste_time_is_suspended_and_tried_again_later()
         )],
     );
     // Each timeout wastes 80 ms or more; past 200 ms in a second the plugin is set
-    // aside and its requests are answered at once, without a call. (On a loaded
-    // machine a second may pass before the budget is spent; then it takes a few more.)
+    // aside and its requests are answered at once, without a call. On a quiet machine
+    // the third timeout does it. On a loaded one a single timeout can overrun past
+    // 200 ms, or the requests come so far apart that a second holds fewer timeouts, so
+    // the loop goes on (bounded) until one is refused as suspended, then sends a few
+    // more that must all be refused.
     let mut statuses = Vec::new();
-    for _ in 0..20 {
+    while statuses.len() < 60 {
+        let reply = get(&gw.url("/spin")).await;
+        let suspended = reply.status == 503 && reply.text().contains("plugin suspended");
+        statuses.push((reply.status, reply.text()));
+        if suspended {
+            break;
+        }
+    }
+    for _ in 0..5 {
         let reply = get(&gw.url("/spin")).await;
         statuses.push((reply.status, reply.text()));
     }
     let timeouts = failures(&gw, FailureKind::Timeout);
-    assert!(
-        (2..=10).contains(&timeouts),
-        "{timeouts} timeouts before the suspension: {statuses:?}"
-    );
+    assert!(timeouts >= 1, "{timeouts} timeouts: {statuses:?}");
     let suspended = statuses
         .iter()
         .filter(|(status, text)| *status == 503 && text.contains("plugin suspended"))
         .count() as u64;
-    assert_eq!(suspended + timeouts, 20, "{statuses:?}");
+    assert_eq!(suspended, 6, "suspended, and stays so: {statuses:?}");
+    assert_eq!(suspended + timeouts, statuses.len() as u64, "{statuses:?}");
     assert_eq!(
         refusals(&gw, "hostile-suspend", "suspended").await,
         suspended as f64

@@ -6,6 +6,7 @@
 mod access_log;
 mod admin;
 mod bench_scripts;
+mod caching;
 mod cli;
 mod client_limits;
 mod config_errors;
@@ -36,6 +37,7 @@ mod plugin_jwt_auth;
 mod plugin_rate_limit;
 mod plugin_scaffold;
 mod plugins;
+mod podman;
 mod pooling;
 mod reload;
 mod routing;

@@ -1,0 +1,290 @@
+//! The upstream phase of a route with `cache`: a fresh entry answers without the
+//! upstream; a stale one is revalidated (`If-None-Match`/`If-Modified-Since`, a `304`
+//! refreshes it) and served stale if the upstream fails and the entry allows it; a
+//! miss leads one upstream request that concurrent misses for the same key wait for,
+//! and its response, if storable, is recorded as it streams to the client.
+//!
+//! Requests the cache stays out of (they go upstream and are not stored): methods
+//! other than GET and HEAD (a successful unsafe request drops its URL's entry, RFC 9111
+//! §4.4), and requests with their own conditions or ranges (`If-None-Match`,
+//! `If-Modified-Since`, `If-Match`, `If-Unmodified-Since`, `If-Range`, `Range`),
+//! whose answers are not the entry's. A HEAD is answered from the GET's entry but never
+//! stored.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri, header};
+
+use super::Flow;
+use super::exchange::{Exchange, Upstreamed};
+use crate::cache::policy::{self, Asked};
+use crate::cache::{CacheKey, Entry, Joined, Lookup, Recording, ResponseCache, RouteCaching};
+use crate::error::{ProxyError, ResponseBody};
+use crate::upstream::UpstreamBody;
+
+/// What the cache header says.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Hit,
+    Miss,
+    Stale,
+}
+
+impl Outcome {
+    fn value(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Outcome::Hit => "HIT",
+            Outcome::Miss => "MISS",
+            Outcome::Stale => "STALE",
+        })
+    }
+}
+
+/// Request headers that make the cache stay out of a GET or HEAD.
+const BYPASS: [header::HeaderName; 6] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+    header::RANGE,
+];
+
+impl Exchange<'_> {
+    /// The upstream phase through the route's cache.
+    pub(super) async fn cached(
+        &mut self,
+        caching: Arc<RouteCaching>,
+        body: UpstreamBody,
+    ) -> Flow<Upstreamed> {
+        let Some(cache) = self.snapshot.cache.clone() else {
+            return self.forward(body).await;
+        };
+        let method = self.head.method.clone();
+        let key = CacheKey::new(
+            &self.route.name,
+            self.original_host.as_ref().map(HeaderValue::as_bytes),
+            self.path_and_query.as_str(),
+            &caching.settings.vary,
+            &self.head.headers,
+        );
+        let readable = method == Method::GET || method == Method::HEAD;
+        if !readable || BYPASS.iter().any(|h| self.head.headers.contains_key(h)) {
+            caching.series.misses.inc();
+            let flow = self.forward(body).await;
+            if !readable
+                && !method.is_safe()
+                && let ControlFlow::Continue(Upstreamed::Relayed(response)) = &flow
+                && (response.status().is_success() || response.status().is_redirection())
+            {
+                cache.purge_exact(&key);
+            }
+            return self.marked(flow, Outcome::Miss);
+        }
+        let uri = Uri::from(self.path_and_query.clone());
+        let mut waited = false;
+        let (stale, lead) = loop {
+            let now = SystemTime::now();
+            let asked = Asked {
+                method: &method,
+                uri: &uri,
+                headers: &self.head.headers,
+            };
+            let stale = match cache.lookup(&key, &caching, &asked, now) {
+                Lookup::Fresh(entry) => {
+                    caching.series.hits.inc();
+                    let response = self.answer_from(&entry, now, Outcome::Hit);
+                    return ControlFlow::Continue(Upstreamed::Relayed(response));
+                }
+                Lookup::Stale(entry) => Some(entry),
+                Lookup::Miss => None,
+            };
+            // A HEAD's response is not stored, and a miss that waited once goes on its own.
+            if method == Method::HEAD || waited {
+                break (stale, None);
+            }
+            match cache.join(&key) {
+                Joined::Lead(lead) => break (stale, Some(lead)),
+                Joined::Wait(waiter) => {
+                    waiter.landed().await;
+                    waited = true;
+                }
+            }
+        };
+        if let Some(entry) = &stale {
+            ask_if_changed(&mut self.head.headers, &entry.headers);
+        }
+        // The request's head goes upstream: what the policy reads of it is kept.
+        let request_headers = self.head.headers.clone();
+        let flow = self.forward(body).await;
+        let now = SystemTime::now();
+        let response = match flow {
+            ControlFlow::Continue(Upstreamed::Relayed(response)) => response,
+            ControlFlow::Break(answer) => {
+                let failed = matches!(
+                    answer.error,
+                    Some(ProxyError::Upstream { .. } | ProxyError::Refused { .. })
+                );
+                if let Some(entry) = stale.filter(|e| failed && policy::may_serve_stale(&e.headers))
+                {
+                    caching.series.stale.inc();
+                    let response = self.answer_from(&entry, now, Outcome::Stale);
+                    return ControlFlow::Continue(Upstreamed::Relayed(response));
+                }
+                caching.series.misses.inc();
+                return ControlFlow::Break(answer);
+            }
+            switched => return switched,
+        };
+        let status = response.status();
+        if let Some(entry) = &stale {
+            if status == StatusCode::NOT_MODIFIED {
+                caching.series.hits.inc();
+                let asked = Asked {
+                    method: &Method::GET,
+                    uri: &uri,
+                    headers: &request_headers,
+                };
+                let refreshed = refresh(
+                    &cache,
+                    &key,
+                    &caching,
+                    entry,
+                    response.headers(),
+                    &asked,
+                    now,
+                );
+                let response = self.answer_from(&refreshed, now, Outcome::Hit);
+                return ControlFlow::Continue(Upstreamed::Relayed(response));
+            }
+            if status.is_server_error() && policy::may_serve_stale(&entry.headers) {
+                caching.series.stale.inc();
+                let response = self.answer_from(entry, now, Outcome::Stale);
+                return ControlFlow::Continue(Upstreamed::Relayed(response));
+            }
+        }
+        caching.series.misses.inc();
+        let (mut head, mut body) = response.into_parts();
+        if let Some(lead) = lead {
+            let trimmed = policy::kept_request_headers(&request_headers, &head.headers);
+            let asked = Asked {
+                method: &method,
+                uri: &uri,
+                headers: &trimmed,
+            };
+            let declared = http_body::Body::size_hint(&body).exact();
+            let fits = declared.is_none_or(|n| n <= caching.settings.max_entry_size);
+            let ttl = caching.settings.ttl_default;
+            if fits
+                && let Ok(policy) = policy::storable(&asked, head.status, &head.headers, ttl, now)
+            {
+                let recording = Recording::new(
+                    cache,
+                    key,
+                    caching,
+                    head.status,
+                    head.headers.clone(),
+                    policy,
+                    Some(lead),
+                );
+                body = ResponseBody::recorded(body, recording);
+            }
+        }
+        self.mark(&mut head.headers, Outcome::Miss);
+        ControlFlow::Continue(Upstreamed::Relayed(Response::from_parts(head, body)))
+    }
+
+    /// The response for a stored entry (no body for a HEAD).
+    fn answer_from(
+        &self,
+        entry: &Entry,
+        now: SystemTime,
+        outcome: Outcome,
+    ) -> Response<ResponseBody> {
+        let body = match self.head.method == Method::HEAD {
+            true => Bytes::new(),
+            false => entry.body.clone(),
+        };
+        let mut response = Response::new(ResponseBody::full(body));
+        *response.status_mut() = entry.status;
+        let headers = response.headers_mut();
+        *headers = entry.headers.clone();
+        headers.insert(header::AGE, HeaderValue::from(entry.age(now)));
+        self.mark(headers, outcome);
+        response
+    }
+
+    /// Adds the cache header, if there is one.
+    fn mark(&self, headers: &mut HeaderMap, outcome: Outcome) {
+        if let Some(name) = &self.snapshot.cache_header {
+            headers.insert(name.clone(), outcome.value());
+        }
+    }
+
+    /// `flow` with the cache header on its response.
+    fn marked(&self, mut flow: Flow<Upstreamed>, outcome: Outcome) -> Flow<Upstreamed> {
+        if let ControlFlow::Continue(Upstreamed::Relayed(response)) = &mut flow {
+            self.mark(response.headers_mut(), outcome);
+        }
+        flow
+    }
+}
+
+/// Makes the request to the upstream conditional on the stored response's validators.
+fn ask_if_changed(request: &mut HeaderMap, stored: &HeaderMap) {
+    if let Some(etag) = stored.get(header::ETAG) {
+        request.insert(header::IF_NONE_MATCH, etag.clone());
+    }
+    if let Some(modified) = stored.get(header::LAST_MODIFIED) {
+        request.insert(header::IF_MODIFIED_SINCE, modified.clone());
+    }
+}
+
+/// Headers a `304` does not update in the stored response (they describe its body or
+/// the connection).
+const NOT_UPDATED: [header::HeaderName; 4] = [
+    header::CONTENT_LENGTH,
+    header::CONTENT_ENCODING,
+    header::TRANSFER_ENCODING,
+    header::CONTENT_RANGE,
+];
+
+/// The entry a `304` with `headers` makes of `entry`: its headers updated by the 304's,
+/// fresh again, stored in its place.
+fn refresh(
+    cache: &Arc<ResponseCache>,
+    key: &CacheKey,
+    caching: &RouteCaching,
+    entry: &Entry,
+    fresh: &HeaderMap,
+    asked: &Asked<'_>,
+    now: SystemTime,
+) -> Arc<Entry> {
+    let mut headers = entry.headers.clone();
+    for name in fresh.keys() {
+        if NOT_UPDATED.contains(name) || crate::hop_by_hop::is_hop_by_hop(name) {
+            continue;
+        }
+        headers.remove(name);
+        for value in fresh.get_all(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let trimmed = policy::kept_request_headers(asked.headers, &headers);
+    let asked = Asked {
+        headers: &trimmed,
+        ..*asked
+    };
+    let policy = policy::policy(
+        &asked,
+        entry.status,
+        &headers,
+        caching.settings.ttl_default,
+        now,
+    );
+    let body = entry.body.clone();
+    cache.store(key, caching, entry.status, headers, body, policy, now)
+}

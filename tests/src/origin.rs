@@ -1,0 +1,250 @@
+//! An origin server for the response cache's tests: what it answers is written in the
+//! request's query, so each test names the response it wants and the cache keys differ.
+//!
+//! - `cc=V`: `Cache-Control: V`; `etag=V`: `ETag: "V"`; `lm=V`: `Last-Modified: V`;
+//!   `vary=V`: `Vary: V`; `cookie=V`: `Set-Cookie: V`; `status=N`: the status;
+//! - `size=N`: a body of N bytes, streamed in 16 KiB chunks (`chunked=1`: without
+//!   `Content-Length`), `pause=MS`: a pause before each chunk after the first;
+//! - otherwise the body is `PATH?QUERY #N`, N counting the requests for that target, so
+//!   a test tells a stored answer from a new one.
+//!
+//! A request whose `If-None-Match` names the ETag it would send gets `304`. Every
+//! request is counted; [`Origin::set_delay`] holds answers back, [`Origin::set_failing`]
+//! answers 503 to everything.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{Either, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio_util::sync::CancellationToken;
+
+/// A running origin; stopped on drop.
+#[derive(Debug)]
+pub struct Origin {
+    /// Its address.
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    stop: CancellationToken,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    requests: AtomicUsize,
+    per_target: Mutex<HashMap<String, usize>>,
+    seen: Mutex<Vec<HeaderMap>>,
+    delay_ms: AtomicU64,
+    failing: AtomicBool,
+}
+
+type Chunks = futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>>;
+type Body = Either<Full<Bytes>, StreamBody<Chunks>>;
+
+impl Origin {
+    /// Starts an origin on a free loopback port, on its own thread.
+    pub fn start() -> Origin {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind origin");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(State::default());
+        let stop = CancellationToken::new();
+        let (state2, stop2) = (state.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                loop {
+                    let stream = tokio::select! {
+                        () = stop2.cancelled() => return,
+                        accepted = listener.accept() => match accepted {
+                            Ok((stream, _)) => stream,
+                            Err(_) => continue,
+                        },
+                    };
+                    let state = state2.clone();
+                    let service = service_fn(move |req| respond(state.clone(), req));
+                    let conn = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
+                    let stop = stop2.clone();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = conn => {}
+                            () = stop.cancelled() => {}
+                        }
+                    });
+                }
+            });
+        });
+        Origin { addr, state, stop }
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// The request headers of every request, in order.
+    pub fn seen(&self) -> Vec<HeaderMap> {
+        self.state.seen.lock().expect("lock").clone()
+    }
+
+    /// Holds every answer back this long.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.state.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Answers 503 to everything while `failing`.
+    pub fn set_failing(&self, failing: bool) {
+        self.state.failing.store(failing, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn respond(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    state.seen.lock().expect("lock").push(req.headers().clone());
+    let n = {
+        let mut per = state.per_target.lock().expect("lock");
+        let n = per.entry(target.clone()).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if state.failing.load(Ordering::SeqCst) {
+        let mut r = Response::new(Either::Left(Full::new(Bytes::from_static(b"failing\n"))));
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        return Ok(r);
+    }
+    let query: Vec<(String, String)> = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_owned(), decode(v)))
+        .collect();
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut headers = HeaderMap::new();
+    let mut set = |name: &'static str, value: String| {
+        headers.insert(name, HeaderValue::try_from(value).expect("header value"));
+    };
+    if let Some(v) = param("cc") {
+        set("cache-control", v);
+    }
+    let etag = param("etag").map(|v| format!("\"{v}\""));
+    if let Some(v) = &etag {
+        set("etag", v.clone());
+    }
+    if let Some(v) = param("lm") {
+        set("last-modified", v);
+    }
+    if let Some(v) = param("vary") {
+        set("vary", v);
+    }
+    if let Some(v) = param("cookie") {
+        set("set-cookie", v);
+    }
+    let asked_for = req
+        .headers()
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok());
+    if let (Some(etag), Some(asked)) = (&etag, asked_for)
+        && asked.split(',').any(|t| t.trim() == etag)
+    {
+        let mut r = Response::new(Either::Left(Full::new(Bytes::new())));
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        *r.headers_mut() = headers;
+        return Ok(r);
+    }
+    let status = param("status")
+        .and_then(|s| s.parse().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let body = match param("size").and_then(|s| s.parse::<usize>().ok()) {
+        Some(size) => {
+            let pause = param("pause").and_then(|s| s.parse().ok()).unwrap_or(0u64);
+            if param("chunked").is_none() {
+                set("content-length", size.to_string());
+            }
+            let chunks: Vec<usize> = (0..size)
+                .step_by(16 * 1024)
+                .map(|at| (size - at).min(16 * 1024))
+                .collect();
+            let stream = futures_util::stream::iter(chunks.into_iter().enumerate())
+                .then(move |(i, len)| async move {
+                    if i > 0 && pause > 0 {
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                    }
+                    Ok(Frame::data(Bytes::from(vec![b'x'; len])))
+                })
+                .boxed();
+            Either::Right(StreamBody::new(stream))
+        }
+        None => Either::Left(Full::new(Bytes::from(format!("{target} #{n}")))),
+    };
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    r.headers_mut().extend(headers);
+    Ok(r)
+}
+
+/// `%XX` escapes and `+` decoded.
+fn decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => out.push(b),
+                    Err(_) => out.extend_from_slice(&bytes[i..i + 3]),
+                }
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
