@@ -202,11 +202,16 @@ impl Cluster {
     }
 }
 
-/// Gives `req` the `Host` header it should carry to `endpoint`.
+/// Gives `req` the `Host` header it should carry to `endpoint`. A request that came
+/// without one (HTTP/1.0 allows it) gets the endpoint's, as nginx's `$proxy_host` does:
+/// HTTP/1.1, which the gateway speaks upstream, requires a `Host` on every request, and
+/// origins answer 400 without one.
 pub(super) fn set_host(req: &mut Request<UpstreamBody>, host: &UpstreamHost, endpoint: &Authority) {
     let value = match host {
-        UpstreamHost::Fixed(value) => value.clone(),
-        UpstreamHost::Endpoint => HeaderValue::from_str(endpoint.as_str()).ok(),
+        UpstreamHost::Fixed(Some(value)) => Some(value.clone()),
+        UpstreamHost::Fixed(None) | UpstreamHost::Endpoint => {
+            HeaderValue::from_str(endpoint.as_str()).ok()
+        }
     };
     match value {
         Some(h) => req.headers_mut().insert(header::HOST, h),

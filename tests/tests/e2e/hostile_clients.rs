@@ -78,9 +78,18 @@ async fn an_http_1_1_request_without_one_valid_host_is_a_400_and_goes_nowhere() 
         assert!(reply.contains("bad Host header"), "{what}: {reply}");
     }
     assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
-    // HTTP/1.0 may leave it out.
+    // HTTP/1.0 may leave it out; the upstream, spoken to in HTTP/1.1, still gets one:
+    // the endpoint's address.
     let reply = raw_request(gw.addr, "GET / HTTP/1.0\r\n\r\n").await;
     assert!(reply.starts_with("HTTP/1.0 200 "), "{reply}");
+    let seen = upstream.last();
+    assert_eq!(
+        seen.headers
+            .get("host")
+            .map(|h| h.to_str().unwrap().to_owned()),
+        Some(upstream.addr.to_string()),
+        "{seen:?}"
+    );
 }
 
 /// An upstream that answers every request in HTTP/1.0 and closes its connection.
