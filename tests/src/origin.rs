@@ -24,9 +24,6 @@ use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{Either, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio_util::sync::CancellationToken;
 
 /// A running origin; stopped on drop.
@@ -54,41 +51,16 @@ impl Origin {
     /// Starts an origin on a free loopback port, on its own thread.
     pub fn start() -> Origin {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind origin");
-        listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(State::default());
         let stop = CancellationToken::new();
-        let (state2, stop2) = (state.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                loop {
-                    let stream = tokio::select! {
-                        () = stop2.cancelled() => return,
-                        accepted = listener.accept() => match accepted {
-                            Ok((stream, _)) => stream,
-                            Err(_) => continue,
-                        },
-                    };
-                    let state = state2.clone();
-                    let service = service_fn(move |req| respond(state.clone(), req));
-                    let conn = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    let stop = stop2.clone();
-                    tokio::spawn(async move {
-                        tokio::select! {
-                            _ = conn => {}
-                            () = stop.cancelled() => {}
-                        }
-                    });
-                }
-            });
-        });
+        let served = state.clone();
+        crate::upstream::serve_http(
+            listener,
+            stop.clone(),
+            || {},
+            move |req| respond(served.clone(), req),
+        );
         Origin { addr, state, stop }
     }
 

@@ -167,6 +167,32 @@ fn serve(
     state: Arc<State>,
     stop: CancellationToken,
 ) -> std::thread::JoinHandle<()> {
+    let counted = state.clone();
+    serve_http(
+        listener,
+        stop,
+        move || {
+            counted.connections.fetch_add(1, Ordering::Relaxed);
+        },
+        move |req| respond(state.clone(), req),
+    )
+}
+
+/// Serves HTTP/1.1 and h2c on `listener` from a thread of its own until `stop`, which
+/// also closes every connection: `handle` answers each request, `on_accept` sees each
+/// new connection. The test servers' one accept loop.
+pub(crate) fn serve_http<H, F, B>(
+    listener: std::net::TcpListener,
+    stop: CancellationToken,
+    on_accept: impl Fn() + Send + 'static,
+    handle: H,
+) -> std::thread::JoinHandle<()>
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
+    F: std::future::Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     listener.set_nonblocking(true).expect("nonblocking");
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -179,17 +205,13 @@ fn serve(
                 let stream = tokio::select! {
                     () = stop.cancelled() => return,
                     accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => {
-                            state.connections.fetch_add(1, Ordering::Relaxed);
-                            stream
-                        }
+                        Ok((stream, _)) => stream,
                         Err(_) => continue,
                     },
                 };
-                let state = state.clone();
-                let service = service_fn(move |req| respond(state.clone(), req));
+                on_accept();
                 let conn = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection(TokioIo::new(stream), service_fn(handle.clone()))
                     .into_owned();
                 let stop = stop.clone();
                 tokio::spawn(async move {
@@ -201,12 +223,6 @@ fn serve(
             }
         });
     })
-}
-
-impl Drop for TestUpstream {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
 }
 
 async fn respond(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
