@@ -62,8 +62,17 @@ impl Control {
             .clone()
     }
 
-    pub(super) fn set_status(&self, status: Status) {
-        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = status;
+    /// Serves `next` (if there is one) and shows `status`, as one step for anyone who
+    /// reads the status: the status lock is held across both, so a client that saw
+    /// the new snapshot answer a request and then asks the admin API sees the status
+    /// that goes with it, and one that saw the new status finds the snapshot serving.
+    pub(super) fn publish(&self, next: Option<Snapshot>, status: Status) {
+        let mut shown = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        let replaced = next.map(|next| self.snapshot.swap(Arc::new(next)));
+        *shown = status;
+        drop(shown);
+        // The old snapshot is dropped outside the lock.
+        drop(replaced);
     }
 
     /// Asks for a reload without waiting for it.

@@ -221,18 +221,15 @@ impl Reloader {
                         tracing::debug!(?causes, "reloading");
                         let previous = control.snapshot();
                         let (report, next) = self.reload(&previous).await;
-                        if let Some(next) = next {
-                            if let Some(host) = &self.host {
-                                host.set_kv_limits(&next.config.kv);
-                            }
-                            control.snapshot.store(Arc::new(next));
-                        }
-                        if let Some(watcher) = &mut watcher {
-                            watcher.follow(&self.config, self.watch_extra());
+                        if let (Some(next), Some(host)) = (&next, &self.host) {
+                            host.set_kv_limits(&next.config.kv);
                         }
                         let mut status = self.status();
                         status.last_reload = Some((SystemTime::now(), report.clone()));
-                        control.set_status(status);
+                        control.publish(next, status);
+                        if let Some(watcher) = &mut watcher {
+                            watcher.follow(&self.config, self.watch_extra());
+                        }
                         for trigger in batch {
                             if let Some(reply) = trigger.reply {
                                 let _ = reply.send(report.clone());
