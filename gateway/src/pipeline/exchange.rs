@@ -122,17 +122,17 @@ impl<'s> Exchange<'s> {
             }
         };
         let headers = &mut head.headers;
-        forwarding::clean_client_request(headers, (!trusted).then_some(&snapshot.trust));
-        forwarding::add_forwarded(
+        forwarding::upstream_request(
             headers,
-            &conn.client_ip,
-            conn.scheme,
-            original_host.as_ref(),
+            &forwarding::Hygiene {
+                untrusted: (!trusted).then_some(&snapshot.trust),
+                peer_ip: &conn.client_ip,
+                scheme: conn.scheme,
+                host: original_host.as_ref(),
+                via,
+                client_cert: conn.client_cert.as_ref(),
+            },
         );
-        forwarding::append_via(headers, via);
-        if let Some(client_cert) = &conn.client_cert {
-            forwarding::set_client_cert(headers, client_cert);
-        }
         // Before the plugins, so they see the traceparent that goes upstream.
         let trace_id = snapshot.trace_context.then(|| trace::propagate(headers));
         Ok(Exchange {

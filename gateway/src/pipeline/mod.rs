@@ -18,7 +18,7 @@
 mod buffering;
 mod caching;
 mod exchange;
-mod forwarding;
+pub mod forwarding;
 mod mirror;
 mod request_phases;
 mod response_phases;

@@ -22,8 +22,7 @@ impl Exchange<'_> {
         // The client hears its own connection's version, and keep-alive follows its
         // connection, whatever the upstream spoke (an HTTP/1.0 upstream, or HTTP/2).
         head.version = self.client_version;
-        crate::hop_by_hop::remove(&mut head.headers);
-        forwarding::append_via(&mut head.headers, &self.snapshot.via.http11);
+        forwarding::client_response(&mut head.headers, &self.snapshot.via.http11);
         if let Some(pass) = &mut self.plugins {
             // Boxed: see `request_headers`.
             plugins_flow(
