@@ -4,6 +4,7 @@
 
 mod deadlines;
 mod listener;
+mod sniff;
 mod tls;
 mod worker;
 

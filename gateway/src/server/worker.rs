@@ -12,12 +12,14 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
 use http::HeaderValue;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -26,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::deadlines::{Activity, Expiry, Watched};
+use super::sniff::{Sniffed, sniff};
 use super::tls::{self, Alpn};
 use crate::config::ClientLimits;
 use crate::pipeline::{self, Connection};
@@ -127,7 +130,7 @@ impl Worker {
                 accept_tls(stream, served, &builders, &open);
                 continue;
             }
-            open.spawn(serve_connection(&builders.auto, stream, served));
+            open.spawn(serve_plain(builders.clone(), stream, served));
         }
 
         // The sockets stay open while a successor (or another worker) holds them.
@@ -203,62 +206,106 @@ fn accept_tls(
         served.conn.scheme = "https";
         served.conn.client_cert = accepted.client_cert;
         let builder = match accepted.alpn {
-            Alpn::H2 => &builders.http2,
-            Alpn::Http1 => &builders.http1,
-            Alpn::None => &builders.auto,
+            Alpn::H2 => Speaks::Http2(&builders.http2),
+            Alpn::Http1 => Speaks::Http1(&builders.http1),
+            Alpn::None => Speaks::FirstBytesTell(&builders.auto),
         };
         // The handshake has its own timeout; the head deadline starts after it.
         serve_connection(builder, accepted.stream, served).await;
     });
 }
 
-/// The HTTP server settings, one per way a connection can say which version it speaks.
-struct HttpBuilders {
-    /// HTTP/1.1 or h2, told by the first bytes: plain connections, and TLS without ALPN.
-    auto: auto::Builder<TokioExecutor>,
-    /// ALPN chose `http/1.1`.
-    http1: auto::Builder<TokioExecutor>,
-    /// ALPN chose `h2`.
-    http2: auto::Builder<TokioExecutor>,
+/// Serves a plain connection as HTTP/1 or h2c, told by its first bytes, which are left
+/// for hyper to read (see [`sniff`]). Until they come, the connection is under the
+/// head deadline of its first request, and a draining gateway closes it once it has
+/// been quiet for [`DRAIN_QUIET`], as it would an idle HTTP/1 connection.
+async fn serve_plain(builders: Arc<HttpBuilders>, stream: TcpStream, served: Served) {
+    let opened = tokio::time::Instant::now();
+    let quiet = async {
+        served.shutdown.cancelled().await;
+        tokio::time::sleep_until(opened + DRAIN_QUIET).await;
+    };
+    let sniffed = tokio::select! {
+        sniffed = sniff(&stream) => sniffed,
+        () = tokio::time::sleep(served.limits.header_read_timeout) => {
+            CLIENT_CONNECTIONS.header_timeout.inc();
+            tracing::debug!(client = %served.conn.client, reason = "header_read_timeout", "connection closed");
+            return;
+        }
+        () = quiet => return,
+    };
+    let builder = match sniffed {
+        Ok(Sniffed::Http2) => Speaks::Http2(&builders.http2),
+        Ok(Sniffed::Http1) => Speaks::Http1(&builders.http1),
+        Err(e) => {
+            tracing::debug!(client = %served.conn.client, error = %e, "connection ended with an error");
+            return;
+        }
+    };
+    serve_connection(builder, stream, served).await;
 }
 
-impl HttpBuilders {
-    fn new(limits: &ClientLimits) -> HttpBuilders {
-        HttpBuilders {
-            auto: http_builder(limits),
-            http1: http_builder(limits).http1_only(),
-            http2: http_builder(limits).http2_only(),
-        }
-    }
+/// The HTTP version a connection is served in, with hyper's settings for it.
+#[derive(Clone, Copy)]
+enum Speaks<'b> {
+    Http1(&'b http1::Builder),
+    Http2(&'b http2::Builder<TokioExecutor>),
+    /// Told by the first bytes hyper-util's `auto` reads (TLS without ALPN).
+    FirstBytesTell(&'b auto::Builder<TokioExecutor>),
+}
+
+/// The HTTP server settings, one per way a connection can say which version it speaks.
+struct HttpBuilders {
+    /// HTTP/1.1: ALPN chose `http/1.1`, or a plain connection's first bytes are not h2's
+    /// preface.
+    http1: http1::Builder,
+    /// HTTP/2: ALPN chose `h2`, or a plain connection opened with h2's preface.
+    http2: http2::Builder<TokioExecutor>,
+    /// Either, told by the first bytes: TLS without ALPN.
+    auto: auto::Builder<TokioExecutor>,
 }
 
 /// hyper's settings for `[server.limits]`: a head past `max_header_bytes` or
 /// `max_headers` is a 431 and a closed connection; HTTP/2 gets the same header list
 /// bound and its stream limit. The head and idle deadlines are the gateway's own
 /// ([`super::deadlines`]): hyper's header timer would also close idle keep-alive
-/// connections.
-fn http_builder(limits: &ClientLimits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    let mut http1 = builder.http1();
-    http1
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        // The read buffer's bound is the head's: a head that does not fit is a 431.
-        .max_buf_size(limits.max_header_bytes)
-        // One flat write per response instead of writev of head and body: fewer
-        // kernel cycles per small response (measured with bench/run.sh).
-        .writev(false);
-    // hyper keeps up to 100 headers on the stack; another bound costs a heap
-    // allocation per request, so it is only set when it differs.
-    if limits.max_headers != 100 {
-        http1.max_headers(limits.max_headers);
+/// connections. Written once for hyper's builders and hyper-util's `auto` one, which
+/// have the same methods but no common trait.
+macro_rules! configure {
+    (http1: $builder:expr, $limits:expr) => {{
+        $builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            // The read buffer's bound is the head's: a head that does not fit is a 431.
+            .max_buf_size($limits.max_header_bytes)
+            // One flat write per response instead of writev of head and body: fewer
+            // kernel cycles per small response (measured with bench/run.sh).
+            .writev(false);
+        // hyper keeps up to 100 headers on the stack; another bound costs a heap
+        // allocation per request, so it is only set when it differs.
+        if $limits.max_headers != 100 {
+            $builder.max_headers($limits.max_headers);
+        }
+    }};
+    (http2: $builder:expr, $limits:expr) => {{
+        $builder
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from($limits.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams($limits.max_concurrent_streams);
+    }};
+}
+
+impl HttpBuilders {
+    fn new(limits: &ClientLimits) -> HttpBuilders {
+        let mut http1 = http1::Builder::new();
+        configure!(http1: http1, limits);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        configure!(http2: http2, limits);
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        configure!(http1: auto.http1(), limits);
+        configure!(http2: auto.http2(), limits);
+        HttpBuilders { http1, http2, auto }
     }
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(limits.max_concurrent_streams);
-    builder
 }
 
 /// A connection counted against `max_connections`, until it is dropped.
@@ -300,10 +347,10 @@ struct Served {
 /// it gracefully when the gateway drains (see the module's doc), or drops it when it
 /// passes one of its client deadlines.
 fn serve_connection<IO>(
-    builder: &auto::Builder<TokioExecutor>,
+    speaks: Speaks<'_>,
     io: IO,
     served: Served,
-) -> impl Future<Output = ()> + Send + 'static
+) -> Pin<Box<dyn Future<Output = ()> + Send>>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -344,14 +391,64 @@ where
             Ok::<_, Infallible>(response)
         })
     });
-    let served = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .into_owned();
-    async move {
-        let _open = open;
+    let io = TokioIo::new(io);
+    let drive = Drive {
+        open,
+        activity,
+        shutdown,
+        limits,
+        client,
+    };
+    match speaks {
+        Speaks::Http1(builder) => Box::pin(drive.run(
+            builder.serve_connection(io, service).with_upgrades(),
+            |connection| connection.graceful_shutdown(),
+        )),
+        Speaks::Http2(builder) => Box::pin(
+            drive.run(builder.serve_connection(io, service), |connection| {
+                connection.graceful_shutdown()
+            }),
+        ),
+        Speaks::FirstBytesTell(builder) => Box::pin(
+            drive.run(
+                builder
+                    .serve_connection_with_upgrades(io, service)
+                    .into_owned(),
+                |connection| connection.graceful_shutdown(),
+            ),
+        ),
+    }
+}
+
+/// What a connection is driven with besides hyper's side of it.
+struct Drive {
+    /// Counted against `max_connections` until the connection ends.
+    open: OpenConnection,
+    activity: Arc<Activity>,
+    shutdown: CancellationToken,
+    limits: ClientLimits,
+    client: SocketAddr,
+}
+
+impl Drive {
+    /// Runs `connection` until it ends, shutting it down gracefully (with
+    /// `graceful_shutdown`, its own method) once the gateway drains and it is
+    /// drainable, or dropping it when it passes a client deadline.
+    async fn run<C, E>(self, connection: C, graceful_shutdown: impl Fn(Pin<&mut C>))
+    where
+        C: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let Drive {
+            open: _open,
+            activity,
+            shutdown,
+            limits,
+            client,
+        } = self;
         // Pinned out here so that a connection closed for a deadline is counted before
         // it is dropped: whoever sees the close and then reads the metrics finds it.
-        tokio::pin!(served);
+        tokio::pin!(connection);
         let drainable = async {
             shutdown.cancelled().await;
             while !activity.drainable(DRAIN_QUIET) {
@@ -362,7 +459,7 @@ where
         let mut closing = false;
         loop {
             tokio::select! {
-                ended = &mut served => {
+                ended = &mut connection => {
                     if let Err(e) = ended {
                         tracing::debug!(%client, error = %e, "connection ended with an error");
                     }
@@ -370,19 +467,19 @@ where
                 }
                 () = &mut drainable, if !closing => {
                     // Idle HTTP/1 closes now; HTTP/2 sends GOAWAY and finishes its streams.
-                    served.as_mut().graceful_shutdown();
+                    graceful_shutdown(connection.as_mut());
                     closing = true;
                 }
                 expiry = activity.expired(limits) => {
-                let (counter, reason) = match expiry {
-                    Expiry::HeaderRead => (&CLIENT_CONNECTIONS.header_timeout, "header_read_timeout"),
-                    Expiry::Idle => (&CLIENT_CONNECTIONS.idle, "idle_timeout"),
-                    Expiry::ResetFlood => (&CLIENT_CONNECTIONS.reset_flood, "reset_flood"),
-                };
-                counter.inc();
-                tracing::debug!(%client, reason, "connection closed");
-                break;
-            }
+                    let (counter, reason) = match expiry {
+                        Expiry::HeaderRead => (&CLIENT_CONNECTIONS.header_timeout, "header_read_timeout"),
+                        Expiry::Idle => (&CLIENT_CONNECTIONS.idle, "idle_timeout"),
+                        Expiry::ResetFlood => (&CLIENT_CONNECTIONS.reset_flood, "reset_flood"),
+                    };
+                    counter.inc();
+                    tracing::debug!(%client, reason, "connection closed");
+                    break;
+                }
             }
         }
     }

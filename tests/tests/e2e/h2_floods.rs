@@ -258,3 +258,49 @@ async fn a_ping_flood_without_reading_is_held_back_then_closed() {
     drop(reader);
     others_are_served(&gw).await;
 }
+
+/// The gateway tells h2c from HTTP/1 by a connection's first bytes, looked at without
+/// reading them: a preface that arrives a byte at a time is still HTTP/2.
+#[tokio::test]
+async fn a_preface_trickled_a_byte_at_a_time_is_still_http2() {
+    let up = TestUpstream::start("up");
+    let gw = gateway(&up, "trickle");
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    for byte in PREFACE {
+        writer.write_all(&[*byte]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    writer.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+    let mut head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(10), reader.read_exact(&mut head))
+        .await
+        .expect("the server answers the preface")
+        .unwrap();
+    assert_eq!(head[3], SETTINGS, "the server speaks HTTP/2: {head:?}");
+}
+
+/// A client that stops in the middle of the preface is closed at the head deadline
+/// (and counted under it), like one that stops in the middle of an HTTP/1 head.
+#[tokio::test]
+async fn a_client_that_stops_in_the_preface_is_closed_at_the_head_deadline() {
+    let up = TestUpstream::start("up");
+    let gw = TestGateway::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\
+         [server.limits]\nheader_read_timeout = \"500ms\"\nidle_timeout = \"60s\"\n\
+         [[upstream]]\nname = \"up\"\nendpoints = [\"{}\"]\n\
+         [[route]]\nname = \"stalled\"\nupstream = \"up\"\n",
+        up.addr
+    ));
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (reader, mut writer) = stream.into_split();
+    writer.write_all(&PREFACE[..8]).await.unwrap();
+    let ending = read_frames(reader, Duration::from_secs(20)).await;
+    assert!(
+        ending.closed,
+        "the stalled connection is closed: {ending:?}"
+    );
+    let closed = "weir_client_connections_closed_total{reason=\"header_read_timeout\"}";
+    assert!(gw.metric(closed).await >= 1.0, "counted as a head timeout");
+    others_are_served(&gw).await;
+}
