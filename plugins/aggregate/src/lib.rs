@@ -115,9 +115,27 @@ fn check_part(i: usize, part: PartConfig, keys: &mut HashSet<String>) -> Result<
 }
 
 impl Part {
-    /// The URL for this request: `{path}` and `{query}` filled in.
+    /// The URL for this request: `{path}` and `{query}` filled in, in one pass (so a
+    /// path that itself reads `{query}` stays as it is).
     fn url_for(&self, path: &str, query: &str) -> String {
-        self.url.replace("{path}", path).replace("{query}", query)
+        let mut url = String::with_capacity(self.url.len() + path.len() + query.len());
+        let mut rest = self.url.as_str();
+        while let Some(at) = rest.find('{') {
+            url.push_str(&rest[..at]);
+            rest = &rest[at..];
+            if let Some(after) = rest.strip_prefix("{path}") {
+                url.push_str(path);
+                rest = after;
+            } else if let Some(after) = rest.strip_prefix("{query}") {
+                url.push_str(query);
+                rest = after;
+            } else {
+                url.push('{');
+                rest = &rest[1..];
+            }
+        }
+        url.push_str(rest);
+        url
     }
 }
 
@@ -329,6 +347,20 @@ mod tests {
             );
             assert!(!call.headers.iter().any(|(name, _)| name == "cookie"));
         });
+    }
+
+    #[test]
+    fn placeholders_are_filled_in_once() {
+        let part = Part {
+            key: "a".into(),
+            url: "http://x{path}?{query}&{other}".into(),
+            timeout: Duration::from_secs(1),
+            required: true,
+        };
+        assert_eq!(
+            part.url_for("/{query}", "q=1"),
+            "http://x/{query}?q=1&{other}"
+        );
     }
 
     #[test]
