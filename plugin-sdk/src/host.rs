@@ -241,36 +241,98 @@ pub mod http {
         #[cfg(target_family = "wasm")]
         {
             use crate::bindings::weir::plugin::http_client as wit;
-            use crate::bindings::weir::plugin::types::Header;
-            let req = wit::OutboundRequest {
-                method: request.method.clone(),
-                url: request.url.clone(),
-                headers: request
-                    .headers
-                    .iter()
-                    .map(|(name, value)| Header {
-                        name: name.clone(),
-                        value: value.clone(),
-                    })
-                    .collect(),
-                body: request.body.clone(),
-                timeout_ms: u32::try_from(request.timeout.as_millis()).unwrap_or(u32::MAX),
-            };
-            wit::call(&req)
-                .map(|r| OutboundResponse {
-                    status: r.status,
-                    headers: r.headers.into_iter().map(|h| (h.name, h.value)).collect(),
-                    body: r.body,
-                })
-                .map_err(|e| match e {
-                    wit::HttpError::NotAllowed(h) => HttpError::NotAllowed(h),
-                    wit::HttpError::LimitExceeded => HttpError::LimitExceeded,
-                    wit::HttpError::Timeout => HttpError::Timeout,
-                    wit::HttpError::InvalidRequest(w) => HttpError::InvalidRequest(w),
-                    wit::HttpError::Failed(w) => HttpError::Failed(w),
-                })
+            wit::call(&to_wit(request))
+                .map(from_wit)
+                .map_err(error_from_wit)
         }
         #[cfg(not(target_family = "wasm"))]
         crate::testing::with(|fake| fake.http_call(request))
+    }
+
+    /// Sends all `requests` at once and waits for every one; the results are in the
+    /// order of `requests`. The whole call takes about as long as the slowest request
+    /// (each gives up after its own `timeout`), not the sum of them, so a plugin can
+    /// fan out to several services and compose their answers.
+    ///
+    /// Each request is checked as [`call`] checks it: a host outside `allowed_hosts`, or
+    /// one past the route's `max_outbound_calls` (counted in list order), gets its own
+    /// error and the others still go.
+    ///
+    /// Since `weir:plugin` 0.1.5: a plugin that uses it needs a gateway from 0.1.5 on.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use weir_plugin_sdk::host::http::{self, OutboundRequest};
+    ///
+    /// let mut user = OutboundRequest::get("http://users.internal/users/7");
+    /// user.timeout = Duration::from_millis(200);
+    /// let orders = OutboundRequest::get("http://orders.internal/orders?user=7");
+    /// let [user, orders] = <[_; 2]>::try_from(http::call_all(&[user, orders]))
+    ///     .expect("one result per request");
+    /// match (user, orders) {
+    ///     (Ok(user), Ok(orders)) => { /* compose user.body and orders.body */ }
+    ///     (Err(e), _) | (_, Err(e)) => { /* answer 502, naming `e` */ }
+    /// }
+    /// ```
+    pub fn call_all(requests: &[OutboundRequest]) -> Vec<Result<OutboundResponse, HttpError>> {
+        #[cfg(target_family = "wasm")]
+        {
+            use crate::bindings::weir::plugin::http_client as wit;
+            let requests: Vec<_> = requests.iter().map(to_wit).collect();
+            wit::call_all(&requests)
+                .into_iter()
+                .map(|result| result.map(from_wit).map_err(error_from_wit))
+                .collect()
+        }
+        #[cfg(not(target_family = "wasm"))]
+        crate::testing::with(|fake| requests.iter().map(|r| fake.http_call(r)).collect())
+    }
+
+    #[cfg(target_family = "wasm")]
+    fn to_wit(
+        request: &OutboundRequest,
+    ) -> crate::bindings::weir::plugin::http_client::OutboundRequest {
+        use crate::bindings::weir::plugin::types::Header;
+        crate::bindings::weir::plugin::http_client::OutboundRequest {
+            method: request.method.clone(),
+            url: request.url.clone(),
+            headers: request
+                .headers
+                .iter()
+                .map(|(name, value)| Header {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            body: request.body.clone(),
+            timeout_ms: u32::try_from(request.timeout.as_millis()).unwrap_or(u32::MAX),
+        }
+    }
+
+    #[cfg(target_family = "wasm")]
+    fn from_wit(
+        response: crate::bindings::weir::plugin::http_client::OutboundResponse,
+    ) -> OutboundResponse {
+        OutboundResponse {
+            status: response.status,
+            headers: response
+                .headers
+                .into_iter()
+                .map(|h| (h.name, h.value))
+                .collect(),
+            body: response.body,
+        }
+    }
+
+    #[cfg(target_family = "wasm")]
+    fn error_from_wit(error: crate::bindings::weir::plugin::http_client::HttpError) -> HttpError {
+        use crate::bindings::weir::plugin::http_client as wit;
+        match error {
+            wit::HttpError::NotAllowed(h) => HttpError::NotAllowed(h),
+            wit::HttpError::LimitExceeded => HttpError::LimitExceeded,
+            wit::HttpError::Timeout => HttpError::Timeout,
+            wit::HttpError::InvalidRequest(w) => HttpError::InvalidRequest(w),
+            wit::HttpError::Failed(w) => HttpError::Failed(w),
+        }
     }
 }

@@ -182,9 +182,10 @@
 //! [`host`] has the gateway's services as plain functions: [`host::log`], the shared
 //! key-value store [`host::kv`] (atomic increments with TTLs: the basis of rate limits),
 //! [`host::metrics`] (Prometheus series labelled with the plugin), and outbound HTTP
-//! [`host::http::call`] to the hosts listed in the plugin's `allowed_hosts`.
+//! to the hosts listed in the plugin's `allowed_hosts`: [`host::http::call`] for one
+//! request, [`host::http::call_all`] for several sent at once (fan out and compose).
 //!
-//! A plugin that uses [`host::http::call`] is called on a fiber (a stack switch per
+//! A plugin that uses [`host::http::call`] or `call_all` is called on a fiber (a stack switch per
 //! call), because the call waits on the network. So is one whose code uses `std::fs` or
 //! `std::net` anywhere: the sandbox refuses them, and they only cost. `weir plugin
 //! inspect` says how a plugin is called (its `calls` line).
@@ -198,8 +199,10 @@
 //!
 //! # Compatibility
 //!
-//! This is SDK 0.2, for gateways speaking `weir:plugin` 0.1.4 or later ([`WIT_VERSION`]).
-//! Plugins built with SDK 0.1 keep loading in those gateways.
+//! This is SDK 0.2, for gateways speaking `weir:plugin` 0.1.4 or later; it builds
+//! against 0.1.5 ([`WIT_VERSION`]), whose one addition, [`host::http::call_all`], needs a
+//! 0.1.5 gateway: a plugin that does not call it loads into 0.1.4 gateways too. Plugins
+//! built with SDK 0.1 keep loading in those gateways.
 #![deny(missing_docs)]
 
 #[doc(hidden)]

@@ -48,6 +48,8 @@ pub struct FakeHost {
     pub histograms: HashMap<String, Vec<f64>>,
     /// Canned responses for outbound calls, by URL; an unknown URL is `NotAllowed`.
     pub http: HashMap<String, OutboundResponse>,
+    /// Canned failures for outbound calls, by URL (checked before `http`).
+    pub http_errors: HashMap<String, HttpError>,
     /// Outbound requests made, in order.
     pub http_calls: Vec<OutboundRequest>,
     /// What `host.request-serial` answers: which request the plugin is serving. A
@@ -87,6 +89,12 @@ impl FakeHost {
     /// Makes `url` answer outbound calls with `response`.
     pub fn respond_to(&mut self, url: &str, response: OutboundResponse) {
         self.http.insert(url.to_owned(), response);
+    }
+
+    /// Makes outbound calls to `url` fail with `error` (a timeout, a refused
+    /// connection).
+    pub fn fail_to(&mut self, url: &str, error: HttpError) {
+        self.http_errors.insert(url.to_owned(), error);
     }
 
     pub(crate) fn kv_get(&mut self, key: &str) -> Option<Vec<u8>> {
@@ -159,6 +167,9 @@ impl FakeHost {
         request: &OutboundRequest,
     ) -> Result<OutboundResponse, HttpError> {
         self.http_calls.push(request.clone());
+        if let Some(error) = self.http_errors.get(&request.url) {
+            return Err(error.clone());
+        }
         self.http
             .get(&request.url)
             .cloned()

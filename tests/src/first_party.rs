@@ -9,6 +9,7 @@ use crate::{Reply, TestUpstream, guest_wasm};
 /// A fresh plugins directory holding every first-party plugin as `NAME.wasm`.
 pub fn plugin_dir() -> PathBuf {
     crate::gateway::plugin_dir(&[
+        (guest_wasm!("aggregate"), "aggregate"),
         (guest_wasm!("api_key"), "api-key"),
         (guest_wasm!("cors"), "cors"),
         (guest_wasm!("headers"), "headers"),

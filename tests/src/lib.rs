@@ -6,6 +6,7 @@ pub mod certs;
 pub mod client;
 pub mod first_party;
 pub mod gateway;
+pub mod json_upstream;
 pub mod load;
 pub mod origin;
 pub mod poll;
@@ -15,6 +16,7 @@ pub mod upstream;
 
 pub use client::{Reply, get, h1_client, h2_client, raw_request, send};
 pub use gateway::{TestGateway, WeirProcess};
+pub use json_upstream::JsonUpstream;
 pub use proto_upstream::{ProtoOptions, ProtoUpstream};
 pub use redis::RedisServer;
 pub use upstream::{Seen, TestUpstream, closed_addr};

@@ -7,6 +7,7 @@ mod generated {
         world: "plugin",
         imports: {
             "weir:plugin/http-client.call": async | trappable,
+            "weir:plugin/http-client.call-all": async | trappable,
             default: trappable,
         },
         exports: { default: async },
@@ -30,6 +31,7 @@ mod generated_remote_kv {
             "weir:plugin/kv.try-increment": async | trappable,
             "weir:plugin/kv.try-compare-and-swap": async | trappable,
             "weir:plugin/http-client.call": async | trappable,
+            "weir:plugin/http-client.call-all": async | trappable,
             default: trappable,
         },
         exports: { default: async },

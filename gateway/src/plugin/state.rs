@@ -339,25 +339,26 @@ impl metrics::Host for HostState {
     }
 }
 
-impl http_client::Host for HostState {
-    async fn call(
+impl HostState {
+    /// Checks one outbound request as `call` and `call-all` do (a valid `http://` URL,
+    /// its host allowed, a call left in this request's `max_outbound_calls`), counts it,
+    /// and builds it with its capped timeout. A refused request is not counted.
+    fn outbound(
         &mut self,
         request: http_client::OutboundRequest,
-    ) -> wasmtime::Result<Result<http_client::OutboundResponse, http_client::HttpError>> {
+    ) -> Result<(http::Request<Full<Bytes>>, Duration), http_client::HttpError> {
         use http_client::HttpError;
-        let uri: http::Uri = match request.url.parse() {
-            Ok(uri) => uri,
-            Err(e) => return Ok(Err(HttpError::InvalidRequest(format!("bad url: {e}")))),
-        };
+        let uri: http::Uri = request
+            .url
+            .parse()
+            .map_err(|e| HttpError::InvalidRequest(format!("bad url: {e}")))?;
         if uri.scheme_str() != Some("http") {
-            return Ok(Err(HttpError::InvalidRequest(
+            return Err(HttpError::InvalidRequest(
                 "only http:// URLs are supported".to_owned(),
-            )));
+            ));
         }
         let Some(authority) = uri.authority() else {
-            return Ok(Err(HttpError::InvalidRequest(
-                "the url has no host".to_owned(),
-            )));
+            return Err(HttpError::InvalidRequest("the url has no host".to_owned()));
         };
         let host = authority.host().to_ascii_lowercase();
         let host_port = authority.as_str().to_ascii_lowercase();
@@ -367,11 +368,11 @@ impl http_client::Host for HostState {
             .iter()
             .any(|allowed| *allowed == host || *allowed == host_port)
         {
-            return Ok(Err(HttpError::NotAllowed(host_port)));
+            return Err(HttpError::NotAllowed(host_port));
         }
         if self.outbound_calls >= self.ctx.max_outbound_calls {
             self.ctx.series.refused(Refusal::OutboundCalls);
-            return Ok(Err(HttpError::LimitExceeded));
+            return Err(HttpError::LimitExceeded);
         }
         self.outbound_calls += 1;
 
@@ -381,43 +382,92 @@ impl http_client::Host for HostState {
         for types::Header { name, value } in &request.headers {
             builder = builder.header(name.as_str(), value.as_slice());
         }
-        let req = match builder.body(Full::new(Bytes::from(request.body))) {
-            Ok(req) => req,
-            Err(e) => return Ok(Err(HttpError::InvalidRequest(e.to_string()))),
-        };
+        let req = builder
+            .body(Full::new(Bytes::from(request.body)))
+            .map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
         let limit = Duration::from_millis(u64::from(request.timeout_ms)).min(MAX_OUTBOUND_TIMEOUT);
+        Ok((req, limit))
+    }
+}
+
+/// Sends one checked outbound request and reads its whole response (up to
+/// MAX_OUTBOUND_BODY), giving up after `limit`. Runs inside the plugin call's own
+/// future: a call dropped half-way (the client went away) drops the exchange with it.
+async fn exchange(
+    client: OutboundClient,
+    req: http::Request<Full<Bytes>>,
+    limit: Duration,
+) -> Result<http_client::OutboundResponse, http_client::HttpError> {
+    use http_client::HttpError;
+    let whole = async {
+        let response = client
+            .request(req)
+            .await
+            .map_err(|e| HttpError::Failed(e.to_string()))?;
+        let (parts, body) = response.into_parts();
+        let body = http_body_util::Limited::new(body, MAX_OUTBOUND_BODY)
+            .collect()
+            .await
+            .map_err(|e| HttpError::Failed(e.to_string()))?
+            .to_bytes();
+        Ok(http_client::OutboundResponse {
+            status: parts.status.as_u16(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(name, value)| types::Header {
+                    name: name.as_str().to_owned(),
+                    value: value.as_bytes().to_vec(),
+                })
+                .collect(),
+            body: body.to_vec(),
+        })
+    };
+    match tokio::time::timeout(limit, whole).await {
+        Ok(result) => result,
+        Err(_) => Err(HttpError::Timeout),
+    }
+}
+
+impl http_client::Host for HostState {
+    async fn call(
+        &mut self,
+        request: http_client::OutboundRequest,
+    ) -> wasmtime::Result<Result<http_client::OutboundResponse, http_client::HttpError>> {
+        let (req, limit) = match self.outbound(request) {
+            Ok(checked) => checked,
+            Err(e) => return Ok(Err(e)),
+        };
         let started = Instant::now();
-        let exchange = async {
-            let response = self
-                .ctx
-                .http
-                .request(req)
-                .await
-                .map_err(|e| HttpError::Failed(e.to_string()))?;
-            let (parts, body) = response.into_parts();
-            let body = http_body_util::Limited::new(body, MAX_OUTBOUND_BODY)
-                .collect()
-                .await
-                .map_err(|e| HttpError::Failed(e.to_string()))?
-                .to_bytes();
-            Ok(http_client::OutboundResponse {
-                status: parts.status.as_u16(),
-                headers: parts
-                    .headers
-                    .iter()
-                    .map(|(name, value)| types::Header {
-                        name: name.as_str().to_owned(),
-                        value: value.as_bytes().to_vec(),
-                    })
-                    .collect(),
-                body: body.to_vec(),
-            })
-        };
-        let result = match tokio::time::timeout(limit, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(HttpError::Timeout),
-        };
+        let result = exchange(self.ctx.http.clone(), req, limit).await;
         self.waited += started.elapsed();
         Ok(result)
+    }
+
+    async fn call_all(
+        &mut self,
+        requests: Vec<http_client::OutboundRequest>,
+    ) -> wasmtime::Result<Vec<Result<http_client::OutboundResponse, http_client::HttpError>>> {
+        // Checked and counted in list order first, so which requests a limit refuses
+        // does not depend on timing; then all that passed go at once, in this future
+        // (no task is spawned that could outlive the call).
+        let checked: Vec<_> = requests
+            .into_iter()
+            .map(|request| self.outbound(request))
+            .collect();
+        let client = &self.ctx.http;
+        let started = Instant::now();
+        let results = futures_util::future::join_all(checked.into_iter().map(|checked| {
+            let client = client.clone();
+            async move {
+                match checked {
+                    Ok((req, limit)) => exchange(client, req, limit).await,
+                    Err(e) => Err(e),
+                }
+            }
+        }))
+        .await;
+        self.waited += started.elapsed();
+        Ok(results)
     }
 }

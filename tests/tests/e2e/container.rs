@@ -81,6 +81,7 @@ fn local_default_config(dir: &Path) -> PathBuf {
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).expect("plugins dir");
     for name in [
+        "aggregate",
         "api-key",
         "cors",
         "headers",

@@ -9,6 +9,12 @@ use weir_tests::{TestGateway, TestUpstream};
 
 /// Starts `examples/NAME/weir.toml` in front of `up`.
 fn start_example(name: &str, up: &TestUpstream) -> TestGateway {
+    start_example_at(name, &up.addr.to_string())
+}
+
+/// Starts `examples/NAME/weir.toml` with `upstream` (a `host:port`) where the example
+/// expects its service (127.0.0.1:9000).
+fn start_example_at(name: &str, upstream: &str) -> TestGateway {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples")
         .join(name)
@@ -18,7 +24,7 @@ fn start_example(name: &str, up: &TestUpstream) -> TestGateway {
     let text = text
         .replace("127.0.0.1:8080", "127.0.0.1:0")
         .replace("127.0.0.1:9901", "127.0.0.1:0")
-        .replace("127.0.0.1:9000", &up.addr.to_string())
+        .replace("127.0.0.1:9000", upstream)
         .replace(
             "dir = \"target/weir-plugins\"",
             &format!(
@@ -27,10 +33,7 @@ fn start_example(name: &str, up: &TestUpstream) -> TestGateway {
                 dir.display()
             ),
         );
-    assert!(
-        text.contains(&up.addr.to_string()),
-        "{name}: upstream not replaced"
-    );
+    assert!(text.contains(upstream), "{name}: upstream not replaced");
     TestGateway::start(&text)
 }
 
@@ -190,5 +193,38 @@ async fn the_caching_example_serves_hits_and_purges() {
         asset.header("x-cache").as_deref(),
         Some("HIT"),
         "another route's entry stays"
+    );
+}
+
+/// `examples/aggregate`: `/dashboard` is one JSON object from three parts of a JSON
+/// service (the example's file server), the client's `authorization` forwarded to each;
+/// with the service gone, the required part fails the answer, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aggregate_example_merges_its_parts() {
+    let services = weir_tests::JsonUpstream::start();
+    let gw = start_example_at("aggregate", &services.addr.to_string());
+    let reply = get_with(&gw.url("/dashboard"), &[("authorization", "Bearer demo")]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let body: serde_json::Value = serde_json::from_slice(&reply.body).expect("JSON");
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "user": { "path": "/user.json" },
+            "orders": { "path": "/orders.json" },
+            "reviews": { "path": "/reviews.json" },
+        })
+    );
+    let seen = services.seen();
+    assert_eq!(seen.len(), 3);
+    assert!(
+        seen.iter()
+            .all(|s| s.headers["authorization"] == "Bearer demo")
+    );
+    drop(services);
+    let reply = get_with(&gw.url("/dashboard"), &[]).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&reply.body).expect("JSON")["failed"],
+        serde_json::json!([{ "key": "user", "reason": "unreachable" }])
     );
 }

@@ -47,7 +47,8 @@ fn shipped_config() -> String {
 }
 
 /// The first-party plugins' names.
-const FIRST_PARTY: [&str; 7] = [
+const FIRST_PARTY: [&str; 8] = [
+    "aggregate",
     "api-key",
     "cors",
     "headers",

@@ -29,6 +29,7 @@ mod kv_redis;
 mod metrics;
 mod mirror;
 mod observability;
+mod plugin_aggregate;
 mod plugin_api_key;
 mod plugin_cors;
 mod plugin_headers;

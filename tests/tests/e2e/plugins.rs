@@ -731,7 +731,7 @@ fn a_restart_loads_the_compiled_plugin_from_the_cache() {
         64,
         "the version is the file's SHA-256"
     );
-    assert_eq!(plugin.wit_version, "0.1.4");
+    assert_eq!(plugin.wit_version, "0.1.5");
 }
 
 #[test]
@@ -1123,7 +1123,7 @@ fn a_plugin_for_another_wit_version_is_refused_naming_both() {
         &route("r", "/", "{ name = \"future\" }"),
     ));
     assert!(
-        message.contains("plugin `future` was built for weir:plugin 0.2.0, but this gateway supports weir:plugin 0.1.4"),
+        message.contains("plugin `future` was built for weir:plugin 0.2.0, but this gateway supports weir:plugin 0.1.5"),
         "{message}"
     );
 }
@@ -1143,21 +1143,21 @@ async fn a_plugin_for_a_newer_patch_version_loads() {
     .unwrap();
     assert_eq!(
         theirs,
-        ours.replace("package weir:plugin@0.1.4;", "package weir:plugin@0.1.5;"),
+        ours.replace("package weir:plugin@0.1.5;", "package weir:plugin@0.1.6;"),
         "tests/guests/minor/wit/plugin.wit drifted from wit/plugin.wit"
     );
     let up = TestUpstream::start("up");
     let dir = plugin_dir();
     std::fs::copy(guest_wasm!("minor"), dir.join("plugins/minor.wasm")).unwrap();
     let gw = TestGateway::start(&config(&dir, &up, &route("r", "/", "{ name = \"minor\" }")));
-    assert_eq!(gw.snapshot().chains[0][0].plugin.wit_version, "0.1.5");
+    assert_eq!(gw.snapshot().chains[0][0].plugin.wit_version, "0.1.6");
     let reply = get(&gw.url("/")).await;
     assert_eq!(reply.status, 200);
-    assert_eq!(up.last().headers["x-minor"], "0.1.5");
-    assert_eq!(reply.header("x-minor").as_deref(), Some("0.1.5"));
+    assert_eq!(up.last().headers["x-minor"], "0.1.6");
+    assert_eq!(reply.header("x-minor").as_deref(), Some("0.1.6"));
     assert_eq!(
         reply.header("x-minor-declared").as_deref(),
-        Some("0.1.5"),
+        Some("0.1.6"),
         "a declared edit"
     );
 }
@@ -1173,6 +1173,48 @@ async fn a_plugin_built_for_an_earlier_patch_version_keeps_loading() {
     assert_eq!(reply.status, 200);
     assert_eq!(up.last().headers["x-older"], "0.1.0");
     assert_eq!(reply.header("x-older").as_deref(), Some("0.1.0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_built_for_0_1_4_keeps_calling_out() {
+    // Built before `http-client.call-all` existed: its `http-client@0.1.4` import has
+    // `call` only, and must still link to this gateway's grown interface.
+    let up = TestUpstream::start("up");
+    let target = TestUpstream::start("target");
+    let dir = plugin_dir();
+    std::fs::copy(
+        guest_wasm!("older_http"),
+        dir.join("plugins/older-http.wasm"),
+    )
+    .unwrap();
+    let gw = TestGateway::start(&config(
+        &dir,
+        &up,
+        &route(
+            "r",
+            "/",
+            &format!(
+                "{{ name = \"older-http\", config = {{ url = \"http://{}/data\" }}, allowed_hosts = [\"{}\"] }}",
+                target.addr, target.addr
+            ),
+        ),
+    ));
+    assert_eq!(gw.snapshot().chains[0][0].plugin.wit_version, "0.1.4");
+    let mut serials = Vec::new();
+    for _ in 0..2 {
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+        let seen = up.last();
+        assert_eq!(
+            seen.headers["x-older-http"], "200 /data",
+            "{:?}",
+            seen.headers
+        );
+        serials.push(seen.headers["x-older-serial"].to_str().unwrap().to_owned());
+    }
+    // `request-serial` (0.1.4) answers inside a phase: never 0, new for each request.
+    assert!(!serials.contains(&"0".to_owned()), "{serials:?}");
+    assert_ne!(serials[0], serials[1]);
+    assert_eq!(target.served(), 2);
 }
 
 /// `weir plugin inspect FILE`: whether it succeeded, and what it printed.
@@ -1194,13 +1236,13 @@ fn plugin_inspect_shows_version_phases_imports_and_hash() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("weir:plugin 0.1.4 (compatible"), "{text}");
+    assert!(text.contains("weir:plugin 0.1.5 (compatible"), "{text}");
     assert!(
         text.contains("phases      request-headers, response-headers"),
         "{text}"
     );
-    assert!(text.contains("weir:plugin/kv@0.1.4"), "{text}");
-    assert!(text.contains("weir:plugin/handler@0.1.4"), "{text}");
+    assert!(text.contains("weir:plugin/kv@0.1.5"), "{text}");
+    assert!(text.contains("weir:plugin/handler@0.1.5"), "{text}");
     assert!(text.contains("\n  linking     memory "), "{text}");
     // With an empty config the probe's `init` makes no WASI call.
     assert!(text.contains("\n  preinit     yes: "), "{text}");
@@ -1213,7 +1255,7 @@ fn plugin_inspect_shows_version_phases_imports_and_hash() {
     // the tests that run each mode through both (and the benches) lose their point.
     assert!(
         text.contains("\n  calls       on a fiber, a stack switch per call, because it imports ")
-            && text.contains("weir:plugin/http-client@0.1.4"),
+            && text.contains("weir:plugin/http-client@0.1.5"),
         "{text}"
     );
     let (_, text) = inspect(guest_wasm!("probe_local"));
