@@ -12,6 +12,7 @@ use http_body_util::Full;
 use tokio::sync::oneshot;
 
 use crate::cache::Recording;
+use crate::grpc_web::WebBody;
 use crate::server::RequestSlot;
 use crate::upstream::{UnpooledBody, UpstreamResponseBody};
 
@@ -36,6 +37,9 @@ enum Inner {
     /// An upstream's body that the response cache keeps as it streams (boxed: only
     /// cached routes' misses carry it).
     Recorded(Box<Recorded>),
+    /// An upstream's gRPC body relayed as gRPC-Web (boxed: only gRPC-Web calls carry
+    /// it).
+    GrpcWeb(Box<WebBody<ResponseBody>>),
 }
 
 /// A body streamed to its client and recorded for the cache.
@@ -124,6 +128,15 @@ impl ResponseBody {
         }
     }
 
+    /// `body` (an upstream's gRPC response) as [`crate::grpc_web`] relays it.
+    pub fn grpc_web(body: WebBody<ResponseBody>) -> ResponseBody {
+        ResponseBody {
+            inner: Inner::GrpcWeb(Box::new(body)),
+            written: None,
+            slot: None,
+        }
+    }
+
     /// A receiver that completes once this body has been written (or abandoned).
     pub fn on_written(&mut self) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
@@ -182,6 +195,7 @@ impl Body for ResponseBody {
                 recorded.saw(&polled);
                 polled
             }
+            Inner::GrpcWeb(body) => Pin::new(&mut **body).poll_frame(cx),
         }
     }
 
@@ -191,6 +205,7 @@ impl Body for ResponseBody {
             Inner::Full(body) => body.is_end_stream(),
             Inner::Unpooled(body) => body.is_end_stream(),
             Inner::Recorded(recorded) => recorded.body.is_end_stream(),
+            Inner::GrpcWeb(body) => body.is_end_stream(),
         }
     }
 
@@ -200,6 +215,7 @@ impl Body for ResponseBody {
             Inner::Full(body) => body.size_hint(),
             Inner::Unpooled(body) => body.size_hint(),
             Inner::Recorded(recorded) => recorded.body.size_hint(),
+            Inner::GrpcWeb(body) => body.size_hint(),
         }
     }
 }

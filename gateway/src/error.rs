@@ -4,12 +4,14 @@
 //!
 //! Clients get a status and a short JSON reason (`{"error":"<reason>"}`), never internals
 //! (addresses, error chains); the full story goes to the log with the route and upstream.
-//! A gRPC client gets the same answer as a gRPC status instead ([`grpc_reply`]).
+//! A gRPC or gRPC-Web client gets the same answer as a gRPC status instead
+//! ([`grpc_reply`]).
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
+use crate::grpc_status::GrpcProtocol;
 use crate::path::PathError;
 use crate::plugin::{FailureKind, PluginFailure};
 use crate::upstream::{Refusal, UpstreamFailure};
@@ -260,13 +262,17 @@ pub fn error_reply(error: impl Into<ErrorAnswer>) -> LocalReply {
 }
 
 /// An answer to a gRPC request as a gRPC client reads it: a trailers-only response
-/// (HTTP 200, `content-type: application/grpc`, no body) whose `grpc-status` and
-/// `grpc-message` say what `reply` said: for the gateway's own `error`, the code its
+/// (HTTP 200, the `content-type` of the client's `protocol`, no body) whose
+/// `grpc-status` and `grpc-message` say what `reply` said: for the gateway's own `error`, the code its
 /// failure maps to and its reason; for a plugin's or a route's answer, the code its
 /// status maps to and its body when that is short text (see [`crate::grpc_status`]).
 /// The other headers stay (`www-authenticate`, rate-limit headers). A reply that
 /// already carries `grpc-status`, or a success, is returned as it is.
-pub fn grpc_reply(reply: LocalReply, error: Option<&ProxyError>) -> LocalReply {
+pub fn grpc_reply(
+    reply: LocalReply,
+    error: Option<&ProxyError>,
+    protocol: GrpcProtocol,
+) -> LocalReply {
     use crate::grpc_status::{code_for_error, code_for_status, message_for, message_value};
     const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
     const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
@@ -287,10 +293,7 @@ pub fn grpc_reply(reply: LocalReply, error: Option<&ProxyError>) -> LocalReply {
     };
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::TRANSFER_ENCODING);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
+    headers.insert(header::CONTENT_TYPE, protocol.content_type());
     headers.insert(GRPC_STATUS, code.header_value());
     headers.insert(GRPC_MESSAGE, message_value(&message));
     LocalReply {
@@ -317,19 +320,19 @@ impl AnsweredStatus {
 }
 
 /// The response for `reply` on the proxy listener, as a gRPC status when the request
-/// was a gRPC call (`grpc`) and the reply an error; `error` is the gateway's own
+/// was a gRPC or gRPC-Web call (`grpc`) and the reply an error; `error` is the gateway's own
 /// failure the reply reports, if it is one. `via` is appended to `Via`.
 pub fn local_response(
     reply: LocalReply,
     error: Option<&ProxyError>,
-    grpc: bool,
+    grpc: Option<GrpcProtocol>,
     via: &HeaderValue,
 ) -> Response<ResponseBody> {
-    if !grpc {
+    let Some(protocol) = grpc else {
         return reply.into_response(Some(via));
-    }
+    };
     let answered = reply.status;
-    let mut response = grpc_reply(reply, error).into_response(Some(via));
+    let mut response = grpc_reply(reply, error, protocol).into_response(Some(via));
     if response.status() != answered {
         response.extensions_mut().insert(AnsweredStatus(answered));
     }
@@ -337,7 +340,11 @@ pub fn local_response(
 }
 
 /// The response for `error` on the proxy listener, when no plugin is to see it.
-pub fn error_response(error: &ProxyError, grpc: bool, via: &HeaderValue) -> Response<ResponseBody> {
+pub fn error_response(
+    error: &ProxyError,
+    grpc: Option<GrpcProtocol>,
+    via: &HeaderValue,
+) -> Response<ResponseBody> {
     local_response(error_reply(error), Some(error), grpc, via)
 }
 

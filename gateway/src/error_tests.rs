@@ -204,7 +204,7 @@ async fn every_proxy_error_is_json_with_via_and_its_status() {
         assert!(listed(&table, error));
     }
     for (error, status, reason) in table {
-        let response = error_response(&error, false, &via);
+        let response = error_response(&error, None, &via);
         assert_eq!(response.status(), status, "{error}");
         let headers = response.headers();
         assert_eq!(headers[header::CONTENT_TYPE], "application/json", "{error}");
@@ -299,12 +299,21 @@ fn expected_grpc_code(error: &ProxyError, status: StatusCode) -> u16 {
 #[tokio::test]
 async fn every_proxy_error_has_a_grpc_status_for_grpc_calls() {
     let via = HeaderValue::from_static("2 weir");
-    for (error, status, reason) in proxy_table().await {
-        let response = error_response(&error, true, &via);
+    let protocols = [
+        (GrpcProtocol::Grpc, "application/grpc"),
+        (GrpcProtocol::Web, "application/grpc-web"),
+        (GrpcProtocol::WebText, "application/grpc-web-text"),
+    ];
+    for ((error, status, reason), (protocol, content_type)) in proxy_table()
+        .await
+        .into_iter()
+        .zip(protocols.into_iter().cycle())
+    {
+        let response = error_response(&error, Some(protocol), &via);
         assert_eq!(response.status(), StatusCode::OK, "{error}");
         assert_eq!(AnsweredStatus::of(&response), status, "{error}");
         let headers = response.headers();
-        assert_eq!(headers[header::CONTENT_TYPE], "application/grpc", "{error}");
+        assert_eq!(headers[header::CONTENT_TYPE], content_type, "{error}");
         assert_eq!(
             headers["grpc-status"],
             expected_grpc_code(&error, status).to_string().as_str(),
@@ -342,6 +351,7 @@ async fn answers_of_plugins_become_grpc_statuses_by_their_status() {
             "{\"error\":\"missing api key\"}\n",
         ),
         None,
+        GrpcProtocol::Grpc,
     );
     assert_eq!(denied.status, StatusCode::OK);
     assert!(denied.body.is_empty());
@@ -354,10 +364,15 @@ async fn answers_of_plugins_become_grpc_statuses_by_their_status() {
     assert_eq!(denied.headers["content-type"], "application/grpc");
     assert!(!denied.headers.contains_key("content-length"));
 
-    let forbidden = grpc_reply(reply(403, &[], ""), None);
+    let forbidden = grpc_reply(reply(403, &[], ""), None, GrpcProtocol::Web);
     assert_eq!(forbidden.headers["grpc-status"], "7");
     assert_eq!(forbidden.headers["grpc-message"], "Forbidden");
-    let limited = grpc_reply(reply(429, &[("retry-after", "3")], "slow down 100%"), None);
+    assert_eq!(forbidden.headers["content-type"], "application/grpc-web");
+    let limited = grpc_reply(
+        reply(429, &[("retry-after", "3")], "slow down 100%"),
+        None,
+        GrpcProtocol::WebText,
+    );
     assert_eq!(limited.headers["grpc-status"], "8");
     assert_eq!(limited.headers["grpc-message"], "slow down 100%25");
     assert_eq!(limited.headers["retry-after"], "3");
@@ -370,15 +385,20 @@ async fn answers_of_plugins_become_grpc_statuses_by_their_status() {
             "",
         ),
         None,
+        GrpcProtocol::Grpc,
     );
     assert_eq!(own.headers["grpc-status"], "5");
-    let ok = grpc_reply(reply(200, &[("content-type", "text/plain")], "hi"), None);
+    let ok = grpc_reply(
+        reply(200, &[("content-type", "text/plain")], "hi"),
+        None,
+        GrpcProtocol::Grpc,
+    );
     assert_eq!(ok.headers["content-type"], "text/plain");
     assert_eq!(ok.body, "hi");
 
     // The gateway's error replaced by a plugin's answer: the answer's status decides.
     let error = ProxyError::NoRoute;
-    let replaced = grpc_reply(reply(403, &[], "nope"), Some(&error));
+    let replaced = grpc_reply(reply(403, &[], "nope"), Some(&error), GrpcProtocol::Grpc);
     assert_eq!(replaced.headers["grpc-status"], "7");
     assert_eq!(replaced.headers["grpc-message"], "nope");
 }

@@ -1,15 +1,16 @@
 //! gRPC statuses for the answers the gateway makes itself. A gRPC client reads a call's
 //! outcome from `grpc-status`, not from an HTTP status and a JSON body, so when the
-//! gateway (or a plugin, or a route's `respond`) answers a gRPC request with an error,
-//! [`crate::error::grpc_reply`] sends it as a trailers-only gRPC response built from
-//! what is here: the status code chosen for the failure and a percent-encoded
-//! `grpc-message` (the gRPC over HTTP/2 spec).
+//! gateway (or a plugin, or a route's `respond`) answers a gRPC or gRPC-Web request with
+//! an error, [`crate::error::grpc_reply`] sends it as a trailers-only response built
+//! from what is here: the status code chosen for the failure and a percent-encoded
+//! `grpc-message` (the gRPC over HTTP/2 spec; gRPC-Web takes trailers-only responses
+//! unchanged).
 //!
 //! Only requests answered locally are ever looked at, so the check costs the request
 //! path nothing until an answer is being made (and one header lookup for HTTP/2
 //! requests that reach an upstream, whose head is gone when its failure comes back).
 
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, Version, header};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::error::ProxyError;
@@ -44,9 +45,50 @@ impl GrpcCode {
     }
 }
 
+/// How a gRPC client reads a status the gateway answers with: every form is a
+/// trailers-only response (HTTP 200, `grpc-status` and `grpc-message` headers, no
+/// body); they differ in `content-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcProtocol {
+    /// gRPC over HTTP/2 (`application/grpc`).
+    Grpc,
+    /// gRPC-Web, binary (`application/grpc-web`).
+    Web,
+    /// gRPC-Web, base64 (`application/grpc-web-text`).
+    WebText,
+}
+
+impl GrpcProtocol {
+    /// The protocol of a request with this version and headers, if it is a gRPC call:
+    /// gRPC runs over HTTP/2 only, gRPC-Web over any version.
+    pub fn of(version: Version, headers: &HeaderMap) -> Option<GrpcProtocol> {
+        if version == Version::HTTP_2 && is_grpc(headers) {
+            return Some(GrpcProtocol::Grpc);
+        }
+        crate::grpc_web::WebCall::of(headers).map(|call| GrpcProtocol::web(&call))
+    }
+
+    /// The form a gRPC-Web `call` gets its statuses in.
+    pub fn web(call: &crate::grpc_web::WebCall) -> GrpcProtocol {
+        match call.text_response {
+            true => GrpcProtocol::WebText,
+            false => GrpcProtocol::Web,
+        }
+    }
+
+    /// The `content-type` of a status answered in this form.
+    pub fn content_type(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            GrpcProtocol::Grpc => "application/grpc",
+            GrpcProtocol::Web => "application/grpc-web",
+            GrpcProtocol::WebText => "application/grpc-web-text",
+        })
+    }
+}
+
 /// Whether a request with these headers is a gRPC call: `content-type` is
 /// `application/grpc`, alone or followed by `+format` or parameters. gRPC-Web
-/// (`application/grpc-web...`) is not: its clients read statuses another way.
+/// (`application/grpc-web...`) is not: see [`GrpcProtocol::of`].
 pub fn is_grpc(headers: &HeaderMap) -> bool {
     const GRPC: &[u8] = b"application/grpc";
     headers.get(header::CONTENT_TYPE).is_some_and(|value| {
@@ -148,6 +190,29 @@ mod tests {
         assert!(!with("application/json"));
         assert!(!with("application/grp"));
         assert!(!is_grpc(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn protocols_by_version_and_content_type() {
+        let of = |version, value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            GrpcProtocol::of(version, &headers)
+        };
+        assert_eq!(
+            of(Version::HTTP_2, "application/grpc+proto"),
+            Some(GrpcProtocol::Grpc)
+        );
+        assert_eq!(of(Version::HTTP_11, "application/grpc"), None);
+        assert_eq!(
+            of(Version::HTTP_11, "application/grpc-web+proto"),
+            Some(GrpcProtocol::Web)
+        );
+        assert_eq!(
+            of(Version::HTTP_2, "application/grpc-web-text"),
+            Some(GrpcProtocol::WebText)
+        );
+        assert_eq!(of(Version::HTTP_2, "application/json"), None);
     }
 
     #[test]

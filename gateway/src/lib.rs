@@ -12,6 +12,7 @@ pub mod client_trust;
 pub mod config;
 pub mod error;
 pub mod grpc_status;
+pub mod grpc_web;
 pub mod handover;
 pub mod hop_by_hop;
 pub mod kv;

@@ -10,12 +10,16 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::grpc_web::TextDecoder;
+
 /// A client's request body, counted against an optional limit as it streams.
 #[derive(Debug)]
 pub struct RequestBody {
     inner: Incoming,
     limit: Option<u64>,
     seen: u64,
+    /// Decodes a gRPC-Web text body to the binary frames the upstream gets.
+    text: Option<Box<TextDecoder>>,
 }
 
 /// The error a [`RequestBody`] ends with once it passes its limit.
@@ -33,7 +37,15 @@ impl RequestBody {
             inner,
             limit,
             seen: 0,
+            text: None,
         }
+    }
+
+    /// The same body, base64-decoded as it streams (a gRPC-Web text call's). The limit
+    /// still counts the bytes the client sends.
+    pub fn decoding_text(mut self, decoder: TextDecoder) -> RequestBody {
+        self.text = Some(Box::new(decoder));
+        self
     }
 
     /// The limit, if any.
@@ -64,27 +76,47 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.seen += data.len() as u64;
-                    if let Some(limit) = this.limit.filter(|&limit| this.seen > limit) {
-                        return Poll::Ready(Some(Err(Box::new(TooLarge { limit }))));
-                    }
+        loop {
+            let frame = match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => return Poll::Ready(Some(Err(Box::new(e)))),
+                None => {
+                    let cut_off = this.text.as_ref().map(|text| text.finish());
+                    return match cut_off {
+                        Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                        _ => Poll::Ready(None),
+                    };
                 }
-                Poll::Ready(Some(Ok(frame)))
+            };
+            let Some(data) = frame.data_ref() else {
+                return Poll::Ready(Some(Ok(frame)));
+            };
+            this.seen += data.len() as u64;
+            if let Some(limit) = this.limit.filter(|&limit| this.seen > limit) {
+                return Poll::Ready(Some(Err(Box::new(TooLarge { limit }))));
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            let Some(text) = &mut this.text else {
+                return Poll::Ready(Some(Ok(frame)));
+            };
+            match text.decode(data) {
+                Err(e) => return Poll::Ready(Some(Err(Box::new(e)))),
+                // Less than a 4-character group so far: read on.
+                Ok(decoded) if decoded.is_empty() => continue,
+                Ok(decoded) => return Poll::Ready(Some(Ok(Frame::data(decoded)))),
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // A cut-off text body still has its error to report.
+        self.inner.is_end_stream() && self.text.as_ref().is_none_or(|t| t.is_clear())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self.text {
+            // Decoding changes the length.
+            Some(_) => SizeHint::default(),
+            None => self.inner.size_hint(),
+        }
     }
 }

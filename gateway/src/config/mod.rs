@@ -245,6 +245,8 @@ pub struct Route {
     pub max_request_body: Option<u64>,
     /// How the route caches responses (`None`: it does not).
     pub cache: Option<RouteCache>,
+    /// Whether gRPC-Web calls on it are translated to gRPC (`grpc_web`).
+    pub grpc_web: bool,
 }
 
 /// `[cache]`, typed.

@@ -421,6 +421,10 @@ pub struct RouteConfig {
     pub max_request_body: Option<bytesize::ByteSize>,
     /// Cache the upstream's responses (see [`RouteCacheConfig`]).
     pub cache: Option<Spanned<RouteCacheConfig>>,
+    /// Translate gRPC-Web calls (`application/grpc-web[-text]`) to gRPC over HTTP/2 for
+    /// the upstream, and the answers back (every upstream of the route must be
+    /// `protocol = "http2"`). Default: off, such calls are relayed as they are.
+    pub grpc_web: Option<Spanned<bool>>,
 }
 
 /// One entry of a route's `split`.

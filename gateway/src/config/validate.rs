@@ -193,7 +193,20 @@ pub(super) fn validate(source: &Source<'_>, raw: ConfigFile) -> Result<Config, C
         .enumerate()
         .map(|(i, u)| (u.name.get_ref().as_str(), i))
         .collect();
-    let routes = check_routes(&mut c, &raw.routes, &names, &defaults, &limits, &cache);
+    let protocols: Vec<(&str, super::Protocol)> = raw
+        .upstreams
+        .iter()
+        .map(|u| (u.name.get_ref().as_str(), u.protocol))
+        .collect();
+    let routes = check_routes(
+        &mut c,
+        &raw.routes,
+        &names,
+        &defaults,
+        &limits,
+        &cache,
+        &protocols,
+    );
 
     if !c.problems.is_empty() {
         c.problems.sort_by_key(|d| (d.line, d.column));

@@ -11,6 +11,7 @@ use toml::Spanned;
 
 use super::error::nearest;
 use super::schema::{HeaderCondition, MatchConfig, RespondConfig, RouteConfig};
+use super::schema_upstream::Protocol;
 use super::validate::Checker;
 use super::validate_plugin::check_plugin;
 use super::{
@@ -25,6 +26,7 @@ pub(super) fn check_routes(
     defaults: &PluginSettings,
     limits: &ClientLimits,
     cache: &CacheSettings,
+    protocols: &[(&str, Protocol)],
 ) -> Vec<Route> {
     let mut seen: HashMap<&str, ()> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
@@ -117,6 +119,7 @@ pub(super) fn check_routes(
         let route_cache = r.cache.as_ref().and_then(|raw| {
             super::validate_cache::check_route_cache(c, &format!("{key}.cache"), raw, cache)
         });
+        let grpc_web = check_grpc_web(c, &key, r, &upstream, protocols);
         out.push(Route {
             name: r.name.get_ref().clone(),
             host,
@@ -133,9 +136,43 @@ pub(super) fn check_routes(
                 .map(|b| b.as_u64())
                 .or(limits.max_request_body),
             cache: route_cache,
+            grpc_web,
         });
     }
     out
+}
+
+/// A route's `grpc_web`: its calls go upstream as gRPC, which needs HTTP/2, so every
+/// upstream the route sends to must speak it (`protocols`: each upstream's name and
+/// protocol, by index).
+fn check_grpc_web(
+    c: &mut Checker<'_>,
+    key: &str,
+    r: &RouteConfig,
+    upstream: &RouteUpstream,
+    protocols: &[(&str, Protocol)],
+) -> bool {
+    let Some(on) = r.grpc_web.as_ref().filter(|on| *on.get_ref()) else {
+        return false;
+    };
+    // A route that responds itself was told already that `grpc_web` has no effect.
+    for target in upstream.targets() {
+        // An undefined upstream was reported already.
+        let Some(&(cluster, protocol)) = protocols.get(target.upstream) else {
+            continue;
+        };
+        if protocol != Protocol::Http2 {
+            c.error(
+                &on.span(),
+                format!("{key}.grpc_web"),
+                format!(
+                    "gRPC-Web is translated to gRPC, which needs HTTP/2: set \
+                     `protocol = \"http2\"` on upstream `{cluster}`"
+                ),
+            );
+        }
+    }
+    true
 }
 
 /// A route's `upstream`, `split` or `respond`: exactly one of them, naming defined
@@ -160,6 +197,7 @@ fn check_route_upstream(
             ("mirror", r.mirror.as_ref().map(|m| m.span())),
             ("host_rewrite", r.host_rewrite.as_ref().map(|h| h.span())),
             ("cache", r.cache.as_ref().map(|h| h.span())),
+            ("grpc_web", r.grpc_web.as_ref().map(|h| h.span())),
             (
                 "auto_host_rewrite",
                 r.auto_host_rewrite.then(|| respond.span()),

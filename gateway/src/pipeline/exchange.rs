@@ -13,6 +13,8 @@ use http::{HeaderValue, Request, Response, Uri, Version, header};
 use super::{Answer, Connection, Flow, Proxied, forwarding, trace, upgrade};
 use crate::config::HostRewrite;
 use crate::error::{ProxyError, ResponseBody};
+use crate::grpc_status::GrpcProtocol;
+use crate::grpc_web::WebCall;
 use crate::plugin::ChainRun;
 use crate::reply::LocalReply;
 use crate::request_body::RequestBody;
@@ -53,22 +55,26 @@ pub(super) struct Exchange<'s> {
     /// What went wrong, for the log, when the response reports a failure.
     pub(super) error: Option<ProxyError>,
     pub(super) trace_id: Option<trace::TraceId>,
+    /// A gRPC-Web call on a route that translates it (boxed: rare, and the exchange is
+    /// moved with every request's future).
+    web: Option<Box<WebCall>>,
     /// Whether the request, sent upstream (its head gone), was a gRPC call.
-    grpc_sent: bool,
+    grpc_sent: Option<GrpcProtocol>,
 }
 
 /// A request the gateway refused before it was routed.
 #[derive(Debug)]
 pub(super) struct Unrouted {
     pub(super) error: ProxyError,
-    /// Whether it was a gRPC call (answered with a gRPC status).
-    pub(super) grpc: bool,
+    /// Whether it was a gRPC or gRPC-Web call (answered with a gRPC status).
+    pub(super) grpc: Option<GrpcProtocol>,
 }
 
-/// Whether a request with this head is a gRPC call (gRPC runs over HTTP/2 only). Read
-/// only when an answer is being made, or just before the head goes upstream.
-fn grpc_call(head: &http::request::Parts) -> bool {
-    head.version == Version::HTTP_2 && crate::grpc_status::is_grpc(&head.headers)
+/// Whether a request with this head is a gRPC call (gRPC runs over HTTP/2 only), or a
+/// gRPC-Web one. Read only when an answer is being made, or just before the head goes
+/// upstream.
+fn grpc_call(head: &http::request::Parts) -> Option<GrpcProtocol> {
+    GrpcProtocol::of(head.version, &head.headers)
 }
 
 /// What the upstream phase got.
@@ -135,6 +141,15 @@ impl<'s> Exchange<'s> {
         );
         // Before the plugins, so they see the traceparent that goes upstream.
         let trace_id = snapshot.trace_context.then(|| trace::propagate(headers));
+        // A gRPC-Web call becomes the gRPC call the upstream gets before the plugins
+        // run: they see the call as gRPC (its text body decoded too, see `limit_body`).
+        let web = match route.grpc_web {
+            true => WebCall::of(headers).map(Box::new),
+            false => None,
+        };
+        if let Some(call) = &web {
+            call.to_grpc_request(headers);
+        }
         Ok(Exchange {
             snapshot,
             conn,
@@ -151,13 +166,18 @@ impl<'s> Exchange<'s> {
             upstream: None,
             error: None,
             trace_id,
-            grpc_sent: false,
+            web,
+            grpc_sent: None,
         })
     }
 
-    /// Whether the request is a gRPC call, whose answers go as gRPC statuses.
-    pub(super) fn grpc(&self) -> bool {
-        self.grpc_sent || grpc_call(&self.head)
+    /// Whether the request is a gRPC or gRPC-Web call, whose answers go as gRPC
+    /// statuses, and in which form.
+    pub(super) fn grpc(&self) -> Option<GrpcProtocol> {
+        if let Some(call) = &self.web {
+            return Some(GrpcProtocol::web(call));
+        }
+        self.grpc_sent.or_else(|| grpc_call(&self.head))
     }
 
     /// The response for an answer made here (`reply`, reporting `error` if it is the
@@ -172,7 +192,8 @@ impl<'s> Exchange<'s> {
 
     /// The client's body, limited to the route's `max_request_body`: refused with 413
     /// before anything runs when its `Content-Length` is already past it, and cut off
-    /// (an aborted upstream request, then 413) when it streams past it.
+    /// (an aborted upstream request, then 413) when it streams past it. A gRPC-Web text
+    /// call's body is base64-decoded as it streams.
     pub(super) fn limit_body(&self, body: Incoming) -> Flow<RequestBody> {
         let limit = self.route.max_request_body;
         if let Some(limit) = limit
@@ -182,7 +203,11 @@ impl<'s> Exchange<'s> {
         {
             return ControlFlow::Break(ProxyError::BodyTooLarge { limit }.into());
         }
-        ControlFlow::Continue(RequestBody::new(body, limit))
+        let body = RequestBody::new(body, limit);
+        ControlFlow::Continue(match &self.web {
+            Some(call) if call.text_request => body.decoding_text(call.text_decoder()),
+            _ => body,
+        })
     }
 
     /// The `Host` the upstream gets, by the route's `host_rewrite`.
@@ -231,12 +256,19 @@ impl<'s> Exchange<'s> {
         head.uri = Uri::from(path_and_query);
         head.version = Version::HTTP_11;
         let request = Request::from_parts(head, body);
+        let web = self.web.as_deref();
         let sent = match self.upgrade.take() {
             None => cluster
                 .forward(self.conn.worker, request, &host, key)
                 .await
                 .map(|Forwarded { response, endpoint }| {
                     let response = response.map(ResponseBody::upstream);
+                    // Before the response phases: the plugins see the gRPC-Web answer,
+                    // its trailers in the body's last frame.
+                    let response = match web {
+                        Some(call) => call.to_web_response(response).map(ResponseBody::grpc_web),
+                        None => response,
+                    };
                     (Ok(Upstreamed::Relayed(response)), endpoint)
                 }),
             // Boxed: only upgrades carry this state in their future.
@@ -255,6 +287,12 @@ impl<'s> Exchange<'s> {
             Ok((upstreamed, endpoint)) => {
                 self.upstream = Some((cluster.name.clone(), endpoint));
                 super::answered(upstreamed)
+            }
+            // A text body that is not base64 aborted the call: the client's fault,
+            // whatever the aborted exchange reported.
+            Err(_) if self.web.as_ref().is_some_and(|call| call.text_failed()) => {
+                let error = "the gRPC-Web text body is not valid base64".to_owned();
+                ControlFlow::Break(ProxyError::BadBody(error).into())
             }
             Err(e) => ControlFlow::Break(upstream_error(cluster, e).into()),
         }

@@ -219,13 +219,23 @@ fn grpc_calls_are_told_apart_only_when_answered() {
             Err(e) => e.grpc,
         }
     };
-    assert!(unrouted(Version::HTTP_2, "application/grpc"));
-    assert!(unrouted(Version::HTTP_2, "application/grpc+proto"));
-    assert!(!unrouted(Version::HTTP_2, "application/grpc-web"));
-    assert!(!unrouted(Version::HTTP_2, "application/json"));
-    assert!(
-        !unrouted(Version::HTTP_11, "application/grpc"),
+    let grpc = Some(GrpcProtocol::Grpc);
+    assert_eq!(unrouted(Version::HTTP_2, "application/grpc"), grpc);
+    assert_eq!(unrouted(Version::HTTP_2, "application/grpc+proto"), grpc);
+    assert_eq!(unrouted(Version::HTTP_2, "application/json"), None);
+    assert_eq!(
+        unrouted(Version::HTTP_11, "application/grpc"),
+        None,
         "gRPC runs over HTTP/2"
+    );
+    // gRPC-Web over any version, its statuses in its own content type.
+    assert_eq!(
+        unrouted(Version::HTTP_11, "application/grpc-web"),
+        Some(GrpcProtocol::Web)
+    );
+    assert_eq!(
+        unrouted(Version::HTTP_2, "application/grpc-web-text+proto"),
+        Some(GrpcProtocol::WebText)
     );
     let mut call = head(
         Method::POST,
@@ -233,6 +243,9 @@ fn grpc_calls_are_told_apart_only_when_answered() {
         &[("content-type", "application/grpc")],
     );
     call.version = Version::HTTP_2;
-    assert!(routed(&snapshot, &conn, call).grpc());
-    assert!(!routed(&snapshot, &conn, head(Method::GET, "/api/x", &[])).grpc());
+    assert_eq!(routed(&snapshot, &conn, call).grpc(), grpc);
+    assert_eq!(
+        routed(&snapshot, &conn, head(Method::GET, "/api/x", &[])).grpc(),
+        None
+    );
 }

@@ -52,6 +52,8 @@ pub struct Route {
     pub series: RouteSeries,
     /// How it caches responses (`None`: it does not).
     pub cache: Option<Arc<crate::cache::RouteCaching>>,
+    /// Whether gRPC-Web calls on it go upstream as gRPC ([`crate::grpc_web`]).
+    pub grpc_web: bool,
     host: Option<HostPattern>,
     path: Option<PathPattern>,
     methods: Vec<Method>,
@@ -201,6 +203,7 @@ impl RouteTable {
                 }),
                 host_rewrite: r.host_rewrite.clone(),
                 max_request_body: r.max_request_body,
+                grpc_web: r.grpc_web,
                 series: RouteSeries::new(&r.name),
                 cache: r
                     .cache

@@ -61,8 +61,8 @@ pub enum UpstreamFailure {
     /// A circuit breaker refused the request before it was sent.
     #[error("overloaded: {0} reached")]
     Overloaded(Limit),
-    /// The client's request body broke off or was malformed (a bad chunk) while it
-    /// streamed upstream: the client's fault, not the endpoint's. The upstream saw an
+    /// The client's request body broke off or was malformed (a bad chunk, or a gRPC-Web
+    /// text body that is not base64) while it streamed upstream: the client's fault, not the endpoint's. The upstream saw an
     /// aborted request at most.
     #[error("the client's request body failed: {0}")]
     ClientBody(#[source] hyper::Error),
@@ -78,6 +78,7 @@ impl UpstreamFailure {
                 || source
                     .downcast_ref::<crate::request_body::TooLarge>()
                     .is_some()
+                || source.downcast_ref::<crate::grpc_web::BadText>().is_some()
         });
         if client_body {
             UpstreamFailure::ClientBody(e)

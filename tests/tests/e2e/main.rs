@@ -18,6 +18,7 @@ mod failures;
 mod first_party;
 mod forwarding;
 mod grpc_errors;
+mod grpc_web;
 mod h2_floods;
 mod handover;
 mod hostile_clients;
