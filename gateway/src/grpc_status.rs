@@ -61,11 +61,17 @@ pub enum GrpcProtocol {
 impl GrpcProtocol {
     /// The protocol of a request with this version and headers, if it is a gRPC call:
     /// gRPC runs over HTTP/2 only, gRPC-Web over any version.
+    /// One `content-type` lookup, and nothing built: it runs for every request that
+    /// goes upstream.
     pub fn of(version: Version, headers: &HeaderMap) -> Option<GrpcProtocol> {
-        if version == Version::HTTP_2 && is_grpc(headers) {
+        let content_type = headers.get(header::CONTENT_TYPE)?.as_bytes();
+        if version == Version::HTTP_2 && is_grpc_type(content_type) {
             return Some(GrpcProtocol::Grpc);
         }
-        crate::grpc_web::WebCall::of(headers).map(|call| GrpcProtocol::web(&call))
+        crate::grpc_web::text_response(content_type, headers).map(|text| match text {
+            true => GrpcProtocol::WebText,
+            false => GrpcProtocol::Web,
+        })
     }
 
     /// The form a gRPC-Web `call` gets its statuses in.
@@ -90,13 +96,17 @@ impl GrpcProtocol {
 /// `application/grpc`, alone or followed by `+format` or parameters. gRPC-Web
 /// (`application/grpc-web...`) is not: see [`GrpcProtocol::of`].
 pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| is_grpc_type(value.as_bytes()))
+}
+
+/// [`is_grpc`] for a `content-type` value.
+fn is_grpc_type(value: &[u8]) -> bool {
     const GRPC: &[u8] = b"application/grpc";
-    headers.get(header::CONTENT_TYPE).is_some_and(|value| {
-        let value = value.as_bytes();
-        value.len() >= GRPC.len()
-            && value[..GRPC.len()].eq_ignore_ascii_case(GRPC)
-            && matches!(value.get(GRPC.len()), None | Some(b'+' | b';'))
-    })
+    value.len() >= GRPC.len()
+        && value[..GRPC.len()].eq_ignore_ascii_case(GRPC)
+        && matches!(value.get(GRPC.len()), None | Some(b'+' | b';'))
 }
 
 /// The code for one of the gateway's own failures.

@@ -53,13 +53,7 @@ impl WebCall {
     /// or followed by `+format` or parameters.
     pub fn of(headers: &HeaderMap) -> Option<WebCall> {
         let (text_request, format) = parse(headers.get(header::CONTENT_TYPE)?.as_bytes())?;
-        let text_response = text_request
-            || headers.get_all(header::ACCEPT).iter().any(|accept| {
-                accept
-                    .as_bytes()
-                    .windows(TEXT.len())
-                    .any(|w| w.eq_ignore_ascii_case(TEXT))
-            });
+        let text_response = text_request || accepts_text(headers);
         Some(WebCall {
             text_request,
             text_response,
@@ -133,6 +127,23 @@ const TEXT: &[u8] = b"application/grpc-web-text";
 
 /// `application/grpc-web[-text][+format][;parameters]`: whether it is text, and the
 /// `+format` (empty when none).
+/// Whether a gRPC-Web call with this `content-type` gets its answer as base64 text
+/// (`None`: it is not a gRPC-Web call). [`WebCall::of`] without building the call.
+pub(crate) fn text_response(content_type: &[u8], headers: &HeaderMap) -> Option<bool> {
+    let (text_request, _) = parse(content_type)?;
+    Some(text_request || accepts_text(headers))
+}
+
+/// Whether the request's `Accept` asks for `application/grpc-web-text`.
+fn accepts_text(headers: &HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT).iter().any(|accept| {
+        accept
+            .as_bytes()
+            .windows(TEXT.len())
+            .any(|w| w.eq_ignore_ascii_case(TEXT))
+    })
+}
+
 fn parse(value: &[u8]) -> Option<(bool, &[u8])> {
     let rest = strip_prefix(value, b"application/grpc-web")?;
     let (text, rest) = match strip_prefix(rest, b"-text") {
