@@ -15,14 +15,15 @@
 # Weir runs under callgrind with one worker (WEIR_POOL_SLOTS=8: valgrind cannot reserve
 # the default plugin pool's address space), instrumentation off while it starts and
 # compiles its plugins; after 200 warm-up requests it is switched on for N requests
-# (h2load --h1, 8 connections) and dumped. Per chain it prints the instructions per
+# (h2load, 8 connections, HTTP/1.1 or h2c) and dumped. Per chain it prints the instructions per
 # request and the biggest functions; the callgrind file stays in OUT for
 # callgrind_annotate.
 #
 # Environment: WEIR_BIN (<repo>/target/release/weir), PLUGINS_DIR
 #   (<repo>/target/weir-plugins), CHAIN (none | design | request-id | cached; default:
 #   the first three; cached is the no-plugin route with `cache`, every counted request a
-#   hit), N (requests counted, 2000), ISOLATION (worker | request), OUT (a temp dir,
+#   hit), PROTO (h1 | h2c: the client side; the upstream is HTTP/1.1 either way; h1),
+#   N (requests counted, 2000), ISOLATION (worker | request), OUT (a temp dir,
 #   kept), TOP (functions listed, 15).
 set -euo pipefail
 
@@ -43,6 +44,8 @@ for p in jwt-auth rate-limit headers request-id; do
 done
 [[ $N =~ ^[0-9]+$ && $N -ge 100 && $N -le 100000 ]] || die "N must be 100..100000"
 [[ $ISOLATION == worker || $ISOLATION == request ]] || die "ISOLATION must be worker or request"
+PROTO=${PROTO:-h1}
+[[ $PROTO == h1 || $PROTO == h2c ]] || die "PROTO must be h1 or h2c"
 for c in $CHAINS; do
   [[ $c == none || $c == design || $c == request-id || $c == cached ]] || die "unknown CHAIN '$c'"
 done
@@ -91,7 +94,9 @@ load() {
   # A request with Authorization is not stored by a shared cache: `cached` sends none.
   local auth=(-H "$AUTH")
   [[ $2 == cached ]] && auth=()
-  h2load --h1 -n "$1" -c 8 "${auth[@]}" "http://127.0.0.1:$GW_PORT/" >"$OUT/load.txt"
+  local proto=(--h1)
+  [[ $PROTO == h2c ]] && proto=()
+  h2load "${proto[@]}" -n "$1" -c 8 "${auth[@]}" "http://127.0.0.1:$GW_PORT/" >"$OUT/load.txt"
   grep -q "^requests: $1 total, $1 started, $1 done, $1 succeeded" "$OUT/load.txt" ||
     { cat "$OUT/load.txt" "$OUT/weir-$2.log" >&2; die "$2: not every request succeeded"; }
 }
