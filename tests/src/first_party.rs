@@ -25,11 +25,11 @@ pub fn plugin_dir() -> PathBuf {
 pub fn config(up: &TestUpstream, plugins: &str) -> String {
     let dir = plugin_dir();
     format!(
-        "[plugins]\ndir = \"{}/plugins\"\ncache_dir = \"{}/cache\"\n\
+        "[plugins]\ndir = \"{}/plugins\"\ncache_dir = \"{}\"\n\
          [[upstream]]\nname = \"up\"\nendpoints = [\"{}\"]\n\
          [[route]]\nname = \"r\"\nupstream = \"up\"\nmatch = {{ path_prefix = \"/\" }}\nplugins = [{plugins}]\n",
         dir.display(),
-        dir.display(),
+        crate::gateway::compile_cache().display(),
         up.addr
     )
 }

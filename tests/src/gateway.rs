@@ -340,8 +340,20 @@ fn remove_dead_runs() {
     }
 }
 
+/// The plugin compile cache (`[plugins] cache_dir`) the tests of this process share:
+/// Cranelift takes seconds of CPU for a large plugin such as `jwt-auth`, and the cache is
+/// keyed by the plugin's SHA-256 and the engine, so a test that starts a gateway with a
+/// plugin another test already compiled loads the artifact instead. Tests about the
+/// cache itself use a fresh one. Removed with this process's other directories.
+pub fn compile_cache() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    // Not made here: the gateway makes it, `0700`, as it does any cache directory.
+    DIR.get_or_init(|| fresh_dir().join("compile-cache"))
+}
+
 /// A fresh directory with a `plugins/` folder holding each `(wasm, NAME)` as
-/// `NAME.wasm` (a compile cache can go in `cache/` beside it).
+/// `NAME.wasm` (a compile cache can go in `cache/` beside it, or see
+/// [`compile_cache`]).
 pub fn plugin_dir(plugins: &[(&Path, &str)]) -> PathBuf {
     let dir = fresh_dir();
     std::fs::create_dir_all(dir.join("plugins")).expect("plugins dir");

@@ -12,7 +12,7 @@ fn config(up: &TestUpstream, other: &str) -> String {
         r#"
 [plugins]
 dir = "{dir}/plugins"
-cache_dir = "{dir}/cache"
+cache_dir = "{cache}"
 [[upstream]]
 name = "users"
 endpoints = ["{up}", "{other}"]
@@ -27,6 +27,7 @@ match = {{ path_prefix = "/" }}
 upstream = "users"
 "#,
         dir = dir.display(),
+        cache = weir_tests::gateway::compile_cache().display(),
         up = up.addr,
     )
 }

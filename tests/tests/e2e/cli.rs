@@ -239,10 +239,11 @@ fn check_reports_a_typo_in_a_key() {
 fn check_points_at_a_plugin_file_named_the_cargo_way() {
     let dir = weir_tests::gateway::plugin_dir(&[(weir_tests::guest_wasm!("probe"), "tenant_gate")]);
     let path = write_config(&format!(
-        "[plugins]\ndir = \"{dir}/plugins\"\ncache_dir = \"{dir}/cache\"\n\
+        "[plugins]\ndir = \"{dir}/plugins\"\ncache_dir = \"{cache}\"\n\
          [[upstream]]\nname = \"up\"\nendpoints = [\"127.0.0.1:9\"]\n\
          [[route]]\nname = \"r\"\nupstream = \"up\"\nplugins = [{{ name = \"tenant-gate\" }}]\n",
-        dir = dir.display()
+        dir = dir.display(),
+        cache = weir_tests::gateway::compile_cache().display()
     ));
     let out = weir(&["check", "--config", path_str(&path)]);
     assert_eq!(out.code, Some(1), "{out:?}");

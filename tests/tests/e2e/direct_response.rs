@@ -9,7 +9,7 @@ use weir_tests::{TestGateway, TestUpstream, get, raw_request};
 fn config(up: &TestUpstream) -> String {
     let dir = plugin_dir();
     format!(
-        "[plugins]\ndir = \"{dir}/plugins\"\ncache_dir = \"{dir}/cache\"\n\
+        "[plugins]\ndir = \"{dir}/plugins\"\ncache_dir = \"{cache}\"\n\
          [[upstream]]\nname = \"up\"\nendpoints = [\"{}\"]\n\
          [[route]]\nname = \"deny-admin\"\nmatch = {{ path_prefix = \"/admin\" }}\n\
          respond = {{ status = 403, body = \"no admin from outside\\n\" }}\n\
@@ -21,6 +21,7 @@ fn config(up: &TestUpstream) -> String {
          [[route]]\nname = \"rest\"\nupstream = \"up\"\n",
         up.addr,
         dir = dir.display(),
+        cache = weir_tests::gateway::compile_cache().display(),
     )
 }
 

@@ -28,9 +28,9 @@ fn start_example_at(name: &str, upstream: &str) -> TestGateway {
         .replace(
             "dir = \"target/weir-plugins\"",
             &format!(
-                "dir = \"{}/plugins\"\ncache_dir = \"{}/cache\"",
+                "dir = \"{}/plugins\"\ncache_dir = \"{}\"",
                 dir.display(),
-                dir.display()
+                weir_tests::gateway::compile_cache().display()
             ),
         );
     assert!(text.contains(upstream), "{name}: upstream not replaced");

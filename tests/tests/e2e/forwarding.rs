@@ -167,12 +167,13 @@ fn filtered(up: &TestUpstream, server: &str) -> TestGateway {
     let dir = weir_tests::first_party::plugin_dir();
     TestGateway::start(&format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n{server}\n\
-         [plugins]\ndir = \"{dir}/plugins\"\ncache_dir = \"{dir}/cache\"\n\
+         [plugins]\ndir = \"{dir}/plugins\"\ncache_dir = \"{cache}\"\n\
          [[upstream]]\nname = \"up\"\nendpoints = [\"{}\"]\n\
          [[route]]\nname = \"all\"\nupstream = \"up\"\n\
          plugins = [{{ name = \"ip-filter\", config = {{ deny = [\"203.0.113.0/24\"] }} }}]\n",
         up.addr,
         dir = dir.display(),
+        cache = weir_tests::gateway::compile_cache().display(),
     ))
 }
 

@@ -23,11 +23,12 @@ fn gateway(up: &TestUpstream) -> TestGateway {
         )
     };
     let mut text = format!(
-        "[plugins]\ndir = \"{dir}/plugins\"\ncache_dir = \"{dir}/cache\"\n\
+        "[plugins]\ndir = \"{dir}/plugins\"\ncache_dir = \"{cache}\"\n\
          [[upstream]]\nname = \"up\"\nendpoints = [\"{up}\"]\n\
          [[upstream]]\nname = \"slow\"\nendpoints = [\"{up}\"]\ntimeouts = {{ request = \"200ms\" }}\n\
          [[upstream]]\nname = \"down\"\nendpoints = [\"{down}\"]\n",
         dir = dir.display(),
+        cache = weir_tests::gateway::compile_cache().display(),
         up = up.addr,
         down = closed_addr(),
     );

@@ -196,7 +196,7 @@ fn gateway(server: &GrpcServer) -> TestGateway {
     TestGateway::start(&format!(
         r#"[plugins]
 dir = "{dir}/plugins"
-cache_dir = "{dir}/cache"
+cache_dir = "{cache}"
 
 [[upstream]]
 name = "greeter"
@@ -230,6 +230,7 @@ grpc_web = true
 plugins = [{{ name = "api-key", config = {{ consumers = {{ alice = "alice-key" }} }} }}]
 "#,
         dir = dir.display(),
+        cache = weir_tests::gateway::compile_cache().display(),
         up = server.addr,
         down = closed_addr(),
     ))
@@ -714,9 +715,9 @@ async fn the_grpc_web_example_translates_calls_and_answers_preflights() {
         .replace(
             "dir = \"target/weir-plugins\"",
             &format!(
-                "dir = \"{}/plugins\"\ncache_dir = \"{}/cache\"",
+                "dir = \"{}/plugins\"\ncache_dir = \"{}\"",
                 dir.display(),
-                dir.display()
+                weir_tests::gateway::compile_cache().display()
             ),
         );
     assert!(

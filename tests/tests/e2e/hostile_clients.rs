@@ -168,13 +168,14 @@ async fn no_spelling_of_a_path_dodges_its_routes_auth_plugin() {
     let dir = weir_tests::first_party::plugin_dir();
     let auth = "plugins = [{ name = \"api-key\", config = { consumers = { ops = \"k1\" } } }]";
     let gw = TestGateway::start(&format!(
-        "[plugins]\ndir = \"{dir}/plugins\"\ncache_dir = \"{dir}/cache\"\n\
+        "[plugins]\ndir = \"{dir}/plugins\"\ncache_dir = \"{cache}\"\n\
          [[upstream]]\nname = \"up\"\nendpoints = [\"{}\"]\n\
          [[route]]\nname = \"tricks-admin\"\nupstream = \"up\"\nmatch = {{ path_prefix = \"/admin\" }}\n{auth}\n\
          [[route]]\nname = \"tricks-file\"\nupstream = \"up\"\nmatch = {{ path = \"/files/a/b\" }}\n{auth}\n\
          [[route]]\nname = \"tricks-rest\"\nupstream = \"up\"\n",
         upstream.addr,
         dir = dir.display(),
+        cache = weir_tests::gateway::compile_cache().display(),
     ));
     for spelled in PROTECTED_SPELLINGS {
         let reply = raw_request(

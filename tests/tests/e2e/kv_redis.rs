@@ -82,13 +82,14 @@ async fn two_gateway_processes_sharing_redis_admit_exactly_the_limit_together() 
 fn open_and_closed(up: &TestUpstream, kv: &str) -> String {
     let dir = plugin_dir();
     format!(
-        "{kv}[plugins]\ndir = \"{dir}/plugins\"\ncache_dir = \"{dir}/cache\"\n\
+        "{kv}[plugins]\ndir = \"{dir}/plugins\"\ncache_dir = \"{cache}\"\n\
          [[upstream]]\nname = \"up\"\nendpoints = [\"{up}\"]\n\
          [[route]]\nname = \"open\"\nupstream = \"up\"\nmatch = {{ path_prefix = \"/open\" }}\n\
          plugins = [{{ name = \"rate-limit\", on_error = \"allow\", config = {{ requests = 1000000, window = \"1d\" }} }}]\n\
          [[route]]\nname = \"closed\"\nupstream = \"up\"\nmatch = {{ path_prefix = \"/closed\" }}\n\
          plugins = [{{ name = \"rate-limit\", config = {{ requests = 1000000, window = \"1d\" }} }}]\n",
         dir = dir.display(),
+        cache = weir_tests::gateway::compile_cache().display(),
         up = up.addr,
     )
 }

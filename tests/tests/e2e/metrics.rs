@@ -23,7 +23,7 @@ async fn metrics_parse_and_carry_every_design_series() {
         r#"
 [plugins]
 dir = "{dir}/plugins"
-cache_dir = "{dir}/cache"
+cache_dir = "{cache}"
 [[upstream]]
 name = "app"
 endpoints = ["{up}"]
@@ -38,6 +38,7 @@ match = {{ path_prefix = "/" }}
 upstream = "app"
 "#,
         dir = dir.display(),
+        cache = weir_tests::gateway::compile_cache().display(),
         up = up.addr
     ));
     for path in ["/p/1", "/p/2", "/plain"] {

@@ -379,8 +379,9 @@ async fn the_example_config_and_tokens_work() {
         (
             "dir = \"target/weir-plugins\"",
             &format!(
-                "dir = \"{0}/plugins\"\ncache_dir = \"{0}/cache\"",
-                dir.display()
+                "dir = \"{}/plugins\"\ncache_dir = \"{}\"",
+                dir.display(),
+                weir_tests::gateway::compile_cache().display()
             ),
         ),
         ("\"127.0.0.1:9000\"", &format!("\"{}\"", up.addr)),

@@ -156,10 +156,10 @@ async fn each_route_has_its_own_limit() {
     let dir = plugin_dir();
     let limit = "{ name = \"rate-limit\", config = { requests = 1, window = \"1d\" } }";
     let mut toml = format!(
-        "[plugins]\ndir = \"{}/plugins\"\ncache_dir = \"{}/cache\"\n\
+        "[plugins]\ndir = \"{}/plugins\"\ncache_dir = \"{}\"\n\
          [[upstream]]\nname = \"up\"\nendpoints = [\"{}\"]\n",
         dir.display(),
-        dir.display(),
+        weir_tests::gateway::compile_cache().display(),
         up.addr
     );
     for route in ["a", "b"] {

@@ -22,12 +22,19 @@ fn plugin_dir() -> PathBuf {
 /// source called directly (`probe-local` imports nothing that can wait).
 const PROBES: [&str; 2] = ["probe", "probe-local"];
 
+/// The config of `routes` to `up` with the plugins in `dir`, compiled through the
+/// tests' shared cache.
 fn config(dir: &Path, up: &TestUpstream, routes: &str) -> String {
+    config_cached_in(dir, weir_tests::gateway::compile_cache(), up, routes)
+}
+
+/// [`config`] with its own compile cache, for the tests of the cache.
+fn config_cached_in(dir: &Path, cache: &Path, up: &TestUpstream, routes: &str) -> String {
     format!(
-        "[plugins]\ndir = \"{}/plugins\"\ncache_dir = \"{}/cache\"\n\
+        "[plugins]\ndir = \"{}/plugins\"\ncache_dir = \"{}\"\n\
          [[upstream]]\nname = \"up\"\nendpoints = [\"{}\"]\n{routes}",
         dir.display(),
-        dir.display(),
+        cache.display(),
         up.addr
     )
 }
@@ -719,7 +726,8 @@ fn a_missing_file_and_a_refused_config_are_reported_together() {
 fn a_restart_loads_the_compiled_plugin_from_the_cache() {
     let up = TestUpstream::start("up");
     let dir = plugin_dir();
-    let text = config(&dir, &up, &route("r", "/", "{ name = \"probe\" }"));
+    let routes = route("r", "/", "{ name = \"probe\" }");
+    let text = config_cached_in(&dir, &dir.join("cache"), &up, &routes);
     let first = TestGateway::start(&text);
     assert!(!first.snapshot().chains[0][0].plugin.from_cache);
     drop(first);
@@ -739,9 +747,10 @@ fn a_compile_cache_others_may_write_is_not_loaded() {
     use std::os::unix::fs::PermissionsExt;
     let up = TestUpstream::start("up");
     let dir = plugin_dir();
-    let text = config(&dir, &up, &route("r", "/", "{ name = \"probe\" }"));
-    drop(TestGateway::start(&text));
     let cache = dir.join("cache");
+    let routes = route("r", "/", "{ name = \"probe\" }");
+    let text = config_cached_in(&dir, &cache, &up, &routes);
+    drop(TestGateway::start(&text));
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     let artifacts: Vec<PathBuf> = std::fs::read_dir(&cache)
         .unwrap()

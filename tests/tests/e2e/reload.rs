@@ -49,7 +49,7 @@ upstream = "up"
 plugins = [{{ name = "swap", config = {plugin_config} }}]
 "#,
         plugins = plugins.display(),
-        cache = plugins.with_file_name("cache").display(),
+        cache = weir_tests::gateway::compile_cache().display(),
         up = up.addr,
     ))
 }

@@ -492,7 +492,7 @@ fn mtls_gateway(up: &TestUpstream, client_ca: &TestCa) -> TestGateway {
         "{}[plugins]\ndir = \"{}\"\ncache_dir = \"{}\"\n",
         config(up, &tls, route),
         plugins.join("plugins").display(),
-        plugins.join("cache").display()
+        weir_tests::gateway::compile_cache().display()
     );
     TestGateway::start(&text)
 }

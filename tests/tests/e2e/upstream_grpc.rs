@@ -138,7 +138,7 @@ async fn a_header_only_plugin_keeps_the_trailers() {
     let gw = TestGateway::start(&format!(
         r#"[plugins]
 dir = "{dir}/plugins"
-cache_dir = "{dir}/cache"
+cache_dir = "{cache}"
 
 [[upstream]]
 name = "grpc"
@@ -153,6 +153,7 @@ plugins = [{{ name = "headers", config = {{ request = {{ set = {{ x-env = "prod"
 "#,
         upstream.addr,
         dir = dir.display(),
+        cache = weir_tests::gateway::compile_cache().display(),
     ));
     let io = TcpStream::connect(gw.addr).await.expect("connect");
     let reply = h2_exchange(io, call(&gw.url("/grpc/stream/3"))).await;
