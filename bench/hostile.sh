@@ -59,8 +59,8 @@ if [[ -z ${WEIR_BIN:-} ]]; then
 fi
 log "building the probe test guest"
 (cd "$ROOT/tests/guests" && cargo build --release -q --target wasm32-wasip2 -p probe \
-  --target-dir "$ROOT/target/guests")
-PROBE=$ROOT/target/guests/wasm32-wasip2/release/probe.wasm
+  --target-dir "$ROOT/target/wasm")
+PROBE=$ROOT/target/wasm/wasm32-wasip2/release/probe.wasm
 
 OUT=$(mktemp -d /tmp/weir-hostile.XXXXXX)
 PIDS=()

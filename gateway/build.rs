@@ -62,7 +62,7 @@ fn main() {
 /// holding the `.wasm` files.
 fn build_plugins(root: &Path) -> Result<PathBuf, String> {
     ensure_target()?;
-    let target_dir = root.join("target").join("plugins");
+    let target_dir = guest_build::target_dir(root);
     let status = guest_build::cargo_build(root, &root.join("plugins"), &target_dir)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;

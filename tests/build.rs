@@ -12,11 +12,7 @@ mod guest_build;
 use std::path::{Path, PathBuf};
 
 /// Workspaces to build: (directory under the repository root, target subdirectory).
-const WORKSPACES: &[(&str, &str)] = &[
-    ("tests/guests", "guests"),
-    ("examples/hello-plugin", "example-guests"),
-    ("plugins", "plugins"),
-];
+const WORKSPACES: &[&str] = &["tests/guests", "examples/hello-plugin", "plugins"];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -34,12 +30,12 @@ fn main() {
         "/// Every guest `build.rs` built: (name, path of its `.wasm`).\n\
          pub const GUESTS: &[(&str, &str)] = &[\n",
     );
-    for (dir, target) in WORKSPACES {
+    // Not the main target directory: the outer cargo holds its lock.
+    let target_dir = guest_build::target_dir(&root);
+    for dir in WORKSPACES {
         let crates = crates_in(&root.join(dir));
         // Scanned whole by cargo: a new guest crate counts as a change too.
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
-        // A separate target directory: the outer cargo holds the lock on the main one.
-        let target_dir = root.join("target").join(target);
         let status = guest_build::cargo_build(&root, &root.join(dir), &target_dir)
             .status()
             .expect("cannot run cargo to build the test guests");

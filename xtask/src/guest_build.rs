@@ -1,7 +1,7 @@
 //! How the repository builds its `wasm32-wasip2` guests (the first-party plugins, the test
 //! guests, the example plugin). Shared by xtask and by the build scripts of `gateway/`
-//! and `tests/` (through `#[path]`), so that every build of `target/plugins` uses the same
-//! flags and none rebuilds what another built.
+//! and `tests/` (through `#[path]`), so that every guest build uses the same flags and
+//! the same target directory ([`target_dir`]), and none rebuilds what another built.
 //!
 //! Guests are linked with a newer `wasm-component-ld` and an imported memory when
 //! `cargo xtask setup` has installed that linker under `target/tools`. The
@@ -15,6 +15,14 @@ use std::process::Command;
 
 /// The guests' target.
 pub(crate) const TARGET: &str = "wasm32-wasip2";
+
+/// The one target directory of every guest workspace (`plugins/`, `tests/guests/`,
+/// `examples/hello-plugin/`): they share their dependencies (`wit-bindgen` and its
+/// macro's crates, serde), which then compile once, not once per workspace. Builds
+/// take turns on it (cargo's lock), which they did anyway: each is run to completion.
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
+    root.join("target").join("wasm")
+}
 
 /// Where `cargo xtask setup` installs tools, under the repository `root`.
 pub(crate) fn tools_dir(root: &Path) -> PathBuf {

@@ -271,40 +271,34 @@ fn test(extra: Vec<String>) -> Result<(), String> {
     if extra.is_empty() {
         run(Command::new(&cargo).args(["test", "--workspace", "--benches", "--no-run"]))?;
     }
-    run(Command::new(&cargo).args([
-        "test",
-        "--workspace",
-        "--manifest-path",
-        &Path::new(ROOT)
-            .join("plugins")
-            .join("Cargo.toml")
-            .to_string_lossy(),
-    ]))?;
-    // The example plugin's own tests, as its author would run them.
-    run(Command::new(&cargo).args([
-        "test",
-        "--manifest-path",
-        &Path::new(ROOT)
-            .join("examples")
-            .join("hello-plugin")
-            .join("Cargo.toml")
-            .to_string_lossy(),
-        "--target-dir",
-        &Path::new(ROOT)
-            .join("target")
-            .join("example-tests")
-            .to_string_lossy(),
-    ]))
+    // The plugins' native tests, then the example plugin's own, as its author would run
+    // them: in one target directory, where the second reuses the first's dependencies.
+    let native_tests = Path::new(ROOT).join("target").join("plugin-tests");
+    run(Command::new(&cargo)
+        .args(["test", "--workspace", "--manifest-path"])
+        .arg(Path::new(ROOT).join("plugins").join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&native_tests))?;
+    run(Command::new(&cargo)
+        .args(["test", "--manifest-path"])
+        .arg(
+            Path::new(ROOT)
+                .join("examples")
+                .join("hello-plugin")
+                .join("Cargo.toml"),
+        )
+        .arg("--target-dir")
+        .arg(&native_tests))
 }
 
-/// Builds `plugins/` (into `target/plugins`, where the tests' build script builds it
-/// too) and copies each `CRATE.wasm` to `DIR/NAME.wasm` (`api_key` → `api-key`).
+/// Builds `plugins/` (into [`guest_build::target_dir`], where the build scripts build
+/// it too) and copies each `CRATE.wasm` to `DIR/NAME.wasm` (`api_key` → `api-key`).
 fn plugins(dir: Option<String>) -> Result<(), String> {
     let root = Path::new(ROOT)
         .canonicalize()
         .map_err(|e| format!("cannot find the repository root: {e}"))?;
     let root = root.as_path();
-    let target_dir = root.join("target").join("plugins");
+    let target_dir = guest_build::target_dir(root);
     run(&mut cargo_build(root, &root.join("plugins"), &target_dir))?;
     let built = target_dir.join(WASM_TARGET).join("release");
     let dest = dir.map_or_else(|| root.join("target").join("weir-plugins"), PathBuf::from);
