@@ -66,7 +66,9 @@ pub enum EditError {
     /// `trailer`, `te`, `proxy-*`; removing one is allowed), or names `content-length`
     /// or `host`, which only the gateway sets.
     InvalidName(String),
-    /// The value holds bytes HTTP forbids (CR, LF, NUL or another control byte but tab).
+    /// The value holds bytes HTTP forbids (CR, LF, NUL or another control byte but tab),
+    /// or, from [`Request::cache_key_append`](crate::Request::cache_key_append), the
+    /// part would take the request's cache key parts past 1024 bytes.
     InvalidValue(String),
     /// The path is not an absolute path with optional query (`/...`).
     InvalidPath(String),
@@ -81,7 +83,7 @@ impl std::fmt::Display for EditError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             EditError::InvalidName(name) => write!(f, "header name `{name}` refused"),
-            EditError::InvalidValue(value) => write!(f, "header value {value:?} refused"),
+            EditError::InvalidValue(value) => write!(f, "value {value:?} refused"),
             EditError::InvalidPath(path) => write!(f, "path `{path}` refused"),
             EditError::InvalidStatus(status) => write!(f, "status {status} refused"),
             EditError::ReadOnly => f.write_str("the message is read-only in this phase"),

@@ -168,6 +168,18 @@
 //! with no call at all (a phase with nothing else to do is then left out of
 //! [`Plugin::phases`]).
 //!
+//! # The response cache
+//!
+//! On a route with `cache`, a plugin can steer the gateway's response cache:
+//! [`Request::cache_key_append`] adds a part to the key (entries per tenant or plan, from
+//! a claim the plugin verified), [`Request::set_uncacheable`] keeps the cache out of a
+//! request (neither served from it nor stored), and [`Response::set_uncacheable`], in
+//! [`Plugin::on_response_headers`], keeps a response from being stored. On a route
+//! without `cache` they change nothing, so one plugin serves both kinds of route.
+//! [`testing::Outcome::cache_key`] and [`testing::Outcome::uncacheable`] show what a
+//! request told the cache; the latter's docs have a whole plugin that caches per tenant
+//! and never stores what the upstream marks personal, with its test.
+//!
 //! # State
 //!
 //! [`Plugin::State`] is per request: created when the request reaches the plugin, lent
@@ -200,9 +212,11 @@
 //! # Compatibility
 //!
 //! This is SDK 0.2, for gateways speaking `weir:plugin` 0.1.4 or later; it builds
-//! against 0.1.5 ([`WIT_VERSION`]), whose one addition, [`host::http::call_all`], needs a
-//! 0.1.5 gateway: a plugin that does not call it loads into 0.1.4 gateways too. Plugins
-//! built with SDK 0.1 keep loading in those gateways.
+//! against 0.1.6 ([`WIT_VERSION`]). What came after 0.1.4 needs a gateway that has it:
+//! [`host::http::call_all`] (0.1.5), and the cache calls [`Request::cache_key_append`],
+//! [`Request::set_uncacheable`] and [`Response::set_uncacheable`] (0.1.6). A plugin that
+//! calls none of them loads into 0.1.4 gateways too. Plugins built with SDK 0.1 keep
+//! loading in those gateways.
 #![deny(missing_docs)]
 
 #[doc(hidden)]

@@ -131,7 +131,14 @@ pub struct Request<'a> {
     route: OnceCell<String>,
     path: OnceCell<String>,
     new_path: Option<String>,
+    /// What a test request was told for the cache (inside the gateway, the gateway
+    /// keeps it).
+    pub(crate) cache_key: Vec<String>,
+    pub(crate) uncacheable: bool,
 }
+
+/// The most bytes of cache key parts one request may append (the gateway's bound).
+const MAX_CACHE_KEY_PARTS: usize = 1024;
 
 impl Request<'static> {
     /// A request for tests: `method` and `path`, no headers, client `127.0.0.1`, scheme
@@ -147,6 +154,8 @@ impl Request<'static> {
             route: OnceCell::from("test".to_owned()),
             path: OnceCell::from(path.to_owned()),
             new_path: None,
+            cache_key: Vec::new(),
+            uncacheable: false,
         }
     }
 
@@ -193,6 +202,8 @@ impl<'a> Request<'a> {
             route: OnceCell::new(),
             path: OnceCell::new(),
             new_path: None,
+            cache_key: Vec::new(),
+            uncacheable: false,
         }
     }
 
@@ -279,6 +290,55 @@ impl<'a> Request<'a> {
         Ok(())
     }
 
+    /// Adds `part` to the key the gateway's response cache files this request under, so
+    /// that requests differing only in what the plugin knows (a tenant or plan from a
+    /// token, a feature flag) are cached apart: a request finds only an entry stored with
+    /// the same parts in the same order (the chain's order, then the calls'). Call it in
+    /// a request phase, from values the plugin checked (a verified claim, not a raw
+    /// client header the route's `vary` could name instead).
+    ///
+    /// On a route without `cache` it changes nothing (and is not an error). Up to 1024
+    /// bytes of parts per request: past that the part is refused with
+    /// [`EditError::InvalidValue`]. If the phase then fails, its parts are dropped.
+    /// Since `weir:plugin` 0.1.6: a plugin that calls it needs a gateway from 0.1.6 on.
+    ///
+    /// ```
+    /// use weir_plugin_sdk::Request;
+    ///
+    /// let mut request = Request::new("GET", "/reports").with_header("x-tenant", "acme");
+    /// let tenant = request.headers.get_str("x-tenant").unwrap_or("none").to_owned();
+    /// request.cache_key_append(&tenant).unwrap();
+    /// assert_eq!(request.edits().cache_key, ["acme"]);
+    /// ```
+    pub fn cache_key_append(&mut self, part: &str) -> Result<(), EditError> {
+        if let Source::Request(handle) = &self.headers.source {
+            return handle.cache_key_append(part).map_err(EditError::from);
+        }
+        let total: usize = self.cache_key.iter().map(String::len).sum::<usize>() + part.len();
+        if total > MAX_CACHE_KEY_PARTS {
+            return Err(EditError::InvalidValue(part.to_owned()));
+        }
+        self.cache_key.push(part.to_owned());
+        Ok(())
+    }
+
+    /// Keeps the gateway's response cache out of this request: it is neither answered
+    /// from the cache nor stored, and goes to the upstream (`x-cache: MISS`); an entry
+    /// stored for its key stays for other requests. For answers that depend on who
+    /// asks. To keep only the response out of the cache once you have seen it, use
+    /// [`Response::set_uncacheable`] instead.
+    ///
+    /// On a route without `cache` it changes nothing. If the phase then fails, it is
+    /// undone. Since `weir:plugin` 0.1.6: a plugin that calls it needs a gateway from
+    /// 0.1.6 on.
+    pub fn set_uncacheable(&mut self) -> Result<(), EditError> {
+        if let Source::Request(handle) = &self.headers.source {
+            return handle.set_uncacheable().map_err(EditError::from);
+        }
+        self.uncacheable = true;
+        Ok(())
+    }
+
     /// The changes made so far to a request built with [`Request::new`] (for tests;
     /// empty inside the gateway, where edits apply at once).
     pub fn edits(&self) -> RequestEdits {
@@ -288,6 +348,8 @@ impl<'a> Request<'a> {
             set: local.set,
             appended: local.appended,
             path: self.new_path.clone(),
+            cache_key: self.cache_key.clone(),
+            uncacheable: self.uncacheable,
             ..RequestEdits::default()
         };
         let mut response = Local::default();
@@ -333,6 +395,10 @@ pub struct RequestEdits {
     pub response_set_if_absent: Vec<(String, Vec<u8>)>,
     /// Headers queued to be appended to the response.
     pub response_appended: Vec<(String, Vec<u8>)>,
+    /// Parts appended to the cache key ([`Request::cache_key_append`]), in order.
+    pub cache_key: Vec<String>,
+    /// Whether [`Request::set_uncacheable`] was called.
+    pub uncacheable: bool,
 }
 
 /// The response, as a response phase sees it. Header and status edits change what the
@@ -342,6 +408,7 @@ pub struct Response<'a> {
     /// The response headers.
     pub headers: Headers<'a>,
     status: OnceCell<u16>,
+    uncacheable: bool,
 }
 
 impl Response<'static> {
@@ -350,6 +417,7 @@ impl Response<'static> {
         Response {
             headers: Headers::default(),
             status: OnceCell::from(status),
+            uncacheable: false,
         }
     }
 
@@ -365,6 +433,7 @@ impl<'a> Response<'a> {
         Response {
             headers: Headers::host(Source::Response(handle)),
             status: OnceCell::new(),
+            uncacheable: false,
         }
     }
 
@@ -385,6 +454,40 @@ impl<'a> Response<'a> {
         }
         self.status = OnceCell::from(status);
         Ok(())
+    }
+
+    /// Keeps this response out of the gateway's response cache: the client still gets
+    /// it, but a response the cache would have stored (a miss on a route with `cache`)
+    /// is not, whatever its `Cache-Control` says, and the requests that waited for it
+    /// go to the upstream themselves. For what only the response shows: an error
+    /// dressed as a `200`, a header the upstream marks personal answers with. An entry
+    /// a hit was served from stays stored; on a route without `cache` it changes
+    /// nothing. Only in [`on_response_headers`](crate::Plugin::on_response_headers)
+    /// (the body and log phases come after the cache has decided); if the phase then
+    /// fails, it is undone. Since `weir:plugin` 0.1.6: a plugin that calls it needs a
+    /// gateway from 0.1.6 on.
+    ///
+    /// ```
+    /// use weir_plugin_sdk::Response;
+    ///
+    /// let mut response = Response::new(200).with_header("x-personal", "1");
+    /// if response.headers.contains("x-personal") {
+    ///     response.set_uncacheable().unwrap();
+    /// }
+    /// assert!(response.is_uncacheable());
+    /// ```
+    pub fn set_uncacheable(&mut self) -> Result<(), EditError> {
+        if let Source::Response(handle) = &self.headers.source {
+            handle.set_uncacheable()?;
+        }
+        self.uncacheable = true;
+        Ok(())
+    }
+
+    /// Whether [`Response::set_uncacheable`] was called on this response (in this
+    /// phase call, inside the gateway).
+    pub fn is_uncacheable(&self) -> bool {
+        self.uncacheable
     }
 }
 
@@ -591,6 +694,35 @@ mod tests {
         assert!(r.headers.all().is_empty());
         assert_eq!(r.path(), "/");
         assert_eq!(r.edits(), RequestEdits::default());
+    }
+
+    #[test]
+    fn cache_steering_is_recorded_and_bounded() {
+        let mut r = Request::new("GET", "/");
+        r.cache_key_append("tenant-a").unwrap();
+        r.cache_key_append("plan pro").unwrap();
+        r.set_uncacheable().unwrap();
+        let long = "x".repeat(1024);
+        assert_eq!(
+            r.cache_key_append(&long),
+            Err(EditError::InvalidValue(long.clone()))
+        );
+        let edits = r.edits();
+        assert_eq!(edits.cache_key, ["tenant-a", "plan pro"]);
+        assert!(edits.uncacheable);
+        // Exactly the bound is allowed.
+        let mut r = Request::new("GET", "/");
+        r.cache_key_append(&long).unwrap();
+        assert_eq!(
+            r.cache_key_append("y"),
+            Err(EditError::InvalidValue("y".into()))
+        );
+        assert_eq!(r.edits().cache_key, [long]);
+        assert!(!r.edits().uncacheable);
+        let mut response = Response::new(200);
+        assert!(!response.is_uncacheable());
+        response.set_uncacheable().unwrap();
+        assert!(response.is_uncacheable());
     }
 
     #[test]

@@ -331,6 +331,8 @@ impl<P: Plugin> Harness<P> {
                 (response, local.body)
             }
             None => {
+                outcome.cache_key = request.cache_key.clone();
+                outcome.uncacheable = request.uncacheable;
                 outcome.upstream_request = Some(UpstreamRequest {
                     method: request.method().to_owned(),
                     path: request.path().to_owned(),
@@ -351,7 +353,7 @@ impl<P: Plugin> Harness<P> {
         }
         if has(Phase::ResponseHeaders) {
             match phase_result(plugin.on_response_headers(&request, &mut response, &mut state)) {
-                Ok(Action::Continue) => {}
+                Ok(Action::Continue) => outcome.uncacheable |= response.is_uncacheable(),
                 Ok(Action::Respond(local)) => return outcome.finish(local, logged),
                 Err(e) => return outcome.failed(e, logged),
             }
@@ -411,6 +413,8 @@ pub struct Outcome {
     answered_locally: bool,
     failure: Option<String>,
     logs: Vec<(Level, String)>,
+    cache_key: Vec<String>,
+    uncacheable: bool,
 }
 
 impl Outcome {
@@ -480,5 +484,63 @@ impl Outcome {
     /// What the plugin logged during this request.
     pub fn logs(&self) -> &[(Level, String)] {
         &self.logs
+    }
+
+    /// The parts the request phases appended to the response cache's key
+    /// ([`Request::cache_key_append`]), for a request that went upstream.
+    pub fn cache_key(&self) -> &[String] {
+        &self.cache_key
+    }
+
+    /// Whether the gateway's response cache would stay out: the request phases called
+    /// [`Request::set_uncacheable`] (for a request that went upstream), or
+    /// `on_response_headers` called [`Response::set_uncacheable`] and went on.
+    ///
+    /// ```
+    /// use weir_plugin_sdk::{Action, Plugin, PhaseResult, Request, Response, plugin};
+    /// use weir_plugin_sdk::testing::Harness;
+    ///
+    /// /// Caches per tenant; never a response the upstream marks personal.
+    /// struct PerTenant;
+    ///
+    /// #[plugin]
+    /// impl Plugin for PerTenant {
+    ///     type Config = ();
+    ///     type State = ();
+    ///     fn new(_: ()) -> Result<Self, String> {
+    ///         Ok(PerTenant)
+    ///     }
+    ///     fn on_request_headers(&self, request: &mut Request<'_>, _: &mut ()) -> PhaseResult {
+    ///         match request.headers.get_str("x-tenant").map(str::to_owned) {
+    ///             Some(tenant) => request.cache_key_append(&tenant)?,
+    ///             None => request.set_uncacheable()?,
+    ///         }
+    ///         Ok(Action::Continue)
+    ///     }
+    ///     fn on_response_headers(
+    ///         &self,
+    ///         _: &Request<'_>,
+    ///         response: &mut Response<'_>,
+    ///         _: &mut (),
+    ///     ) -> PhaseResult {
+    ///         if response.headers.contains("x-personal") {
+    ///             response.set_uncacheable()?;
+    ///         }
+    ///         Ok(Action::Continue)
+    ///     }
+    /// }
+    ///
+    /// let mut harness = Harness::<PerTenant>::new(serde_json::json!(null));
+    /// let outcome = harness.run(Request::new("GET", "/").with_header("x-tenant", "acme"));
+    /// assert_eq!(outcome.cache_key(), ["acme"]);
+    /// assert!(!outcome.uncacheable());
+    /// assert!(harness.run(Request::new("GET", "/")).uncacheable());
+    /// harness.upstream(Response::new(200).with_header("x-personal", "1"), "mine");
+    /// let outcome = harness.run(Request::new("GET", "/").with_header("x-tenant", "acme"));
+    /// assert!(outcome.uncacheable());
+    /// assert_eq!(outcome.body_str(), "mine");
+    /// ```
+    pub fn uncacheable(&self) -> bool {
+        self.uncacheable
     }
 }

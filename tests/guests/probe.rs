@@ -366,6 +366,18 @@ impl Plugin for Probe {
                 let before = REMEMBERED.swap(7, Ordering::Relaxed);
                 request.headers.set("x-state-before", before.to_string())?;
             }
+            "cache" => {
+                // Steers the route's response cache from the request's headers.
+                if let Some(part) = request.headers.get_str("x-cache-part").map(str::to_owned) {
+                    request.cache_key_append(&part)?;
+                }
+                if request.headers.contains("x-keep-out") {
+                    request.set_uncacheable()?;
+                }
+                if request.headers.contains("x-then-fail") {
+                    return Err(Error::msg("the probe fails on purpose after steering"));
+                }
+            }
             _ => {
                 let chain = request.headers.get_str("x-chain").unwrap_or_default();
                 let chain = if chain.is_empty() {
@@ -406,6 +418,12 @@ impl Plugin for Probe {
             "secret" => {
                 // The secret the request phase kept, carried in this request's state.
                 response.headers.set("x-state-secret", &state.secret)?;
+            }
+            "cache" => {
+                // A response the upstream marks personal is kept out of the cache.
+                if response.headers.contains("x-personal") {
+                    response.set_uncacheable()?;
+                }
             }
             "deny" | "trap" | "panic" | "loop" | "oom" | "count" | "state" | "fetch" | "fetch-state" | "dirty"
             | "print" | "sleep"

@@ -2,7 +2,8 @@
 //! request's query, so each test names the response it wants and the cache keys differ.
 //!
 //! - `cc=V`: `Cache-Control: V`; `etag=V`: `ETag: "V"`; `lm=V`: `Last-Modified: V`;
-//!   `vary=V`: `Vary: V`; `cookie=V`: `Set-Cookie: V`; `status=N`: the status;
+//!   `vary=V`: `Vary: V`; `cookie=V`: `Set-Cookie: V`; `personal=V`: `x-personal: V`;
+//!   `status=N`: the status;
 //! - `size=N`: a body of N bytes, streamed in 16 KiB chunks (`chunked=1`: without
 //!   `Content-Length`), `pause=MS`: a pause before each chunk after the first;
 //! - otherwise the body is `PATH?QUERY #N`, N counting the requests for that target, so
@@ -148,6 +149,9 @@ async fn respond(state: Arc<State>, req: Request<Incoming>) -> Result<Response<B
     }
     if let Some(v) = param("cookie") {
         set("set-cookie", v);
+    }
+    if let Some(v) = param("personal") {
+        set("x-personal", v);
     }
     let asked_for = req
         .headers()

@@ -36,7 +36,7 @@ use crate::config::RouteCache;
 use crate::telemetry::metrics::CacheSeries;
 
 pub use flight::{Flight, Joined};
-pub use key::CacheKey;
+pub use key::{CacheKey, KeyParts, KeyPartsFull, MAX_KEY_PARTS};
 pub use recording::Recording;
 
 /// Bytes an entry is weighed at beyond its key, headers and body (the entry, the

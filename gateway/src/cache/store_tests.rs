@@ -17,7 +17,7 @@ fn caching(max_entry_size: u64) -> RouteCaching {
 }
 
 fn key(path: &str) -> CacheKey {
-    CacheKey::new("r", Some(b"h"), path, &[], &HeaderMap::new())
+    CacheKey::new("r", Some(b"h"), path, None, &[], &HeaderMap::new())
 }
 
 fn put(cache: &ResponseCache, caching: &RouteCaching, path: &str, body: &'static [u8]) {

@@ -10,6 +10,12 @@
 //! `If-Modified-Since`, `If-Match`, `If-Unmodified-Since`, `If-Range`, `Range`),
 //! whose answers are not the entry's. A HEAD is answered from the GET's entry but never
 //! stored.
+//!
+//! The route's plugins steer it: their request phases can add parts to the key
+//! (`request.cache-key-append`) or keep the cache out of the request like the requests
+//! above (`request.set-uncacheable`), and their response-headers phases can keep a
+//! response from being stored (`response.set-uncacheable`: its recording, which starts
+//! only after those phases, is then never made).
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -23,6 +29,7 @@ use super::exchange::{Exchange, Upstreamed};
 use crate::cache::policy::{self, Asked};
 use crate::cache::{CacheKey, Entry, Joined, Lookup, Recording, ResponseCache, RouteCaching};
 use crate::error::{ProxyError, ResponseBody};
+use crate::plugin::ChainRun;
 use crate::upstream::UpstreamBody;
 
 /// What the cache header says.
@@ -64,15 +71,18 @@ impl Exchange<'_> {
             return self.forward(body).await;
         };
         let method = self.head.method.clone();
+        let steering = self.plugins.as_deref().map(ChainRun::cache_steering);
         let key = CacheKey::new(
             &self.route.name,
             self.original_host.as_ref().map(HeaderValue::as_bytes),
             self.path_and_query.as_str(),
+            steering.map(|s| &s.key_parts),
             &caching.settings.vary,
             &self.head.headers,
         );
+        let kept_out = steering.is_some_and(|s| s.uncacheable);
         let readable = method == Method::GET || method == Method::HEAD;
-        if !readable || BYPASS.iter().any(|h| self.head.headers.contains_key(h)) {
+        if !readable || kept_out || BYPASS.iter().any(|h| self.head.headers.contains_key(h)) {
             caching.series.misses.inc();
             let flow = self.forward(body).await;
             if !readable
@@ -167,7 +177,7 @@ impl Exchange<'_> {
             }
         }
         caching.series.misses.inc();
-        let (mut head, mut body) = response.into_parts();
+        let (mut head, body) = response.into_parts();
         if let Some(lead) = lead {
             let trimmed = policy::kept_request_headers(&request_headers, &head.headers);
             let asked = Asked {
@@ -181,7 +191,9 @@ impl Exchange<'_> {
             if fits
                 && let Ok(policy) = policy::storable(&asked, head.status, &head.headers, ttl, now)
             {
-                let recording = Recording::new(
+                // Started on the body after the response-headers phases (see
+                // `record`), which may keep the response out.
+                self.recording = Some(Box::new(Recording::new(
                     cache,
                     key,
                     caching,
@@ -189,12 +201,28 @@ impl Exchange<'_> {
                     head.headers.clone(),
                     policy,
                     Some(lead),
-                );
-                body = ResponseBody::recorded(body, recording);
+                )));
             }
         }
         self.mark(&mut head.headers, Outcome::Miss);
         ControlFlow::Continue(Upstreamed::Relayed(Response::from_parts(head, body)))
+    }
+
+    /// Starts the recording of a storable miss on its body, unless a response-headers
+    /// phase kept the response out of the cache; then the recording is dropped, which
+    /// lands its flight, and the misses that waited for it go upstream themselves.
+    pub(super) fn record(&mut self, body: ResponseBody) -> ResponseBody {
+        let Some(recording) = self.recording.take() else {
+            return body;
+        };
+        let kept_out = self
+            .plugins
+            .as_deref()
+            .is_some_and(ChainRun::response_uncacheable);
+        if kept_out {
+            return body;
+        }
+        ResponseBody::recorded(body, *recording)
     }
 
     /// The response for a stored entry (no body for a HEAD).

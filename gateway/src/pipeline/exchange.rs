@@ -60,6 +60,9 @@ pub(super) struct Exchange<'s> {
     web: Option<Box<WebCall>>,
     /// Whether the request, sent upstream (its head gone), was a gRPC call.
     grpc_sent: Option<GrpcProtocol>,
+    /// A storable miss's recording, started on its body once the response-headers
+    /// phases have not kept it out of the cache (boxed: only cached misses carry it).
+    pub(super) recording: Option<Box<crate::cache::Recording>>,
 }
 
 /// A request the gateway refused before it was routed.
@@ -168,6 +171,7 @@ impl<'s> Exchange<'s> {
             trace_id,
             web,
             grpc_sent: None,
+            recording: None,
         })
     }
 

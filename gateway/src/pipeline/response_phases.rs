@@ -1,6 +1,7 @@
 //! The response side: the upstream's head cleaned, then the plugins' response-headers
-//! and response-body phases in reverse chain order; and the same response phases over
-//! an answer made on the request side.
+//! phases in reverse chain order, the cache's recording of a storable miss started,
+//! then the response-body phases; and the same response phases over an answer made on
+//! the request side.
 
 use std::ops::ControlFlow;
 
@@ -29,6 +30,8 @@ impl Exchange<'_> {
                 Box::pin(pass.response_headers(&mut head.status, &mut head.headers)).await,
             )?;
         }
+        // A storable miss is recorded from here on, unless a phase kept it out.
+        let body = self.record(body);
         ControlFlow::Continue(Response::from_parts(head, body))
     }
 

@@ -20,7 +20,9 @@ use http::uri::PathAndQuery;
 
 use super::bindings::types;
 use super::edits::local_head;
-use super::message::{QueuedEdit, RequestInfo, RequestView, ResponseView};
+use super::message::{
+    CacheMark, CacheSteering, QueuedEdit, RequestInfo, RequestView, ResponseView,
+};
 use super::{ChainEntry, FailureKind, Instance, PluginFailure};
 use crate::config::OnError;
 use crate::reply::LocalReply;
@@ -64,6 +66,10 @@ pub struct ChainRun {
     info: Option<Arc<RequestInfo>>,
     /// Response edits the request phases queued, applied in the response-headers pass.
     queued: Vec<QueuedEdit>,
+    /// What the request phases told the response cache.
+    cache: CacheSteering,
+    /// Whether a response-headers phase kept the response out of the cache.
+    response_uncacheable: bool,
 }
 
 /// The request as the request phases see and change it.
@@ -96,7 +102,21 @@ impl ChainRun {
             request: None,
             info: None,
             queued: Vec::new(),
+            cache: CacheSteering::default(),
+            response_uncacheable: false,
         }
+    }
+
+    /// What the request phases told the response cache: parts for the key, or to stay
+    /// out (see `request.cache-key-append` and `request.set-uncacheable`).
+    pub fn cache_steering(&self) -> &CacheSteering {
+        &self.cache
+    }
+
+    /// Whether a response-headers phase kept the response out of the cache
+    /// (`response.set-uncacheable`).
+    pub fn response_uncacheable(&self) -> bool {
+        self.response_uncacheable
     }
 
     /// The request's instance of entry `index`; a suspended entry is not called (see
@@ -135,6 +155,7 @@ impl ChainRun {
         *req.headers = view.headers;
         *req.path_and_query = view.path;
         self.queued = view.queued;
+        self.cache = view.cache;
         self.info = Some(view.info);
         self.keep_request(req.headers, req.path_and_query);
         flow
@@ -152,14 +173,14 @@ impl ChainRun {
                 continue;
             }
             entry.plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
-            let queued = calling(view, index);
+            let mark = calling(view, index);
             let called = match self.instance(index).await {
                 Ok(instance) => instance.on_request_headers(view).await,
                 Err(failure) => Err(failure),
             };
             let called = self.answered(index, called);
             if called.is_err() {
-                drop_queued(view, queued);
+                undo_call(view, mark);
             }
             match called {
                 Ok(None) => self.done_with(index, types::Phase::RequestHeaders),
@@ -214,17 +235,14 @@ impl ChainRun {
             return Flow::Continue(());
         }
         let mut request = self.request.take();
-        let mut response = Some(ResponseView {
-            status: *status,
-            headers: std::mem::take(headers),
-            writable: true,
-        });
+        let mut response = Some(ResponseView::new(*status, std::mem::take(headers), true));
         let flow = self
             .response_headers_with(&mut request, &mut response)
             .await;
         let response = response.expect("the response is always taken back after a call");
         *status = response.status;
         *headers = response.headers;
+        self.response_uncacheable |= response.uncacheable;
         self.request = request;
         flow
     }
@@ -250,6 +268,7 @@ impl ChainRun {
                 continue;
             }
             entry.plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
+            let uncacheable = response.as_ref().is_some_and(|r| r.uncacheable);
             let called = match self.instance(index).await {
                 Ok(instance) => instance.on_response_headers(request, response).await,
                 Err(failure) => Err(failure),
@@ -258,6 +277,10 @@ impl ChainRun {
                 Ok(None) => self.done_with(index, types::Phase::ResponseHeaders),
                 Ok(Some(reply)) => return Flow::Respond(reply),
                 Err(failure) => {
+                    // What the failed call told the cache is dropped with it.
+                    if let Some(response) = response.as_mut() {
+                        response.uncacheable = uncacheable;
+                    }
                     self.instances[index] = None;
                     if self.denies(entry, &failure) {
                         return Flow::Deny(failure);
@@ -321,6 +344,7 @@ impl ChainRun {
         };
         let mut view = RequestView::new(info, path.clone(), std::mem::take(headers), true);
         view.queued = std::mem::take(&mut self.queued);
+        view.cache = std::mem::take(&mut self.cache);
         let mut request = Some(view);
         let mut body = body;
         let mut flow = None;
@@ -332,13 +356,13 @@ impl ChainRun {
                 continue;
             }
             entry.plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
-            let queued = calling(&mut request, index);
+            let mark = calling(&mut request, index);
             let called = match self.instance(index).await {
                 Ok(instance) => instance.on_request_body(&mut request, &body).await,
                 Err(failure) => Err(failure),
             };
             if called.is_err() {
-                drop_queued(&mut request, queued);
+                undo_call(&mut request, mark);
             }
             if let Some(stop) =
                 self.body_outcome(index, entry, types::Phase::RequestBody, called, &mut body)
@@ -351,6 +375,7 @@ impl ChainRun {
         *headers = request.headers;
         *path = request.path;
         self.queued = request.queued;
+        self.cache = request.cache;
         self.keep_request(headers, path);
         flow.unwrap_or(Flow::Continue(body))
     }
@@ -364,11 +389,7 @@ impl ChainRun {
         body: Bytes,
     ) -> Flow<Bytes> {
         let mut request = self.request.take();
-        let mut response = Some(ResponseView {
-            status,
-            headers: std::mem::take(headers),
-            writable: false,
-        });
+        let mut response = Some(ResponseView::new(status, std::mem::take(headers), false));
         let mut body = body;
         let mut flow = None;
         // One handle on the chain for the loop, not a clone of each entry.
@@ -438,11 +459,7 @@ impl ChainRun {
     /// logged and counted; nothing can change the response any more.
     pub async fn log(mut self, status: StatusCode, headers: HeaderMap) {
         let mut request = self.request.take();
-        let mut response = Some(ResponseView {
-            status,
-            headers,
-            writable: false,
-        });
+        let mut response = Some(ResponseView::new(status, headers, false));
         // One handle on the chain for the loop, not a clone of each entry.
         let chain = self.chain.clone();
         for index in self.passed() {
@@ -568,19 +585,30 @@ impl ChainRun {
     }
 }
 
-/// Stamps the request view with the plugin about to be called; how many edits were
-/// queued before it.
-fn calling(view: &mut Option<RequestView>, index: usize) -> usize {
+/// Where a request view stood before a call: how many edits were queued, and what the
+/// cache had been told.
+#[derive(Debug, Clone, Copy)]
+struct CallMark {
+    queued: usize,
+    cache: CacheMark,
+}
+
+/// Stamps the request view with the plugin about to be called; where it stood before.
+fn calling(view: &mut Option<RequestView>, index: usize) -> CallMark {
     let view = view
         .as_mut()
         .expect("the request is lent only during a call");
     view.caller = index;
-    view.queued.len()
+    CallMark {
+        queued: view.queued.len(),
+        cache: view.cache.mark(),
+    }
 }
 
-/// Drops what a failed call queued.
-fn drop_queued(view: &mut Option<RequestView>, before: usize) {
+/// Drops what a failed call queued and told the cache.
+fn undo_call(view: &mut Option<RequestView>, before: CallMark) {
     if let Some(view) = view.as_mut() {
-        view.queued.truncate(before);
+        view.queued.truncate(before.queued);
+        view.cache.undo(before.cache);
     }
 }

@@ -19,6 +19,7 @@ use wasmtime::component::Resource;
 use super::bindings::types::{self, EditError};
 use super::edits::Edit;
 use super::state::HostState;
+use crate::cache::KeyParts;
 use crate::telemetry::metrics::Refusal;
 
 pub(crate) use super::edits::{DeclaredEdits, QueuedEdit};
@@ -46,6 +47,42 @@ pub(crate) struct RequestView {
     pub(crate) queued: Vec<QueuedEdit>,
     /// The chain position of the plugin being called, stamped on what it queues.
     pub(crate) caller: usize,
+    /// What the request phases told the response cache.
+    pub(crate) cache: CacheSteering,
+}
+
+/// What a request's plugins told the response cache (`request.cache-key-append`,
+/// `request.set-uncacheable`); read only on routes with `cache`. Empty, with nothing
+/// allocated, until a plugin calls.
+#[derive(Debug, Default)]
+pub struct CacheSteering {
+    /// Parts the key is to hold beyond the URL.
+    pub key_parts: KeyParts,
+    /// Whether the cache stays out of this request.
+    pub uncacheable: bool,
+}
+
+impl CacheSteering {
+    /// A mark to [`CacheSteering::undo`] back to.
+    pub(crate) fn mark(&self) -> CacheMark {
+        CacheMark {
+            key_parts: self.key_parts.mark(),
+            uncacheable: self.uncacheable,
+        }
+    }
+
+    /// Drops what was told since `mark` (by a call that failed).
+    pub(crate) fn undo(&mut self, mark: CacheMark) {
+        self.key_parts.undo(mark.key_parts);
+        self.uncacheable = mark.uncacheable;
+    }
+}
+
+/// Where a [`CacheSteering`] stood before a call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CacheMark {
+    key_parts: (usize, usize),
+    uncacheable: bool,
 }
 
 impl RequestView {
@@ -63,6 +100,7 @@ impl RequestView {
             writable,
             queued: Vec::new(),
             caller: 0,
+            cache: CacheSteering::default(),
         }
     }
 }
@@ -73,6 +111,20 @@ pub(crate) struct ResponseView {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
     pub(crate) writable: bool,
+    /// Whether a plugin kept the response out of the cache (`response.set-uncacheable`).
+    pub(crate) uncacheable: bool,
+}
+
+impl ResponseView {
+    /// The response lent to the response-headers phases (`writable`), or a read-only one.
+    pub(crate) fn new(status: StatusCode, headers: HeaderMap, writable: bool) -> ResponseView {
+        ResponseView {
+            status,
+            headers,
+            writable,
+            uncacheable: false,
+        }
+    }
 }
 
 /// The handles passed to the guest. Only one request and one response are ever lent
@@ -327,6 +379,38 @@ impl types::HostRequest for HostState {
         self.queue_response_edit(Edit::Remove, &name, Bytes::new())
     }
 
+    fn cache_key_append(
+        &mut self,
+        _: Resource<types::Request>,
+        part: String,
+    ) -> wasmtime::Result<Result<(), EditError>> {
+        let request = self.request()?;
+        let result = match request.writable {
+            false => Err(EditError::ReadOnly),
+            true => request
+                .cache
+                .key_parts
+                .push(&part)
+                .map_err(|_| EditError::InvalidValue(part)),
+        };
+        Ok(result.or_else(|e| self.refused(e)))
+    }
+
+    fn set_uncacheable(
+        &mut self,
+        _: Resource<types::Request>,
+    ) -> wasmtime::Result<Result<(), EditError>> {
+        let request = self.request()?;
+        let result = match request.writable {
+            false => Err(EditError::ReadOnly),
+            true => {
+                request.cache.uncacheable = true;
+                Ok(())
+            }
+        };
+        Ok(result.or_else(|e| self.refused(e)))
+    }
+
     fn drop(&mut self, _: Resource<types::Request>) -> wasmtime::Result<()> {
         Ok(())
     }
@@ -401,6 +485,21 @@ impl types::HostResponse for HostState {
         name: String,
     ) -> wasmtime::Result<Result<(), EditError>> {
         self.edit_response(Edit::Remove, &name, Bytes::new())
+    }
+
+    fn set_uncacheable(
+        &mut self,
+        _: Resource<types::Response>,
+    ) -> wasmtime::Result<Result<(), EditError>> {
+        let response = self.response()?;
+        let result = match response.writable {
+            false => Err(EditError::ReadOnly),
+            true => {
+                response.uncacheable = true;
+                Ok(())
+            }
+        };
+        Ok(result.or_else(|e| self.refused(e)))
     }
 
     fn drop(&mut self, _: Resource<types::Response>) -> wasmtime::Result<()> {

@@ -40,4 +40,5 @@ pub use inspect::{Inspection, Preinitialised};
 pub use instance::{Instance, PluginFailure};
 use loaded::{Image, imports_waiting};
 pub use loaded::{LoadedPlugin, Phases, PluginStats};
+pub use message::CacheSteering;
 pub use state::PluginMetrics;

@@ -6,6 +6,7 @@
 mod access_log;
 mod admin;
 mod bench_scripts;
+mod cache_plugins;
 mod caching;
 mod cli;
 mod client_limits;

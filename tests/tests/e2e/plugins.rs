@@ -739,7 +739,7 @@ fn a_restart_loads_the_compiled_plugin_from_the_cache() {
         64,
         "the version is the file's SHA-256"
     );
-    assert_eq!(plugin.wit_version, "0.1.5");
+    assert_eq!(plugin.wit_version, "0.1.6");
 }
 
 #[test]
@@ -1132,7 +1132,7 @@ fn a_plugin_for_another_wit_version_is_refused_naming_both() {
         &route("r", "/", "{ name = \"future\" }"),
     ));
     assert!(
-        message.contains("plugin `future` was built for weir:plugin 0.2.0, but this gateway supports weir:plugin 0.1.5"),
+        message.contains("plugin `future` was built for weir:plugin 0.2.0, but this gateway supports weir:plugin 0.1.6"),
         "{message}"
     );
 }
@@ -1152,21 +1152,21 @@ async fn a_plugin_for_a_newer_patch_version_loads() {
     .unwrap();
     assert_eq!(
         theirs,
-        ours.replace("package weir:plugin@0.1.5;", "package weir:plugin@0.1.6;"),
+        ours.replace("package weir:plugin@0.1.6;", "package weir:plugin@0.1.7;"),
         "tests/guests/minor/wit/plugin.wit drifted from wit/plugin.wit"
     );
     let up = TestUpstream::start("up");
     let dir = plugin_dir();
     std::fs::copy(guest_wasm!("minor"), dir.join("plugins/minor.wasm")).unwrap();
     let gw = TestGateway::start(&config(&dir, &up, &route("r", "/", "{ name = \"minor\" }")));
-    assert_eq!(gw.snapshot().chains[0][0].plugin.wit_version, "0.1.6");
+    assert_eq!(gw.snapshot().chains[0][0].plugin.wit_version, "0.1.7");
     let reply = get(&gw.url("/")).await;
     assert_eq!(reply.status, 200);
-    assert_eq!(up.last().headers["x-minor"], "0.1.6");
-    assert_eq!(reply.header("x-minor").as_deref(), Some("0.1.6"));
+    assert_eq!(up.last().headers["x-minor"], "0.1.7");
+    assert_eq!(reply.header("x-minor").as_deref(), Some("0.1.7"));
     assert_eq!(
         reply.header("x-minor-declared").as_deref(),
-        Some("0.1.6"),
+        Some("0.1.7"),
         "a declared edit"
     );
 }
@@ -1245,13 +1245,13 @@ fn plugin_inspect_shows_version_phases_imports_and_hash() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("weir:plugin 0.1.5 (compatible"), "{text}");
+    assert!(text.contains("weir:plugin 0.1.6 (compatible"), "{text}");
     assert!(
         text.contains("phases      request-headers, response-headers"),
         "{text}"
     );
-    assert!(text.contains("weir:plugin/kv@0.1.5"), "{text}");
-    assert!(text.contains("weir:plugin/handler@0.1.5"), "{text}");
+    assert!(text.contains("weir:plugin/kv@0.1.6"), "{text}");
+    assert!(text.contains("weir:plugin/handler@0.1.6"), "{text}");
     assert!(text.contains("\n  linking     memory "), "{text}");
     // With an empty config the probe's `init` makes no WASI call.
     assert!(text.contains("\n  preinit     yes: "), "{text}");
@@ -1264,7 +1264,7 @@ fn plugin_inspect_shows_version_phases_imports_and_hash() {
     // the tests that run each mode through both (and the benches) lose their point.
     assert!(
         text.contains("\n  calls       on a fiber, a stack switch per call, because it imports ")
-            && text.contains("weir:plugin/http-client@0.1.5"),
+            && text.contains("weir:plugin/http-client@0.1.6"),
         "{text}"
     );
     let (_, text) = inspect(guest_wasm!("probe_local"));

@@ -1,6 +1,6 @@
-//! Exports `weir:plugin/handler@0.1.6` (the WIT in `wit/` is the gateway's, one patch
-//! version on): a 0.1.5 gateway loads it, since it calls nothing newer. Its request
-//! phase tags the request with `x-minor: 0.1.6` and queues the same response header (a
+//! Exports `weir:plugin/handler@0.1.7` (the WIT in `wit/` is the gateway's, one patch
+//! version on): a 0.1.6 gateway loads it, since it calls nothing newer. Its request
+//! phase tags the request with `x-minor: 0.1.7` and queues the same response header (a
 //! 0.1.1 function); its `init` declares a response header for the gateway to set (a
 //! 0.1.2 function).
 
@@ -16,7 +16,7 @@ impl Guest for Minor {
     fn init() -> Result<(), String> {
         let declared = HeaderEdit::Set(Header {
             name: "x-minor-declared".into(),
-            value: b"0.1.6".to_vec(),
+            value: b"0.1.7".to_vec(),
         });
         host::declare_edits(&[], &[declared]).map_err(|e| format!("{e:?}"))
     }
@@ -26,8 +26,8 @@ impl Guest for Minor {
     }
 
     fn on_request_headers(request: &Request) -> Action {
-        let _ = request.set_header("x-minor", b"0.1.6");
-        let _ = request.set_response_header("x-minor", b"0.1.6");
+        let _ = request.set_header("x-minor", b"0.1.7");
+        let _ = request.set_response_header("x-minor", b"0.1.7");
         Action::Continue
     }
 

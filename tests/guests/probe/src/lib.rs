@@ -45,6 +45,9 @@
 //!   in `x-inits` (so tests see how often the plugin was built);
 //! - `init-print`: as `init-count`, and `new` also prints (WASI), which rules out a
 //!   pre-initialised snapshot;
+//! - `cache`: appends the request's `x-cache-part` to the cache key, keeps the cache out
+//!   of a request with `x-keep-out`, then fails if it has `x-then-fail`; keeps a
+//!   response with `x-personal` out of the cache;
 //! - `connection`: reports the request's scheme and `x-forwarded-client-cert` as it
 //!   sees them, in `x-seen-scheme` / `x-seen-client-cert` on the request.
 //!
