@@ -20,12 +20,13 @@ fn gateway(origin: &Origin) -> TestGateway {
         "plugins = [{ name = \"probe\", config = { mode = \"cache\" }, on_error = \"allow\" }]";
     let cache = "cache = { ttl_default = \"60s\" }";
     TestGateway::start(&format!(
-        "[plugins]\ndir = \"{dir}/plugins\"\ncache_dir = \"{dir}/cache\"\n\
+        "[plugins]\ndir = \"{dir}/plugins\"\ncache_dir = \"{compiled}\"\n\
          [[upstream]]\nname = \"origin\"\nendpoints = [\"{addr}\"]\n\
          [[route]]\nname = \"plain\"\nmatch = {{ path_prefix = \"/plain\" }}\nupstream = \"origin\"\n{probe}\n\
          [[route]]\nname = \"lenient\"\nmatch = {{ path_prefix = \"/allow\" }}\nupstream = \"origin\"\n{cache}\n{lenient}\n\
          [[route]]\nname = \"steered\"\nupstream = \"origin\"\n{cache}\n{probe}\n",
         dir = dir.display(),
+        compiled = weir_tests::gateway::compile_cache().display(),
         addr = origin.addr,
     ))
 }
