@@ -11,7 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use tokio::sync::oneshot;
 
-use crate::cache::Recording;
+use crate::cache::{Reader, Recording};
 use crate::grpc_web::WebBody;
 use crate::server::RequestSlot;
 use crate::upstream::{UnpooledBody, UpstreamResponseBody};
@@ -34,51 +34,12 @@ enum Inner {
     Full(Full<Bytes>),
     /// An upstream's body over a dedicated connection (a refused upgrade).
     Unpooled(UnpooledBody),
-    /// An upstream's body that the response cache keeps as it streams (boxed: only
-    /// cached routes' misses carry it).
-    Recorded(Box<Recorded>),
+    /// A response the cache records and shares with its flight's waiters, read at this
+    /// client's pace (boxed: only cached routes' misses carry it).
+    Shared(Box<Reader>),
     /// An upstream's gRPC body relayed as gRPC-Web (boxed: only gRPC-Web calls carry
     /// it).
     GrpcWeb(Box<WebBody<ResponseBody>>),
-}
-
-/// A body streamed to its client and recorded for the cache.
-#[derive(Debug)]
-struct Recorded {
-    body: ResponseBody,
-    /// Dropped (and nothing stored) when the body turns out not to be storable.
-    recording: Option<Recording>,
-}
-
-impl Recorded {
-    /// Hands the recording what the body just gave.
-    fn saw(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, BoxError>>>) {
-        let Some(recording) = &mut self.recording else {
-            return;
-        };
-        match polled {
-            Poll::Pending => return,
-            Poll::Ready(Some(Ok(frame))) => match frame.data_ref() {
-                Some(data) if recording.keep(data) => {}
-                // Too large, or trailers (not stored).
-                _ => {
-                    self.recording = None;
-                    return;
-                }
-            },
-            Poll::Ready(Some(Err(_))) => {
-                self.recording = None;
-                return;
-            }
-            Poll::Ready(None) => {}
-        }
-        // hyper stops polling a body that says it ended.
-        if (matches!(polled, Poll::Ready(None)) || self.body.is_end_stream())
-            && let Some(recording) = self.recording.take()
-        {
-            recording.finish();
-        }
-    }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -111,18 +72,17 @@ impl ResponseBody {
         }
     }
 
-    /// `body` (an upstream's) streamed, and kept by `recording` for the cache as it goes.
+    /// `body` (an upstream's) streamed, and kept by `recording` for the cache as it goes:
+    /// a task reads it at the upstream's pace and shares it with the waiters of
+    /// `recording`'s flight; this is the leader's reader.
     pub fn recorded(body: ResponseBody, recording: Recording) -> ResponseBody {
-        let mut recorded = Recorded {
-            body,
-            recording: Some(recording),
-        };
-        // An empty body is never polled: it is whole already.
-        if recorded.body.is_end_stream() {
-            recorded.saw(&Poll::Ready(None));
-        }
+        ResponseBody::shared(crate::cache::share(body, recording))
+    }
+
+    /// A client's reader of a response the cache shares.
+    pub fn shared(reader: Reader) -> ResponseBody {
         ResponseBody {
-            inner: Inner::Recorded(Box::new(recorded)),
+            inner: Inner::Shared(Box::new(reader)),
             written: None,
             slot: None,
         }
@@ -190,11 +150,7 @@ impl Body for ResponseBody {
             Inner::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(|e| e.into()),
             Inner::Full(body) => Pin::new(body).poll_frame(cx).map_err(|e| match e {}),
             Inner::Unpooled(body) => Pin::new(body).poll_frame(cx).map_err(|e| e.into()),
-            Inner::Recorded(recorded) => {
-                let polled = Pin::new(&mut recorded.body).poll_frame(cx);
-                recorded.saw(&polled);
-                polled
-            }
+            Inner::Shared(reader) => Pin::new(&mut **reader).poll_frame(cx).map_err(|e| e.into()),
             Inner::GrpcWeb(body) => Pin::new(&mut **body).poll_frame(cx),
         }
     }
@@ -204,7 +160,7 @@ impl Body for ResponseBody {
             Inner::Upstream(body) => body.is_end_stream(),
             Inner::Full(body) => body.is_end_stream(),
             Inner::Unpooled(body) => body.is_end_stream(),
-            Inner::Recorded(recorded) => recorded.body.is_end_stream(),
+            Inner::Shared(reader) => reader.is_end_stream(),
             Inner::GrpcWeb(body) => body.is_end_stream(),
         }
     }
@@ -214,7 +170,7 @@ impl Body for ResponseBody {
             Inner::Upstream(body) => body.size_hint(),
             Inner::Full(body) => body.size_hint(),
             Inner::Unpooled(body) => body.size_hint(),
-            Inner::Recorded(recorded) => recorded.body.size_hint(),
+            Inner::Shared(reader) => reader.size_hint(),
             Inner::GrpcWeb(body) => body.size_hint(),
         }
     }

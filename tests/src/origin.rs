@@ -4,8 +4,10 @@
 //! - `cc=V`: `Cache-Control: V`; `etag=V`: `ETag: "V"`; `lm=V`: `Last-Modified: V`;
 //!   `vary=V`: `Vary: V`; `cookie=V`: `Set-Cookie: V`; `personal=V`: `x-personal: V`;
 //!   `status=N`: the status;
-//! - `size=N`: a body of N bytes, streamed in 16 KiB chunks (`chunked=1`: without
-//!   `Content-Length`), `pause=MS`: a pause before each chunk after the first;
+//! - `size=N`: a body of N bytes (byte `i` is `b'a' + i % 26`), streamed in 16 KiB
+//!   chunks (`chunked=1`: without `Content-Length`), `pause=MS`: a pause before each
+//!   chunk after the first, `gate=1`: the chunks after the first wait until the test
+//!   calls [`Origin::open_gate`];
 //! - otherwise the body is `PATH?QUERY #N`, N counting the requests for that target, so
 //!   a test tells a stored answer from a new one.
 //!
@@ -43,6 +45,8 @@ struct State {
     seen: Mutex<Vec<HeaderMap>>,
     delay_ms: AtomicU64,
     failing: AtomicBool,
+    /// Whether `gate=1` bodies may go on past their first chunk.
+    gate: tokio::sync::watch::Sender<bool>,
 }
 
 type Chunks = futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>>;
@@ -79,6 +83,11 @@ impl Origin {
     pub fn set_delay(&self, delay: Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         self.state.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Lets `gate=1` bodies send the rest of their chunks.
+    pub fn open_gate(&self) {
+        self.state.gate.send_replace(true);
     }
 
     /// Answers 503 to everything while `failing`.
@@ -172,19 +181,26 @@ async fn respond(state: Arc<State>, req: Request<Incoming>) -> Result<Response<B
     let body = match param("size").and_then(|s| s.parse::<usize>().ok()) {
         Some(size) => {
             let pause = param("pause").and_then(|s| s.parse().ok()).unwrap_or(0u64);
+            let gate = param("gate").map(|_| state.gate.subscribe());
             if param("chunked").is_none() {
                 set("content-length", size.to_string());
             }
-            let chunks: Vec<usize> = (0..size)
+            let chunks: Vec<(usize, usize)> = (0..size)
                 .step_by(16 * 1024)
-                .map(|at| (size - at).min(16 * 1024))
+                .map(|at| (at, (size - at).min(16 * 1024)))
                 .collect();
             let stream = futures_util::stream::iter(chunks.into_iter().enumerate())
-                .then(move |(i, len)| async move {
-                    if i > 0 && pause > 0 {
-                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                .then(move |(i, (at, len))| {
+                    let gate = gate.clone();
+                    async move {
+                        if i > 0 && pause > 0 {
+                            tokio::time::sleep(Duration::from_millis(pause)).await;
+                        }
+                        if let Some(mut gate) = gate.filter(|_| i > 0) {
+                            let _ = gate.wait_for(|open| *open).await;
+                        }
+                        Ok(Frame::data(sized_body(at, len)))
                     }
-                    Ok(Frame::data(Bytes::from(vec![b'x'; len])))
                 })
                 .boxed();
             Either::Right(StreamBody::new(stream))
@@ -195,6 +211,14 @@ async fn respond(state: Arc<State>, req: Request<Incoming>) -> Result<Response<B
     *r.status_mut() = status;
     r.headers_mut().extend(headers);
     Ok(r)
+}
+
+/// Bytes `at..at + len` of a `size=N` body.
+pub fn sized_body(at: usize, len: usize) -> Bytes {
+    (at..at + len)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect::<Vec<u8>>()
+        .into()
 }
 
 /// `%XX` escapes and `+` decoded.

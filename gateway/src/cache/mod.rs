@@ -1,8 +1,10 @@
 //! The response cache routes opt into with `cache = { ... }`: one store for the process,
 //! bounded by `[cache] memory`, holding upstream responses by the RFC 9111 rules for a
-//! shared cache ([`policy`]), filled while a response streams to its first client
+//! shared cache ([`policy`]), filled while a response streams to its clients
 //! ([`Recording`]), with concurrent misses for one key coalesced into one upstream
-//! request ([`Flight`]).
+//! request ([`Flight`]) whose response they all read as it streams ([`Broadcast`]),
+//! and clients' own conditions and ranges answered from fresh entries
+//! ([`conditional`]).
 //!
 //! The store is [`moka`]'s concurrent cache, weighed in bytes, rather than an LRU of
 //! our own: its TinyLFU admission keeps a burst of one-off responses (a crawler, a scan)
@@ -18,6 +20,8 @@
 //! and is replaced or ages out. A reload that changes `[cache] memory` starts a new,
 //! empty store.
 
+mod broadcast;
+pub mod conditional;
 mod flight;
 mod key;
 pub mod policy;
@@ -35,6 +39,7 @@ use http_cache_semantics::CachePolicy;
 use crate::config::RouteCache;
 use crate::telemetry::metrics::CacheSeries;
 
+pub use broadcast::{Broadcast, Reader, SharedBodyError, share};
 pub use flight::{Flight, Joined};
 pub use key::{CacheKey, KeyParts, KeyPartsFull, MAX_KEY_PARTS};
 pub use recording::Recording;
@@ -265,7 +270,8 @@ impl ResponseCache {
         Joined::Lead(flight::Lead::new(self.clone(), key.shared(), flight))
     }
 
-    /// Ends the flight for `key` (its waiters look again).
+    /// Ends the flight for `key` (later misses lead a new one; waiters still waiting
+    /// for a response head look in the store again).
     fn land(&self, key: &str, flight: &Arc<Flight>) {
         let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
         if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {

@@ -1,8 +1,8 @@
-//! A response stored while it streams to its first client: each chunk the client gets
-//! is kept too (a reference, not a copy), and the entry is stored when the body ends
-//! whole. A body that grows past the route's `max_entry_size`, ends in an error or
-//! trailers, or whose client goes away first, is not stored; the client never waits
-//! for the cache.
+//! A response stored while it streams to its clients ([`super::broadcast`]): each chunk
+//! read from the upstream is kept (a reference, not a copy), and the entry is stored
+//! when the body ends whole. A body that grows past the route's `max_entry_size`, ends
+//! in an error or trailers, or whose clients all go away first, is not stored; no
+//! client waits for the cache.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
 use http_cache_semantics::CachePolicy;
 
+use super::broadcast::Broadcast;
 use super::flight::Lead;
 use super::{CacheKey, ResponseCache, RouteCaching};
 
@@ -59,6 +60,24 @@ impl Recording {
             chunks: Vec::new(),
             size: 0,
             lead,
+        }
+    }
+
+    /// What a [`Broadcast`] of the response shares: its head, its policy, and the
+    /// route's `max_entry_size`.
+    pub(super) fn head(&self) -> (StatusCode, HeaderMap, CachePolicy, u64) {
+        (
+            self.status,
+            self.headers.clone(),
+            self.policy.clone(),
+            self.caching.settings.max_entry_size,
+        )
+    }
+
+    /// Gives the waiters of this response's flight `broadcast` to read.
+    pub(super) fn publish(&self, broadcast: &Arc<Broadcast>) {
+        if let Some(lead) = &self.lead {
+            lead.publish(broadcast);
         }
     }
 

@@ -1,21 +1,24 @@
 //! The upstream phase of a route with `cache`: a fresh entry answers without the
 //! upstream; a stale one is revalidated (`If-None-Match`/`If-Modified-Since`, a `304`
 //! refreshes it) and served stale if the upstream fails and the entry allows it; a
-//! miss leads one upstream request that concurrent misses for the same key wait for,
-//! and its response, if storable, is recorded as it streams to the client.
+//! miss leads one upstream request whose response, if storable, is recorded as it
+//! streams, and concurrent misses for the same key read that response as it streams
+//! too.
 //!
-//! Requests the cache stays out of (they go upstream and are not stored): methods
-//! other than GET and HEAD (a successful unsafe request drops its URL's entry, RFC 9111
-//! §4.4), and requests with their own conditions or ranges (`If-None-Match`,
-//! `If-Modified-Since`, `If-Match`, `If-Unmodified-Since`, `If-Range`, `Range`),
-//! whose answers are not the entry's. A HEAD is answered from the GET's entry but never
-//! stored.
+//! A client's own conditions and range (`If-None-Match`, `If-Modified-Since`, `Range`,
+//! `If-Range`) are answered from a fresh entry ([`conditional`]): `304`, `206` or
+//! `416`. Without a fresh entry such a request goes upstream as it is and its answer
+//! is not stored (the answer is not the entry's); so does any request with `If-Match`
+//! or `If-Unmodified-Since`, and methods other than GET and HEAD (a successful unsafe
+//! request drops its URL's entry, RFC 9111 §4.4). A HEAD is answered from the GET's
+//! entry but never stored.
 //!
 //! The route's plugins steer it: their request phases can add parts to the key
-//! (`request.cache-key-append`) or keep the cache out of the request like the requests
-//! above (`request.set-uncacheable`), and their response-headers phases can keep a
-//! response from being stored (`response.set-uncacheable`: its recording, which starts
-//! only after those phases, is then never made).
+//! (`request.cache-key-append`) or keep the cache out of the request, which then goes
+//! upstream and is not stored (`request.set-uncacheable`), and their response-headers
+//! phases can keep a response from being stored (`response.set-uncacheable`: its
+//! recording, which starts only after those phases, is then never made, and misses
+//! waiting to share it go upstream themselves).
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -26,8 +29,11 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri, header};
 
 use super::Flow;
 use super::exchange::{Exchange, Upstreamed};
+use crate::cache::conditional::{self, Answer};
 use crate::cache::policy::{self, Asked};
-use crate::cache::{CacheKey, Entry, Joined, Lookup, Recording, ResponseCache, RouteCaching};
+use crate::cache::{
+    CacheKey, Entry, Joined, Lookup, Reader, Recording, ResponseCache, RouteCaching,
+};
 use crate::error::{ProxyError, ResponseBody};
 use crate::plugin::ChainRun;
 use crate::upstream::UpstreamBody;
@@ -49,16 +55,6 @@ impl Outcome {
         })
     }
 }
-
-/// Request headers that make the cache stay out of a GET or HEAD.
-const BYPASS: [header::HeaderName; 6] = [
-    header::IF_NONE_MATCH,
-    header::IF_MODIFIED_SINCE,
-    header::IF_MATCH,
-    header::IF_UNMODIFIED_SINCE,
-    header::IF_RANGE,
-    header::RANGE,
-];
 
 impl Exchange<'_> {
     /// The upstream phase through the route's cache.
@@ -82,7 +78,15 @@ impl Exchange<'_> {
         );
         let kept_out = steering.is_some_and(|s| s.uncacheable);
         let readable = method == Method::GET || method == Method::HEAD;
-        if !readable || kept_out || BYPASS.iter().any(|h| self.head.headers.contains_key(h)) {
+        let headers = &self.head.headers;
+        let conditional = conditional::CONDITIONAL
+            .iter()
+            .any(|h| headers.contains_key(h));
+        let left_to_upstream = conditional
+            && conditional::LEFT_TO_UPSTREAM
+                .iter()
+                .any(|h| headers.contains_key(h));
+        if !readable || kept_out || left_to_upstream {
             caching.series.misses.inc();
             let flow = self.forward(body).await;
             if !readable
@@ -112,6 +116,12 @@ impl Exchange<'_> {
                 Lookup::Stale(entry) => Some(entry),
                 Lookup::Miss => None,
             };
+            // Conditions and ranges are answered only from a fresh entry.
+            if conditional {
+                caching.series.misses.inc();
+                let flow = self.forward(body).await;
+                return self.marked(flow, Outcome::Miss);
+            }
             // A HEAD's response is not stored, and a miss that waited once goes on its own.
             if method == Method::HEAD || waited {
                 break (stale, None);
@@ -119,7 +129,20 @@ impl Exchange<'_> {
             match cache.join(&key) {
                 Joined::Lead(lead) => break (stale, Some(lead)),
                 Joined::Wait(waiter) => {
-                    waiter.landed().await;
+                    if let Some(reader) = waiter.joined().await {
+                        let now = SystemTime::now();
+                        let asked = Asked {
+                            method: &method,
+                            uri: &uri,
+                            headers: &self.head.headers,
+                        };
+                        // The leader's response answers this request too (its `Vary`).
+                        if policy::fresh_for(&reader.broadcast().policy, &asked, now) {
+                            caching.series.hits.inc();
+                            let response = self.answer_shared(reader, now);
+                            return ControlFlow::Continue(Upstreamed::Relayed(response));
+                        }
+                    }
                     waited = true;
                 }
             }
@@ -225,23 +248,76 @@ impl Exchange<'_> {
         ResponseBody::recorded(body, *recording)
     }
 
-    /// The response for a stored entry (no body for a HEAD).
+    /// The response for a stored entry: the entry, or what it answers to the request's
+    /// conditions or range (no body for a HEAD).
     fn answer_from(
         &self,
         entry: &Entry,
         now: SystemTime,
         outcome: Outcome,
     ) -> Response<ResponseBody> {
+        let len = entry.body.len() as u64;
+        let answer = match outcome {
+            Outcome::Hit => conditional::evaluate(
+                &self.head.method,
+                &self.head.headers,
+                entry.status,
+                &entry.headers,
+                len,
+            ),
+            // A stale answer stands in for a failed upstream: the whole entry.
+            Outcome::Stale | Outcome::Miss => Answer::Whole,
+        };
+        let (status, headers, body) = match answer {
+            Answer::Whole => (entry.status, entry.headers.clone(), entry.body.clone()),
+            Answer::NotModified => (
+                StatusCode::NOT_MODIFIED,
+                not_modified_headers(&entry.headers),
+                Bytes::new(),
+            ),
+            Answer::Part(range) => {
+                let mut headers = entry.headers.clone();
+                let content_range = format!("bytes {}-{}/{len}", range.start(), range.end());
+                headers.insert(header::CONTENT_RANGE, header_value(content_range));
+                // Within the body: the range was validated against its length.
+                let (start, end) = (*range.start() as usize, *range.end() as usize);
+                let part = entry.body.slice(start..=end);
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(part.len()));
+                (StatusCode::PARTIAL_CONTENT, headers, part)
+            }
+            Answer::Unsatisfiable => {
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    header::CONTENT_RANGE,
+                    header_value(format!("bytes */{len}")),
+                );
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+                (StatusCode::RANGE_NOT_SATISFIABLE, headers, Bytes::new())
+            }
+        };
         let body = match self.head.method == Method::HEAD {
             true => Bytes::new(),
-            false => entry.body.clone(),
+            false => body,
         };
         let mut response = Response::new(ResponseBody::full(body));
-        *response.status_mut() = entry.status;
-        let headers = response.headers_mut();
-        *headers = entry.headers.clone();
-        headers.insert(header::AGE, HeaderValue::from(entry.age(now)));
-        self.mark(headers, outcome);
+        *response.status_mut() = status;
+        let out = response.headers_mut();
+        *out = headers;
+        out.insert(header::AGE, HeaderValue::from(entry.age(now)));
+        self.mark(out, outcome);
+        response
+    }
+
+    /// The response a coalesced miss reads as the leader's streams in.
+    fn answer_shared(&self, reader: Reader, now: SystemTime) -> Response<ResponseBody> {
+        let broadcast = reader.broadcast();
+        let (status, mut headers) = (broadcast.status, broadcast.headers.clone());
+        let age = broadcast.policy.age(now).as_secs();
+        headers.insert(header::AGE, HeaderValue::from(age));
+        self.mark(&mut headers, Outcome::Hit);
+        let mut response = Response::new(ResponseBody::shared(reader));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
         response
     }
 
@@ -269,6 +345,32 @@ fn ask_if_changed(request: &mut HeaderMap, stored: &HeaderMap) {
     if let Some(modified) = stored.get(header::LAST_MODIFIED) {
         request.insert(header::IF_MODIFIED_SINCE, modified.clone());
     }
+}
+
+/// The headers of a stored response a `304` from the cache repeats (RFC 9110
+/// §15.4.5: those a `200` would have sent that describe caching and validation, not
+/// the body).
+fn not_modified_headers(stored: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for name in [
+        header::CACHE_CONTROL,
+        header::CONTENT_LOCATION,
+        header::DATE,
+        header::ETAG,
+        header::EXPIRES,
+        header::LAST_MODIFIED,
+        header::VARY,
+    ] {
+        for value in stored.get_all(&name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers
+}
+
+/// `text` (digits, spaces, `-`, `/`, `*`) as a header value.
+fn header_value(text: String) -> HeaderValue {
+    HeaderValue::try_from(text).expect("a Content-Range is a valid header value")
 }
 
 /// Headers a `304` does not update in the stored response (they describe its body or

@@ -1,8 +1,9 @@
 //! The response cache (`cache` on a route, `[cache]`): RFC 9111's shared-cache rules,
 //! `Age` and `x-cache` on what it serves, variants, revalidation with a `304`, stale
 //! answers when the upstream fails, coalesced misses, bodies stored while they stream
-//! (and large ones not at all), purges through the admin API, the metrics, and reloads
-//! that change a route's cache. Against a real origin ([`Origin`]) through real
+//! (and large ones not at all) and shared with coalesced misses as they stream,
+//! clients' conditions and ranges answered from entries, purges through the admin API,
+//! the metrics, and reloads that change a route's cache. Against a real origin ([`Origin`]) through real
 //! gateways: in this process, and the `weir` binary for the admin token.
 
 use std::time::Duration;
@@ -12,7 +13,7 @@ use http_body_util::BodyExt;
 use weir_tests::client::{self, Reply};
 use weir_tests::first_party::request;
 use weir_tests::gateway::{with_test_listeners, write_config};
-use weir_tests::origin::Origin;
+use weir_tests::origin::{self, Origin};
 use weir_tests::{TestGateway, WeirProcess, get, weir_bin};
 
 /// A route `cached` (its `cache` table is `cache`) and an uncached route `plain`, both
@@ -136,14 +137,16 @@ async fn what_a_shared_cache_may_not_store_goes_upstream_every_time() {
     assert_eq!(cache_says(&post), "MISS");
     let after = get(&gw.url("/nc?cc=max-age%3D60")).await;
     assert_eq!(cache_says(&after), "MISS", "the POST invalidated it");
-    // Conditional and range requests are passed through, not answered from the entry.
-    let ranged = request(
-        "GET",
-        &gw.url("/nc?cc=max-age%3D60"),
-        &[("range", "bytes=0-1")],
-    )
-    .await;
-    assert_eq!(cache_says(&ranged), "MISS");
+    // If-Match and If-Unmodified-Since are left to the upstream, even with an entry.
+    for guard in ["if-match", "if-unmodified-since"] {
+        let value = if guard == "if-match" {
+            "*"
+        } else {
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        };
+        let guarded = request("GET", &gw.url("/nc?cc=max-age%3D60"), &[(guard, value)]).await;
+        assert_eq!(cache_says(&guarded), "MISS", "{guard}");
+    }
 }
 
 #[tokio::test]
@@ -271,7 +274,7 @@ async fn concurrent_misses_for_one_key_make_one_upstream_request() {
         assert_eq!(reply.text(), format!("{path} #1"));
     }
     let hits = replies.iter().filter(|r| cache_says(r) == "HIT").count();
-    assert_eq!(hits, 99, "the waiters are answered from the entry");
+    assert_eq!(hits, 99, "the waiters are answered by the cache");
     // When the leader's answer may not be stored, the waiters ask for themselves.
     let uncacheable = "/cold?cc=no-store";
     let replies = concurrently(&gw, uncacheable, 10).await;
@@ -281,6 +284,231 @@ async fn concurrent_misses_for_one_key_make_one_upstream_request() {
             .all(|r| r.status == 200 && cache_says(r) == "MISS")
     );
     assert_eq!(origin.requests(), 11);
+}
+
+#[tokio::test]
+async fn a_fresh_entry_answers_conditions_and_ranges_without_the_upstream() {
+    let origin = Origin::start();
+    let text = config(&origin, "{ ttl_default = \"60s\" }").replace("\"cached\"", "\"cond\"");
+    let gw = TestGateway::start(&text);
+    let lm = "Sun, 06 Nov 1994 08:49:37 GMT";
+    let path = "/c?cc=max-age%3D60&etag=v1&lm=Sun%2C+06+Nov+1994+08%3A49%3A37+GMT";
+    let full = get(&gw.url(path)).await;
+    assert_eq!(cache_says(&full), "MISS");
+    let body = full.text();
+    let len = body.len();
+    // A matching If-None-Match (weak comparison), or If-Modified-Since: 304.
+    for headers in [
+        &[("if-none-match", "\"v1\"")][..],
+        &[("if-none-match", "W/\"v1\", \"v2\"")],
+        &[("if-none-match", "*")],
+        &[("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")],
+    ] {
+        let reply = request("GET", &gw.url(path), headers).await;
+        assert_eq!(
+            (reply.status.as_u16(), cache_says(&reply)),
+            (304, "HIT".into()),
+            "{headers:?}"
+        );
+        assert!(reply.body.is_empty(), "{headers:?}");
+        assert_eq!(reply.header("etag").as_deref(), Some("\"v1\""));
+        assert_eq!(reply.header("last-modified").as_deref(), Some(lm));
+        assert_eq!(reply.header("cache-control").as_deref(), Some("max-age=60"));
+        assert!(reply.header("age").is_some());
+    }
+    let head = request("HEAD", &gw.url(path), &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!(
+        (head.status.as_u16(), cache_says(&head)),
+        (304, "HIT".into())
+    );
+    // Not matching: the stored 200 (If-None-Match wins over If-Modified-Since).
+    for headers in [
+        &[("if-none-match", "\"v0\"")][..],
+        &[("if-none-match", "\"v0\""), ("if-modified-since", lm)],
+        &[("if-modified-since", "Sat, 05 Nov 1994 08:49:37 GMT")],
+    ] {
+        let reply = request("GET", &gw.url(path), headers).await;
+        assert_eq!(
+            (reply.status.as_u16(), cache_says(&reply)),
+            (200, "HIT".into()),
+            "{headers:?}"
+        );
+        assert_eq!(reply.text(), body);
+    }
+    // One range: 206 with its bytes, in each form.
+    for (range, from, to) in [
+        ("bytes=0-3", 0, 3),
+        ("bytes=3-", 3, len - 1),
+        ("bytes=-4", len - 4, len - 1),
+        ("bytes=2-100000", 2, len - 1),
+    ] {
+        let reply = request("GET", &gw.url(path), &[("range", range)]).await;
+        assert_eq!(
+            (reply.status.as_u16(), cache_says(&reply)),
+            (206, "HIT".into()),
+            "{range}"
+        );
+        assert_eq!(reply.text(), body[from..=to], "{range}");
+        assert_eq!(
+            reply.header("content-range"),
+            Some(format!("bytes {from}-{to}/{len}")),
+            "{range}"
+        );
+        assert_eq!(
+            reply.header("content-length"),
+            Some((to - from + 1).to_string())
+        );
+    }
+    // Past the end: 416 with the length.
+    let past = request("GET", &gw.url(path), &[("range", "bytes=100000-")]).await;
+    assert_eq!(
+        (past.status.as_u16(), cache_says(&past)),
+        (416, "HIT".into())
+    );
+    assert_eq!(past.header("content-range"), Some(format!("bytes */{len}")));
+    assert!(past.body.is_empty());
+    // If-Range naming another version, several ranges, garbage: the whole 200.
+    for headers in [
+        &[("range", "bytes=0-3"), ("if-range", "\"v0\"")][..],
+        &[
+            ("range", "bytes=0-3"),
+            ("if-range", "Mon, 07 Nov 1994 08:49:37 GMT"),
+        ],
+        &[("range", "bytes=0-1,3-4")],
+        &[("range", "bytes=oops")],
+    ] {
+        let reply = request("GET", &gw.url(path), headers).await;
+        assert_eq!(
+            (reply.status.as_u16(), cache_says(&reply)),
+            (200, "HIT".into()),
+            "{headers:?}"
+        );
+        assert_eq!(reply.text(), body, "{headers:?}");
+        assert_eq!(reply.header("content-range"), None);
+    }
+    // If-Range naming the entry: the range.
+    for if_range in ["\"v1\"", lm] {
+        let reply = request(
+            "GET",
+            &gw.url(path),
+            &[("range", "bytes=0-3"), ("if-range", if_range)],
+        )
+        .await;
+        assert_eq!(
+            (reply.status.as_u16(), reply.text()),
+            (206, body[..4].to_owned())
+        );
+    }
+    assert_eq!(origin.requests(), 1, "all answered from the entry");
+    // A miss with a condition or a range goes upstream as it is, and is not stored.
+    let other = "/d?cc=max-age%3D60&etag=v1";
+    let ranged = request("GET", &gw.url(other), &[("range", "bytes=0-3")]).await;
+    assert_eq!(cache_says(&ranged), "MISS");
+    assert_eq!(origin.seen().pop().unwrap()["range"], "bytes=0-3");
+    let conditional = request("GET", &gw.url(other), &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!(
+        (conditional.status.as_u16(), cache_says(&conditional)),
+        (304, "MISS".into()),
+        "the upstream's own 304"
+    );
+    assert_eq!(twice(&gw, other, &[]).await, ("MISS".into(), "HIT".into()));
+    assert_eq!(origin.requests(), 4);
+}
+
+/// Sends GETs of `path` from `n` clients at once; each reports its first chunk on
+/// `firsts` and then reads the rest. Their replies: x-cache and the whole body.
+fn clients_reading(
+    gw: &TestGateway,
+    path: &str,
+    n: usize,
+) -> (
+    tokio::sync::mpsc::Receiver<()>,
+    Vec<tokio::task::JoinHandle<(String, bytes::Bytes)>>,
+) {
+    let (firsts, seen) = tokio::sync::mpsc::channel(n);
+    let http = client::h1_client();
+    let tasks = (0..n)
+        .map(|_| {
+            let (http, firsts, url) = (http.clone(), firsts.clone(), gw.url(path));
+            tokio::spawn(async move {
+                let req = Request::get(url).body(client::empty()).unwrap();
+                let response = http.request(req).await.expect("response");
+                let said = response.headers()["x-cache"].to_str().unwrap().to_owned();
+                let mut body = response.into_body();
+                let first = body.frame().await.expect("a first frame").expect("data");
+                let first = first.into_data().expect("data");
+                firsts.send(()).await.unwrap();
+                let rest = body.collect().await.expect("the rest").to_bytes();
+                (said, [first, rest].concat().into())
+            })
+        })
+        .collect();
+    (seen, tasks)
+}
+
+/// Waits until `n` clients have had their first chunk (at most 30 s, then fails:
+/// the gateway held their first bytes back).
+async fn first_chunks(seen: &mut tokio::sync::mpsc::Receiver<()>, n: usize) {
+    let all = async {
+        for _ in 0..n {
+            seen.recv().await.expect("a client's first chunk");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), all)
+        .await
+        .expect("every client got its first chunk while the upstream held the rest");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coalesced_misses_read_the_leaders_response_as_it_streams() {
+    let origin = Origin::start();
+    let gw = TestGateway::start(&config(&origin, "{ ttl_default = \"60s\" }"));
+    // The origin sends its first 16 KiB chunk, then holds the rest until the gate opens:
+    // the 100 clients must all get the head and that chunk before it does.
+    let path = "/gated?size=49152&gate=1&cc=max-age%3D60";
+    let (mut seen, tasks) = clients_reading(&gw, path, 100);
+    first_chunks(&mut seen, 100).await;
+    assert_eq!(origin.requests(), 1, "one upstream request for 100 misses");
+    origin.open_gate();
+    let whole = origin::sized_body(0, 49152);
+    let mut hits = 0;
+    for task in tasks {
+        let (said, body) = task.await.expect("client task");
+        assert_eq!(body, whole, "every client gets the whole body");
+        hits += usize::from(said == "HIT");
+    }
+    assert_eq!(hits, 99, "the waiters are answered by the cache");
+    assert_eq!(origin.requests(), 1);
+    // And it was stored.
+    assert_eq!(cache_says(&get(&gw.url(path)).await), "HIT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coalesced_misses_get_whole_bodies_when_the_leaders_outgrows_max_entry_size() {
+    let origin = Origin::start();
+    let gw = TestGateway::start(&config(
+        &origin,
+        "{ ttl_default = \"60s\", max_entry_size = \"20KiB\" }",
+    ));
+    // No Content-Length: the body is found too large at its second chunk, after the
+    // waiters joined it.
+    let path = "/outgrown?size=81920&chunked=1&gate=1&cc=max-age%3D60";
+    let (mut seen, tasks) = clients_reading(&gw, path, 20);
+    first_chunks(&mut seen, 20).await;
+    assert_eq!(origin.requests(), 1);
+    origin.open_gate();
+    let whole = origin::sized_body(0, 81920);
+    for task in tasks {
+        let (_, body) = task.await.expect("client task");
+        assert_eq!(body.len(), whole.len());
+        assert_eq!(body, whole, "every client gets the whole body");
+    }
+    assert_eq!(origin.requests(), 1);
+    let again = get(&gw.url(path)).await;
+    assert_eq!(
+        (cache_says(&again), again.body.len()),
+        ("MISS".into(), 81920)
+    );
 }
 
 #[tokio::test]
