@@ -96,6 +96,19 @@ pub async fn get_owned(url: String) -> Reply {
     get(&url).await
 }
 
+/// `n` concurrent [`get`]s of `url`, each on a task of its own: the replies in the order
+/// the requests were started.
+pub async fn get_concurrently(url: &str, n: usize) -> Vec<Reply> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| tokio::spawn(get_owned(url.to_owned())))
+        .collect();
+    let mut replies = Vec::with_capacity(n);
+    for task in tasks {
+        replies.push(task.await.expect("request task"));
+    }
+    replies
+}
+
 /// Writes `request` verbatim to `addr`, then reads the response until the server closes
 /// the connection (so send `Connection: close`). Panics after 10 s.
 pub async fn raw_request(addr: SocketAddr, request: &str) -> String {

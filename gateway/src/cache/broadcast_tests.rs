@@ -44,7 +44,11 @@ impl Setup {
     }
 
     /// Leads the key's flight and shares `body`: the leader's reader.
-    fn lead(&self, body: StreamBody<Chunks>) -> Reader {
+    fn lead<B>(&self, body: B) -> Reader
+    where
+        B: Body<Data = Bytes> + Unpin + Send + 'static,
+        B::Error: std::fmt::Display,
+    {
         let Joined::Lead(lead) = self.cache.join(&self.key) else {
             panic!("the first miss leads");
         };
@@ -185,30 +189,7 @@ async fn a_failed_body_fails_every_reader_and_is_not_stored() {
         Some((item, rx))
     })
     .boxed();
-    let mut leader = {
-        let Joined::Lead(lead) = setup.cache.join(&setup.key) else {
-            panic!("leads");
-        };
-        let uri = Uri::from_static("/x");
-        let none = HeaderMap::new();
-        let asked = Asked {
-            method: &Method::GET,
-            uri: &uri,
-            headers: &none,
-        };
-        let now = SystemTime::now();
-        let policy = policy::policy(&asked, StatusCode::OK, &none, Duration::from_secs(60), now);
-        let recording = Recording::new(
-            setup.cache.clone(),
-            setup.key.clone(),
-            setup.caching.clone(),
-            StatusCode::OK,
-            HeaderMap::new(),
-            policy,
-            Some(lead),
-        );
-        share(StreamBody::new(stream), recording)
-    };
+    let mut leader = setup.lead(StreamBody::new(stream));
     let mut waiter = setup.join().await.expect("joins");
     tx.send(Ok(Frame::data(Bytes::from_static(b"part"))))
         .await

@@ -133,19 +133,6 @@ async fn a_request_a_plugin_keeps_out_is_neither_served_nor_stored() {
     );
 }
 
-/// `n` concurrent GETs of `path`.
-async fn concurrently(gw: &TestGateway, path: &str, n: usize) -> Vec<Reply> {
-    let url = gw.url(path);
-    let tasks: Vec<_> = (0..n)
-        .map(|_| tokio::spawn(weir_tests::client::get_owned(url.clone())))
-        .collect();
-    let mut replies = Vec::with_capacity(n);
-    for task in tasks {
-        replies.push(task.await.expect("request task"));
-    }
-    replies
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_response_a_plugin_keeps_out_is_not_stored_and_its_waiters_ask_for_themselves() {
     let origin = Origin::start();
@@ -167,7 +154,7 @@ async fn a_response_a_plugin_keeps_out_is_not_stored_and_its_waiters_ask_for_the
     // go to the origin and all get an answer.
     origin.set_delay(Duration::from_millis(300));
     let coalesced = "/us?cc=max-age%3D60&personal=1";
-    let replies = concurrently(&gw, coalesced, 10).await;
+    let replies = weir_tests::client::get_concurrently(&gw.url(coalesced), 10).await;
     for reply in &replies {
         assert_eq!(reply.status, 200);
         assert_eq!(cache_says(reply), "MISS");
@@ -180,7 +167,7 @@ async fn a_response_a_plugin_keeps_out_is_not_stored_and_its_waiters_ask_for_the
     assert_eq!(origin.requests(), 12);
     // The same without the mark is stored once and shared.
     let shared = "/all?cc=max-age%3D60";
-    let replies = concurrently(&gw, shared, 10).await;
+    let replies = weir_tests::client::get_concurrently(&gw.url(shared), 10).await;
     assert!(replies.iter().all(|r| r.text() == format!("{shared} #1")));
     assert_eq!(origin.requests(), 13);
 }

@@ -248,26 +248,13 @@ async fn a_stale_entry_is_served_when_the_upstream_fails_unless_it_must_revalida
     assert!(fresh.text().ends_with("#3"), "{}", fresh.text());
 }
 
-/// `n` concurrent GETs of `path`.
-async fn concurrently(gw: &TestGateway, path: &str, n: usize) -> Vec<Reply> {
-    let url = gw.url(path);
-    let tasks: Vec<_> = (0..n)
-        .map(|_| tokio::spawn(weir_tests::client::get_owned(url.clone())))
-        .collect();
-    let mut replies = Vec::with_capacity(n);
-    for task in tasks {
-        replies.push(task.await.expect("request task"));
-    }
-    replies
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_misses_for_one_key_make_one_upstream_request() {
     let origin = Origin::start();
     let gw = TestGateway::start(&config(&origin, "{ ttl_default = \"60s\" }"));
     origin.set_delay(Duration::from_millis(500));
     let path = "/hot?cc=max-age%3D60";
-    let replies = concurrently(&gw, path, 100).await;
+    let replies = weir_tests::client::get_concurrently(&gw.url(path), 100).await;
     assert_eq!(origin.requests(), 1, "one upstream request for 100 misses");
     for reply in &replies {
         assert_eq!(reply.status, 200);
@@ -277,7 +264,7 @@ async fn concurrent_misses_for_one_key_make_one_upstream_request() {
     assert_eq!(hits, 99, "the waiters are answered by the cache");
     // When the leader's answer may not be stored, the waiters ask for themselves.
     let uncacheable = "/cold?cc=no-store";
-    let replies = concurrently(&gw, uncacheable, 10).await;
+    let replies = weir_tests::client::get_concurrently(&gw.url(uncacheable), 10).await;
     assert!(
         replies
             .iter()
