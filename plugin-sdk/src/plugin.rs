@@ -368,20 +368,26 @@ impl<P: Slot> Guest for Adapter<P> {
         let Some(plugin) = built::<P>() else {
             return wit::Action::Continue;
         };
-        let mut request = Request::from_host(request);
-        action(with_state::<P, _>(|state| {
-            plugin.on_request_headers(&mut request, state)
-        }))
+        let mut request = Request::from_host(request, true);
+        let result = with_state::<P, _>(|state| plugin.on_request_headers(&mut request, state));
+        // The edits of a call that fails are dropped by the gateway: not sent.
+        if result.is_ok() {
+            request.flush();
+        }
+        action(result)
     }
 
     fn on_request_body(request: &wit::Request, body: Vec<u8>) -> wit::BodyAction {
         let Some(plugin) = built::<P>() else {
             return wit::BodyAction::Continue(None);
         };
-        let mut request = Request::from_host(request);
+        let mut request = Request::from_host(request, true);
         let mut body = Body::new(body);
         let result =
             with_state::<P, _>(|state| plugin.on_request_body(&mut request, &mut body, state));
+        if result.is_ok() {
+            request.flush();
+        }
         body_action(result, body)
     }
 
@@ -389,11 +395,14 @@ impl<P: Slot> Guest for Adapter<P> {
         let Some(plugin) = built::<P>() else {
             return wit::Action::Continue;
         };
-        let request = Request::from_host(request);
-        let mut response = Response::from_host(response);
-        action(with_state::<P, _>(|state| {
-            plugin.on_response_headers(&request, &mut response, state)
-        }))
+        let request = Request::from_host(request, false);
+        let mut response = Response::from_host(response, true);
+        let result =
+            with_state::<P, _>(|state| plugin.on_response_headers(&request, &mut response, state));
+        if result.is_ok() {
+            response.flush();
+        }
+        action(result)
     }
 
     fn on_response_body(
@@ -404,8 +413,8 @@ impl<P: Slot> Guest for Adapter<P> {
         let Some(plugin) = built::<P>() else {
             return wit::BodyAction::Continue(None);
         };
-        let request = Request::from_host(request);
-        let response = Response::from_host(response);
+        let request = Request::from_host(request, false);
+        let response = Response::from_host(response, false);
         let mut body = Body::new(body);
         let result = with_state::<P, _>(|state| {
             plugin.on_response_body(&request, &response, &mut body, state)
@@ -416,8 +425,8 @@ impl<P: Slot> Guest for Adapter<P> {
     fn on_log(request: &wit::Request, response: &wit::Response) {
         if let Some(plugin) = built::<P>() {
             plugin.on_log(
-                &Request::from_host(request),
-                &Response::from_host(response),
+                &Request::from_host(request, false),
+                &Response::from_host(response, false),
                 take_state::<P>(),
             );
         }

@@ -115,6 +115,11 @@ impl Plugin for Probe {
             "edit" => {
                 request.headers.set("x-added", "yes")?;
                 request.headers.remove("x-remove-me")?;
+                // A read after edits sees them (the SDK sends its pending edits first).
+                let sees = request.headers.get_str("x-added") == Some("yes")
+                    && !request.headers.contains("x-remove-me")
+                    && request.headers.get_all("x-keep") == [b"2".to_vec()];
+                request.headers.set("x-read-back", if sees { "yes" } else { "no" })?;
                 // Invalid edits are refused (and logged by the gateway); the plugin sees
                 // the refusals and reports them, and the request goes on.
                 let refused = refusals(&[

@@ -21,9 +21,10 @@ pub(crate) struct QueuedEdit {
 }
 
 impl QueuedEdit {
-    /// Applies the edit to the response's headers.
+    /// Applies the edit to the response's headers (a message already holding the most
+    /// fields a header map can is left as it is).
     pub(crate) fn apply(self, headers: &mut HeaderMap) {
-        self.edit.apply(headers);
+        let _ = self.edit.apply(headers);
     }
 }
 
@@ -34,6 +35,16 @@ pub(super) enum Edit {
     Append,
     Remove,
 }
+
+/// The most header fields (values, counting each of a repeated name) a message may hold
+/// for a plugin to add another: far beyond any real message (servers refuse heads past
+/// 8–64 KiB), and it keeps a plugin that adds fields in a loop (or hands over one huge
+/// batch) from growing the gateway's memory without end. `HeaderMap` itself panics past
+/// 32,768 names.
+const MAX_FIELDS: usize = 10_000;
+
+/// What a refusal says when a message holds [`MAX_FIELDS`].
+const TOO_MANY_FIELDS: &str = "the message already holds 10000 header fields";
 
 /// A checked header edit.
 #[derive(Debug, Clone)]
@@ -93,24 +104,46 @@ impl HeaderEdit {
 
     /// Applies a copy of the edit (names and values are shared bytes: no allocation).
     fn apply_copy(&self, headers: &mut HeaderMap) {
-        self.clone().apply(headers);
+        let _ = self.clone().apply(headers);
     }
 
-    pub(super) fn apply(self, headers: &mut HeaderMap) {
+    /// Makes the edit. `Err` when it would add a field to a message that already holds
+    /// [`MAX_FIELDS`]: a plugin adding fields in a loop gets a refusal (and the
+    /// panicking `insert` and `append` of a full header map are never reached).
+    pub(super) fn apply(self, headers: &mut HeaderMap) -> Result<(), EditError> {
+        fn full<E>(_: E) -> EditError {
+            EditError::InvalidValue(TOO_MANY_FIELDS.to_owned())
+        }
+        let adds = match &self {
+            HeaderEdit::Append(..) => true,
+            HeaderEdit::Set(name, _) | HeaderEdit::SetIfAbsent(name, _) => {
+                !headers.contains_key(name)
+            }
+            HeaderEdit::Remove(_) => false,
+        };
+        if adds && headers.len() >= MAX_FIELDS {
+            return Err(full(()));
+        }
         match self {
             HeaderEdit::Set(name, value) => {
-                headers.insert(name, value);
+                headers.try_insert(name, value).map_err(full)?;
             }
             HeaderEdit::SetIfAbsent(name, value) => {
-                headers.entry(name).or_insert(value);
+                // The name is valid: the entry can only fail for want of room.
+                headers
+                    .try_entry(name)
+                    .map_err(full)?
+                    .or_try_insert(value)
+                    .map_err(full)?;
             }
             HeaderEdit::Append(name, value) => {
-                headers.append(name, value);
+                headers.try_append(name, value).map_err(full)?;
             }
             HeaderEdit::Remove(name) => {
                 headers.remove(name);
             }
         }
+        Ok(())
     }
 }
 
@@ -233,9 +266,10 @@ pub(crate) fn local_head(
     });
     let mut map = HeaderMap::with_capacity(headers.len());
     for types::Header { name, value } in headers {
-        match HeaderEdit::parse(Edit::Append, &name, Bytes::from(value)) {
-            Ok(edit) => edit.apply(&mut map),
-            Err(e) => refused(format!("header dropped: {e:?}")),
+        let made = HeaderEdit::parse(Edit::Append, &name, Bytes::from(value))
+            .and_then(|edit| edit.apply(&mut map));
+        if let Err(e) = made {
+            refused(format!("header dropped: {e:?}"));
         }
     }
     LocalReply {
@@ -268,13 +302,9 @@ pub mod fuzzing {
     /// Parses a header edit as a plugin's `set-header` would and applies it to
     /// `headers`; whether it was accepted.
     pub fn set_header(headers: &mut HeaderMap, name: &str, value: &[u8]) -> bool {
-        match HeaderEdit::parse(Edit::Set, name, Bytes::copy_from_slice(value)) {
-            Ok(edit) => {
-                edit.apply(headers);
-                true
-            }
-            Err(_) => false,
-        }
+        HeaderEdit::parse(Edit::Set, name, Bytes::copy_from_slice(value))
+            .and_then(|edit| edit.apply(headers))
+            .is_ok()
     }
 }
 
@@ -290,7 +320,41 @@ mod tests {
         name: &str,
         value: Bytes,
     ) -> Result<(), EditError> {
-        HeaderEdit::parse(edit, name, value).map(|edit| edit.apply(headers))
+        HeaderEdit::parse(edit, name, value).and_then(|edit| edit.apply(headers))
+    }
+
+    /// A plugin adding fields without end is refused at the header map's bound, where
+    /// `HeaderMap::append` would panic.
+    #[test]
+    fn edits_past_the_header_maps_bound_are_refused_not_a_panic() {
+        let one = || Bytes::from_static(b"1");
+        for distinct in [false, true] {
+            let mut headers = HeaderMap::new();
+            let mut made = 0;
+            let refusal = loop {
+                let name = if distinct {
+                    format!("x-many-{made}")
+                } else {
+                    "x-many".into()
+                };
+                match edit_headers(&mut headers, Edit::Append, &name, one()) {
+                    Ok(()) => made += 1,
+                    Err(e) => break e,
+                }
+                assert!(made <= 40_000, "no bound");
+            };
+            assert_eq!(made, MAX_FIELDS);
+            assert!(matches!(&refusal, EditError::InvalidValue(why) if why.contains("10000")));
+            for edit in [Edit::Set, Edit::SetIfAbsent] {
+                let result = edit_headers(&mut headers, edit, "x-other", one());
+                assert!(result.is_err(), "a new name has no room either");
+            }
+            // Setting a name already there adds nothing; removing makes room.
+            let there = if distinct { "x-many-1" } else { "x-many" };
+            edit_headers(&mut headers, Edit::Set, there, one()).unwrap();
+            edit_headers(&mut headers, Edit::Remove, "x-many-0", Bytes::new()).unwrap();
+            edit_headers(&mut headers, Edit::Set, "x-other", one()).unwrap();
+        }
     }
 
     #[derive(serde::Deserialize)]

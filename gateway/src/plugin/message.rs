@@ -208,7 +208,7 @@ impl HostState {
         let result = if request.writable {
             self.names
                 .edit(edit, name, value)
-                .map(|edit| edit.apply(&mut request.headers))
+                .and_then(|edit| edit.apply(&mut request.headers))
         } else {
             Err(EditError::ReadOnly)
         };
@@ -244,12 +244,40 @@ impl HostState {
         let result = if response.writable {
             self.names
                 .edit(edit, name, value)
-                .map(|edit| edit.apply(&mut response.headers))
+                .and_then(|edit| edit.apply(&mut response.headers))
         } else {
             Err(EditError::ReadOnly)
         };
         Ok(result.or_else(|e| self.refused(e)))
     }
+}
+
+/// A batched edit (`edit-headers`) as the single-edit calls take it.
+fn change(change: types::HeaderChange) -> (Edit, String, Bytes) {
+    match change {
+        types::HeaderChange::Set(h) => (Edit::Set, h.name, Bytes::from(h.value)),
+        types::HeaderChange::SetIfAbsent(h) => (Edit::SetIfAbsent, h.name, Bytes::from(h.value)),
+        types::HeaderChange::Append(h) => (Edit::Append, h.name, Bytes::from(h.value)),
+        types::HeaderChange::Remove(name) => (Edit::Remove, name, Bytes::new()),
+    }
+}
+
+/// Makes each edit of a batch with `make` (which logs and counts a refusal), and
+/// returns the first refused with its position, counted from `offset`.
+fn each_change(
+    changes: Vec<types::HeaderChange>,
+    offset: usize,
+    first: &mut Option<(u32, EditError)>,
+    mut make: impl FnMut(Edit, &str, Bytes) -> wasmtime::Result<Result<(), EditError>>,
+) -> wasmtime::Result<()> {
+    for (i, c) in changes.into_iter().enumerate() {
+        let (edit, name, value) = change(c);
+        if let Err(e) = make(edit, &name, value)? {
+            let at = u32::try_from(offset + i).unwrap_or(u32::MAX);
+            first.get_or_insert((at, e));
+        }
+    }
+    Ok(())
 }
 
 impl types::HostRequest for HostState {
@@ -411,6 +439,23 @@ impl types::HostRequest for HostState {
         Ok(result.or_else(|e| self.refused(e)))
     }
 
+    fn edit_headers(
+        &mut self,
+        _: Resource<types::Request>,
+        edits: Vec<types::HeaderChange>,
+        response_edits: Vec<types::HeaderChange>,
+    ) -> wasmtime::Result<Result<(), (u32, EditError)>> {
+        let mut first = None;
+        let count = edits.len();
+        each_change(edits, 0, &mut first, |edit, name, value| {
+            self.edit_request(edit, name, value)
+        })?;
+        each_change(response_edits, count, &mut first, |edit, name, value| {
+            self.queue_response_edit(edit, name, value)
+        })?;
+        Ok(first.map_or(Ok(()), Err))
+    }
+
     fn drop(&mut self, _: Resource<types::Request>) -> wasmtime::Result<()> {
         Ok(())
     }
@@ -500,6 +545,18 @@ impl types::HostResponse for HostState {
             }
         };
         Ok(result.or_else(|e| self.refused(e)))
+    }
+
+    fn edit_headers(
+        &mut self,
+        _: Resource<types::Response>,
+        edits: Vec<types::HeaderChange>,
+    ) -> wasmtime::Result<Result<(), (u32, EditError)>> {
+        let mut first = None;
+        each_change(edits, 0, &mut first, |edit, name, value| {
+            self.edit_response(edit, name, value)
+        })?;
+        Ok(first.map_or(Ok(()), Err))
     }
 
     fn drop(&mut self, _: Resource<types::Response>) -> wasmtime::Result<()> {

@@ -11,9 +11,11 @@
 //! plugins = [{ name = "request-id", config = { header = "x-correlation-id" } }]
 //! ```
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::time::{Duration, SystemTime};
 
+use chacha20::ChaCha12Rng;
+use rand_core::{Rng, SeedableRng};
 use serde::Deserialize;
 use uuid::fmt::Hyphenated;
 use uuid::{Builder, Uuid};
@@ -55,19 +57,40 @@ pub fn is_valid_id(id: &[u8]) -> bool {
 thread_local! {
     /// The time field of the last id this instance made, so that the next one is later.
     static LAST_TIME: Cell<u64> = const { Cell::new(0) };
+    /// The generator of the ids' random bits, seeded from the host's randomness by the
+    /// first id the instance makes (never in `new`, so a pre-initialised snapshot holds
+    /// no seed for its instances to share). ChaCha12: ids stay unpredictable, and an id
+    /// costs no host call for its randomness.
+    static RANDOM: RefCell<Option<ChaCha12Rng>> = const { RefCell::new(None) };
+}
+
+/// 64 random bits: from the instance's generator, seeded on first use.
+fn random_u64() -> Result<u64, getrandom::Error> {
+    RANDOM.with_borrow_mut(|rng| {
+        let rng = match rng {
+            Some(rng) => rng,
+            None => {
+                let mut seed = [0; 32];
+                getrandom::fill(&mut seed)?;
+                rng.insert(ChaCha12Rng::from_seed(seed))
+            }
+        };
+        Ok(rng.next_u64())
+    })
 }
 
 /// A new id: a UUID v7 (RFC 9562) in its hyphenated lower-case form. Its 48-bit
 /// millisecond timestamp is followed, in the 12 bits the RFC calls `rand_a`, by the
 /// fraction of the millisecond (its method 3), so the ids of one instance sort by when
 /// they were made, never repeat a time, and never go back if the clock does. The other
-/// 62 bits are random: one host call per id (a `uuid::Uuid::now_v7` makes two, and
-/// divides 128-bit numbers).
+/// 62 bits are random, from a ChaCha12 generator the instance seeds once from the host
+/// ([`random_u64`]): an id costs one host call, for the clock (a `uuid::Uuid::now_v7`
+/// makes two, and divides 128-bit numbers).
 pub fn new_id() -> Result<[u8; Hyphenated::LENGTH], getrandom::Error> {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
-    let uuid = uuid_v7(next_time(now), getrandom::u64()?);
+    let uuid = uuid_v7(next_time(now), random_u64()?);
     let mut id = [0; Hyphenated::LENGTH];
     uuid.hyphenated().encode_lower(&mut id);
     Ok(id)

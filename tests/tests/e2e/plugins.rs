@@ -107,6 +107,10 @@ async fn plugins_edit_headers_both_ways_and_the_path() {
     let seen = up.last();
     assert_eq!(seen.target, "/rewritten?x=1");
     assert_eq!(seen.headers["x-added"], "yes");
+    assert_eq!(
+        seen.headers["x-read-back"], "yes",
+        "a read sees the edits before it"
+    );
     assert_eq!(seen.headers["x-keep"], "2");
     assert!(!seen.headers.contains_key("x-remove-me"));
     assert_eq!(reply.header("x-resp-added").as_deref(), Some("yes"));
@@ -739,7 +743,7 @@ fn a_restart_loads_the_compiled_plugin_from_the_cache() {
         64,
         "the version is the file's SHA-256"
     );
-    assert_eq!(plugin.wit_version, "0.1.6");
+    assert_eq!(plugin.wit_version, "0.1.7");
 }
 
 #[test]
@@ -1132,7 +1136,7 @@ fn a_plugin_for_another_wit_version_is_refused_naming_both() {
         &route("r", "/", "{ name = \"future\" }"),
     ));
     assert!(
-        message.contains("plugin `future` was built for weir:plugin 0.2.0, but this gateway supports weir:plugin 0.1.6"),
+        message.contains("plugin `future` was built for weir:plugin 0.2.0, but this gateway supports weir:plugin 0.1.7"),
         "{message}"
     );
 }
@@ -1152,23 +1156,39 @@ async fn a_plugin_for_a_newer_patch_version_loads() {
     .unwrap();
     assert_eq!(
         theirs,
-        ours.replace("package weir:plugin@0.1.6;", "package weir:plugin@0.1.7;"),
+        ours.replace("package weir:plugin@0.1.7;", "package weir:plugin@0.1.8;"),
         "tests/guests/minor/wit/plugin.wit drifted from wit/plugin.wit"
     );
     let up = TestUpstream::start("up");
     let dir = plugin_dir();
     std::fs::copy(guest_wasm!("minor"), dir.join("plugins/minor.wasm")).unwrap();
     let gw = TestGateway::start(&config(&dir, &up, &route("r", "/", "{ name = \"minor\" }")));
-    assert_eq!(gw.snapshot().chains[0][0].plugin.wit_version, "0.1.7");
+    assert_eq!(gw.snapshot().chains[0][0].plugin.wit_version, "0.1.8");
     let reply = get(&gw.url("/")).await;
     assert_eq!(reply.status, 200);
-    assert_eq!(up.last().headers["x-minor"], "0.1.7");
-    assert_eq!(reply.header("x-minor").as_deref(), Some("0.1.7"));
+    assert_eq!(up.last().headers["x-minor"], "0.1.8");
+    assert_eq!(reply.header("x-minor").as_deref(), Some("0.1.8"));
     assert_eq!(
         reply.header("x-minor-declared").as_deref(),
-        Some("0.1.7"),
+        Some("0.1.8"),
         "a declared edit"
     );
+    // A batch (`edit-headers`): each edit made or refused on its own, the first refused
+    // reported with its position; `set-if-absent` leaves a field that is there.
+    let request = up.last();
+    let values = |name: &str| -> Vec<String> {
+        request
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(values("x-batch"), ["1", "2"]);
+    assert_eq!(values("x-batch-result"), ["1 invalid-name bad name"]);
+    assert_eq!(values("x-minor"), ["0.1.8"]);
+    assert_eq!(reply.header("x-minor").as_deref(), Some("0.1.8"));
+    assert_eq!(reply.header("x-batch-response").as_deref(), Some("r"));
 }
 
 #[tokio::test]
@@ -1245,13 +1265,13 @@ fn plugin_inspect_shows_version_phases_imports_and_hash() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("weir:plugin 0.1.6 (compatible"), "{text}");
+    assert!(text.contains("weir:plugin 0.1.7 (compatible"), "{text}");
     assert!(
         text.contains("phases      request-headers, response-headers"),
         "{text}"
     );
-    assert!(text.contains("weir:plugin/kv@0.1.6"), "{text}");
-    assert!(text.contains("weir:plugin/handler@0.1.6"), "{text}");
+    assert!(text.contains("weir:plugin/kv@0.1.7"), "{text}");
+    assert!(text.contains("weir:plugin/handler@0.1.7"), "{text}");
     assert!(text.contains("\n  linking     memory "), "{text}");
     // With an empty config the probe's `init` makes no WASI call.
     assert!(text.contains("\n  preinit     yes: "), "{text}");
@@ -1264,7 +1284,7 @@ fn plugin_inspect_shows_version_phases_imports_and_hash() {
     // the tests that run each mode through both (and the benches) lose their point.
     assert!(
         text.contains("\n  calls       on a fiber, a stack switch per call, because it imports ")
-            && text.contains("weir:plugin/http-client@0.1.6"),
+            && text.contains("weir:plugin/http-client@0.1.7"),
         "{text}"
     );
     let (_, text) = inspect(guest_wasm!("probe_local"));

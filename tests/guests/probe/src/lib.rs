@@ -3,8 +3,8 @@
 //! - `tag` (default): appends `config.tag` to `x-chain` on the request and to
 //!   `x-chain-response` on the response, so tests can see the order plugins ran in;
 //! - `deny`: answers 403 with a JSON body and an `x-denied-by` header;
-//! - `edit`: sets `x-added`, removes `x-remove-me` on the request (and tries two invalid
-//!   edits); sets `x-resp-added`, removes `x-upstream`, and reports the request's path
+//! - `edit`: sets `x-added`, removes `x-remove-me` on the request, reads them back
+//!   (`x-read-back: yes` when the read saw both edits), and tries two invalid edits; sets `x-resp-added`, removes `x-upstream`, and reports the request's path
 //!   and `x-added` as `x-seen-path` / `x-seen-added` on the response; rewrites the path
 //!   when `config.path` is set;
 //! - `trap`: traps (unreachable) in the request phase;
