@@ -1,7 +1,7 @@
 //! Header fields as a plugin sees them ([`Headers`]), and the rules every edit follows
 //! inside the gateway and in native tests alike.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::OnceCell;
 
 use crate::bindings::weir::plugin::types as wit;
 use crate::error::EditError;
@@ -38,49 +38,6 @@ pub(crate) enum EditKind {
     Set,
     Append,
     Remove,
-}
-
-/// A checked edit (`name` lower-cased by [`check_edit`]) as `edit-headers` takes it.
-pub(crate) fn change(
-    kind: EditKind,
-    if_absent: bool,
-    name: String,
-    value: &[u8],
-) -> wit::HeaderChange {
-    let header = || wit::Header {
-        name: name.clone(),
-        value: value.to_vec(),
-    };
-    match kind {
-        EditKind::Set if if_absent => wit::HeaderChange::SetIfAbsent(header()),
-        EditKind::Set => wit::HeaderChange::Set(header()),
-        EditKind::Append => wit::HeaderChange::Append(header()),
-        EditKind::Remove => wit::HeaderChange::Remove(name),
-    }
-}
-
-/// Edits a phase made on a gateway message that the gateway has not been sent yet:
-/// they go in one `edit-headers` call when the phase returns, or before the plugin
-/// reads the message's headers again, rather than one call each. Checked here by the
-/// gateway's rules (`check_edit`) as they are made, so a refused edit is still an `Err`
-/// where it is made; it is sent all the same, and the gateway refuses it again, logging
-/// and counting it (`weir_plugin_refusals_total{reason="edit"}`) as it would have.
-#[derive(Debug, Default)]
-pub(crate) struct Pending(RefCell<Vec<wit::HeaderChange>>);
-
-impl Pending {
-    pub(crate) fn push(&self, change: wit::HeaderChange) {
-        self.0.borrow_mut().push(change);
-    }
-
-    /// The edits not sent yet, leaving none.
-    pub(crate) fn take(&self) -> Vec<wit::HeaderChange> {
-        std::mem::take(&mut *self.0.borrow_mut())
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.borrow().is_empty()
-    }
 }
 
 /// The gateway's rules for a plugin's header edit, applied here for native tests: a
@@ -136,11 +93,39 @@ fn is_hop_by_hop(name: &str) -> bool {
 /// ``!#$%&'*+-.^_`|~``). Use it to check header names in a plugin's config at load,
 /// rather than finding out per request that an edit was refused.
 pub fn is_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !name.is_empty() && name.bytes().all(|b| TOKEN[usize::from(b)])
 }
+
+/// Which bytes an RFC 9110 token may hold: one lookup per byte (plugins are built for
+/// size, where searching the punctuation list for each byte costs dozens of
+/// instructions).
+const TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    table
+};
 
 /// Whether `value` can be an HTTP header value: no control characters except tab (so
 /// no CR, LF or NUL).
@@ -191,19 +176,13 @@ impl Fetched {
 /// byte values ([`Headers::get_str`] gives them as text when they are UTF-8).
 ///
 /// Inside the gateway this is a handle on the gateway's own message: [`Headers::get`]
-/// asks for one header (once per phase call: later reads of it are free). Edits are
-/// checked by the gateway's rules where they are made: one it would refuse (see
-/// [`EditError`]) returns `Err` and changes nothing; the others reach the gateway
-/// together, in one call, when the phase returns (and before the phase reads these
-/// headers again, so a read sees every edit made before it). In native tests the same
-/// rules apply.
+/// asks for one header (once per phase call: later reads of it are free), and an edit
+/// changes the real message at once. An edit the gateway refuses (see [`EditError`])
+/// returns `Err` and changes nothing; in native tests the same rules apply.
 #[derive(Debug)]
 pub struct Headers<'a> {
     pub(crate) source: Source<'a>,
     fetched: Fetched,
-    /// A gateway message this phase may edit: its edits not sent yet. `None` for a
-    /// read-only one (an edit is then the gateway's to refuse) and for local ones.
-    pub(crate) pending: Option<Pending>,
 }
 
 impl Headers<'static> {
@@ -255,46 +234,18 @@ impl<'a> Headers<'a> {
         Headers {
             source: Source::Local(local),
             fetched: Fetched::default(),
-            pending: None,
         }
     }
 
-    /// The headers of a gateway message; `writable` when this phase may edit it.
-    pub(crate) fn host(source: Source<'a>, writable: bool) -> Headers<'a> {
+    pub(crate) fn host(source: Source<'a>) -> Headers<'a> {
         Headers {
             source,
             fetched: Fetched::default(),
-            pending: writable.then(Pending::default),
-        }
-    }
-
-    /// Sends the edits not sent yet: a response's here; a request's with the response
-    /// edits it queued, by [`Request::flush`](crate::Request) (`queued`).
-    pub(crate) fn flush(&self, queued: Vec<wit::HeaderChange>) {
-        let edits = self.pending.as_ref().map(Pending::take).unwrap_or_default();
-        if edits.is_empty() && queued.is_empty() {
-            return;
-        }
-        // Checked by the same rules as the gateway's when made: a refusal here means
-        // the gateway's rules differ from this SDK's, and the gateway has logged and
-        // counted it (the plugin already heard `Ok`).
-        let _ = match &self.source {
-            Source::Request(r) => r.edit_headers(&edits, &queued),
-            Source::Response(r) => r.edit_headers(&edits),
-            Source::Local(_) => Ok(()),
-        };
-    }
-
-    /// Sends pending edits before a read of the gateway's message.
-    fn sync(&self) {
-        if self.pending.as_ref().is_some_and(|p| !p.is_empty()) {
-            self.flush(Vec::new());
         }
     }
 
     /// The first value of `name`, lent: comparing it allocates nothing.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.sync();
         match &self.source {
             Source::Local(local) => local
                 .fields
@@ -313,7 +264,6 @@ impl<'a> Headers<'a> {
 
     /// Every value of `name`, in order.
     pub fn get_all(&self, name: &str) -> Vec<Vec<u8>> {
-        self.sync();
         match &self.source {
             Source::Local(local) => local
                 .fields
@@ -334,7 +284,6 @@ impl<'a> Headers<'a> {
     /// All fields, in order, names lower-case. Inside the gateway this copies every
     /// header: prefer [`Headers::get`] for the ones you need.
     pub fn all(&self) -> Vec<(String, Vec<u8>)> {
-        self.sync();
         let fields = match &self.source {
             Source::Local(local) => return local.fields.clone(),
             Source::Request(r) => r.headers(),
@@ -380,18 +329,6 @@ impl<'a> Headers<'a> {
                     }
                 }
                 return Ok(());
-            }
-            Source::Request(_) | Source::Response(_) if self.pending.is_some() => {
-                let checked = check_edit(kind, name, value);
-                if let Some(pending) = &self.pending {
-                    // A refused edit is sent too, for the gateway to refuse, log and
-                    // count as the operator's metrics expect; it changes nothing.
-                    let sent = checked.clone().unwrap_or_else(|_| name.to_owned());
-                    pending.push(change(kind, false, sent, value));
-                }
-                // What was read before may change.
-                self.fetched = Fetched::default();
-                return checked.map(drop);
             }
             Source::Request(r) => match kind {
                 EditKind::Set => r.set_header(name, value),

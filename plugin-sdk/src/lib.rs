@@ -148,18 +148,13 @@
 //!
 //! Inside the gateway, a phase's [`Request`] and [`Response`] are handles on the
 //! gateway's own message, not copies: [`Headers::get`] asks for one header and lends it
-//! (a second read of it is free), and [`Request::set_path`] and [`Response::set_status`]
-//! change the real message at once. Header edits ([`Headers::set`], [`Headers::remove`],
-//! [`Request::response_headers`]) reach the gateway together, in one call, when the phase
-//! returns, and before the phase reads the same headers again, so a read always sees the
-//! edits made before it; a phase that fails sends none. A plugin pays for the headers
-//! it reads, not for every header of the request, and for one crossing however many
-//! headers it edits.
+//! (a second read of it is free), and [`Headers::set`], [`Headers::remove`],
+//! [`Request::set_path`] and [`Response::set_status`] change the real message at once.
+//! A plugin pays for the headers it reads, not for every header of the request.
 //!
-//! Every edit returns `Result<(), EditError>`, decided where the edit is made: the
-//! gateway's rules refuse an invalid name or value, a hop-by-hop header,
-//! `content-length` and `host`, and any edit of a message that is read-only in that
-//! phase. A phase returns [`PhaseResult`], so `?` passes a
+//! Every edit returns `Result<(), EditError>`: the gateway refuses an invalid name or
+//! value, a hop-by-hop header, `content-length` and `host`, and any edit of a message
+//! that is read-only in that phase. A phase returns [`PhaseResult`], so `?` passes a
 //! refusal on as the phase's [`Error`]; the gateway then applies the route's
 //! `on_error` policy. Native tests follow the same rules (the gateway and this crate
 //! pass one table of cases).
@@ -216,13 +211,12 @@
 //!
 //! # Compatibility
 //!
-//! This is SDK 0.2, for gateways speaking `weir:plugin` 0.1.7 or later
-//! ([`WIT_VERSION`]): it sends a phase's header edits in one `edit-headers` call, new in
-//! 0.1.7, so a plugin that edits headers needs a 0.1.7 gateway (one that edits none
-//! loads into gateways from 0.1.4 on, if it calls nothing else newer:
-//! [`host::http::call_all`] is 0.1.5, the cache calls [`Request::cache_key_append`],
-//! [`Request::set_uncacheable`] and [`Response::set_uncacheable`] 0.1.6). Plugins built
-//! with SDK 0.1 keep loading.
+//! This is SDK 0.2, for gateways speaking `weir:plugin` 0.1.4 or later; it builds
+//! against 0.1.7 ([`WIT_VERSION`]). What came after 0.1.4 needs a gateway that has it:
+//! [`host::http::call_all`] (0.1.5), and the cache calls [`Request::cache_key_append`],
+//! [`Request::set_uncacheable`] and [`Response::set_uncacheable`] (0.1.6). A plugin that
+//! calls none of them loads into 0.1.4 gateways too. Plugins built with SDK 0.1 keep
+//! loading in those gateways.
 #![deny(missing_docs)]
 
 #[doc(hidden)]

@@ -1,9 +1,8 @@
 //! Requests, responses, bodies and local responses as a plugin sees them.
 //!
 //! Inside the gateway, [`Request`] and [`Response`] are handles on the gateway's own
-//! message: reading a header asks the gateway for that one header, and a phase's header
-//! edits reach the real message in one call (see [`Headers`]). Nothing is copied that
-//! the plugin does not read. In native
+//! message: reading a header asks the gateway for that one header, and an edit changes
+//! the real message at once. Nothing is copied that the plugin does not read. In native
 //! unit tests they hold the message themselves ([`Request::new`], [`Response::new`]) and
 //! record the edits for assertions.
 
@@ -11,7 +10,7 @@ use std::cell::OnceCell;
 
 use crate::bindings::weir::plugin::types as wit;
 use crate::error::EditError;
-use crate::headers::{EditKind, Headers, Local, Source, change, check_edit};
+use crate::headers::{EditKind, Headers, Local, Source, check_edit};
 
 /// An edit queued for the response, in a native test.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,17 +28,13 @@ pub struct QueuedHeaders<'a> {
     /// The gateway's request, inside the gateway; `None` in native tests, where the
     /// edits are recorded instead.
     host: Option<&'a wit::Request>,
-    /// In a request phase, the edits not sent to the gateway yet (they go with the
-    /// request's own, see [`Headers`]); `None` where the gateway refuses them.
-    pending: Option<Vec<wit::HeaderChange>>,
     pub(crate) recorded: Vec<Queued>,
 }
 
 impl QueuedHeaders<'_> {
-    fn new(host: Option<&wit::Request>, writable: bool) -> QueuedHeaders<'_> {
+    fn new(host: Option<&wit::Request>) -> QueuedHeaders<'_> {
         QueuedHeaders {
             host,
-            pending: (host.is_some() && writable).then(Vec::new),
             recorded: Vec::new(),
         }
     }
@@ -51,14 +46,6 @@ impl QueuedHeaders<'_> {
         name: &str,
         value: &[u8],
     ) -> Result<(), EditError> {
-        if let Some(pending) = &mut self.pending {
-            // Sent even when refused here, for the gateway to log and count (see
-            // `Pending`).
-            let checked = check_edit(kind, name, value);
-            let sent = checked.clone().unwrap_or_else(|_| name.to_owned());
-            pending.push(change(kind, if_absent, sent, value));
-            return checked.map(drop);
-        }
         if let Some(r) = self.host {
             let done = match kind {
                 EditKind::Set if if_absent => r.set_response_header_if_absent(name, value),
@@ -159,7 +146,7 @@ impl Request<'static> {
     pub fn new(method: &str, path: &str) -> Request<'static> {
         Request {
             headers: Headers::default(),
-            response_headers: QueuedHeaders::new(None, true),
+            response_headers: QueuedHeaders::new(None),
             method: OnceCell::from(method.to_owned()),
             scheme: OnceCell::from("http".to_owned()),
             authority: OnceCell::from("localhost".to_owned()),
@@ -204,24 +191,10 @@ impl Request<'static> {
 }
 
 impl<'a> Request<'a> {
-    /// Sends the gateway the header edits this phase made and has not sent yet (the
-    /// request's and the queued response edits, in one call). The adapter calls it when
-    /// a phase returns.
-    pub(crate) fn flush(&mut self) {
-        let queued = self
-            .response_headers
-            .pending
-            .as_mut()
-            .map(std::mem::take)
-            .unwrap_or_default();
-        self.headers.flush(queued);
-    }
-
-    /// The gateway's request; `writable` in the request phases.
-    pub(crate) fn from_host(handle: &'a wit::Request, writable: bool) -> Request<'a> {
+    pub(crate) fn from_host(handle: &'a wit::Request) -> Request<'a> {
         Request {
-            headers: Headers::host(Source::Request(handle), writable),
-            response_headers: QueuedHeaders::new(Some(handle), writable),
+            headers: Headers::host(Source::Request(handle)),
+            response_headers: QueuedHeaders::new(Some(handle)),
             method: OnceCell::new(),
             scheme: OnceCell::new(),
             authority: OnceCell::new(),
@@ -367,7 +340,7 @@ impl<'a> Request<'a> {
     }
 
     /// The changes made so far to a request built with [`Request::new`] (for tests;
-    /// empty inside the gateway, where the edits go to the gateway's message).
+    /// empty inside the gateway, where edits apply at once).
     pub fn edits(&self) -> RequestEdits {
         let local = self.headers.local_fields().cloned().unwrap_or_default();
         let mut edits = RequestEdits {
@@ -456,15 +429,9 @@ impl Response<'static> {
 }
 
 impl<'a> Response<'a> {
-    /// Sends the gateway the header edits this phase made and has not sent yet.
-    pub(crate) fn flush(&mut self) {
-        self.headers.flush(Vec::new());
-    }
-
-    /// The gateway's response; `writable` in the response-headers phase.
-    pub(crate) fn from_host(handle: &'a wit::Response, writable: bool) -> Response<'a> {
+    pub(crate) fn from_host(handle: &'a wit::Response) -> Response<'a> {
         Response {
-            headers: Headers::host(Source::Response(handle), writable),
+            headers: Headers::host(Source::Response(handle)),
             status: OnceCell::new(),
             uncacheable: false,
         }

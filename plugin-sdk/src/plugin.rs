@@ -368,26 +368,20 @@ impl<P: Slot> Guest for Adapter<P> {
         let Some(plugin) = built::<P>() else {
             return wit::Action::Continue;
         };
-        let mut request = Request::from_host(request, true);
-        let result = with_state::<P, _>(|state| plugin.on_request_headers(&mut request, state));
-        // The edits of a call that fails are dropped by the gateway: not sent.
-        if result.is_ok() {
-            request.flush();
-        }
-        action(result)
+        let mut request = Request::from_host(request);
+        action(with_state::<P, _>(|state| {
+            plugin.on_request_headers(&mut request, state)
+        }))
     }
 
     fn on_request_body(request: &wit::Request, body: Vec<u8>) -> wit::BodyAction {
         let Some(plugin) = built::<P>() else {
             return wit::BodyAction::Continue(None);
         };
-        let mut request = Request::from_host(request, true);
+        let mut request = Request::from_host(request);
         let mut body = Body::new(body);
         let result =
             with_state::<P, _>(|state| plugin.on_request_body(&mut request, &mut body, state));
-        if result.is_ok() {
-            request.flush();
-        }
         body_action(result, body)
     }
 
@@ -395,14 +389,11 @@ impl<P: Slot> Guest for Adapter<P> {
         let Some(plugin) = built::<P>() else {
             return wit::Action::Continue;
         };
-        let request = Request::from_host(request, false);
-        let mut response = Response::from_host(response, true);
-        let result =
-            with_state::<P, _>(|state| plugin.on_response_headers(&request, &mut response, state));
-        if result.is_ok() {
-            response.flush();
-        }
-        action(result)
+        let request = Request::from_host(request);
+        let mut response = Response::from_host(response);
+        action(with_state::<P, _>(|state| {
+            plugin.on_response_headers(&request, &mut response, state)
+        }))
     }
 
     fn on_response_body(
@@ -413,8 +404,8 @@ impl<P: Slot> Guest for Adapter<P> {
         let Some(plugin) = built::<P>() else {
             return wit::BodyAction::Continue(None);
         };
-        let request = Request::from_host(request, false);
-        let response = Response::from_host(response, false);
+        let request = Request::from_host(request);
+        let response = Response::from_host(response);
         let mut body = Body::new(body);
         let result = with_state::<P, _>(|state| {
             plugin.on_response_body(&request, &response, &mut body, state)
@@ -425,8 +416,8 @@ impl<P: Slot> Guest for Adapter<P> {
     fn on_log(request: &wit::Request, response: &wit::Response) {
         if let Some(plugin) = built::<P>() {
             plugin.on_log(
-                &Request::from_host(request, false),
-                &Response::from_host(response, false),
+                &Request::from_host(request),
+                &Response::from_host(response),
                 take_state::<P>(),
             );
         }

@@ -114,15 +114,18 @@ impl HeaderEdit {
         fn full<E>(_: E) -> EditError {
             EditError::InvalidValue(TOO_MANY_FIELDS.to_owned())
         }
-        let adds = match &self {
-            HeaderEdit::Append(..) => true,
-            HeaderEdit::Set(name, _) | HeaderEdit::SetIfAbsent(name, _) => {
-                !headers.contains_key(name)
+        // The count first: the name's lookup is paid only by a message at the bound.
+        if headers.len() >= MAX_FIELDS {
+            let adds = match &self {
+                HeaderEdit::Append(..) => true,
+                HeaderEdit::Set(name, _) | HeaderEdit::SetIfAbsent(name, _) => {
+                    !headers.contains_key(name)
+                }
+                HeaderEdit::Remove(_) => false,
+            };
+            if adds {
+                return Err(full(()));
             }
-            HeaderEdit::Remove(_) => false,
-        };
-        if adds && headers.len() >= MAX_FIELDS {
-            return Err(full(()));
         }
         match self {
             HeaderEdit::Set(name, value) => {
