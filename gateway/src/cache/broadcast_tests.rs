@@ -2,12 +2,11 @@ use std::convert::Infallible;
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
-use http::{Method, Uri};
 use http_body_util::StreamBody;
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::cache::policy::{self, Asked};
+use crate::cache::policy;
 use crate::cache::{CacheKey, Joined, Lookup, ResponseCache, RouteCaching};
 use crate::config::RouteCache;
 
@@ -52,15 +51,7 @@ impl Setup {
         let Joined::Lead(lead) = self.cache.join(&self.key) else {
             panic!("the first miss leads");
         };
-        let uri = Uri::from_static("/x");
-        let none = HeaderMap::new();
-        let asked = Asked {
-            method: &Method::GET,
-            uri: &uri,
-            headers: &none,
-        };
-        let now = SystemTime::now();
-        let policy = policy::policy(&asked, StatusCode::OK, &none, Duration::from_secs(60), now);
+        let policy = policy::plain_ok_policy();
         let recording = Recording::new(
             self.cache.clone(),
             self.key.clone(),
@@ -82,13 +73,7 @@ impl Setup {
     }
 
     fn stored(&self) -> Option<Bytes> {
-        let uri = Uri::from_static("/x");
-        let none = HeaderMap::new();
-        let asked = Asked {
-            method: &Method::GET,
-            uri: &uri,
-            headers: &none,
-        };
+        let asked = policy::plain_get();
         match self
             .cache
             .lookup(&self.key, &self.caching, &asked, SystemTime::now())

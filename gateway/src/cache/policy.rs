@@ -220,6 +220,34 @@ pub fn same_variant(policy: &CachePolicy, asked: &Asked<'_>, now: SystemTime) ->
     }
 }
 
+/// A plain `GET /` without headers (tests of the cache share it).
+#[cfg(test)]
+pub(crate) fn plain_get() -> Asked<'static> {
+    static GET: Method = Method::GET;
+    static ROOT: std::sync::LazyLock<Uri> = std::sync::LazyLock::new(|| Uri::from_static("/"));
+    static NONE: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(HeaderMap::new);
+    Asked {
+        method: &GET,
+        uri: &ROOT,
+        headers: &NONE,
+    }
+}
+
+/// The policy a `200` without headers gets for [`plain_get`]: fresh for 60 s from now
+/// (tests of the cache share it).
+#[cfg(test)]
+pub(crate) fn plain_ok_policy() -> CachePolicy {
+    let none = HeaderMap::new();
+    let now = SystemTime::now();
+    policy(
+        &plain_get(),
+        StatusCode::OK,
+        &none,
+        Duration::from_secs(60),
+        now,
+    )
+}
+
 #[cfg(test)]
 #[path = "policy_tests.rs"]
 mod tests;

@@ -87,13 +87,8 @@ fn an_authorized_request_is_stored_only_when_the_response_allows_it() {
 
 #[test]
 fn freshness_comes_from_the_response_else_the_routes_default() {
-    let uri = Uri::from_static("/r");
     let none = HeaderMap::new();
-    let asked = Asked {
-        method: &Method::GET,
-        uri: &uri,
-        headers: &none,
-    };
+    let asked = plain_get();
     let now = SystemTime::now();
     let ok = StatusCode::OK;
     let ttl = |response: &HeaderMap, default: Duration| {

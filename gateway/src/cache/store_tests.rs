@@ -1,9 +1,7 @@
 use std::time::SystemTime;
 
-use http::{Method, Uri};
-
 use super::*;
-use crate::cache::policy::Asked;
+use crate::cache::policy;
 
 fn caching(max_entry_size: u64) -> RouteCaching {
     RouteCaching::new(
@@ -21,36 +19,21 @@ fn key(path: &str) -> CacheKey {
 }
 
 fn put(cache: &ResponseCache, caching: &RouteCaching, path: &str, body: &'static [u8]) {
-    let uri = Uri::from_static("/");
-    let none = HeaderMap::new();
-    let asked = Asked {
-        method: &Method::GET,
-        uri: &uri,
-        headers: &none,
-    };
-    let now = SystemTime::now();
-    let policy = policy::policy(&asked, StatusCode::OK, &none, Duration::from_secs(60), now);
+    let policy = policy::plain_ok_policy();
     cache.store(
         &key(path),
         caching,
         StatusCode::OK,
-        none,
+        HeaderMap::new(),
         Bytes::from_static(body),
         policy,
-        now,
+        SystemTime::now(),
     );
 }
 
 fn found(cache: &ResponseCache, caching: &RouteCaching, path: &str) -> bool {
-    let uri = Uri::from_static("/");
-    let none = HeaderMap::new();
-    let asked = Asked {
-        method: &Method::GET,
-        uri: &uri,
-        headers: &none,
-    };
     matches!(
-        cache.lookup(&key(path), caching, &asked, SystemTime::now()),
+        cache.lookup(&key(path), caching, &policy::plain_get(), SystemTime::now()),
         Lookup::Fresh(_)
     )
 }
