@@ -153,15 +153,17 @@ impl Retries {
     /// What a cluster without a `retries` table gets: one more try, elsewhere, for an
     /// idempotent request without a streamed body whose connection failed after it was
     /// sent (a request that could not be sent always goes to another endpoint anyway).
-    /// Its budget is half the requests in flight: when one of two endpoints dies, the
-    /// requests caught on it are all tried again.
+    /// Its budget is every request in flight, as nginx has none: each request is tried
+    /// at most twice anyway, and when an endpoint dies, however many of the requests in
+    /// flight were caught on it are all tried again (a share such as 50 % falls short
+    /// whenever more than that share happened to be on it).
     pub fn implicit() -> Retries {
         Retries {
             on: RetryOn {
                 reset: true,
                 ..RetryOn::default()
             },
-            budget_percent: 50,
+            budget_percent: 100,
             ..Retries::default()
         }
     }
