@@ -24,7 +24,7 @@ impl Exchange<'_> {
         // connection, whatever the upstream spoke (an HTTP/1.0 upstream, or HTTP/2).
         head.version = self.client_version;
         forwarding::client_response(&mut head.headers, &self.snapshot.via.http11);
-        if let Some(pass) = &mut self.plugins {
+        if let Some(pass) = self.plugins.as_mut().filter(|pass| pass.edits_responses()) {
             // Boxed: see `request_headers`.
             plugins_flow(
                 Box::pin(pass.response_headers(&mut head.status, &mut head.headers)).await,
@@ -62,7 +62,7 @@ impl Exchange<'_> {
     pub(super) async fn answer_locally(&mut self, answer: Answer) -> Response<ResponseBody> {
         let Answer { mut reply, error } = answer;
         self.error = error;
-        if let Some(pass) = &mut self.plugins {
+        if let Some(pass) = self.plugins.as_mut().filter(|pass| pass.edits_responses()) {
             match Box::pin(pass.response_headers(&mut reply.status, &mut reply.headers)).await {
                 plugin::Flow::Continue(()) => {}
                 plugin::Flow::Respond(replacement) => reply = replacement,

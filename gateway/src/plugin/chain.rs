@@ -215,6 +215,21 @@ impl ChainRun {
         self.request = later.then(|| RequestView::new(info, path.clone(), headers.clone(), false));
     }
 
+    /// Whether [`ChainRun::response_headers`] has anything to do: a passed plugin with a
+    /// response-headers phase or declared response edits, or a queued edit. Checked
+    /// before its future is boxed, so a chain of request-only plugins costs nothing here.
+    pub fn edits_responses(&self) -> bool {
+        let edits = |entry: &ChainEntry| {
+            entry.phases.response_headers
+                || entry
+                    .declared
+                    .as_ref()
+                    .is_some_and(|declared| declared.edits_responses())
+        };
+        self.passed().any(|i| edits(&self.chain[i]))
+            || self.queued.iter().any(|edit| edit.plugin < self.reached)
+    }
+
     /// Runs the response-headers phases of the plugins that were passed, in reverse,
     /// with the response lent to each in turn and edited in place.
     pub async fn response_headers(
@@ -222,17 +237,7 @@ impl ChainRun {
         status: &mut StatusCode,
         headers: &mut HeaderMap,
     ) -> Flow {
-        let reached = self.reached;
-        let edits_responses = |entry: &ChainEntry| {
-            entry.phases.response_headers
-                || entry
-                    .declared
-                    .as_ref()
-                    .is_some_and(|declared| declared.edits_responses())
-        };
-        if !self.passed().any(|i| edits_responses(&self.chain[i]))
-            && !self.queued.iter().any(|edit| edit.plugin < reached)
-        {
+        if !self.edits_responses() {
             return Flow::Continue(());
         }
         let mut request = self.request.take();
