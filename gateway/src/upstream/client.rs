@@ -276,6 +276,7 @@ impl UpstreamClient {
             sender,
             conn,
             idle_since: Instant::now(),
+            deadline: Box::pin(tokio::time::sleep(Duration::ZERO)),
             _slot: slot,
         }))
     }
@@ -417,20 +418,26 @@ async fn exchange(
     timeout: Duration,
 ) -> Result<(Response<Incoming>, Option<Box<PooledConn>>), Exchange> {
     let mut conn_ended = false;
+    conn.deadline
+        .as_mut()
+        .reset(tokio::time::Instant::now() + timeout);
     let outcome = {
         let mut response = pin!(conn.sender.try_send_request(req));
-        let driven = poll_fn(|cx| {
+        poll_fn(|cx| {
             if !conn_ended && Pin::new(&mut conn.conn).poll(cx).is_ready() {
                 conn_ended = true;
             }
-            response.as_mut().poll(cx)
-        });
-        tokio::time::timeout(timeout, driven).await
+            if let Poll::Ready(outcome) = response.as_mut().poll(cx) {
+                return Poll::Ready(Some(outcome));
+            }
+            conn.deadline.as_mut().poll(cx).map(|()| None)
+        })
+        .await
     };
     match outcome {
-        Err(_) => Err(Exchange::Failed(UpstreamFailure::Timeout(timeout))),
-        Ok(Ok(response)) => Ok((response, (!conn_ended).then_some(conn))),
-        Ok(Err(mut e)) => match e.take_message() {
+        None => Err(Exchange::Failed(UpstreamFailure::Timeout(timeout))),
+        Some(Ok(response)) => Ok((response, (!conn_ended).then_some(conn))),
+        Some(Err(mut e)) => match e.take_message() {
             Some(req) => Err(Exchange::NotSent(Box::new(req))),
             None => Err(Exchange::Failed(UpstreamFailure::exchange(e.into_error()))),
         },

@@ -9,6 +9,7 @@
 //! Each connection holds a slot of the cluster's `max_connections`.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,11 @@ pub(crate) struct PooledConn {
     pub(crate) sender: http1::SendRequest<UpstreamBody>,
     pub(crate) conn: http1::Connection<TokioIo<UpstreamStream>, UpstreamBody>,
     pub(crate) idle_since: Instant,
+    /// The timer bounding each exchange's wait for the response head, kept with the
+    /// connection and moved to each exchange's deadline: pushing a registered timer's
+    /// deadline later is one atomic operation in tokio, where a timer per exchange is
+    /// an insertion into the timer wheel and a removal.
+    pub(crate) deadline: Pin<Box<tokio::time::Sleep>>,
     /// Its place under `max_connections`, given back when the connection is dropped.
     pub(crate) _slot: ConnectionSlot,
 }

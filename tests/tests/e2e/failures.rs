@@ -72,6 +72,53 @@ async fn slow_response_is_504_after_the_request_timeout() {
     assert_eq!(get(&gw.url("/slow/10")).await.status, 200);
 }
 
+/// The response timeout of exchanges on a kept-alive upstream connection: each gets its
+/// own, from its own start, whether the previous one ended just before or long ago.
+#[tokio::test]
+async fn each_exchange_on_a_reused_connection_gets_its_own_response_timeout() {
+    let up = TestUpstream::start("reused");
+    let gw = TestGateway::start(&route_to(
+        &up.addr.to_string(),
+        "timeouts = { request = \"1s\" }",
+    ));
+    let client = weir_tests::h1_client();
+    let get_on = |path: &str| {
+        let req = http::Request::get(gw.url(path))
+            .body(weir_tests::client::empty())
+            .expect("request");
+        weir_tests::send(&client, req)
+    };
+    // Together longer than the timeout, each well within it.
+    for i in 0..5 {
+        let reply = get_on("/slow/300").await;
+        assert_eq!(reply.status, 200, "exchange {i}: {}", reply.text());
+    }
+    assert_eq!(
+        up.connections(),
+        1,
+        "the exchanges shared one upstream connection"
+    );
+    // Right after a fast one on the same connection.
+    let started = Instant::now();
+    assert_eq!(get_on("/slow/5000").await.status, 504);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the timeout ended it"
+    );
+    // The timed-out connection is dropped; on the next one, a fast exchange, then a
+    // wait past the timeout with nothing in flight, then a slow one.
+    assert_eq!(get_on("/slow/10").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = Instant::now();
+    assert_eq!(get_on("/slow/5000").await.status, 504);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the timeout ended it"
+    );
+    assert_eq!(get_on("/slow/10").await.status, 200);
+    assert_eq!(up.connections(), 3);
+}
+
 #[tokio::test]
 async fn connect_timeout_is_504() {
     // A listener whose accept queue is full and never drained: further SYNs are dropped,
