@@ -88,13 +88,19 @@ fn remove_connection_options(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes the headers one `Connection` value names.
+/// Removes the headers one `Connection` value names. An option that names a header of
+/// the fixed list (`keep-alive`, in nearly every HTTP/1.1 response from an upstream
+/// such as nginx) is left to [`strip`]'s pass over the names, which removes those
+/// anyway, instead of costing a hashed removal here.
 fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
     let Ok(options) = connection.to_str() else {
         return;
     };
     for option in options.split(',').map(str::trim) {
-        if !option.is_empty() {
+        let fixed = HOP_BY_HOP
+            .iter()
+            .any(|hop| option.eq_ignore_ascii_case(hop.as_str()));
+        if !option.is_empty() && !fixed {
             headers.remove(option);
         }
     }
@@ -126,6 +132,26 @@ mod tests {
         remove(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-keep"));
+    }
+
+    /// Options naming the fixed list are left to the pass over the names: the headers
+    /// still go, and so does one named by another option (`close` names a header too).
+    #[test]
+    fn options_naming_the_fixed_list_still_remove_their_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Keep-Alive, UPGRADE, close, te"),
+        );
+        for name in ["keep-alive", "upgrade", "close", "x-kept"] {
+            h.insert(name, HeaderValue::from_static("1"));
+        }
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip(&mut h);
+        assert_eq!(
+            h.keys().map(HeaderName::as_str).collect::<Vec<_>>(),
+            ["x-kept"]
+        );
     }
 
     #[test]
