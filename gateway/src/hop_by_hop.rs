@@ -97,12 +97,14 @@ fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
         return;
     };
     for option in options.split(',').map(str::trim) {
-        let fixed = HOP_BY_HOP
-            .iter()
-            .any(|hop| option.eq_ignore_ascii_case(hop.as_str()));
-        if !option.is_empty() && !fixed {
-            headers.remove(option);
+        if option.is_empty()
+            || HOP_BY_HOP
+                .iter()
+                .any(|hop| option.eq_ignore_ascii_case(hop.as_str()))
+        {
+            continue;
         }
+        headers.remove(option);
     }
 }
 

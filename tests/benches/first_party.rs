@@ -32,8 +32,11 @@ async fn run(
 ) -> (HeaderMap, HeaderMap) {
     let mut pass = ChainRun::new(chain.clone());
     request_phase(&mut pass, &mut headers).await;
-    let mut status = StatusCode::OK;
-    pass.response_headers(&mut status, &mut response).await;
+    // As the gateway does: skipped when no passed plugin edits responses.
+    if pass.edits_responses() {
+        let mut status = StatusCode::OK;
+        pass.response_headers(&mut status, &mut response).await;
+    }
     (headers, response)
 }
 

@@ -216,8 +216,9 @@ impl ChainRun {
     }
 
     /// Whether [`ChainRun::response_headers`] has anything to do: a passed plugin with a
-    /// response-headers phase or declared response edits, or a queued edit. Checked
-    /// before its future is boxed, so a chain of request-only plugins costs nothing here.
+    /// response-headers phase or declared response edits, or a queued edit. Callers
+    /// check it before boxing that future, so a chain of request-only plugins costs
+    /// nothing there.
     pub fn edits_responses(&self) -> bool {
         let edits = |entry: &ChainEntry| {
             entry.phases.response_headers
@@ -231,15 +232,13 @@ impl ChainRun {
     }
 
     /// Runs the response-headers phases of the plugins that were passed, in reverse,
-    /// with the response lent to each in turn and edited in place.
+    /// with the response lent to each in turn and edited in place. Only worth calling
+    /// when [`ChainRun::edits_responses`]; without, it changes nothing.
     pub async fn response_headers(
         &mut self,
         status: &mut StatusCode,
         headers: &mut HeaderMap,
     ) -> Flow {
-        if !self.edits_responses() {
-            return Flow::Continue(());
-        }
         let mut request = self.request.take();
         let mut response = Some(ResponseView::new(*status, std::mem::take(headers), true));
         let flow = self
