@@ -149,8 +149,16 @@
 //! Inside the gateway, a phase's [`Request`] and [`Response`] are handles on the
 //! gateway's own message, not copies: [`Headers::get`] asks for one header and lends it
 //! (a second read of it is free), and [`Headers::set`], [`Headers::remove`],
-//! [`Request::set_path`] and [`Response::set_status`] change the real message at once.
-//! A plugin pays for the headers it reads, not for every header of the request.
+//! [`Request::set_path`] and [`Response::set_status`] change the real message. A plugin
+//! pays for the headers it reads, not for every header of the request.
+//!
+//! [`Plugin::on_request_headers`], the phase most plugins have, is one call into the
+//! plugin (from WIT 0.1.8 on): the headers named in [`Plugin::header_reads`] come with
+//! it, so reading them costs no call, and the time of the request
+//! ([`Request::received_at`]) too; its header edits, of the request and queued for the
+//! response, are checked here and go back with its result, not one call each. Reading a
+//! header after editing it sees the edit. A phase that reads a header it did not list
+//! still gets it, for one call more.
 //!
 //! Every edit returns `Result<(), EditError>`: the gateway refuses an invalid name or
 //! value, a hop-by-hop header, `content-length` and `host`, and any edit of a message
@@ -212,7 +220,9 @@
 //! # Compatibility
 //!
 //! This is SDK 0.2, for gateways speaking `weir:plugin` 0.1.4 or later; it builds
-//! against 0.1.7 ([`WIT_VERSION`]). What came after 0.1.4 needs a gateway that has it:
+//! against 0.1.8 ([`WIT_VERSION`]). A gateway from 0.1.8 on calls the request phase in
+//! one crossing; an older one calls it as before, one call per read and edit, with the
+//! same results. What came after 0.1.4 needs a gateway that has it:
 //! [`host::http::call_all`] (0.1.5), and the cache calls [`Request::cache_key_append`],
 //! [`Request::set_uncacheable`] and [`Response::set_uncacheable`] (0.1.6). A plugin that
 //! calls none of them loads into 0.1.4 gateways too. Plugins built with SDK 0.1 keep
@@ -223,6 +233,7 @@
 pub mod bindings;
 mod edits;
 mod error;
+mod flat;
 mod headers;
 pub mod host;
 mod message;

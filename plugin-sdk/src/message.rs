@@ -6,11 +6,13 @@
 //! unit tests they hold the message themselves ([`Request::new`], [`Response::new`]) and
 //! record the edits for assertions.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
+use std::time::{Duration, SystemTime};
 
 use crate::bindings::weir::plugin::types as wit;
 use crate::error::EditError;
-use crate::headers::{EditKind, Headers, Local, Source, check_edit};
+use crate::flat::Op;
+use crate::headers::{Batch, EditKind, Headers, Local, Source, check_edit};
 
 /// An edit queued for the response, in a native test.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +31,9 @@ pub struct QueuedHeaders<'a> {
     /// edits are recorded instead.
     host: Option<&'a wit::Request>,
     pub(crate) recorded: Vec<Queued>,
+    /// In a phase called in one crossing: the buffer its edits go to, flat, returned
+    /// with its result (shared with the request's [`Headers`]).
+    batch: Option<&'a RefCell<Vec<u8>>>,
 }
 
 impl QueuedHeaders<'_> {
@@ -36,6 +41,15 @@ impl QueuedHeaders<'_> {
         QueuedHeaders {
             host,
             recorded: Vec::new(),
+            batch: None,
+        }
+    }
+
+    fn batched(edits: &RefCell<Vec<u8>>) -> QueuedHeaders<'_> {
+        QueuedHeaders {
+            host: None,
+            recorded: Vec::new(),
+            batch: Some(edits),
         }
     }
 
@@ -54,6 +68,15 @@ impl QueuedHeaders<'_> {
                 EditKind::Remove => r.remove_response_header(name),
             };
             return done.map_err(EditError::from);
+        }
+        if let Some(edits) = self.batch {
+            let op = match kind {
+                EditKind::Set if if_absent => Op::SetIfAbsent,
+                EditKind::Set => Op::Set,
+                EditKind::Append => Op::Append,
+                EditKind::Remove => Op::Remove,
+            };
+            return Batch::push(edits, kind, op, true, name, value);
         }
         let name = check_edit(kind, name, value)?;
         let value = value.to_vec();
@@ -131,6 +154,7 @@ pub struct Request<'a> {
     route: OnceCell<String>,
     path: OnceCell<String>,
     new_path: Option<String>,
+    received: OnceCell<SystemTime>,
     /// What a test request was told for the cache (inside the gateway, the gateway
     /// keeps it).
     pub(crate) cache_key: Vec<String>,
@@ -154,6 +178,7 @@ impl Request<'static> {
             route: OnceCell::from("test".to_owned()),
             path: OnceCell::from(path.to_owned()),
             new_path: None,
+            received: OnceCell::new(),
             cache_key: Vec::new(),
             uncacheable: false,
         }
@@ -181,6 +206,15 @@ impl Request<'static> {
         }
     }
 
+    /// Sets when the request was received (builder style, for tests; otherwise
+    /// [`Request::received_at`] is the time it is first asked).
+    pub fn with_received_at(self, time: SystemTime) -> Request<'static> {
+        Request {
+            received: OnceCell::from(time),
+            ..self
+        }
+    }
+
     /// Sets the route name (builder style, for tests).
     pub fn with_route(self, route: &str) -> Request<'static> {
         Request {
@@ -192,9 +226,43 @@ impl Request<'static> {
 
 impl<'a> Request<'a> {
     pub(crate) fn from_host(handle: &'a wit::Request) -> Request<'a> {
+        Request::with_headers(
+            Headers::host(Source::Request(handle), None),
+            QueuedHeaders::new(Some(handle)),
+            OnceCell::new(),
+        )
+    }
+
+    /// The request of a phase the gateway called in one crossing (`on-request`): the
+    /// headers the plugin reads (`reads`, lower-case) are in `given`, and edits, of the
+    /// request and queued for the response, go to `edits` (flat, returned with the
+    /// phase's result) rather than a call each.
+    pub(crate) fn from_call(
+        handle: &'a wit::Request,
+        reads: &'a [String],
+        given: wit::RequestGiven,
+        edits: &'a RefCell<Vec<u8>>,
+    ) -> Request<'a> {
+        let received = SystemTime::UNIX_EPOCH + Duration::from_nanos(given.received_ns);
+        Request::with_headers(
+            Headers::host(
+                Source::Request(handle),
+                Some(Batch::new(reads, given.fields, edits)),
+            ),
+            QueuedHeaders::batched(edits),
+            OnceCell::from(received),
+        )
+    }
+
+    fn with_headers(
+        headers: Headers<'a>,
+        response_headers: QueuedHeaders<'a>,
+        received: OnceCell<SystemTime>,
+    ) -> Request<'a> {
         Request {
-            headers: Headers::host(Source::Request(handle)),
-            response_headers: QueuedHeaders::new(Some(handle)),
+            headers,
+            response_headers,
+            received,
             method: OnceCell::new(),
             scheme: OnceCell::new(),
             authority: OnceCell::new(),
@@ -217,6 +285,16 @@ impl<'a> Request<'a> {
             Source::Request(handle) => fetch(handle),
             _ => String::new(),
         })
+    }
+
+    /// When the gateway started handling the request (its plugin chain), by its wall
+    /// clock: the same for every plugin of the chain. In
+    /// [`on_request_headers`](crate::Plugin::on_request_headers) the gateway sends it
+    /// with the call, so it costs nothing, where reading the clock
+    /// (`SystemTime::now`) is a call into the gateway. In other phases, and with
+    /// gateways before WIT 0.1.8, it is the clock when first asked.
+    pub fn received_at(&self) -> SystemTime {
+        *self.received.get_or_init(SystemTime::now)
     }
 
     /// The method, e.g. `GET`.
@@ -431,7 +509,7 @@ impl Response<'static> {
 impl<'a> Response<'a> {
     pub(crate) fn from_host(handle: &'a wit::Response) -> Response<'a> {
         Response {
-            headers: Headers::host(Source::Response(handle)),
+            headers: Headers::host(Source::Response(handle), None),
             status: OnceCell::new(),
             uncacheable: false,
         }

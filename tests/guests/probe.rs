@@ -84,6 +84,14 @@ impl Plugin for Probe {
         }
     }
 
+    /// `reads`: the gateway sends these headers with the call (any case here).
+    fn header_reads(&self) -> Vec<&str> {
+        match self.config.mode.as_str() {
+            "reads" => vec!["x-read", "X-Multi", "x-added"],
+            _ => Vec::new(),
+        }
+    }
+
     /// `declare-bad`: declares an edit the gateway must refuse (a name with a space).
     /// `init-print` (whose `new` prints, so no snapshot holds it) declares a response
     /// header.
@@ -130,6 +138,47 @@ impl Plugin for Probe {
                 if let Some(path) = &self.config.path {
                     request.set_path(path.clone())?;
                 }
+            }
+            "reads" => {
+                // Headers the gateway sent with the call, one it did not (`x-other`),
+                // and each read again after an edit of it.
+                let joined = |values: Vec<Vec<u8>>| {
+                    let values: Vec<String> = values
+                        .iter()
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                        .collect();
+                    values.join(",")
+                };
+                let text = |request: &Request, name: &str| {
+                    request.headers.get_str(name).unwrap_or("-").to_owned()
+                };
+                let before = [
+                    text(request, "X-Read"),
+                    joined(request.headers.get_all("x-multi")),
+                    text(request, "x-other"),
+                    text(request, "x-added"),
+                ];
+                request.headers.set("X-Read", "changed")?;
+                request.headers.append("x-multi", "c")?;
+                request.headers.remove("x-other")?;
+                let after = [
+                    text(request, "x-read"),
+                    joined(request.headers.get_all("X-MULTI")),
+                    text(request, "x-other"),
+                    request.headers.all().len().to_string(),
+                ];
+                request
+                    .headers
+                    .set("x-reads", format!("{} / {}", before.join("|"), after.join("|")))?;
+                // The request's time came with the call: near the guest's own clock.
+                let gap = std::time::SystemTime::now()
+                    .duration_since(request.received_at())
+                    .unwrap_or_default();
+                let recent = if gap.as_secs() < 60 { "recent" } else { "off" };
+                request.headers.set("x-received", recent)?;
+                // A refused edit is an error at once; it is not made.
+                let refused = request.headers.set("x-bad", "a\nb").is_err();
+                request.response_headers.set("x-reads-refused", refused.to_string())?;
             }
             "queue" => queue(request, &self.config.tag)?,
             "queue-deny" => {

@@ -20,7 +20,7 @@ use http::uri::PathAndQuery;
 use super::bindings::types;
 use super::edits::local_head;
 use super::message::{
-    CacheMark, CacheSteering, QueuedEdit, RequestInfo, RequestView, ResponseView,
+    CacheMark, CacheSteering, QueuedEdit, RequestInfo, RequestView, ResponseView, given_fields,
 };
 use super::{ChainEntry, FailureKind, Instance, PluginFailure};
 use crate::config::OnError;
@@ -165,6 +165,8 @@ impl ChainRun {
     async fn request_headers_with(&mut self, view: &mut Option<RequestView>) -> Flow {
         // One handle on the chain for the loop, not a clone of each entry.
         let chain = self.chain.clone();
+        // The time sent to one-crossing phases: read once, when the first needs it.
+        let mut received_ns = None;
         for (index, entry) in chain.iter().enumerate() {
             self.reached = index;
             if let (Some(declared), Some(view)) = (&entry.declared, view.as_mut()) {
@@ -175,9 +177,14 @@ impl ChainRun {
             }
             entry.plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
             let mark = calling(view, index);
-            let called = match self.instance(index).await {
-                Ok(instance) => instance.on_request_headers(view).await,
-                Err(failure) => Err(failure),
+            let called = match (self.instance(index).await, &entry.reads) {
+                (Ok(instance), Some(reads)) => {
+                    let received_ns = *received_ns.get_or_insert_with(now_ns);
+                    let given = given(reads, view, received_ns);
+                    instance.on_request(view, given).await
+                }
+                (Ok(instance), None) => instance.on_request_headers(view).await,
+                (Err(failure), _) => Err(failure),
             };
             let called = self.answered(index, called);
             if called.is_err() {
@@ -483,6 +490,29 @@ fn calling(view: &mut Option<RequestView>, index: usize) -> CallMark {
     CallMark {
         queued: view.queued.len(),
         cache: view.cache.mark(),
+    }
+}
+
+/// The wall clock in nanoseconds since the Unix epoch (`request-given.received-ns`).
+fn now_ns() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// What a one-crossing request phase is sent: every field of the headers it reads.
+fn given(
+    reads: &[http::HeaderName],
+    view: &Option<RequestView>,
+    received_ns: u64,
+) -> types::RequestGiven {
+    types::RequestGiven {
+        fields: view
+            .as_ref()
+            .map(|view| given_fields(reads, &view.headers))
+            .unwrap_or_default(),
+        received_ns,
     }
 }
 

@@ -217,6 +217,7 @@ mod tests {
     fn semver_compatibility() {
         assert!(compatible("0.1.0"));
         assert!(compatible("0.1.7"));
+        assert!(compatible("0.1.8"));
         assert!(!compatible("0.2.0"));
         assert!(!compatible("1.0.0"));
     }

@@ -30,6 +30,10 @@ pub struct ChainEntry {
     /// The header edits this route's `init` declared, made by the gateway at the
     /// plugin's place without a call.
     pub(crate) declared: Option<Arc<message::DeclaredEdits>>,
+    /// The request headers the plugin reads, sent with each request-phase call, when
+    /// that phase takes one crossing (`on-request`, since 0.1.8); `None` for a plugin
+    /// built for an earlier version, whose phase is `on-request-headers`.
+    pub(crate) reads: Option<Arc<[http::HeaderName]>>,
     /// What instances start from: a snapshot taken after this route's `init` when one
     /// could be taken, else the plugin as loaded.
     pub(super) image: Arc<Image>,

@@ -20,6 +20,16 @@ pub(crate) struct Exports {
     pub(crate) on_response_headers: ComponentExportIndex,
     pub(crate) on_response_body: ComponentExportIndex,
     pub(crate) on_log: ComponentExportIndex,
+    /// `header-reads` and `on-request` (since 0.1.8): the request-headers phase in one
+    /// crossing. A plugin built for an earlier version has neither.
+    pub(crate) one_crossing: Option<OneCrossing>,
+}
+
+/// The functions of the one-crossing request phase.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OneCrossing {
+    pub(crate) header_reads: ComponentExportIndex,
+    pub(crate) on_request: ComponentExportIndex,
 }
 
 impl Exports {
@@ -41,12 +51,29 @@ impl Exports {
             on_response_headers: func("on-response-headers")?,
             on_response_body: func("on-response-body")?,
             on_log: func("on-log")?,
+            one_crossing: match (func("header-reads"), func("on-request")) {
+                (Ok(header_reads), Ok(on_request)) => Some(OneCrossing {
+                    header_reads,
+                    on_request,
+                }),
+                (Err(_), Err(_)) => None,
+                (Err(missing), _) | (_, Err(missing)) => {
+                    return Err(format!(
+                        "{missing}: `header-reads` and `on-request` come together (since 0.1.8)"
+                    ));
+                }
+            },
         })
     }
 }
 
 /// `on-request-headers`.
 pub(crate) type RequestHeadersFn = TypedFunc<(Resource<types::Request>,), (types::Action,)>;
+/// `header-reads`.
+pub(crate) type HeaderReadsFn = TypedFunc<(), (Vec<String>,)>;
+/// `on-request`.
+pub(crate) type RequestFn =
+    TypedFunc<(Resource<types::Request>, types::RequestGiven), (types::RequestOutcome,)>;
 /// `on-request-body`.
 pub(crate) type RequestBodyFn<'a> =
     TypedFunc<(Resource<types::Request>, &'a [u8]), (types::BodyAction,)>;

@@ -401,6 +401,7 @@ impl PluginHost {
         let preinitialised = image.is_some();
         let mut entry = ChainEntry {
             declared: image.as_ref().and_then(|image| image.declared.clone()),
+            reads: None,
             image: image.unwrap_or_else(|| plugin.image.clone()),
             phases: plugin.phases,
             plugin,
@@ -428,10 +429,28 @@ impl PluginHost {
             .await
             .map_err(|e| refused(e.to_string()))?;
         entry.phases = entry.plugin.phases.intersection(Phases::from_wit(&phases));
+        entry.reads = instance
+            .header_reads()
+            .await
+            .map_err(|e| refused(e.to_string()))?
+            .map(|names| parse_reads(&names))
+            .transpose()
+            .map_err(refused)?;
         instance.set_timeout(entry.settings.timeout);
         entry.release(instance);
         Ok(entry)
     }
+}
+
+/// The header names a plugin's `header-reads` gave, checked.
+fn parse_reads(names: &[String]) -> Result<Arc<[http::HeaderName]>, String> {
+    names
+        .iter()
+        .map(|name| {
+            http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("`header-reads`: {name:?} is not a header name"))
+        })
+        .collect()
 }
 
 /// A plugin version: the SHA-256 of its file, in hex.

@@ -11,7 +11,8 @@ use wasmtime::component::{ComponentExportIndex, ComponentNamedList, Lift, Lower,
 
 use super::bindings::types;
 use super::exports::{
-    Exports, LogFn, RequestBodyFn, RequestHeadersFn, ResponseBodyFn, ResponseHeadersFn,
+    Exports, HeaderReadsFn, LogFn, RequestBodyFn, RequestFn, RequestHeadersFn, ResponseBodyFn,
+    ResponseHeadersFn,
 };
 use super::message::{DeclaredEdits, RequestView, ResponseView, request_handle, response_handle};
 use super::state::{HostState, MemoryLimit, PluginContext};
@@ -52,6 +53,7 @@ pub struct Instance {
     /// The header and log phases, type-checked on first use and kept (an instance
     /// reused under worker isolation checks them once).
     request_headers: Option<RequestHeadersFn>,
+    request: Option<RequestFn>,
     response_headers: Option<ResponseHeadersFn>,
     log: Option<LogFn>,
     ctx: Arc<PluginContext>,
@@ -154,6 +156,7 @@ impl Instance {
             instance,
             exports: image.exports,
             request_headers: None,
+            request: None,
             response_headers: None,
             log: None,
             ctx,
@@ -315,6 +318,17 @@ impl Instance {
             .map(|(r,)| r)
     }
 
+    /// Calls `header-reads` when the plugin has it (since 0.1.8; `None` before).
+    pub(crate) async fn header_reads(&mut self) -> Result<Option<Vec<String>>, PluginFailure> {
+        let Some(one) = self.exports.one_crossing else {
+            return Ok(None);
+        };
+        let func: wasmtime::Result<HeaderReadsFn> = self.func(one.header_reads);
+        self.call("header-reads", None, func, (), &mut None, &mut None)
+            .await
+            .map(|(r,)| Some(r))
+    }
+
     /// Type-checks every phase function, so a plugin whose exports do not match the
     /// ABI is refused at load rather than failing its first request.
     pub(crate) fn check_exports(&mut self) -> Result<(), PluginFailure> {
@@ -325,6 +339,10 @@ impl Instance {
             let _: ResponseHeadersFn = self.func(e.on_response_headers)?;
             let _: ResponseBodyFn<'_> = self.func(e.on_response_body)?;
             let _: LogFn = self.func(e.on_log)?;
+            if let Some(one) = e.one_crossing {
+                let _: HeaderReadsFn = self.func(one.header_reads)?;
+                let _: RequestFn = self.func(one.on_request)?;
+            }
             wasmtime::Result::Ok(())
         })();
         checked.map_err(|error| self.failure("exports", &error))
@@ -347,6 +365,44 @@ impl Instance {
         )
         .await
         .map(|(r,)| r)
+    }
+
+    /// Calls `on-request` (the plugin has it: [`Exports::one_crossing`]) with the
+    /// request lent to the store and `given`, then makes the header edits it returned.
+    /// A returned edit the gateway refuses fails the call.
+    pub(crate) async fn on_request(
+        &mut self,
+        request: &mut Option<RequestView>,
+        given: types::RequestGiven,
+    ) -> Result<types::Action, PluginFailure> {
+        let index = self.exports.one_crossing.map(|one| one.on_request);
+        let func = match index {
+            Some(index) => self.cached(|i| &mut i.request, index),
+            None => Err(wasmtime::format_err!("the plugin has no `on-request`")),
+        };
+        let params = (request_handle(), given);
+        let (outcome,) = self
+            .call(
+                "on-request",
+                Some(series::REQUEST_HEADERS),
+                func,
+                params,
+                request,
+                &mut None,
+            )
+            .await?;
+        let view = request
+            .as_mut()
+            .expect("the request is taken back after a call");
+        match self.store.data_mut().edit_returned(view, outcome.edits) {
+            Ok(()) => Ok(outcome.action),
+            Err(why) => Err(PluginFailure {
+                plugin: self.ctx.name.clone(),
+                kind: FailureKind::Error,
+                message: format!("on-request returned edits it may not make: {why}"),
+                spent: self.last_call,
+            }),
+        }
     }
 
     /// Calls `on-request-body` with the request lent to the store.

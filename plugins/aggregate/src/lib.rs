@@ -280,6 +280,10 @@ impl Plugin for Aggregate {
         })
     }
 
+    fn header_reads(&self) -> Vec<&str> {
+        self.forward_headers.iter().map(String::as_str).collect()
+    }
+
     fn on_request_headers(&self, request: &mut Request<'_>, _state: &mut ()) -> PhaseResult {
         let mut forwarded = Vec::new();
         for name in &self.forward_headers {

@@ -194,6 +194,10 @@ impl Plugin for ApiKey {
         })
     }
 
+    fn header_reads(&self) -> Vec<&str> {
+        vec![&self.header]
+    }
+
     fn on_request_headers(&self, request: &mut Request<'_>, _state: &mut ()) -> PhaseResult {
         let mut from_header = request.headers.get_all(&self.header);
         let in_header = !from_header.is_empty();

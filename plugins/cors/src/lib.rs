@@ -216,6 +216,14 @@ impl Plugin for Cors {
         })
     }
 
+    fn header_reads(&self) -> Vec<&str> {
+        vec![
+            "origin",
+            "access-control-request-method",
+            "access-control-request-headers",
+        ]
+    }
+
     fn on_request_headers(&self, request: &mut Request<'_>, _state: &mut ()) -> PhaseResult {
         let Some(origin) = request.headers.get_str("origin") else {
             return Ok(Action::Continue);

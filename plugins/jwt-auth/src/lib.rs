@@ -284,11 +284,9 @@ fn header_text(value: &Value) -> Option<String> {
     is_header_value(&text).then_some(text)
 }
 
-/// Seconds since the Unix epoch (WASI's wall clock in the gateway).
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+/// Seconds since the Unix epoch at `time`.
+fn unix_secs(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The smallest HMAC key for `alg`: as long as its hash (RFC 7518 §3.2).
@@ -547,8 +545,14 @@ impl Plugin for JwtAuth {
         })
     }
 
+    fn header_reads(&self) -> Vec<&str> {
+        vec![&self.header]
+    }
+
     fn on_request_headers(&self, request: &mut Request<'_>, _: &mut ()) -> PhaseResult {
-        match self.authenticate(&request.headers, now()) {
+        // The request's time, which the gateway sends with the call (no clock read).
+        let now = unix_secs(request.received_at());
+        match self.authenticate(&request.headers, now) {
             Ok(values) => {
                 self.forward(request, &values)?;
                 Ok(Action::Continue)

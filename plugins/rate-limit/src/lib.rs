@@ -231,10 +231,9 @@ fn push_escaped(out: &mut String, value: &[u8]) {
     }
 }
 
-/// Milliseconds since the Unix epoch, by the wall clock (0 before it).
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+/// Milliseconds since the Unix epoch at `time` (0 before it).
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
@@ -330,8 +329,16 @@ impl Plugin for RateLimit {
         }
     }
 
+    fn header_reads(&self) -> Vec<&str> {
+        match &self.by {
+            KeyBy::Header(name) => vec![name],
+            KeyBy::Route | KeyBy::Ip => Vec::new(),
+        }
+    }
+
     fn on_request_headers(&self, request: &mut Request<'_>, state: &mut State) -> PhaseResult {
-        let (admitted, quota) = self.count(request, now_ms());
+        // The request's time, which the gateway sends with the call (no clock read).
+        let (admitted, quota) = self.count(request, unix_ms(request.received_at()));
         if admitted {
             match self.headers {
                 HeadersMode::UnlessPresent => quota.queue(&mut request.response_headers)?,

@@ -5,7 +5,8 @@
 //! (absent, empty, too long, odd characters, or several values) the plugin generates a
 //! UUID v7 (time-ordered, see [`new_id`]) and sets it, replacing what came in.
 //! The response carries the same id in the same header, queued from the request phase
-//! so the plugin costs one call per request.
+//! so the plugin costs one call per request: the gateway sends the header with the call
+//! ([`Plugin::header_reads`]) and takes both edits back with its result.
 //!
 //! ```toml
 //! plugins = [{ name = "request-id", config = { header = "x-correlation-id" } }]
@@ -79,15 +80,16 @@ fn random_u64() -> Result<u64, getrandom::Error> {
     })
 }
 
-/// A new id: a UUID v7 (RFC 9562) in its hyphenated lower-case form. Its 48-bit
-/// millisecond timestamp is followed, in the 12 bits the RFC calls `rand_a`, by the
-/// fraction of the millisecond (its method 3), so the ids of one instance sort by when
-/// they were made, never repeat a time, and never go back if the clock does. The other
-/// 62 bits are random, from a ChaCha12 generator the instance seeds once from the host
-/// ([`random_u64`]): an id costs one host call, for the clock (a `uuid::Uuid::now_v7`
-/// makes two, and divides 128-bit numbers).
-pub fn new_id() -> Result<[u8; Hyphenated::LENGTH], getrandom::Error> {
-    let now = SystemTime::now()
+/// A new id for a request received at `now`: a UUID v7 (RFC 9562) in its hyphenated
+/// lower-case form. Its 48-bit millisecond timestamp is followed, in the 12 bits the
+/// RFC calls `rand_a`, by the fraction of the millisecond (its method 3), so the ids of
+/// one instance sort by when they were made, never repeat a time, and never go back if
+/// the clock does. The other 62 bits are random, from a ChaCha12 generator the instance
+/// seeds once from the host ([`random_u64`]). The time is the request's
+/// (`Request::received_at`), which the gateway sends with the call: an id costs no
+/// host call (a `uuid::Uuid::now_v7` makes two, and divides 128-bit numbers).
+pub fn new_id(now: SystemTime) -> Result<[u8; Hyphenated::LENGTH], getrandom::Error> {
+    let now = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     let uuid = uuid_v7(next_time(now), random_u64()?);
@@ -153,6 +155,10 @@ impl Plugin for RequestId {
         })
     }
 
+    fn header_reads(&self) -> Vec<&str> {
+        vec![&self.header]
+    }
+
     fn on_request_headers(&self, request: &mut Request<'_>, _state: &mut ()) -> PhaseResult {
         // The header name was checked in `new` and the id is either a valid incoming
         // value or a UUID: the gateway has no reason to refuse these edits, and if it
@@ -161,7 +167,7 @@ impl Plugin for RequestId {
         match incoming.as_slice() {
             [one] if is_valid_id(one) => request.response_headers.set(&self.header, one)?,
             _ => {
-                let id = new_id()?;
+                let id = new_id(request.received_at())?;
                 request.headers.set(&self.header, id)?;
                 request.response_headers.set(&self.header, id)?;
             }
@@ -245,7 +251,9 @@ mod tests {
 
     #[test]
     fn ids_are_time_ordered_and_unique() {
-        let ids: Vec<[u8; Hyphenated::LENGTH]> = (0..1000).map(|_| new_id().unwrap()).collect();
+        let ids: Vec<[u8; Hyphenated::LENGTH]> = (0..1000)
+            .map(|_| new_id(SystemTime::now()).unwrap())
+            .collect();
         let mut sorted = ids.clone();
         sorted.sort();
         sorted.dedup();

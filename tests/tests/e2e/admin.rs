@@ -87,7 +87,7 @@ async fn routes_upstreams_and_plugins_are_described() {
         swap["version"],
         weir_gateway::plugin::version_of(&std::fs::read(guest_wasm!("swap_a")).unwrap())
     );
-    assert_eq!(swap["wit_version"], "0.1.7");
+    assert_eq!(swap["wit_version"], "0.1.8");
     assert_eq!(
         swap["phases"],
         serde_json::json!(["request-headers", "response-headers"])

@@ -130,6 +130,61 @@ async fn plugins_edit_headers_both_ways_and_the_path() {
     assert_eq!(reply.header("x-seen-added").as_deref(), Some("yes"));
 }
 
+/// A request phase in one crossing (WIT 0.1.8): the headers the plugin reads come with
+/// the call, as the earlier plugins left them; reads see the phase's own edits; the
+/// edits are made when the call returns, and one the SDK refused is an error at once,
+/// logged and counted by the gateway as if the gateway had refused it.
+#[tokio::test]
+async fn a_request_phase_gets_the_headers_it_reads_with_the_call() {
+    let up = TestUpstream::start("up");
+    let gw = gateway(
+        &up,
+        &route(
+            "r",
+            "/",
+            "{ name = \"probe\", config = { mode = \"edit\" } }, \
+             { name = \"probe\", config = { mode = \"reads\" } }",
+        ),
+    );
+    let client = weir_tests::h1_client();
+    let req = http::Request::get(gw.url("/"))
+        .header("x-multi", "a")
+        .header("x-read", "r")
+        .header("x-multi", "b")
+        .header("x-other", "o")
+        .body(weir_tests::client::empty())
+        .unwrap();
+    let reply = weir_tests::send(&client, req).await;
+    assert_eq!(reply.status, 200);
+    let seen = up.last();
+    // Before its edits: the two sent, one asked for, the first plugin's edit. After:
+    // each as edited, and all of the request's fields with the edits made (the
+    // client's and the gateway's, less `x-other`, plus the first plugin's three).
+    let reads = seen.headers["x-reads"].to_str().unwrap().to_owned();
+    let (before, after) = reads.split_once(" / ").unwrap();
+    assert_eq!(before, "r|a,b|o|yes");
+    let after: Vec<&str> = after.split('|').collect();
+    assert_eq!(after[..3], ["changed", "a,b,c", "-"]);
+    assert!(after[3].parse::<usize>().unwrap() >= 7, "{reads}");
+    assert_eq!(seen.headers["x-read"], "changed");
+    let multi: Vec<&str> = seen
+        .headers
+        .get_all("x-multi")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(multi, ["a", "b", "c"]);
+    assert!(!seen.headers.contains_key("x-other"));
+    assert!(!seen.headers.contains_key("x-bad"));
+    assert_eq!(seen.headers["x-received"], "recent");
+    assert_eq!(reply.header("x-reads-refused").as_deref(), Some("true"));
+    // Three refusals: the `edit` probe's two and the `x-bad` above, each counted.
+    let refused = gw
+        .metric("weir_plugin_refusals_total{plugin=\"probe\",reason=\"edit\"}")
+        .await;
+    assert_eq!(refused, 3.0);
+}
+
 #[tokio::test]
 async fn request_phases_run_in_order_and_response_phases_in_reverse() {
     let up = TestUpstream::start("up");
@@ -743,7 +798,7 @@ fn a_restart_loads_the_compiled_plugin_from_the_cache() {
         64,
         "the version is the file's SHA-256"
     );
-    assert_eq!(plugin.wit_version, "0.1.7");
+    assert_eq!(plugin.wit_version, "0.1.8");
 }
 
 #[test]
@@ -1136,7 +1191,7 @@ fn a_plugin_for_another_wit_version_is_refused_naming_both() {
         &route("r", "/", "{ name = \"future\" }"),
     ));
     assert!(
-        message.contains("plugin `future` was built for weir:plugin 0.2.0, but this gateway supports weir:plugin 0.1.7"),
+        message.contains("plugin `future` was built for weir:plugin 0.2.0, but this gateway supports weir:plugin 0.1.8"),
         "{message}"
     );
 }
@@ -1156,21 +1211,21 @@ async fn a_plugin_for_a_newer_patch_version_loads() {
     .unwrap();
     assert_eq!(
         theirs,
-        ours.replace("package weir:plugin@0.1.7;", "package weir:plugin@0.1.8;"),
+        ours.replace("package weir:plugin@0.1.8;", "package weir:plugin@0.1.9;"),
         "tests/guests/minor/wit/plugin.wit drifted from wit/plugin.wit"
     );
     let up = TestUpstream::start("up");
     let dir = plugin_dir();
     std::fs::copy(guest_wasm!("minor"), dir.join("plugins/minor.wasm")).unwrap();
     let gw = TestGateway::start(&config(&dir, &up, &route("r", "/", "{ name = \"minor\" }")));
-    assert_eq!(gw.snapshot().chains[0][0].plugin.wit_version, "0.1.8");
+    assert_eq!(gw.snapshot().chains[0][0].plugin.wit_version, "0.1.9");
     let reply = get(&gw.url("/")).await;
     assert_eq!(reply.status, 200);
-    assert_eq!(up.last().headers["x-minor"], "0.1.8");
-    assert_eq!(reply.header("x-minor").as_deref(), Some("0.1.8"));
+    assert_eq!(up.last().headers["x-minor"], "0.1.9");
+    assert_eq!(reply.header("x-minor").as_deref(), Some("0.1.9"));
     assert_eq!(
         reply.header("x-minor-declared").as_deref(),
-        Some("0.1.8"),
+        Some("0.1.9"),
         "a declared edit"
     );
     // A batch (`edit-headers`): each edit made or refused on its own, the first refused
@@ -1186,9 +1241,53 @@ async fn a_plugin_for_a_newer_patch_version_loads() {
     };
     assert_eq!(values("x-batch"), ["1", "2"]);
     assert_eq!(values("x-batch-result"), ["1 invalid-name bad name"]);
-    assert_eq!(values("x-minor"), ["0.1.8"]);
-    assert_eq!(reply.header("x-minor").as_deref(), Some("0.1.8"));
+    assert_eq!(values("x-minor"), ["0.1.9"]);
+    assert_eq!(reply.header("x-minor").as_deref(), Some("0.1.9"));
     assert_eq!(reply.header("x-batch-response").as_deref(), Some("r"));
+
+    // The one-crossing phase (0.1.8): the gateway called `on-request` with the fields
+    // of the headers the plugin reads and the time, and made the edits it returned.
+    let reply = weir_tests::first_party::get_with(
+        &gw.url("/"),
+        &[
+            ("x-multi", "a"),
+            ("x-read", "r"),
+            ("x-multi", "b"),
+            ("x-other", "o"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let request = up.last();
+    assert_eq!(request.headers["x-given"], "0=r,1=a,1=b");
+    assert_eq!(request.headers["x-given-time"], "recent");
+    assert_eq!(request.headers["x-returned"], "request");
+    let twice: Vec<&str> = request
+        .headers
+        .get_all("x-returned-twice")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(twice, ["1", "2"]);
+    assert_eq!(reply.header("x-returned").as_deref(), Some("response"));
+    let reply = get(&gw.url("/")).await;
+    assert_eq!(up.last().headers["x-given"], "", "nothing to send");
+    assert_eq!(reply.status, 200);
+
+    // A returned edit the gateway refuses fails the call: under `on_error = "deny"`
+    // (the default) the client gets a 500 and the upstream nothing.
+    let served = up.served();
+    let reply = weir_tests::first_party::get_with(&gw.url("/"), &[("x-return-bad", "1")]).await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(up.served(), served, "the request did not go upstream");
+    // So do edits that do not parse (one cut short).
+    let reply = weir_tests::first_party::get_with(&gw.url("/"), &[("x-return-cut", "1")]).await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(up.served(), served, "the request did not go upstream");
+    let failures = gw
+        .metric("weir_plugin_failures_total{kind=\"error\",plugin=\"minor\"}")
+        .await;
+    assert_eq!(failures, 2.0);
 }
 
 #[tokio::test]
@@ -1265,13 +1364,13 @@ fn plugin_inspect_shows_version_phases_imports_and_hash() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("weir:plugin 0.1.7 (compatible"), "{text}");
+    assert!(text.contains("weir:plugin 0.1.8 (compatible"), "{text}");
     assert!(
         text.contains("phases      request-headers, response-headers"),
         "{text}"
     );
-    assert!(text.contains("weir:plugin/kv@0.1.7"), "{text}");
-    assert!(text.contains("weir:plugin/handler@0.1.7"), "{text}");
+    assert!(text.contains("weir:plugin/kv@0.1.8"), "{text}");
+    assert!(text.contains("weir:plugin/handler@0.1.8"), "{text}");
     assert!(text.contains("\n  linking     memory "), "{text}");
     // With an empty config the probe's `init` makes no WASI call.
     assert!(text.contains("\n  preinit     yes: "), "{text}");
@@ -1284,7 +1383,7 @@ fn plugin_inspect_shows_version_phases_imports_and_hash() {
     // the tests that run each mode through both (and the benches) lose their point.
     assert!(
         text.contains("\n  calls       on a fiber, a stack switch per call, because it imports ")
-            && text.contains("weir:plugin/http-client@0.1.7"),
+            && text.contains("weir:plugin/http-client@0.1.8"),
         "{text}"
     );
     let (_, text) = inspect(guest_wasm!("probe_local"));
