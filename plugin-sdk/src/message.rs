@@ -247,7 +247,7 @@ impl<'a> Request<'a> {
         Request::with_headers(
             Headers::host(
                 Source::Request(handle),
-                Some(Batch::new(reads, given.fields, edits)),
+                Some(Batch::new(reads, given.fields.unwrap_or_default(), edits)),
             ),
             QueuedHeaders::batched(edits),
             OnceCell::from(received),

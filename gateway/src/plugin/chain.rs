@@ -507,11 +507,12 @@ fn given(
     view: &Option<RequestView>,
     received_ns: u64,
 ) -> types::RequestGiven {
+    let fields = view
+        .as_ref()
+        .map(|view| given_fields(reads, &view.headers))
+        .filter(|fields| !fields.is_empty());
     types::RequestGiven {
-        fields: view
-            .as_ref()
-            .map(|view| given_fields(reads, &view.headers))
-            .unwrap_or_default(),
+        fields,
         received_ns,
     }
 }

@@ -77,7 +77,8 @@ impl Guest for Minor {
         let action = Self::on_request_headers(request);
         // The fields, flat: a u32 LE position, a u32 LE length, the value; repeated.
         let mut fields = Vec::new();
-        let mut rest = &given.fields[..];
+        let sent = given.fields.unwrap_or_default();
+        let mut rest = &sent[..];
         while rest.len() >= 8 {
             let at = u32::from_le_bytes(rest[..4].try_into().unwrap());
             let len = u32::from_le_bytes(rest[4..8].try_into().unwrap()) as usize;
