@@ -31,6 +31,9 @@ pub struct Inspection {
     pub linking: Linking,
     /// Whether it is pre-initialised with an empty config (when it loads).
     pub preinit: Option<Preinitialised>,
+    /// Whether its request-headers phase is one call (`on-request`, since WIT 0.1.8),
+    /// when it loads and has that phase.
+    pub one_crossing: Option<bool>,
 }
 
 /// Whether a plugin configured with an empty config (`{}`, what a route's entry
@@ -130,12 +133,17 @@ impl PluginHost {
         let waiting_imports = imports_waiting(&self.engine, &compiled.component, self.kv_waits());
         let wit_version = compile::plugin_wit_version(&self.engine, &compiled.component);
         let compatible = wit_version.as_deref().is_some_and(compile::compatible);
-        let (phases, load_error, preinit) = match self.load(&name, path).await {
+        let (phases, load_error, preinit, one_crossing) = match self.load(&name, path).await {
             Ok(plugin) => {
                 let phases = plugin.phases.names();
-                (phases, None, Some(self.preinit_empty(plugin).await))
+                let one_crossing = plugin
+                    .phases
+                    .request_headers
+                    .then(|| plugin.image.exports.one_crossing.is_some());
+                let preinit = Some(self.preinit_empty(plugin).await);
+                (phases, None, preinit, one_crossing)
             }
-            Err(e) => (Vec::new(), Some(e.to_string()), None),
+            Err(e) => (Vec::new(), Some(e.to_string()), None, None),
         };
         Ok(Inspection {
             linking: Linking::of(&bytes),
@@ -149,6 +157,7 @@ impl PluginHost {
             exports,
             waiting_imports,
             preinit,
+            one_crossing,
         })
     }
 
@@ -200,6 +209,21 @@ impl Inspection {
                 self.phases.join(", ")
             }
         );
+        match self.one_crossing {
+            Some(true) => {
+                let _ = writeln!(
+                    out,
+                    "  request     one call a request (`on-request`): the headers it reads come with it, its edits go back with its result"
+                );
+            }
+            Some(false) => {
+                let _ = writeln!(
+                    out,
+                    "  request     a call per header read and edit (`on-request-headers`; rebuild with an SDK for weir:plugin 0.1.8 or later for one call a request)"
+                );
+            }
+            None => {}
+        }
         let _ = writeln!(
             out,
             "  linking     memory {}, {} import(s) through a shim{}",
@@ -323,6 +347,7 @@ mod tests {
             preinit: Some(Preinitialised::No(
                 "`init` (the plugin's `new`) called wasi:random/insecure-seed".to_owned(),
             )),
+            one_crossing: None,
         };
         let line = |found: &Inspection| {
             found
@@ -347,6 +372,40 @@ mod tests {
         found.preinit = Some(Preinitialised::Yes);
         assert!(line(&found).unwrap().starts_with("  preinit     yes: "));
         found.preinit = None;
+        assert_eq!(line(&found), None);
+    }
+
+    #[test]
+    fn the_report_says_how_the_request_phase_is_called() {
+        let mut found = Inspection {
+            size: 1,
+            sha256: "0".repeat(64),
+            wit_version: Some("0.1.4".to_owned()),
+            compatible: true,
+            phases: vec!["request-headers"],
+            load_error: None,
+            imports: Vec::new(),
+            exports: Vec::new(),
+            waiting_imports: Vec::new(),
+            linking: Linking::default(),
+            preinit: None,
+            one_crossing: Some(false),
+        };
+        let line = |found: &Inspection| {
+            found
+                .report(Path::new("p.wasm"))
+                .lines()
+                .find(|l| l.starts_with("  request     "))
+                .map(str::to_owned)
+        };
+        assert!(
+            line(&found)
+                .unwrap()
+                .contains("a call per header read and edit")
+        );
+        found.one_crossing = Some(true);
+        assert!(line(&found).unwrap().contains("one call a request"));
+        found.one_crossing = None;
         assert_eq!(line(&found), None);
     }
 }

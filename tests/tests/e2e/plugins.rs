@@ -1372,6 +1372,10 @@ fn plugin_inspect_shows_version_phases_imports_and_hash() {
     assert!(text.contains("weir:plugin/kv@0.1.8"), "{text}");
     assert!(text.contains("weir:plugin/handler@0.1.8"), "{text}");
     assert!(text.contains("\n  linking     memory "), "{text}");
+    assert!(
+        text.contains("\n  request     one call a request (`on-request`)"),
+        "{text}"
+    );
     // With an empty config the probe's `init` makes no WASI call.
     assert!(text.contains("\n  preinit     yes: "), "{text}");
     let bytes = std::fs::read(guest_wasm!("probe")).unwrap();
@@ -1389,6 +1393,13 @@ fn plugin_inspect_shows_version_phases_imports_and_hash() {
     let (_, text) = inspect(guest_wasm!("probe_local"));
     assert!(
         text.contains("\n  calls       directly (no import can wait)\n"),
+        "{text}"
+    );
+
+    // Built before the request phase took one call: it gets a call per read and edit.
+    let (_, text) = inspect(guest_wasm!("older"));
+    assert!(
+        text.contains("\n  request     a call per header read and edit (`on-request-headers`;"),
         "{text}"
     );
 
