@@ -148,8 +148,8 @@ pub trait Plugin: Sized + 'static {
     /// none unless overridden. The gateway sends their fields with each call, so
     /// reading them costs nothing, where reading another header is a call into the
     /// gateway (~0.2 µs). Reading any header works either way: this only makes the
-    /// ones listed free. Asked once, after [`Plugin::new`]; a name that is not a valid
-    /// header name refuses the route's config.
+    /// ones listed free. Asked once, after [`Plugin::new`]; more than 64 names, or one
+    /// that is not a valid header name, refuses the route's config.
     ///
     /// ```
     /// # struct Tenant { header: String }

@@ -442,8 +442,18 @@ impl PluginHost {
     }
 }
 
+/// The most header names a plugin may ask to be sent with each request-phase call:
+/// the gateway looks each up on every request, outside the plugin's CPU budget.
+const MAX_READS: usize = 64;
+
 /// The header names a plugin's `header-reads` gave, checked.
 fn parse_reads(names: &[String]) -> Result<Arc<[http::HeaderName]>, String> {
+    if names.len() > MAX_READS {
+        return Err(format!(
+            "`header-reads` names {} headers; at most {MAX_READS} can be sent with each call",
+            names.len()
+        ));
+    }
     names
         .iter()
         .map(|name| {
@@ -477,4 +487,21 @@ where
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_reads_are_checked_and_bounded() {
+        let names = |n: usize| (0..n).map(|i| format!("x-{i}")).collect::<Vec<_>>();
+        let reads = parse_reads(&["X-Request-Id".to_owned()]).unwrap();
+        assert_eq!(reads[0].as_str(), "x-request-id");
+        assert_eq!(parse_reads(&names(MAX_READS)).unwrap().len(), MAX_READS);
+        let e = parse_reads(&names(MAX_READS + 1)).unwrap_err();
+        assert!(e.contains("names 65 headers; at most 64"), "{e}");
+        let e = parse_reads(&["bad name".to_owned()]).unwrap_err();
+        assert_eq!(e, "`header-reads`: \"bad name\" is not a header name");
+    }
 }
