@@ -493,6 +493,29 @@ impl<'a> Headers<'a> {
         self.get(name).is_some()
     }
 
+    /// How many fields of `name` there are (0 when absent). With [`Headers::get`], what
+    /// a plugin that wants exactly one field (a token, a key) uses instead of
+    /// [`Headers::get_all`], which copies every value. Free in
+    /// [`Plugin::on_request_headers`](crate::Plugin::on_request_headers) for a header
+    /// listed in [`Plugin::header_reads`](crate::Plugin::header_reads); otherwise it asks
+    /// the gateway, as `get_all` does.
+    pub fn count(&self, name: &str) -> usize {
+        if let (Source::Request(_), Some(batch)) = (&self.source, &self.batch)
+            && let Some(at) = batch.sent(name)
+            && !batch.edited(name)
+        {
+            return batch.sent_values(at).count();
+        }
+        match &self.source {
+            Source::Local(local) => local
+                .fields
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .count(),
+            _ => self.get_all(name).len(),
+        }
+    }
+
     /// All fields, in order, names lower-case. Inside the gateway this copies every
     /// header: prefer [`Headers::get`] for the ones you need.
     pub fn all(&self) -> Vec<(String, Vec<u8>)> {
@@ -670,6 +693,14 @@ mod tests {
             rest = &after[4 + value..];
         }
         assert_eq!(refused, 2);
+    }
+
+    #[test]
+    fn count_counts_the_fields_of_a_name() {
+        let headers = Headers::from_pairs([("X-Token", "a"), ("x-other", "b"), ("x-token", "c")]);
+        assert_eq!(headers.count("x-token"), 2);
+        assert_eq!(headers.count("X-OTHER"), 1);
+        assert_eq!(headers.count("x-absent"), 0);
     }
 
     #[test]

@@ -570,8 +570,13 @@ impl JwtAuth {
         headers: &Headers<'_>,
         now: u64,
     ) -> Result<Arc<[Option<String>]>, Refusal> {
-        let values = headers.get_all(&self.header);
-        let token = self.token(&values)?;
+        // Counted, then lent: the token (hundreds of bytes) is not copied.
+        let value = match headers.count(&self.header) {
+            0 => None,
+            1 => headers.get(&self.header),
+            _ => return Err(Refusal::BadRequest("the request has several token headers")),
+        };
+        let token = self.token(value)?;
         if let Some(values) = self.recall(token, now)? {
             return Ok(values);
         }
@@ -581,12 +586,10 @@ impl JwtAuth {
         Ok(values)
     }
 
-    /// The token in the header's values.
-    fn token<'v>(&self, values: &'v [Vec<u8>]) -> Result<&'v str, Refusal> {
-        let value = match values {
-            [] => return Err(Refusal::Missing),
-            [one] => one,
-            _ => return Err(Refusal::BadRequest("the request has several token headers")),
+    /// The token in the header's one value (`None`: no such header).
+    fn token<'v>(&self, value: Option<&'v [u8]>) -> Result<&'v str, Refusal> {
+        let Some(value) = value else {
+            return Err(Refusal::Missing);
         };
         let value = std::str::from_utf8(value)
             .map_err(|_| Refusal::invalid("the token is not ASCII"))?

@@ -90,6 +90,20 @@ async fn hs256_missing_expired_and_foreign_tokens_get_401() {
     let reply = get_with(&gw.url("/api"), &[("authorization", "Basic dXNlcjpwdw==")]).await;
     assert_eq!(reply.status, 401);
     assert_eq!(reply.header("www-authenticate").as_deref(), Some("Bearer"));
+    // Two token headers, even with a valid token first, are refused: which one counts
+    // would be a guess.
+    let bearer = format!("Bearer {}", hs256(&claims()));
+    let reply = get_with(
+        &gw.url("/api"),
+        &[("authorization", &bearer), ("authorization", "Bearer x")],
+    )
+    .await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(
+        reply.text().contains("several token headers"),
+        "{}",
+        reply.text()
+    );
 
     let expired = hs256(&claims_with(json!({"exp": now() - 60})));
     assert_invalid(&with_token(&gw, &expired).await, "the token has expired");
