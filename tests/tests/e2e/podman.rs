@@ -170,6 +170,7 @@ impl<'a> Image<'a> {
             context.file_name().and_then(|n| n.to_str()).expect("name")
         );
         let containerfile = root().join("container/Containerfile.scratch");
+        let _one_at_a_time = image_store_lock();
         podman.ok(&[
             "build",
             "--quiet",
@@ -197,8 +198,18 @@ impl<'a> Image<'a> {
 
 impl Drop for Image<'_> {
     fn drop(&mut self) {
+        let _one_at_a_time = image_store_lock();
         let _ = self.podman.output(&["rmi", "--force", &self.tag]);
     }
+}
+
+/// Held while a test builds or removes an image. Podman's image store does not take
+/// concurrent builds and removals well: a build beside another test's build or `rmi`
+/// has failed with "deleting build container …: container not known".
+fn image_store_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A container started from an [`Image`]; removed (killed if it still runs) on drop.
