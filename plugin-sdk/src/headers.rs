@@ -67,12 +67,17 @@ pub(crate) fn check(kind: EditKind, name: &str, value: &[u8]) -> Result<(), Edit
     if is_hop_by_hop(name) {
         return refused();
     }
-    if !is_header_value(value) {
-        return Err(EditError::InvalidValue(
-            String::from_utf8_lossy(value).into_owned(),
-        ));
+    check_value(value)
+}
+
+/// The gateway's rule for a value: see [`is_header_value`].
+fn check_value(value: &[u8]) -> Result<(), EditError> {
+    if is_header_value(value) {
+        return Ok(());
     }
-    Ok(())
+    Err(EditError::InvalidValue(
+        String::from_utf8_lossy(value).into_owned(),
+    ))
 }
 
 /// Whether a plugin may set or append header `name` (any case): a valid name that is
@@ -280,23 +285,17 @@ impl<'a> Batch<'a> {
     /// Every value of `name` as the gateway has it (`host` asks it for a name not
     /// sent), then with this phase's edits.
     fn values(&self, name: &str, host: impl FnOnce() -> Vec<Vec<u8>>) -> Vec<Vec<u8>> {
-        let mut values = match self.sent(name) {
+        let base = match self.sent(name) {
             Some(at) => self.sent_values(at).map(<[u8]>::to_vec).collect(),
             None => host(),
         };
-        let edits = self.edits.borrow();
-        let of_name = flat::edits(&edits)
-            .filter(|e| !e.response && e.name.eq_ignore_ascii_case(name.as_bytes()));
-        for edit in of_name {
-            match edit.op {
-                Op::Set => values = vec![edit.value.to_vec()],
-                Op::SetIfAbsent if values.is_empty() => values.push(edit.value.to_vec()),
-                Op::SetIfAbsent => {}
-                Op::Append => values.push(edit.value.to_vec()),
-                Op::Remove => values.clear(),
-            }
-        }
-        values
+        let mut fields = base.into_iter().map(|v| (name.to_owned(), v)).collect();
+        self.apply(&mut fields);
+        fields
+            .into_iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+            .collect()
     }
 
     /// Makes this phase's edits on `fields` (all of the request's, as the gateway has
@@ -364,12 +363,7 @@ fn check_named(kind: EditKind, name: &str, value: &[u8]) -> Result<bool, EditErr
             .any(|n| flat::same(n.as_bytes(), name.as_bytes()))
     });
     if kept {
-        if !is_header_value(value) {
-            return Err(EditError::InvalidValue(
-                String::from_utf8_lossy(value).into_owned(),
-            ));
-        }
-        return Ok(true);
+        return check_value(value).map(|()| true);
     }
     check(kind, name, value)?;
     let lower = !name.bytes().any(|b| b.is_ascii_uppercase());

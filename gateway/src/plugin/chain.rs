@@ -20,8 +20,9 @@ use http::uri::PathAndQuery;
 use super::bindings::types;
 use super::edits::local_head;
 use super::message::{
-    CacheMark, CacheSteering, QueuedEdit, RequestInfo, RequestView, ResponseView, given_fields,
+    CacheMark, CacheSteering, QueuedEdit, RequestInfo, RequestView, ResponseView,
 };
+use super::one_call::given_fields;
 use super::{ChainEntry, FailureKind, Instance, PluginFailure};
 use crate::config::OnError;
 use crate::reply::LocalReply;

@@ -331,9 +331,10 @@ mod tests {
         assert_eq!(Linking::of(b"not wasm"), Linking::default());
     }
 
-    #[test]
-    fn the_report_says_whether_the_plugin_is_preinitialised_and_why_not() {
-        let mut found = Inspection {
+    /// An inspection of a plugin that loads, with nothing to say about its preinit or
+    /// request phase.
+    fn found() -> Inspection {
+        Inspection {
             size: 1,
             sha256: "0".repeat(64),
             wit_version: Some(compile::WIT_VERSION.to_owned()),
@@ -344,18 +345,29 @@ mod tests {
             exports: Vec::new(),
             waiting_imports: Vec::new(),
             linking: Linking::default(),
+            preinit: None,
+            one_crossing: None,
+        }
+    }
+
+    /// The report's line that starts with `prefix`, if any.
+    fn report_line(found: &Inspection, prefix: &str) -> Option<String> {
+        found
+            .report(Path::new("p.wasm"))
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .map(str::to_owned)
+    }
+
+    #[test]
+    fn the_report_says_whether_the_plugin_is_preinitialised_and_why_not() {
+        let mut found = Inspection {
             preinit: Some(Preinitialised::No(
                 "`init` (the plugin's `new`) called wasi:random/insecure-seed".to_owned(),
             )),
-            one_crossing: None,
+            ..found()
         };
-        let line = |found: &Inspection| {
-            found
-                .report(Path::new("p.wasm"))
-                .lines()
-                .find(|l| l.starts_with("  preinit     "))
-                .map(str::to_owned)
-        };
+        let line = |found: &Inspection| report_line(found, "  preinit     ");
         assert_eq!(
             line(&found).as_deref(),
             Some(
@@ -378,26 +390,11 @@ mod tests {
     #[test]
     fn the_report_says_how_the_request_phase_is_called() {
         let mut found = Inspection {
-            size: 1,
-            sha256: "0".repeat(64),
             wit_version: Some("0.1.4".to_owned()),
-            compatible: true,
-            phases: vec!["request-headers"],
-            load_error: None,
-            imports: Vec::new(),
-            exports: Vec::new(),
-            waiting_imports: Vec::new(),
-            linking: Linking::default(),
-            preinit: None,
             one_crossing: Some(false),
+            ..found()
         };
-        let line = |found: &Inspection| {
-            found
-                .report(Path::new("p.wasm"))
-                .lines()
-                .find(|l| l.starts_with("  request     "))
-                .map(str::to_owned)
-        };
+        let line = |found: &Inspection| report_line(found, "  request     ");
         assert!(
             line(&found)
                 .unwrap()

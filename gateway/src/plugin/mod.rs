@@ -21,6 +21,7 @@ mod instance;
 mod kv_host;
 mod loaded;
 mod message;
+mod one_call;
 mod output;
 mod preinit;
 mod state;
