@@ -20,7 +20,8 @@
 # callgrind_annotate.
 #
 # Environment: WEIR_BIN (<repo>/target/release/weir), PLUGINS_DIR
-#   (<repo>/target/weir-plugins), CHAIN (none | design | request-id | cached; default:
+#   (<repo>/target/weir-plugins), CHAIN (none | design | design-1 | design-2 | request-id | cached;
+#   design-N: the chain's first N plugins; default:
 #   the first three; cached is the no-plugin route with `cache`, every counted request a
 #   hit), PROTO (h1 | h2c: the client side; the upstream is HTTP/1.1 either way; h1),
 #   N (requests counted, 2000), ISOLATION (worker | request), OUT (a temp dir,
@@ -47,7 +48,7 @@ done
 PROTO=${PROTO:-h1}
 [[ $PROTO == h1 || $PROTO == h2c ]] || die "PROTO must be h1 or h2c"
 for c in $CHAINS; do
-  [[ $c == none || $c == design || $c == request-id || $c == cached ]] || die "unknown CHAIN '$c'"
+  [[ $c == none || $c == design || $c == design-[12] || $c == request-id || $c == cached ]] || die "unknown CHAIN '$c'"
 done
 for tool in valgrind callgrind_control callgrind_annotate h2load curl; do
   command -v $tool >/dev/null || die "$tool not found (apt-get install valgrind nghttp2-client curl)"
@@ -61,6 +62,8 @@ AUTH="authorization: Bearer $TOKEN"
 chain_extra() {
   case $1 in
     design) sed -n '/^chain_design() {/,/^EOF/p' "$ROOT/bench/pairs.sh" | sed '1,2d;$d' ;;
+    # The chain's first 1 or 2 plugins (each is 3 lines): what each one adds.
+    design-[12]) chain_extra design | head -n $((3 * ${1#design-})) ;;
     request-id) printf '[[route.plugins]]\nname = "request-id"\n' ;;
     # Lands in the route (the config's last table): the origin's "ok" stays fresh an hour.
     cached) printf 'cache = { ttl_default = "1h" }\n' ;;

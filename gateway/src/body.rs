@@ -147,7 +147,7 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match &mut self.get_mut().inner {
-            Inner::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(|e| e.into()),
+            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
             Inner::Full(body) => Pin::new(body).poll_frame(cx).map_err(|e| match e {}),
             Inner::Unpooled(body) => Pin::new(body).poll_frame(cx).map_err(|e| e.into()),
             Inner::Shared(reader) => Pin::new(&mut **reader).poll_frame(cx).map_err(|e| e.into()),

@@ -134,12 +134,12 @@ async fn proxy_table() -> Vec<(ProxyError, StatusCode, &'static str)> {
             "upstream TLS handshake failed",
         ),
         (
-            upstream(UpstreamFailure::Exchange(hyper_error().await)),
+            upstream(UpstreamFailure::Exchange(hyper_error().await.into())),
             S::BAD_GATEWAY,
             "upstream connection reset or invalid response",
         ),
         (
-            upstream(UpstreamFailure::ClientBody(hyper_error().await)),
+            upstream(UpstreamFailure::ClientBody(hyper_error().await.into())),
             S::BAD_REQUEST,
             "malformed request body",
         ),

@@ -393,7 +393,7 @@ fn upstream_error(cluster: &Cluster, e: ForwardError) -> ProxyError {
         failure: UpstreamFailure::ClientBody(e),
         ..
     } = &e
-        && let Some(too_large) = RequestBody::too_large(e)
+        && let Some(too_large) = RequestBody::too_large(&**e)
     {
         return ProxyError::BodyTooLarge {
             limit: too_large.limit,

@@ -2,34 +2,30 @@
 //! body that keeps driving that connection while it streams; or, for `http2` clusters,
 //! on a stream of a shared HTTP/2 connection (see [`super::multiplex`]).
 //!
-//! The request's own task polls the HTTP/1.1 connection (hyper's `Connection` future)
-//! alongside the response future, and the response body keeps polling it until the body
+//! The request's own task writes the request and reads the response on the HTTP/1.1
+//! connection (see [`super::h1`]), and the response body reads on from it until the body
 //! ends; the connection then goes back to the pool. This costs no task spawn and no
 //! cross-task wake-up per request, which is most of what a generic pooled client spends.
 
 use std::future::{Future, poll_fn};
 use std::io;
-use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version, header};
-use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
+use http::{Method, Request, Response, Uri, Version, header};
 
 use crate::request_body::RequestBody;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 
 use super::connect::Connector;
 use super::endpoint::EndpointState;
-use super::inflight::InFlight;
+use super::h1;
 use super::limits::{Breaker, ConnectionSlot, Limit, Waited};
-use super::multiplex::{Checkout, MultiplexPool, StreamSlot};
+use super::multiplex::{Checkout, MultiplexPool};
 use super::pool::{IdlePool, PooledConn};
+use super::response_body::{H1Body, Inner, UpstreamResponseBody};
 use crate::config::{Protocol, Timeouts};
 
 /// The body type sent upstream: the client's body streamed through untouched, or a
@@ -51,7 +47,7 @@ pub enum UpstreamFailure {
     Tls(#[source] io::Error),
     /// The connection failed after it was established (reset, closed, bad response).
     #[error("exchange failed: {0}")]
-    Exchange(#[source] hyper::Error),
+    Exchange(#[source] BoxError),
     /// A new connection closed before the request could be written.
     #[error("the endpoint closed the connection before the request was sent")]
     ClosedBeforeSend,
@@ -65,8 +61,11 @@ pub enum UpstreamFailure {
     /// text body that is not base64) while it streamed upstream: the client's fault, not the endpoint's. The upstream saw an
     /// aborted request at most.
     #[error("the client's request body failed: {0}")]
-    ClientBody(#[source] hyper::Error),
+    ClientBody(#[source] BoxError),
 }
+
+/// An error of any kind, as exchanges over HTTP/1.1 (ours) and HTTP/2 (hyper's) fail.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl UpstreamFailure {
     /// A failed exchange, told apart from a failure of the client's body streaming
@@ -81,9 +80,18 @@ impl UpstreamFailure {
                 || source.downcast_ref::<crate::grpc_web::BadText>().is_some()
         });
         if client_body {
-            UpstreamFailure::ClientBody(e)
+            UpstreamFailure::ClientBody(Box::new(e))
         } else {
-            UpstreamFailure::Exchange(e)
+            UpstreamFailure::Exchange(Box::new(e))
+        }
+    }
+
+    /// A failed exchange over HTTP/1.1: the request's body failing is the client's
+    /// fault, anything else the endpoint's.
+    pub(crate) fn h1(e: h1::Error) -> UpstreamFailure {
+        match e {
+            h1::Error::RequestBody(e) => UpstreamFailure::ClientBody(e),
+            e => UpstreamFailure::Exchange(Box::new(e)),
         }
     }
 }
@@ -207,16 +215,9 @@ impl UpstreamClient {
                     continue; // closed while idle: try the next one
                 }
                 match exchange(conn, req, timeout).await {
-                    Ok((response, conn)) => {
-                        let (parts, body) = response.into_parts();
-                        let body = UpstreamResponseBody {
-                            body,
-                            conn,
-                            pool: Some(pool.clone()),
-                            in_flight: None,
-                            stream: None,
-                        };
-                        return Ok(Response::from_parts(parts, body));
+                    Ok(mut response) => {
+                        response.body_mut().pool = Some(pool.clone());
+                        return Ok(response);
                     }
                     Err(Exchange::NotSent(back)) if !fresh => req = *back,
                     Err(Exchange::NotSent(back)) => {
@@ -267,14 +268,8 @@ impl UpstreamClient {
         slot: ConnectionSlot,
     ) -> Result<Box<PooledConn>, UpstreamFailure> {
         let stream = self.connector.connect(index, endpoint).await?;
-        let (sender, conn) = http1::Builder::new()
-            .writev(false) // see the server's builder: one flat write per request
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(UpstreamFailure::exchange)?;
         Ok(Box::new(PooledConn {
-            sender,
-            conn,
+            h1: h1::Conn::new(stream),
             idle_since: Instant::now(),
             deadline: Box::pin(tokio::time::sleep(Duration::ZERO)),
             _slot: slot,
@@ -328,8 +323,7 @@ impl UpstreamClient {
                 Ok(Ok(response)) => {
                     let (parts, body) = response.into_parts();
                     let body = UpstreamResponseBody {
-                        body,
-                        conn: None,
+                        inner: Inner::H2(body),
                         pool: None,
                         in_flight: None,
                         stream: Some(stream),
@@ -388,20 +382,10 @@ fn into_http2(req: &mut Request<UpstreamBody>, endpoint: &Authority, scheme: &Sc
     *req.version_mut() = Version::HTTP_2;
 }
 
-/// Whether an idle connection can take a request now. Polling the connection first lets
-/// it notice a close or finish the previous exchange.
+/// Whether an idle connection can take a request now: its endpoint neither closed it
+/// nor sent anything while it idled.
 async fn ready(conn: &mut Box<PooledConn>) -> bool {
-    poll_fn(|cx| {
-        if Pin::new(&mut conn.conn).poll(cx).is_ready() {
-            return Poll::Ready(false);
-        }
-        match conn.sender.poll_ready(cx) {
-            Poll::Ready(result) => Poll::Ready(result.is_ok()),
-            // Still busy with an earlier exchange: not reusable now.
-            Poll::Pending => Poll::Ready(false),
-        }
-    })
-    .await
+    poll_fn(|cx| Poll::Ready(conn.h1.poll_idle(cx))).await
 }
 
 enum Exchange {
@@ -410,116 +394,67 @@ enum Exchange {
     Failed(UpstreamFailure),
 }
 
-/// Writes the request and waits for the response head, driving the connection meanwhile.
-/// Returns the connection too unless it ended.
-async fn exchange(
+/// Writes the request and waits for the response head, writing the request's body
+/// meanwhile. The response's body reads on from the connection (and finishes writing the
+/// request's, if the endpoint answered before it had all of it).
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` keeps its arguments twice in its future"
+)]
+fn exchange(
     mut conn: Box<PooledConn>,
     req: Request<UpstreamBody>,
     timeout: Duration,
-) -> Result<(Response<Incoming>, Option<Box<PooledConn>>), Exchange> {
-    let mut conn_ended = false;
-    conn.deadline
-        .as_mut()
-        .reset(tokio::time::Instant::now() + timeout);
-    let outcome = {
-        let mut response = pin!(conn.sender.try_send_request(req));
-        poll_fn(|cx| {
-            if !conn_ended && Pin::new(&mut conn.conn).poll(cx).is_ready() {
-                conn_ended = true;
+) -> impl Future<Output = Result<Response<UpstreamResponseBody>, Exchange>> {
+    async move {
+        conn.deadline
+            .as_mut()
+            .reset(tokio::time::Instant::now() + timeout);
+        let head_request = req.method() == Method::HEAD;
+        let mut writer = match conn.h1.start(req).await {
+            Ok(writer) => writer,
+            Err(h1::NotSent(req)) => return Err(Exchange::NotSent(Box::new(req))),
+        };
+        // A connection that fails while the request is written is told only if no
+        // response comes: an endpoint may answer (a 413, say) and close before it has
+        // read the whole request.
+        let mut write_failed = None;
+        let outcome = poll_fn(|cx| {
+            if write_failed.is_none()
+                && let Poll::Ready(Err(e)) = writer.poll(&mut conn.h1, cx)
+            {
+                if !matches!(e, h1::Error::Io(_)) {
+                    return Poll::Ready(Some(Err(e)));
+                }
+                write_failed = Some(e);
             }
-            if let Poll::Ready(outcome) = response.as_mut().poll(cx) {
-                return Poll::Ready(Some(outcome));
+            match conn.h1.poll_head(cx, head_request) {
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(Some(Err(write_failed.take().unwrap_or(e))));
+                }
+                Poll::Ready(Ok(head)) => return Poll::Ready(Some(Ok(head))),
+                Poll::Pending => {}
             }
             conn.deadline.as_mut().poll(cx).map(|()| None)
         })
-        .await
-    };
-    match outcome {
-        None => Err(Exchange::Failed(UpstreamFailure::Timeout(timeout))),
-        Some(Ok(response)) => Ok((response, (!conn_ended).then_some(conn))),
-        Some(Err(mut e)) => match e.take_message() {
-            Some(req) => Err(Exchange::NotSent(Box::new(req))),
-            None => Err(Exchange::Failed(UpstreamFailure::exchange(e.into_error()))),
-        },
-    }
-}
-
-/// A response body streamed from upstream. While it streams it keeps driving the
-/// connection it arrives on; when it ends, the connection returns to the pool.
-pub struct UpstreamResponseBody {
-    body: Incoming,
-    conn: Option<Box<PooledConn>>,
-    pool: Option<Arc<IdlePool>>,
-    /// Counts the request as in flight until the body ends or is dropped.
-    in_flight: Option<InFlight>,
-    /// Its stream on an HTTP/2 connection, held until the body ends or is dropped.
-    stream: Option<StreamSlot>,
-}
-
-impl std::fmt::Debug for UpstreamResponseBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamResponseBody")
-            .field("pooled", &self.conn.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl UpstreamResponseBody {
-    /// Keeps `in_flight` until the body ends or is dropped.
-    pub(crate) fn hold(&mut self, in_flight: InFlight) {
-        self.in_flight = Some(in_flight);
-    }
-
-    fn release(&mut self) {
-        if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.take()) {
-            pool.put(conn);
-        }
-        self.in_flight = None;
-        self.stream = None;
-    }
-}
-
-impl Body for UpstreamResponseBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        if let Some(conn) = &mut this.conn
-            && Pin::new(&mut conn.conn).poll(cx).is_ready()
-        {
-            this.conn = None;
-        }
-        let frame = Pin::new(&mut this.body).poll_frame(cx);
-        match &frame {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Err(_))) => {
-                this.conn = None;
-                this.in_flight = None;
+        .await;
+        match outcome {
+            None => Err(Exchange::Failed(UpstreamFailure::Timeout(timeout))),
+            Some(Err(e)) => Err(Exchange::Failed(UpstreamFailure::h1(e))),
+            Some(Ok((head, decoder))) => {
+                let writer = (!writer.is_done()).then_some(writer);
+                let body = UpstreamResponseBody {
+                    inner: Inner::H1(Box::new(H1Body {
+                        decoder,
+                        writer,
+                        conn: Some(conn),
+                    })),
+                    pool: None,
+                    in_flight: None,
+                    stream: None,
+                };
+                Ok(head.map(|()| body))
             }
-            _ => {}
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for UpstreamResponseBody {
-    fn drop(&mut self) {
-        // A body read to its end frees the connection for reuse; a body abandoned midway
-        // leaves the connection in an unknown state, so it is closed.
-        if self.body.is_end_stream() {
-            self.release();
         }
     }
 }

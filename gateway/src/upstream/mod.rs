@@ -13,6 +13,7 @@ mod connect;
 mod dns;
 mod endpoint;
 mod forward;
+mod h1;
 mod hash;
 mod health;
 mod inflight;
@@ -22,6 +23,7 @@ mod outlier;
 mod peer_settings;
 mod pool;
 mod probe;
+mod response_body;
 mod retry;
 mod ring;
 mod rotation;
@@ -37,12 +39,11 @@ use http::HeaderMap;
 use http::uri::Authority;
 use tokio_util::sync::CancellationToken;
 
-pub use client::{
-    SendFailure, UpstreamBody, UpstreamClient, UpstreamFailure, UpstreamResponseBody,
-};
+pub use client::{SendFailure, UpstreamBody, UpstreamClient, UpstreamFailure};
 pub use forward::{ForwardError, Forwarded, Refusal, UpstreamHost};
 pub use health::HealthChecks;
 pub use limits::{Limit, Load};
+pub use response_body::UpstreamResponseBody;
 pub use rotation::EndpointStatus;
 pub use tunnel::{Tunnel, TunnelGuard, UnpooledBody};
 

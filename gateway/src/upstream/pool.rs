@@ -1,9 +1,7 @@
 //! Idle keep-alive connections to one endpoint, owned by one worker.
 //!
-//! A pooled connection is the pair hyper hands out at handshake: the request sender and
-//! the connection state machine. Weir drives the state machine itself, inside the task
-//! of the request using it (see `client.rs`), so no per-connection task exists and no
-//! wake-up crosses tasks. While idle, nothing polls it; a connection the endpoint closed
+//! A pooled connection is driven by the task of the request using it (see `client.rs`
+//! and `h1`), so no per-connection task exists and no wake-up crosses tasks. While idle, nothing polls it; a connection the endpoint closed
 //! meanwhile is found out (and dropped) when it is next taken, and one idle longer than
 //! the cluster's `idle` timeout is closed instead of reused when the pool is next used.
 //! Each connection holds a slot of the cluster's `max_connections`.
@@ -13,21 +11,16 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-
-use super::client::UpstreamBody;
-use super::connect::UpstreamStream;
+use super::h1;
 use super::limits::{Breaker, ConnectionSlot};
 
 /// Idle connections kept per endpoint and worker; more are closed when released.
 pub(crate) const MAX_IDLE: usize = 1024;
 
-/// One HTTP/1.1 connection to an endpoint. Always boxed: hyper's connection state is
-/// large, and a request moves it several times (pool, exchange, response body).
+/// One HTTP/1.1 connection to an endpoint. Always boxed: a request moves it several
+/// times (pool, exchange, response body).
 pub(crate) struct PooledConn {
-    pub(crate) sender: http1::SendRequest<UpstreamBody>,
-    pub(crate) conn: http1::Connection<TokioIo<UpstreamStream>, UpstreamBody>,
+    pub(crate) h1: h1::Conn,
     pub(crate) idle_since: Instant,
     /// The timer bounding each exchange's wait for the response head, kept with the
     /// connection and moved to each exchange's deadline: pushing a registered timer's
@@ -78,7 +71,7 @@ impl IdlePool {
 
     /// Returns a connection whose last exchange completed.
     pub(crate) fn put(&self, mut conn: Box<PooledConn>) {
-        if conn.sender.is_closed() {
+        if !conn.h1.is_reusable() {
             return;
         }
         let now = Instant::now();
