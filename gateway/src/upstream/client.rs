@@ -104,6 +104,9 @@ pub struct SendFailure {
     pub failure: UpstreamFailure,
     /// The request, when nothing of it was sent.
     pub unsent: Option<Box<Request<UpstreamBody>>>,
+    /// The head of a request that was sent over HTTP/1.1, for a retry to send again
+    /// (its body is gone: a retry takes it from its own copy).
+    pub sent_head: Option<Box<http::request::Parts>>,
 }
 
 impl SendFailure {
@@ -111,6 +114,7 @@ impl SendFailure {
         SendFailure {
             failure,
             unsent: None,
+            sent_head: None,
         }
     }
 }
@@ -175,6 +179,12 @@ impl UpstreamClient {
         }
     }
 
+    /// Whether a failed exchange hands back the head of the request it sent (HTTP/1.1
+    /// clusters), so that a retry needs no copy of it made before.
+    pub(crate) fn returns_sent_heads(&self) -> bool {
+        self.multiplexed.is_empty()
+    }
+
     /// Its idle pools, for the breaker to find spare connections in.
     pub(crate) fn pools(&self) -> impl Iterator<Item = &Arc<IdlePool>> {
         self.pools.iter()
@@ -208,6 +218,7 @@ impl UpstreamClient {
                         return Err(SendFailure {
                             failure,
                             unsent: Some(Box::new(req)),
+                            sent_head: None,
                         });
                     }
                 };
@@ -224,9 +235,16 @@ impl UpstreamClient {
                         return Err(SendFailure {
                             failure: UpstreamFailure::ClosedBeforeSend,
                             unsent: Some(back),
+                            sent_head: None,
                         });
                     }
-                    Err(Exchange::Failed(failure)) => return Err(SendFailure::sent(failure)),
+                    Err(Exchange::Failed(failure, head)) => {
+                        return Err(SendFailure {
+                            failure,
+                            unsent: None,
+                            sent_head: head,
+                        });
+                    }
                 }
             }
         }
@@ -312,6 +330,7 @@ impl UpstreamClient {
                     return Err(SendFailure {
                         failure,
                         unsent: Some(Box::new(req)),
+                        sent_head: None,
                     });
                 }
             };
@@ -337,6 +356,7 @@ impl UpstreamClient {
                             return Err(SendFailure {
                                 failure: UpstreamFailure::ClosedBeforeSend,
                                 unsent: Some(Box::new(back)),
+                                sent_head: None,
                             });
                         }
                         req = back;
@@ -391,7 +411,8 @@ async fn ready(conn: &mut Box<PooledConn>) -> bool {
 enum Exchange {
     /// The connection was gone before the request was written; here it is back.
     NotSent(Box<Request<UpstreamBody>>),
-    Failed(UpstreamFailure),
+    /// The exchange failed after the request started: why, and the request's head.
+    Failed(UpstreamFailure, Option<Box<http::request::Parts>>),
 }
 
 /// Writes the request and waits for the response head, writing the request's body
@@ -439,8 +460,14 @@ fn exchange(
         })
         .await;
         match outcome {
-            None => Err(Exchange::Failed(UpstreamFailure::Timeout(timeout))),
-            Some(Err(e)) => Err(Exchange::Failed(UpstreamFailure::h1(e))),
+            None => Err(Exchange::Failed(
+                UpstreamFailure::Timeout(timeout),
+                conn.h1.take_sent().map(Box::new),
+            )),
+            Some(Err(e)) => Err(Exchange::Failed(
+                UpstreamFailure::h1(e),
+                conn.h1.take_sent().map(Box::new),
+            )),
             Some(Ok((head, decoder))) => {
                 let writer = (!writer.is_done()).then_some(writer);
                 let body = UpstreamResponseBody {

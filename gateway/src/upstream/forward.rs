@@ -98,7 +98,7 @@ impl Cluster {
         policy: &Retries,
     ) -> impl Future<Output = Result<Forwarded, ForwardError>> {
         async move {
-            let replay = Replay::capture(&req, policy);
+            let replay = Replay::capture(&req, policy, !self.client(worker).returns_sent_heads());
             let mut deadline = None;
             let mut tried = Avoid::default();
             let mut retries = 0;
@@ -125,12 +125,16 @@ impl Cluster {
                     .send(index, self.endpoint(index), req, timeout)
                     .await;
                 drop(slot.take()); // this retry is over: free its place in the budget
-                let (result, unsent) = match result {
+                let (mut result, unsent, sent_head) = match result {
                     Ok(response) => {
                         self.exchange_duration.observe(sent.elapsed().as_secs_f64());
-                        (Ok(response), None)
+                        (Ok(response), None, None)
                     }
-                    Err(SendFailure { failure, unsent }) => (Err(failure), unsent),
+                    Err(SendFailure {
+                        failure,
+                        unsent,
+                        sent_head,
+                    }) => (Err(failure), unsent, sent_head),
                 };
                 let outcome = match &result {
                     Ok(response) => Outcome::Answered(response.status()),
@@ -163,10 +167,15 @@ impl Cluster {
                 };
                 if retries < policy.attempts && retry::wanted(policy, outcome) {
                     // A request that never left comes back whole; others go again from
-                    // their copy, if they have one.
+                    // their copy, with the head the exchange sent (handed back by a
+                    // failed exchange, kept by an answered one's body) or copied.
+                    let sent_head = sent_head.or_else(|| {
+                        let response = result.as_mut().ok()?;
+                        response.body_mut().take_sent_head()
+                    });
                     let again = unsent
                         .map(|back| *back)
-                        .or_else(|| replay.as_deref().map(Replay::request));
+                        .or_else(|| replay.as_deref()?.request(sent_head));
                     if let Some((again, taken)) = self
                         .prepare_retry(policy, again, retries + 1, deadline)
                         .await

@@ -59,6 +59,15 @@ impl UpstreamResponseBody {
         self.in_flight = Some(in_flight);
     }
 
+    /// The head of the request this answers, when it went over HTTP/1.1 (for a retry
+    /// to send again).
+    pub(crate) fn take_sent_head(&mut self) -> Option<Box<http::request::Parts>> {
+        match &mut self.inner {
+            Inner::H1(body) => body.conn.as_mut()?.h1.take_sent().map(Box::new),
+            Inner::H2(_) => None,
+        }
+    }
+
     /// Done with: a connection whose exchange completed cleanly goes back to the pool,
     /// any other is closed.
     fn release(&mut self) {

@@ -83,22 +83,35 @@ fn idempotent(method: &Method) -> bool {
     .contains(method)
 }
 
-/// A copy of a request that can be sent again: its head and its body, already in
-/// memory.
+/// What a retry needs to send a request again: its body, already in memory, and its
+/// head, copied here only when the exchange does not hand it back (HTTP/2 clusters;
+/// over HTTP/1.1 a failed exchange returns the head it sent, so the common request that
+/// is never retried pays for no copy).
 #[derive(Debug)]
 pub(super) struct Replay {
+    head: Option<Head>,
+    body: Full<Bytes>,
+}
+
+/// A copy of a request's head.
+#[derive(Debug)]
+struct Head {
     method: Method,
     uri: Uri,
     version: Version,
     headers: HeaderMap,
-    body: Full<Bytes>,
 }
 
 impl Replay {
-    /// A copy of `req` if `policy` may send it again: an idempotent method (or
-    /// `allow_non_idempotent`) and a body that is empty or already buffered. Boxed, so
-    /// that requests without one carry a pointer, not the head, across their awaits.
-    pub(super) fn capture(req: &Request<UpstreamBody>, policy: &Retries) -> Option<Box<Replay>> {
+    /// What a retry of `req` needs, if `policy` may send it again: an idempotent method
+    /// (or `allow_non_idempotent`) and a body that is empty or already buffered; with a
+    /// copy of the head when `copy_head`. Boxed, so that requests without one carry a
+    /// pointer across their awaits.
+    pub(super) fn capture(
+        req: &Request<UpstreamBody>,
+        policy: &Retries,
+        copy_head: bool,
+    ) -> Option<Box<Replay>> {
         if policy.attempts == 0 || !(policy.allow_non_idempotent || idempotent(req.method())) {
             return None;
         }
@@ -107,23 +120,32 @@ impl Replay {
             Either::Left(streamed) if streamed.is_end_stream() => Full::new(Bytes::new()),
             Either::Left(_) => return None,
         };
-        Some(Box::new(Replay {
+        let head = copy_head.then(|| Head {
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
             headers: req.headers().clone(),
-            body,
-        }))
+        });
+        Some(Box::new(Replay { head, body }))
     }
 
-    /// The request again.
-    pub(super) fn request(&self) -> Request<UpstreamBody> {
-        let mut req = Request::new(Either::Right(self.body.clone()));
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers.clone();
-        req
+    /// The request again: with `sent`, the head the failed exchange handed back, else
+    /// the copy (`None` when there is neither).
+    pub(super) fn request(
+        &self,
+        sent: Option<Box<http::request::Parts>>,
+    ) -> Option<Request<UpstreamBody>> {
+        let body = Either::Right(self.body.clone());
+        if let Some(head) = sent {
+            return Some(Request::from_parts(*head, body));
+        }
+        let copy = self.head.as_ref()?;
+        let mut req = Request::new(body);
+        *req.method_mut() = copy.method.clone();
+        *req.uri_mut() = copy.uri.clone();
+        *req.version_mut() = copy.version;
+        *req.headers_mut() = copy.headers.clone();
+        Some(req)
     }
 }
 
@@ -285,22 +307,39 @@ mod tests {
         let get = Request::get("/x")
             .body(Either::Right(Full::new(Bytes::from_static(b"buffered"))))
             .unwrap();
-        let replay = Replay::capture(&get, &p).expect("GET with a buffered body");
-        let again = replay.request();
+        let replay = Replay::capture(&get, &p, true).expect("GET with a buffered body");
+        let again = replay.request(None).expect("its head was copied");
         assert_eq!((again.method(), again.uri().path()), (&Method::GET, "/x"));
         let post = Request::post("/x")
             .body(Either::Right(Full::new(Bytes::new())))
             .unwrap();
-        assert!(Replay::capture(&post, &p).is_none());
+        assert!(Replay::capture(&post, &p, true).is_none());
         let allowed = Retries {
             allow_non_idempotent: true,
             ..Retries::default()
         };
-        assert!(Replay::capture(&post, &allowed).is_some());
+        assert!(Replay::capture(&post, &allowed, true).is_some());
         let none = Retries {
             attempts: 0,
             ..Retries::default()
         };
-        assert!(Replay::capture(&get, &none).is_none());
+        assert!(Replay::capture(&get, &none, true).is_none());
+    }
+
+    #[test]
+    fn without_a_copy_the_head_the_exchange_handed_back_is_sent_again() {
+        let get = Request::get("/x")
+            .header("x-kept", "1")
+            .body(Either::Right(Full::new(Bytes::from_static(b"buffered"))))
+            .unwrap();
+        let replay = Replay::capture(&get, &Retries::default(), false).expect("replayable");
+        assert!(replay.request(None).is_none(), "no head: nothing to send");
+        let (head, _) = get.into_parts();
+        let again = replay
+            .request(Some(Box::new(head)))
+            .expect("the head came back");
+        assert_eq!(again.uri().path(), "/x");
+        assert_eq!(again.headers()["x-kept"], "1");
+        assert_eq!(http_body::Body::size_hint(again.body()).exact(), Some(8));
     }
 }

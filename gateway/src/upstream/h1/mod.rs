@@ -87,6 +87,9 @@ pub(crate) struct Conn {
     written: usize,
     /// Whether the connection can carry another exchange once this one is over.
     reusable: bool,
+    /// The head of the request last sent, kept for a retry to send again without a copy
+    /// made before (see [`Conn::take_sent`]).
+    sent: Option<http::request::Parts>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -111,6 +114,7 @@ impl Conn {
             out: Vec::new(),
             written: 0,
             reusable: true,
+            sent: None,
         }
     }
 
@@ -151,8 +155,13 @@ impl Conn {
             let (framing, inlined) = self.encode(&req);
             match poll_fn(|cx| self.poll_first_write(cx)).await {
                 Ok(()) => {
-                    let body =
-                        (!inlined && framing != head::Framing::Empty).then(|| req.into_body());
+                    let (mut sent, body) = req.into_parts();
+                    // Kept for a retry to send again (see `take_sent`): the head only.
+                    // The request's extensions go now, as they would have: what they
+                    // hold (the client connection's state) must not wait on this one.
+                    sent.extensions = http::Extensions::new();
+                    self.sent = Some(sent);
+                    let body = (!inlined && framing != head::Framing::Empty).then_some(body);
                     Ok(Writer::new(body, framing))
                 }
                 Err(_) => {
@@ -161,6 +170,11 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// The head of the request last sent, if not taken yet: what a retry sends again.
+    pub(crate) fn take_sent(&mut self) -> Option<http::request::Parts> {
+        self.sent.take()
     }
 
     /// Writes `req`'s head into the output buffer, with its body when that is in memory
@@ -236,9 +250,11 @@ impl Conn {
         }
     }
 
-    /// After a response's body: a read buffer grown for a large body is let go, so that
-    /// an idle connection holds no more than a small one.
+    /// After a response's body: its request's head and a read buffer grown for a large
+    /// body are let go, so that an idle connection holds no more than a small one.
     fn settle(&mut self) {
+        // The exchange is over: no retry will want its head.
+        self.sent = None;
         if self.read.is_empty() && self.read.capacity() > 2 * MIN_READ {
             self.read = BytesMut::new();
         }
