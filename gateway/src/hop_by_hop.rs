@@ -15,6 +15,15 @@ const HOP_BY_HOP: [HeaderName; FIXED] = [
     header::TRAILER,
 ];
 
+/// Whether a `Connection` header of `headers` lists `token` (case-insensitive).
+pub(crate) fn connection_lists(headers: &HeaderMap, token: &[u8]) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
 /// Removes hop-by-hop headers: the fixed list, every header `Connection` names, every
 /// `Proxy-*` header, and `TE` unless it is exactly `trailers` (which gRPC needs).
 pub fn remove(headers: &mut HeaderMap) {

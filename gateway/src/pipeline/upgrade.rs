@@ -34,15 +34,7 @@ pub(super) fn requested(version: Version, headers: &HeaderMap) -> Option<HeaderV
         return None;
     }
     let protocol = headers.get(header::UPGRADE)?;
-    connection_lists_upgrade(headers).then(|| protocol.clone())
-}
-
-fn connection_lists_upgrade(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+    crate::hop_by_hop::connection_lists(headers, b"upgrade").then(|| protocol.clone())
 }
 
 /// Puts back the two hop-by-hop headers an upgrade needs on the next hop (hygiene

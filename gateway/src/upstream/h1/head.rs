@@ -296,16 +296,10 @@ fn response_framing(
 /// Whether the endpoint keeps the connection open: HTTP/1.1 unless `Connection: close`,
 /// HTTP/1.0 only with `Connection: keep-alive`.
 fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let lists = |token: &[u8]| {
-        headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-        })
-    };
+    let lists = crate::hop_by_hop::connection_lists;
     if version == Version::HTTP_11 {
-        !lists(b"close")
+        !lists(headers, b"close")
     } else {
-        lists(b"keep-alive")
+        lists(headers, b"keep-alive")
     }
 }

@@ -2,6 +2,7 @@
 //! its frames come.
 
 use std::collections::VecDeque;
+use std::io::Write as _;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -138,8 +139,8 @@ impl Writer {
                 self.queue.push_back(data);
             }
             Framing::Chunked => {
-                conn.out
-                    .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                // Written in place: no string per chunk.
+                let _ = write!(conn.out, "{:x}\r\n", data.len());
                 if data.len() <= COPY_DATA {
                     conn.out.extend_from_slice(&data);
                     conn.out.extend_from_slice(b"\r\n");
